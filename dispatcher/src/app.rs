@@ -1,0 +1,263 @@
+//! Everything wired together: configuration, registry, Dintero, store, engine.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::{
+    channel::{Channel, ChannelError},
+    config::{ConfigError, Settings},
+    dintero::{DinteroGateway, model::Transaction},
+    engine::{DefaultDispatcher, Dispatcher, Engine, Outcome},
+    gateway::{GatewayError, PaymentGateway},
+    ids,
+    links::LinkSigner,
+    registry::{DuplicateKind, Registry},
+    store::{JobKind, NewJob, SqliteStore, Store, StoreError, now_ms},
+};
+
+/// Why the application could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Two crates claim one channel kind.
+    #[error(transparent)]
+    Registry(#[from] DuplicateKind),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Dintero refused or could not be reached.
+    #[error("Dintero: {0}")]
+    Gateway(#[from] GatewayError),
+}
+
+/// A running Postbud: what `postbud serve` and `postbud deliver` use, and what a merchant
+/// service links.
+#[derive(Debug)]
+pub struct App {
+    settings: Settings,
+    engine: Arc<Engine>,
+    gateway: Arc<dyn PaymentGateway>,
+    links: Option<LinkSigner>,
+}
+
+/// Replaces parts of the default assembly.
+#[derive(Debug)]
+pub struct AppBuilder {
+    settings: Settings,
+    registry: Option<Registry>,
+    dispatcher: Arc<dyn Dispatcher>,
+    gateway: Option<Arc<dyn PaymentGateway>>,
+}
+
+impl AppBuilder {
+    /// Use this registry instead of [`Registry::discover`].
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Replace steps of the flow.
+    pub fn dispatcher(mut self, dispatcher: Arc<dyn Dispatcher>) -> Self {
+        self.dispatcher = dispatcher;
+        self
+    }
+
+    /// Use another payment gateway than Dintero.
+    pub fn gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+        self.gateway = Some(gateway);
+        self
+    }
+
+    /// Opens the store, builds every channel and assembles the engine.
+    pub async fn open(self) -> Result<App, AppError> {
+        let settings = self.settings;
+        let registry = match self.registry {
+            Some(r) => r,
+            None => Registry::discover()?,
+        };
+        let channels: BTreeMap<String, Arc<dyn Channel>> = registry.build_all(&settings)?;
+        let gateway: Arc<dyn PaymentGateway> = match self.gateway {
+            Some(g) => g,
+            None => Arc::new(DinteroGateway::new(settings.require_dintero()?.clone())?),
+        };
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.store.url).await?);
+        let links = match &settings.server.public_url {
+            Some(base) => {
+                let key = match &settings.server.link_secret {
+                    Some(key) => key.clone(),
+                    None => SecretString::from(store.meta_init("link_secret", &random_key()).await?),
+                };
+                Some(LinkSigner::new(key, base.clone(), settings.server.link_ttl))
+            }
+            None => None,
+        };
+        let engine = Arc::new(Engine::new(
+            store,
+            Arc::clone(&gateway),
+            channels,
+            settings.routes.clone(),
+            settings.engine.clone(),
+            links.clone(),
+            self.dispatcher,
+        ));
+        Ok(App {
+            settings,
+            engine,
+            gateway,
+            links,
+        })
+    }
+}
+
+fn random_key() -> String {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("the OS random source is available");
+    hex::encode(key)
+}
+
+/// What a void did.
+#[derive(Debug, Clone)]
+pub struct VoidReport {
+    /// Status at Dintero afterwards.
+    pub status: String,
+    /// Whether Dintero had it voided already (no call was made).
+    pub already_voided: bool,
+    /// The outcome of the cancellation notices.
+    pub outcome: Outcome,
+}
+
+impl App {
+    /// The default assembly: discovered channel kinds, [`DefaultDispatcher`], Dintero.
+    pub fn builder(settings: &Settings) -> AppBuilder {
+        AppBuilder {
+            settings: settings.clone(),
+            registry: None,
+            dispatcher: Arc::new(DefaultDispatcher),
+            gateway: None,
+        }
+    }
+
+    /// [`App::builder`] with no replacements.
+    pub async fn open(settings: &Settings) -> Result<Self, AppError> {
+        Self::builder(settings).open().await
+    }
+
+    /// The configuration.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.engine.store()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The link signer, when `server.public_url` is set.
+    pub fn links(&self) -> Option<&LinkSigner> {
+        self.links.as_ref()
+    }
+
+    /// Queues a transaction for capture and delivery by the workers.
+    pub async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        self.engine.submit(transaction_id).await
+    }
+
+    /// Runs the flow for one transaction now, waiting up to 30 s for short retries.
+    pub async fn deliver_now(&self, transaction_id: &str) -> Result<Outcome, AppError> {
+        self.deliver_waiting(transaction_id, Duration::from_secs(30)).await
+    }
+
+    /// Runs the flow for one transaction now, waiting up to `wait` for retries that come due.
+    pub async fn deliver_waiting(&self, transaction_id: &str, wait: Duration) -> Result<Outcome, AppError> {
+        Ok(self.engine.deliver_now(transaction_id, wait).await?)
+    }
+
+    /// Runs the workers until `shutdown` turns true.
+    pub async fn run_workers(&self, shutdown: watch::Receiver<bool>) {
+        Arc::clone(&self.engine).run(shutdown).await;
+    }
+
+    /// Voids the transaction at Dintero, stops pending deliveries, and sends cancellation
+    /// notices through the channels that delivered it and support them.
+    pub async fn void(&self, transaction_id: &str) -> Result<VoidReport, AppError> {
+        let tx = self.gateway.transaction(transaction_id).await?;
+        let already_voided = tx.is_voided();
+        let after = if already_voided { tx } else { self.gateway.void(transaction_id).await? };
+        let effect = self.store().void(transaction_id).await?;
+        let notices: Vec<NewJob> = effect
+            .delivered_channels
+            .iter()
+            .filter(|name| self.engine.channels.get(*name).is_some_and(|c| c.supports_cancel()))
+            .map(|name| NewJob {
+                id: ids::cancel_id(transaction_id, name),
+                kind: JobKind::Cancel,
+                channel: name.clone(),
+                role: "cancel",
+                next_at: now_ms(),
+            })
+            .collect();
+        self.store().enqueue_free(transaction_id, &notices).await?;
+        let outcome = self.engine.deliver_now(transaction_id, Duration::from_secs(30)).await?;
+        Ok(VoidReport {
+            status: after.status.to_string(),
+            already_voided,
+            outcome,
+        })
+    }
+
+    /// Creates a merchant-initiated Kravia invoice (`POST /v1/sessions/pay` with
+    /// `invoice_channel: "merchant"`) from an order and queues it for delivery.
+    ///
+    /// `order` is `{"order": {...}, "payment": {...}?, "url": {...}?}` or just the order; missing
+    /// payment fields default to `kravia.invoice_b2c`, 14 days until due.
+    pub async fn create_invoice(&self, order: &Value) -> Result<Transaction, AppError> {
+        let request = pay_request(order).map_err(|m| ConfigError::message(format!("invoice order: {m}")))?;
+        let tx = self.gateway.create_invoice(&request).await?;
+        self.submit(&tx.id).await?;
+        Ok(tx)
+    }
+
+    /// Probes every channel.
+    pub async fn check(&self) -> Vec<(String, Result<String, ChannelError>)> {
+        let mut results = Vec::new();
+        for (name, channel) in &self.engine.channels {
+            results.push((name.clone(), channel.check().await));
+        }
+        results
+    }
+}
+
+/// The `sessions/pay` body for an order, with `invoice_channel: "merchant"` forced.
+pub fn pay_request(input: &Value) -> Result<Value, String> {
+    let object = input.as_object().ok_or("expected a JSON object")?;
+    let order = object.get("order").cloned().unwrap_or_else(|| input.clone());
+    for field in ["amount", "currency"] {
+        if order.get(field).is_none() {
+            return Err(format!("`order.{field}` is required"));
+        }
+    }
+    if order.get("billing_address").is_none() {
+        return Err("`order.billing_address` is required: Kravia invoices need the customer's address".into());
+    }
+    let mut payment = object.get("payment").cloned().unwrap_or_else(|| json!({}));
+    let payment_map = payment.as_object_mut().ok_or("`payment` must be an object")?;
+    payment_map.entry("payment_product_type").or_insert(json!("kravia.invoice_b2c"));
+    payment_map.insert("operation".into(), json!("invoice_payment"));
+    payment_map.entry("days_until_due").or_insert(json!(14));
+    payment_map.insert("invoice_channel".into(), json!("merchant"));
+    let mut session = json!({ "order": order });
+    if let Some(url) = object.get("url") {
+        session["url"] = url.clone();
+    }
+    Ok(json!({ "payment": payment, "session": session }))
+}

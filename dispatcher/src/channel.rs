@@ -1,0 +1,140 @@
+//! The contract between the engine and a delivery channel.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::invoice::Invoice;
+
+/// A way to hand an invoice to its recipient: an inbox, a phone, an ERP folder, a platform.
+///
+/// The engine calls [`Channel::deliver`] once per attempt with the same [`Invoice`] bytes and the
+/// same [`DeliveryContext::delivery_id`]; a channel that can recognise a repeat at its sink
+/// (a `Message-ID`, a `webhook-id`, a file name) should use that id for it.
+#[async_trait::async_trait]
+pub trait Channel: Send + Sync + fmt::Debug {
+    /// Delivers the invoice. Classify failures: [`ChannelError::temporary`] is retried with
+    /// backoff, [`ChannelError::permanent`] ends this delivery and runs the route's fallback.
+    async fn deliver(&self, invoice: &Invoice, ctx: &DeliveryContext)
+    -> Result<Receipt, ChannelError>;
+
+    /// Whether [`Channel::cancel`] sends something when a delivered invoice is voided.
+    fn supports_cancel(&self) -> bool {
+        false
+    }
+
+    /// Tells the recipient that a delivered invoice was cancelled (voided at Dintero).
+    async fn cancel(
+        &self,
+        _invoice: &Invoice,
+        _ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        Err(ChannelError::permanent(
+            "this channel sends no cancellation notice",
+        ))
+    }
+
+    /// Probes the channel (connects, authenticates, checks a directory) without delivering.
+    async fn check(&self) -> Result<String, ChannelError> {
+        Ok("nothing to probe".into())
+    }
+}
+
+/// What the engine tells a channel about the attempt at hand.
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    /// Deterministic id of this delivery: the same on every retry and after a restart.
+    pub delivery_id: String,
+    /// The channel instance's configured name (`[channels.<name>]`).
+    pub channel: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// Proof of a delivery, kept in the delivery's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Human-readable: where it went ("wrote /srv/invoices/A-1.pdf", "250 queued as 4f2a").
+    pub detail: String,
+    /// The sink's own id for it, when it has one (SMTP queue id, provider message id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+impl Receipt {
+    /// A receipt with a human-readable detail and no sink reference.
+    pub fn new(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+            reference: None,
+        }
+    }
+
+    /// Adds the sink's own id.
+    pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+}
+
+/// Whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Retry later: a timeout, a 5xx, a 4xx SMTP reply, a lost connection.
+    Temporary,
+    /// Retrying sends the same thing to the same refusal: a bad address, a 410, a 550.
+    Permanent,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Temporary => "temporary",
+            Self::Permanent => "permanent",
+        })
+    }
+}
+
+/// A failed delivery attempt, classified.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ChannelError {
+    /// Temporary or permanent.
+    pub kind: ErrorKind,
+    /// What went wrong, with the sink's own words (status, reply) where it gave any.
+    pub message: String,
+    /// The sink asked us to wait this long (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl ChannelError {
+    /// A failure worth retrying.
+    pub fn temporary(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Temporary,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure that retrying cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Asks the engine not to retry before this delay.
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// True for [`ErrorKind::Temporary`].
+    pub fn is_temporary(&self) -> bool {
+        self.kind == ErrorKind::Temporary
+    }
+}

@@ -1,0 +1,167 @@
+//! Configuration: embedded defaults, then the TOML file (`--config FILE` or `POSTBUD_CONFIG`),
+//! then `POSTBUD_` environment variables with `__` for nesting
+//! (`POSTBUD_DINTERO__CLIENT_SECRET`).
+//!
+//! Errors name the key and where its value came from.
+
+mod error;
+mod route;
+mod sections;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+
+pub use self::{
+    error::ConfigError,
+    route::{Route, SendWindow, When},
+    sections::{EngineSettings, ServerSettings, StoreSettings},
+};
+use crate::dintero::DinteroSettings;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "POSTBUD_CONFIG";
+
+/// Top-level tables an environment variable may set; other `POSTBUD_*` variables
+/// (`POSTBUD_CONFIG`, `POSTBUD_LOG`, ...) are not configuration keys.
+const SECTIONS: [&str; 6] = ["dintero", "store", "server", "engine", "channels", "routes"];
+
+/// The whole configuration, typed. Channel tables are kept raw here and typed by their factory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[dintero]`; required by every command that talks to Dintero.
+    #[serde(default)]
+    pub dintero: Option<DinteroSettings>,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// `[engine]`: workers, retries, leases.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// `[channels.<name>]`, each with a `kind`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelTable>,
+    /// `[[routes]]`, first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(skip)]
+    figment: Figment,
+    #[serde(skip)]
+    file: Option<PathBuf>,
+}
+
+/// What every channel table has; the rest belongs to the channel's factory.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelTable {
+    /// Registered channel kind: `folder`, `email`, ...
+    pub kind: String,
+}
+
+impl Settings {
+    /// Loads from `file` (or `POSTBUD_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+        let mut figment = Figment::new();
+        if let Some(path) = &file {
+            if !path.is_file() {
+                return Err(ConfigError::message(format!(
+                    "configuration file `{}` does not exist{}",
+                    path.display(),
+                    if std::env::var_os(CONFIG_ENV).is_some() { " (named by POSTBUD_CONFIG)" } else { "" }
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(environment()), file)
+    }
+
+    /// Loads from a TOML string (and no environment): for tests and embedded defaults.
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(toml)), None)
+    }
+
+    fn from_figment(figment: Figment, file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let mut settings: Settings = figment.extract().map_err(ConfigError::from)?;
+        settings.figment = figment;
+        settings.file = file;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The file the settings came from, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// `[dintero]`, or an error saying where to set it.
+    pub fn require_dintero(&self) -> Result<&DinteroSettings, ConfigError> {
+        self.dintero.as_ref().ok_or_else(|| {
+            ConfigError::message(format!(
+                "missing [dintero] table{}: set account_id, client_id and client_secret (or POSTBUD_DINTERO__ACCOUNT_ID, ...)",
+                self.file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default()
+            ))
+        })
+    }
+
+    /// Where `key` was set, e.g. "`postbud.toml` TOML file" or "`POSTBUD_` environment variable".
+    pub fn source_of(&self, key: &str) -> String {
+        self.figment
+            .find_metadata(key)
+            .map(|md| match &md.source {
+                Some(source) => format!("{} {source}", md.name),
+                None => md.name.to_string(),
+            })
+            .unwrap_or_else(|| "defaults".into())
+    }
+
+    pub(crate) fn figment(&self) -> &Figment {
+        &self.figment
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(dintero) = &self.dintero {
+            dintero.validate().map_err(|m| {
+                ConfigError::message(format!("{m} (from {})", self.source_of("dintero.account_id")))
+            })?;
+        }
+        self.store.validate().map_err(ConfigError::message)?;
+        for (index, route) in self.routes.iter().enumerate() {
+            if route.deliver.is_empty() {
+                return Err(ConfigError::message(format!(
+                    "routes[{index}].deliver is empty (from {}): name at least one channel",
+                    self.source_of("routes")
+                )));
+            }
+            for name in route.deliver.iter().chain(&route.fallback) {
+                if !self.channels.contains_key(name) {
+                    let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+                    return Err(ConfigError::message(format!(
+                        "routes[{index}] names channel `{name}`, which is not configured (from {}); configured channels: [{}]",
+                        self.source_of("routes"),
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn environment() -> Env {
+    Env::prefixed("POSTBUD_")
+        .split("__")
+        .filter(|key| SECTIONS.iter().any(|s| key.as_str().split(['.', '_']).next() == Some(s)))
+}

@@ -1,0 +1,140 @@
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://postbud.db` (default) or `sqlite::memory:`.
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+fn default_store_url() -> String {
+    "sqlite://postbud.db".into()
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+        }
+    }
+}
+
+impl StoreSettings {
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.url.starts_with("sqlite:") {
+            Ok(())
+        } else if self.url.starts_with("postgres") {
+            Err(format!(
+                "store.url: `{}`: the PostgreSQL store is not in this version; use sqlite://FILE",
+                self.url.split('@').next_back().unwrap_or_default()
+            ))
+        } else {
+            Err(format!("store.url: expected sqlite://FILE, got `{}`", self.url))
+        }
+    }
+}
+
+/// `[server]`: what `postbud serve` listens on and how it signs invoice links.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Public base URL of this server, for signed invoice links (SMS, large email attachments).
+    #[serde(default)]
+    pub public_url: Option<Url>,
+    /// Key for signing links. Without it a random key is made once and kept in the store.
+    #[serde(default)]
+    pub link_secret: Option<SecretString>,
+    /// How long a signed link stays valid.
+    #[serde(default = "default_link_ttl", with = "humantime_serde")]
+    pub link_ttl: Duration,
+    /// Path of the Dintero callback endpoint.
+    #[serde(default = "default_callback_path")]
+    pub callback_path: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_link_ttl() -> Duration {
+    Duration::from_secs(60 * 24 * 3600)
+}
+fn default_callback_path() -> String {
+    "/dintero/callback".into()
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            link_secret: None,
+            link_ttl: default_link_ttl(),
+            callback_path: default_callback_path(),
+        }
+    }
+}
+
+/// `[engine]`: how work is run and retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Concurrent jobs per process.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Attempts before a job is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[serde(default = "default_backoff_base", with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// How long a claimed job is ours before another worker may rescue it.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often an idle worker looks for due work.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn default_workers() -> usize {
+    4
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_poll() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            max_attempts: default_max_attempts(),
+            backoff_base: default_backoff_base(),
+            backoff_max: default_backoff_max(),
+            lease: default_lease(),
+            poll_interval: default_poll(),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Dintero Checkout API client: token cache, transactions, capture, void, `sessions/pay`, and
+//! the invoice PDF behind `kravia:invoice_url`.
+
+pub mod document;
+pub mod model;
+pub mod settings;
+pub mod signature;
+mod token;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, header::HeaderMap};
+use serde_json::Value;
+
+pub use self::settings::DinteroSettings;
+use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
+use crate::{
+    channel::ErrorKind,
+    gateway::{CaptureOutcome, CaptureRequest, GatewayError, PaymentGateway},
+};
+
+/// How many times a read (GET, token) is retried in place on 429/503 before the engine's own
+/// backoff takes over. Writes (capture, void, pay) are never retried in place.
+const READ_RETRIES: u32 = 2;
+/// Longest `Retry-After` waited in place; longer ones go back to the engine.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
+/// How much of an error body is quoted in messages.
+const BODY_EXCERPT: usize = 300;
+
+/// [`PaymentGateway`] over Dintero's HTTP API.
+#[derive(Debug)]
+pub struct DinteroGateway {
+    settings: DinteroSettings,
+    http: reqwest::Client,
+    tokens: TokenCache,
+    documents: DocumentPolicy,
+}
+
+/// Makes sure rustls has a process-wide crypto provider (ring), once.
+pub(crate) fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl DinteroGateway {
+    /// Builds the client. Fails only when the TLS stack cannot start.
+    pub fn new(settings: DinteroSettings) -> Result<Self, GatewayError> {
+        ensure_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("postbud/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GatewayError::permanent("start HTTP client", e.to_string()))?;
+        let documents = DocumentPolicy::from_settings(&settings);
+        Ok(Self {
+            tokens: TokenCache::default(),
+            settings,
+            http,
+            documents,
+        })
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &DinteroSettings {
+        &self.settings
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}{}", self.settings.api_url.as_str().trim_end_matches('/'), path)
+    }
+
+    fn system_headers(&self, builder: RequestBuilder) -> RequestBuilder {
+        builder
+            .header("Dintero-System-Name", &self.settings.system_name)
+            .header("Dintero-System-Version", &self.settings.system_version)
+            .header("Dintero-System-Plugin-Name", "postbud")
+            .header("Dintero-System-Plugin-Version", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Sends an authenticated API request, refreshing the token once on 401 and, for reads,
+    /// waiting out short 429/503 `Retry-After`s in place.
+    async fn call(
+        &self,
+        operation: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, GatewayError> {
+        let is_read = method == Method::GET;
+        let mut refreshed = false;
+        let mut attempt = 0;
+        loop {
+            let token = self
+                .tokens
+                .get(&self.http, &self.settings)
+                .await
+                .map_err(|e| GatewayError {
+                    operation: operation.to_owned(),
+                    ..e
+                })?;
+            let mut request = self
+                .system_headers(self.http.request(method.clone(), url))
+                .bearer_auth(token.expose());
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport_error(operation, &e))?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                refreshed = true;
+                self.tokens.invalidate().await;
+                continue;
+            }
+            if status.is_success() || status == StatusCode::ACCEPTED {
+                return Ok(response);
+            }
+            let error = status_error(operation, response).await;
+            let retry_after = error.retry_after.unwrap_or(Duration::from_millis(200));
+            if is_read
+                && error.is_temporary()
+                && attempt < READ_RETRIES
+                && retry_after <= MAX_INLINE_WAIT
+            {
+                attempt += 1;
+                tracing::debug!(operation, %status, ?retry_after, "retrying read in place");
+                tokio::time::sleep(retry_after).await;
+                continue;
+            }
+            return Err(error);
+        }
+    }
+
+    async fn transaction_from(operation: &str, response: Response) -> Result<Transaction, GatewayError> {
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(operation, &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            GatewayError::permanent(
+                operation,
+                format!("the response is not a transaction ({e}): {}", excerpt(&bytes)),
+            )
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for DinteroGateway {
+    async fn transaction(&self, id: &str) -> Result<Transaction, GatewayError> {
+        let operation = format!("GET transaction {id}");
+        let url = format!("{}?includes=session", self.api(&format!("/transactions/{id}")));
+        let response = self.call(&operation, Method::GET, &url, None).await?;
+        Self::transaction_from(&operation, response).await
+    }
+
+    async fn capture(&self, id: &str, request: &CaptureRequest) -> Result<CaptureOutcome, GatewayError> {
+        let operation = format!("capture {id}");
+        let body = serde_json::to_value(request).map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
+        let url = self.api(&format!("/transactions/{id}/capture"));
+        let response = self.call(&operation, Method::POST, &url, Some(&body)).await?;
+        if response.status() == StatusCode::ACCEPTED {
+            let request_id = header_str(response.headers(), "event-request-id");
+            return Ok(CaptureOutcome::Accepted { request_id });
+        }
+        let tx = Self::transaction_from(&operation, response).await?;
+        Ok(CaptureOutcome::Done(Box::new(tx)))
+    }
+
+    async fn void(&self, id: &str) -> Result<Transaction, GatewayError> {
+        let operation = format!("void {id}");
+        let url = self.api(&format!("/transactions/{id}/void"));
+        let response = self.call(&operation, Method::POST, &url, None).await?;
+        if response.status() == StatusCode::ACCEPTED {
+            // The body of a 202 is the transaction as it was; read it back once settled.
+            return self.transaction(id).await;
+        }
+        Self::transaction_from(&operation, response).await
+    }
+
+    async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError> {
+        self.documents.fetch(&self.http, &self.tokens, &self.settings, url).await
+    }
+
+    async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError> {
+        let operation = "create invoice (POST /sessions/pay)";
+        let url = self.api("/sessions/pay");
+        let response = self.call(operation, Method::POST, &url, Some(request)).await?;
+        let tx = Self::transaction_from(operation, response).await?;
+        if tx.status == model::Status::Failed {
+            let reason = tx
+                .events
+                .iter()
+                .rev()
+                .find_map(|e| e.error.as_ref())
+                .map(Value::to_string)
+                .unwrap_or_else(|| "no reason given".into());
+            return Err(GatewayError::permanent(operation, format!("authorization failed: {reason}")));
+        }
+        Ok(tx)
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// `Retry-After` as seconds (the only form Dintero documents) or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = header_str(headers, "retry-after")?;
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+pub(crate) fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    match text.char_indices().nth(BODY_EXCERPT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None if text.is_empty() => "(empty body)".into(),
+        None => text.to_owned(),
+    }
+}
+
+/// 408, 429 and 5xx are temporary; other statuses are permanent.
+pub(crate) fn kind_for_status(status: StatusCode) -> ErrorKind {
+    if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
+        ErrorKind::Temporary
+    } else {
+        ErrorKind::Permanent
+    }
+}
+
+pub(crate) async fn status_error(operation: &str, response: Response) -> GatewayError {
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = response.bytes().await.unwrap_or_default();
+    GatewayError {
+        operation: operation.to_owned(),
+        kind: kind_for_status(status),
+        message: format!("HTTP {status}: {}", excerpt(&body)),
+        retry_after,
+        status: Some(status.as_u16()),
+    }
+}
+
+pub(crate) fn transport_error(operation: &str, error: &reqwest::Error) -> GatewayError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "transport error"
+    };
+    // reqwest's Display includes the URL, which never carries secrets here (auth is in headers).
+    GatewayError::temporary(operation, format!("{what}: {error}"))
+}

@@ -1,0 +1,314 @@
+//! Dintero's transaction, parsed tolerantly: unknown statuses, events and fields are kept.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// `GET /v1/transactions/{id}`. Only the fields Postbud reads are typed; the rest stay in
+/// [`Transaction::extra`] so nothing Dintero adds is lost when a snapshot is stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transaction {
+    /// `<aid>.<opaque>`.
+    pub id: String,
+    /// `kravia`, `vipps`, ...
+    pub payment_product: String,
+    /// `kravia.invoice_b2b`, ...
+    pub payment_product_type: String,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// Lifecycle status.
+    pub status: Status,
+    /// The merchant's reference.
+    #[serde(default)]
+    pub merchant_reference: Option<String>,
+    /// The session behind the transaction.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// `{customer_id, email, phone_number}`.
+    #[serde(default)]
+    pub customer: Option<CustomerRef>,
+    /// Billing address.
+    #[serde(default)]
+    pub billing_address: Option<Address>,
+    /// Order lines.
+    #[serde(default)]
+    pub items: Vec<Item>,
+    /// Operations applied so far, oldest first.
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// `kravia:invoice_number`, `kravia:invoice_url`, `merchant_name`, ...
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// The session, when fetched with `includes=session`.
+    #[serde(default)]
+    pub session: Option<Value>,
+    /// Everything else Dintero sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `customer` on a transaction.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CustomerRef {
+    /// Merchant's customer id.
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// Email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Phone.
+    #[serde(default)]
+    pub phone_number: Option<String>,
+}
+
+/// Dintero's `OrderAddress`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Address {
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub business_name: Option<String>,
+    #[serde(default)]
+    pub organization_number: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone_number: Option<String>,
+    #[serde(default)]
+    pub address_line: Option<String>,
+    #[serde(default)]
+    pub address_line_2: Option<String>,
+    #[serde(default)]
+    pub postal_code: Option<String>,
+    #[serde(default)]
+    pub postal_place: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub customer_reference: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Dintero's `OrderItem`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Item {
+    #[serde(default)]
+    pub line_id: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub quantity: Option<f64>,
+    pub amount: i64,
+    #[serde(default)]
+    pub vat_amount: Option<i64>,
+    #[serde(default)]
+    pub vat: Option<f64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A `TransactionEvent`. The key is `event`; older Kravia pages call it `name`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// Event id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// `CAPTURE`, `INITIATE_CAPTURE`, ... ; unknown names are kept as they are.
+    #[serde(alias = "name")]
+    pub event: EventName,
+    /// Whether the operation succeeded; absent means it did.
+    #[serde(default = "yes")]
+    pub success: bool,
+    /// Status after the event.
+    #[serde(default)]
+    pub transaction_status: Option<Status>,
+    /// Amount in minor units.
+    #[serde(default)]
+    pub amount: Option<i64>,
+    /// Request that created the event.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// The earlier `INITIATE_*` request this event completes.
+    #[serde(default)]
+    pub correlation_request_id: Option<String>,
+    /// The merchant's `capture_reference`.
+    #[serde(default)]
+    pub event_reference: Option<String>,
+    /// Kravia puts invoice facts here.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// Failure details when `success` is false.
+    #[serde(default)]
+    pub error: Option<Value>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+macro_rules! open_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[allow(missing_docs)]
+        pub enum $name {
+            $($variant,)+
+            /// A value this version does not know; kept verbatim.
+            Other(String),
+        }
+
+        impl $name {
+            /// The wire name.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Other(s) => s,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                match s {
+                    $($text => Self::$variant,)+
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Ok(Self::from(s.as_str()))
+            }
+        }
+    };
+}
+
+open_enum!(
+    /// Transaction status.
+    Status {
+        Initiated = "INITIATED",
+        Authorized = "AUTHORIZED",
+        AuthorizationVoided = "AUTHORIZATION_VOIDED",
+        Captured = "CAPTURED",
+        PartiallyCaptured = "PARTIALLY_CAPTURED",
+        PartiallyCapturedRefunded = "PARTIALLY_CAPTURED_REFUNDED",
+        Refunded = "REFUNDED",
+        PartiallyRefunded = "PARTIALLY_REFUNDED",
+        Declined = "DECLINED",
+        Failed = "FAILED",
+        Unknown = "UNKNOWN",
+        OnHold = "ON_HOLD",
+    }
+);
+
+open_enum!(
+    /// Transaction event name.
+    EventName {
+        Initialize = "INITIALIZE",
+        Initiate = "INITIATE",
+        Authorize = "AUTHORIZE",
+        Capture = "CAPTURE",
+        Refund = "REFUND",
+        Void = "VOID",
+        InitiateRefund = "INITIATE_REFUND",
+        InitiateVoid = "INITIATE_VOID",
+        InitiateCapture = "INITIATE_CAPTURE",
+        Settlement = "SETTLEMENT",
+    }
+);
+
+impl Transaction {
+    /// A string value of `metadata`.
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// A Kravia fact from the transaction metadata or, failing that, the newest event that has it.
+    pub fn kravia_event_value(&self, key: &str) -> Option<&str> {
+        self.metadata_str(key).or_else(|| {
+            self.events
+                .iter()
+                .rev()
+                .find_map(|e| e.metadata.get(key).and_then(Value::as_str))
+        })
+    }
+
+    /// The successful `INITIATE_CAPTURE` or `CAPTURE` event, if collection has started.
+    pub fn capture_event(&self) -> Option<&Event> {
+        self.events.iter().find(|e| {
+            e.success && matches!(e.event, EventName::InitiateCapture | EventName::Capture)
+        })
+    }
+
+    /// The event completing an accepted (202) capture request, successful or not.
+    pub fn event_for_request(&self, request_id: &str) -> Option<&Event> {
+        self.events.iter().find(|e| {
+            e.request_id.as_deref() == Some(request_id)
+                || e.correlation_request_id.as_deref() == Some(request_id)
+        })
+    }
+
+    /// Whether the transaction has been voided.
+    pub fn is_voided(&self) -> bool {
+        self.status == Status::AuthorizationVoided
+            || self
+                .events
+                .iter()
+                .any(|e| e.success && e.event == EventName::Void)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_status_and_event_names_are_kept_and_name_is_an_alias() {
+        let tx: Transaction = serde_json::from_value(serde_json::json!({
+            "id": "T1.a", "payment_product": "kravia", "payment_product_type": "kravia.invoice_b2c",
+            "amount": 100, "currency": "NOK", "status": "SOMETHING_NEW",
+            "events": [
+                {"name": "CAPTURE", "metadata": {"kravia:invoice_due_date": "2026-12-01"}},
+                {"event": "FUTURE_EVENT", "success": false, "shiny": 1}
+            ],
+            "brand_new_field": {"x": 1}
+        }))
+        .expect("parses");
+        assert_eq!(tx.status, Status::Other("SOMETHING_NEW".into()));
+        assert_eq!(tx.events[0].event, EventName::Capture);
+        assert!(tx.events[0].success);
+        assert_eq!(tx.events[1].event.as_str(), "FUTURE_EVENT");
+        assert!(tx.capture_event().is_some());
+        assert_eq!(tx.kravia_event_value("kravia:invoice_due_date"), Some("2026-12-01"));
+        let back = serde_json::to_value(&tx).expect("serialises");
+        assert_eq!(back["brand_new_field"]["x"], 1);
+        assert_eq!(back["events"][1]["shiny"], 1);
+    }
+}

@@ -1,0 +1,104 @@
+//! Client-credentials token, cached until shortly before `expires_in`.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::{DinteroSettings, status_error, transport_error};
+use crate::gateway::GatewayError;
+
+#[derive(Debug, Default)]
+pub(super) struct TokenCache {
+    current: Mutex<Option<(SecretString, Instant)>>,
+}
+
+/// A bearer token; only [`Token::expose`] shows it.
+pub(super) struct Token(SecretString);
+
+impl Token {
+    pub(super) fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+#[derive(Deserialize)]
+struct AccessToken {
+    access_token: SecretString,
+    expires_in: u64,
+}
+
+impl TokenCache {
+    /// A valid token: the cached one, or a new one when it is close to expiry. Concurrent callers
+    /// wait for one fetch instead of each fetching.
+    pub(super) async fn get(
+        &self,
+        http: &reqwest::Client,
+        settings: &DinteroSettings,
+    ) -> Result<Token, GatewayError> {
+        let mut current = self.current.lock().await;
+        if let Some((token, valid_until)) = current.as_ref() {
+            if Instant::now() < *valid_until {
+                return Ok(Token(token.clone()));
+            }
+        }
+        let (token, lifetime) = fetch(http, settings).await?;
+        // Refresh a little early: a minute, or a tenth of short lifetimes.
+        let margin = Duration::from_secs(60).min(lifetime / 10);
+        *current = Some((token.clone(), Instant::now() + lifetime - margin));
+        Ok(Token(token))
+    }
+
+    pub(super) async fn invalidate(&self) {
+        *self.current.lock().await = None;
+    }
+}
+
+async fn fetch(
+    http: &reqwest::Client,
+    settings: &DinteroSettings,
+) -> Result<(SecretString, Duration), GatewayError> {
+    let operation = "get access token";
+    let url = format!(
+        "{}/accounts/{}/auth/token",
+        settings.auth_url.as_str().trim_end_matches('/'),
+        settings.account_id
+    );
+    let body = serde_json::json!({
+        "grant_type": "client_credentials",
+        "audience": format!("https://api.dintero.com/v1/accounts/{}", settings.account_id),
+    });
+    let mut attempt = 0;
+    loop {
+        let response = http
+            .post(&url)
+            .basic_auth(&settings.client_id, Some(settings.client_secret.expose_secret()))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport_error(operation, &e))?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            let token: AccessToken = response.json().await.map_err(|e| {
+                GatewayError::permanent(operation, format!("the token response is malformed: {e}"))
+            })?;
+            return Ok((token.access_token, Duration::from_secs(token.expires_in.max(1))));
+        }
+        let mut error = status_error(operation, response).await;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            error.message = format!(
+                "{} (check dintero.client_id and dintero.client_secret for account {})",
+                error.message, settings.account_id
+            );
+        }
+        let wait = error.retry_after.unwrap_or(Duration::from_millis(200));
+        if error.is_temporary() && attempt < super::READ_RETRIES && wait <= super::MAX_INLINE_WAIT {
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        return Err(error);
+    }
+}

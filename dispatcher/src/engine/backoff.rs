@@ -1,0 +1,41 @@
+//! Retry delays: exponential with jitter, never shorter than the sink's `Retry-After`.
+
+use std::time::Duration;
+
+use crate::config::EngineSettings;
+
+/// The delay before attempt `attempt + 1`, after `attempt` attempts failed.
+///
+/// The exponential part doubles from `backoff_base` up to `backoff_max`; "equal jitter" keeps
+/// at least half of it so retries stay spread but never collapse to zero.
+pub fn delay(settings: &EngineSettings, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let ceiling = settings
+        .backoff_base
+        .saturating_mul(1u32 << exponent)
+        .min(settings.backoff_max);
+    let half = ceiling / 2;
+    let jittered = half + half.mul_f64(fastrand::f64());
+    jittered.max(retry_after.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_is_capped_and_honours_retry_after() {
+        let s = EngineSettings {
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(60),
+            ..EngineSettings::default()
+        };
+        for _ in 0..100 {
+            let first = delay(&s, 1, None);
+            assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2), "{first:?}");
+            let late = delay(&s, 20, None);
+            assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60), "{late:?}");
+            assert!(delay(&s, 1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+        }
+    }
+}

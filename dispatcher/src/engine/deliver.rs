@@ -1,0 +1,82 @@
+//! Delivery and cancellation jobs: one channel instance, one attempt.
+
+use super::{Engine, dispatch::window_open};
+use crate::{
+    channel::{ChannelError, DeliveryContext},
+    ids,
+    store::{Finish, JobKind, Lease, NewJob, StoreError, now_ms},
+};
+
+impl Engine {
+    pub(super) async fn run_delivery(&self, lease: &Lease) -> Result<Finish, StoreError> {
+        let job = &lease.job;
+        let name = job.channel.clone().unwrap_or_default();
+        let Some(invoice) = self.store.invoice(&job.transaction_id).await? else {
+            return Ok(Finish::Failed(format!("no invoice is stored for {}", job.transaction_id)));
+        };
+        let Some(channel) = self.channels.get(&name) else {
+            let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+            let error = format!("channel `{name}` is not configured any more (configured: [{}]); `postbud retry` once it is back", known.join(", "));
+            return self.failed_for_good(lease, Finish::Failed(error)).await;
+        };
+        let route = self.store.dispatch(&job.transaction_id).await?.and_then(|d| d.route).and_then(|r| self.routes.get(r));
+        if let Some(window) = route.and_then(|r| r.window.as_ref()) {
+            let open = window_open(window, now_ms());
+            if open > now_ms() {
+                return Ok(Finish::Postpone(open));
+            }
+        }
+        let ctx = DeliveryContext {
+            delivery_id: job.id.clone(),
+            channel: name.clone(),
+            attempt: job.attempts,
+        };
+        let result = match job.kind {
+            JobKind::Cancel => channel.cancel(&invoice, &ctx).await,
+            _ => channel.deliver(&invoice, &ctx).await,
+        };
+        match result {
+            Ok(receipt) => Ok(Finish::Done(match receipt.reference {
+                Some(reference) => format!("{} (ref {reference})", receipt.detail),
+                None => receipt.detail,
+            })),
+            Err(ChannelError { kind, message, retry_after }) => {
+                let mut finish = self.failure(lease, kind, retry_after, message);
+                if let (Finish::Retry { at, .. }, Some(window)) = (&mut finish, route.and_then(|r| r.window.as_ref())) {
+                    *at = window_open(window, *at);
+                }
+                self.failed_for_good(lease, finish).await
+            }
+        }
+    }
+
+    /// After a permanent failure or dead letter of a primary delivery, queue the route's
+    /// fallback channels (once each; a channel that already has a delivery keeps it).
+    async fn failed_for_good(&self, lease: &Lease, finish: Finish) -> Result<Finish, StoreError> {
+        let job = &lease.job;
+        let gave_up = matches!(finish, Finish::Failed(_) | Finish::Dead(_));
+        if !gave_up || job.kind != JobKind::Deliver || job.role.as_deref() != Some("primary") {
+            return Ok(finish);
+        }
+        let route = self.store.dispatch(&job.transaction_id).await?.and_then(|d| d.route).and_then(|r| self.routes.get(r));
+        let Some(route) = route.filter(|r| !r.fallback.is_empty()) else {
+            return Ok(finish);
+        };
+        let jobs: Vec<NewJob> = route
+            .fallback
+            .iter()
+            .map(|channel| NewJob {
+                id: ids::delivery_id(&job.transaction_id, channel),
+                kind: JobKind::Deliver,
+                channel: channel.clone(),
+                role: "fallback",
+                next_at: now_ms(),
+            })
+            .collect();
+        self.store.enqueue(lease, &jobs).await?;
+        self.store
+            .record(&job.transaction_id, Some(&job.id), "fallback", &format!("[{}] failed for good; falling back to {}", job.channel.as_deref().unwrap_or(""), route.fallback.join(", ")))
+            .await?;
+        Ok(finish)
+    }
+}

@@ -1,0 +1,252 @@
+//! The dispatch job: eligibility, PDF, capture, routing.
+
+use std::time::Duration;
+
+use super::Engine;
+use crate::{
+    channel::ErrorKind,
+    dintero::model::{EventName, Transaction},
+    eligibility::Eligibility,
+    gateway::{CaptureOutcome, CaptureRequest, GatewayError},
+    ids,
+    invoice::{Invoice, Pdf},
+    store::{DispatchPatch, Finish, JobKind, Lease, NewJob, StoreError, now_ms},
+};
+
+/// How often and how long to re-read a transaction after a 202 capture before leaving the
+/// confirmation to a later attempt.
+const CONFIRM_POLLS: u32 = 5;
+const CONFIRM_INTERVAL: Duration = Duration::from_millis(200);
+/// A 202 capture is waited for this often (at the retry backoff) before it is dead-lettered.
+const NOT_CAPTURED: &str = "capture not confirmed";
+
+/// Where the capture step left the dispatch.
+enum Capture {
+    /// Collection has started; go on to delivery.
+    Started,
+    /// Stop this attempt with this finish.
+    Stop(Finish),
+}
+
+impl Engine {
+    fn patch(&self) -> DispatchPatch {
+        DispatchPatch::default()
+    }
+
+    async fn stop_failed(&self, lease: &Lease, reason: String) -> Result<Finish, StoreError> {
+        self.store
+            .update_dispatch(
+                lease,
+                DispatchPatch {
+                    stage: Some("failed"),
+                    reason: Some(Some(reason.clone())),
+                    ..self.patch()
+                },
+            )
+            .await?;
+        Ok(Finish::Failed(reason))
+    }
+
+    /// A gateway error before capture: temporary ones retry; permanent ones (and retries run
+    /// out) fail the dispatch, and nothing is captured or delivered.
+    async fn gateway_failure(&self, lease: &Lease, e: GatewayError) -> Result<Finish, StoreError> {
+        let finish = self.failure(lease, e.kind, e.retry_after, e.to_string());
+        if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
+            self.store
+                .update_dispatch(lease, DispatchPatch { stage: Some("failed"), reason: Some(Some(reason.clone())), ..self.patch() })
+                .await?;
+        }
+        Ok(finish)
+    }
+
+    pub(super) async fn run_dispatch(&self, lease: &Lease) -> Result<Finish, StoreError> {
+        let id = lease.job.transaction_id.as_str();
+        let tx = match self.gateway.transaction(id).await {
+            Ok(tx) => tx,
+            Err(e) => return self.gateway_failure(lease, e).await,
+        };
+        let (invoice_number, invoice_url) = match self.dispatcher.eligibility(&tx) {
+            Eligibility::Eligible {
+                invoice_number,
+                invoice_url,
+            } => (invoice_number, invoice_url),
+            Eligibility::Skip(reason) => {
+                self.store
+                    .update_dispatch(lease, DispatchPatch { stage: Some("skipped"), reason: Some(Some(reason.clone())), ..self.patch() })
+                    .await?;
+                return Ok(Finish::Skipped(reason));
+            }
+            Eligibility::NotYet(reason) => {
+                return self.gateway_failure(lease, GatewayError::temporary(format!("GET transaction {id}"), reason)).await;
+            }
+        };
+        // Route before capture: collection must not start for an invoice nobody will deliver.
+        let Some(route) = self.dispatcher.route(&self.routes, &tx) else {
+            return self
+                .stop_failed(
+                    lease,
+                    format!(
+                        "no route matches this invoice ({}, {}, country {}): add a [[routes]] entry; nothing was captured",
+                        tx.payment_product_type,
+                        tx.currency,
+                        tx.billing_address.as_ref().and_then(|a| a.country.as_deref()).unwrap_or("unknown")
+                    ),
+                )
+                .await;
+        };
+        let pdf = match self.pdf(lease, &tx, &invoice_number, &invoice_url).await? {
+            Ok(pdf) => pdf,
+            Err(e) => {
+                let e = GatewayError { message: format!("{}; nothing was captured", e.message), ..e };
+                return self.gateway_failure(lease, e).await;
+            }
+        };
+        match self.capture(lease, &tx).await? {
+            Capture::Started => {}
+            Capture::Stop(finish) => return Ok(finish),
+        }
+        let mut invoice = Invoice::from_transaction(&tx, &invoice_number, pdf);
+        invoice.link = self.links.as_ref().map(|l| l.link(id));
+        self.store.save_invoice(lease, &invoice).await?;
+        let route_cfg = &self.routes[route];
+        let mut due = now_ms() + route_cfg.delay.map_or(0, |d| d.as_millis() as i64);
+        if let Some(window) = &route_cfg.window {
+            due = window_open(window, due);
+        }
+        let jobs: Vec<NewJob> = route_cfg
+            .deliver
+            .iter()
+            .map(|channel| NewJob {
+                id: ids::delivery_id(id, channel),
+                kind: JobKind::Deliver,
+                channel: channel.clone(),
+                role: "primary",
+                next_at: due,
+            })
+            .collect();
+        self.store.enqueue(lease, &jobs).await?;
+        self.store
+            .update_dispatch(lease, DispatchPatch { stage: Some("routed"), route: Some(route), reason: Some(None), ..self.patch() })
+            .await?;
+        Ok(Finish::Done(format!(
+            "invoice {invoice_number} captured; queued for {}",
+            route_cfg.deliver.join(", ")
+        )))
+    }
+
+    /// The kept PDF, or a freshly fetched one (then kept), so every attempt sends the same bytes.
+    async fn pdf(&self, lease: &Lease, tx: &Transaction, number: &str, url: &str) -> Result<Result<Pdf, GatewayError>, StoreError> {
+        if let Some(pdf) = self.store.document(&tx.id).await? {
+            return Ok(Ok(pdf));
+        }
+        match self.dispatcher.document(self.gateway.as_ref(), tx, number, url).await {
+            Ok(pdf) => {
+                self.store.save_document(lease, &pdf).await?;
+                self.store
+                    .record(&tx.id, Some(&lease.job.id), "pdf fetched", &format!("{} ({} bytes, sha256 {})", pdf.file_name, pdf.bytes.len(), pdf.sha256))
+                    .await?;
+                // Read back: a concurrent attempt may have kept its copy first; use that one.
+                Ok(Ok(self.store.document(&tx.id).await?.unwrap_or(pdf)))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Captures once. Dintero has no idempotency key, so the transaction's events decide:
+    /// a successful `INITIATE_CAPTURE`/`CAPTURE` means collection started, whoever asked.
+    async fn capture(&self, lease: &Lease, tx: &Transaction) -> Result<Capture, StoreError> {
+        let id = tx.id.as_str();
+        let dispatch = self.store.dispatch(id).await?;
+        if let Some(event) = tx.capture_event() {
+            if dispatch.as_ref().is_none_or(|d| d.captured_at.is_none()) {
+                self.confirm_capture(lease, event.event.as_str(), event.event_reference.as_deref()).await?;
+            }
+            return Ok(Capture::Started);
+        }
+        if let Some(request_id) = dispatch.as_ref().and_then(|d| d.capture_request_id.clone()) {
+            // A 202 is pending: never capture again, wait for its event.
+            if let Some(event) = tx.event_for_request(&request_id).filter(|e| !e.success) {
+                let reason = format!("capture was refused by Dintero: {}", event.error.as_ref().map(|e| e.to_string()).unwrap_or_default());
+                return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
+            }
+            let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+            return Ok(Capture::Stop(finish));
+        }
+        let reference = ids::capture_reference(id);
+        self.store
+            .update_dispatch(lease, DispatchPatch { stage: Some("capturing"), capture_reference: Some(reference.clone()), ..self.patch() })
+            .await?;
+        let request = CaptureRequest {
+            amount: tx.amount,
+            capture_reference: reference.clone(),
+            items: tx
+                .items
+                .iter()
+                .map(|item| {
+                    serde_json::json!({
+                        "line_id": item.line_id, "amount": item.amount, "quantity": item.quantity,
+                        "description": item.description, "vat": item.vat, "vat_amount": item.vat_amount, "id": item.id,
+                    })
+                })
+                .collect(),
+        };
+        self.store.record(id, Some(&lease.job.id), "capture requested", &format!("amount {} {}, capture_reference {reference}", tx.amount, tx.currency)).await?;
+        match self.gateway.capture(id, &request).await {
+            Ok(CaptureOutcome::Done(after)) => self.after_capture(lease, &after).await,
+            Ok(CaptureOutcome::Accepted { request_id }) => {
+                let request_id = request_id.unwrap_or_else(|| format!("{reference} (no event-request-id)"));
+                self.store
+                    .update_dispatch(lease, DispatchPatch { capture_request_id: Some(Some(request_id.clone())), ..self.patch() })
+                    .await?;
+                self.store.record(id, Some(&lease.job.id), "capture accepted", &format!("202, event-request-id {request_id}")).await?;
+                for _ in 0..CONFIRM_POLLS {
+                    tokio::time::sleep(CONFIRM_INTERVAL).await;
+                    if let Ok(now) = self.gateway.transaction(id).await {
+                        if now.capture_event().is_some() || now.event_for_request(&request_id).is_some() {
+                            return self.after_capture(lease, &now).await;
+                        }
+                    }
+                }
+                let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+                Ok(Capture::Stop(finish))
+            }
+            Err(e) if e.kind == ErrorKind::Permanent => {
+                let reason = format!("capture failed permanently, nothing will be delivered: {e}");
+                Ok(Capture::Stop(self.stop_failed(lease, reason).await?))
+            }
+            // Unknown outcome (timeout, 5xx, 429): the next attempt re-reads the events before
+            // any repeat, so a capture that did land is never made twice.
+            Err(e) => Ok(Capture::Stop(self.failure(lease, e.kind, e.retry_after, e.to_string()))),
+        }
+    }
+
+    async fn after_capture(&self, lease: &Lease, tx: &Transaction) -> Result<Capture, StoreError> {
+        if let Some(event) = tx.capture_event() {
+            self.confirm_capture(lease, event.event.as_str(), event.event_reference.as_deref()).await?;
+            return Ok(Capture::Started);
+        }
+        let refused = tx.events.iter().rev().find(|e| !e.success && matches!(e.event, EventName::InitiateCapture | EventName::Capture));
+        if let Some(event) = refused {
+            let reason = format!("capture was refused by Dintero: {}", event.error.as_ref().map(|e| e.to_string()).unwrap_or_default());
+            return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
+        }
+        let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: the capture response has no INITIATE_CAPTURE event yet"));
+        Ok(Capture::Stop(finish))
+    }
+
+    async fn confirm_capture(&self, lease: &Lease, event: &str, reference: Option<&str>) -> Result<(), StoreError> {
+        self.store
+            .update_dispatch(lease, DispatchPatch { stage: Some("captured"), captured_at: Some(now_ms()), capture_request_id: Some(None), ..self.patch() })
+            .await?;
+        self.store
+            .record(&lease.job.transaction_id, Some(&lease.job.id), "captured", &format!("{event} event present (capture_reference {})", reference.unwrap_or("none")))
+            .await
+    }
+}
+
+/// The first moment at or after `at` (store millis) inside the window.
+pub(super) fn window_open(window: &crate::config::SendWindow, at: i64) -> i64 {
+    jiff::Timestamp::from_millisecond(at)
+        .map(|t| window.next_open(t).as_millisecond())
+        .unwrap_or(at)
+}

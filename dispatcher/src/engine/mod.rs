@@ -1,0 +1,186 @@
+//! The capture-then-deliver engine.
+//!
+//! A dispatch job reads the transaction, decides eligibility, fetches and keeps the PDF,
+//! captures (unless Dintero already shows collection started), picks a route and queues one
+//! delivery job per channel instance. Delivery jobs run independently with their own retries,
+//! fall back when they fail for good, and end delivered, failed or dead-lettered, never dropped.
+
+pub mod backoff;
+mod dispatch;
+mod deliver;
+mod outcome;
+mod worker;
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+pub use self::outcome::{Outcome, Verdict};
+use crate::{
+    channel::{Channel, ErrorKind},
+    config::{EngineSettings, Route},
+    dintero::model::Transaction,
+    eligibility::{self, Eligibility},
+    gateway::{GatewayError, PaymentGateway},
+    invoice::Pdf,
+    links::LinkSigner,
+    store::{Finish, Lease, Store, StoreError, now_ms},
+};
+
+/// The steps of the flow a merchant may replace: wrap [`DefaultDispatcher`] and override what
+/// differs (its own eligibility rule, its own PDF, its own routing).
+#[async_trait::async_trait]
+pub trait Dispatcher: Send + Sync + fmt::Debug {
+    /// Whether Postbud delivers this transaction. Default: [`eligibility::check`].
+    fn eligibility(&self, tx: &Transaction) -> Eligibility {
+        eligibility::check(tx)
+    }
+
+    /// The invoice PDF. Default: the document behind `kravia:invoice_url`.
+    async fn document(
+        &self,
+        gateway: &dyn PaymentGateway,
+        _tx: &Transaction,
+        invoice_number: &str,
+        invoice_url: &str,
+    ) -> Result<Pdf, GatewayError> {
+        let bytes = gateway.fetch_document(invoice_url).await?;
+        Ok(Pdf::new(format!("{invoice_number}.pdf"), bytes))
+    }
+
+    /// Index of the route for this transaction. Default: the first whose `when` matches.
+    fn route(&self, routes: &[Route], tx: &Transaction) -> Option<usize> {
+        routes.iter().position(|r| r.when.matches(tx))
+    }
+}
+
+/// The flow as `design.md` describes it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DefaultDispatcher;
+
+impl Dispatcher for DefaultDispatcher {}
+
+/// Runs jobs from the store.
+pub struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) gateway: Arc<dyn PaymentGateway>,
+    pub(crate) channels: BTreeMap<String, Arc<dyn Channel>>,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) settings: EngineSettings,
+    pub(crate) links: Option<LinkSigner>,
+    pub(crate) dispatcher: Arc<dyn Dispatcher>,
+    pub(crate) wake: Notify,
+    pub(crate) owner: String,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("owner", &self.owner)
+            .field("channels", &self.channels.keys().collect::<Vec<_>>())
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Assembles an engine.
+    pub fn new(
+        store: Arc<dyn Store>,
+        gateway: Arc<dyn PaymentGateway>,
+        channels: BTreeMap<String, Arc<dyn Channel>>,
+        routes: Vec<Route>,
+        settings: EngineSettings,
+        links: Option<LinkSigner>,
+        dispatcher: Arc<dyn Dispatcher>,
+    ) -> Self {
+        let owner = format!("{}-{}", std::process::id(), fastrand::u32(..));
+        Self {
+            store,
+            gateway,
+            channels,
+            routes,
+            settings,
+            links,
+            dispatcher,
+            wake: Notify::new(),
+            owner,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Queues a transaction and wakes an idle worker.
+    pub async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        let queued = self.store.submit(transaction_id).await?;
+        if queued {
+            self.wake.notify_waiters();
+        }
+        Ok(queued)
+    }
+
+    /// Runs one claimed job to the end of this attempt, renewing its lease meanwhile.
+    pub async fn process(&self, lease: Lease) -> Result<(), StoreError> {
+        let span = tracing::info_span!(
+            "job",
+            id = %lease.job.id,
+            kind = %lease.job.kind,
+            transaction = %lease.job.transaction_id,
+            channel = lease.job.channel.as_deref().unwrap_or(""),
+            attempt = lease.job.attempts,
+        );
+        self.process_in_span(lease).instrument(span).await
+    }
+
+    async fn process_in_span(&self, lease: Lease) -> Result<(), StoreError> {
+        let work = async {
+            match lease.job.kind {
+                crate::store::JobKind::Dispatch => self.run_dispatch(&lease).await,
+                _ => self.run_delivery(&lease).await,
+            }
+        };
+        let renew = async {
+            let every = self.settings.lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = self.store.renew(&lease, self.settings.lease).await {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    return;
+                }
+            }
+        };
+        let finish = tokio::select! {
+            finish = work => finish?,
+            () = renew => {
+                // Lost the lease: whatever this attempt does next would be refused anyway.
+                return Err(StoreError::LeaseLost(lease.job.id.clone()));
+            }
+        };
+        tracing::info!(outcome = ?finish, "attempt finished");
+        let result = self.store.finish(&lease, finish).await;
+        self.wake.notify_waiters();
+        result
+    }
+
+    /// The retry decision for a failure of kind `kind` after the lease's attempt.
+    pub(crate) fn failure(&self, lease: &Lease, kind: ErrorKind, retry_after: Option<Duration>, error: String) -> Finish {
+        match kind {
+            ErrorKind::Permanent => Finish::Failed(error),
+            ErrorKind::Temporary if lease.job.attempts >= self.settings.max_attempts => Finish::Dead(format!(
+                "gave up after {} attempts: {error}",
+                lease.job.attempts
+            )),
+            ErrorKind::Temporary => {
+                let wait = backoff::delay(&self.settings, lease.job.attempts, retry_after);
+                Finish::Retry {
+                    at: now_ms() + wait.as_millis() as i64,
+                    error,
+                }
+            }
+        }
+    }
+}

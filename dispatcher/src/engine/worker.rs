@@ -1,0 +1,85 @@
+//! Worker loops and the synchronous `deliver_now` drive.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+
+use super::{Engine, Outcome};
+use crate::store::{StoreError, now_ms};
+
+impl Engine {
+    /// Runs `settings.workers` workers until `shutdown` turns true. Each claims one job at a
+    /// time; idle workers wake on new work or every `poll_interval`.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let mut workers = tokio::task::JoinSet::new();
+        for index in 0..self.settings.workers.max(1) {
+            let engine = Arc::clone(&self);
+            let mut shutdown = shutdown.clone();
+            workers.spawn(async move {
+                let owner = format!("{}-w{index}", engine.owner);
+                let mut failures = 0u32;
+                while !*shutdown.borrow() {
+                    match engine.store.claim(&owner, engine.settings.lease, 1, None).await {
+                        Ok(leases) if !leases.is_empty() => {
+                            failures = 0;
+                            for lease in leases {
+                                if let Err(e) = engine.process(lease).await {
+                                    tracing::warn!(error = %e, "job attempt not recorded");
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(_) => failures = 0,
+                        Err(e) => {
+                            failures += 1;
+                            tracing::error!(error = %e, "claiming work failed; backing off");
+                        }
+                    }
+                    let idle = engine.settings.poll_interval * 2u32.pow(failures.min(6));
+                    tokio::select! {
+                        () = engine.wake.notified() => {}
+                        () = tokio::time::sleep(idle) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            });
+        }
+        while workers.join_next().await.is_some() {}
+    }
+
+    /// Submits the transaction and works on its jobs now, waiting up to `wait` for retries that
+    /// come due, then reports where every job stands.
+    pub async fn deliver_now(&self, transaction_id: &str, wait: Duration) -> Result<Outcome, StoreError> {
+        let newly_queued = self.submit(transaction_id).await?;
+        let deadline = now_ms() + wait.as_millis() as i64;
+        loop {
+            let leases = self.store.claim(&self.owner, self.settings.lease, 1, Some(transaction_id)).await?;
+            if !leases.is_empty() {
+                for lease in leases {
+                    if let Err(e) = self.process(lease).await {
+                        tracing::warn!(error = %e, "job attempt not recorded");
+                    }
+                }
+                continue;
+            }
+            let jobs = self.store.jobs(transaction_id).await?;
+            let next = jobs.iter().filter(|j| !j.state.is_final()).map(|j| j.next_at).min();
+            match next {
+                Some(at) if at <= deadline => {
+                    let pause = (at - now_ms()).clamp(10, 1_000) as u64;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                _ => {
+                    let dispatch = self.store.dispatch(transaction_id).await?;
+                    return Ok(Outcome {
+                        transaction_id: transaction_id.to_owned(),
+                        newly_queued,
+                        dispatch,
+                        jobs,
+                    });
+                }
+            }
+        }
+    }
+}
+

@@ -1,0 +1,161 @@
+//! The built-in `folder` channel: the PDF and a JSON manifest written into a local directory,
+//! atomically (temporary name, fsync, rename), for archives and mounted drop folders.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    channel::{Channel, ChannelError, DeliveryContext, Receipt},
+    config::ConfigError,
+    invoice::Invoice,
+    registry::{BuildContext, ChannelFactory},
+};
+
+/// Registered as kind `folder`.
+pub static FACTORY: ChannelFactory = ChannelFactory {
+    kind: "folder",
+    description: "writes the PDF and a JSON manifest into a local directory, atomically",
+    crate_name: "postbud",
+    example: "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\n",
+    build,
+};
+
+/// `[channels.<name>]` of kind `folder`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FolderConfig {
+    /// Target directory.
+    path: String,
+    /// Create the directory when it is missing (default true).
+    #[serde(default = "yes")]
+    create: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
+    let config: FolderConfig = ctx.config.extract()?;
+    if config.path.trim().is_empty() {
+        return Err(ctx.config.error("path", "must not be empty"));
+    }
+    Ok(Box::new(FolderChannel {
+        dir: ctx.config.path(&config.path),
+        create: config.create,
+    }))
+}
+
+/// Writes invoices into a directory.
+#[derive(Debug)]
+pub struct FolderChannel {
+    dir: PathBuf,
+    create: bool,
+}
+
+/// A file name that cannot escape the directory.
+fn safe_stem(invoice_number: &str) -> String {
+    let stem: String = invoice_number
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect();
+    stem.trim_start_matches('.').to_owned()
+}
+
+impl FolderChannel {
+    async fn prepare(&self) -> Result<(), ChannelError> {
+        if self.create {
+            tokio::fs::create_dir_all(&self.dir)
+                .await
+                .map_err(|e| io_error(&self.dir, "create directory", &e))?;
+        } else if !self.dir.is_dir() {
+            return Err(ChannelError::permanent(format!("directory `{}` does not exist", self.dir.display())));
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to `name` through a temporary file in the same directory.
+    async fn write_atomically(&self, name: &str, delivery_id: &str, bytes: &[u8]) -> Result<PathBuf, ChannelError> {
+        let target = self.dir.join(name);
+        let temporary = self.dir.join(format!(".{name}.{delivery_id}.tmp"));
+        let result = async {
+            let mut file = tokio::fs::File::create(&temporary).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+            file.sync_all().await?;
+            tokio::fs::rename(&temporary, &target).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            return Err(io_error(&target, "write", &e));
+        }
+        Ok(target)
+    }
+}
+
+fn io_error(path: &Path, what: &str, e: &std::io::Error) -> ChannelError {
+    use std::io::ErrorKind::*;
+    let message = format!("{what} `{}`: {e}", path.display());
+    match e.kind() {
+        PermissionDenied | ReadOnlyFilesystem | NotADirectory | InvalidFilename => ChannelError::permanent(message),
+        _ => ChannelError::temporary(message),
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for FolderChannel {
+    async fn deliver(&self, invoice: &Invoice, ctx: &DeliveryContext) -> Result<Receipt, ChannelError> {
+        self.prepare().await?;
+        let stem = safe_stem(&invoice.invoice_number);
+        let pdf = self
+            .write_atomically(&format!("{stem}.pdf"), &ctx.delivery_id, &invoice.pdf.bytes)
+            .await?;
+        let manifest = json!({
+            "type": "invoice.ready",
+            "delivery_id": ctx.delivery_id,
+            "invoice": invoice,
+            "pdf": { "file": format!("{stem}.pdf"), "sha256": invoice.pdf.sha256, "size": invoice.pdf.bytes.len() },
+        });
+        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| ChannelError::permanent(e.to_string()))?;
+        // The manifest is written last: a reader that sees it may rely on the PDF being complete.
+        self.write_atomically(&format!("{stem}.json"), &ctx.delivery_id, &manifest).await?;
+        Ok(Receipt::new(format!("wrote {}", pdf.display())))
+    }
+
+    fn supports_cancel(&self) -> bool {
+        true
+    }
+
+    async fn cancel(&self, invoice: &Invoice, ctx: &DeliveryContext) -> Result<Receipt, ChannelError> {
+        self.prepare().await?;
+        let stem = safe_stem(&invoice.invoice_number);
+        let manifest = json!({
+            "type": "invoice.voided",
+            "delivery_id": ctx.delivery_id,
+            "transaction_id": invoice.transaction_id,
+            "invoice_number": invoice.invoice_number,
+            "voided_at": jiff::Timestamp::now(),
+        });
+        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| ChannelError::permanent(e.to_string()))?;
+        let path = self.write_atomically(&format!("{stem}.voided.json"), &ctx.delivery_id, &manifest).await?;
+        Ok(Receipt::new(format!("wrote {}", path.display())))
+    }
+
+    async fn check(&self) -> Result<String, ChannelError> {
+        self.prepare().await?;
+        let probe = self.write_atomically(".postbud-check", "probe", b"ok").await?;
+        let _ = tokio::fs::remove_file(&probe).await;
+        Ok(format!("directory `{}` is writable", self.dir.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_names_cannot_escape_the_directory() {
+        assert_eq!(super::safe_stem("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(super::safe_stem("A1B2C-000001"), "A1B2C-000001");
+    }
+}

@@ -1,0 +1,42 @@
+//! Deterministic ids: the same transaction and channel always give the same id, so every sink
+//! can recognise a repeat (SMTP `Message-ID`, `webhook-id`, file name, SMS client reference).
+
+use crate::invoice::sha256_hex;
+
+fn derived(prefix: &str, parts: &[&str]) -> String {
+    let digest = sha256_hex(parts.join("\n").as_bytes());
+    format!("{prefix}-{}", &digest[..24])
+}
+
+/// The dispatch job of a transaction.
+pub fn dispatch_id(transaction_id: &str) -> String {
+    derived("dsp", &["dispatch", transaction_id])
+}
+
+/// The delivery of a transaction's invoice through one channel instance.
+pub fn delivery_id(transaction_id: &str, channel: &str) -> String {
+    derived("dlv", &["deliver", transaction_id, channel])
+}
+
+/// The cancellation notice of a transaction through one channel instance.
+pub fn cancel_id(transaction_id: &str, channel: &str) -> String {
+    derived("cnl", &["cancel", transaction_id, channel])
+}
+
+/// Our `capture_reference`: stable per transaction, short enough for settlement reports.
+pub fn capture_reference(transaction_id: &str) -> String {
+    derived("postbud", &["capture", transaction_id])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        assert_eq!(delivery_id("T1.a", "email"), delivery_id("T1.a", "email"));
+        assert_ne!(delivery_id("T1.a", "email"), delivery_id("T1.a", "sms"));
+        assert_ne!(delivery_id("T1.a", "email"), cancel_id("T1.a", "email"));
+        assert_eq!(delivery_id("T1.a", "email").len(), 28);
+    }
+}

@@ -1,0 +1,91 @@
+//! # Postbud
+//!
+//! Deliver Dintero Kravia invoices yourself: when a transaction is configured with
+//! `invoice_channel: "merchant"`, Postbud captures it (which starts collection) and then
+//! delivers the invoice PDF through the merchant's own channels.
+//!
+//! The flow, the store and the channel plugin system live here; channel kinds other than the
+//! built-in `folder` come from their own crates (`postbud-email`, `postbud-webhook`, ...) or
+//! from the merchant's code through [`register_channel!`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = postbud::Settings::load(Some("postbud.toml".as_ref()))?;
+//! let app = postbud::App::open(&settings).await?;
+//! let outcome = app.deliver_now("T12345678.4xYzAbC").await?;
+//! println!("{outcome}");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod channel;
+pub mod config;
+pub mod dintero;
+pub mod eligibility;
+pub mod engine;
+pub mod folder;
+pub mod gateway;
+pub mod ids;
+pub mod invoice;
+pub mod links;
+pub mod registry;
+pub mod server;
+pub mod store;
+
+pub use app::App;
+pub use async_trait::async_trait;
+pub use channel::{Channel, ChannelError, DeliveryContext, ErrorKind, Receipt};
+pub use config::{ConfigError, Settings};
+pub use engine::{DefaultDispatcher, Dispatcher, Outcome};
+pub use gateway::{GatewayError, PaymentGateway};
+pub use invoice::{Customer, Invoice, InvoiceLine, Pdf};
+pub use registry::{BuildContext, ChannelConfig, ChannelFactory, Registry};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
+
+/// Registers a channel kind so that `postbud` finds it at start-up without the binary naming
+/// the crate in code.
+///
+/// ```
+/// use postbud::{Channel, ChannelError, DeliveryContext, Invoice, Receipt, BuildContext};
+///
+/// #[derive(Debug)]
+/// struct Null;
+///
+/// #[postbud::async_trait]
+/// impl Channel for Null {
+///     async fn deliver(&self, _: &Invoice, _: &DeliveryContext) -> Result<Receipt, ChannelError> {
+///         Ok(Receipt::new("dropped on the floor"))
+///     }
+/// }
+///
+/// fn build(_: BuildContext<'_>) -> Result<Box<dyn Channel>, postbud::ConfigError> {
+///     Ok(Box::new(Null))
+/// }
+///
+/// postbud::register_channel! {
+///     kind: "null",
+///     description: "discards every invoice",
+///     crate_name: "my-null-channel",
+///     example: "",
+///     build: build,
+/// }
+/// ```
+#[macro_export]
+macro_rules! register_channel {
+    (kind: $kind:expr, description: $desc:expr, crate_name: $crate_name:expr, example: $example:expr, build: $build:expr $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::ChannelFactory {
+                kind: $kind,
+                description: $desc,
+                crate_name: $crate_name,
+                example: $example,
+                build: $build,
+            }
+        }
+    };
+}

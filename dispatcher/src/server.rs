@@ -1,0 +1,186 @@
+//! The HTTP face of `postbud serve`: Dintero callbacks, signed invoice links, `/healthz`,
+//! `/metrics`. Merchant services can mount [`router`] into their own axum app.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, Query, RawQuery, State},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use secrecy::ExposeSecret;
+
+use crate::app::App;
+
+/// Counters for `/metrics` beyond what the store counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    callbacks_accepted: AtomicU64,
+    callbacks_rejected: AtomicU64,
+    links_served: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct ServerState {
+    app: Arc<App>,
+    metrics: Arc<Metrics>,
+}
+
+/// The routes: `<server.callback_path>` (GET and POST), `/invoices/{file}`, `/healthz`,
+/// `/metrics`.
+pub fn router(app: Arc<App>) -> Router {
+    let callback_path = app.settings().server.callback_path.clone();
+    Router::new()
+        .route(&callback_path, get(callback).post(callback))
+        .route("/invoices/{file}", get(invoice_link))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(ServerState {
+            app,
+            metrics: Arc::default(),
+        })
+}
+
+/// Dintero calls this when a payment is authorized (GET with query parameters, or POST with
+/// `method=POST`). The callback is only a trigger: the transaction is re-read with our own
+/// token, so its (unsigned) body is never trusted.
+async fn callback(
+    State(state): State<ServerState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let query = query.unwrap_or_default();
+    if let Err(why) = verify_callback(&state.app, &method, &uri, &headers, &query) {
+        state.metrics.callbacks_rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%why, "callback refused");
+        return (StatusCode::UNAUTHORIZED, why).into_response();
+    }
+    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let from_body = || {
+        serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| {
+            v.get("transaction_id").or_else(|| v.get("id")).and_then(|id| id.as_str().map(str::to_owned))
+        })
+    };
+    let Some(transaction_id) = params.get("transaction_id").cloned().or_else(from_body) else {
+        // report_error callbacks may come without a transaction: nothing to do, and a 4xx would
+        // only make Dintero give up on a callback that was fine.
+        return (StatusCode::OK, "no transaction_id: nothing to do").into_response();
+    };
+    match state.app.submit(&transaction_id).await {
+        Ok(_) => {
+            state.metrics.callbacks_accepted.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::OK, "accepted").into_response()
+        }
+        // Not stored means not accepted: a 5xx makes Dintero retry.
+        Err(e) => {
+            tracing::error!(error = %e, transaction = %transaction_id, "callback could not be stored");
+            (StatusCode::SERVICE_UNAVAILABLE, "could not store the callback; retry").into_response()
+        }
+    }
+}
+
+fn verify_callback(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, query: &str) -> Result<(), String> {
+    let Some(dintero) = app.settings().dintero.as_ref() else { return Ok(()) };
+    let Some(secret) = dintero.callback_secret.as_ref() else { return Ok(()) };
+    let host = match &app.settings().server.public_url {
+        Some(url) => url.host_str().unwrap_or_default().to_owned(),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
+            .unwrap_or_default(),
+    };
+    let signature = headers.get("dintero-signature").and_then(|h| h.to_str().ok());
+    crate::dintero::signature::verify(
+        secret.expose_secret().as_bytes(),
+        &dintero.account_id,
+        signature,
+        crate::dintero::signature::SignedRequest {
+            method: method.as_str(),
+            host: &host,
+            path: uri.path(),
+            query,
+        },
+        jiff::Timestamp::now().as_second(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+async fn invoice_link(
+    State(state): State<ServerState>,
+    Path(file): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(transaction_id) = file.strip_suffix(".pdf") else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let expires = params.get("expires").and_then(|e| e.parse::<i64>().ok()).unwrap_or(0);
+    let signature = params.get("signature").map(String::as_str).unwrap_or_default();
+    let Some(signer) = state.app.links() else {
+        return (StatusCode::NOT_FOUND, "invoice links are not enabled (set server.public_url)").into_response();
+    };
+    if !signer.verify(transaction_id, expires, signature, jiff::Timestamp::now().as_second()) {
+        return (StatusCode::FORBIDDEN, "this link is invalid or has expired").into_response();
+    }
+    match state.app.store().document(transaction_id).await {
+        Ok(Some(pdf)) => {
+            state.metrics.links_served.fetch_add(1, Ordering::Relaxed);
+            (
+                [
+                    (header::CONTENT_TYPE, "application/pdf".to_owned()),
+                    (header::CONTENT_DISPOSITION, format!("inline; filename=\"{}\"", pdf.file_name.replace('"', ""))),
+                    (header::CACHE_CONTROL, "private, max-age=300".to_owned()),
+                ],
+                pdf.bytes,
+            )
+                .into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such invoice").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a PDF for a link failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        }
+    }
+}
+
+async fn healthz(State(state): State<ServerState>) -> Response {
+    match state.app.store().totals().await {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ServerState>) -> Response {
+    let totals = match state.app.store().totals().await {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")).into_response(),
+    };
+    let m = &state.metrics;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+        out.push_str(&format!("# HELP postbud_{name} {help}\n# TYPE postbud_{name} {kind}\npostbud_{name} {value}\n"));
+    };
+    gauge("dispatches", "Transactions known to the store.", "gauge", totals.dispatches);
+    gauge("jobs_queued", "Jobs waiting for their next attempt.", "gauge", totals.queued);
+    gauge("jobs_in_flight", "Jobs claimed by a worker.", "gauge", totals.in_flight);
+    gauge("deliveries_done", "Deliveries completed.", "gauge", totals.delivered);
+    gauge("jobs_failed", "Jobs failed permanently.", "gauge", totals.failed);
+    gauge("jobs_dead", "Jobs dead-lettered after their last retry.", "gauge", totals.dead);
+    gauge("dispatches_skipped", "Transactions skipped as not ours to deliver.", "gauge", totals.skipped);
+    gauge("callbacks_accepted_total", "Dintero callbacks stored.", "counter", m.callbacks_accepted.load(Ordering::Relaxed));
+    gauge("callbacks_rejected_total", "Dintero callbacks refused (signature).", "counter", m.callbacks_rejected.load(Ordering::Relaxed));
+    gauge("links_served_total", "Invoice PDFs served through signed links.", "counter", m.links_served.load(Ordering::Relaxed));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

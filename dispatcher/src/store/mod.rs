@@ -1,0 +1,322 @@
+//! The durable outbox and history.
+//!
+//! Every unit of work is a *job*: one `dispatch` per transaction (eligibility, PDF, capture,
+//! routing), one `deliver` per (transaction, channel instance), one `cancel` per delivered
+//! instance after a void. Jobs are claimed with a lease; each claim bumps the job's *fence*, and
+//! every write made under a claim checks it, so a worker whose lease lapsed cannot overwrite
+//! the work of the one that rescued the job.
+
+mod sqlite;
+
+use std::{fmt, time::Duration};
+
+use serde::Serialize;
+
+pub use self::sqlite::{SqliteStore, fmt_ms};
+use crate::invoice::{Invoice, Pdf};
+
+/// Milliseconds since the Unix epoch; the store's clock unit.
+pub type Millis = i64;
+
+/// Now, in store time.
+pub fn now_ms() -> Millis {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Eligibility, PDF, capture, routing.
+    Dispatch,
+    /// One channel instance delivers the invoice.
+    Deliver,
+    /// One channel instance sends a cancellation notice.
+    Cancel,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for `next_at`.
+    Queued,
+    /// Claimed by a worker.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Failed permanently.
+    Failed,
+    /// Gave up after the maximum attempts.
+    Dead,
+    /// Stopped by a void.
+    Cancelled,
+    /// Not ours to deliver (dispatch only).
+    Skipped,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($v:ident = $s:literal),+ }) => {
+        impl $ty {
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s,)+ }
+            }
+            /// Parses a stored name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(Self::$v),)+ _ => None }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+text_enum!(JobKind { Dispatch = "dispatch", Deliver = "deliver", Cancel = "cancel" });
+text_enum!(JobState {
+    Queued = "queued",
+    Running = "running",
+    Done = "done",
+    Failed = "failed",
+    Dead = "dead",
+    Cancelled = "cancelled",
+    Skipped = "skipped"
+});
+
+impl JobState {
+    /// No more attempts will be made.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    /// `dsp-<hash>` for dispatches, the delivery id otherwise.
+    pub id: String,
+    /// Dintero transaction id.
+    pub transaction_id: String,
+    /// What it does.
+    pub kind: JobKind,
+    /// Channel instance (deliver/cancel).
+    pub channel: Option<String>,
+    /// `primary` or `fallback` (deliver).
+    pub role: Option<String>,
+    /// Where it stands.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// When it is due (queued) or was last touched.
+    pub next_at: Millis,
+    /// Claim counter; see the module docs.
+    pub fence: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// The receipt of the successful attempt.
+    pub receipt: Option<String>,
+    /// Created.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// A claim on a job: present it with every write made while working on it.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The job.
+    pub job: Job,
+    /// Who holds it.
+    pub owner: String,
+}
+
+/// The dispatch record: what was decided and done for one transaction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dispatch {
+    /// Dintero transaction id.
+    pub transaction_id: String,
+    /// `new`, `skipped`, `failed`, `capturing`, `captured`, `routed`, `voided`.
+    pub stage: String,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+    /// Our `capture_reference`.
+    pub capture_reference: Option<String>,
+    /// `event-request-id` of a 202 capture awaiting its event.
+    pub capture_request_id: Option<String>,
+    /// When collection was confirmed to have started.
+    pub captured_at: Option<Millis>,
+    /// Invoice number, once known.
+    pub invoice_number: Option<String>,
+    /// Index of the route chosen, once routed.
+    pub route: Option<usize>,
+    /// Created.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+/// One line of a transaction's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    /// When.
+    pub at: Millis,
+    /// The job it concerns, if any.
+    pub job_id: Option<String>,
+    /// `submitted`, `captured`, `delivered`, `retry`, ...
+    pub event: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// Counts per state, for `status` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Dispatches known.
+    pub dispatches: u64,
+    /// Jobs waiting.
+    pub queued: u64,
+    /// Jobs claimed.
+    pub in_flight: u64,
+    /// Deliveries done.
+    pub delivered: u64,
+    /// Jobs failed permanently.
+    pub failed: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+    /// Dispatches skipped as not ours.
+    pub skipped: u64,
+}
+
+/// A delivery job to create under a dispatch's lease.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Deterministic id.
+    pub id: String,
+    /// Deliver or cancel.
+    pub kind: JobKind,
+    /// Channel instance.
+    pub channel: String,
+    /// `primary` or `fallback`.
+    pub role: &'static str,
+    /// First due time.
+    pub next_at: Millis,
+}
+
+/// How a claimed job ends this attempt.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// Success, with the receipt.
+    Done(String),
+    /// Try again at this time.
+    Retry {
+        /// When.
+        at: Millis,
+        /// Why.
+        error: String,
+    },
+    /// Move the due time without counting an attempt (a closed send window).
+    Postpone(Millis),
+    /// Give up: failed permanently.
+    Failed(String),
+    /// Give up: retries exhausted.
+    Dead(String),
+    /// Not ours (dispatch only).
+    Skipped(String),
+}
+
+/// A write under a lease that is no longer ours was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The lease lapsed and the job was claimed again (or cancelled).
+    #[error("lease on job {0} was lost: another worker took it over or it was cancelled; this write was refused")]
+    LeaseLost(String),
+    /// The database failed.
+    #[error("store: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+/// Deliveries changed by a void.
+#[derive(Debug, Clone, Default)]
+pub struct VoidEffect {
+    /// Pending deliveries that were stopped.
+    pub cancelled: Vec<String>,
+    /// Channels whose delivery had completed (candidates for a cancellation notice).
+    pub delivered_channels: Vec<String>,
+}
+
+/// The durable outbox. [`SqliteStore`] is the embedded implementation.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Records the transaction for dispatch, once. Re-submitting a skipped dispatch looks again
+    /// (its transaction may have become eligible); anything else is left as it is.
+    /// Returns true when work was queued.
+    async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError>;
+    /// Claims up to `limit` due jobs (queued and due, or running with a lapsed lease), of one
+    /// transaction when `only` names it.
+    async fn claim(&self, owner: &str, lease: Duration, limit: u32, only: Option<&str>) -> Result<Vec<Lease>, StoreError>;
+    /// Extends a lease.
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError>;
+    /// Ends an attempt.
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError>;
+    /// Updates the dispatch record under the dispatch job's lease.
+    async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError>;
+    /// Keeps the PDF (once) and the invoice snapshot.
+    async fn save_invoice(&self, lease: &Lease, invoice: &Invoice) -> Result<(), StoreError>;
+    /// Keeps the fetched PDF before capture.
+    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError>;
+    /// The fetched PDF.
+    async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError>;
+    /// The invoice snapshot with its PDF.
+    async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError>;
+    /// Creates jobs (ignoring those that exist) under a lease.
+    async fn enqueue(&self, lease: &Lease, jobs: &[NewJob]) -> Result<(), StoreError>;
+    /// The dispatch record.
+    async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError>;
+    /// Every job of a transaction, dispatch first.
+    async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError>;
+    /// Appends to the history.
+    async fn record(&self, transaction_id: &str, job_id: Option<&str>, event: &str, detail: &str) -> Result<(), StoreError>;
+    /// The history, oldest first.
+    async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Requeues failed, dead or cancelled jobs (of one channel, or all) for another try now.
+    async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError>;
+    /// Marks the dispatch voided and stops its pending jobs.
+    async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError>;
+    /// Creates jobs outside any lease (cancellation notices after a void).
+    async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError>;
+    /// The most recent dispatches.
+    async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError>;
+    /// Counts.
+    async fn totals(&self) -> Result<Totals, StoreError>;
+    /// Earliest due time of queued work, if any.
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
+    /// A persistent value (the link-signing key).
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a persistent value if it is absent; returns the value now stored.
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError>;
+}
+
+/// Fields of the dispatch record to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchPatch {
+    /// New stage.
+    pub stage: Option<&'static str>,
+    /// New reason (`Some(None)` clears it).
+    pub reason: Option<Option<String>>,
+    /// Our capture reference.
+    pub capture_reference: Option<String>,
+    /// 202 request id (`Some(None)` clears it).
+    pub capture_request_id: Option<Option<String>>,
+    /// Collection confirmed.
+    pub captured_at: Option<Millis>,
+    /// Invoice number.
+    pub invoice_number: Option<String>,
+    /// Route chosen.
+    pub route: Option<usize>,
+}

@@ -1,0 +1,636 @@
+//! SQLite store: one file, WAL mode, leases and fencing in single statements.
+
+use std::{str::FromStr, time::Duration};
+
+use bytes::Bytes;
+use sqlx::{
+    Row, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+
+use super::{
+    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob, Store,
+    StoreError, Totals, VoidEffect, now_ms,
+};
+use crate::{
+    ids,
+    invoice::{Invoice, Pdf},
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE dispatches (
+    transaction_id     TEXT PRIMARY KEY,
+    stage              TEXT NOT NULL,
+    reason             TEXT,
+    capture_reference  TEXT,
+    capture_request_id TEXT,
+    captured_at        INTEGER,
+    invoice_number     TEXT,
+    route              INTEGER,
+    invoice            TEXT,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL
+);
+CREATE TABLE documents (
+    transaction_id TEXT PRIMARY KEY,
+    file_name      TEXT NOT NULL,
+    sha256         TEXT NOT NULL,
+    bytes          BLOB NOT NULL,
+    fetched_at     INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id             TEXT PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    channel        TEXT,
+    role           TEXT,
+    state          TEXT NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    next_at        INTEGER NOT NULL,
+    lease_owner    TEXT,
+    lease_until    INTEGER,
+    fence          INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT,
+    receipt        TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+CREATE INDEX jobs_due ON jobs (state, next_at);
+CREATE INDEX jobs_transaction ON jobs (transaction_id);
+CREATE TABLE history (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id TEXT NOT NULL,
+    job_id         TEXT,
+    at             INTEGER NOT NULL,
+    event          TEXT NOT NULL,
+    detail         TEXT NOT NULL
+);
+CREATE INDEX history_transaction ON history (transaction_id, id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#];
+
+/// The embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// Guard shared by every write made under a lease.
+const FENCED: &str = "id = ? AND fence = ? AND state = 'running'";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://FILE`) and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Database(format!("store.url `{url}`: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across process crashes in WAL mode; a power loss may drop the
+            // last commits, which the engine tolerates because it re-reads Dintero's events
+            // before any capture.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Database(format!("open `{url}`: {e}")))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock first so two processes starting together migrate once.
+        sqlx::query("CREATE TABLE IF NOT EXISTS migration_lock (id INTEGER)").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM migration_lock").execute(&mut *tx).await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(migration).execute(&mut *tx).await?;
+            sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The schema version applied.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await?)
+    }
+}
+
+fn job_from(row: &SqliteRow) -> Result<Job, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        transaction_id: row.try_get("transaction_id")?,
+        kind: JobKind::parse(&kind).ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
+        channel: row.try_get("channel")?,
+        role: row.try_get("role")?,
+        state: JobState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        next_at: row.try_get("next_at")?,
+        fence: row.try_get("fence")?,
+        last_error: row.try_get("last_error")?,
+        receipt: row.try_get("receipt")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn dispatch_from(row: &SqliteRow) -> Result<Dispatch, StoreError> {
+    Ok(Dispatch {
+        transaction_id: row.try_get("transaction_id")?,
+        stage: row.try_get("stage")?,
+        reason: row.try_get("reason")?,
+        capture_reference: row.try_get("capture_reference")?,
+        capture_request_id: row.try_get("capture_request_id")?,
+        captured_at: row.try_get("captured_at")?,
+        invoice_number: row.try_get("invoice_number")?,
+        route: row.try_get::<Option<i64>, _>("route")?.map(|r| r as usize),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn lease_lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost(lease.job.id.clone())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let job_id = ids::dispatch_id(transaction_id);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'new', ?, ?)
+             ON CONFLICT (transaction_id) DO NOTHING",
+        )
+        .bind(transaction_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at)
+             VALUES (?, ?, 'dispatch', 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&job_id)
+        .bind(transaction_id)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let requeued = !inserted
+            && sqlx::query(
+                "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, updated_at = ?
+                 WHERE id = ? AND state = 'skipped'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(&job_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+        if inserted || requeued {
+            sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, 'submitted', ?)")
+                .bind(transaction_id)
+                .bind(&job_id)
+                .bind(now)
+                .bind(if inserted { "queued for dispatch" } else { "skipped before; looking again" })
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted || requeued)
+    }
+
+    async fn claim(&self, owner: &str, lease: Duration, limit: u32, only: Option<&str>) -> Result<Vec<Lease>, StoreError> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                    lease_owner = ?, lease_until = ?, updated_at = ?
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE ((state = 'queued' AND next_at <= ?) OR (state = 'running' AND lease_until < ?))
+                   AND (? IS NULL OR transaction_id = ?)
+                 ORDER BY next_at LIMIT ?)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(only)
+        .bind(only)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Lease {
+                    job: job_from(row)?,
+                    owner: owner.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError> {
+        let done = sqlx::query(&format!("UPDATE jobs SET lease_until = ? WHERE {FENCED}"))
+            .bind(now_ms() + duration.as_millis() as i64)
+            .bind(&lease.job.id)
+            .bind(lease.job.fence)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+    }
+
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (state, next_at, error, receipt, attempt_delta, event, detail) = match &finish {
+            Finish::Done(receipt) => (JobState::Done, now, None, Some(receipt.clone()), 0, "done", receipt.clone()),
+            Finish::Retry { at, error } => (JobState::Queued, *at, Some(error.clone()), None, 0, "retry", error.clone()),
+            Finish::Postpone(at) => (JobState::Queued, *at, None, None, -1, "postponed", format!("until {}", fmt_ms(*at))),
+            Finish::Failed(error) => (JobState::Failed, now, Some(error.clone()), None, 0, "failed", error.clone()),
+            Finish::Dead(error) => (JobState::Dead, now, Some(error.clone()), None, 0, "dead", error.clone()),
+            Finish::Skipped(reason) => (JobState::Skipped, now, Some(reason.clone()), None, 0, "skipped", reason.clone()),
+        };
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE jobs SET state = ?, next_at = ?, last_error = COALESCE(?, last_error), receipt = COALESCE(?, receipt),
+                    attempts = attempts + ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+             WHERE {FENCED}"
+        ))
+        .bind(state.as_str())
+        .bind(next_at)
+        .bind(error)
+        .bind(receipt)
+        .bind(attempt_delta)
+        .bind(now)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(lease_lost(lease));
+        }
+        let label = match (lease.job.kind, event) {
+            (JobKind::Deliver, "done") => "delivered".to_owned(),
+            (JobKind::Cancel, "done") => "cancellation sent".to_owned(),
+            (_, e) => e.to_owned(),
+        };
+        let detail = match &lease.job.channel {
+            Some(channel) => format!("[{channel}] attempt {}: {detail}", lease.job.attempts),
+            None => format!("attempt {}: {detail}", lease.job.attempts),
+        };
+        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, ?, ?)")
+            .bind(&lease.job.transaction_id)
+            .bind(&lease.job.id)
+            .bind(now)
+            .bind(label)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
+        let updated = sqlx::query(&format!(
+            "UPDATE dispatches SET
+                stage = COALESCE(?, stage),
+                reason = CASE WHEN ? THEN ? ELSE reason END,
+                capture_reference = COALESCE(?, capture_reference),
+                capture_request_id = CASE WHEN ? THEN ? ELSE capture_request_id END,
+                captured_at = COALESCE(?, captured_at),
+                invoice_number = COALESCE(?, invoice_number),
+                route = COALESCE(?, route),
+                updated_at = ?
+             WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
+        ))
+        .bind(patch.stage)
+        .bind(patch.reason.is_some())
+        .bind(patch.reason.flatten())
+        .bind(patch.capture_reference)
+        .bind(patch.capture_request_id.is_some())
+        .bind(patch.capture_request_id.flatten())
+        .bind(patch.captured_at)
+        .bind(patch.invoice_number)
+        .bind(patch.route.map(|r| r as i64))
+        .bind(now_ms())
+        .bind(&lease.job.transaction_id)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+    }
+
+    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError> {
+        let saved = sqlx::query(&format!(
+            "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
+             SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCED})
+             ON CONFLICT (transaction_id) DO NOTHING"
+        ))
+        .bind(&lease.job.transaction_id)
+        .bind(&pdf.file_name)
+        .bind(&pdf.sha256)
+        .bind(pdf.bytes.as_ref())
+        .bind(now_ms())
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&self.pool)
+        .await?;
+        if saved.rows_affected() == 1 || self.document(&lease.job.transaction_id).await?.is_some() {
+            Ok(())
+        } else {
+            Err(lease_lost(lease))
+        }
+    }
+
+    async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
+        let row = sqlx::query("SELECT file_name, sha256, bytes FROM documents WHERE transaction_id = ?")
+            .bind(transaction_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(Pdf {
+                file_name: row.try_get("file_name")?,
+                sha256: row.try_get("sha256")?,
+                bytes: Bytes::from(row.try_get::<Vec<u8>, _>("bytes")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_invoice(&self, lease: &Lease, invoice: &Invoice) -> Result<(), StoreError> {
+        let json = serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
+        let updated = sqlx::query(&format!(
+            "UPDATE dispatches SET invoice = ?, invoice_number = ?, updated_at = ?
+             WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
+        ))
+        .bind(json)
+        .bind(&invoice.invoice_number)
+        .bind(now_ms())
+        .bind(&invoice.transaction_id)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+    }
+
+    async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {
+        let json: Option<Option<String>> = sqlx::query_scalar("SELECT invoice FROM dispatches WHERE transaction_id = ?")
+            .bind(transaction_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(json) = json.flatten() else { return Ok(None) };
+        let mut invoice: Invoice = serde_json::from_str(&json).map_err(|e| StoreError::Database(format!("invoice snapshot: {e}")))?;
+        let pdf = self
+            .document(transaction_id)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("invoice {transaction_id} has no stored PDF")))?;
+        invoice.pdf = pdf;
+        Ok(Some(invoice))
+    }
+
+    async fn enqueue(&self, lease: &Lease, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM jobs WHERE {FENCED}"))
+            .bind(&lease.job.id)
+            .bind(lease.job.fence)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            return Err(lease_lost(lease));
+        }
+        insert_jobs(&mut tx, &lease.job.transaction_id, jobs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_jobs(&mut tx, transaction_id, jobs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError> {
+        let row = sqlx::query("SELECT * FROM dispatches WHERE transaction_id = ?")
+            .bind(transaction_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(dispatch_from).transpose()
+    }
+
+    async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE transaction_id = ?
+             ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
+        )
+        .bind(transaction_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from).collect()
+    }
+
+    async fn record(&self, transaction_id: &str, job_id: Option<&str>, event: &str, detail: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, ?, ?)")
+            .bind(transaction_id)
+            .bind(job_id)
+            .bind(now_ms())
+            .bind(event)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query("SELECT at, job_id, event, detail FROM history WHERE transaction_id = ? ORDER BY id")
+            .bind(transaction_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryEntry {
+                    at: row.try_get("at")?,
+                    job_id: row.try_get("job_id")?,
+                    event: row.try_get("event")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, updated_at = ?
+             WHERE transaction_id = ? AND state IN ('failed', 'dead', 'queued')
+               AND (? IS NULL OR channel = ?)
+               AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(transaction_id)
+        .bind(channel)
+        .bind(channel)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if done > 0 {
+            self.record(transaction_id, None, "retry requested", &format!("{done} job(s) requeued by an operator")).await?;
+        }
+        Ok(done)
+    }
+
+    async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'voided', ?, ?)
+             ON CONFLICT (transaction_id) DO UPDATE SET stage = 'voided', updated_at = excluded.updated_at",
+        )
+        .bind(transaction_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Bumping the fence refuses the late writes of a worker that is mid-attempt.
+        let cancelled: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'cancelled', fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?
+             WHERE transaction_id = ? AND kind IN ('dispatch', 'deliver') AND state IN ('queued', 'running')
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(transaction_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let delivered_channels: Vec<String> = sqlx::query_scalar(
+            "SELECT channel FROM jobs WHERE transaction_id = ? AND kind = 'deliver' AND state = 'done' ORDER BY channel",
+        )
+        .bind(transaction_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, NULL, ?, 'voided', ?)")
+            .bind(transaction_id)
+            .bind(now)
+            .bind(format!("{} pending job(s) stopped", cancelled.len()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(VoidEffect {
+            cancelled,
+            delivered_channels,
+        })
+    }
+
+    async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM dispatches ORDER BY updated_at DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(dispatch_from).collect()
+    }
+
+    async fn totals(&self) -> Result<Totals, StoreError> {
+        let row = sqlx::query(
+            "SELECT
+                (SELECT COUNT(*) FROM dispatches) AS dispatches,
+                COALESCE(SUM(state = 'queued'), 0) AS queued,
+                COALESCE(SUM(state = 'running'), 0) AS in_flight,
+                COALESCE(SUM(state = 'done' AND kind = 'deliver'), 0) AS delivered,
+                COALESCE(SUM(state = 'failed'), 0) AS failed,
+                COALESCE(SUM(state = 'dead'), 0) AS dead,
+                COALESCE(SUM(state = 'skipped'), 0) AS skipped
+             FROM jobs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let get = |name: &str| row.try_get::<i64, _>(name).map(|v| v as u64);
+        Ok(Totals {
+            dispatches: get("dispatches")?,
+            queued: get("queued")?,
+            in_flight: get("in_flight")?,
+            delivered: get("delivered")?,
+            failed: get("failed")?,
+            dead: get("dead")?,
+            skipped: get("skipped")?,
+        })
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(CASE state WHEN 'queued' THEN next_at ELSE lease_until END) FROM jobs WHERE state IN ('queued', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(self.meta(key).await?.unwrap_or_else(|| value.to_owned()))
+    }
+}
+
+async fn insert_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    transaction_id: &str,
+    jobs: &[NewJob],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    for job in jobs {
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(transaction_id)
+        .bind(job.kind.as_str())
+        .bind(&job.channel)
+        .bind(job.role)
+        .bind(job.next_at)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, 'queued', ?)")
+                .bind(transaction_id)
+                .bind(&job.id)
+                .bind(now)
+                .bind(format!("[{}] {} ({}) due {}", job.channel, job.kind, job.role, fmt_ms(job.next_at)))
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A store time as RFC 3339.
+pub fn fmt_ms(ms: Millis) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| ms.to_string())
+}
