@@ -1,1 +1,161 @@
-//! stub
+//! # postbud-sandbox
+//!
+//! A local stand-in for Dintero's Checkout API that follows `dintero-api.md`: client-credentials
+//! tokens with Basic auth, transactions with Kravia semantics (capture keeps `AUTHORIZED` and
+//! appends `INITIATE_CAPTURE`), void, the Files API descriptor and a real PDF per invoice,
+//! `sessions/pay`, signed callbacks, and fault injection (5xx, 429 with `Retry-After`, slow
+//! responses, 202 captures, invoice metadata that appears late).
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let sandbox = postbud_sandbox::Sandbox::start(Default::default()).await?;
+//! let id = sandbox.seed(Default::default());
+//! println!("api_url = {}, transaction {id}", sandbox.api_url());
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod control;
+pub mod pdf;
+mod state;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use serde_json::Value;
+pub use state::{Fault, FaultKind, Operation, Seed, Stats};
+use tokio::net::TcpListener;
+
+/// The account the sandbox plays.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// `T12345678` by default.
+    pub account_id: String,
+    /// `sandbox-client` by default.
+    pub client_id: String,
+    /// `sandbox-secret` by default.
+    pub client_secret: String,
+    /// Signs callbacks with `Dintero-Signature` when set.
+    pub callback_secret: Option<String>,
+    /// Token lifetime in seconds (3600).
+    pub token_ttl: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            account_id: "T12345678".into(),
+            client_id: "sandbox-client".into(),
+            client_secret: "sandbox-secret".into(),
+            callback_secret: None,
+            token_ttl: 3600,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: SandboxConfig,
+    pub(crate) state: state::State,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+}
+
+/// A running sandbox on a loopback port. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Sandbox {
+    /// Starts on a free port of 127.0.0.1.
+    pub async fn start(config: SandboxConfig) -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("valid address"), config).await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(addr: SocketAddr, config: SandboxConfig) -> std::io::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            state: state::State::default(),
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(std::io::Error::other)?,
+        });
+        let app = api::router().merge(control::router()).with_state(Arc::clone(&shared));
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "sandbox server stopped");
+            }
+        });
+        Ok(Self { shared, addr, server })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        self.shared.base.clone()
+    }
+
+    /// The Checkout API base, for `dintero.api_url` and `dintero.auth_url`.
+    pub fn api_url(&self) -> String {
+        format!("{}/v1", self.shared.base)
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The account it plays.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    /// Creates a transaction; returns its id.
+    pub fn seed(&self, seed: Seed) -> String {
+        control::seed(&self.shared, seed)
+    }
+
+    /// Adds a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.state.lock().faults.push(fault);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.state.lock().stats.clone()
+    }
+
+    /// Capture calls that took effect for a transaction.
+    pub fn captures(&self, transaction_id: &str) -> u32 {
+        self.stats().captures.get(transaction_id).copied().unwrap_or(0)
+    }
+
+    /// The transaction as stored (all metadata, all events).
+    pub fn transaction(&self, transaction_id: &str) -> Option<Value> {
+        self.shared.state.lock().transactions.get(transaction_id).map(|s| s.transaction.clone())
+    }
+
+    /// The PDF bytes the sandbox serves for a transaction.
+    pub fn pdf(&self, transaction_id: &str) -> Option<Vec<u8>> {
+        self.shared.state.lock().transactions.get(transaction_id).map(|s| s.pdf.clone())
+    }
+
+    /// Sends the session callback for a transaction to `callback_url` (GET with query
+    /// parameters, signed when a callback secret is configured); returns the HTTP status.
+    pub async fn send_callback(&self, transaction_id: &str, callback_url: &str) -> Result<u16, String> {
+        control::send_callback(&self.shared, transaction_id, callback_url).await
+    }
+}

@@ -1,0 +1,77 @@
+//! A sandbox on loopback, a real SQLite file in a temporary directory, and an `App` wired to both.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use postbud::{App, Settings};
+use postbud_sandbox::{Sandbox, SandboxConfig};
+use tempfile::TempDir;
+
+pub struct Harness {
+    pub sandbox: Sandbox,
+    pub dir: TempDir,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(SandboxConfig::default()).await
+    }
+
+    pub async fn start_with(config: SandboxConfig) -> Self {
+        let sandbox = Sandbox::start(config).await.expect("sandbox starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self { sandbox, dir }
+    }
+
+    pub fn invoices(&self) -> PathBuf {
+        self.dir.path().join("invoices")
+    }
+
+    /// Base configuration against the sandbox, plus `extra` TOML (routes default to the archive).
+    pub fn toml(&self, extra: &str) -> String {
+        let routes = if extra.contains("[[routes]]") { "" } else { "[[routes]]\ndeliver = [\"archive\"]\n" };
+        format!(
+            r#"
+[dintero]
+account_id = "T12345678"
+client_id = "sandbox-client"
+client_secret = "sandbox-secret"
+api_url = "{api}"
+auth_url = "{api}"
+timeout = "2s"
+
+[store]
+url = "sqlite://{dir}/postbud.db"
+
+[engine]
+backoff_base = "50ms"
+backoff_max = "400ms"
+max_attempts = 6
+lease = "3s"
+poll_interval = "50ms"
+
+[channels.archive]
+kind = "folder"
+path = "{dir}/invoices"
+
+{extra}
+{routes}
+"#,
+            api = self.sandbox.api_url(),
+            dir = self.dir.path().display(),
+        )
+    }
+
+    pub fn settings(&self, extra: &str) -> Settings {
+        Settings::from_toml(&self.toml(extra)).expect("valid settings")
+    }
+
+    pub async fn app(&self, extra: &str) -> App {
+        App::open(&self.settings(extra)).await.expect("app opens")
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

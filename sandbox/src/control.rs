@@ -1,0 +1,263 @@
+//! Sandbox-only endpoints (seeding, faults, counters, callbacks) and `sessions/pay`, which
+//! shares transaction creation with seeding.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::{
+    Shared,
+    api::{error, now, uuid},
+    pdf::invoice_pdf,
+    state::{Fault, Operation, Seed, Stored, default_billing, default_items},
+};
+
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/sandbox/transactions", post(seed_endpoint))
+        .route("/sandbox/transactions/{id}", get(raw_transaction))
+        .route("/sandbox/transactions/{id}/callback", post(callback_endpoint))
+        .route("/sandbox/faults", post(fault_endpoint).delete(clear_faults))
+        .route("/sandbox/stats", get(stats))
+}
+
+const KRAVIA_TYPES: [&str; 3] = ["kravia.invoice_b2b", "kravia.invoice_b2c", "kravia.invoice_b2b_grouped"];
+const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+fn opaque_id(account: &str) -> String {
+    let tail: String = (0..22).map(|_| BASE58[fastrand::usize(..BASE58.len())] as char).collect();
+    format!("{account}.{tail}")
+}
+
+fn format_amount(minor: i64, currency: &str) -> String {
+    format!("{}.{:02} {currency}", minor / 100, minor % 100)
+}
+
+/// Creates and stores a transaction; shared by seeding and `sessions/pay`.
+pub(crate) fn seed(shared: &Shared, seed: Seed) -> String {
+    let account = &shared.config.account_id;
+    let id = opaque_id(account);
+    let session_id = opaque_id(account);
+    let product_type = seed.product_type.clone().unwrap_or_else(|| "kravia.invoice_b2c".into());
+    let currency = seed.currency.clone().unwrap_or_else(|| "NOK".into());
+    let items = seed.items.clone().unwrap_or_else(default_items);
+    let amount: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
+    let billing = seed.billing_address.clone().unwrap_or_else(default_billing);
+    let today = jiff::Zoned::now().date();
+    let due = today.checked_add(jiff::Span::new().days(14)).unwrap_or(today);
+    let mut inner = shared.state.lock();
+    inner.invoice_counter += 1;
+    let number = format!("SBX{}-{:06}", &account[1..4], inner.invoice_counter);
+    let shape = seed.pdf_shape.clone().unwrap_or_else(|| "descriptor".into());
+    let invoice_url = seed.invoice_url.clone().unwrap_or_else(|| match shape.as_str() {
+        "direct" => format!("{}/v1/invoices/{id}.pdf", shared.base),
+        _ => format!("{}/v1/files/f-{id}", shared.base),
+    });
+    let kravia = json!({
+        "kravia:invoice_number": number, "kravia:invoice_date": today.to_string(),
+        "kravia:invoice_due_date": due.to_string(), "kravia:invoice_id": uuid(),
+        "kravia:creditor_id": "sandbox-creditor", "kravia:debtor_id": uuid(),
+    });
+    let transaction = json!({
+        "id": id, "session_id": session_id, "created_at": now(), "updated_at": now(),
+        "payment_product": seed.payment_product.clone().unwrap_or_else(|| "kravia".into()),
+        "payment_product_type": product_type,
+        "status": seed.status.clone().unwrap_or_else(|| "AUTHORIZED".into()),
+        "amount": amount, "currency": currency, "settlement_status": "NOT_SETTLED",
+        "merchant_reference": seed.merchant_reference.clone().unwrap_or_else(|| format!("order-{}", inner.invoice_counter)),
+        "customer": {"email": billing.get("email"), "phone_number": billing.get("phone_number")},
+        "billing_address": billing, "items": items,
+        "metadata": {
+            "merchant_name": "Sandbox Merchant AS",
+            "kravia:invoice_number": number, "kravia:invoice_url": invoice_url,
+        },
+        "events": [
+            {"id": uuid(), "event": "INITIALIZE", "transaction_status": "INITIATED", "success": true, "request_id": uuid(), "created_at": now()},
+            {"id": uuid(), "event": "AUTHORIZE", "transaction_status": "AUTHORIZED", "success": true, "amount": amount, "request_id": uuid(), "created_at": now(), "metadata": kravia},
+        ],
+    });
+    let key = if seed.use_delivery_method_key { "invoice_delivery_method" } else { "invoice_channel" };
+    let value = |channel: &str| match (seed.use_delivery_method_key, channel) {
+        (true, "kravia") => "provider".to_owned(),
+        (_, other) => other.to_owned(),
+    };
+    let type_key = product_type.strip_prefix("kravia.").unwrap_or(&product_type).to_owned();
+    let mut configuration = json!({});
+    let session_channel = if seed.no_session_channel { None } else { Some(seed.session_channel.clone().unwrap_or_else(|| "merchant".into())) };
+    if let Some(channel) = session_channel {
+        configuration["kravia"] = json!({ type_key: { "type": "payment_product_type", "enabled": true, "days_until_due": 14, key: value(&channel) } });
+    }
+    if let Some(channel) = &seed.options_channel {
+        configuration["payment_options"] = json!([{ "type": product_type, "details": { key: value(channel) } }]);
+    }
+    let customer_name = [transaction["billing_address"]["business_name"].as_str(), transaction["billing_address"]["first_name"].as_str(), transaction["billing_address"]["last_name"].as_str()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let pdf = invoice_pdf(&[
+        "Sandbox Merchant AS - Faktura / Invoice".into(),
+        format!("Invoice number: {number}"),
+        format!("Customer: {customer_name}"),
+        format!("Invoice date: {today}   Due date: {due}"),
+        format!("Amount: {}", format_amount(amount, transaction["currency"].as_str().unwrap_or("NOK"))),
+        format!("Transaction: {id}"),
+    ]);
+    inner.transactions.insert(
+        id.clone(),
+        Stored {
+            transaction,
+            session: json!({"id": session_id, "configuration": configuration}),
+            pdf_shape: shape,
+            pdf_content: seed.pdf_content.clone().unwrap_or_else(|| "valid".into()),
+            hide_metadata_gets: seed.metadata_after_gets,
+            pending_events: Vec::new(),
+            pdf,
+        },
+    );
+    id
+}
+
+async fn seed_endpoint(State(shared): State<Arc<Shared>>, body: Option<Json<Seed>>) -> Response {
+    let seed = body.map(|Json(s)| s).unwrap_or_default();
+    let id = self::seed(&shared, seed);
+    let tx = shared.state.lock().transactions.get(&id).map(|s| s.transaction.clone());
+    (StatusCode::CREATED, Json(json!({"id": id, "transaction": tx}))).into_response()
+}
+
+async fn raw_transaction(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match shared.state.lock().transactions.get(&id) {
+        Some(s) => Json(s.transaction.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such transaction"),
+    }
+}
+
+async fn fault_endpoint(State(shared): State<Arc<Shared>>, Json(fault): Json<Fault>) -> Response {
+    shared.state.lock().faults.push(fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
+    shared.state.lock().faults.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.state.lock().stats.clone()).into_response()
+}
+
+async fn callback_endpoint(State(shared): State<Arc<Shared>>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let Some(url) = body.get("url").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`url` is required");
+    };
+    match send_callback(&shared, &id, url).await {
+        Ok(status) => Json(json!({"status": status})).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, "CALLBACK_FAILED", &e),
+    }
+}
+
+/// `Dintero-Signature` as documented: HMAC-SHA256 over
+/// `t \n account \n METHOD \n host \n path \n query-sorted-by-name`.
+fn signature(secret: &str, account: &str, url: &url::Url, t: i64) -> String {
+    let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    pairs.sort();
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    let signed = format!("{t}\n{account}\nGET\n{}\n{}\n{query}", url.host_str().unwrap_or_default(), url.path());
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(signed.as_bytes());
+    format!("t={t},v0-hmac-sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub(crate) async fn send_callback(shared: &Shared, id: &str, callback_url: &str) -> Result<u16, String> {
+    let (merchant_reference, session_id) = {
+        let inner = shared.state.lock();
+        let stored = inner.transactions.get(id).ok_or_else(|| format!("no transaction {id}"))?;
+        (
+            stored.transaction["merchant_reference"].as_str().unwrap_or_default().to_owned(),
+            stored.transaction["session_id"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let mut url = url::Url::parse(callback_url).map_err(|e| format!("callback url: {e}"))?;
+    url.query_pairs_mut()
+        .append_pair("transaction_id", id)
+        .append_pair("session_id", &session_id)
+        .append_pair("merchant_reference", &merchant_reference)
+        .append_pair("time", &now());
+    let mut request = shared.http.get(url.clone());
+    if let Some(secret) = &shared.config.callback_secret {
+        let t = jiff::Timestamp::now().as_second();
+        request = request.header("Dintero-Signature", signature(secret, &shared.config.account_id, &url, t));
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    Ok(response.status().as_u16())
+}
+
+/// `POST /v1/sessions/pay`: a merchant-initiated Kravia invoice, authorized at once.
+pub(crate) async fn pay(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
+    let fault = shared.state.lock().take_fault(Operation::Pay, None);
+    if let Some(crate::state::FaultKind::Status { status, .. }) = fault {
+        return error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "SANDBOX_FAULT", "injected fault");
+    }
+    let bearer_ok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|t| shared.state.lock().tokens.contains_key(t));
+    if !bearer_ok {
+        return error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "Access forbidden, invalid JWT token was used");
+    }
+    let Some(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "body must be JSON");
+    };
+    let payment = &body["payment"];
+    let order = &body["session"]["order"];
+    let product_type = payment["payment_product_type"].as_str().unwrap_or_default();
+    if !KRAVIA_TYPES.contains(&product_type) {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("payment.payment_product_type must be one of {KRAVIA_TYPES:?}"));
+    }
+    if payment["operation"] != "invoice_payment" {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "payment.operation must be \"invoice_payment\"");
+    }
+    if !payment["days_until_due"].as_i64().is_some_and(|d| (0..=365).contains(&d)) {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "payment.days_until_due is required (0-365)");
+    }
+    let (Some(amount), Some(currency)) = (order["amount"].as_i64(), order["currency"].as_str()) else {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "session.order.amount and session.order.currency are required");
+    };
+    if order["billing_address"].is_null() {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "session.order.billing_address is required for Kravia");
+    }
+    let items: Vec<Value> = order["items"].as_array().cloned().unwrap_or_default();
+    let items_total: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
+    if !items.is_empty() && items_total != amount {
+        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("order.amount {amount} does not equal the sum of the items {items_total}"));
+    }
+    let items = if items.is_empty() { vec![json!({"line_id": "1", "description": "Invoice", "quantity": 1, "amount": amount, "vat": 0, "vat_amount": 0})] } else { items };
+    let channel = payment["invoice_channel"].as_str().map(str::to_owned);
+    let id = seed(
+        &shared,
+        Seed {
+            product_type: Some(product_type.to_owned()),
+            currency: Some(currency.to_owned()),
+            billing_address: Some(order["billing_address"].clone()),
+            items: Some(items),
+            merchant_reference: order["merchant_reference"].as_str().map(str::to_owned),
+            no_session_channel: channel.is_none(),
+            session_channel: channel,
+            ..Seed::default()
+        },
+    );
+    let mut tx = shared.state.lock().transactions.get(&id).map(|s| s.transaction.clone()).unwrap_or_default();
+    tx["success"] = json!(true);
+    tx["actions"] = json!([]);
+    Json(tx).into_response()
+}

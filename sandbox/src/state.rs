@@ -1,0 +1,189 @@
+//! The sandbox's data: accounts, tokens, transactions, faults, counters.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Which Dintero operation a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `POST /accounts/{aid}/auth/token`.
+    Token,
+    /// `GET /transactions/{id}`.
+    Get,
+    /// `POST /transactions/{id}/capture`.
+    Capture,
+    /// `POST /transactions/{id}/void`.
+    Void,
+    /// `GET /files/{fid}` (the descriptor) or the direct invoice URL.
+    File,
+    /// The PDF bytes on the CDN.
+    Pdf,
+    /// `POST /sessions/pay`.
+    Pay,
+}
+
+/// What goes wrong.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Answer with this status (and `Retry-After` when given) instead of doing the operation.
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// `Retry-After` seconds.
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    /// Do the operation, then hold the response this long (a client timeout sees no answer,
+    /// although the operation happened).
+    SlowResponse {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Capture only: answer 202 with `event-request-id`; the event appears after
+    /// `after_gets` further reads of the transaction.
+    Accepted {
+        /// Reads before the event shows.
+        #[serde(default = "one")]
+        after_gets: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A fault, applied to the next `times` matching requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fault {
+    /// Which operation.
+    pub operation: Operation,
+    /// Only this transaction (any when absent).
+    #[serde(default)]
+    pub transaction: Option<String>,
+    /// What happens.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// How many requests it hits.
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+/// What a seeded transaction looks like. Every field has a sensible default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Seed {
+    /// `kravia` unless set.
+    pub payment_product: Option<String>,
+    /// `kravia.invoice_b2c` unless set.
+    pub product_type: Option<String>,
+    /// `AUTHORIZED` unless set.
+    pub status: Option<String>,
+    /// `NOK` unless set.
+    pub currency: Option<String>,
+    /// Session-level `invoice_channel` (`configuration.kravia.<type>`); `merchant` unless
+    /// `session_channel` is explicitly null-ed with `no_session_channel`.
+    pub session_channel: Option<String>,
+    /// Leave the session level unset.
+    pub no_session_channel: bool,
+    /// Checkout payment-options level (`payment_options[].details.invoice_channel`).
+    pub options_channel: Option<String>,
+    /// Write `invoice_delivery_method` instead of `invoice_channel` (newer schemas).
+    pub use_delivery_method_key: bool,
+    /// Billing address; a Norwegian consumer unless set.
+    pub billing_address: Option<Value>,
+    /// Order lines; one 500 NOK line at 25 % unless set.
+    pub items: Option<Vec<Value>>,
+    /// Merchant reference.
+    pub merchant_reference: Option<String>,
+    /// `descriptor` (Files API JSON, default) or `direct` (the URL serves the PDF).
+    pub pdf_shape: Option<String>,
+    /// `valid` (default), `html`, `truncated`, or `oversize:<bytes>`.
+    pub pdf_content: Option<String>,
+    /// Use this `kravia:invoice_url` instead of the sandbox's own.
+    pub invoice_url: Option<String>,
+    /// The Kravia metadata is missing from the first N reads.
+    pub metadata_after_gets: u32,
+}
+
+/// A stored transaction and its sandbox-only facts.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub transaction: Value,
+    pub session: Value,
+    pub pdf_shape: String,
+    pub pdf_content: String,
+    pub hide_metadata_gets: u32,
+    /// (request id, event, reads left before it shows)
+    pub pending_events: Vec<(Value, u32)>,
+    pub pdf: Vec<u8>,
+}
+
+/// Counters a test reads.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Capture calls that took effect, per transaction.
+    pub captures: BTreeMap<String, u32>,
+    /// Void calls that took effect, per transaction.
+    pub voids: BTreeMap<String, u32>,
+    /// Tokens issued.
+    pub tokens_issued: u32,
+    /// Requests per operation, including refused ones.
+    pub requests: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    pub transactions: HashMap<String, Stored>,
+    pub tokens: HashMap<String, u64>,
+    pub faults: Vec<Fault>,
+    pub stats: Stats,
+    pub invoice_counter: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub inner: Mutex<Inner>,
+}
+
+impl State {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    /// Takes the first fault matching the request, counting the request.
+    pub fn take_fault(&mut self, operation: Operation, transaction: Option<&str>) -> Option<FaultKind> {
+        let name = serde_json::to_value(operation).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        *self.stats.requests.entry(name).or_default() += 1;
+        let index = self.faults.iter().position(|f| {
+            f.operation == operation && f.times > 0 && (f.transaction.is_none() || f.transaction.as_deref() == transaction)
+        })?;
+        let fault = &mut self.faults[index];
+        fault.times -= 1;
+        let kind = fault.kind.clone();
+        if fault.times == 0 {
+            self.faults.remove(index);
+        }
+        Some(kind)
+    }
+}
+
+pub fn default_billing() -> Value {
+    json!({
+        "first_name": "Kari", "last_name": "Nordmann",
+        "email": "kari@example.no", "phone_number": "+4791234567",
+        "address_line": "Storgata 1", "postal_code": "0151", "postal_place": "Oslo", "country": "NO"
+    })
+}
+
+pub fn default_items() -> Vec<Value> {
+    vec![json!({"line_id": "1", "id": "item-1", "description": "Consulting", "quantity": 1, "amount": 50000, "vat": 25, "vat_amount": 10000})]
+}
