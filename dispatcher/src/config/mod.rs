@@ -34,7 +34,7 @@ pub const CONFIG_ENV: &str = "POSTBUD_CONFIG";
 const SECTIONS: [&str; 6] = ["dintero", "store", "server", "engine", "channels", "routes"];
 
 /// The whole configuration, typed. Channel tables are kept raw here and typed by their factory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `[dintero]`; required by every command that talks to Dintero.
@@ -66,6 +66,21 @@ pub struct Settings {
 pub struct ChannelTable {
     /// Registered channel kind: `folder`, `email`, ...
     pub kind: String,
+}
+
+impl std::fmt::Debug for Settings {
+    // By hand: the raw figment holds every value, secrets included, in plain text.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("dintero", &self.dintero)
+            .field("store", &self.store)
+            .field("server", &self.server)
+            .field("engine", &self.engine)
+            .field("channels", &self.channels)
+            .field("routes", &self.routes)
+            .field("file", &self.file)
+            .finish()
+    }
 }
 
 impl Settings {
