@@ -227,6 +227,11 @@ impl App {
         Ok(tx)
     }
 
+    /// Checks the Dintero credentials.
+    pub async fn probe_gateway(&self) -> Result<String, GatewayError> {
+        self.gateway.probe().await
+    }
+
     /// Probes every channel.
     pub async fn check(&self) -> Vec<(String, Result<String, ChannelError>)> {
         let mut results = Vec::new();

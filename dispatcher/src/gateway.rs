@@ -23,6 +23,10 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError>;
     /// Creates a merchant-initiated invoice (`POST /v1/sessions/pay`).
     async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError>;
+    /// Checks the credentials without changing anything; says what was checked.
+    async fn probe(&self) -> Result<String, GatewayError> {
+        Ok("no probe for this gateway".into())
+    }
 }
 
 /// Body of `POST /transactions/{id}/capture`.

@@ -152,7 +152,9 @@ impl Settings {
                 ConfigError::message(format!("{m} (from {})", self.source_of("dintero.account_id")))
             })?;
         }
-        self.store.validate().map_err(ConfigError::message)?;
+        self.store
+            .validate()
+            .map_err(|m| ConfigError::message(format!("{m} (from {})", self.source_of("store.url"))))?;
         for (index, route) in self.routes.iter().enumerate() {
             if route.deliver.is_empty() {
                 return Err(ConfigError::message(format!(
@@ -178,5 +180,9 @@ impl Settings {
 fn environment() -> Env {
     Env::prefixed("POSTBUD_")
         .split("__")
-        .filter(|key| SECTIONS.iter().any(|s| key.as_str().split(['.', '_']).next() == Some(s)))
+        .filter(|key| {
+            // Keys are still upper-case here; figment lower-cases them afterwards.
+            let first = key.as_str().split(['.', '_']).next().unwrap_or_default();
+            SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
+        })
 }

@@ -203,6 +203,12 @@ impl PaymentGateway for DinteroGateway {
         }
         Ok(tx)
     }
+
+    async fn probe(&self) -> Result<String, GatewayError> {
+        self.tokens.invalidate().await;
+        self.tokens.get(&self.http, &self.settings).await?;
+        Ok(format!("got an access token for account {} from {}", self.settings.account_id, self.settings.auth_url))
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -1,0 +1,135 @@
+//! `postbud`: run and operate Postbud from the command line.
+
+mod commands;
+mod demo;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+/// Deliver Dintero Kravia invoices yourself: capture, then deliver through your own channels.
+#[derive(Debug, Parser)]
+#[command(name = "postbud", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (default: POSTBUD_CONFIG, else embedded defaults). POSTBUD_* variables
+    /// override it, with `__` for nesting: POSTBUD_DINTERO__CLIENT_SECRET.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the callback endpoint, signed invoice links, /healthz, /metrics and the workers.
+    Serve,
+    /// Capture and deliver one transaction now, and wait for the outcome.
+    ///
+    /// Exit status: 0 every routed delivery succeeded; 75 work remains queued for retry;
+    /// 1 failed; 2 bad configuration; 3 not eligible (skipped); 4 store or Dintero unavailable.
+    Deliver {
+        /// Dintero transaction id.
+        transaction_id: String,
+        /// How long to wait for retries that come due.
+        #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+        wait: Duration,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel an invoice: void at Dintero, stop pending deliveries, send cancellation notices.
+    Void {
+        /// Dintero transaction id.
+        transaction_id: String,
+    },
+    /// Show totals and recent dispatches, or one transaction's jobs and history.
+    Status {
+        /// Dintero transaction id.
+        transaction_id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requeue failed or dead-lettered jobs of a transaction for another attempt now.
+    Retry {
+        /// Dintero transaction id.
+        transaction_id: String,
+        /// Only this channel instance.
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// Merchant-initiated invoices.
+    Invoice {
+        #[command(subcommand)]
+        command: InvoiceCommand,
+    },
+    /// List the channel kinds this binary knows, and the configured instances.
+    Channels,
+    /// Validate the configuration, check the Dintero credentials, probe every channel.
+    Check,
+    /// Run a local Dintero-compatible sandbox (for development and trials).
+    Sandbox {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8799")]
+        listen: std::net::SocketAddr,
+        /// Seed this many merchant-channel Kravia invoices at start.
+        #[arg(long, default_value_t = 1)]
+        seed: u32,
+        /// Sign callbacks with this secret.
+        #[arg(long)]
+        callback_secret: Option<String>,
+    },
+    /// Walk through the whole flow on embedded defaults: an in-process sandbox, a few
+    /// invoices, capture, delivery, a fallback and a void.
+    Demo {
+        /// Where the demo writes its database and delivered files.
+        #[arg(long, default_value = "postbud-demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InvoiceCommand {
+    /// Create a Kravia invoice with `invoice_channel: "merchant"` (`POST /v1/sessions/pay`)
+    /// from an order file, then capture and deliver it.
+    Create {
+        /// JSON: `{"order": {...}, "payment": {...}}` or just the order.
+        order: PathBuf,
+    },
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTBUD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config.as_deref();
+    init_logging(if matches!(cli.command, Command::Serve | Command::Sandbox { .. }) { "info" } else { "warn" });
+    let result = match cli.command {
+        Command::Serve => commands::serve(config).await,
+        Command::Deliver { transaction_id, wait, json } => commands::deliver(config, &transaction_id, wait, json).await,
+        Command::Void { transaction_id } => commands::void(config, &transaction_id).await,
+        Command::Status { transaction_id, json } => commands::status(config, transaction_id.as_deref(), json).await,
+        Command::Retry { transaction_id, channel } => commands::retry(config, &transaction_id, channel.as_deref()).await,
+        Command::Invoice { command: InvoiceCommand::Create { order } } => commands::create_invoice(config, &order).await,
+        Command::Channels => commands::channels(config),
+        Command::Check => commands::check(config).await,
+        Command::Sandbox { listen, seed, callback_secret } => commands::sandbox(listen, seed, callback_secret).await,
+        Command::Demo { dir } => demo::run(&dir).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("postbud: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The `postbud` binary as an operator runs it, against the sandbox on loopback and a real
+//! SQLite file.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use postbud_sandbox::{Fault, FaultKind, Operation, Sandbox, Seed};
+
+struct Setup {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+async fn setup(extra: &str) -> Setup {
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("postbud.toml");
+    let routes = if extra.contains("[[routes]]") { "" } else { "[[routes]]\ndeliver = [\"archive\"]\n" };
+    std::fs::write(
+        &config,
+        format!(
+            "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+             [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"50ms\"\nbackoff_max = \"300ms\"\n\n\
+             [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n{extra}\n{routes}",
+            api = sandbox.api_url(),
+            dir = dir.path().display()
+        ),
+    )
+    .expect("config");
+    Setup { sandbox, dir, config }
+}
+
+fn postbud() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_postbud"));
+    command.env_remove("POSTBUD_CONFIG").env_remove("POSTBUD_LOG");
+    command
+}
+
+/// Runs the binary without blocking the runtime that serves the sandbox.
+async fn run(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = postbud();
+    command.arg("--config").arg(config).args(args);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || command.output().expect("runs")).await.expect("joined")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn channels_lists_the_folder_kind() {
+    let output = postbud().arg("channels").output().expect("runs");
+    assert!(output.status.success());
+    let out = text(&output);
+    assert!(out.contains("folder") && out.contains("writes the PDF"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_captures_once_writes_the_pdf_and_a_second_deliver_does_nothing() {
+    let s = setup("").await;
+    let id = s.sandbox.seed(Seed::default());
+    let first = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert!(text(&first).contains("archive") && text(&first).contains("done"), "{}", text(&first));
+    assert_eq!(s.sandbox.captures(&id), 1);
+    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"].as_str().expect("n").to_owned();
+    let pdf = std::fs::read(s.dir.path().join(format!("invoices/{number}.pdf"))).expect("pdf");
+    assert_eq!(sha256(&pdf), sha256(&s.sandbox.pdf(&id).expect("pdf")));
+
+    let second = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(text(&second).contains("nothing new was captured"), "{}", text(&second));
+    assert_eq!(s.sandbox.captures(&id), 1);
+
+    let status = run(&s.config, &["status", &id, "--json"], &[]).await;
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(json["jobs"][1]["state"], "done");
+    assert_eq!(json["jobs"][1]["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_between_capture_and_recording_it_does_not_capture_again() {
+    let s = setup("").await;
+    let id = s.sandbox.seed(Seed::default());
+    // The capture lands at once; its response is held for 20 s, long enough to kill the
+    // process after Dintero recorded the capture and before Postbud learned of it.
+    s.sandbox.inject(Fault { operation: Operation::Capture, transaction: Some(id.clone()), kind: FaultKind::SlowResponse { ms: 20_000 }, times: 1 });
+    let mut child = postbud()
+        .arg("--config")
+        .arg(&s.config)
+        .args(["deliver", &id])
+        .env("POSTBUD_ENGINE__LEASE", "2s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.sandbox.captures(&id) == 0 {
+        assert!(Instant::now() < deadline, "the capture never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    // A new process resumes once the dead one's (2 s) lease lapses.
+    let resumed = run(&s.config, &["deliver", &id, "--wait", "30s"], &[]).await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    assert_eq!(s.sandbox.captures(&id), 1, "no second capture");
+    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"].as_str().expect("n").to_owned();
+    assert!(s.dir.path().join(format!("invoices/{number}.pdf")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_left_for_later_exits_75() {
+    let s = setup("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1h\"\n").await;
+    let id = s.sandbox.seed(Seed::default());
+    let output = run(&s.config, &["deliver", &id, "--wait", "1s"], &[]).await;
+    assert_eq!(output.status.code(), Some(75), "{}", text(&output));
+    assert!(text(&output).contains("next attempt"), "{}", text(&output));
+    assert_eq!(s.sandbox.captures(&id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_is_not_eligible_exits_3_with_the_reason() {
+    let s = setup("").await;
+    let id = s.sandbox.seed(Seed { session_channel: Some("kravia".into()), ..Seed::default() });
+    let output = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(text(&output).contains("invoice channel resolves to `kravia`"), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dintero_error_is_one_clear_message() {
+    let s = setup("").await;
+    let id = s.sandbox.seed(Seed::default());
+    let output = run(&s.config, &["deliver", &id], &[("POSTBUD_DINTERO__CLIENT_SECRET", "wrong")]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let out = text(&output);
+    assert!(out.contains("HTTP 401") && out.contains("check dintero.client_id and dintero.client_secret"), "{out}");
+    assert!(!out.contains("wrong"), "the secret is not echoed: {out}");
+    assert_eq!(s.sandbox.captures(&id), 0);
+
+    let missing = run(&s.config, &["deliver", "T12345678.doesnotexist"], &[]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing).contains("HTTP 404"), "{}", text(&missing));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2_naming_key_and_source() {
+    let s = setup("[channels.mail]\nkind = \"emial\"\n").await;
+    let output = run(&s.config, &["check"], &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let out = text(&output);
+    assert!(out.contains("channels.mail.kind") && out.contains("unknown channel kind \"emial\"") && out.contains("postbud.toml"), "{out}");
+
+    let s = setup("").await;
+    let output = run(&s.config, &["check"], &[("POSTBUD_ENGINE__WORKERS", "many")]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("environment variable"), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probes_dintero_and_every_channel() {
+    let s = setup("").await;
+    let output = run(&s.config, &["check"], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let out = text(&output);
+    assert!(out.contains("✓ dintero: got an access token") && out.contains("✓ channel archive"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn void_and_retry_from_the_command_line() {
+    let s = setup("").await;
+    let id = s.sandbox.seed(Seed::default());
+    assert_eq!(run(&s.config, &["deliver", &id], &[]).await.status.code(), Some(0));
+    let void = run(&s.config, &["void", &id], &[]).await;
+    assert_eq!(void.status.code(), Some(0), "{}", text(&void));
+    assert!(text(&void).contains("voided at Dintero"), "{}", text(&void));
+    assert_eq!(s.sandbox.transaction(&id).expect("tx")["status"], "AUTHORIZATION_VOIDED");
+    let retry = run(&s.config, &["retry", &id], &[]).await;
+    assert!(text(&retry).contains("nothing to retry"), "{}", text(&retry));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoice_create_makes_a_merchant_initiated_invoice_and_delivers_it() {
+    let s = setup("").await;
+    let order = s.dir.path().join("order.json");
+    std::fs::write(
+        &order,
+        r#"{"order": {"amount": 29900, "currency": "NOK", "merchant_reference": "inv-1",
+            "items": [{"line_id": "1", "description": "Subscription", "quantity": 1, "amount": 29900, "vat": 25, "vat_amount": 5980}],
+            "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "email": "ola@example.no", "country": "NO"}}}"#,
+    )
+    .expect("order");
+    let output = run(&s.config, &["invoice", "create", order.to_str().expect("utf8")], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let id = text(&output).split_whitespace().nth(1).expect("id").to_owned();
+    assert_eq!(s.sandbox.captures(&id), 1);
+}
