@@ -28,7 +28,10 @@ pub struct Failure {
 
 impl From<postbud::ConfigError> for Failure {
     fn from(e: postbud::ConfigError) -> Self {
-        Self { message: e.to_string(), code: exit::CONFIG }
+        Self {
+            message: e.to_string(),
+            code: exit::CONFIG,
+        }
     }
 }
 
@@ -38,13 +41,19 @@ impl From<AppError> for Failure {
             AppError::Config(_) | AppError::Registry(_) => exit::CONFIG,
             AppError::Store(_) | AppError::Gateway(_) => exit::UNAVAILABLE,
         };
-        Self { message: e.to_string(), code }
+        Self {
+            message: e.to_string(),
+            code,
+        }
     }
 }
 
 impl From<postbud::store::StoreError> for Failure {
     fn from(e: postbud::store::StoreError) -> Self {
-        Self { message: e.to_string(), code: exit::UNAVAILABLE }
+        Self {
+            message: e.to_string(),
+            code: exit::UNAVAILABLE,
+        }
     }
 }
 
@@ -73,18 +82,28 @@ pub fn verdict_code(outcome: &Outcome) -> ExitCode {
     })
 }
 
-pub async fn deliver(config: Option<&Path>, transaction_id: &str, wait: Duration, json: bool) -> CommandResult {
+pub async fn deliver(
+    config: Option<&Path>,
+    transaction_id: &str,
+    wait: Duration,
+    json: bool,
+) -> CommandResult {
     let app = app(config).await?;
     let bar = spinner(format!("capturing and delivering {transaction_id}"));
     let outcome = app.deliver_waiting(transaction_id, wait).await;
     bar.finish_and_clear();
     let outcome = outcome?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcome).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+        );
     } else {
         println!("{outcome}");
         match outcome.verdict() {
-            Verdict::Pending => println!("work remains queued; `postbud serve` finishes it, `postbud status {transaction_id}` shows it"),
+            Verdict::Pending => println!(
+                "work remains queued; `postbud serve` finishes it, `postbud status {transaction_id}` shows it"
+            ),
             Verdict::Failed => println!("fix the cause, then `postbud retry {transaction_id}`"),
             _ => {}
         }
@@ -96,27 +115,46 @@ pub async fn void(config: Option<&Path>, transaction_id: &str) -> CommandResult 
     let app = app(config).await?;
     let report = app.void(transaction_id).await?;
     if report.already_voided {
-        println!("{transaction_id} was already voided at Dintero (status {})", report.status);
+        println!(
+            "{transaction_id} was already voided at Dintero (status {})",
+            report.status
+        );
     } else {
-        println!("{transaction_id} voided at Dintero (status {})", report.status);
+        println!(
+            "{transaction_id} voided at Dintero (status {})",
+            report.status
+        );
     }
     println!("{}", report.outcome);
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn status(config: Option<&Path>, transaction_id: Option<&str>, json: bool) -> CommandResult {
+pub async fn status(
+    config: Option<&Path>,
+    transaction_id: Option<&str>,
+    json: bool,
+) -> CommandResult {
     let settings = settings(config)?;
     let store = SqliteStore::open(&settings.store.url).await?;
     let Some(id) = transaction_id else {
         let totals = store.totals().await?;
         let recent = store.recent(20).await?;
         if json {
-            println!("{}", serde_json::json!({"totals": totals, "recent": recent}));
+            println!(
+                "{}",
+                serde_json::json!({"totals": totals, "recent": recent})
+            );
             return Ok(ExitCode::SUCCESS);
         }
         println!(
             "dispatches {}  queued {}  in flight {}  delivered {}  failed {}  dead {}  skipped {}",
-            totals.dispatches, totals.queued, totals.in_flight, totals.delivered, totals.failed, totals.dead, totals.skipped
+            totals.dispatches,
+            totals.queued,
+            totals.in_flight,
+            totals.delivered,
+            totals.failed,
+            totals.dead,
+            totals.skipped
         );
         for d in recent {
             println!(
@@ -130,28 +168,53 @@ pub async fn status(config: Option<&Path>, transaction_id: Option<&str>, json: b
         return Ok(ExitCode::SUCCESS);
     };
     let Some(dispatch) = store.dispatch(id).await? else {
-        return Err(Failure { message: format!("no dispatch for transaction {id} in {}", settings.store.url), code: exit::FAILED });
+        return Err(Failure {
+            message: format!("no dispatch for transaction {id} in {}", settings.store.url),
+            code: exit::FAILED,
+        });
     };
     let jobs = store.jobs(id).await?;
     let history = store.history(id).await?;
     if json {
-        println!("{}", serde_json::json!({"dispatch": dispatch, "jobs": jobs, "history": history}));
+        println!(
+            "{}",
+            serde_json::json!({"dispatch": dispatch, "jobs": jobs, "history": history})
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = Outcome { transaction_id: id.to_owned(), newly_queued: true, dispatch: Some(dispatch), jobs };
+    let outcome = Outcome {
+        transaction_id: id.to_owned(),
+        newly_queued: true,
+        dispatch: Some(dispatch),
+        jobs,
+    };
     println!("{outcome}");
     println!("history:");
     for entry in history {
-        println!("  {}  {:<18} {}", fmt_ms(entry.at), entry.event, entry.detail);
+        println!(
+            "  {}  {:<18} {}",
+            fmt_ms(entry.at),
+            entry.event,
+            entry.detail
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn retry(config: Option<&Path>, transaction_id: &str, channel: Option<&str>) -> CommandResult {
+pub async fn retry(
+    config: Option<&Path>,
+    transaction_id: &str,
+    channel: Option<&str>,
+) -> CommandResult {
     let app = app(config).await?;
     let requeued = app.store().retry(transaction_id, channel).await?;
     if requeued == 0 {
-        println!("nothing to retry for {transaction_id}{}", channel.map(|c| format!(" on channel {c}")).unwrap_or_default());
+        println!(
+            "nothing to retry for {transaction_id}{}",
+            channel
+                .map(|c| format!(" on channel {c}"))
+                .unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("{requeued} job(s) requeued; running them now");
@@ -161,30 +224,43 @@ pub async fn retry(config: Option<&Path>, transaction_id: &str, channel: Option<
 }
 
 pub async fn create_invoice(config: Option<&Path>, order: &Path) -> CommandResult {
-    let text = std::fs::read_to_string(order)
-        .map_err(|e| Failure { message: format!("read {}: {e}", order.display()), code: exit::CONFIG })?;
-    let order: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Failure { message: format!("{} is not JSON: {e}", order.display()), code: exit::CONFIG })?;
+    let text = std::fs::read_to_string(order).map_err(|e| Failure {
+        message: format!("read {}: {e}", order.display()),
+        code: exit::CONFIG,
+    })?;
+    let order: serde_json::Value = serde_json::from_str(&text).map_err(|e| Failure {
+        message: format!("{} is not JSON: {e}", order.display()),
+        code: exit::CONFIG,
+    })?;
     let app = app(config).await?;
     let tx = app.create_invoice(&order).await?;
-    println!("created {} ({}, {} {} minor units)", tx.id, tx.payment_product_type, tx.amount, tx.currency);
+    println!(
+        "created {} ({}, {} {} minor units)",
+        tx.id, tx.payment_product_type, tx.amount, tx.currency
+    );
     let outcome = app.deliver_now(&tx.id).await?;
     println!("{outcome}");
     Ok(verdict_code(&outcome))
 }
 
 pub fn channels(config: Option<&Path>) -> CommandResult {
-    let registry = Registry::discover().map_err(|e| Failure { message: e.to_string(), code: exit::CONFIG })?;
+    let registry = Registry::discover().map_err(|e| Failure {
+        message: e.to_string(),
+        code: exit::CONFIG,
+    })?;
     println!("channel kinds:");
     for factory in registry.factories() {
-        println!("  {:<12} {:<24} {}", factory.kind, factory.crate_name, factory.description);
+        println!(
+            "  {:<12} {:<24} {}",
+            factory.kind, factory.crate_name, factory.description
+        );
     }
-    if let Ok(settings) = Settings::load(config) {
-        if !settings.channels.is_empty() {
-            println!("configured instances:");
-            for (name, table) in &settings.channels {
-                println!("  {name:<20} kind {}", table.kind);
-            }
+    if let Ok(settings) = Settings::load(config)
+        && !settings.channels.is_empty()
+    {
+        println!("configured instances:");
+        for (name, table) in &settings.channels {
+            println!("  {name:<20} kind {}", table.kind);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -192,7 +268,13 @@ pub fn channels(config: Option<&Path>) -> CommandResult {
 
 pub async fn check(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
-    println!("✓ configuration{} is valid", settings.file().map(|f| format!(" {}", f.display())).unwrap_or_default());
+    println!(
+        "✓ configuration{} is valid",
+        settings
+            .file()
+            .map(|f| format!(" {}", f.display()))
+            .unwrap_or_default()
+    );
     let app = App::open(&settings).await?;
     let mut ok = true;
     match app.probe_gateway().await {
@@ -211,7 +293,11 @@ pub async fn check(config: Option<&Path>) -> CommandResult {
             }
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(exit::FAILED) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::FAILED)
+    })
 }
 
 pub async fn serve(config: Option<&Path>) -> CommandResult {
@@ -219,21 +305,28 @@ pub async fn serve(config: Option<&Path>) -> CommandResult {
     let listen = app.settings().server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Failure { message: format!("server.listen {listen}: {e}"), code: exit::CONFIG })?;
+        .map_err(|e| Failure {
+            message: format!("server.listen {listen}: {e}"),
+            code: exit::CONFIG,
+        })?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn({
         let app = Arc::clone(&app);
         async move { app.run_workers(stopped).await }
     });
     tracing::info!(%listen, callback = %app.settings().server.callback_path, "serving");
-    let server = axum::serve(listener, postbud::server::router(Arc::clone(&app))).with_graceful_shutdown(async {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing the attempts in flight");
-    });
+    let server = axum::serve(listener, postbud::server::router(Arc::clone(&app)))
+        .with_graceful_shutdown(async {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing the attempts in flight");
+        });
     let result = server.await;
     let _ = stop.send(true);
     let _ = workers.await;
-    result.map_err(|e| Failure { message: format!("server: {e}"), code: exit::FAILED })?;
+    result.map_err(|e| Failure {
+        message: format!("server: {e}"),
+        code: exit::FAILED,
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -241,7 +334,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -251,18 +345,38 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-pub async fn sandbox(listen: std::net::SocketAddr, seed: u32, callback_secret: Option<String>) -> CommandResult {
-    let config = postbud_sandbox::SandboxConfig { callback_secret, ..Default::default() };
+pub async fn sandbox(
+    listen: std::net::SocketAddr,
+    seed: u32,
+    callback_secret: Option<String>,
+) -> CommandResult {
+    let config = postbud_sandbox::SandboxConfig {
+        callback_secret,
+        ..Default::default()
+    };
     let sandbox = postbud_sandbox::Sandbox::start_on(listen, config)
         .await
-        .map_err(|e| Failure { message: format!("sandbox on {listen}: {e}"), code: exit::CONFIG })?;
+        .map_err(|e| Failure {
+            message: format!("sandbox on {listen}: {e}"),
+            code: exit::CONFIG,
+        })?;
     let c = sandbox.config();
     println!("Dintero sandbox on {}\n", sandbox.url());
-    println!("[dintero]\naccount_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauth_url = \"{}\"\n", c.account_id, c.client_id, c.client_secret, sandbox.api_url(), sandbox.api_url());
+    println!(
+        "[dintero]\naccount_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauth_url = \"{}\"\n",
+        c.account_id,
+        c.client_id,
+        c.client_secret,
+        sandbox.api_url(),
+        sandbox.api_url()
+    );
     for _ in 0..seed {
         println!("seeded transaction {}", sandbox.seed(Default::default()));
     }
-    println!("\nseed more: curl -X POST {}/sandbox/transactions -H 'content-type: application/json' -d '{{}}'", sandbox.url());
+    println!(
+        "\nseed more: curl -X POST {}/sandbox/transactions -H 'content-type: application/json' -d '{{}}'",
+        sandbox.url()
+    );
     println!("counters:  curl {}/sandbox/stats", sandbox.url());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)

@@ -105,24 +105,49 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTBUD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
-    init_logging(if matches!(cli.command, Command::Serve | Command::Sandbox { .. }) { "info" } else { "warn" });
+    init_logging(
+        if matches!(cli.command, Command::Serve | Command::Sandbox { .. }) {
+            "info"
+        } else {
+            "warn"
+        },
+    );
     let result = match cli.command {
         Command::Serve => commands::serve(config).await,
-        Command::Deliver { transaction_id, wait, json } => commands::deliver(config, &transaction_id, wait, json).await,
+        Command::Deliver {
+            transaction_id,
+            wait,
+            json,
+        } => commands::deliver(config, &transaction_id, wait, json).await,
         Command::Void { transaction_id } => commands::void(config, &transaction_id).await,
-        Command::Status { transaction_id, json } => commands::status(config, transaction_id.as_deref(), json).await,
-        Command::Retry { transaction_id, channel } => commands::retry(config, &transaction_id, channel.as_deref()).await,
-        Command::Invoice { command: InvoiceCommand::Create { order } } => commands::create_invoice(config, &order).await,
+        Command::Status {
+            transaction_id,
+            json,
+        } => commands::status(config, transaction_id.as_deref(), json).await,
+        Command::Retry {
+            transaction_id,
+            channel,
+        } => commands::retry(config, &transaction_id, channel.as_deref()).await,
+        Command::Invoice {
+            command: InvoiceCommand::Create { order },
+        } => commands::create_invoice(config, &order).await,
         Command::Channels => commands::channels(config),
         Command::Check => commands::check(config).await,
-        Command::Sandbox { listen, seed, callback_secret } => commands::sandbox(listen, seed, callback_secret).await,
+        Command::Sandbox {
+            listen,
+            seed,
+            callback_secret,
+        } => commands::sandbox(listen, seed, callback_secret).await,
         Command::Demo { dir } => demo::run(&dir).await,
     };
     match result {

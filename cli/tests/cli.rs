@@ -19,7 +19,11 @@ async fn setup(extra: &str) -> Setup {
     let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("postbud.toml");
-    let routes = if extra.contains("[[routes]]") { "" } else { "[[routes]]\ndeliver = [\"archive\"]\n" };
+    let routes = if extra.contains("[[routes]]") {
+        ""
+    } else {
+        "[[routes]]\ndeliver = [\"archive\"]\n"
+    };
     std::fs::write(
         &config,
         format!(
@@ -31,12 +35,18 @@ async fn setup(extra: &str) -> Setup {
         ),
     )
     .expect("config");
-    Setup { sandbox, dir, config }
+    Setup {
+        sandbox,
+        dir,
+        config,
+    }
 }
 
 fn postbud() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_postbud"));
-    command.env_remove("POSTBUD_CONFIG").env_remove("POSTBUD_LOG");
+    command
+        .env_remove("POSTBUD_CONFIG")
+        .env_remove("POSTBUD_LOG");
     command
 }
 
@@ -47,11 +57,17 @@ async fn run(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     for (k, v) in envs {
         command.env(k, v);
     }
-    tokio::task::spawn_blocking(move || command.output().expect("runs")).await.expect("joined")
+    tokio::task::spawn_blocking(move || command.output().expect("runs"))
+        .await
+        .expect("joined")
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -64,7 +80,10 @@ fn channels_lists_the_folder_kind() {
     let output = postbud().arg("channels").output().expect("runs");
     assert!(output.status.success());
     let out = text(&output);
-    assert!(out.contains("folder") && out.contains("writes the PDF"), "{out}");
+    assert!(
+        out.contains("folder") && out.contains("writes the PDF"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,15 +92,26 @@ async fn deliver_captures_once_writes_the_pdf_and_a_second_deliver_does_nothing(
     let id = s.sandbox.seed(Seed::default());
     let first = run(&s.config, &["deliver", &id], &[]).await;
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    assert!(text(&first).contains("archive") && text(&first).contains("done"), "{}", text(&first));
+    assert!(
+        text(&first).contains("archive") && text(&first).contains("done"),
+        "{}",
+        text(&first)
+    );
     assert_eq!(s.sandbox.captures(&id), 1);
-    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"].as_str().expect("n").to_owned();
+    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("n")
+        .to_owned();
     let pdf = std::fs::read(s.dir.path().join(format!("invoices/{number}.pdf"))).expect("pdf");
     assert_eq!(sha256(&pdf), sha256(&s.sandbox.pdf(&id).expect("pdf")));
 
     let second = run(&s.config, &["deliver", &id], &[]).await;
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
-    assert!(text(&second).contains("nothing new was captured"), "{}", text(&second));
+    assert!(
+        text(&second).contains("nothing new was captured"),
+        "{}",
+        text(&second)
+    );
     assert_eq!(s.sandbox.captures(&id), 1);
 
     let status = run(&s.config, &["status", &id, "--json"], &[]).await;
@@ -96,7 +126,12 @@ async fn a_process_killed_between_capture_and_recording_it_does_not_capture_agai
     let id = s.sandbox.seed(Seed::default());
     // The capture lands at once; its response is held for 20 s, long enough to kill the
     // process after Dintero recorded the capture and before Postbud learned of it.
-    s.sandbox.inject(Fault { operation: Operation::Capture, transaction: Some(id.clone()), kind: FaultKind::SlowResponse { ms: 20_000 }, times: 1 });
+    s.sandbox.inject(Fault {
+        operation: Operation::Capture,
+        transaction: Some(id.clone()),
+        kind: FaultKind::SlowResponse { ms: 20_000 },
+        times: 1,
+    });
     let mut child = postbud()
         .arg("--config")
         .arg(&s.config)
@@ -118,7 +153,10 @@ async fn a_process_killed_between_capture_and_recording_it_does_not_capture_agai
     let resumed = run(&s.config, &["deliver", &id, "--wait", "30s"], &[]).await;
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
     assert_eq!(s.sandbox.captures(&id), 1, "no second capture");
-    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"].as_str().expect("n").to_owned();
+    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("n")
+        .to_owned();
     assert!(s.dir.path().join(format!("invoices/{number}.pdf")).exists());
 }
 
@@ -135,20 +173,36 @@ async fn work_left_for_later_exits_75() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_is_not_eligible_exits_3_with_the_reason() {
     let s = setup("").await;
-    let id = s.sandbox.seed(Seed { session_channel: Some("kravia".into()), ..Seed::default() });
+    let id = s.sandbox.seed(Seed {
+        session_channel: Some("kravia".into()),
+        ..Seed::default()
+    });
     let output = run(&s.config, &["deliver", &id], &[]).await;
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
-    assert!(text(&output).contains("invoice channel resolves to `kravia`"), "{}", text(&output));
+    assert!(
+        text(&output).contains("invoice channel resolves to `kravia`"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dintero_error_is_one_clear_message() {
     let s = setup("").await;
     let id = s.sandbox.seed(Seed::default());
-    let output = run(&s.config, &["deliver", &id], &[("POSTBUD_DINTERO__CLIENT_SECRET", "wrong")]).await;
+    let output = run(
+        &s.config,
+        &["deliver", &id],
+        &[("POSTBUD_DINTERO__CLIENT_SECRET", "wrong")],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let out = text(&output);
-    assert!(out.contains("HTTP 401") && out.contains("check dintero.client_id and dintero.client_secret"), "{out}");
+    assert!(
+        out.contains("HTTP 401")
+            && out.contains("check dintero.client_id and dintero.client_secret"),
+        "{out}"
+    );
     assert!(!out.contains("wrong"), "the secret is not echoed: {out}");
     assert_eq!(s.sandbox.captures(&id), 0);
 
@@ -163,12 +217,26 @@ async fn bad_configuration_exits_2_naming_key_and_source() {
     let output = run(&s.config, &["check"], &[]).await;
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let out = text(&output);
-    assert!(out.contains("channels.mail.kind") && out.contains("unknown channel kind \"emial\"") && out.contains("postbud.toml"), "{out}");
+    assert!(
+        out.contains("channels.mail.kind")
+            && out.contains("unknown channel kind \"emial\"")
+            && out.contains("postbud.toml"),
+        "{out}"
+    );
 
     let s = setup("").await;
-    let output = run(&s.config, &["check"], &[("POSTBUD_ENGINE__WORKERS", "many")]).await;
+    let output = run(
+        &s.config,
+        &["check"],
+        &[("POSTBUD_ENGINE__WORKERS", "many")],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output).contains("environment variable"), "{}", text(&output));
+    assert!(
+        text(&output).contains("environment variable"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,20 +245,33 @@ async fn check_probes_dintero_and_every_channel() {
     let output = run(&s.config, &["check"], &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let out = text(&output);
-    assert!(out.contains("✓ dintero: got an access token") && out.contains("✓ channel archive"), "{out}");
+    assert!(
+        out.contains("✓ dintero: got an access token") && out.contains("✓ channel archive"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn void_and_retry_from_the_command_line() {
     let s = setup("").await;
     let id = s.sandbox.seed(Seed::default());
-    assert_eq!(run(&s.config, &["deliver", &id], &[]).await.status.code(), Some(0));
+    assert_eq!(
+        run(&s.config, &["deliver", &id], &[]).await.status.code(),
+        Some(0)
+    );
     let void = run(&s.config, &["void", &id], &[]).await;
     assert_eq!(void.status.code(), Some(0), "{}", text(&void));
     assert!(text(&void).contains("voided at Dintero"), "{}", text(&void));
-    assert_eq!(s.sandbox.transaction(&id).expect("tx")["status"], "AUTHORIZATION_VOIDED");
+    assert_eq!(
+        s.sandbox.transaction(&id).expect("tx")["status"],
+        "AUTHORIZATION_VOIDED"
+    );
     let retry = run(&s.config, &["retry", &id], &[]).await;
-    assert!(text(&retry).contains("nothing to retry"), "{}", text(&retry));
+    assert!(
+        text(&retry).contains("nothing to retry"),
+        "{}",
+        text(&retry)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,8 +285,17 @@ async fn invoice_create_makes_a_merchant_initiated_invoice_and_delivers_it() {
             "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "email": "ola@example.no", "country": "NO"}}}"#,
     )
     .expect("order");
-    let output = run(&s.config, &["invoice", "create", order.to_str().expect("utf8")], &[]).await;
+    let output = run(
+        &s.config,
+        &["invoice", "create", order.to_str().expect("utf8")],
+        &[],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let id = text(&output).split_whitespace().nth(1).expect("id").to_owned();
+    let id = text(&output)
+        .split_whitespace()
+        .nth(1)
+        .expect("id")
+        .to_owned();
     assert_eq!(s.sandbox.captures(&id), 1);
 }

@@ -90,7 +90,9 @@ impl AppBuilder {
             Some(base) => {
                 let key = match &settings.server.link_secret {
                     Some(key) => key.clone(),
-                    None => SecretString::from(store.meta_init("link_secret", &random_key()).await?),
+                    None => {
+                        SecretString::from(store.meta_init("link_secret", &random_key()).await?)
+                    }
                 };
                 Some(LinkSigner::new(key, base.clone(), settings.server.link_ttl))
             }
@@ -174,11 +176,16 @@ impl App {
 
     /// Runs the flow for one transaction now, waiting up to 30 s for short retries.
     pub async fn deliver_now(&self, transaction_id: &str) -> Result<Outcome, AppError> {
-        self.deliver_waiting(transaction_id, Duration::from_secs(30)).await
+        self.deliver_waiting(transaction_id, Duration::from_secs(30))
+            .await
     }
 
     /// Runs the flow for one transaction now, waiting up to `wait` for retries that come due.
-    pub async fn deliver_waiting(&self, transaction_id: &str, wait: Duration) -> Result<Outcome, AppError> {
+    pub async fn deliver_waiting(
+        &self,
+        transaction_id: &str,
+        wait: Duration,
+    ) -> Result<Outcome, AppError> {
         Ok(self.engine.deliver_now(transaction_id, wait).await?)
     }
 
@@ -192,12 +199,21 @@ impl App {
     pub async fn void(&self, transaction_id: &str) -> Result<VoidReport, AppError> {
         let tx = self.gateway.transaction(transaction_id).await?;
         let already_voided = tx.is_voided();
-        let after = if already_voided { tx } else { self.gateway.void(transaction_id).await? };
+        let after = if already_voided {
+            tx
+        } else {
+            self.gateway.void(transaction_id).await?
+        };
         let effect = self.store().void(transaction_id).await?;
         let notices: Vec<NewJob> = effect
             .delivered_channels
             .iter()
-            .filter(|name| self.engine.channels.get(*name).is_some_and(|c| c.supports_cancel()))
+            .filter(|name| {
+                self.engine
+                    .channels
+                    .get(*name)
+                    .is_some_and(|c| c.supports_cancel())
+            })
             .map(|name| NewJob {
                 id: ids::cancel_id(transaction_id, name),
                 kind: JobKind::Cancel,
@@ -207,7 +223,10 @@ impl App {
             })
             .collect();
         self.store().enqueue_free(transaction_id, &notices).await?;
-        let outcome = self.engine.deliver_now(transaction_id, Duration::from_secs(30)).await?;
+        let outcome = self
+            .engine
+            .deliver_now(transaction_id, Duration::from_secs(30))
+            .await?;
         Ok(VoidReport {
             status: after.status.to_string(),
             already_voided,
@@ -221,7 +240,8 @@ impl App {
     /// `order` is `{"order": {...}, "payment": {...}?, "url": {...}?}` or just the order; missing
     /// payment fields default to `kravia.invoice_b2c`, 14 days until due.
     pub async fn create_invoice(&self, order: &Value) -> Result<Transaction, AppError> {
-        let request = pay_request(order).map_err(|m| ConfigError::message(format!("invoice order: {m}")))?;
+        let request =
+            pay_request(order).map_err(|m| ConfigError::message(format!("invoice order: {m}")))?;
         let tx = self.gateway.create_invoice(&request).await?;
         self.submit(&tx.id).await?;
         Ok(tx)
@@ -245,18 +265,28 @@ impl App {
 /// The `sessions/pay` body for an order, with `invoice_channel: "merchant"` forced.
 pub fn pay_request(input: &Value) -> Result<Value, String> {
     let object = input.as_object().ok_or("expected a JSON object")?;
-    let order = object.get("order").cloned().unwrap_or_else(|| input.clone());
+    let order = object
+        .get("order")
+        .cloned()
+        .unwrap_or_else(|| input.clone());
     for field in ["amount", "currency"] {
         if order.get(field).is_none() {
             return Err(format!("`order.{field}` is required"));
         }
     }
     if order.get("billing_address").is_none() {
-        return Err("`order.billing_address` is required: Kravia invoices need the customer's address".into());
+        return Err(
+            "`order.billing_address` is required: Kravia invoices need the customer's address"
+                .into(),
+        );
     }
     let mut payment = object.get("payment").cloned().unwrap_or_else(|| json!({}));
-    let payment_map = payment.as_object_mut().ok_or("`payment` must be an object")?;
-    payment_map.entry("payment_product_type").or_insert(json!("kravia.invoice_b2c"));
+    let payment_map = payment
+        .as_object_mut()
+        .ok_or("`payment` must be an object")?;
+    payment_map
+        .entry("payment_product_type")
+        .or_insert(json!("kravia.invoice_b2c"));
     payment_map.insert("operation".into(), json!("invoice_payment"));
     payment_map.entry("days_until_due").or_insert(json!(14));
     payment_map.insert("invoice_channel".into(), json!("merchant"));

@@ -15,8 +15,11 @@ use crate::invoice::Invoice;
 pub trait Channel: Send + Sync + fmt::Debug {
     /// Delivers the invoice. Classify failures: [`ChannelError::temporary`] is retried with
     /// backoff, [`ChannelError::permanent`] ends this delivery and runs the route's fallback.
-    async fn deliver(&self, invoice: &Invoice, ctx: &DeliveryContext)
-    -> Result<Receipt, ChannelError>;
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError>;
 
     /// Whether [`Channel::cancel`] sends something when a delivered invoice is voided.
     fn supports_cancel(&self) -> bool {

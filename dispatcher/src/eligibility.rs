@@ -137,12 +137,15 @@ pub fn check(tx: &Transaction) -> Eligibility {
         },
         _ => Eligibility::NotYet(format!(
             "metadata lacks {}: the invoice is not ready yet",
-            [("kravia:invoice_number", number), ("kravia:invoice_url", url)]
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(" and ")
+            [
+                ("kravia:invoice_number", number),
+                ("kravia:invoice_url", url)
+            ]
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(" and ")
         )),
     }
 }

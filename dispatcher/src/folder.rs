@@ -59,7 +59,13 @@ pub struct FolderChannel {
 fn safe_stem(invoice_number: &str) -> String {
     let stem: String = invoice_number
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     stem.trim_start_matches('.').to_owned()
 }
@@ -71,13 +77,21 @@ impl FolderChannel {
                 .await
                 .map_err(|e| io_error(&self.dir, "create directory", &e))?;
         } else if !self.dir.is_dir() {
-            return Err(ChannelError::permanent(format!("directory `{}` does not exist", self.dir.display())));
+            return Err(ChannelError::permanent(format!(
+                "directory `{}` does not exist",
+                self.dir.display()
+            )));
         }
         Ok(())
     }
 
     /// Writes `bytes` to `name` through a temporary file in the same directory.
-    async fn write_atomically(&self, name: &str, delivery_id: &str, bytes: &[u8]) -> Result<PathBuf, ChannelError> {
+    async fn write_atomically(
+        &self,
+        name: &str,
+        delivery_id: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, ChannelError> {
         let target = self.dir.join(name);
         let temporary = self.dir.join(format!(".{name}.{delivery_id}.tmp"));
         let result = async {
@@ -99,14 +113,20 @@ fn io_error(path: &Path, what: &str, e: &std::io::Error) -> ChannelError {
     use std::io::ErrorKind::*;
     let message = format!("{what} `{}`: {e}", path.display());
     match e.kind() {
-        PermissionDenied | ReadOnlyFilesystem | NotADirectory | InvalidFilename => ChannelError::permanent(message),
+        PermissionDenied | ReadOnlyFilesystem | NotADirectory | InvalidFilename => {
+            ChannelError::permanent(message)
+        }
         _ => ChannelError::temporary(message),
     }
 }
 
 #[async_trait::async_trait]
 impl Channel for FolderChannel {
-    async fn deliver(&self, invoice: &Invoice, ctx: &DeliveryContext) -> Result<Receipt, ChannelError> {
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
         self.prepare().await?;
         let stem = safe_stem(&invoice.invoice_number);
         let pdf = self
@@ -118,9 +138,11 @@ impl Channel for FolderChannel {
             "invoice": invoice,
             "pdf": { "file": format!("{stem}.pdf"), "sha256": invoice.pdf.sha256, "size": invoice.pdf.bytes.len() },
         });
-        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| ChannelError::permanent(e.to_string()))?;
+        let manifest = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| ChannelError::permanent(e.to_string()))?;
         // The manifest is written last: a reader that sees it may rely on the PDF being complete.
-        self.write_atomically(&format!("{stem}.json"), &ctx.delivery_id, &manifest).await?;
+        self.write_atomically(&format!("{stem}.json"), &ctx.delivery_id, &manifest)
+            .await?;
         Ok(Receipt::new(format!("wrote {}", pdf.display())))
     }
 
@@ -128,7 +150,11 @@ impl Channel for FolderChannel {
         true
     }
 
-    async fn cancel(&self, invoice: &Invoice, ctx: &DeliveryContext) -> Result<Receipt, ChannelError> {
+    async fn cancel(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
         self.prepare().await?;
         let stem = safe_stem(&invoice.invoice_number);
         let manifest = json!({
@@ -138,14 +164,19 @@ impl Channel for FolderChannel {
             "invoice_number": invoice.invoice_number,
             "voided_at": jiff::Timestamp::now(),
         });
-        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| ChannelError::permanent(e.to_string()))?;
-        let path = self.write_atomically(&format!("{stem}.voided.json"), &ctx.delivery_id, &manifest).await?;
+        let manifest = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| ChannelError::permanent(e.to_string()))?;
+        let path = self
+            .write_atomically(&format!("{stem}.voided.json"), &ctx.delivery_id, &manifest)
+            .await?;
         Ok(Receipt::new(format!("wrote {}", path.display())))
     }
 
     async fn check(&self) -> Result<String, ChannelError> {
         self.prepare().await?;
-        let probe = self.write_atomically(".postbud-check", "probe", b"ok").await?;
+        let probe = self
+            .write_atomically(".postbud-check", "probe", b"ok")
+            .await?;
         let _ = tokio::fs::remove_file(&probe).await;
         Ok(format!("directory `{}` is writable", self.dir.display()))
     }

@@ -15,8 +15,11 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     /// The transaction with its events and session (for eligibility).
     async fn transaction(&self, id: &str) -> Result<Transaction, GatewayError>;
     /// Starts collection. Must not be called when [`Transaction::capture_event`] is present.
-    async fn capture(&self, id: &str, request: &CaptureRequest)
-    -> Result<CaptureOutcome, GatewayError>;
+    async fn capture(
+        &self,
+        id: &str,
+        request: &CaptureRequest,
+    ) -> Result<CaptureOutcome, GatewayError>;
     /// Cancels the invoice.
     async fn void(&self, id: &str) -> Result<Transaction, GatewayError>;
     /// Downloads the document behind `kravia:invoice_url`, following a Files API descriptor.

@@ -17,7 +17,10 @@ pub struct LinkSigner {
 
 impl std::fmt::Debug for LinkSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkSigner").field("base", &self.base.as_str()).field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("LinkSigner")
+            .field("base", &self.base.as_str())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -28,7 +31,8 @@ impl LinkSigner {
     }
 
     fn tag(&self, transaction_id: &str, expires: i64) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes()).expect("any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes())
+            .expect("any key length");
         mac.update(format!("{transaction_id}\n{expires}").as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -39,7 +43,9 @@ impl LinkSigner {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map(|mut p| {
-                p.pop_if_empty().push("invoices").push(&format!("{transaction_id}.pdf"));
+                p.pop_if_empty()
+                    .push("invoices")
+                    .push(&format!("{transaction_id}.pdf"));
             })
             .ok();
         url.query_pairs_mut()
@@ -53,8 +59,11 @@ impl LinkSigner {
         if expires < now {
             return false;
         }
-        let Ok(given) = hex::decode(signature) else { return false };
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes()).expect("any key length");
+        let Ok(given) = hex::decode(signature) else {
+            return false;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes())
+            .expect("any key length");
         mac.update(format!("{transaction_id}\n{expires}").as_bytes());
         mac.verify_slice(&given).is_ok()
     }
@@ -66,7 +75,11 @@ mod tests {
 
     #[test]
     fn links_verify_and_expire() {
-        let signer = LinkSigner::new("sekret-link-key".into(), Url::parse("https://inv.example/base/").expect("url"), Duration::from_secs(60));
+        let signer = LinkSigner::new(
+            "sekret-link-key".into(),
+            Url::parse("https://inv.example/base/").expect("url"),
+            Duration::from_secs(60),
+        );
         let link = Url::parse(&signer.link("T1.abc")).expect("url");
         assert_eq!(link.path(), "/base/invoices/T1.abc.pdf");
         let q: std::collections::HashMap<_, _> = link.query_pairs().into_owned().collect();

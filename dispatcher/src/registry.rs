@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc};
 use figment::{Figment, value::Value};
 use serde::de::DeserializeOwned;
 
-use crate::{channel::Channel, config::{ConfigError, Settings}};
+use crate::{
+    channel::Channel,
+    config::{ConfigError, Settings},
+};
 
 /// A channel kind: how to build instances of it from their `[channels.<name>]` table.
 #[derive(Debug)]
@@ -59,11 +62,12 @@ impl<'a> ChannelConfig<'a> {
         }
         value.deserialize::<T>().map_err(|error| {
             let field = error.path.first().map(|p| format!("{key}.{p}"));
-            let source = self.settings.source_of(field.as_deref().unwrap_or(&format!("{key}.kind")));
+            let source = self
+                .settings
+                .source_of(field.as_deref().unwrap_or(&format!("{key}.kind")));
             ConfigError::message(format!(
                 "[{key}] (kind \"{}\") in {source}: {}",
-                self.kind,
-                error.kind
+                self.kind, error.kind
             ))
         })
     }
@@ -71,7 +75,10 @@ impl<'a> ChannelConfig<'a> {
     /// An error about `field` of this table, naming where it was set.
     pub fn error(&self, field: &str, message: impl fmt::Display) -> ConfigError {
         let key = format!("channels.{}.{field}", self.name);
-        ConfigError::message(format!("{key} (in {}): {message}", self.settings.source_of(&key)))
+        ConfigError::message(format!(
+            "{key} (in {}): {message}",
+            self.settings.source_of(&key)
+        ))
     }
 
     /// Resolves a path relative to the working directory.
@@ -133,7 +140,12 @@ impl Registry {
     /// fine; two different factories for one kind are an error.
     pub fn add(&mut self, factory: &'static ChannelFactory) -> Result<(), DuplicateKind> {
         match self.factories.get(factory.kind) {
-            Some(existing) if std::ptr::eq(*existing, factory) || existing.crate_name == factory.crate_name => Ok(()),
+            Some(existing)
+                if std::ptr::eq(*existing, factory)
+                    || existing.crate_name == factory.crate_name =>
+            {
+                Ok(())
+            }
             Some(existing) => Err(DuplicateKind {
                 kind: factory.kind,
                 first: existing.crate_name,
@@ -152,7 +164,10 @@ impl Registry {
     }
 
     /// Builds every configured channel instance.
-    pub fn build_all(&self, settings: &Settings) -> Result<BTreeMap<String, Arc<dyn Channel>>, ConfigError> {
+    pub fn build_all(
+        &self,
+        settings: &Settings,
+    ) -> Result<BTreeMap<String, Arc<dyn Channel>>, ConfigError> {
         let mut channels = BTreeMap::new();
         let mut problems = Vec::new();
         for (name, table) in &settings.channels {
@@ -198,7 +213,11 @@ impl Registry {
         };
         format!(
             "channels.{name}.kind (in {source}): unknown channel kind \"{kind}\"; expected one of: {}. {hint}",
-            known.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+            known
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }
@@ -211,7 +230,11 @@ fn is_near(a: &str, b: &str) -> bool {
         let mut current = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
             let cost = usize::from(ca != cb);
-            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
         }
         previous = current;
     }

@@ -63,15 +63,24 @@ async fn callback(
 ) -> Response {
     let query = query.unwrap_or_default();
     if let Err(why) = verify_callback(&state.app, &method, &uri, &headers, &query) {
-        state.metrics.callbacks_rejected.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .callbacks_rejected
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%why, "callback refused");
         return (StatusCode::UNAUTHORIZED, why).into_response();
     }
-    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     let from_body = || {
-        serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| {
-            v.get("transaction_id").or_else(|| v.get("id")).and_then(|id| id.as_str().map(str::to_owned))
-        })
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("transaction_id")
+                    .or_else(|| v.get("id"))
+                    .and_then(|id| id.as_str().map(str::to_owned))
+            })
     };
     let Some(transaction_id) = params.get("transaction_id").cloned().or_else(from_body) else {
         // report_error callbacks may come without a transaction: nothing to do, and a 4xx would
@@ -80,20 +89,37 @@ async fn callback(
     };
     match state.app.submit(&transaction_id).await {
         Ok(_) => {
-            state.metrics.callbacks_accepted.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .callbacks_accepted
+                .fetch_add(1, Ordering::Relaxed);
             (StatusCode::OK, "accepted").into_response()
         }
         // Not stored means not accepted: a 5xx makes Dintero retry.
         Err(e) => {
             tracing::error!(error = %e, transaction = %transaction_id, "callback could not be stored");
-            (StatusCode::SERVICE_UNAVAILABLE, "could not store the callback; retry").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not store the callback; retry",
+            )
+                .into_response()
         }
     }
 }
 
-fn verify_callback(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, query: &str) -> Result<(), String> {
-    let Some(dintero) = app.settings().dintero.as_ref() else { return Ok(()) };
-    let Some(secret) = dintero.callback_secret.as_ref() else { return Ok(()) };
+fn verify_callback(
+    app: &App,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<(), String> {
+    let Some(dintero) = app.settings().dintero.as_ref() else {
+        return Ok(());
+    };
+    let Some(secret) = dintero.callback_secret.as_ref() else {
+        return Ok(());
+    };
     let host = match &app.settings().server.public_url {
         Some(url) => url.host_str().unwrap_or_default().to_owned(),
         None => headers
@@ -102,7 +128,9 @@ fn verify_callback(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap, q
             .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
             .unwrap_or_default(),
     };
-    let signature = headers.get("dintero-signature").and_then(|h| h.to_str().ok());
+    let signature = headers
+        .get("dintero-signature")
+        .and_then(|h| h.to_str().ok());
     crate::dintero::signature::verify(
         secret.expose_secret().as_bytes(),
         &dintero.account_id,
@@ -126,12 +154,27 @@ async fn invoice_link(
     let Some(transaction_id) = file.strip_suffix(".pdf") else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
-    let expires = params.get("expires").and_then(|e| e.parse::<i64>().ok()).unwrap_or(0);
-    let signature = params.get("signature").map(String::as_str).unwrap_or_default();
+    let expires = params
+        .get("expires")
+        .and_then(|e| e.parse::<i64>().ok())
+        .unwrap_or(0);
+    let signature = params
+        .get("signature")
+        .map(String::as_str)
+        .unwrap_or_default();
     let Some(signer) = state.app.links() else {
-        return (StatusCode::NOT_FOUND, "invoice links are not enabled (set server.public_url)").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "invoice links are not enabled (set server.public_url)",
+        )
+            .into_response();
     };
-    if !signer.verify(transaction_id, expires, signature, jiff::Timestamp::now().as_second()) {
+    if !signer.verify(
+        transaction_id,
+        expires,
+        signature,
+        jiff::Timestamp::now().as_second(),
+    ) {
         return (StatusCode::FORBIDDEN, "this link is invalid or has expired").into_response();
     }
     match state.app.store().document(transaction_id).await {
@@ -140,7 +183,10 @@ async fn invoice_link(
             (
                 [
                     (header::CONTENT_TYPE, "application/pdf".to_owned()),
-                    (header::CONTENT_DISPOSITION, format!("inline; filename=\"{}\"", pdf.file_name.replace('"', ""))),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("inline; filename=\"{}\"", pdf.file_name.replace('"', "")),
+                    ),
                     (header::CACHE_CONTROL, "private, max-age=300".to_owned()),
                 ],
                 pdf.bytes,
@@ -158,29 +204,91 @@ async fn invoice_link(
 async fn healthz(State(state): State<ServerState>) -> Response {
     match state.app.store().totals().await {
         Ok(_) => (StatusCode::OK, "ok").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        )
+            .into_response(),
     }
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {
     let totals = match state.app.store().totals().await {
         Ok(t) => t,
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store unavailable: {e}"),
+            )
+                .into_response();
+        }
     };
     let m = &state.metrics;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
-        out.push_str(&format!("# HELP postbud_{name} {help}\n# TYPE postbud_{name} {kind}\npostbud_{name} {value}\n"));
+        out.push_str(&format!(
+            "# HELP postbud_{name} {help}\n# TYPE postbud_{name} {kind}\npostbud_{name} {value}\n"
+        ));
     };
-    gauge("dispatches", "Transactions known to the store.", "gauge", totals.dispatches);
-    gauge("jobs_queued", "Jobs waiting for their next attempt.", "gauge", totals.queued);
-    gauge("jobs_in_flight", "Jobs claimed by a worker.", "gauge", totals.in_flight);
-    gauge("deliveries_done", "Deliveries completed.", "gauge", totals.delivered);
-    gauge("jobs_failed", "Jobs failed permanently.", "gauge", totals.failed);
-    gauge("jobs_dead", "Jobs dead-lettered after their last retry.", "gauge", totals.dead);
-    gauge("dispatches_skipped", "Transactions skipped as not ours to deliver.", "gauge", totals.skipped);
-    gauge("callbacks_accepted_total", "Dintero callbacks stored.", "counter", m.callbacks_accepted.load(Ordering::Relaxed));
-    gauge("callbacks_rejected_total", "Dintero callbacks refused (signature).", "counter", m.callbacks_rejected.load(Ordering::Relaxed));
-    gauge("links_served_total", "Invoice PDFs served through signed links.", "counter", m.links_served.load(Ordering::Relaxed));
+    gauge(
+        "dispatches",
+        "Transactions known to the store.",
+        "gauge",
+        totals.dispatches,
+    );
+    gauge(
+        "jobs_queued",
+        "Jobs waiting for their next attempt.",
+        "gauge",
+        totals.queued,
+    );
+    gauge(
+        "jobs_in_flight",
+        "Jobs claimed by a worker.",
+        "gauge",
+        totals.in_flight,
+    );
+    gauge(
+        "deliveries_done",
+        "Deliveries completed.",
+        "gauge",
+        totals.delivered,
+    );
+    gauge(
+        "jobs_failed",
+        "Jobs failed permanently.",
+        "gauge",
+        totals.failed,
+    );
+    gauge(
+        "jobs_dead",
+        "Jobs dead-lettered after their last retry.",
+        "gauge",
+        totals.dead,
+    );
+    gauge(
+        "dispatches_skipped",
+        "Transactions skipped as not ours to deliver.",
+        "gauge",
+        totals.skipped,
+    );
+    gauge(
+        "callbacks_accepted_total",
+        "Dintero callbacks stored.",
+        "counter",
+        m.callbacks_accepted.load(Ordering::Relaxed),
+    );
+    gauge(
+        "callbacks_rejected_total",
+        "Dintero callbacks refused (signature).",
+        "counter",
+        m.callbacks_rejected.load(Ordering::Relaxed),
+    );
+    gauge(
+        "links_served_total",
+        "Invoice PDFs served through signed links.",
+        "counter",
+        m.links_served.load(Ordering::Relaxed),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -16,12 +16,20 @@ async fn deliver_captures_once_and_writes_the_pdf_then_a_second_deliver_does_not
     assert_eq!(first.verdict(), Verdict::Delivered, "{first}");
     assert_eq!(h.sandbox.captures(&id), 1);
     let tx = h.sandbox.transaction(&id).expect("tx");
-    assert_eq!(tx["status"], "AUTHORIZED", "Kravia capture keeps AUTHORIZED");
-    let number = tx["metadata"]["kravia:invoice_number"].as_str().expect("number");
-    let written = std::fs::read(h.invoices().join(format!("{number}.pdf"))).expect("PDF in the folder");
+    assert_eq!(
+        tx["status"], "AUTHORIZED",
+        "Kravia capture keeps AUTHORIZED"
+    );
+    let number = tx["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("number");
+    let written =
+        std::fs::read(h.invoices().join(format!("{number}.pdf"))).expect("PDF in the folder");
     assert_eq!(sha256(&written), sha256(&h.sandbox.pdf(&id).expect("pdf")));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(h.invoices().join(format!("{number}.json"))).expect("manifest")).expect("json");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(h.invoices().join(format!("{number}.json"))).expect("manifest"),
+    )
+    .expect("json");
     assert_eq!(manifest["pdf"]["sha256"], sha256(&written));
     assert_eq!(manifest["invoice"]["transaction_id"], id.as_str());
 
@@ -30,7 +38,11 @@ async fn deliver_captures_once_and_writes_the_pdf_then_a_second_deliver_does_not
     assert_eq!(second.verdict(), Verdict::Delivered);
     assert_eq!(h.sandbox.captures(&id), 1, "no second capture");
     let attempts = |o: &postbud::Outcome| o.jobs.iter().map(|j| j.attempts).collect::<Vec<_>>();
-    assert_eq!(attempts(&first), attempts(&second), "nothing was attempted again");
+    assert_eq!(
+        attempts(&first),
+        attempts(&second),
+        "nothing was attempted again"
+    );
 }
 
 #[tokio::test]
@@ -53,7 +65,9 @@ async fn repeated_submits_capture_once() {
 async fn concurrent_submits_from_two_processes_sharing_the_file_capture_once() {
     let h = Harness::start().await;
     let a = h.app("").await;
-    let b = App::open(&h.settings("")).await.expect("second app on the same file");
+    let b = App::open(&h.settings(""))
+        .await
+        .expect("second app on the same file");
     let ids: Vec<String> = (0..5).map(|_| h.sandbox.seed(Seed::default())).collect();
     let mut runs = tokio::task::JoinSet::new();
     let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
@@ -78,12 +92,22 @@ async fn a_capture_whose_response_is_lost_is_not_repeated() {
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
-    h.sandbox.inject(Fault { operation: Operation::Capture, transaction: Some(id.clone()), kind: FaultKind::SlowResponse { ms: 3_000 }, times: 1 });
+    h.sandbox.inject(Fault {
+        operation: Operation::Capture,
+        transaction: Some(id.clone()),
+        kind: FaultKind::SlowResponse { ms: 3_000 },
+        times: 1,
+    });
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
     let history = app.store().history(&id).await.expect("history");
-    assert!(history.iter().any(|e| e.event == "retry" && e.detail.contains("timed out")), "{history:?}");
+    assert!(
+        history
+            .iter()
+            .any(|e| e.event == "retry" && e.detail.contains("timed out")),
+        "{history:?}"
+    );
 }
 
 #[tokio::test]
@@ -91,13 +115,40 @@ async fn a_permanent_capture_failure_delivers_nothing() {
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
-    h.sandbox.inject(Fault { operation: Operation::Capture, transaction: Some(id.clone()), kind: FaultKind::Status { status: 400, retry_after: None }, times: 1 });
+    h.sandbox.inject(Fault {
+        operation: Operation::Capture,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Status {
+            status: 400,
+            retry_after: None,
+        },
+        times: 1,
+    });
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
-    let reason = outcome.dispatch.as_ref().and_then(|d| d.reason.clone()).unwrap_or_default();
-    assert!(reason.contains("capture failed permanently") && reason.contains("400"), "{reason}");
-    assert!(outcome.jobs.iter().all(|j| j.kind == postbud::store::JobKind::Dispatch), "no delivery job: {outcome}");
-    assert!(!h.invoices().exists() || std::fs::read_dir(h.invoices()).expect("dir").next().is_none());
+    let reason = outcome
+        .dispatch
+        .as_ref()
+        .and_then(|d| d.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("capture failed permanently") && reason.contains("400"),
+        "{reason}"
+    );
+    assert!(
+        outcome
+            .jobs
+            .iter()
+            .all(|j| j.kind == postbud::store::JobKind::Dispatch),
+        "no delivery job: {outcome}"
+    );
+    assert!(
+        !h.invoices().exists()
+            || std::fs::read_dir(h.invoices())
+                .expect("dir")
+                .next()
+                .is_none()
+    );
 }
 
 #[tokio::test]
@@ -105,12 +156,20 @@ async fn an_accepted_202_capture_is_confirmed_by_its_event_and_not_repeated() {
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
-    h.sandbox.inject(Fault { operation: Operation::Capture, transaction: Some(id.clone()), kind: FaultKind::Accepted { after_gets: 8 }, times: 1 });
+    h.sandbox.inject(Fault {
+        operation: Operation::Capture,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Accepted { after_gets: 8 },
+        times: 1,
+    });
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
     let history = app.store().history(&id).await.expect("history");
-    assert!(history.iter().any(|e| e.event == "capture accepted"), "{history:?}");
+    assert!(
+        history.iter().any(|e| e.event == "capture accepted"),
+        "{history:?}"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +177,15 @@ async fn transient_dintero_errors_are_retried_then_succeed() {
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
-    let fault = |operation, status, retry_after, times| Fault { operation, transaction: Some(id.clone()), kind: FaultKind::Status { status, retry_after }, times };
+    let fault = |operation, status, retry_after, times| Fault {
+        operation,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Status {
+            status,
+            retry_after,
+        },
+        times,
+    };
     h.sandbox.inject(fault(Operation::Get, 503, None, 4));
     h.sandbox.inject(fault(Operation::Capture, 429, Some(1), 1));
     h.sandbox.inject(fault(Operation::Capture, 503, None, 1));
@@ -127,9 +194,16 @@ async fn transient_dintero_errors_are_retried_then_succeed() {
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
-    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was honoured");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
     let history = app.store().history(&id).await.expect("history");
-    let retries: Vec<_> = history.iter().filter(|e| e.event == "retry").map(|e| e.detail.as_str()).collect();
+    let retries: Vec<_> = history
+        .iter()
+        .filter(|e| e.event == "retry")
+        .map(|e| e.detail.as_str())
+        .collect();
     assert!(retries.iter().any(|d| d.contains("429")), "{retries:?}");
     assert!(retries.iter().any(|d| d.contains("503")), "{retries:?}");
 }
@@ -141,6 +215,14 @@ async fn no_matching_route_means_no_capture() {
     let id = h.sandbox.seed(Seed::default());
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Failed);
-    assert!(outcome.dispatch.as_ref().and_then(|d| d.reason.as_deref()).unwrap_or_default().contains("no route matches"), "{outcome}");
+    assert!(
+        outcome
+            .dispatch
+            .as_ref()
+            .and_then(|d| d.reason.as_deref())
+            .unwrap_or_default()
+            .contains("no route matches"),
+        "{outcome}"
+    );
     assert_eq!(h.sandbox.captures(&id), 0);
 }

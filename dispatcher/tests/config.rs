@@ -20,20 +20,31 @@ callback_secret = "callback-secret-value"
 fn build_error(toml: &str) -> String {
     let (_dir, path) = write(toml);
     let settings = Settings::load(Some(&path)).expect("loads");
-    Registry::discover().expect("registry").build_all(&settings).expect_err("must fail").to_string()
+    Registry::discover()
+        .expect("registry")
+        .build_all(&settings)
+        .expect_err("must fail")
+        .to_string()
 }
 
 #[test]
 fn an_unknown_key_in_a_channel_table_names_the_table_the_key_and_the_file() {
-    let e = build_error("[channels.archive]\nkind = \"folder\"\npath = \"./x\"\ncolour = \"red\"\n");
-    assert!(e.contains("[channels.archive]") && e.contains("unknown field") && e.contains("colour"), "{e}");
+    let e =
+        build_error("[channels.archive]\nkind = \"folder\"\npath = \"./x\"\ncolour = \"red\"\n");
+    assert!(
+        e.contains("[channels.archive]") && e.contains("unknown field") && e.contains("colour"),
+        "{e}"
+    );
     assert!(e.contains("postbud.toml"), "names the file: {e}");
 }
 
 #[test]
 fn an_unknown_kind_lists_the_kinds_and_says_how_to_link_the_crate() {
     let e = build_error("[channels.mail]\nkind = \"email\"\n");
-    assert!(e.contains("unknown channel kind \"email\"") && e.contains("\"folder\""), "{e}");
+    assert!(
+        e.contains("unknown channel kind \"email\"") && e.contains("\"folder\""),
+        "{e}"
+    );
     assert!(e.contains("postbud_email::register(&mut registry);"), "{e}");
     let e = build_error("[channels.a]\nkind = \"foldr\"\npath = \"x\"\n");
     assert!(e.contains("did you mean \"folder\"?"), "{e}");
@@ -42,49 +53,89 @@ fn an_unknown_kind_lists_the_kinds_and_says_how_to_link_the_crate() {
 #[test]
 fn a_value_of_the_wrong_type_names_the_key_and_the_file() {
     let (_dir, path) = write("[engine]\nworkers = \"many\"\n");
-    let e = Settings::load(Some(&path)).expect_err("bad type").to_string();
-    assert!(e.contains("engine.workers") && e.contains("postbud.toml"), "{e}");
+    let e = Settings::load(Some(&path))
+        .expect_err("bad type")
+        .to_string();
+    assert!(
+        e.contains("engine.workers") && e.contains("postbud.toml"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_malformed_account_id_is_refused_with_its_source() {
     let (_dir, path) = write(&DINTERO.replace("T12345678", "X1"));
     let e = Settings::load(Some(&path)).expect_err("bad id").to_string();
-    assert!(e.contains("dintero.account_id") && e.contains("`X1`") && e.contains("postbud.toml"), "{e}");
+    assert!(
+        e.contains("dintero.account_id") && e.contains("`X1`") && e.contains("postbud.toml"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_route_to_a_missing_channel_is_refused() {
-    let e = Settings::from_toml("[channels.archive]\nkind = \"folder\"\npath = \"x\"\n[[routes]]\ndeliver = [\"archiv\"]\n")
-        .expect_err("missing channel")
-        .to_string();
-    assert!(e.contains("routes[0]") && e.contains("`archiv`") && e.contains("[archive]"), "{e}");
+    let e = Settings::from_toml(
+        "[channels.archive]\nkind = \"folder\"\npath = \"x\"\n[[routes]]\ndeliver = [\"archiv\"]\n",
+    )
+    .expect_err("missing channel")
+    .to_string();
+    assert!(
+        e.contains("routes[0]") && e.contains("`archiv`") && e.contains("[archive]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_missing_file_is_an_error_not_silent_defaults() {
-    let e = Settings::load(Some("/nonexistent/postbud.toml".as_ref())).expect_err("missing").to_string();
-    assert!(e.contains("/nonexistent/postbud.toml") && e.contains("does not exist"), "{e}");
+    let e = Settings::load(Some("/nonexistent/postbud.toml".as_ref()))
+        .expect_err("missing")
+        .to_string();
+    assert!(
+        e.contains("/nonexistent/postbud.toml") && e.contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
 fn secrets_never_reach_debug_output() {
     let settings = Settings::from_toml(DINTERO).expect("valid");
     let debug = format!("{settings:?}");
-    assert!(!debug.contains("super-secret-value") && !debug.contains("callback-secret-value"), "{debug}");
+    assert!(
+        !debug.contains("super-secret-value") && !debug.contains("callback-secret-value"),
+        "{debug}"
+    );
     assert!(debug.contains("T12345678"));
 }
 
 #[test]
 fn two_crates_claiming_one_kind_are_detected() {
-    fn build(_: postbud::BuildContext<'_>) -> Result<Box<dyn postbud::Channel>, postbud::ConfigError> {
+    fn build(
+        _: postbud::BuildContext<'_>,
+    ) -> Result<Box<dyn postbud::Channel>, postbud::ConfigError> {
         Err(postbud::ConfigError::message("unused"))
     }
-    static A: postbud::ChannelFactory = postbud::ChannelFactory { kind: "x", description: "", crate_name: "crate-a", example: "", build };
-    static B: postbud::ChannelFactory = postbud::ChannelFactory { kind: "x", description: "", crate_name: "crate-b", example: "", build };
+    static A: postbud::ChannelFactory = postbud::ChannelFactory {
+        kind: "x",
+        description: "",
+        crate_name: "crate-a",
+        example: "",
+        build,
+    };
+    static B: postbud::ChannelFactory = postbud::ChannelFactory {
+        kind: "x",
+        description: "",
+        crate_name: "crate-b",
+        example: "",
+        build,
+    };
     let mut registry = Registry::empty();
     registry.add(&A).expect("first");
-    registry.add(&A).expect("the same factory twice (inventory and register()) is fine");
+    registry
+        .add(&A)
+        .expect("the same factory twice (inventory and register()) is fine");
     let e = registry.add(&B).expect_err("duplicate").to_string();
-    assert_eq!(e, "channel kind `x` is registered twice: by `crate-a` and by `crate-b`");
+    assert_eq!(
+        e,
+        "channel kind `x` is registered twice: by `crate-a` and by `crate-b`"
+    );
 }

@@ -40,7 +40,11 @@ async fn precedence_matrix() {
             assert_eq!(h.sandbox.captures(&id), 1, "{case}");
         } else {
             assert_eq!(outcome.verdict(), Verdict::Skipped, "{case}: {outcome}");
-            let reason = outcome.dispatch.as_ref().and_then(|d| d.reason.clone()).unwrap_or_default();
+            let reason = outcome
+                .dispatch
+                .as_ref()
+                .and_then(|d| d.reason.clone())
+                .unwrap_or_default();
             assert!(reason.contains("resolves to `kravia`"), "{case}: {reason}");
             assert_eq!(h.sandbox.captures(&id), 0, "{case}");
         }
@@ -52,16 +56,41 @@ async fn transactions_that_are_not_ours_are_skipped_with_the_reason() {
     let h = Harness::start().await;
     let app = h.app("").await;
     let cases = [
-        (Seed { payment_product: Some("vipps".into()), ..Seed::default() }, "payment_product is `vipps`"),
-        (Seed { status: Some("CAPTURED".into()), ..Seed::default() }, "status is CAPTURED, not AUTHORIZED"),
-        (Seed { product_type: Some("kravia.invoice_b2b_grouped".into()), ..Seed::default() }, "grouped"),
+        (
+            Seed {
+                payment_product: Some("vipps".into()),
+                ..Seed::default()
+            },
+            "payment_product is `vipps`",
+        ),
+        (
+            Seed {
+                status: Some("CAPTURED".into()),
+                ..Seed::default()
+            },
+            "status is CAPTURED, not AUTHORIZED",
+        ),
+        (
+            Seed {
+                product_type: Some("kravia.invoice_b2b_grouped".into()),
+                ..Seed::default()
+            },
+            "grouped",
+        ),
     ];
     for (seed, expected) in cases {
         let id = h.sandbox.seed(seed);
         let outcome = app.deliver_now(&id).await.expect("deliver");
         assert_eq!(outcome.verdict(), Verdict::Skipped, "{outcome}");
-        let reason = outcome.dispatch.as_ref().and_then(|d| d.reason.clone()).unwrap_or_default();
-        assert!(reason.contains(expected), "expected `{expected}` in {reason}");
+        let reason = outcome
+            .dispatch
+            .as_ref()
+            .and_then(|d| d.reason.clone())
+            .unwrap_or_default();
+        assert!(
+            reason.contains(expected),
+            "expected `{expected}` in {reason}"
+        );
         assert_eq!(h.sandbox.captures(&id), 0);
     }
 }

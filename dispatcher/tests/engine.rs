@@ -21,15 +21,37 @@ create = false
 #[tokio::test]
 async fn a_permanent_failure_falls_back_and_is_kept_visible() {
     let h = Harness::start().await;
-    let app = h.app(&format!("{BROKEN}\n[[routes]]\ndeliver = [\"broken\"]\nfallback = [\"archive\"]\n")).await;
+    let app = h
+        .app(&format!(
+            "{BROKEN}\n[[routes]]\ndeliver = [\"broken\"]\nfallback = [\"archive\"]\n"
+        ))
+        .await;
     let id = h.sandbox.seed(Seed::default());
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
-    let broken = outcome.jobs.iter().find(|j| j.channel.as_deref() == Some("broken")).expect("broken job");
+    let broken = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("broken"))
+        .expect("broken job");
     assert_eq!(broken.state, JobState::Failed);
-    assert!(broken.last_error.as_deref().unwrap_or_default().contains("/nonexistent/postbud-test"), "{broken:?}");
-    let fallback = outcome.jobs.iter().find(|j| j.channel.as_deref() == Some("archive")).expect("fallback job");
-    assert_eq!((fallback.state, fallback.role.as_deref()), (JobState::Done, Some("fallback")));
+    assert!(
+        broken
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/nonexistent/postbud-test"),
+        "{broken:?}"
+    );
+    let fallback = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("archive"))
+        .expect("fallback job");
+    assert_eq!(
+        (fallback.state, fallback.role.as_deref()),
+        (JobState::Done, Some("fallback"))
+    );
     assert_eq!(h.sandbox.captures(&id), 1);
 }
 
@@ -48,19 +70,31 @@ struct FlakyConfig {
 
 #[postbud::async_trait]
 impl postbud::Channel for Flaky {
-    async fn deliver(&self, invoice: &postbud::Invoice, ctx: &postbud::DeliveryContext) -> Result<postbud::Receipt, postbud::ChannelError> {
+    async fn deliver(
+        &self,
+        invoice: &postbud::Invoice,
+        ctx: &postbud::DeliveryContext,
+    ) -> Result<postbud::Receipt, postbud::ChannelError> {
         use std::sync::atomic::Ordering;
         if self.failures_left.load(Ordering::SeqCst) > 0 {
             self.failures_left.fetch_sub(1, Ordering::SeqCst);
-            return Err(postbud::ChannelError::temporary("upstream answered 503").with_retry_after(Duration::from_millis(20)));
+            return Err(postbud::ChannelError::temporary("upstream answered 503")
+                .with_retry_after(Duration::from_millis(20)));
         }
-        Ok(postbud::Receipt::new(format!("took {} on attempt {}", invoice.invoice_number, ctx.attempt)))
+        Ok(postbud::Receipt::new(format!(
+            "took {} on attempt {}",
+            invoice.invoice_number, ctx.attempt
+        )))
     }
 }
 
-fn build_flaky(ctx: postbud::BuildContext<'_>) -> Result<Box<dyn postbud::Channel>, postbud::ConfigError> {
+fn build_flaky(
+    ctx: postbud::BuildContext<'_>,
+) -> Result<Box<dyn postbud::Channel>, postbud::ConfigError> {
     let config: FlakyConfig = ctx.config.extract()?;
-    Ok(Box::new(Flaky { failures_left: config.fail_times.into() }))
+    Ok(Box::new(Flaky {
+        failures_left: config.fail_times.into(),
+    }))
 }
 
 postbud::register_channel! {
@@ -78,11 +112,24 @@ async fn temporary_failures_are_retried_with_the_same_delivery_id() {
     let id = h.sandbox.seed(Seed::default());
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
-    let job = outcome.jobs.iter().find(|j| j.kind == JobKind::Deliver).expect("job");
+    let job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Deliver)
+        .expect("job");
     assert_eq!(job.attempts, 3);
-    assert!(job.receipt.as_deref().unwrap_or_default().contains("attempt 3"), "{job:?}");
+    assert!(
+        job.receipt
+            .as_deref()
+            .unwrap_or_default()
+            .contains("attempt 3"),
+        "{job:?}"
+    );
     let history = app.store().history(&id).await.expect("history");
-    let retries = history.iter().filter(|e| e.event == "retry" && e.job_id.as_deref() == Some(job.id.as_str())).count();
+    let retries = history
+        .iter()
+        .filter(|e| e.event == "retry" && e.job_id.as_deref() == Some(job.id.as_str()))
+        .count();
     assert_eq!(retries, 2, "{history:?}");
 }
 
@@ -92,15 +139,33 @@ async fn retries_run_out_into_a_dead_letter_and_the_fallback_delivers() {
     let app = h.app("[channels.flaky]\nkind = \"flaky-test\"\nfail_times = 100\n\n[[routes]]\ndeliver = [\"flaky\"]\nfallback = [\"archive\"]\n").await;
     let id = h.sandbox.seed(Seed::default());
     let outcome = app.deliver_now(&id).await.expect("deliver");
-    let flaky = outcome.jobs.iter().find(|j| j.channel.as_deref() == Some("flaky")).expect("job");
+    let flaky = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("flaky"))
+        .expect("job");
     assert_eq!(flaky.state, JobState::Dead, "{outcome}");
     assert_eq!(flaky.attempts, 6, "max_attempts");
-    assert!(flaky.last_error.as_deref().unwrap_or_default().contains("gave up after 6 attempts: upstream answered 503"), "{flaky:?}");
-    assert_eq!(outcome.verdict(), Verdict::Delivered, "the fallback delivered: {outcome}");
+    assert!(
+        flaky
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("gave up after 6 attempts: upstream answered 503"),
+        "{flaky:?}"
+    );
+    assert_eq!(
+        outcome.verdict(),
+        Verdict::Delivered,
+        "the fallback delivered: {outcome}"
+    );
     let totals = app.store().totals().await.expect("totals");
     assert_eq!((totals.dead, totals.delivered), (1, 1), "{totals:?}");
     // An operator's retry requeues the dead letter.
-    assert_eq!(app.store().retry(&id, Some("flaky")).await.expect("retry"), 1);
+    assert_eq!(
+        app.store().retry(&id, Some("flaky")).await.expect("retry"),
+        1
+    );
 }
 
 #[tokio::test]
@@ -111,11 +176,22 @@ async fn a_restarted_process_finishes_the_work_left() {
         // First process: captures and queues the delivery, then stops before delivering.
         let app = h.app("").await;
         app.submit(&id).await.expect("submit");
-        let leases = app.store().claim("first", Duration::from_secs(30), 1, Some(&id)).await.expect("claim");
+        let leases = app
+            .store()
+            .claim("first", Duration::from_secs(30), 1, Some(&id))
+            .await
+            .expect("claim");
         assert_eq!(leases[0].job.kind, JobKind::Dispatch);
-        app.engine().process(leases[0].clone()).await.expect("dispatch");
+        app.engine()
+            .process(leases[0].clone())
+            .await
+            .expect("dispatch");
         // ...and claims the delivery, then dies holding it (lease 1 s).
-        let leases = app.store().claim("first", Duration::from_secs(1), 1, Some(&id)).await.expect("claim");
+        let leases = app
+            .store()
+            .claim("first", Duration::from_secs(1), 1, Some(&id))
+            .await
+            .expect("claim");
         assert_eq!(leases[0].job.kind, JobKind::Deliver);
     }
     assert_eq!(h.sandbox.captures(&id), 1);
@@ -130,20 +206,31 @@ async fn a_restarted_process_finishes_the_work_left() {
             app
         }
     });
-    let store = postbud::store::SqliteStore::open(&h.settings("").store.url).await.expect("store");
+    let store = postbud::store::SqliteStore::open(&h.settings("").store.url)
+        .await
+        .expect("store");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let jobs = postbud::store::Store::jobs(&store, &id).await.expect("jobs");
+        let jobs = postbud::store::Store::jobs(&store, &id)
+            .await
+            .expect("jobs");
         if jobs.iter().all(|j| j.state == JobState::Done) {
             assert_eq!(jobs[1].attempts, 2, "the rescued attempt is the second");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not finished: {jobs:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not finished: {jobs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.send(true).expect("stop");
     workers.await.expect("workers");
-    assert_eq!(h.sandbox.captures(&id), 1, "the restart did not capture again");
+    assert_eq!(
+        h.sandbox.captures(&id),
+        1,
+        "the restart did not capture again"
+    );
 }
 
 #[tokio::test]
@@ -153,14 +240,30 @@ async fn a_worker_whose_lease_lapsed_cannot_overwrite_the_newer_attempt() {
     let id = h.sandbox.seed(Seed::default());
     app.submit(&id).await.expect("submit");
     let store = app.store();
-    let old = store.claim("slow", Duration::from_millis(100), 1, Some(&id)).await.expect("claim").remove(0);
+    let old = store
+        .claim("slow", Duration::from_millis(100), 1, Some(&id))
+        .await
+        .expect("claim")
+        .remove(0);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let new = store.claim("fast", Duration::from_secs(30), 1, Some(&id)).await.expect("rescue").remove(0);
+    let new = store
+        .claim("fast", Duration::from_secs(30), 1, Some(&id))
+        .await
+        .expect("rescue")
+        .remove(0);
     assert!(new.job.fence > old.job.fence);
-    let late = store.finish(&old, Finish::Failed("late write".into())).await;
-    assert!(matches!(late, Err(postbud::store::StoreError::LeaseLost(_))), "{late:?}");
+    let late = store
+        .finish(&old, Finish::Failed("late write".into()))
+        .await;
+    assert!(
+        matches!(late, Err(postbud::store::StoreError::LeaseLost(_))),
+        "{late:?}"
+    );
     assert!(store.renew(&old, Duration::from_secs(5)).await.is_err());
-    store.finish(&new, Finish::Done("ok".into())).await.expect("current holder writes");
+    store
+        .finish(&new, Finish::Done("ok".into()))
+        .await
+        .expect("current holder writes");
 }
 
 #[tokio::test]
@@ -168,14 +271,25 @@ async fn void_cancels_at_dintero_and_drops_a_cancellation_for_delivered_invoices
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
-    assert_eq!(app.deliver_now(&id).await.expect("deliver").verdict(), Verdict::Delivered);
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
     let report = app.void(&id).await.expect("void");
     assert_eq!(report.status, "AUTHORIZATION_VOIDED");
     assert!(!report.already_voided);
-    assert_eq!(h.sandbox.transaction(&id).expect("tx")["status"], "AUTHORIZATION_VOIDED");
-    let number = h.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"].as_str().expect("n").to_owned();
-    let notice: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(h.invoices().join(format!("{number}.voided.json"))).expect("notice")).expect("json");
+    assert_eq!(
+        h.sandbox.transaction(&id).expect("tx")["status"],
+        "AUTHORIZATION_VOIDED"
+    );
+    let number = h.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("n")
+        .to_owned();
+    let notice: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(h.invoices().join(format!("{number}.voided.json"))).expect("notice"),
+    )
+    .expect("json");
     assert_eq!(notice["type"], "invoice.voided");
     assert_eq!(report.outcome.verdict(), Verdict::Voided);
     // Voiding again calls nothing and sends nothing twice.
@@ -187,14 +301,31 @@ async fn void_cancels_at_dintero_and_drops_a_cancellation_for_delivered_invoices
 #[tokio::test]
 async fn void_before_delivery_stops_the_pending_delivery() {
     let h = Harness::start().await;
-    let app = h.app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1h\"\n").await;
+    let app = h
+        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1h\"\n")
+        .await;
     let id = h.sandbox.seed(Seed::default());
-    let outcome = app.deliver_waiting(&id, Duration::from_millis(100)).await.expect("deliver");
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_millis(100))
+        .await
+        .expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
     let report = app.void(&id).await.expect("void");
-    let delivery = report.outcome.jobs.iter().find(|j| j.kind == JobKind::Deliver).expect("delivery");
+    let delivery = report
+        .outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Deliver)
+        .expect("delivery");
     assert_eq!(delivery.state, JobState::Cancelled);
-    assert!(!h.invoices().exists() || std::fs::read_dir(h.invoices()).expect("dir").next().is_none(), "nothing delivered");
+    assert!(
+        !h.invoices().exists()
+            || std::fs::read_dir(h.invoices())
+                .expect("dir")
+                .next()
+                .is_none(),
+        "nothing delivered"
+    );
 }
 
 #[tokio::test]
@@ -215,6 +346,9 @@ async fn merchant_initiated_invoices_go_through_the_same_flow() {
     let outcome = app.deliver_now(&tx.id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&tx.id), 1);
-    let err = app.create_invoice(&serde_json::json!({"order": {"amount": 1, "currency": "NOK"}})).await.expect_err("no address");
+    let err = app
+        .create_invoice(&serde_json::json!({"order": {"amount": 1, "currency": "NOK"}}))
+        .await
+        .expect_err("no address");
     assert!(err.to_string().contains("billing_address"), "{err}");
 }

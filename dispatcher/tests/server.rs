@@ -9,7 +9,9 @@ use postbud::engine::Verdict;
 use postbud_sandbox::{SandboxConfig, Seed};
 
 async fn serve(app: Arc<postbud::App>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, postbud::server::router(app)).await });
     format!("http://{addr}")
@@ -17,57 +19,136 @@ async fn serve(app: Arc<postbud::App>) -> String {
 
 #[tokio::test]
 async fn signed_callbacks_are_accepted_and_unsigned_ones_refused() {
-    let h = Harness::start_with(SandboxConfig { callback_secret: Some("cb-secret".into()), ..SandboxConfig::default() }).await;
-    let toml = h.toml("").replacen("timeout = \"2s\"", "timeout = \"2s\"\ncallback_secret = \"cb-secret\"", 1);
-    let app = Arc::new(postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings")).await.expect("app"));
+    let h = Harness::start_with(SandboxConfig {
+        callback_secret: Some("cb-secret".into()),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let toml = h.toml("").replacen(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\ncallback_secret = \"cb-secret\"",
+        1,
+    );
+    let app = Arc::new(
+        postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+            .await
+            .expect("app"),
+    );
     let base = serve(Arc::clone(&app)).await;
     let id = h.sandbox.seed(Seed::default());
 
-    let status = h.sandbox.send_callback(&id, &format!("{base}/dintero/callback")).await.expect("callback");
+    let status = h
+        .sandbox
+        .send_callback(&id, &format!("{base}/dintero/callback"))
+        .await
+        .expect("callback");
     assert_eq!(status, 200);
-    let dispatch = app.store().dispatch(&id).await.expect("store").expect("queued by the callback");
+    let dispatch = app
+        .store()
+        .dispatch(&id)
+        .await
+        .expect("store")
+        .expect("queued by the callback");
     assert_eq!(dispatch.stage, "new");
 
-    let unsigned = reqwest::get(format!("{base}/dintero/callback?transaction_id={id}")).await.expect("request");
+    let unsigned = reqwest::get(format!("{base}/dintero/callback?transaction_id={id}"))
+        .await
+        .expect("request");
     assert_eq!(unsigned.status(), 401);
-    assert!(unsigned.text().await.expect("body").contains("Dintero-Signature header is missing"));
+    assert!(
+        unsigned
+            .text()
+            .await
+            .expect("body")
+            .contains("Dintero-Signature header is missing")
+    );
 
     let wrong = reqwest::Client::new()
-        .get(format!("{base}/dintero/callback?transaction_id=T12345678.other"))
-        .header("Dintero-Signature", format!("t={},v0-hmac-sha256=00", jiff_now()))
+        .get(format!(
+            "{base}/dintero/callback?transaction_id=T12345678.other"
+        ))
+        .header(
+            "Dintero-Signature",
+            format!("t={},v0-hmac-sha256=00", jiff_now()),
+        )
         .send()
         .await
         .expect("request");
     assert_eq!(wrong.status(), 401);
-    assert!(app.store().dispatch("T12345678.other").await.expect("store").is_none());
+    assert!(
+        app.store()
+            .dispatch("T12345678.other")
+            .await
+            .expect("store")
+            .is_none()
+    );
 }
 
 fn jiff_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
 }
 
 #[tokio::test]
 async fn signed_links_serve_the_stored_pdf_and_refuse_tampering() {
     let h = Harness::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let toml = h.toml("").replacen("[store]", &format!("[server]\npublic_url = \"{base}\"\n\n[store]"), 1);
-    let app = Arc::new(postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings")).await.expect("app"));
+    let toml = h.toml("").replacen(
+        "[store]",
+        &format!("[server]\npublic_url = \"{base}\"\n\n[store]"),
+        1,
+    );
+    let app = Arc::new(
+        postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+            .await
+            .expect("app"),
+    );
     tokio::spawn({
         let app = Arc::clone(&app);
         async move { axum::serve(listener, postbud::server::router(app)).await }
     });
     let id = h.sandbox.seed(Seed::default());
-    assert_eq!(app.deliver_now(&id).await.expect("deliver").verdict(), Verdict::Delivered);
-    let invoice = app.store().invoice(&id).await.expect("store").expect("invoice");
-    let link = invoice.link.expect("a signed link, since server.public_url is set");
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let invoice = app
+        .store()
+        .invoice(&id)
+        .await
+        .expect("store")
+        .expect("invoice");
+    let link = invoice
+        .link
+        .expect("a signed link, since server.public_url is set");
     assert!(link.starts_with(&base), "{link}");
-    let body = reqwest::get(&link).await.expect("get").bytes().await.expect("bytes");
+    let body = reqwest::get(&link)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
     assert_eq!(sha256(&body), sha256(&h.sandbox.pdf(&id).expect("pdf")));
     let tampered = link.replace(&id, "T12345678.someoneelse");
     assert_eq!(reqwest::get(&tampered).await.expect("get").status(), 403);
 
-    assert_eq!(reqwest::get(format!("{base}/healthz")).await.expect("get").status(), 200);
-    let metrics = reqwest::get(format!("{base}/metrics")).await.expect("get").text().await.expect("text");
+    assert_eq!(
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("postbud_deliveries_done 1"), "{metrics}");
 }

@@ -32,7 +32,11 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 pub(crate) fn now() -> String {
@@ -42,16 +46,30 @@ pub(crate) fn now() -> String {
 pub(crate) fn uuid() -> String {
     let r = || fastrand::u64(..);
     let hex = format!("{:016x}{:016x}", r(), r());
-    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 /// Applies a status fault; returns the response to send instead, if any.
 fn fault_response(kind: &Option<FaultKind>) -> Option<Response> {
-    if let Some(FaultKind::Status { status, retry_after }) = kind {
+    if let Some(FaultKind::Status {
+        status,
+        retry_after,
+    }) = kind
+    {
         let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = error(status, "SANDBOX_FAULT", "injected fault");
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, seconds.to_string().parse().expect("digits"));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                seconds.to_string().parse().expect("digits"),
+            );
         }
         return Some(response);
     }
@@ -64,6 +82,7 @@ async fn slow(kind: &Option<FaultKind>) {
     }
 }
 
+#[allow(clippy::result_large_err)] // an axum handler's early return, not an error type
 fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -72,11 +91,20 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let now = jiff::Timestamp::now().as_second() as u64;
     match bearer.and_then(|t| shared.state.lock().tokens.get(t).copied()) {
         Some(expires) if expires > now => Ok(()),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "Access forbidden, invalid JWT token was used")),
+        _ => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_TOKEN",
+            "Access forbidden, invalid JWT token was used",
+        )),
     }
 }
 
-async fn token(State(shared): Shared_, Path(aid): Path<String>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
+async fn token(
+    State(shared): Shared_,
+    Path(aid): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
     let fault = shared.state.lock().take_fault(Operation::Token, None);
     if let Some(r) = fault_response(&fault) {
         return r;
@@ -84,10 +112,20 @@ async fn token(State(shared): Shared_, Path(aid): Path<String>, headers: HeaderM
     let config = &shared.config;
     let expected = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", config.client_id, config.client_secret))
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", config.client_id, config.client_secret))
     );
-    if aid != config.account_id || headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) != Some(expected.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid client credentials");
+    if aid != config.account_id
+        || headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            != Some(expected.as_str())
+    {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "invalid client credentials",
+        );
     }
     let Some(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "body must be JSON");
@@ -96,16 +134,24 @@ async fn token(State(shared): Shared_, Path(aid): Path<String>, headers: HeaderM
     if body.get("grant_type").and_then(Value::as_str) != Some("client_credentials")
         || body.get("audience").and_then(Value::as_str) != Some(audience.as_str())
     {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("expected grant_type client_credentials and audience {audience}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("expected grant_type client_credentials and audience {audience}"),
+        );
     }
     let token = format!("sbx.{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     {
         let mut inner = shared.state.lock();
-        inner.tokens.insert(token.clone(), jiff::Timestamp::now().as_second() as u64 + config.token_ttl);
+        inner.tokens.insert(
+            token.clone(),
+            jiff::Timestamp::now().as_second() as u64 + config.token_ttl,
+        );
         inner.stats.tokens_issued += 1;
     }
     slow(&fault).await;
-    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": config.token_ttl})).into_response()
+    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": config.token_ttl}))
+        .into_response()
 }
 
 /// The transaction as a reader sees it now: late metadata hidden, pending 202 events released.
@@ -113,7 +159,10 @@ fn read(stored: &mut Stored, include_session: bool) -> Value {
     for (_, left) in stored.pending_events.iter_mut() {
         *left = left.saturating_sub(1);
     }
-    let (ready, waiting): (Vec<_>, Vec<_>) = stored.pending_events.drain(..).partition(|(_, left)| *left == 0);
+    let (ready, waiting): (Vec<_>, Vec<_>) = stored
+        .pending_events
+        .drain(..)
+        .partition(|(_, left)| *left == 0);
     stored.pending_events = waiting;
     for (event, _) in ready {
         if let Some(events) = stored.transaction["events"].as_array_mut() {
@@ -133,7 +182,12 @@ fn read(stored: &mut Stored, include_session: bool) -> Value {
     tx
 }
 
-async fn transaction(State(shared): Shared_, Path(id): Path<String>, Query(q): Query<Vec<(String, String)>>, headers: HeaderMap) -> Response {
+async fn transaction(
+    State(shared): Shared_,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
     let fault = shared.state.lock().take_fault(Operation::Get, Some(&id));
     if let Err(r) = authorized(&shared, &headers) {
         return r;
@@ -145,7 +199,11 @@ async fn transaction(State(shared): Shared_, Path(id): Path<String>, Query(q): Q
     let body = {
         let mut inner = shared.state.lock();
         let Some(stored) = inner.transactions.get_mut(&id) else {
-            return error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("transaction {id} not found"));
+            return error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("transaction {id} not found"),
+            );
         };
         read(stored, include_session)
     };
@@ -153,8 +211,16 @@ async fn transaction(State(shared): Shared_, Path(id): Path<String>, Query(q): Q
     Json(body).into_response()
 }
 
-async fn capture(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
-    let fault = shared.state.lock().take_fault(Operation::Capture, Some(&id));
+async fn capture(
+    State(shared): Shared_,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    let fault = shared
+        .state
+        .lock()
+        .take_fault(Operation::Capture, Some(&id));
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
@@ -171,17 +237,33 @@ async fn capture(State(shared): Shared_, Path(id): Path<String>, headers: Header
     let response = {
         let mut inner = shared.state.lock();
         let Some(stored) = inner.transactions.get_mut(&id) else {
-            return error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("transaction {id} not found"));
+            return error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("transaction {id} not found"),
+            );
         };
         let tx = &mut stored.transaction;
         if tx["status"] != "AUTHORIZED" {
-            return error(StatusCode::BAD_REQUEST, "INVALID_STATE", &format!("cannot capture a transaction with status {}", tx["status"]));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_STATE",
+                &format!("cannot capture a transaction with status {}", tx["status"]),
+            );
         }
         if amount <= 0 || Some(amount) > tx["amount"].as_i64() {
-            return error(StatusCode::BAD_REQUEST, "INVALID_AMOUNT", "amount exceeds the authorized amount");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_AMOUNT",
+                "amount exceeds the authorized amount",
+            );
         }
         let mut metadata = serde_json::Map::new();
-        for key in ["kravia:invoice_number", "kravia:invoice_date", "kravia:invoice_due_date"] {
+        for key in [
+            "kravia:invoice_number",
+            "kravia:invoice_date",
+            "kravia:invoice_due_date",
+        ] {
             if let Some(v) = tx["metadata"].get(key) {
                 metadata.insert(key.into(), v.clone());
             }
@@ -202,7 +284,8 @@ async fn capture(State(shared): Shared_, Path(id): Path<String>, headers: Header
         *inner.stats.captures.entry(id.clone()).or_default() += 1;
         if accepted {
             let mut r = (StatusCode::ACCEPTED, Json(body)).into_response();
-            r.headers_mut().insert("event-request-id", request_id.parse().expect("ascii"));
+            r.headers_mut()
+                .insert("event-request-id", request_id.parse().expect("ascii"));
             r
         } else {
             Json(body).into_response()
@@ -223,11 +306,19 @@ async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap
     let body = {
         let mut inner = shared.state.lock();
         let Some(stored) = inner.transactions.get_mut(&id) else {
-            return error(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("transaction {id} not found"));
+            return error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("transaction {id} not found"),
+            );
         };
         let tx = &mut stored.transaction;
         if tx["status"] != "AUTHORIZED" {
-            return error(StatusCode::BAD_REQUEST, "INVALID_STATE", &format!("cannot void a transaction with status {}", tx["status"]));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_STATE",
+                &format!("cannot void a transaction with status {}", tx["status"]),
+            );
         }
         tx["status"] = json!("AUTHORIZATION_VOIDED");
         tx["updated_at"] = json!(now());
@@ -246,19 +337,34 @@ async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap
 fn pdf_body(stored: &Stored) -> Response {
     let content = stored.pdf_content.as_str();
     if content == "html" {
-        return ([(header::CONTENT_TYPE, "text/html")], "<html><body>Not a PDF</body></html>").into_response();
+        return (
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>Not a PDF</body></html>",
+        )
+            .into_response();
     }
     if content == "truncated" {
         let cut = stored.pdf.len().saturating_sub(40);
-        return ([(header::CONTENT_TYPE, "application/pdf")], stored.pdf[..cut].to_vec()).into_response();
+        return (
+            [(header::CONTENT_TYPE, "application/pdf")],
+            stored.pdf[..cut].to_vec(),
+        )
+            .into_response();
     }
-    if let Some(size) = content.strip_prefix("oversize:").and_then(|s| s.parse::<usize>().ok()) {
+    if let Some(size) = content
+        .strip_prefix("oversize:")
+        .and_then(|s| s.parse::<usize>().ok())
+    {
         let mut bytes = b"%PDF-1.4\n".to_vec();
         bytes.resize(size.saturating_sub(6), b' ');
         bytes.extend_from_slice(b"%%EOF\n");
         return ([(header::CONTENT_TYPE, "application/pdf")], bytes).into_response();
     }
-    ([(header::CONTENT_TYPE, "application/pdf")], stored.pdf.clone()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/pdf")],
+        stored.pdf.clone(),
+    )
+        .into_response()
 }
 
 async fn file_descriptor(State(shared): Shared_, Path(fid): Path<String>) -> Response {
@@ -268,10 +374,16 @@ async fn file_descriptor(State(shared): Shared_, Path(fid): Path<String>) -> Res
         return r;
     }
     let inner = shared.state.lock();
-    let Some(stored) = inner.transactions.get(&id).filter(|s| s.pdf_shape == "descriptor") else {
+    let Some(stored) = inner
+        .transactions
+        .get(&id)
+        .filter(|s| s.pdf_shape == "descriptor")
+    else {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found");
     };
-    let number = stored.transaction["metadata"]["kravia:invoice_number"].as_str().unwrap_or("invoice");
+    let number = stored.transaction["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .unwrap_or("invoice");
     let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600);
     Json(json!({
         "id": fid, "name": format!("{number}.pdf"), "mime_type": "application/pdf",
@@ -287,7 +399,11 @@ async fn direct_pdf(State(shared): Shared_, Path(file): Path<String>) -> Respons
         return r;
     }
     let inner = shared.state.lock();
-    match inner.transactions.get(&id).filter(|s| s.pdf_shape == "direct") {
+    match inner
+        .transactions
+        .get(&id)
+        .filter(|s| s.pdf_shape == "direct")
+    {
         Some(stored) => pdf_body(stored),
         None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found"),
     }

@@ -25,16 +25,25 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/sandbox/transactions", post(seed_endpoint))
         .route("/sandbox/transactions/{id}", get(raw_transaction))
-        .route("/sandbox/transactions/{id}/callback", post(callback_endpoint))
+        .route(
+            "/sandbox/transactions/{id}/callback",
+            post(callback_endpoint),
+        )
         .route("/sandbox/faults", post(fault_endpoint).delete(clear_faults))
         .route("/sandbox/stats", get(stats))
 }
 
-const KRAVIA_TYPES: [&str; 3] = ["kravia.invoice_b2b", "kravia.invoice_b2c", "kravia.invoice_b2b_grouped"];
+const KRAVIA_TYPES: [&str; 3] = [
+    "kravia.invoice_b2b",
+    "kravia.invoice_b2c",
+    "kravia.invoice_b2b_grouped",
+];
 const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 
 fn opaque_id(account: &str) -> String {
-    let tail: String = (0..22).map(|_| BASE58[fastrand::usize(..BASE58.len())] as char).collect();
+    let tail: String = (0..22)
+        .map(|_| BASE58[fastrand::usize(..BASE58.len())] as char)
+        .collect();
     format!("{account}.{tail}")
 }
 
@@ -47,21 +56,32 @@ pub(crate) fn seed(shared: &Shared, seed: Seed) -> String {
     let account = &shared.config.account_id;
     let id = opaque_id(account);
     let session_id = opaque_id(account);
-    let product_type = seed.product_type.clone().unwrap_or_else(|| "kravia.invoice_b2c".into());
+    let product_type = seed
+        .product_type
+        .clone()
+        .unwrap_or_else(|| "kravia.invoice_b2c".into());
     let currency = seed.currency.clone().unwrap_or_else(|| "NOK".into());
     let items = seed.items.clone().unwrap_or_else(default_items);
     let amount: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
     let billing = seed.billing_address.clone().unwrap_or_else(default_billing);
     let today = jiff::Zoned::now().date();
-    let due = today.checked_add(jiff::Span::new().days(14)).unwrap_or(today);
+    let due = today
+        .checked_add(jiff::Span::new().days(14))
+        .unwrap_or(today);
     let mut inner = shared.state.lock();
     inner.invoice_counter += 1;
     let number = format!("SBX{}-{:06}", &account[1..4], inner.invoice_counter);
-    let shape = seed.pdf_shape.clone().unwrap_or_else(|| "descriptor".into());
-    let invoice_url = seed.invoice_url.clone().unwrap_or_else(|| match shape.as_str() {
-        "direct" => format!("{}/v1/invoices/{id}.pdf", shared.base),
-        _ => format!("{}/v1/files/f-{id}", shared.base),
-    });
+    let shape = seed
+        .pdf_shape
+        .clone()
+        .unwrap_or_else(|| "descriptor".into());
+    let invoice_url = seed
+        .invoice_url
+        .clone()
+        .unwrap_or_else(|| match shape.as_str() {
+            "direct" => format!("{}/v1/invoices/{id}.pdf", shared.base),
+            _ => format!("{}/v1/files/f-{id}", shared.base),
+        });
     let kravia = json!({
         "kravia:invoice_number": number, "kravia:invoice_date": today.to_string(),
         "kravia:invoice_due_date": due.to_string(), "kravia:invoice_id": uuid(),
@@ -85,31 +105,54 @@ pub(crate) fn seed(shared: &Shared, seed: Seed) -> String {
             {"id": uuid(), "event": "AUTHORIZE", "transaction_status": "AUTHORIZED", "success": true, "amount": amount, "request_id": uuid(), "created_at": now(), "metadata": kravia},
         ],
     });
-    let key = if seed.use_delivery_method_key { "invoice_delivery_method" } else { "invoice_channel" };
+    let key = if seed.use_delivery_method_key {
+        "invoice_delivery_method"
+    } else {
+        "invoice_channel"
+    };
     let value = |channel: &str| match (seed.use_delivery_method_key, channel) {
         (true, "kravia") => "provider".to_owned(),
         (_, other) => other.to_owned(),
     };
-    let type_key = product_type.strip_prefix("kravia.").unwrap_or(&product_type).to_owned();
+    let type_key = product_type
+        .strip_prefix("kravia.")
+        .unwrap_or(&product_type)
+        .to_owned();
     let mut configuration = json!({});
-    let session_channel = if seed.no_session_channel { None } else { Some(seed.session_channel.clone().unwrap_or_else(|| "merchant".into())) };
+    let session_channel = if seed.no_session_channel {
+        None
+    } else {
+        Some(
+            seed.session_channel
+                .clone()
+                .unwrap_or_else(|| "merchant".into()),
+        )
+    };
     if let Some(channel) = session_channel {
         configuration["kravia"] = json!({ type_key: { "type": "payment_product_type", "enabled": true, "days_until_due": 14, key: value(&channel) } });
     }
     if let Some(channel) = &seed.options_channel {
-        configuration["payment_options"] = json!([{ "type": product_type, "details": { key: value(channel) } }]);
+        configuration["payment_options"] =
+            json!([{ "type": product_type, "details": { key: value(channel) } }]);
     }
-    let customer_name = [transaction["billing_address"]["business_name"].as_str(), transaction["billing_address"]["first_name"].as_str(), transaction["billing_address"]["last_name"].as_str()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let customer_name = [
+        transaction["billing_address"]["business_name"].as_str(),
+        transaction["billing_address"]["first_name"].as_str(),
+        transaction["billing_address"]["last_name"].as_str(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
     let pdf = invoice_pdf(&[
         "Sandbox Merchant AS - Faktura / Invoice".into(),
         format!("Invoice number: {number}"),
         format!("Customer: {customer_name}"),
         format!("Invoice date: {today}   Due date: {due}"),
-        format!("Amount: {}", format_amount(amount, transaction["currency"].as_str().unwrap_or("NOK"))),
+        format!(
+            "Amount: {}",
+            format_amount(amount, transaction["currency"].as_str().unwrap_or("NOK"))
+        ),
         format!("Transaction: {id}"),
     ]);
     inner.transactions.insert(
@@ -130,8 +173,17 @@ pub(crate) fn seed(shared: &Shared, seed: Seed) -> String {
 async fn seed_endpoint(State(shared): State<Arc<Shared>>, body: Option<Json<Seed>>) -> Response {
     let seed = body.map(|Json(s)| s).unwrap_or_default();
     let id = self::seed(&shared, seed);
-    let tx = shared.state.lock().transactions.get(&id).map(|s| s.transaction.clone());
-    (StatusCode::CREATED, Json(json!({"id": id, "transaction": tx}))).into_response()
+    let tx = shared
+        .state
+        .lock()
+        .transactions
+        .get(&id)
+        .map(|s| s.transaction.clone());
+    (
+        StatusCode::CREATED,
+        Json(json!({"id": id, "transaction": tx})),
+    )
+        .into_response()
 }
 
 async fn raw_transaction(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -155,7 +207,11 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.state.lock().stats.clone()).into_response()
 }
 
-async fn callback_endpoint(State(shared): State<Arc<Shared>>, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+async fn callback_endpoint(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let Some(url) = body.get("url").and_then(Value::as_str) else {
         return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`url` is required");
     };
@@ -170,20 +226,42 @@ async fn callback_endpoint(State(shared): State<Arc<Shared>>, Path(id): Path<Str
 fn signature(secret: &str, account: &str, url: &url::Url, t: i64) -> String {
     let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     pairs.sort();
-    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
-    let signed = format!("{t}\n{account}\nGET\n{}\n{}\n{query}", url.host_str().unwrap_or_default(), url.path());
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let signed = format!(
+        "{t}\n{account}\nGET\n{}\n{}\n{query}",
+        url.host_str().unwrap_or_default(),
+        url.path()
+    );
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(signed.as_bytes());
-    format!("t={t},v0-hmac-sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={t},v0-hmac-sha256={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
-pub(crate) async fn send_callback(shared: &Shared, id: &str, callback_url: &str) -> Result<u16, String> {
+pub(crate) async fn send_callback(
+    shared: &Shared,
+    id: &str,
+    callback_url: &str,
+) -> Result<u16, String> {
     let (merchant_reference, session_id) = {
         let inner = shared.state.lock();
-        let stored = inner.transactions.get(id).ok_or_else(|| format!("no transaction {id}"))?;
+        let stored = inner
+            .transactions
+            .get(id)
+            .ok_or_else(|| format!("no transaction {id}"))?;
         (
-            stored.transaction["merchant_reference"].as_str().unwrap_or_default().to_owned(),
-            stored.transaction["session_id"].as_str().unwrap_or_default().to_owned(),
+            stored.transaction["merchant_reference"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            stored.transaction["session_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         )
     };
     let mut url = url::Url::parse(callback_url).map_err(|e| format!("callback url: {e}"))?;
@@ -195,17 +273,28 @@ pub(crate) async fn send_callback(shared: &Shared, id: &str, callback_url: &str)
     let mut request = shared.http.get(url.clone());
     if let Some(secret) = &shared.config.callback_secret {
         let t = jiff::Timestamp::now().as_second();
-        request = request.header("Dintero-Signature", signature(secret, &shared.config.account_id, &url, t));
+        request = request.header(
+            "Dintero-Signature",
+            signature(secret, &shared.config.account_id, &url, t),
+        );
     }
     let response = request.send().await.map_err(|e| e.to_string())?;
     Ok(response.status().as_u16())
 }
 
 /// `POST /v1/sessions/pay`: a merchant-initiated Kravia invoice, authorized at once.
-pub(crate) async fn pay(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Option<Json<Value>>) -> Response {
+pub(crate) async fn pay(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
     let fault = shared.state.lock().take_fault(Operation::Pay, None);
     if let Some(crate::state::FaultKind::Status { status, .. }) = fault {
-        return error(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "SANDBOX_FAULT", "injected fault");
+        return error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "SANDBOX_FAULT",
+            "injected fault",
+        );
     }
     let bearer_ok = headers
         .get(header::AUTHORIZATION)
@@ -213,7 +302,11 @@ pub(crate) async fn pay(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
         .and_then(|h| h.strip_prefix("Bearer "))
         .is_some_and(|t| shared.state.lock().tokens.contains_key(t));
     if !bearer_ok {
-        return error(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "Access forbidden, invalid JWT token was used");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_TOKEN",
+            "Access forbidden, invalid JWT token was used",
+        );
     }
     let Some(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "body must be JSON");
@@ -222,26 +315,60 @@ pub(crate) async fn pay(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
     let order = &body["session"]["order"];
     let product_type = payment["payment_product_type"].as_str().unwrap_or_default();
     if !KRAVIA_TYPES.contains(&product_type) {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("payment.payment_product_type must be one of {KRAVIA_TYPES:?}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("payment.payment_product_type must be one of {KRAVIA_TYPES:?}"),
+        );
     }
     if payment["operation"] != "invoice_payment" {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "payment.operation must be \"invoice_payment\"");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "payment.operation must be \"invoice_payment\"",
+        );
     }
-    if !payment["days_until_due"].as_i64().is_some_and(|d| (0..=365).contains(&d)) {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "payment.days_until_due is required (0-365)");
+    if !payment["days_until_due"]
+        .as_i64()
+        .is_some_and(|d| (0..=365).contains(&d))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "payment.days_until_due is required (0-365)",
+        );
     }
-    let (Some(amount), Some(currency)) = (order["amount"].as_i64(), order["currency"].as_str()) else {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "session.order.amount and session.order.currency are required");
+    let (Some(amount), Some(currency)) = (order["amount"].as_i64(), order["currency"].as_str())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "session.order.amount and session.order.currency are required",
+        );
     };
     if order["billing_address"].is_null() {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "session.order.billing_address is required for Kravia");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "session.order.billing_address is required for Kravia",
+        );
     }
     let items: Vec<Value> = order["items"].as_array().cloned().unwrap_or_default();
     let items_total: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
     if !items.is_empty() && items_total != amount {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("order.amount {amount} does not equal the sum of the items {items_total}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("order.amount {amount} does not equal the sum of the items {items_total}"),
+        );
     }
-    let items = if items.is_empty() { vec![json!({"line_id": "1", "description": "Invoice", "quantity": 1, "amount": amount, "vat": 0, "vat_amount": 0})] } else { items };
+    let items = if items.is_empty() {
+        vec![
+            json!({"line_id": "1", "description": "Invoice", "quantity": 1, "amount": amount, "vat": 0, "vat_amount": 0}),
+        ]
+    } else {
+        items
+    };
     let channel = payment["invoice_channel"].as_str().map(str::to_owned);
     let id = seed(
         &shared,
@@ -256,7 +383,13 @@ pub(crate) async fn pay(State(shared): State<Arc<Shared>>, headers: HeaderMap, b
             ..Seed::default()
         },
     );
-    let mut tx = shared.state.lock().transactions.get(&id).map(|s| s.transaction.clone()).unwrap_or_default();
+    let mut tx = shared
+        .state
+        .lock()
+        .transactions
+        .get(&id)
+        .map(|s| s.transaction.clone())
+        .unwrap_or_default();
     tx["success"] = json!(true);
     tx["actions"] = json!([]);
     Json(tx).into_response()

@@ -94,13 +94,19 @@ impl Sandbox {
                 .build()
                 .map_err(std::io::Error::other)?,
         });
-        let app = api::router().merge(control::router()).with_state(Arc::clone(&shared));
+        let app = api::router()
+            .merge(control::router())
+            .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "sandbox server stopped");
             }
         });
-        Ok(Self { shared, addr, server })
+        Ok(Self {
+            shared,
+            addr,
+            server,
+        })
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -140,22 +146,40 @@ impl Sandbox {
 
     /// Capture calls that took effect for a transaction.
     pub fn captures(&self, transaction_id: &str) -> u32 {
-        self.stats().captures.get(transaction_id).copied().unwrap_or(0)
+        self.stats()
+            .captures
+            .get(transaction_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The transaction as stored (all metadata, all events).
     pub fn transaction(&self, transaction_id: &str) -> Option<Value> {
-        self.shared.state.lock().transactions.get(transaction_id).map(|s| s.transaction.clone())
+        self.shared
+            .state
+            .lock()
+            .transactions
+            .get(transaction_id)
+            .map(|s| s.transaction.clone())
     }
 
     /// The PDF bytes the sandbox serves for a transaction.
     pub fn pdf(&self, transaction_id: &str) -> Option<Vec<u8>> {
-        self.shared.state.lock().transactions.get(transaction_id).map(|s| s.pdf.clone())
+        self.shared
+            .state
+            .lock()
+            .transactions
+            .get(transaction_id)
+            .map(|s| s.pdf.clone())
     }
 
     /// Sends the session callback for a transaction to `callback_url` (GET with query
     /// parameters, signed when a callback secret is configured); returns the HTTP status.
-    pub async fn send_callback(&self, transaction_id: &str, callback_url: &str) -> Result<u16, String> {
+    pub async fn send_callback(
+        &self,
+        transaction_id: &str,
+        callback_url: &str,
+    ) -> Result<u16, String> {
         control::send_callback(&self.shared, transaction_id, callback_url).await
     }
 }

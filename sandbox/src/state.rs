@@ -154,17 +154,28 @@ pub struct State {
 
 impl State {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Inner {
     /// Takes the first fault matching the request, counting the request.
-    pub fn take_fault(&mut self, operation: Operation, transaction: Option<&str>) -> Option<FaultKind> {
-        let name = serde_json::to_value(operation).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    pub fn take_fault(
+        &mut self,
+        operation: Operation,
+        transaction: Option<&str>,
+    ) -> Option<FaultKind> {
+        let name = serde_json::to_value(operation)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         *self.stats.requests.entry(name).or_default() += 1;
         let index = self.faults.iter().position(|f| {
-            f.operation == operation && f.times > 0 && (f.transaction.is_none() || f.transaction.as_deref() == transaction)
+            f.operation == operation
+                && f.times > 0
+                && (f.transaction.is_none() || f.transaction.as_deref() == transaction)
         })?;
         let fault = &mut self.faults[index];
         fault.times -= 1;
@@ -185,5 +196,7 @@ pub fn default_billing() -> Value {
 }
 
 pub fn default_items() -> Vec<Value> {
-    vec![json!({"line_id": "1", "id": "item-1", "description": "Consulting", "quantity": 1, "amount": 50000, "vat": 25, "vat_amount": 10000})]
+    vec![
+        json!({"line_id": "1", "id": "item-1", "description": "Consulting", "quantity": 1, "amount": 50000, "vat": 25, "vat_amount": 10000}),
+    ]
 }

@@ -95,7 +95,11 @@ impl Settings {
                 return Err(ConfigError::message(format!(
                     "configuration file `{}` does not exist{}",
                     path.display(),
-                    if std::env::var_os(CONFIG_ENV).is_some() { " (named by POSTBUD_CONFIG)" } else { "" }
+                    if std::env::var_os(CONFIG_ENV).is_some() {
+                        " (named by POSTBUD_CONFIG)"
+                    } else {
+                        ""
+                    }
                 )));
             }
             figment = figment.merge(Toml::file_exact(path));
@@ -149,12 +153,15 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(dintero) = &self.dintero {
             dintero.validate().map_err(|m| {
-                ConfigError::message(format!("{m} (from {})", self.source_of("dintero.account_id")))
+                ConfigError::message(format!(
+                    "{m} (from {})",
+                    self.source_of("dintero.account_id")
+                ))
             })?;
         }
-        self.store
-            .validate()
-            .map_err(|m| ConfigError::message(format!("{m} (from {})", self.source_of("store.url"))))?;
+        self.store.validate().map_err(|m| {
+            ConfigError::message(format!("{m} (from {})", self.source_of("store.url")))
+        })?;
         for (index, route) in self.routes.iter().enumerate() {
             if route.deliver.is_empty() {
                 return Err(ConfigError::message(format!(
@@ -178,11 +185,9 @@ impl Settings {
 }
 
 fn environment() -> Env {
-    Env::prefixed("POSTBUD_")
-        .split("__")
-        .filter(|key| {
-            // Keys are still upper-case here; figment lower-cases them afterwards.
-            let first = key.as_str().split(['.', '_']).next().unwrap_or_default();
-            SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
-        })
+    Env::prefixed("POSTBUD_").split("__").filter(|key| {
+        // Keys are still upper-case here; figment lower-cases them afterwards.
+        let first = key.as_str().split(['.', '_']).next().unwrap_or_default();
+        SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
+    })
 }

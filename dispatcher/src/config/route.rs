@@ -78,7 +78,10 @@ impl When {
     pub fn matches(&self, tx: &Transaction) -> bool {
         let billing = tx.billing_address.as_ref();
         let customer = tx.customer.as_ref();
-        let has_email = billing.and_then(|b| b.email.as_ref()).or(customer.and_then(|c| c.email.as_ref())).is_some();
+        let has_email = billing
+            .and_then(|b| b.email.as_ref())
+            .or(customer.and_then(|c| c.email.as_ref()))
+            .is_some();
         let has_phone = billing
             .and_then(|b| b.phone_number.as_ref())
             .or(customer.and_then(|c| c.phone_number.as_ref()))
@@ -111,11 +114,22 @@ impl std::str::FromStr for SendWindow {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let bad = |why: String| format!("window `{text}`: {why}; expected e.g. \"08:00-20:00 Europe/Oslo\"");
-        let (range, zone) = text.trim().split_once(' ').ok_or_else(|| bad("no time zone".into()))?;
-        let (start, end) = range.split_once('-').ok_or_else(|| bad("no `-` between the times".into()))?;
-        let time = |s: &str| s.parse::<Time>().map_err(|e| bad(format!("`{s}` is not a time ({e})")));
-        let zone = TimeZone::get(zone.trim()).map_err(|e| bad(format!("unknown time zone ({e})")))?;
+        let bad = |why: String| {
+            format!("window `{text}`: {why}; expected e.g. \"08:00-20:00 Europe/Oslo\"")
+        };
+        let (range, zone) = text
+            .trim()
+            .split_once(' ')
+            .ok_or_else(|| bad("no time zone".into()))?;
+        let (start, end) = range
+            .split_once('-')
+            .ok_or_else(|| bad("no `-` between the times".into()))?;
+        let time = |s: &str| {
+            s.parse::<Time>()
+                .map_err(|e| bad(format!("`{s}` is not a time ({e})")))
+        };
+        let zone =
+            TimeZone::get(zone.trim()).map_err(|e| bad(format!("unknown time zone ({e})")))?;
         Ok(Self {
             start: time(start)?,
             end: time(end)?,
@@ -127,7 +141,9 @@ impl std::str::FromStr for SendWindow {
 
 impl<'de> Deserialize<'de> for SendWindow {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -180,8 +196,23 @@ mod tests {
 
     #[test]
     fn bad_windows_say_what_is_wrong() {
-        assert!("08:00-20:00".parse::<SendWindow>().unwrap_err().contains("no time zone"));
-        assert!("08:00-25:00 Europe/Oslo".parse::<SendWindow>().unwrap_err().contains("not a time"));
-        assert!("08:00-20:00 Mars/Base".parse::<SendWindow>().unwrap_err().contains("unknown time zone"));
+        assert!(
+            "08:00-20:00"
+                .parse::<SendWindow>()
+                .unwrap_err()
+                .contains("no time zone")
+        );
+        assert!(
+            "08:00-25:00 Europe/Oslo"
+                .parse::<SendWindow>()
+                .unwrap_err()
+                .contains("not a time")
+        );
+        assert!(
+            "08:00-20:00 Mars/Base"
+                .parse::<SendWindow>()
+                .unwrap_err()
+                .contains("unknown time zone")
+        );
     }
 }

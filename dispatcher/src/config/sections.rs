@@ -35,7 +35,10 @@ impl StoreSettings {
                 self.url.split('@').next_back().unwrap_or_default()
             ))
         } else {
-            Err(format!("store.url: expected sqlite://FILE, got `{}`", self.url))
+            Err(format!(
+                "store.url: expected sqlite://FILE, got `{}`",
+                self.url
+            ))
         }
     }
 }

@@ -43,7 +43,8 @@ pub fn is_loopback(url: &Url) -> bool {
 }
 
 fn host_of(url: &Url) -> Option<String> {
-    url.host_str().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+    url.host_str()
+        .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
 }
 
 impl DocumentPolicy {
@@ -56,7 +57,12 @@ impl DocumentPolicy {
             .collect();
         let mut hosts = api_hosts.clone();
         hosts.push("cdn.dintero.com".into());
-        hosts.extend(settings.document_hosts.iter().map(|h| h.to_ascii_lowercase()));
+        hosts.extend(
+            settings
+                .document_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase()),
+        );
         Self {
             hosts,
             api_hosts,
@@ -70,7 +76,7 @@ impl DocumentPolicy {
             GatewayError::permanent(OPERATION, format!("`{raw}` is not a URL: {e}"))
         })?;
         let host = host_of(&url).unwrap_or_default();
-        if !self.hosts.iter().any(|h| *h == host) {
+        if !self.hosts.contains(&host) {
             return Err(GatewayError::permanent(
                 OPERATION,
                 format!(
@@ -115,18 +121,30 @@ impl DocumentPolicy {
             return Err(not_a_pdf(content_type.as_deref(), &body));
         }
         let descriptor: FileDescriptor = serde_json::from_slice(&body).map_err(|e| {
-            GatewayError::permanent(OPERATION, format!("neither a PDF nor a Files descriptor ({e}): {}", excerpt(&body)))
+            GatewayError::permanent(
+                OPERATION,
+                format!(
+                    "neither a PDF nor a Files descriptor ({e}): {}",
+                    excerpt(&body)
+                ),
+            )
         })?;
-        if let Some(mime) = descriptor.mime_type.as_deref() {
-            if mime != "application/pdf" {
-                return Err(GatewayError::permanent(OPERATION, format!("the file is `{mime}`, not application/pdf")));
-            }
+        if let Some(mime) = descriptor.mime_type.as_deref()
+            && mime != "application/pdf"
+        {
+            return Err(GatewayError::permanent(
+                OPERATION,
+                format!("the file is `{mime}`, not application/pdf"),
+            ));
         }
-        if let Some(expires_at) = descriptor.expires_at {
-            if expires_at < jiff::Timestamp::now() {
-                // A fresh descriptor comes with the next GET; worth a retry.
-                return Err(GatewayError::temporary(OPERATION, format!("the file URL expired at {expires_at}")));
-            }
+        if let Some(expires_at) = descriptor.expires_at
+            && expires_at < jiff::Timestamp::now()
+        {
+            // A fresh descriptor comes with the next GET; worth a retry.
+            return Err(GatewayError::temporary(
+                OPERATION,
+                format!("the file URL expired at {expires_at}"),
+            ));
         }
         let file_url = self.check_url(&descriptor.url)?;
         let (content_type, body) = self.get(http, tokens, settings, &file_url).await?;
@@ -151,8 +169,10 @@ impl DocumentPolicy {
             .send()
             .await
             .map_err(|e| transport_error(OPERATION, &e))?;
-        if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-            && self.is_api_host(url)
+        if matches!(
+            response.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) && self.is_api_host(url)
         {
             let token = tokens.get(http, settings).await?;
             response = http
@@ -165,10 +185,10 @@ impl DocumentPolicy {
         if !response.status().is_success() {
             return Err(status_error(OPERATION, response).await);
         }
-        if let Some(length) = response.content_length() {
-            if length > self.max_bytes {
-                return Err(self.too_large(length));
-            }
+        if let Some(length) = response.content_length()
+            && length > self.max_bytes
+        {
+            return Err(self.too_large(length));
         }
         let content_type = response
             .headers()
@@ -176,7 +196,11 @@ impl DocumentPolicy {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(OPERATION, &e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(OPERATION, &e))?
+        {
             body.extend_from_slice(&chunk);
             if body.len() as u64 > self.max_bytes {
                 return Err(self.too_large(body.len() as u64));
@@ -203,7 +227,10 @@ fn check_pdf(body: Bytes) -> Result<Bytes, GatewayError> {
     } else {
         Err(GatewayError::permanent(
             OPERATION,
-            format!("the PDF is truncated: no %%EOF marker at its end ({} bytes)", body.len()),
+            format!(
+                "the PDF is truncated: no %%EOF marker at its end ({} bytes)",
+                body.len()
+            ),
         ))
     }
 }

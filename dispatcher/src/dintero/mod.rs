@@ -68,7 +68,11 @@ impl DinteroGateway {
     }
 
     fn api(&self, path: &str) -> String {
-        format!("{}{}", self.settings.api_url.as_str().trim_end_matches('/'), path)
+        format!(
+            "{}{}",
+            self.settings.api_url.as_str().trim_end_matches('/'),
+            path
+        )
     }
 
     fn system_headers(&self, builder: RequestBuilder) -> RequestBuilder {
@@ -135,7 +139,10 @@ impl DinteroGateway {
         }
     }
 
-    async fn transaction_from(operation: &str, response: Response) -> Result<Transaction, GatewayError> {
+    async fn transaction_from(
+        operation: &str,
+        response: Response,
+    ) -> Result<Transaction, GatewayError> {
         let bytes = response
             .bytes()
             .await
@@ -143,7 +150,10 @@ impl DinteroGateway {
         serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::permanent(
                 operation,
-                format!("the response is not a transaction ({e}): {}", excerpt(&bytes)),
+                format!(
+                    "the response is not a transaction ({e}): {}",
+                    excerpt(&bytes)
+                ),
             )
         })
     }
@@ -153,16 +163,26 @@ impl DinteroGateway {
 impl PaymentGateway for DinteroGateway {
     async fn transaction(&self, id: &str) -> Result<Transaction, GatewayError> {
         let operation = format!("GET transaction {id}");
-        let url = format!("{}?includes=session", self.api(&format!("/transactions/{id}")));
+        let url = format!(
+            "{}?includes=session",
+            self.api(&format!("/transactions/{id}"))
+        );
         let response = self.call(&operation, Method::GET, &url, None).await?;
         Self::transaction_from(&operation, response).await
     }
 
-    async fn capture(&self, id: &str, request: &CaptureRequest) -> Result<CaptureOutcome, GatewayError> {
+    async fn capture(
+        &self,
+        id: &str,
+        request: &CaptureRequest,
+    ) -> Result<CaptureOutcome, GatewayError> {
         let operation = format!("capture {id}");
-        let body = serde_json::to_value(request).map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
+        let body = serde_json::to_value(request)
+            .map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
         let url = self.api(&format!("/transactions/{id}/capture"));
-        let response = self.call(&operation, Method::POST, &url, Some(&body)).await?;
+        let response = self
+            .call(&operation, Method::POST, &url, Some(&body))
+            .await?;
         if response.status() == StatusCode::ACCEPTED {
             let request_id = header_str(response.headers(), "event-request-id");
             return Ok(CaptureOutcome::Accepted { request_id });
@@ -183,13 +203,17 @@ impl PaymentGateway for DinteroGateway {
     }
 
     async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError> {
-        self.documents.fetch(&self.http, &self.tokens, &self.settings, url).await
+        self.documents
+            .fetch(&self.http, &self.tokens, &self.settings, url)
+            .await
     }
 
     async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError> {
         let operation = "create invoice (POST /sessions/pay)";
         let url = self.api("/sessions/pay");
-        let response = self.call(operation, Method::POST, &url, Some(request)).await?;
+        let response = self
+            .call(operation, Method::POST, &url, Some(request))
+            .await?;
         let tx = Self::transaction_from(operation, response).await?;
         if tx.status == model::Status::Failed {
             let reason = tx
@@ -199,7 +223,10 @@ impl PaymentGateway for DinteroGateway {
                 .find_map(|e| e.error.as_ref())
                 .map(Value::to_string)
                 .unwrap_or_else(|| "no reason given".into());
-            return Err(GatewayError::permanent(operation, format!("authorization failed: {reason}")));
+            return Err(GatewayError::permanent(
+                operation,
+                format!("authorization failed: {reason}"),
+            ));
         }
         Ok(tx)
     }
@@ -207,12 +234,18 @@ impl PaymentGateway for DinteroGateway {
     async fn probe(&self) -> Result<String, GatewayError> {
         self.tokens.invalidate().await;
         self.tokens.get(&self.http, &self.settings).await?;
-        Ok(format!("got an access token for account {} from {}", self.settings.account_id, self.settings.auth_url))
+        Ok(format!(
+            "got an access token for account {} from {}",
+            self.settings.account_id, self.settings.auth_url
+        ))
     }
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// `Retry-After` as seconds (the only form Dintero documents) or an HTTP date.

@@ -306,7 +306,10 @@ mod tests {
         assert!(tx.events[0].success);
         assert_eq!(tx.events[1].event.as_str(), "FUTURE_EVENT");
         assert!(tx.capture_event().is_some());
-        assert_eq!(tx.kravia_event_value("kravia:invoice_due_date"), Some("2026-12-01"));
+        assert_eq!(
+            tx.kravia_event_value("kravia:invoice_due_date"),
+            Some("2026-12-01")
+        );
         let back = serde_json::to_value(&tx).expect("serialises");
         assert_eq!(back["brand_new_field"]["x"], 1);
         assert_eq!(back["events"][1]["shiny"], 1);

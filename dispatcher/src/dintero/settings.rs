@@ -76,15 +76,21 @@ impl DinteroSettings {
     /// Checks what serde cannot: the account id's shape and the URLs' schemes.
     pub fn validate(&self) -> Result<(), String> {
         let id = self.account_id.as_bytes();
-        if id.len() != 9 || !matches!(id[0], b'P' | b'T') || !id[1..].iter().all(u8::is_ascii_digit) {
+        if id.len() != 9 || !matches!(id[0], b'P' | b'T') || !id[1..].iter().all(u8::is_ascii_digit)
+        {
             return Err(format!(
                 "dintero.account_id: `{}` is not an account id (T or P followed by 8 digits, e.g. T12345678)",
                 self.account_id
             ));
         }
-        for (key, url) in [("dintero.api_url", &self.api_url), ("dintero.auth_url", &self.auth_url)] {
+        for (key, url) in [
+            ("dintero.api_url", &self.api_url),
+            ("dintero.auth_url", &self.auth_url),
+        ] {
             if url.scheme() != "https" && !crate::dintero::document::is_loopback(url) {
-                return Err(format!("{key}: `{url}` must use https (plain http only on loopback)"));
+                return Err(format!(
+                    "{key}: `{url}` must use https (plain http only on loopback)"
+                ));
             }
         }
         Ok(())

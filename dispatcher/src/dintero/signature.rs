@@ -135,24 +135,52 @@ mod tests {
 
     #[test]
     fn documented_test_vector() {
-        let signed = signed_string(1582236537, "P00000000", "GET", "example.com", "/callback", "B=123&A=992");
-        assert_eq!(signed, "1582236537\nP00000000\nGET\nexample.com\n/callback\nA=992&B=123");
+        let signed = signed_string(
+            1582236537,
+            "P00000000",
+            "GET",
+            "example.com",
+            "/callback",
+            "B=123&A=992",
+        );
+        assert_eq!(
+            signed,
+            "1582236537\nP00000000\nGET\nexample.com\n/callback\nA=992&B=123"
+        );
         assert_eq!(
             sign(b"123", 1582236537, &signed),
             "t=1582236537,v0-hmac-sha256=6bed2ab1b919d460ef7465a20dc6c97260dca73fab6647106ca525f0908df64a"
         );
         let header = "t=1582236537,v0-hmac-sha256=6bed2ab1b919d460ef7465a20dc6c97260dca73fab6647106ca525f0908df64a";
-        assert_eq!(verify(b"123", "P00000000", Some(header), REQUEST, 1582236537 + 10), Ok(()));
+        assert_eq!(
+            verify(b"123", "P00000000", Some(header), REQUEST, 1582236537 + 10),
+            Ok(())
+        );
     }
 
     #[test]
     fn refusals() {
         let header = "t=1582236537,v0-hmac-sha256=6bed2ab1b919d460ef7465a20dc6c97260dca73fab6647106ca525f0908df64a";
-        assert_eq!(verify(b"124", "P00000000", Some(header), REQUEST, 1582236537), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"123", "P00000001", Some(header), REQUEST, 1582236537), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"123", "P00000000", Some(header), REQUEST, 1582236537 + 301), Err(SignatureError::Stale(301)));
-        assert_eq!(verify(b"123", "P00000000", None, REQUEST, 0), Err(SignatureError::Missing));
-        assert!(matches!(verify(b"123", "P00000000", Some("garbage"), REQUEST, 0), Err(SignatureError::Malformed(_))));
+        assert_eq!(
+            verify(b"124", "P00000000", Some(header), REQUEST, 1582236537),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"123", "P00000001", Some(header), REQUEST, 1582236537),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"123", "P00000000", Some(header), REQUEST, 1582236537 + 301),
+            Err(SignatureError::Stale(301))
+        );
+        assert_eq!(
+            verify(b"123", "P00000000", None, REQUEST, 0),
+            Err(SignatureError::Missing)
+        );
+        assert!(matches!(
+            verify(b"123", "P00000000", Some("garbage"), REQUEST, 0),
+            Err(SignatureError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -39,10 +39,10 @@ impl TokenCache {
         settings: &DinteroSettings,
     ) -> Result<Token, GatewayError> {
         let mut current = self.current.lock().await;
-        if let Some((token, valid_until)) = current.as_ref() {
-            if Instant::now() < *valid_until {
-                return Ok(Token(token.clone()));
-            }
+        if let Some((token, valid_until)) = current.as_ref()
+            && Instant::now() < *valid_until
+        {
+            return Ok(Token(token.clone()));
         }
         let (token, lifetime) = fetch(http, settings).await?;
         // Refresh a little early: a minute, or a tenth of short lifetimes.
@@ -74,7 +74,10 @@ async fn fetch(
     loop {
         let response = http
             .post(&url)
-            .basic_auth(&settings.client_id, Some(settings.client_secret.expose_secret()))
+            .basic_auth(
+                &settings.client_id,
+                Some(settings.client_secret.expose_secret()),
+            )
             .json(&body)
             .send()
             .await
@@ -84,7 +87,10 @@ async fn fetch(
             let token: AccessToken = response.json().await.map_err(|e| {
                 GatewayError::permanent(operation, format!("the token response is malformed: {e}"))
             })?;
-            return Ok((token.access_token, Duration::from_secs(token.expires_in.max(1))));
+            return Ok((
+                token.access_token,
+                Duration::from_secs(token.expires_in.max(1)),
+            ));
         }
         let mut error = status_error(operation, response).await;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {

@@ -32,9 +32,15 @@ mod tests {
         };
         for _ in 0..100 {
             let first = delay(&s, 1, None);
-            assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2), "{first:?}");
+            assert!(
+                first >= Duration::from_secs(1) && first <= Duration::from_secs(2),
+                "{first:?}"
+            );
             let late = delay(&s, 20, None);
-            assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60), "{late:?}");
+            assert!(
+                late >= Duration::from_secs(30) && late <= Duration::from_secs(60),
+                "{late:?}"
+            );
             assert!(delay(&s, 1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
         }
     }

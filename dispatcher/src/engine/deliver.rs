@@ -12,14 +12,25 @@ impl Engine {
         let job = &lease.job;
         let name = job.channel.clone().unwrap_or_default();
         let Some(invoice) = self.store.invoice(&job.transaction_id).await? else {
-            return Ok(Finish::Failed(format!("no invoice is stored for {}", job.transaction_id)));
+            return Ok(Finish::Failed(format!(
+                "no invoice is stored for {}",
+                job.transaction_id
+            )));
         };
         let Some(channel) = self.channels.get(&name) else {
             let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
-            let error = format!("channel `{name}` is not configured any more (configured: [{}]); `postbud retry` once it is back", known.join(", "));
+            let error = format!(
+                "channel `{name}` is not configured any more (configured: [{}]); `postbud retry` once it is back",
+                known.join(", ")
+            );
             return self.failed_for_good(lease, Finish::Failed(error)).await;
         };
-        let route = self.store.dispatch(&job.transaction_id).await?.and_then(|d| d.route).and_then(|r| self.routes.get(r));
+        let route = self
+            .store
+            .dispatch(&job.transaction_id)
+            .await?
+            .and_then(|d| d.route)
+            .and_then(|r| self.routes.get(r));
         if let Some(window) = route.and_then(|r| r.window.as_ref()) {
             let open = window_open(window, now_ms());
             if open > now_ms() {
@@ -40,9 +51,15 @@ impl Engine {
                 Some(reference) => format!("{} (ref {reference})", receipt.detail),
                 None => receipt.detail,
             })),
-            Err(ChannelError { kind, message, retry_after }) => {
+            Err(ChannelError {
+                kind,
+                message,
+                retry_after,
+            }) => {
                 let mut finish = self.failure(lease, kind, retry_after, message);
-                if let (Finish::Retry { at, .. }, Some(window)) = (&mut finish, route.and_then(|r| r.window.as_ref())) {
+                if let (Finish::Retry { at, .. }, Some(window)) =
+                    (&mut finish, route.and_then(|r| r.window.as_ref()))
+                {
                     *at = window_open(window, *at);
                 }
                 self.failed_for_good(lease, finish).await
@@ -58,7 +75,12 @@ impl Engine {
         if !gave_up || job.kind != JobKind::Deliver || job.role.as_deref() != Some("primary") {
             return Ok(finish);
         }
-        let route = self.store.dispatch(&job.transaction_id).await?.and_then(|d| d.route).and_then(|r| self.routes.get(r));
+        let route = self
+            .store
+            .dispatch(&job.transaction_id)
+            .await?
+            .and_then(|d| d.route)
+            .and_then(|r| self.routes.get(r));
         let Some(route) = route.filter(|r| !r.fallback.is_empty()) else {
             return Ok(finish);
         };
@@ -75,7 +97,16 @@ impl Engine {
             .collect();
         self.store.enqueue(lease, &jobs).await?;
         self.store
-            .record(&job.transaction_id, Some(&job.id), "fallback", &format!("[{}] failed for good; falling back to {}", job.channel.as_deref().unwrap_or(""), route.fallback.join(", ")))
+            .record(
+                &job.transaction_id,
+                Some(&job.id),
+                "fallback",
+                &format!(
+                    "[{}] failed for good; falling back to {}",
+                    job.channel.as_deref().unwrap_or(""),
+                    route.fallback.join(", ")
+                ),
+            )
             .await?;
         Ok(finish)
     }

@@ -53,7 +53,14 @@ impl Engine {
         let finish = self.failure(lease, e.kind, e.retry_after, e.to_string());
         if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
             self.store
-                .update_dispatch(lease, DispatchPatch { stage: Some("failed"), reason: Some(Some(reason.clone())), ..self.patch() })
+                .update_dispatch(
+                    lease,
+                    DispatchPatch {
+                        stage: Some("failed"),
+                        reason: Some(Some(reason.clone())),
+                        ..self.patch()
+                    },
+                )
                 .await?;
         }
         Ok(finish)
@@ -72,12 +79,24 @@ impl Engine {
             } => (invoice_number, invoice_url),
             Eligibility::Skip(reason) => {
                 self.store
-                    .update_dispatch(lease, DispatchPatch { stage: Some("skipped"), reason: Some(Some(reason.clone())), ..self.patch() })
+                    .update_dispatch(
+                        lease,
+                        DispatchPatch {
+                            stage: Some("skipped"),
+                            reason: Some(Some(reason.clone())),
+                            ..self.patch()
+                        },
+                    )
                     .await?;
                 return Ok(Finish::Skipped(reason));
             }
             Eligibility::NotYet(reason) => {
-                return self.gateway_failure(lease, GatewayError::temporary(format!("GET transaction {id}"), reason)).await;
+                return self
+                    .gateway_failure(
+                        lease,
+                        GatewayError::temporary(format!("GET transaction {id}"), reason),
+                    )
+                    .await;
             }
         };
         // Route before capture: collection must not start for an invoice nobody will deliver.
@@ -97,7 +116,10 @@ impl Engine {
         let pdf = match self.pdf(lease, &tx, &invoice_number, &invoice_url).await? {
             Ok(pdf) => pdf,
             Err(e) => {
-                let e = GatewayError { message: format!("{}; nothing was captured", e.message), ..e };
+                let e = GatewayError {
+                    message: format!("{}; nothing was captured", e.message),
+                    ..e
+                };
                 return self.gateway_failure(lease, e).await;
             }
         };
@@ -126,7 +148,15 @@ impl Engine {
             .collect();
         self.store.enqueue(lease, &jobs).await?;
         self.store
-            .update_dispatch(lease, DispatchPatch { stage: Some("routed"), route: Some(route), reason: Some(None), ..self.patch() })
+            .update_dispatch(
+                lease,
+                DispatchPatch {
+                    stage: Some("routed"),
+                    route: Some(route),
+                    reason: Some(None),
+                    ..self.patch()
+                },
+            )
             .await?;
         Ok(Finish::Done(format!(
             "invoice {invoice_number} captured; queued for {}",
@@ -135,15 +165,35 @@ impl Engine {
     }
 
     /// The kept PDF, or a freshly fetched one (then kept), so every attempt sends the same bytes.
-    async fn pdf(&self, lease: &Lease, tx: &Transaction, number: &str, url: &str) -> Result<Result<Pdf, GatewayError>, StoreError> {
+    async fn pdf(
+        &self,
+        lease: &Lease,
+        tx: &Transaction,
+        number: &str,
+        url: &str,
+    ) -> Result<Result<Pdf, GatewayError>, StoreError> {
         if let Some(pdf) = self.store.document(&tx.id).await? {
             return Ok(Ok(pdf));
         }
-        match self.dispatcher.document(self.gateway.as_ref(), tx, number, url).await {
+        match self
+            .dispatcher
+            .document(self.gateway.as_ref(), tx, number, url)
+            .await
+        {
             Ok(pdf) => {
                 self.store.save_document(lease, &pdf).await?;
                 self.store
-                    .record(&tx.id, Some(&lease.job.id), "pdf fetched", &format!("{} ({} bytes, sha256 {})", pdf.file_name, pdf.bytes.len(), pdf.sha256))
+                    .record(
+                        &tx.id,
+                        Some(&lease.job.id),
+                        "pdf fetched",
+                        &format!(
+                            "{} ({} bytes, sha256 {})",
+                            pdf.file_name,
+                            pdf.bytes.len(),
+                            pdf.sha256
+                        ),
+                    )
                     .await?;
                 // Read back: a concurrent attempt may have kept its copy first; use that one.
                 Ok(Ok(self.store.document(&tx.id).await?.unwrap_or(pdf)))
@@ -159,14 +209,26 @@ impl Engine {
         let dispatch = self.store.dispatch(id).await?;
         if let Some(event) = tx.capture_event() {
             if dispatch.as_ref().is_none_or(|d| d.captured_at.is_none()) {
-                self.confirm_capture(lease, event.event.as_str(), event.event_reference.as_deref()).await?;
+                self.confirm_capture(
+                    lease,
+                    event.event.as_str(),
+                    event.event_reference.as_deref(),
+                )
+                .await?;
             }
             return Ok(Capture::Started);
         }
         if let Some(request_id) = dispatch.as_ref().and_then(|d| d.capture_request_id.clone()) {
             // A 202 is pending: never capture again, wait for its event.
             if let Some(event) = tx.event_for_request(&request_id).filter(|e| !e.success) {
-                let reason = format!("capture was refused by Dintero: {}", event.error.as_ref().map(|e| e.to_string()).unwrap_or_default());
+                let reason = format!(
+                    "capture was refused by Dintero: {}",
+                    event
+                        .error
+                        .as_ref()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                );
                 return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
             }
             let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
@@ -174,7 +236,14 @@ impl Engine {
         }
         let reference = ids::capture_reference(id);
         self.store
-            .update_dispatch(lease, DispatchPatch { stage: Some("capturing"), capture_reference: Some(reference.clone()), ..self.patch() })
+            .update_dispatch(
+                lease,
+                DispatchPatch {
+                    stage: Some("capturing"),
+                    capture_reference: Some(reference.clone()),
+                    ..self.patch()
+                },
+            )
             .await?;
         let request = CaptureRequest {
             amount: tx.amount,
@@ -190,21 +259,46 @@ impl Engine {
                 })
                 .collect(),
         };
-        self.store.record(id, Some(&lease.job.id), "capture requested", &format!("amount {} {}, capture_reference {reference}", tx.amount, tx.currency)).await?;
+        self.store
+            .record(
+                id,
+                Some(&lease.job.id),
+                "capture requested",
+                &format!(
+                    "amount {} {}, capture_reference {reference}",
+                    tx.amount, tx.currency
+                ),
+            )
+            .await?;
         match self.gateway.capture(id, &request).await {
             Ok(CaptureOutcome::Done(after)) => self.after_capture(lease, &after).await,
             Ok(CaptureOutcome::Accepted { request_id }) => {
-                let request_id = request_id.unwrap_or_else(|| format!("{reference} (no event-request-id)"));
+                let request_id =
+                    request_id.unwrap_or_else(|| format!("{reference} (no event-request-id)"));
                 self.store
-                    .update_dispatch(lease, DispatchPatch { capture_request_id: Some(Some(request_id.clone())), ..self.patch() })
+                    .update_dispatch(
+                        lease,
+                        DispatchPatch {
+                            capture_request_id: Some(Some(request_id.clone())),
+                            ..self.patch()
+                        },
+                    )
                     .await?;
-                self.store.record(id, Some(&lease.job.id), "capture accepted", &format!("202, event-request-id {request_id}")).await?;
+                self.store
+                    .record(
+                        id,
+                        Some(&lease.job.id),
+                        "capture accepted",
+                        &format!("202, event-request-id {request_id}"),
+                    )
+                    .await?;
                 for _ in 0..CONFIRM_POLLS {
                     tokio::time::sleep(CONFIRM_INTERVAL).await;
-                    if let Ok(now) = self.gateway.transaction(id).await {
-                        if now.capture_event().is_some() || now.event_for_request(&request_id).is_some() {
-                            return self.after_capture(lease, &now).await;
-                        }
+                    if let Ok(now) = self.gateway.transaction(id).await
+                        && (now.capture_event().is_some()
+                            || now.event_for_request(&request_id).is_some())
+                    {
+                        return self.after_capture(lease, &now).await;
                     }
                 }
                 let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
@@ -216,30 +310,75 @@ impl Engine {
             }
             // Unknown outcome (timeout, 5xx, 429): the next attempt re-reads the events before
             // any repeat, so a capture that did land is never made twice.
-            Err(e) => Ok(Capture::Stop(self.failure(lease, e.kind, e.retry_after, e.to_string()))),
+            Err(e) => Ok(Capture::Stop(self.failure(
+                lease,
+                e.kind,
+                e.retry_after,
+                e.to_string(),
+            ))),
         }
     }
 
     async fn after_capture(&self, lease: &Lease, tx: &Transaction) -> Result<Capture, StoreError> {
         if let Some(event) = tx.capture_event() {
-            self.confirm_capture(lease, event.event.as_str(), event.event_reference.as_deref()).await?;
+            self.confirm_capture(
+                lease,
+                event.event.as_str(),
+                event.event_reference.as_deref(),
+            )
+            .await?;
             return Ok(Capture::Started);
         }
-        let refused = tx.events.iter().rev().find(|e| !e.success && matches!(e.event, EventName::InitiateCapture | EventName::Capture));
+        let refused = tx.events.iter().rev().find(|e| {
+            !e.success && matches!(e.event, EventName::InitiateCapture | EventName::Capture)
+        });
         if let Some(event) = refused {
-            let reason = format!("capture was refused by Dintero: {}", event.error.as_ref().map(|e| e.to_string()).unwrap_or_default());
+            let reason = format!(
+                "capture was refused by Dintero: {}",
+                event
+                    .error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            );
             return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
         }
-        let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: the capture response has no INITIATE_CAPTURE event yet"));
+        let finish = self.failure(
+            lease,
+            ErrorKind::Temporary,
+            None,
+            format!("{NOT_CAPTURED}: the capture response has no INITIATE_CAPTURE event yet"),
+        );
         Ok(Capture::Stop(finish))
     }
 
-    async fn confirm_capture(&self, lease: &Lease, event: &str, reference: Option<&str>) -> Result<(), StoreError> {
+    async fn confirm_capture(
+        &self,
+        lease: &Lease,
+        event: &str,
+        reference: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.store
-            .update_dispatch(lease, DispatchPatch { stage: Some("captured"), captured_at: Some(now_ms()), capture_request_id: Some(None), ..self.patch() })
+            .update_dispatch(
+                lease,
+                DispatchPatch {
+                    stage: Some("captured"),
+                    captured_at: Some(now_ms()),
+                    capture_request_id: Some(None),
+                    ..self.patch()
+                },
+            )
             .await?;
         self.store
-            .record(&lease.job.transaction_id, Some(&lease.job.id), "captured", &format!("{event} event present (capture_reference {})", reference.unwrap_or("none")))
+            .record(
+                &lease.job.transaction_id,
+                Some(&lease.job.id),
+                "captured",
+                &format!(
+                    "{event} event present (capture_reference {})",
+                    reference.unwrap_or("none")
+                ),
+            )
             .await
     }
 }

@@ -6,8 +6,8 @@
 //! fall back when they fail for good, and end delivered, failed or dead-lettered, never dropped.
 
 pub mod backoff;
-mod dispatch;
 mod deliver;
+mod dispatch;
 mod outcome;
 mod worker;
 
@@ -167,13 +167,21 @@ impl Engine {
     }
 
     /// The retry decision for a failure of kind `kind` after the lease's attempt.
-    pub(crate) fn failure(&self, lease: &Lease, kind: ErrorKind, retry_after: Option<Duration>, error: String) -> Finish {
+    pub(crate) fn failure(
+        &self,
+        lease: &Lease,
+        kind: ErrorKind,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Finish {
         match kind {
             ErrorKind::Permanent => Finish::Failed(error),
-            ErrorKind::Temporary if lease.job.attempts >= self.settings.max_attempts => Finish::Dead(format!(
-                "gave up after {} attempts: {error}",
-                lease.job.attempts
-            )),
+            ErrorKind::Temporary if lease.job.attempts >= self.settings.max_attempts => {
+                Finish::Dead(format!(
+                    "gave up after {} attempts: {error}",
+                    lease.job.attempts
+                ))
+            }
             ErrorKind::Temporary => {
                 let wait = backoff::delay(&self.settings, lease.job.attempts, retry_after);
                 Finish::Retry {

@@ -44,17 +44,31 @@ impl Outcome {
         }
         match dispatch.map(|d| d.state) {
             Some(JobState::Skipped) => return Verdict::Skipped,
-            Some(JobState::Failed | JobState::Dead | JobState::Cancelled) => return Verdict::Failed,
+            Some(JobState::Failed | JobState::Dead | JobState::Cancelled) => {
+                return Verdict::Failed;
+            }
             Some(JobState::Queued | JobState::Running) | None => return Verdict::Pending,
             Some(JobState::Done) => {}
         }
-        let deliveries: Vec<&Job> = self.jobs.iter().filter(|j| j.kind == JobKind::Deliver).collect();
+        let deliveries: Vec<&Job> = self
+            .jobs
+            .iter()
+            .filter(|j| j.kind == JobKind::Deliver)
+            .collect();
         if deliveries.iter().any(|j| !j.state.is_final()) {
             return Verdict::Pending;
         }
-        let primaries_ok = deliveries.iter().filter(|j| j.role.as_deref() == Some("primary")).all(|j| j.state == JobState::Done);
-        let fallbacks: Vec<&&Job> = deliveries.iter().filter(|j| j.role.as_deref() == Some("fallback")).collect();
-        if primaries_ok || (!fallbacks.is_empty() && fallbacks.iter().all(|j| j.state == JobState::Done)) {
+        let primaries_ok = deliveries
+            .iter()
+            .filter(|j| j.role.as_deref() == Some("primary"))
+            .all(|j| j.state == JobState::Done);
+        let fallbacks: Vec<&&Job> = deliveries
+            .iter()
+            .filter(|j| j.role.as_deref() == Some("fallback"))
+            .collect();
+        if primaries_ok
+            || (!fallbacks.is_empty() && fallbacks.iter().all(|j| j.state == JobState::Done))
+        {
             Verdict::Delivered
         } else {
             Verdict::Failed
@@ -76,7 +90,10 @@ impl fmt::Display for Outcome {
             writeln!(f)?;
         }
         if !self.newly_queued {
-            writeln!(f, "  (already submitted before: nothing new was captured or started)")?;
+            writeln!(
+                f,
+                "  (already submitted before: nothing new was captured or started)"
+            )?;
         }
         for job in self.jobs.iter().filter(|j| j.kind != JobKind::Dispatch) {
             let what = match (&job.kind, job.role.as_deref()) {
@@ -84,7 +101,13 @@ impl fmt::Display for Outcome {
                 (_, Some("fallback")) => "fallback",
                 _ => "deliver",
             };
-            write!(f, "  {what:<8} {:<20} {:<9} attempts {}", job.channel.as_deref().unwrap_or(""), job.state, job.attempts)?;
+            write!(
+                f,
+                "  {what:<8} {:<20} {:<9} attempts {}",
+                job.channel.as_deref().unwrap_or(""),
+                job.state,
+                job.attempts
+            )?;
             match job.state {
                 JobState::Done => write!(f, "  {}", job.receipt.as_deref().unwrap_or(""))?,
                 JobState::Queued => write!(

@@ -19,7 +19,11 @@ impl Engine {
                 let owner = format!("{}-w{index}", engine.owner);
                 let mut failures = 0u32;
                 while !*shutdown.borrow() {
-                    match engine.store.claim(&owner, engine.settings.lease, 1, None).await {
+                    match engine
+                        .store
+                        .claim(&owner, engine.settings.lease, 1, None)
+                        .await
+                    {
                         Ok(leases) if !leases.is_empty() => {
                             failures = 0;
                             for lease in leases {
@@ -49,11 +53,18 @@ impl Engine {
 
     /// Submits the transaction and works on its jobs now, waiting up to `wait` for retries that
     /// come due, then reports where every job stands.
-    pub async fn deliver_now(&self, transaction_id: &str, wait: Duration) -> Result<Outcome, StoreError> {
+    pub async fn deliver_now(
+        &self,
+        transaction_id: &str,
+        wait: Duration,
+    ) -> Result<Outcome, StoreError> {
         let newly_queued = self.submit(transaction_id).await?;
         let deadline = now_ms() + wait.as_millis() as i64;
         loop {
-            let leases = self.store.claim(&self.owner, self.settings.lease, 1, Some(transaction_id)).await?;
+            let leases = self
+                .store
+                .claim(&self.owner, self.settings.lease, 1, Some(transaction_id))
+                .await?;
             if !leases.is_empty() {
                 for lease in leases {
                     if let Err(e) = self.process(lease).await {
@@ -63,7 +74,11 @@ impl Engine {
                 continue;
             }
             let jobs = self.store.jobs(transaction_id).await?;
-            let next = jobs.iter().filter(|j| !j.state.is_final()).map(|j| j.next_at).min();
+            let next = jobs
+                .iter()
+                .filter(|j| !j.state.is_final())
+                .map(|j| j.next_at)
+                .min();
             match next {
                 Some(at) if at <= deadline => {
                     let pause = (at - now_ms()).clamp(10, 1_000) as u64;
@@ -82,4 +97,3 @@ impl Engine {
         }
     }
 }
-

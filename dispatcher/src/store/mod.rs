@@ -228,7 +228,9 @@ pub enum Finish {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The lease lapsed and the job was claimed again (or cancelled).
-    #[error("lease on job {0} was lost: another worker took it over or it was cancelled; this write was refused")]
+    #[error(
+        "lease on job {0} was lost: another worker took it over or it was cancelled; this write was refused"
+    )]
     LeaseLost(String),
     /// The database failed.
     #[error("store: {0}")]
@@ -259,7 +261,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError>;
     /// Claims up to `limit` due jobs (queued and due, or running with a lapsed lease), of one
     /// transaction when `only` names it.
-    async fn claim(&self, owner: &str, lease: Duration, limit: u32, only: Option<&str>) -> Result<Vec<Lease>, StoreError>;
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+        only: Option<&str>,
+    ) -> Result<Vec<Lease>, StoreError>;
     /// Extends a lease.
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError>;
     /// Ends an attempt.
@@ -281,7 +289,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Every job of a transaction, dispatch first.
     async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError>;
     /// Appends to the history.
-    async fn record(&self, transaction_id: &str, job_id: Option<&str>, event: &str, detail: &str) -> Result<(), StoreError>;
+    async fn record(
+        &self,
+        transaction_id: &str,
+        job_id: Option<&str>,
+        event: &str,
+        detail: &str,
+    ) -> Result<(), StoreError>;
     /// The history, oldest first.
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
     /// Requeues failed, dead or cancelled jobs (of one channel, or all) for another try now.

@@ -5,12 +5,14 @@ use std::{str::FromStr, time::Duration};
 use bytes::Bytes;
 use sqlx::{
     Row, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
 };
 
 use super::{
-    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob, Store,
-    StoreError, Totals, VoidEffect, now_ms,
+    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob,
+    Store, StoreError, Totals, VoidEffect, now_ms,
 };
 use crate::{
     ids,
@@ -102,15 +104,24 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A write transaction that takes the write lock at once. A deferred one that reads
+    /// before writing fails with SQLITE_BUSY instead of waiting when another process writes.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Take the write lock first so two processes starting together migrate once.
-        sqlx::query("CREATE TABLE IF NOT EXISTS migration_lock (id INTEGER)").execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM migration_lock").execute(&mut *tx).await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+        let mut tx = self.write().await?;
+        // The immediate transaction holds the write lock: processes starting together migrate
+        // one after the other.
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             sqlx::raw_sql(migration).execute(&mut *tx).await?;
-            sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
+            sqlx::query(&format!("PRAGMA user_version = {}", index + 1))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -118,7 +129,9 @@ impl SqliteStore {
 
     /// The schema version applied.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 
@@ -128,10 +141,12 @@ fn job_from(row: &SqliteRow) -> Result<Job, StoreError> {
     Ok(Job {
         id: row.try_get("id")?,
         transaction_id: row.try_get("transaction_id")?,
-        kind: JobKind::parse(&kind).ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
         channel: row.try_get("channel")?,
         role: row.try_get("role")?,
-        state: JobState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         next_at: row.try_get("next_at")?,
         fence: row.try_get("fence")?,
@@ -166,7 +181,7 @@ impl Store for SqliteStore {
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let job_id = ids::dispatch_id(transaction_id);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'new', ?, ?)
              ON CONFLICT (transaction_id) DO NOTHING",
@@ -214,7 +229,13 @@ impl Store for SqliteStore {
         Ok(inserted || requeued)
     }
 
-    async fn claim(&self, owner: &str, lease: Duration, limit: u32, only: Option<&str>) -> Result<Vec<Lease>, StoreError> {
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+        only: Option<&str>,
+    ) -> Result<Vec<Lease>, StoreError> {
         let now = now_ms();
         let rows = sqlx::query(
             "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
@@ -253,20 +274,72 @@ impl Store for SqliteStore {
             .bind(lease.job.fence)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(lease))
+        }
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
         let now = now_ms();
         let (state, next_at, error, receipt, attempt_delta, event, detail) = match &finish {
-            Finish::Done(receipt) => (JobState::Done, now, None, Some(receipt.clone()), 0, "done", receipt.clone()),
-            Finish::Retry { at, error } => (JobState::Queued, *at, Some(error.clone()), None, 0, "retry", error.clone()),
-            Finish::Postpone(at) => (JobState::Queued, *at, None, None, -1, "postponed", format!("until {}", fmt_ms(*at))),
-            Finish::Failed(error) => (JobState::Failed, now, Some(error.clone()), None, 0, "failed", error.clone()),
-            Finish::Dead(error) => (JobState::Dead, now, Some(error.clone()), None, 0, "dead", error.clone()),
-            Finish::Skipped(reason) => (JobState::Skipped, now, Some(reason.clone()), None, 0, "skipped", reason.clone()),
+            Finish::Done(receipt) => (
+                JobState::Done,
+                now,
+                None,
+                Some(receipt.clone()),
+                0,
+                "done",
+                receipt.clone(),
+            ),
+            Finish::Retry { at, error } => (
+                JobState::Queued,
+                *at,
+                Some(error.clone()),
+                None,
+                0,
+                "retry",
+                error.clone(),
+            ),
+            Finish::Postpone(at) => (
+                JobState::Queued,
+                *at,
+                None,
+                None,
+                -1,
+                "postponed",
+                format!("until {}", fmt_ms(*at)),
+            ),
+            Finish::Failed(error) => (
+                JobState::Failed,
+                now,
+                Some(error.clone()),
+                None,
+                0,
+                "failed",
+                error.clone(),
+            ),
+            Finish::Dead(error) => (
+                JobState::Dead,
+                now,
+                Some(error.clone()),
+                None,
+                0,
+                "dead",
+                error.clone(),
+            ),
+            Finish::Skipped(reason) => (
+                JobState::Skipped,
+                now,
+                Some(reason.clone()),
+                None,
+                0,
+                "skipped",
+                reason.clone(),
+            ),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let updated = sqlx::query(&format!(
             "UPDATE jobs SET state = ?, next_at = ?, last_error = COALESCE(?, last_error), receipt = COALESCE(?, receipt),
                     attempts = attempts + ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
@@ -334,7 +407,11 @@ impl Store for SqliteStore {
         .bind(lease.job.fence)
         .execute(&self.pool)
         .await?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(lease))
+        }
     }
 
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError> {
@@ -360,10 +437,11 @@ impl Store for SqliteStore {
     }
 
     async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
-        let row = sqlx::query("SELECT file_name, sha256, bytes FROM documents WHERE transaction_id = ?")
-            .bind(transaction_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT file_name, sha256, bytes FROM documents WHERE transaction_id = ?")
+                .bind(transaction_id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|row| {
             Ok(Pdf {
                 file_name: row.try_get("file_name")?,
@@ -375,7 +453,8 @@ impl Store for SqliteStore {
     }
 
     async fn save_invoice(&self, lease: &Lease, invoice: &Invoice) -> Result<(), StoreError> {
-        let json = serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
+        let json =
+            serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let updated = sqlx::query(&format!(
             "UPDATE dispatches SET invoice = ?, invoice_number = ?, updated_at = ?
              WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
@@ -388,26 +467,33 @@ impl Store for SqliteStore {
         .bind(lease.job.fence)
         .execute(&self.pool)
         .await?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(lease_lost(lease)) }
+        if updated.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(lease))
+        }
     }
 
     async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {
-        let json: Option<Option<String>> = sqlx::query_scalar("SELECT invoice FROM dispatches WHERE transaction_id = ?")
-            .bind(transaction_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(json) = json.flatten() else { return Ok(None) };
-        let mut invoice: Invoice = serde_json::from_str(&json).map_err(|e| StoreError::Database(format!("invoice snapshot: {e}")))?;
-        let pdf = self
-            .document(transaction_id)
-            .await?
-            .ok_or_else(|| StoreError::Database(format!("invoice {transaction_id} has no stored PDF")))?;
+        let json: Option<Option<String>> =
+            sqlx::query_scalar("SELECT invoice FROM dispatches WHERE transaction_id = ?")
+                .bind(transaction_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(json) = json.flatten() else {
+            return Ok(None);
+        };
+        let mut invoice: Invoice = serde_json::from_str(&json)
+            .map_err(|e| StoreError::Database(format!("invoice snapshot: {e}")))?;
+        let pdf = self.document(transaction_id).await?.ok_or_else(|| {
+            StoreError::Database(format!("invoice {transaction_id} has no stored PDF"))
+        })?;
         invoice.pdf = pdf;
         Ok(Some(invoice))
     }
 
     async fn enqueue(&self, lease: &Lease, jobs: &[NewJob]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let held: Option<i64> = sqlx::query_scalar(&format!("SELECT 1 FROM jobs WHERE {FENCED}"))
             .bind(&lease.job.id)
             .bind(lease.job.fence)
@@ -422,7 +508,7 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         insert_jobs(&mut tx, transaction_id, jobs).await?;
         tx.commit().await?;
         Ok(())
@@ -447,7 +533,13 @@ impl Store for SqliteStore {
         rows.iter().map(job_from).collect()
     }
 
-    async fn record(&self, transaction_id: &str, job_id: Option<&str>, event: &str, detail: &str) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        transaction_id: &str,
+        job_id: Option<&str>,
+        event: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, ?, ?)")
             .bind(transaction_id)
             .bind(job_id)
@@ -460,10 +552,12 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        let rows = sqlx::query("SELECT at, job_id, event, detail FROM history WHERE transaction_id = ? ORDER BY id")
-            .bind(transaction_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT at, job_id, event, detail FROM history WHERE transaction_id = ? ORDER BY id",
+        )
+        .bind(transaction_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(HistoryEntry {
@@ -493,14 +587,20 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         if done > 0 {
-            self.record(transaction_id, None, "retry requested", &format!("{done} job(s) requeued by an operator")).await?;
+            self.record(
+                transaction_id,
+                None,
+                "retry requested",
+                &format!("{done} job(s) requeued by an operator"),
+            )
+            .await?;
         }
         Ok(done)
     }
 
     async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'voided', ?, ?)
              ON CONFLICT (transaction_id) DO UPDATE SET stage = 'voided', updated_at = excluded.updated_at",
@@ -582,7 +682,10 @@ impl Store for SqliteStore {
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
@@ -632,5 +735,7 @@ async fn insert_jobs(
 
 /// A store time as RFC 3339.
 pub fn fmt_ms(ms: Millis) -> String {
-    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_else(|_| ms.to_string())
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
 }

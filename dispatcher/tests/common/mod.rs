@@ -29,7 +29,11 @@ impl Harness {
 
     /// Base configuration against the sandbox, plus `extra` TOML (routes default to the archive).
     pub fn toml(&self, extra: &str) -> String {
-        let routes = if extra.contains("[[routes]]") { "" } else { "[[routes]]\ndeliver = [\"archive\"]\n" };
+        let routes = if extra.contains("[[routes]]") {
+            ""
+        } else {
+            "[[routes]]\ndeliver = [\"archive\"]\n"
+        };
         format!(
             r#"
 [dintero]
