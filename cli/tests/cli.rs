@@ -299,3 +299,68 @@ async fn invoice_create_makes_a_merchant_initiated_invoice_and_delivers_it() {
         .to_owned();
     assert_eq!(s.sandbox.captures(&id), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_a_callback_captures_delivers_and_stops_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let s = setup(&format!("[server]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    let mut child = postbud()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/healthz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(Instant::now() < deadline, "serve never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = s.sandbox.seed(Seed::default());
+    let status = s
+        .sandbox
+        .send_callback(&id, &format!("{base}/dintero/callback"))
+        .await
+        .expect("callback");
+    assert_eq!(status, 200);
+    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("n")
+        .to_owned();
+    let pdf = s.dir.path().join(format!("invoices/{number}.pdf"));
+    while !pdf.exists() {
+        assert!(Instant::now() < deadline, "the workers never delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.sandbox.captures(&id), 1);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("postbud_callbacks_accepted_total 1"),
+        "{metrics}"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
+        .await
+        .expect("joined");
+    assert_eq!(exit.code(), Some(0), "graceful shutdown");
+}

@@ -47,11 +47,15 @@ pub mod __private {
     pub use inventory;
 }
 
-/// Registers a channel kind so that `postbud` finds it at start-up without the binary naming
-/// the crate in code.
+/// Declares a channel kind's factory as a named static and registers it, so that `postbud`
+/// finds the kind at start-up without naming the crate in code.
+///
+/// Name the static in the crate's `register()` too: `inventory` entries of a crate that is
+/// linked but never referenced can be dropped by the linker, and `register()` is the explicit
+/// way in.
 ///
 /// ```
-/// use postbud::{Channel, ChannelError, DeliveryContext, Invoice, Receipt, BuildContext};
+/// use postbud::{BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt};
 ///
 /// #[derive(Debug)]
 /// struct Null;
@@ -63,29 +67,32 @@ pub mod __private {
 ///     }
 /// }
 ///
-/// fn build(_: BuildContext<'_>) -> Result<Box<dyn Channel>, postbud::ConfigError> {
+/// fn build(_: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
 ///     Ok(Box::new(Null))
 /// }
 ///
 /// postbud::register_channel! {
-///     kind: "null",
-///     description: "discards every invoice",
-///     crate_name: "my-null-channel",
-///     example: "",
-///     build: build,
+///     pub static FACTORY = {
+///         kind: "null",
+///         description: "discards every invoice",
+///         crate_name: env!("CARGO_PKG_NAME"),
+///         example: "[channels.bin]\nkind = \"null\"\n",
+///         build: build,
+///     };
 /// }
+///
+/// /// Links this crate's kinds explicitly.
+/// pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+///     registry.add(&FACTORY)
+/// }
+///
+/// let registry = postbud::Registry::discover().expect("no duplicates");
+/// assert!(registry.factories().any(|f| f.kind == "null"));
 /// ```
 #[macro_export]
 macro_rules! register_channel {
-    (kind: $kind:expr, description: $desc:expr, crate_name: $crate_name:expr, example: $example:expr, build: $build:expr $(,)?) => {
-        $crate::__private::inventory::submit! {
-            $crate::ChannelFactory {
-                kind: $kind,
-                description: $desc,
-                crate_name: $crate_name,
-                example: $example,
-                build: $build,
-            }
-        }
+    ($vis:vis static $name:ident = { $($field:ident : $value:expr),* $(,)? };) => {
+        $vis static $name: $crate::ChannelFactory = $crate::ChannelFactory { $($field: $value),* };
+        $crate::__private::inventory::submit! { $crate::registry::Registration(&$name) }
     };
 }

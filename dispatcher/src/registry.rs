@@ -26,7 +26,12 @@ pub struct ChannelFactory {
     pub build: fn(BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError>,
 }
 
-inventory::collect!(ChannelFactory);
+/// What [`crate::register_channel!`] submits to `inventory`: a reference to the named factory,
+/// so the explicit `register()` path adds the very same factory and duplicates are recognised.
+#[derive(Debug)]
+pub struct Registration(pub &'static ChannelFactory);
+
+inventory::collect!(Registration);
 
 /// What a factory gets to build one channel instance.
 #[derive(Debug)]
@@ -123,8 +128,8 @@ impl Registry {
     pub fn discover() -> Result<Self, DuplicateKind> {
         let mut registry = Self::empty();
         registry.add(&crate::folder::FACTORY)?;
-        for factory in inventory::iter::<ChannelFactory> {
-            registry.add(factory)?;
+        for registration in inventory::iter::<Registration> {
+            registry.add(registration.0)?;
         }
         Ok(registry)
     }

@@ -139,3 +139,15 @@ fn two_crates_claiming_one_kind_are_detected() {
         "channel kind `x` is registered twice: by `crate-a` and by `crate-b`"
     );
 }
+
+#[test]
+fn the_documented_configuration_file_is_valid() {
+    let settings = Settings::from_toml(include_str!("../../config/postbud.toml"))
+        .expect("config/postbud.toml parses");
+    assert_eq!(settings.routes.len(), 2);
+    let channels = Registry::discover()
+        .expect("registry")
+        .build_all(&settings)
+        .expect("its channels build");
+    assert!(channels.contains_key("archive"));
+}

@@ -98,11 +98,13 @@ fn build_flaky(
 }
 
 postbud::register_channel! {
-    kind: "flaky-test",
-    description: "fails temporarily fail_times times, then delivers",
-    crate_name: "postbud-engine-tests",
-    example: "",
-    build: build_flaky,
+    static FLAKY = {
+        kind: "flaky-test",
+        description: "fails temporarily fail_times times, then delivers",
+        crate_name: "postbud-engine-tests",
+        example: "",
+        build: build_flaky,
+    };
 }
 
 #[tokio::test]
