@@ -349,6 +349,7 @@ pub async fn sandbox(
     listen: std::net::SocketAddr,
     seed: u32,
     callback_secret: Option<String>,
+    callback_url: Option<String>,
 ) -> CommandResult {
     let config = postbud_sandbox::SandboxConfig {
         callback_secret,
@@ -371,7 +372,11 @@ pub async fn sandbox(
         sandbox.api_url()
     );
     for _ in 0..seed {
-        println!("seeded transaction {}", sandbox.seed(Default::default()));
+        let seed = postbud_sandbox::Seed {
+            callback_url: callback_url.clone(),
+            ..Default::default()
+        };
+        println!("seeded transaction {}", sandbox.seed(seed));
     }
     println!(
         "\nseed more: curl -X POST {}/sandbox/transactions -H 'content-type: application/json' -d '{{}}'",

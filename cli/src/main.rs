@@ -78,6 +78,10 @@ enum Command {
         /// Sign callbacks with this secret.
         #[arg(long)]
         callback_secret: Option<String>,
+        /// Send each seeded transaction's callback here, as Dintero does for
+        /// `url.callback_url` (e.g. http://127.0.0.1:8080/dintero/callback of `postbud serve`).
+        #[arg(long)]
+        callback_url: Option<String>,
     },
     /// Walk through the whole flow on embedded defaults: an in-process sandbox, a few
     /// invoices, capture, delivery, a fallback and a void.
@@ -147,7 +151,8 @@ async fn main() -> ExitCode {
             listen,
             seed,
             callback_secret,
-        } => commands::sandbox(listen, seed, callback_secret).await,
+            callback_url,
+        } => commands::sandbox(listen, seed, callback_secret, callback_url).await,
         Command::Demo { dir } => demo::run(&dir).await,
     };
     match result {

@@ -354,3 +354,44 @@ async fn merchant_initiated_invoices_go_through_the_same_flow() {
         .expect_err("no address");
     assert!(err.to_string().contains("billing_address"), "{err}");
 }
+
+#[tokio::test]
+async fn a_send_window_holds_deliveries_until_it_opens() {
+    let h = Harness::start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let hhmm = |seconds: u64| format!("{:02}:{:02}", (seconds / 3600) % 24, (seconds / 60) % 60);
+    let window = format!("{}-{} UTC", hhmm(now + 3 * 3600), hhmm(now + 4 * 3600));
+    let app = h
+        .app(&format!(
+            "[[routes]]\ndeliver = [\"archive\"]\nwindow = \"{window}\"\n"
+        ))
+        .await;
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_millis(200))
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    assert_eq!(
+        h.sandbox.captures(&id),
+        1,
+        "captured now, delivered in the window"
+    );
+    let delivery = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Deliver)
+        .expect("delivery");
+    let wait_s = (delivery.next_at / 1000) - now as i64;
+    assert!(
+        (3 * 3600 - 60..=3 * 3600).contains(&wait_s),
+        "opens in ~3 h, not {wait_s} s ({window})"
+    );
+    assert_eq!(
+        delivery.attempts, 0,
+        "waiting for a window is not an attempt"
+    );
+}

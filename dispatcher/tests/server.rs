@@ -152,3 +152,59 @@ async fn signed_links_serve_the_stored_pdf_and_refuse_tampering() {
         .expect("text");
     assert!(metrics.contains("postbud_deliveries_done 1"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_merchant_initiated_invoice_comes_back_through_the_callback() {
+    let h = Harness::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = Arc::new(h.app("").await);
+    tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { axum::serve(listener, postbud::server::router(app)).await }
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { app.run_workers(stopped).await }
+    });
+    let order = serde_json::json!({
+        "order": {"amount": 10000, "currency": "NOK", "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "country": "NO"}},
+        "url": {"callback_url": format!("{base}/dintero/callback")}
+    });
+    // Not through App::create_invoice (which submits itself): the callback alone must do it.
+    let request = postbud::app::pay_request(&order).expect("request");
+    let gateway = postbud::dintero::DinteroGateway::new(h.settings("").dintero.expect("dintero"))
+        .expect("gateway");
+    let tx = postbud::PaymentGateway::create_invoice(&gateway, &request)
+        .await
+        .expect("created");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let done = app
+            .store()
+            .jobs(&tx.id)
+            .await
+            .expect("jobs")
+            .iter()
+            .any(|j| {
+                j.kind == postbud::store::JobKind::Deliver
+                    && j.state == postbud::store::JobState::Done
+            });
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the callback did not lead to a delivery: {:?}",
+            h.sandbox.stats().callbacks
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.sandbox.stats().callbacks, vec![(tx.id.clone(), 200)]);
+    assert_eq!(h.sandbox.captures(&tx.id), 1);
+    stop.send(true).expect("stop");
+    workers.await.expect("workers");
+}

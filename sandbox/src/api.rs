@@ -83,7 +83,17 @@ async fn slow(kind: &Option<FaultKind>) {
 }
 
 #[allow(clippy::result_large_err)] // an axum handler's early return, not an error type
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let system: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("dintero-system-"))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    if !system.is_empty() {
+        shared.state.lock().stats.system_headers = system.into_iter().collect();
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -52,7 +52,21 @@ fn format_amount(minor: i64, currency: &str) -> String {
 }
 
 /// Creates and stores a transaction; shared by seeding and `sessions/pay`.
-pub(crate) fn seed(shared: &Shared, seed: Seed) -> String {
+pub(crate) fn seed(shared: &Arc<Shared>, seed: Seed) -> String {
+    let callback_url = seed.callback_url.clone();
+    let id = create(shared, seed);
+    if let Some(url) = callback_url {
+        // Dintero calls back after authorization, not inside the request that authorized.
+        let (shared, id) = (Arc::clone(shared), id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let _ = send_callback(&shared, &id, &url).await;
+        });
+    }
+    id
+}
+
+fn create(shared: &Shared, seed: Seed) -> String {
     let account = &shared.config.account_id;
     let id = opaque_id(account);
     let session_id = opaque_id(account);
@@ -278,8 +292,20 @@ pub(crate) async fn send_callback(
             signature(secret, &shared.config.account_id, &url, t),
         );
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    Ok(response.status().as_u16())
+    let status = match request.send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(e) => {
+            shared.state.lock().stats.callbacks.push((id.to_owned(), 0));
+            return Err(e.to_string());
+        }
+    };
+    shared
+        .state
+        .lock()
+        .stats
+        .callbacks
+        .push((id.to_owned(), status));
+    Ok(status)
 }
 
 /// `POST /v1/sessions/pay`: a merchant-initiated Kravia invoice, authorized at once.
@@ -296,17 +322,8 @@ pub(crate) async fn pay(
             "injected fault",
         );
     }
-    let bearer_ok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .is_some_and(|t| shared.state.lock().tokens.contains_key(t));
-    if !bearer_ok {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_TOKEN",
-            "Access forbidden, invalid JWT token was used",
-        );
+    if let Err(refused) = crate::api::authorized(&shared, &headers) {
+        return refused;
     }
     let Some(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "body must be JSON");
@@ -378,6 +395,9 @@ pub(crate) async fn pay(
             billing_address: Some(order["billing_address"].clone()),
             items: Some(items),
             merchant_reference: order["merchant_reference"].as_str().map(str::to_owned),
+            callback_url: body["session"]["url"]["callback_url"]
+                .as_str()
+                .map(str::to_owned),
             no_session_channel: channel.is_none(),
             session_channel: channel,
             ..Seed::default()

@@ -144,6 +144,11 @@ impl Sandbox {
         self.shared.state.lock().stats.clone()
     }
 
+    /// Invalidates every issued token: the next API call gets a 401.
+    pub fn revoke_tokens(&self) {
+        self.shared.state.lock().tokens.clear();
+    }
+
     /// Capture calls that took effect for a transaction.
     pub fn captures(&self, transaction_id: &str) -> u32 {
         self.stats()

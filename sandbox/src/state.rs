@@ -110,6 +110,9 @@ pub struct Seed {
     pub invoice_url: Option<String>,
     /// The Kravia metadata is missing from the first N reads.
     pub metadata_after_gets: u32,
+    /// Send the session callback (GET, signed when a secret is set) here once authorized, as
+    /// Dintero does for `session.url.callback_url`.
+    pub callback_url: Option<String>,
 }
 
 /// A stored transaction and its sandbox-only facts.
@@ -136,6 +139,10 @@ pub struct Stats {
     pub tokens_issued: u32,
     /// Requests per operation, including refused ones.
     pub requests: BTreeMap<String, u32>,
+    /// `Dintero-System-*` headers of the last capture, void or pay request.
+    pub system_headers: BTreeMap<String, String>,
+    /// Callbacks sent, with the HTTP status they got (0: no answer).
+    pub callbacks: Vec<(String, u16)>,
 }
 
 #[derive(Debug, Default)]

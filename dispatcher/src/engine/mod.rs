@@ -147,9 +147,14 @@ impl Engine {
             let every = self.settings.lease / 3;
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = self.store.renew(&lease, self.settings.lease).await {
-                    tracing::warn!(error = %e, "lease renewal failed");
-                    return;
+                match self.store.renew(&lease, self.settings.lease).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost(_)) => {
+                        tracing::warn!("lease lost; abandoning this attempt");
+                        return;
+                    }
+                    // A passing database error: keep working, renew again next tick.
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
                 }
             }
         };

@@ -1,0 +1,101 @@
+//! The Dintero client as the sandbox sees it: tokens, headers, the capture body.
+
+mod common;
+
+use common::Harness;
+use postbud::engine::Verdict;
+use postbud_sandbox::Seed;
+
+#[tokio::test]
+async fn the_token_is_cached_and_refreshed_once_on_401() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    for _ in 0..3 {
+        let id = h.sandbox.seed(Seed::default());
+        assert_eq!(
+            app.deliver_now(&id).await.expect("deliver").verdict(),
+            Verdict::Delivered
+        );
+    }
+    assert_eq!(
+        h.sandbox.stats().tokens_issued,
+        1,
+        "one token for all calls"
+    );
+    h.sandbox.revoke_tokens();
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(
+        h.sandbox.stats().tokens_issued,
+        2,
+        "refreshed once after the 401"
+    );
+    let history = app.store().history(&id).await.expect("history");
+    assert!(
+        !history.iter().any(|e| e.event == "retry"),
+        "the refresh needed no retry: {history:?}"
+    );
+}
+
+#[tokio::test]
+async fn capture_sends_the_full_amount_the_items_a_stable_reference_and_system_headers() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    let items = vec![
+        serde_json::json!({"line_id": "1", "description": "Chair", "quantity": 2, "amount": 30000, "vat": 25, "vat_amount": 6000}),
+        serde_json::json!({"line_id": "2", "description": "Book", "quantity": 1, "amount": 15000, "vat": 12, "vat_amount": 1607}),
+    ];
+    let id = h.sandbox.seed(Seed {
+        items: Some(items),
+        ..Seed::default()
+    });
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let tx = h.sandbox.transaction(&id).expect("tx");
+    let event = tx["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["event"] == "INITIATE_CAPTURE")
+        .expect("event");
+    assert_eq!(event["amount"], 45000);
+    assert_eq!(
+        event["event_reference"],
+        postbud::ids::capture_reference(&id)
+    );
+    assert_eq!(event["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(event["items"][1]["line_id"], "2");
+    let headers = h.sandbox.stats().system_headers;
+    assert_eq!(
+        headers.get("dintero-system-name").map(String::as_str),
+        Some("postbud")
+    );
+    assert_eq!(
+        headers
+            .get("dintero-system-plugin-name")
+            .map(String::as_str),
+        Some("postbud")
+    );
+    assert_eq!(
+        headers
+            .get("dintero-system-plugin-version")
+            .map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    // The invoice the channels get carries the amounts and lines of the transaction.
+    let invoice = app
+        .store()
+        .invoice(&id)
+        .await
+        .expect("store")
+        .expect("invoice");
+    assert_eq!(
+        (invoice.amount, invoice.vat_amount, invoice.lines.len()),
+        (45000, 7607, 2)
+    );
+    assert_eq!(invoice.locale, "nb");
+    assert!(invoice.due_date.is_some());
+}
