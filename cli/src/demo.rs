@@ -185,7 +185,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         sandbox.captures(first_id)
     );
     println!(
-        "Look closer: POSTBUD_STORE__URL=sqlite://{}/postbud.db postbud status {first_id}",
+        "Look closer: POSTBUD_STORE__URL=sqlite://{}/postbud.db cargo run --release -p postbud-cli -- status {first_id}",
         dir.display()
     );
     let all_ok = rows.iter().all(|(_, _, o)| {
