@@ -89,6 +89,11 @@ pub async fn deliver(
     json: bool,
 ) -> CommandResult {
     let app = app(config).await?;
+    // Bad credentials are the operator's to fix, not this transaction's failure: say so at once.
+    app.probe_gateway().await.map_err(|e| Failure {
+        message: format!("Dintero: {e}"),
+        code: exit::UNAVAILABLE,
+    })?;
     let bar = spinner(format!("capturing and delivering {transaction_id}"));
     let outcome = app.deliver_waiting(transaction_id, wait).await;
     bar.finish_and_clear();
@@ -268,14 +273,14 @@ pub fn channels(config: Option<&Path>) -> CommandResult {
 
 pub async fn check(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
+    let app = App::open(&settings).await?;
     println!(
-        "✓ configuration{} is valid",
+        "✓ configuration{} is valid, its channels build",
         settings
             .file()
             .map(|f| format!(" {}", f.display()))
             .unwrap_or_default()
     );
-    let app = App::open(&settings).await?;
     let mut ok = true;
     match app.probe_gateway().await {
         Ok(what) => println!("✓ dintero: {what}"),

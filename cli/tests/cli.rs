@@ -196,7 +196,7 @@ async fn a_dintero_error_is_one_clear_message() {
         &[("POSTBUD_DINTERO__CLIENT_SECRET", "wrong")],
     )
     .await;
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
     let out = text(&output);
     assert!(
         out.contains("HTTP 401")

@@ -66,13 +66,30 @@ impl<'a> ChannelConfig<'a> {
             dict.remove("kind");
         }
         value.deserialize::<T>().map_err(|error| {
-            let field = error.path.first().map(|p| format!("{key}.{p}"));
-            let source = self
-                .settings
-                .source_of(field.as_deref().unwrap_or(&format!("{key}.kind")));
+            use figment::error::Kind;
+            let field = match &error.kind {
+                Kind::UnknownField(field, _) => Some(field.clone()),
+                Kind::MissingField(field) => Some(field.to_string()),
+                _ => error.path.first().cloned(),
+            };
+            let at = field
+                .as_deref()
+                .map(|f| format!("{key}.{f}"))
+                .unwrap_or_else(|| key.clone());
+            let source = self.settings.source_of(&format!("{key}.kind"));
+            let problem = match &error.kind {
+                Kind::UnknownField(field, expected) => {
+                    format!(
+                        "unknown key `{field}`; expected one of: {}",
+                        expected.join(", ")
+                    )
+                }
+                Kind::MissingField(field) => format!("missing key `{field}`"),
+                other => other.to_string(),
+            };
             ConfigError::message(format!(
-                "[{key}] (kind \"{}\") in {source}: {}",
-                self.kind, error.kind
+                "{at} (channel kind \"{}\", in {source}): {problem}",
+                self.kind
             ))
         })
     }

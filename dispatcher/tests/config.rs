@@ -32,7 +32,8 @@ fn an_unknown_key_in_a_channel_table_names_the_table_the_key_and_the_file() {
     let e =
         build_error("[channels.archive]\nkind = \"folder\"\npath = \"./x\"\ncolour = \"red\"\n");
     assert!(
-        e.contains("[channels.archive]") && e.contains("unknown field") && e.contains("colour"),
+        e.contains("channels.archive.colour")
+            && e.contains("unknown key `colour`; expected one of: path, create"),
         "{e}"
     );
     assert!(e.contains("postbud.toml"), "names the file: {e}");

@@ -98,6 +98,9 @@ async fn fetch(
                 "{} (check dintero.client_id and dintero.client_secret for account {})",
                 error.message, settings.account_id
             );
+            // Our credentials, not the transaction, are at fault: jobs wait (with backoff) for
+            // an operator to fix them instead of failing for good.
+            error.kind = crate::channel::ErrorKind::Temporary;
         }
         let wait = error.retry_after.unwrap_or(Duration::from_millis(200));
         if error.is_temporary() && attempt < super::READ_RETRIES && wait <= super::MAX_INLINE_WAIT {
