@@ -1,6 +1,7 @@
 //! Delivery and cancellation jobs: one channel instance, one attempt.
 
 use super::{Engine, dispatch::window_open};
+use crate::config::Route;
 use crate::{
     channel::{ChannelError, DeliveryContext},
     ids,
@@ -8,6 +9,14 @@ use crate::{
 };
 
 impl Engine {
+    /// The route the dispatch chose, if it is still configured.
+    async fn route_of(&self, transaction_id: &str) -> Result<Option<&Route>, StoreError> {
+        let dispatch = self.store.dispatch(transaction_id).await?;
+        Ok(dispatch
+            .and_then(|d| d.route)
+            .and_then(|r| self.routes.get(r)))
+    }
+
     pub(super) async fn run_delivery(&self, lease: &Lease) -> Result<Finish, StoreError> {
         let job = &lease.job;
         let name = job.channel.clone().unwrap_or_default();
@@ -25,12 +34,7 @@ impl Engine {
             );
             return self.failed_for_good(lease, Finish::Failed(error)).await;
         };
-        let route = self
-            .store
-            .dispatch(&job.transaction_id)
-            .await?
-            .and_then(|d| d.route)
-            .and_then(|r| self.routes.get(r));
+        let route = self.route_of(&job.transaction_id).await?;
         if let Some(window) = route.and_then(|r| r.window.as_ref()) {
             let open = window_open(window, now_ms());
             if open > now_ms() {
@@ -75,12 +79,7 @@ impl Engine {
         if !gave_up || job.kind != JobKind::Deliver || job.role.as_deref() != Some("primary") {
             return Ok(finish);
         }
-        let route = self
-            .store
-            .dispatch(&job.transaction_id)
-            .await?
-            .and_then(|d| d.route)
-            .and_then(|r| self.routes.get(r));
+        let route = self.route_of(&job.transaction_id).await?;
         let Some(route) = route.filter(|r| !r.fallback.is_empty()) else {
             return Ok(finish);
         };

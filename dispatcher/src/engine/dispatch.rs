@@ -29,21 +29,18 @@ enum Capture {
 }
 
 impl Engine {
-    fn patch(&self) -> DispatchPatch {
-        DispatchPatch::default()
+    /// Records the dispatch as failed for good, with the reason `status` shows.
+    async fn mark_failed(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+        let patch = DispatchPatch {
+            stage: Some("failed"),
+            reason: Some(Some(reason.to_owned())),
+            ..DispatchPatch::default()
+        };
+        self.store.update_dispatch(lease, patch).await
     }
 
     async fn stop_failed(&self, lease: &Lease, reason: String) -> Result<Finish, StoreError> {
-        self.store
-            .update_dispatch(
-                lease,
-                DispatchPatch {
-                    stage: Some("failed"),
-                    reason: Some(Some(reason.clone())),
-                    ..self.patch()
-                },
-            )
-            .await?;
+        self.mark_failed(lease, &reason).await?;
         Ok(Finish::Failed(reason))
     }
 
@@ -52,16 +49,7 @@ impl Engine {
     async fn gateway_failure(&self, lease: &Lease, e: GatewayError) -> Result<Finish, StoreError> {
         let finish = self.failure(lease, e.kind, e.retry_after, e.to_string());
         if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
-            self.store
-                .update_dispatch(
-                    lease,
-                    DispatchPatch {
-                        stage: Some("failed"),
-                        reason: Some(Some(reason.clone())),
-                        ..self.patch()
-                    },
-                )
-                .await?;
+            self.mark_failed(lease, reason).await?;
         }
         Ok(finish)
     }
@@ -84,7 +72,7 @@ impl Engine {
                         DispatchPatch {
                             stage: Some("skipped"),
                             reason: Some(Some(reason.clone())),
-                            ..self.patch()
+                            ..DispatchPatch::default()
                         },
                     )
                     .await?;
@@ -154,7 +142,7 @@ impl Engine {
                     stage: Some("routed"),
                     route: Some(route),
                     reason: Some(None),
-                    ..self.patch()
+                    ..DispatchPatch::default()
                 },
             )
             .await?;
@@ -241,7 +229,7 @@ impl Engine {
                 DispatchPatch {
                     stage: Some("capturing"),
                     capture_reference: Some(reference.clone()),
-                    ..self.patch()
+                    ..DispatchPatch::default()
                 },
             )
             .await?;
@@ -280,7 +268,7 @@ impl Engine {
                         lease,
                         DispatchPatch {
                             capture_request_id: Some(Some(request_id.clone())),
-                            ..self.patch()
+                            ..DispatchPatch::default()
                         },
                     )
                     .await?;
@@ -365,7 +353,7 @@ impl Engine {
                     stage: Some("captured"),
                     captured_at: Some(now_ms()),
                     capture_request_id: Some(None),
-                    ..self.patch()
+                    ..DispatchPatch::default()
                 },
             )
             .await?;

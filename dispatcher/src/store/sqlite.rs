@@ -283,61 +283,31 @@ impl Store for SqliteStore {
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
         let now = now_ms();
-        let (state, next_at, error, receipt, attempt_delta, event, detail) = match &finish {
-            Finish::Done(receipt) => (
-                JobState::Done,
-                now,
-                None,
-                Some(receipt.clone()),
-                0,
-                "done",
-                receipt.clone(),
-            ),
-            Finish::Retry { at, error } => (
-                JobState::Queued,
-                *at,
-                Some(error.clone()),
-                None,
-                0,
-                "retry",
-                error.clone(),
-            ),
-            Finish::Postpone(at) => (
-                JobState::Queued,
-                *at,
-                None,
-                None,
-                -1,
-                "postponed",
-                format!("until {}", fmt_ms(*at)),
-            ),
-            Finish::Failed(error) => (
-                JobState::Failed,
-                now,
-                Some(error.clone()),
-                None,
-                0,
-                "failed",
-                error.clone(),
-            ),
-            Finish::Dead(error) => (
-                JobState::Dead,
-                now,
-                Some(error.clone()),
-                None,
-                0,
-                "dead",
-                error.clone(),
-            ),
-            Finish::Skipped(reason) => (
-                JobState::Skipped,
-                now,
-                Some(reason.clone()),
-                None,
-                0,
-                "skipped",
-                reason.clone(),
-            ),
+        let (state, next_at, event) = match &finish {
+            Finish::Done(_) => (JobState::Done, now, "done"),
+            Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
+            Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
+            Finish::Failed(_) => (JobState::Failed, now, "failed"),
+            Finish::Dead(_) => (JobState::Dead, now, "dead"),
+            Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
+        };
+        let (error, receipt) = match &finish {
+            Finish::Done(receipt) => (None, Some(receipt.as_str())),
+            Finish::Retry { error, .. }
+            | Finish::Failed(error)
+            | Finish::Dead(error)
+            | Finish::Skipped(error) => (Some(error.as_str()), None),
+            Finish::Postpone(_) => (None, None),
+        };
+        // Waiting for a send window is not an attempt; the claim counted one.
+        let attempt_delta = if matches!(finish, Finish::Postpone(_)) {
+            -1
+        } else {
+            0
+        };
+        let detail = match &finish {
+            Finish::Postpone(at) => format!("until {}", fmt_ms(*at)),
+            _ => error.or(receipt).unwrap_or_default().to_owned(),
         };
         let mut tx = self.write().await?;
         let updated = sqlx::query(&format!(
