@@ -223,7 +223,7 @@ impl Registry {
             Some((_, krate)) => {
                 let module = krate.replace('-', "_");
                 format!(
-                    "kind \"{kind}\" comes from the crate `{krate}`: add it to your Cargo.toml and link it with `{module}::register(&mut registry);` (or `use {module} as _;`)"
+                    "kind \"{kind}\" comes from the crate `{krate}`: add it to your Cargo.toml and link it with `{module}::register(&mut registry)?;`"
                 )
             }
             None => match known.iter().find(|k| is_near(k, kind)) {

@@ -46,7 +46,10 @@ fn an_unknown_kind_lists_the_kinds_and_says_how_to_link_the_crate() {
         e.contains("unknown channel kind \"email\"") && e.contains("\"folder\""),
         "{e}"
     );
-    assert!(e.contains("postbud_email::register(&mut registry);"), "{e}");
+    assert!(
+        e.contains("postbud_email::register(&mut registry)?;"),
+        "{e}"
+    );
     let e = build_error("[channels.a]\nkind = \"foldr\"\npath = \"x\"\n");
     assert!(e.contains("did you mean \"folder\"?"), "{e}");
 }

@@ -17,6 +17,7 @@
 mod api;
 mod control;
 pub mod pdf;
+pub mod smtp;
 mod state;
 
 use std::{net::SocketAddr, sync::Arc};

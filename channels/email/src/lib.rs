@@ -1,0 +1,162 @@
+//! # postbud-email
+//!
+//! Kind `email`: the invoice as a branded email over SMTP. The message is `multipart/mixed`
+//! holding `multipart/alternative` (plain text, then HTML) and the PDF named after the invoice
+//! number; the `Message-ID` derives from the delivery id, so a retry is recognisable as the same
+//! message. Built on lettre with rustls.
+//!
+//! ```toml
+//! [channels.customer-email]
+//! kind = "email"
+//! smtp_url = "smtps://user:pass@smtp.example:465"   # or smtp://...:587?tls=required
+//! from = "Merchant AS <faktura@merchant.example>"
+//! reply_to = "regnskap@merchant.example"
+//! bcc = ["archive@merchant.example"]
+//! templates = "./templates/email"                   # optional overrides
+//! locale = "auto"                                   # auto | nb | sv | fi | en
+//! max_attachment_bytes = 10485760                   # larger: the signed link instead
+//! ```
+
+mod config;
+pub mod format;
+mod message;
+pub mod templates;
+
+use std::{fmt, sync::Arc};
+
+use lettre::{AsyncTransport, message::Mailbox, transport::smtp::AsyncSmtpTransport};
+use postbud::{
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
+};
+
+use self::{config::EmailConfig, templates::Templates};
+
+postbud::register_channel! {
+    pub static FACTORY = {
+        kind: "email",
+        description: "branded invoice email over SMTP, PDF attached (or a signed link when large)",
+        crate_name: env!("CARGO_PKG_NAME"),
+        example: "[channels.customer-email]\nkind = \"email\"\nsmtp_url = \"smtps://user:pass@smtp.example:465\"\nfrom = \"Merchant AS <faktura@merchant.example>\"\n",
+        build: build,
+    };
+}
+
+/// Links this crate's kind explicitly (for binaries that never name the crate otherwise).
+pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+    registry.add(&FACTORY)
+}
+
+/// Sends invoices as email.
+pub struct EmailChannel {
+    transport: AsyncSmtpTransport<lettre::Tokio1Executor>,
+    templates: Arc<Templates>,
+    message: message::Composer,
+}
+
+impl fmt::Debug for EmailChannel {
+    // By hand: the transport holds credentials and the DKIM key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailChannel")
+            .field("from", &self.message.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
+    let config: EmailConfig = ctx.config.extract()?;
+    let transport = config::transport(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let templates = Templates::load(config.templates.as_deref().map(std::path::Path::new))
+        .map_err(|why| ctx.config.error("templates", why))?;
+    let message =
+        message::Composer::new(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    if config.locale != "auto" && !templates::LOCALES.contains(&config.locale.as_str()) {
+        return Err(ctx.config.error(
+            "locale",
+            format!("`{}`: expected auto, nb, sv, fi or en", config.locale),
+        ));
+    }
+    Ok(Box::new(EmailChannel {
+        transport,
+        templates: Arc::new(templates),
+        message,
+    }))
+}
+
+/// Permanent: the server refused for good (5xx). Temporary: 4xx, timeouts, lost connections.
+fn classify(error: lettre::transport::smtp::Error) -> ChannelError {
+    let message = format!("SMTP: {error}");
+    if error.is_permanent() {
+        ChannelError::permanent(message)
+    } else {
+        ChannelError::temporary(message)
+    }
+}
+
+impl EmailChannel {
+    async fn send(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+        cancelled: bool,
+    ) -> Result<Receipt, ChannelError> {
+        let email = self
+            .message
+            .compose(&self.templates, invoice, ctx, cancelled)?;
+        let recipients: Vec<String> = email
+            .envelope()
+            .to()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let message_id = message::message_id(&ctx.delivery_id, &self.message.from);
+        let response = self.transport.send(email).await.map_err(classify)?;
+        let reply = response.message().collect::<Vec<_>>().join(" ");
+        Ok(Receipt::new(format!(
+            "SMTP {} for {}: {reply}",
+            response.code(),
+            recipients.join(", ")
+        ))
+        .with_reference(message_id))
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for EmailChannel {
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        self.send(invoice, ctx, false).await
+    }
+
+    fn supports_cancel(&self) -> bool {
+        true
+    }
+
+    async fn cancel(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        self.send(invoice, ctx, true).await
+    }
+
+    async fn check(&self) -> Result<String, ChannelError> {
+        // Connecting runs EHLO, STARTTLS (or TLS) and AUTH; NOOP then proves the session works.
+        match self.transport.test_connection().await {
+            Ok(true) => Ok("connected, TLS and authentication accepted".into()),
+            Ok(false) => Err(ChannelError::temporary(
+                "connected, but the server did not answer NOOP",
+            )),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+/// The recipient's mailbox, or a permanent error saying why there is none.
+pub(crate) fn mailbox(address: &str, what: &str) -> Result<Mailbox, ChannelError> {
+    address.parse::<Mailbox>().map_err(|e| {
+        ChannelError::permanent(format!("{what} `{address}` is not an email address: {e}"))
+    })
+}

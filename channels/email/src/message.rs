@@ -1,0 +1,192 @@
+//! Composing the MIME message.
+
+use lettre::{
+    Message,
+    message::{
+        Attachment, Mailbox, MultiPart, SinglePart,
+        dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey},
+        header::ContentType,
+    },
+};
+use minijinja::context;
+use postbud::{ChannelError, DeliveryContext, Invoice};
+
+use crate::{
+    config::{Brand, EmailConfig},
+    format, mailbox,
+    templates::Templates,
+};
+
+/// Everything about a message that does not depend on the invoice.
+pub(crate) struct Composer {
+    pub from: Mailbox,
+    reply_to: Option<Mailbox>,
+    bcc: Vec<Mailbox>,
+    to: Option<Mailbox>,
+    locale: String,
+    max_attachment_bytes: u64,
+    brand: Brand,
+    dkim: Option<DkimConfig>,
+}
+
+/// `<delivery-id@sender-domain>`: the same on every attempt of one delivery.
+pub(crate) fn message_id(delivery_id: &str, from: &Mailbox) -> String {
+    format!("<{delivery_id}@{}>", from.email.domain())
+}
+
+impl Composer {
+    pub(crate) fn new(config: &EmailConfig) -> Result<Self, (&'static str, String)> {
+        let parse = |key: &'static str, value: &str| {
+            value
+                .parse::<Mailbox>()
+                .map_err(|e| (key, format!("`{value}` is not an email address: {e}")))
+        };
+        let dkim = match &config.dkim {
+            None => None,
+            Some(d) => {
+                let key = std::fs::read_to_string(&d.private_key_file).map_err(|e| {
+                    (
+                        "dkim",
+                        format!("private_key_file `{}`: {e}", d.private_key_file),
+                    )
+                })?;
+                let algorithm = match d.algorithm.as_str() {
+                    "rsa" => DkimSigningAlgorithm::Rsa,
+                    "ed25519" => DkimSigningAlgorithm::Ed25519,
+                    other => {
+                        return Err((
+                            "dkim",
+                            format!("algorithm `{other}`: expected rsa or ed25519"),
+                        ));
+                    }
+                };
+                let key = DkimSigningKey::new(key.trim(), algorithm).map_err(|e| {
+                    (
+                        "dkim",
+                        format!(
+                            "private_key_file `{}` is not a {} key: {e}",
+                            d.private_key_file, d.algorithm
+                        ),
+                    )
+                })?;
+                Some(DkimConfig::default_config(
+                    d.selector.clone(),
+                    d.domain.clone(),
+                    key,
+                ))
+            }
+        };
+        Ok(Self {
+            from: parse("from", &config.from)?,
+            reply_to: config
+                .reply_to
+                .as_deref()
+                .map(|r| parse("reply_to", r))
+                .transpose()?,
+            bcc: config
+                .bcc
+                .iter()
+                .map(|b| parse("bcc", b))
+                .collect::<Result<_, _>>()?,
+            to: config.to.as_deref().map(|t| parse("to", t)).transpose()?,
+            locale: config.locale.clone(),
+            max_attachment_bytes: config.max_attachment_bytes,
+            brand: config.brand.clone(),
+            dkim,
+        })
+    }
+
+    pub(crate) fn compose(
+        &self,
+        templates: &Templates,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+        cancelled: bool,
+    ) -> Result<Message, ChannelError> {
+        let to = match (&self.to, &invoice.customer.email) {
+            (Some(fixed), _) => fixed.clone(),
+            (None, Some(email)) => mailbox(email, "the customer's billing email")?,
+            (None, None) => {
+                return Err(ChannelError::permanent(
+                    "the invoice has no customer email (billing_address.email is empty)",
+                ));
+            }
+        };
+        let locale = if self.locale == "auto" {
+            invoice.locale.as_str()
+        } else {
+            self.locale.as_str()
+        };
+        let size = invoice.pdf.bytes.len() as u64;
+        let attached = !cancelled && size <= self.max_attachment_bytes;
+        if !cancelled && !attached && invoice.link.is_none() {
+            return Err(ChannelError::permanent(format!(
+                "the PDF is {size} bytes, over max_attachment_bytes ({}), and there is no signed link to send instead (set server.public_url)",
+                self.max_attachment_bytes
+            )));
+        }
+        let merchant = self
+            .brand
+            .merchant_name
+            .clone()
+            .or_else(|| invoice.merchant_name.clone())
+            .or_else(|| self.from.name.clone())
+            .unwrap_or_default();
+        let customer = invoice
+            .customer
+            .business_name
+            .clone()
+            .or_else(|| Some(invoice.customer.name.clone()).filter(|n| !n.is_empty()));
+        let rendered = templates
+            .render(
+                locale,
+                context! {
+                    cancelled, attached, merchant,
+                    brand => minijinja::Value::from(minijinja::value::Serde(&self.brand)),
+                    invoice => context! {
+                        number => &invoice.invoice_number, amount => format::amount(invoice.amount, &invoice.currency, locale),
+                        due_date => invoice.due_date.map(|d| format::date(d, locale)),
+                        invoice_date => invoice.invoice_date.map(|d| format::date(d, locale)),
+                        reference => &invoice.merchant_reference, customer, link => &invoice.link,
+                        transaction_id => &invoice.transaction_id, currency => &invoice.currency,
+                    },
+                },
+            )
+            .map_err(|e| ChannelError::permanent(format!("template: {e}")))?;
+        let mut builder = Message::builder()
+            .message_id(Some(message_id(&ctx.delivery_id, &self.from)))
+            .from(self.from.clone())
+            .to(to)
+            .subject(rendered.subject);
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        for bcc in &self.bcc {
+            builder = builder.bcc(bcc.clone());
+        }
+        if cancelled {
+            // Thread the notice under the invoice email it cancels.
+            let original = message_id(
+                &postbud::ids::delivery_id(&invoice.transaction_id, &ctx.channel),
+                &self.from,
+            );
+            builder = builder.in_reply_to(original.clone()).references(original);
+        }
+        let body = MultiPart::alternative_plain_html(rendered.text, rendered.html);
+        let mut content = MultiPart::mixed().multipart(body);
+        if attached {
+            let pdf: SinglePart = Attachment::new(invoice.pdf.file_name.clone()).body(
+                invoice.pdf.bytes.to_vec(),
+                ContentType::parse("application/pdf").expect("valid MIME type"),
+            );
+            content = content.singlepart(pdf);
+        }
+        let mut message = builder
+            .multipart(content)
+            .map_err(|e| ChannelError::permanent(format!("cannot build the message: {e}")))?;
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
+        Ok(message)
+    }
+}

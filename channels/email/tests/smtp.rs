@@ -1,0 +1,486 @@
+//! The email channel against a real SMTP server (aiosmtpd, STARTTLS and AUTH required) and the
+//! Dintero sandbox, through the library's public face.
+
+use std::time::Duration;
+
+use mail_parser::{MessageParser, MimeHeaders};
+use postbud::{App, Settings, engine::Verdict, store::JobState};
+use postbud_sandbox::{Sandbox, Seed, smtp::SmtpServer};
+
+struct Setup {
+    sandbox: Sandbox,
+    smtp: SmtpServer,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(test: &str) -> Option<Self> {
+        let smtp = SmtpServer::start_or_skip(test)?;
+        let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+        Some(Self {
+            sandbox,
+            smtp,
+            dir: tempfile::tempdir().expect("dir"),
+        })
+    }
+
+    /// An app whose `mail` channel is the email channel; `extra` adds keys to it and tables.
+    async fn app(&self, mail_keys: &str, extra: &str) -> App {
+        let routes = if extra.contains("[[routes]]") {
+            ""
+        } else {
+            "[[routes]]\ndeliver = [\"mail\"]\n"
+        };
+        let toml = format!(
+            r#"
+[dintero]
+account_id = "T12345678"
+client_id = "sandbox-client"
+client_secret = "sandbox-secret"
+api_url = "{api}"
+auth_url = "{api}"
+
+[store]
+url = "sqlite://{dir}/postbud.db"
+
+[engine]
+backoff_base = "50ms"
+backoff_max = "200ms"
+
+[channels.archive]
+kind = "folder"
+path = "{dir}/invoices"
+
+[channels.mail]
+kind = "email"
+smtp_url = "{smtp}"
+ca_file = "{ca}"
+from = "Merchant AS <faktura@merchant.example>"
+reply_to = "regnskap@merchant.example"
+timeout = "5s"
+{mail_keys}
+
+{extra}
+{routes}
+"#,
+            api = self.sandbox.api_url(),
+            dir = self.dir.path().display(),
+            smtp = self.smtp.url(),
+            ca = self.smtp.ca_file().display(),
+        );
+        App::open(&Settings::from_toml(&toml).expect("settings"))
+            .await
+            .expect("app")
+    }
+}
+
+/// The kinds of the core plus this crate's, linked explicitly: a test binary that never names
+/// the crate would lose its `inventory` entry.
+fn registry() -> postbud::Registry {
+    let mut registry = postbud::Registry::discover().expect("registry");
+    postbud_email::register(&mut registry).expect("no duplicate");
+    registry
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn billing(email: &str, country: &str) -> serde_json::Value {
+    serde_json::json!({"first_name": "Kari", "last_name": "Nordmann", "email": email, "address_line": "Storgata 1",
+        "postal_code": "0151", "postal_place": "Oslo", "country": country})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invoice_email_is_well_formed_and_carries_the_same_pdf() {
+    let Some(s) = Setup::start("the_invoice_email_is_well_formed_and_carries_the_same_pdf").await
+    else {
+        return;
+    };
+    let app = s.app("", "").await;
+    let id = s.sandbox.seed(Seed::default());
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let envelope = &messages[0].envelope;
+    assert_eq!(envelope["tls"], true, "STARTTLS was used");
+    assert_eq!(envelope["auth"], true, "AUTH was used");
+    assert_eq!(envelope["rcpt_tos"], serde_json::json!(["kari@example.no"]));
+
+    let message = MessageParser::default()
+        .parse(&messages[0].raw)
+        .expect("parses");
+    let expected_id = format!(
+        "{}@merchant.example",
+        postbud::ids::delivery_id(&id, "mail")
+    );
+    assert_eq!(message.message_id(), Some(expected_id.as_str()));
+    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("n")
+        .to_owned();
+    assert_eq!(
+        message.subject(),
+        Some(format!("Faktura {number} fra Sandbox Merchant AS").as_str())
+    );
+    assert!(message.reply_to().is_some());
+
+    // multipart/mixed { multipart/alternative { text/plain, text/html }, application/pdf }
+    let root = message.root_part();
+    assert_eq!(
+        root.content_type()
+            .map(|c| (c.c_type.as_ref(), c.subtype())),
+        Some(("multipart", Some("mixed")))
+    );
+    let parts: Vec<(String, String)> = message
+        .parts
+        .iter()
+        .map(|p| {
+            p.content_type()
+                .map(|c| {
+                    (
+                        c.c_type.to_string(),
+                        c.subtype().unwrap_or_default().to_owned(),
+                    )
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("multipart", "mixed"),
+        ("multipart", "alternative"),
+        ("text", "plain"),
+        ("text", "html"),
+        ("application", "pdf"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(parts, expected, "MIME structure");
+    let text = message.body_text(0).expect("text");
+    assert!(
+        text.contains(&number) && text.contains("500,00\u{a0}kr"),
+        "{text}"
+    );
+    let html = message.body_html(0).expect("html");
+    assert!(html.contains("<strong>500,00\u{a0}kr</strong>"), "{html}");
+
+    let attachment = message.attachment(0).expect("the PDF is attached");
+    assert_eq!(
+        attachment.attachment_name(),
+        Some(format!("{number}.pdf").as_str())
+    );
+    assert_eq!(
+        sha256(attachment.contents()),
+        sha256(&s.sandbox.pdf(&id).expect("pdf"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_451_is_retried_and_the_message_id_stays_the_same() {
+    let Some(s) = Setup::start("a_451_is_retried_and_the_message_id_stays_the_same").await else {
+        return;
+    };
+    let app = s.app("", "").await;
+    let id = s.sandbox.seed(Seed {
+        billing_address: Some(billing("greylist-kari@example.no", "NO")),
+        ..Seed::default()
+    });
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("mail"))
+        .expect("job");
+    assert_eq!(job.attempts, 2);
+    let history = app.store().history(&id).await.expect("history");
+    let retry = history
+        .iter()
+        .find(|e| e.event == "retry")
+        .expect("a retry");
+    assert!(retry.detail.contains("451"), "{retry:?}");
+    let expected_id = format!(
+        "<{}@merchant.example>",
+        postbud::ids::delivery_id(&id, "mail")
+    );
+    assert!(
+        job.receipt
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&expected_id),
+        "{job:?}"
+    );
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let message = MessageParser::default()
+        .parse(&messages[0].raw)
+        .expect("parses");
+    assert_eq!(
+        message.message_id().map(|m| format!("<{m}>")),
+        Some(expected_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_550_fails_permanently_and_the_fallback_delivers() {
+    let Some(s) = Setup::start("a_550_fails_permanently_and_the_fallback_delivers").await else {
+        return;
+    };
+    let app = s
+        .app(
+            "",
+            "[[routes]]\ndeliver = [\"mail\"]\nfallback = [\"archive\"]\n",
+        )
+        .await;
+    let id = s.sandbox.seed(Seed {
+        billing_address: Some(billing("reject-me@example.no", "NO")),
+        ..Seed::default()
+    });
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let mail = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("mail"))
+        .expect("mail job");
+    assert_eq!(
+        (mail.state, mail.attempts),
+        (JobState::Failed, 1),
+        "no retry after a 550"
+    );
+    assert!(
+        mail.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("550"),
+        "{mail:?}"
+    );
+    let archive = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("archive"))
+        .expect("fallback");
+    assert_eq!(archive.state, JobState::Done);
+    assert!(s.smtp.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_does_not_parse_fails_permanently() {
+    let Some(s) = Setup::start("an_address_that_does_not_parse_fails_permanently").await else {
+        return;
+    };
+    let app = s.app("", "").await;
+    let id = s.sandbox.seed(Seed {
+        billing_address: Some(billing("kari at example", "NO")),
+        ..Seed::default()
+    });
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    let mail = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("mail"))
+        .expect("mail job");
+    assert_eq!(mail.state, JobState::Failed);
+    assert!(
+        mail.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`kari at example` is not an email address"),
+        "{mail:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_of_the_four_languages_renders() {
+    let Some(s) = Setup::start("each_of_the_four_languages_renders").await else {
+        return;
+    };
+    let app = s.app("", "").await;
+    let cases = [
+        ("NO", "Faktura", "fra", "500,00\u{a0}kr", "Vennlig hilsen"),
+        (
+            "SE",
+            "Faktura",
+            "från",
+            "500,00\u{a0}kr",
+            "Med vänliga hälsningar",
+        ),
+        (
+            "FI",
+            "Lasku",
+            "–",
+            "500,00\u{a0}€",
+            "Ystävällisin terveisin",
+        ),
+        ("GB", "Invoice", "from", "EUR\u{a0}500.00", "Kind regards"),
+    ];
+    for (country, word, from, amount, closing) in cases {
+        let currency = if matches!(country, "FI" | "GB") {
+            "EUR"
+        } else if country == "SE" {
+            "SEK"
+        } else {
+            "NOK"
+        };
+        let id = s.sandbox.seed(Seed {
+            billing_address: Some(billing("kari@example.no", country)),
+            currency: Some(currency.into()),
+            ..Seed::default()
+        });
+        assert_eq!(
+            app.deliver_now(&id).await.expect("deliver").verdict(),
+            Verdict::Delivered
+        );
+        let messages = s.smtp.messages();
+        let message = MessageParser::default()
+            .parse(&messages.last().expect("one more").raw)
+            .expect("parses");
+        let subject = message.subject().unwrap_or_default().to_owned();
+        assert!(
+            subject.starts_with(word) && subject.contains(from),
+            "{country}: {subject}"
+        );
+        let text = message.body_text(0).expect("text");
+
+        assert!(
+            text.contains(amount) && text.contains(closing),
+            "{country}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voided_invoice_gets_a_cancellation_threaded_under_the_invoice() {
+    let Some(s) =
+        Setup::start("a_voided_invoice_gets_a_cancellation_threaded_under_the_invoice").await
+    else {
+        return;
+    };
+    let app = s.app("", "").await;
+    let id = s.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    app.void(&id).await.expect("void");
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 2);
+    let invoice = MessageParser::default()
+        .parse(&messages[0].raw)
+        .expect("parses");
+    let cancel = MessageParser::default()
+        .parse(&messages[1].raw)
+        .expect("parses");
+    assert!(
+        cancel
+            .subject()
+            .unwrap_or_default()
+            .starts_with("Kreditert"),
+        "{:?}",
+        cancel.subject()
+    );
+    assert_eq!(cancel.in_reply_to().as_text(), invoice.message_id());
+    assert_ne!(cancel.message_id(), invoice.message_id());
+    assert!(cancel.attachment(0).is_none(), "no PDF with a cancellation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_pdf_is_replaced_by_the_signed_link() {
+    let Some(s) = Setup::start("a_large_pdf_is_replaced_by_the_signed_link").await else {
+        return;
+    };
+    let app = s
+        .app(
+            "max_attachment_bytes = 100",
+            "[server]\npublic_url = \"https://invoices.merchant.example\"\n",
+        )
+        .await;
+    let id = s.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let messages = s.smtp.messages();
+    let message = MessageParser::default()
+        .parse(&messages[0].raw)
+        .expect("parses");
+    assert!(message.attachment(0).is_none());
+    let text = message.body_text(0).expect("text");
+    assert!(
+        text.contains(&format!(
+            "https://invoices.merchant.example/invoices/{id}.pdf?expires="
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connects_upgrades_and_authenticates_without_sending() {
+    let Some(s) = Setup::start("check_connects_upgrades_and_authenticates_without_sending").await
+    else {
+        return;
+    };
+    let app = s.app("", "").await;
+    let results = app.check().await;
+    let mail = results
+        .iter()
+        .find(|(name, _)| name == "mail")
+        .expect("mail");
+    assert!(mail.1.is_ok(), "{:?}", mail.1);
+    assert!(s.smtp.messages().is_empty());
+    let wrong = s.app("password = \"wrong\"", "").await;
+    let results = wrong.check().await;
+    let error = results
+        .iter()
+        .find(|(name, _)| name == "mail")
+        .expect("mail")
+        .1
+        .clone()
+        .expect_err("bad password");
+    assert!(
+        error.to_string().contains("535") || error.to_string().to_lowercase().contains("auth"),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains("wrong"),
+        "no password in errors: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_errors_are_reported_when_the_channel_is_built() {
+    let Some(s) = Setup::start("template_errors_are_reported_when_the_channel_is_built").await
+    else {
+        return;
+    };
+    let templates = s.dir.path().join("templates");
+    std::fs::create_dir_all(templates.join("nb")).expect("dir");
+    std::fs::write(
+        templates.join("nb/subject.txt"),
+        "Faktura {{ invoice.nummer }}",
+    )
+    .expect("write");
+    let toml = format!(
+        "[channels.mail]\nkind = \"email\"\nsmtp_url = \"{}\"\nfrom = \"a@b.example\"\ntemplates = \"{}\"\n",
+        s.smtp.url(),
+        templates.display()
+    );
+    let settings = Settings::from_toml(&toml).expect("settings");
+    let error = registry()
+        .build_all(&settings)
+        .expect_err("broken template")
+        .to_string();
+    assert!(
+        error.contains("channels.mail.templates") && error.contains("nb/subject.txt"),
+        "{error}"
+    );
+    assert!(
+        !error.contains(postbud_sandbox::smtp::PASSWORD),
+        "no password in errors: {error}"
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
