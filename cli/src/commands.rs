@@ -63,8 +63,24 @@ fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
     Ok(Settings::load(config)?)
 }
 
+/// The channel kinds this binary links: the core's and each channel crate's, named explicitly
+/// so the linker cannot drop them.
+pub fn registry() -> Result<Registry, Failure> {
+    let duplicate = |e: postbud::registry::DuplicateKind| Failure {
+        message: e.to_string(),
+        code: exit::CONFIG,
+    };
+    let mut registry = Registry::discover().map_err(duplicate)?;
+    postbud_email::register(&mut registry).map_err(duplicate)?;
+    Ok(registry)
+}
+
+pub async fn open(settings: &Settings) -> Result<App, Failure> {
+    Ok(App::builder(settings).registry(registry()?).open().await?)
+}
+
 async fn app(config: Option<&Path>) -> Result<App, Failure> {
-    Ok(App::open(&settings(config)?).await?)
+    open(&settings(config)?).await
 }
 
 fn spinner(message: String) -> indicatif::ProgressBar {
@@ -249,10 +265,7 @@ pub async fn create_invoice(config: Option<&Path>, order: &Path) -> CommandResul
 }
 
 pub fn channels(config: Option<&Path>) -> CommandResult {
-    let registry = Registry::discover().map_err(|e| Failure {
-        message: e.to_string(),
-        code: exit::CONFIG,
-    })?;
+    let registry = registry()?;
     println!("channel kinds:");
     for factory in registry.factories() {
         println!(
@@ -273,7 +286,7 @@ pub fn channels(config: Option<&Path>) -> CommandResult {
 
 pub async fn check(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
-    let app = App::open(&settings).await?;
+    let app = open(&settings).await?;
     println!(
         "✓ configuration{} is valid, its channels build",
         settings

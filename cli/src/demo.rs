@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use postbud::{App, Settings, engine::Verdict, store::JobKind};
+use postbud::{Settings, engine::Verdict, store::JobKind};
 use postbud_sandbox::{Sandbox, Seed};
 use serde_json::json;
 
@@ -91,7 +91,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
     let toml = DEMO_TOML
         .replace("{api}", &sandbox.api_url())
         .replace("{dir}", &dir.display().to_string());
-    let app = App::open(&Settings::from_toml(&toml)?).await?;
+    let app = crate::commands::open(&Settings::from_toml(&toml)?).await?;
 
     println!(
         "Postbud demo: a Dintero sandbox on {}, store and files in {}\n",

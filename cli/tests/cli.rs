@@ -81,7 +81,7 @@ fn channels_lists_the_folder_kind() {
     assert!(output.status.success());
     let out = text(&output);
     assert!(
-        out.contains("folder") && out.contains("writes the PDF"),
+        out.contains("folder") && out.contains("writes the PDF") && out.contains("postbud-email"),
         "{out}"
     );
 }
@@ -363,4 +363,37 @@ async fn serve_takes_a_callback_captures_delivers_and_stops_on_sigterm() {
         .await
         .expect("joined");
     assert_eq!(exit.code(), Some(0), "graceful shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_captures_then_the_email_arrives() {
+    let Some(smtp) =
+        postbud_sandbox::smtp::SmtpServer::start_or_skip("deliver_captures_then_the_email_arrives")
+    else {
+        return;
+    };
+    let s = setup(&format!(
+        "[channels.mail]\nkind = \"email\"\nsmtp_url = \"{}\"\nca_file = \"{}\"\nfrom = \"Merchant AS <faktura@merchant.example>\"\n\n[[routes]]\ndeliver = [\"mail\"]\n",
+        smtp.url(),
+        smtp.ca_file().display()
+    ))
+    .await;
+    let id = s.sandbox.seed(Seed::default());
+    let output = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(s.sandbox.captures(&id), 1);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{}", text(&output));
+    let raw = String::from_utf8_lossy(&messages[0].raw);
+    assert!(
+        raw.contains(&format!(
+            "{}@merchant.example",
+            postbud::ids::delivery_id(&id, "mail")
+        )),
+        "{raw}"
+    );
+    assert!(
+        !text(&output).contains(postbud_sandbox::smtp::PASSWORD),
+        "the SMTP password is not printed"
+    );
 }

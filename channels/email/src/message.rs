@@ -4,8 +4,11 @@ use lettre::{
     Message,
     message::{
         Attachment, Mailbox, MultiPart, SinglePart,
-        dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey},
-        header::ContentType,
+        dkim::{
+            DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+            DkimSigningKey,
+        },
+        header::{ContentType, HeaderName},
     },
 };
 use minijinja::context;
@@ -69,11 +72,34 @@ impl Composer {
                         ),
                     )
                 })?;
-                Some(DkimConfig::default_config(
-                    d.selector.clone(),
-                    d.domain.clone(),
-                    key,
-                ))
+                {
+                    // relaxed/relaxed survives the re-folding relays do. Content-Type is left out: lettre
+                    // 0.11 canonicalises the folded multipart Content-Type differently from verifiers
+                    // (dkimpy rejects the signature); DKIM requires only From.
+                    let relaxed = DkimCanonicalization {
+                        header: DkimCanonicalizationType::Relaxed,
+                        body: DkimCanonicalizationType::Relaxed,
+                    };
+                    let headers = [
+                        "From",
+                        "To",
+                        "Subject",
+                        "Date",
+                        "Message-ID",
+                        "Reply-To",
+                        "MIME-Version",
+                    ]
+                    .into_iter()
+                    .map(HeaderName::new_from_ascii_str)
+                    .collect();
+                    Some(DkimConfig::new(
+                        d.selector.clone(),
+                        d.domain.clone(),
+                        key,
+                        headers,
+                        relaxed,
+                    ))
+                }
             }
         };
         Ok(Self {

@@ -484,3 +484,81 @@ async fn template_errors_are_reported_when_the_channel_is_built() {
     );
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// DKIM-signed messages verify with dkimpy (Debian's python3-dkim), given the public key as the
+/// DNS record would publish it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkim_signatures_verify_with_an_independent_implementation() {
+    let Some(s) = Setup::start("dkim_signatures_verify_with_an_independent_implementation").await
+    else {
+        return;
+    };
+    let dir = s.dir.path();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .expect("openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&["genrsa", "-traditional", "-out", "dkim.pem", "2048"]);
+    openssl(&[
+        "rsa",
+        "-in",
+        "dkim.pem",
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        "dkim.pub.der",
+    ]);
+    let app = s
+        .app(&format!("dkim = {{ domain = \"merchant.example\", selector = \"postbud\", private_key_file = \"{}/dkim.pem\" }}", dir.display()), "")
+        .await;
+    let id = s.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let messages = s.smtp.messages();
+    let raw = &messages[0].raw;
+    assert!(
+        String::from_utf8_lossy(raw).contains("d=merchant.example"),
+        "signed"
+    );
+    std::fs::write(dir.join("message.eml"), raw).expect("write");
+    let verify = r#"
+import base64, sys
+try:
+    import dkim
+except ImportError:
+    print("NO-DKIMPY"); sys.exit(0)
+key = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+record = ("v=DKIM1; k=rsa; p=" + key).encode()
+ok = dkim.verify(open(sys.argv[1], "rb").read(), dnsfunc=lambda name, timeout=5: record)
+print("VALID" if ok else "INVALID")
+"#;
+    let output = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", verify])
+        .arg(dir.join("message.eml"))
+        .arg(dir.join("dkim.pub.der"))
+        .output()
+        .expect("python3");
+    let verdict = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if verdict == "NO-DKIMPY" {
+        assert_ne!(
+            std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref(),
+            Ok("1"),
+            "python3-dkim is required"
+        );
+        eprintln!("SKIPPED the DKIM verification: python3-dkim is not installed");
+        return;
+    }
+    assert_eq!(
+        verdict,
+        "VALID",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
