@@ -397,3 +397,45 @@ async fn deliver_captures_then_the_email_arrives() {
         "the SMTP password is not printed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_captures_then_the_webhook_arrives() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(axum::http::HeaderMap, String)>();
+    let receiver = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let s = setup(&format!(
+        "[channels.platform]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\npdf = \"inline\"\n\n[[routes]]\ndeliver = [\"platform\"]\n"
+    ))
+    .await;
+    let id = s.sandbox.seed(Seed::default());
+    let output = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(s.sandbox.captures(&id), 1);
+    let (headers, body) = rx.recv().await.expect("the webhook arrived");
+    assert_eq!(
+        headers["webhook-id"],
+        postbud::ids::delivery_id(&id, "platform").as_str()
+    );
+    assert!(
+        headers["webhook-signature"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("v1,")
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["type"], "invoice.ready");
+    assert_eq!(body["data"]["transaction_id"], id.as_str());
+}

@@ -37,8 +37,9 @@ pub struct DinteroGateway {
     documents: DocumentPolicy,
 }
 
-/// Makes sure rustls has a process-wide crypto provider (ring), once.
-pub(crate) fn ensure_crypto_provider() {
+/// Makes sure rustls has a process-wide crypto provider (ring), once. Channel crates that make
+/// their own HTTP clients call it too.
+pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -1,0 +1,278 @@
+//! # postbud-webhook
+//!
+//! Kind `webhook`: the invoice as a signed JSON POST to a third-party platform, verifiable with
+//! any Standard Webhooks library. `webhook-id` is the delivery id and stays the same across
+//! retries, so the receiver can drop repeats.
+//!
+//! ```toml
+//! [channels.platform]
+//! kind = "webhook"
+//! url = "https://platform.example/hooks/invoices"
+//! secret = "whsec_..."            # or a list during rotation: every secret signs
+//! scheme = "standard"             # standard (default) | stripe | github
+//! pdf = "link"                    # link (signed URL, default) | inline (base64 in the body)
+//! timeout = "15s"
+//! headers = { "X-Tenant" = "shop-42" }
+//! allow = []                      # private hosts or IPs that may be targets
+//! ```
+
+mod payload;
+pub mod signing;
+pub mod target;
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+use postbud::{
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
+};
+use reqwest::{StatusCode, header::HeaderMap};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use self::{
+    payload::PdfMode,
+    signing::Scheme,
+    target::{Allow, GuardedResolver},
+};
+
+postbud::register_channel! {
+    pub static FACTORY = {
+        kind: "webhook",
+        description: "signed JSON POST to a platform (Standard Webhooks; stripe/github styles)",
+        crate_name: env!("CARGO_PKG_NAME"),
+        example: "[channels.platform]\nkind = \"webhook\"\nurl = \"https://platform.example/hooks/invoices\"\nsecret = \"whsec_...\"\n",
+        build: build,
+    };
+}
+
+/// Links this crate's kind explicitly.
+pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+    registry.add(&FACTORY)
+}
+
+/// One secret, or several during a rotation.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Secrets {
+    One(SecretString),
+    Many(Vec<SecretString>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookConfig {
+    url: Url,
+    secret: Secrets,
+    #[serde(default)]
+    scheme: Scheme,
+    #[serde(default)]
+    pdf: PdfMode,
+    #[serde(default = "fifteen_seconds", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+fn fifteen_seconds() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// How much of a response body is kept in the delivery's history.
+const EXCERPT: usize = 200;
+
+/// Posts invoices to a URL.
+pub struct WebhookChannel {
+    url: Url,
+    secrets: Vec<SecretString>,
+    scheme: Scheme,
+    pdf: PdfMode,
+    headers: HeaderMap,
+    allow: Allow,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for WebhookChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookChannel")
+            .field("url", &self.url.as_str())
+            .field("scheme", &self.scheme)
+            .field("secrets", &self.secrets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
+    let config: WebhookConfig = ctx.config.extract()?;
+    let secrets = match config.secret {
+        Secrets::One(s) => vec![s],
+        Secrets::Many(list) => list,
+    };
+    if secrets.is_empty() {
+        return Err(ctx.config.error("secret", "needs at least one secret"));
+    }
+    if config.scheme == Scheme::Standard {
+        for (index, secret) in secrets.iter().enumerate() {
+            signing::standard_key(secret.expose_secret()).map_err(|why| {
+                ctx.config
+                    .error("secret", format!("secret #{} {why}", index + 1))
+            })?;
+        }
+    }
+    let allow = Allow::new(config.allow);
+    target::check_url(&config.url, &allow).map_err(|why| ctx.config.error("url", why))?;
+    if config.pdf == PdfMode::Link && ctx.settings.server.public_url.is_none() {
+        return Err(ctx.config.error("pdf", "\"link\" needs server.public_url, the base of the signed links; or use pdf = \"inline\""));
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| ctx.config.error("headers", format!("`{name}`: {e}")))?;
+        let value = reqwest::header::HeaderValue::from_str(value).map_err(|e| {
+            ctx.config
+                .error("headers", format!("value of `{name}`: {e}"))
+        })?;
+        headers.insert(name, value);
+    }
+    // reqwest is built without a default TLS crypto provider; the core installs ring.
+    postbud::dintero::ensure_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver(allow.clone())))
+        .user_agent(concat!("postbud-webhook/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ctx.config.error("url", format!("HTTP client: {e}")))?;
+    Ok(Box::new(WebhookChannel {
+        url: config.url,
+        secrets,
+        scheme: config.scheme,
+        pdf: config.pdf,
+        headers,
+        allow,
+        http,
+    }))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(EXCERPT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None if text.is_empty() => "(empty body)".into(),
+        None => text.to_owned(),
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+impl WebhookChannel {
+    async fn post(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+        event: &str,
+    ) -> Result<Receipt, ChannelError> {
+        target::check_resolved(&self.url, &self.allow)
+            .await
+            .map_err(ChannelError::permanent)?;
+        let now = jiff::Timestamp::now();
+        let body = payload::body(invoice, event, now, self.pdf).map_err(ChannelError::permanent)?;
+        let mut request = self
+            .http
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &ctx.delivery_id)
+            .header("webhook-timestamp", now.as_second().to_string());
+        for (name, value) in signing::headers(
+            self.scheme,
+            &self.secrets,
+            &ctx.delivery_id,
+            now.as_second(),
+            &body,
+        ) {
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await.map_err(|e| {
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            ChannelError::temporary(format!("POST {}: {what}: {e}", self.url))
+        })?;
+        let status = response.status();
+        let wait = retry_after(response.headers());
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.unwrap_or_default();
+        let said = format!("HTTP {status}: {}", excerpt(&body));
+        if status.is_success() {
+            return Ok(Receipt::new(said));
+        }
+        let error = if status.is_redirection() {
+            ChannelError::permanent(format!(
+                "{said} (redirect to {} not followed: point `url` at the final address)",
+                location.as_deref().unwrap_or("?")
+            ))
+        } else if status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status.is_server_error()
+        {
+            ChannelError::temporary(said)
+        } else {
+            ChannelError::permanent(said)
+        };
+        Err(match wait {
+            Some(wait) => error.with_retry_after(wait),
+            None => error,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for WebhookChannel {
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        self.post(invoice, ctx, "invoice.ready").await
+    }
+
+    fn supports_cancel(&self) -> bool {
+        true
+    }
+
+    async fn cancel(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        self.post(invoice, ctx, "invoice.voided").await
+    }
+
+    async fn check(&self) -> Result<String, ChannelError> {
+        target::check_resolved(&self.url, &self.allow)
+            .await
+            .map_err(ChannelError::permanent)?;
+        Ok(format!(
+            "{} is an allowed target (nothing was sent)",
+            self.url
+        ))
+    }
+}
