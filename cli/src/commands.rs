@@ -73,6 +73,7 @@ pub fn registry() -> Result<Registry, Failure> {
     let mut registry = Registry::discover().map_err(duplicate)?;
     postbud_email::register(&mut registry).map_err(duplicate)?;
     postbud_webhook::register(&mut registry).map_err(duplicate)?;
+    postbud_sms::register(&mut registry).map_err(duplicate)?;
     Ok(registry)
 }
 

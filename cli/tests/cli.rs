@@ -439,3 +439,64 @@ async fn deliver_captures_then_the_webhook_arrives() {
     assert_eq!(body["type"], "invoice.ready");
     assert_eq!(body["data"]["transaction_id"], id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_sends_the_sms_and_its_link_downloads_the_pdf_from_serve() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let s = setup(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\n\
+         [channels.sms]\nkind = \"sms\"\nprovider = \"twilio\"\nfrom = \"Merchant\"\naccount_sid = \"{sid}\"\nauth_token = \"{token}\"\nbase_url = \"PROVIDER\"\n\n\
+         [[routes]]\ndeliver = [\"sms\"]\n",
+        sid = postbud_sandbox::sms::TWILIO_SID,
+        token = postbud_sandbox::sms::TWILIO_TOKEN,
+    ))
+    .await;
+    let config = std::fs::read_to_string(&s.config)
+        .expect("config")
+        .replace("PROVIDER", &s.sandbox.provider_url("twilio"));
+    std::fs::write(&s.config, config).expect("config");
+    let mut serve = postbud()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/healthz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(Instant::now() < deadline, "serve never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = s.sandbox.seed(Seed::default());
+    let output = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(s.sandbox.captures(&id), 1);
+    let sms = s.sandbox.stats().sms;
+    assert_eq!(sms.len(), 1);
+    let link = sms[0]
+        .text
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .expect("a link")
+        .to_owned();
+    let pdf = reqwest::get(&link)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("bytes");
+    assert_eq!(sha256(&pdf), sha256(&s.sandbox.pdf(&id).expect("pdf")));
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

@@ -41,6 +41,56 @@ pub trait Channel: Send + Sync + fmt::Debug {
     async fn check(&self) -> Result<String, ChannelError> {
         Ok("nothing to probe".into())
     }
+
+    /// Verifies and reads a status callback the channel's provider sent to
+    /// `<server.public_url>/reports/<channel>` (see [`DeliveryContext::report_url`]).
+    async fn report(&self, _report: &InboundReport) -> Result<DeliveryReport, ChannelError> {
+        Err(ChannelError::permanent(
+            "this channel takes no delivery reports",
+        ))
+    }
+}
+
+/// A status callback as `postbud serve` received it.
+#[derive(Debug, Clone)]
+pub struct InboundReport {
+    /// The public URL the provider called, query included (what signatures cover).
+    pub url: String,
+    /// Request headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The raw body.
+    pub body: bytes::Bytes,
+}
+
+impl InboundReport {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A query parameter of [`InboundReport::url`].
+    pub fn query(&self, name: &str) -> Option<String> {
+        url::Url::parse(&self.url)
+            .ok()?
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// What a delivery report says about one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The delivery it concerns.
+    pub delivery_id: String,
+    /// `Some(true)` delivered to the handset, `Some(false)` undelivered or failed, `None` an
+    /// intermediate state (queued, sent).
+    pub delivered: Option<bool>,
+    /// The provider's own status word and details.
+    pub detail: String,
 }
 
 /// What the engine tells a channel about the attempt at hand.
@@ -52,6 +102,9 @@ pub struct DeliveryContext {
     pub channel: String,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// Where the provider should send status callbacks for this delivery, when
+    /// `server.public_url` is set: `<public_url>/reports/<channel>?delivery=<id>`.
+    pub report_url: Option<String>,
 }
 
 /// Proof of a delivery, kept in the delivery's history.

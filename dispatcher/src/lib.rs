@@ -25,6 +25,7 @@ pub mod dintero;
 pub mod eligibility;
 pub mod engine;
 pub mod folder;
+pub mod format;
 pub mod gateway;
 pub mod ids;
 pub mod invoice;
@@ -35,7 +36,9 @@ pub mod store;
 
 pub use app::App;
 pub use async_trait::async_trait;
-pub use channel::{Channel, ChannelError, DeliveryContext, ErrorKind, Receipt};
+pub use channel::{
+    Channel, ChannelError, DeliveryContext, DeliveryReport, ErrorKind, InboundReport, Receipt,
+};
 pub use config::{ConfigError, Settings};
 pub use engine::{DefaultDispatcher, Dispatcher, Outcome};
 pub use gateway::{GatewayError, PaymentGateway};

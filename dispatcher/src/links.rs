@@ -37,6 +37,23 @@ impl LinkSigner {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// Where a channel's provider sends status callbacks for a delivery.
+    pub fn report_url(&self, channel: &str, delivery_id: &str) -> String {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map(|mut p| {
+                p.pop_if_empty().push("reports").push(channel);
+            })
+            .ok();
+        url.query_pairs_mut().append_pair("delivery", delivery_id);
+        url.to_string()
+    }
+
+    /// The public base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
     /// A link valid for the configured time from now.
     pub fn link(&self, transaction_id: &str) -> String {
         let expires = jiff::Timestamp::now().as_second() + self.ttl.as_secs() as i64;

@@ -42,6 +42,10 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(&callback_path, get(callback).post(callback))
         .route("/invoices/{file}", get(invoice_link))
+        .route(
+            "/reports/{channel}",
+            get(delivery_report).post(delivery_report),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(ServerState {
@@ -198,6 +202,78 @@ async fn invoice_link(
             tracing::error!(error = %e, "reading a PDF for a link failed");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
         }
+    }
+}
+
+/// A provider's status callback for a delivery: the channel verifies and reads it, and the
+/// delivery's history records what it says.
+async fn delivery_report(
+    State(state): State<ServerState>,
+    Path(channel): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(target) = state.app.engine().channels.get(&channel).cloned() else {
+        return (StatusCode::NOT_FOUND, format!("no channel `{channel}`")).into_response();
+    };
+    // Signatures cover the URL the provider called: the public one, not the one behind a proxy.
+    let base = state
+        .app
+        .settings()
+        .server
+        .public_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    let url = format!(
+        "{base}{}",
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or_default()
+    );
+    let report = crate::channel::InboundReport {
+        url,
+        headers: headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        body,
+    };
+    let report = match target.report(&report).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::warn!(channel, error = %e, "delivery report refused");
+            return (StatusCode::FORBIDDEN, e.message).into_response();
+        }
+    };
+    let store = state.app.store();
+    let job = match store.job(&report.delivery_id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return (StatusCode::NOT_FOUND, "unknown delivery").into_response(),
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store unavailable: {e}"),
+            )
+                .into_response();
+        }
+    };
+    let event = match report.delivered {
+        Some(true) => "report: delivered",
+        Some(false) => "report: undelivered",
+        None => "report: in progress",
+    };
+    let detail = format!("[{channel}] {}", report.detail);
+    match store
+        .record(&job.transaction_id, Some(&job.id), event, &detail)
+        .await
+    {
+        Ok(()) => (StatusCode::OK, "recorded").into_response(),
+        // Not stored means not accepted: a 5xx makes the provider send it again.
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        )
+            .into_response(),
     }
 }
 

@@ -82,7 +82,6 @@ async fn slow(kind: &Option<FaultKind>) {
     }
 }
 
-#[allow(clippy::result_large_err)] // an axum handler's early return, not an error type
 pub(crate) fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let system: Vec<(String, String)> = headers
         .iter()

@@ -14,9 +14,13 @@
 //! # Ok(()) }
 //! ```
 
+// Handlers return early with a ready `Response`; it is not an error type worth boxing.
+#![allow(clippy::result_large_err)]
+
 mod api;
 mod control;
 pub mod pdf;
+pub mod sms;
 pub mod smtp;
 mod state;
 
@@ -97,6 +101,7 @@ impl Sandbox {
         });
         let app = api::router()
             .merge(control::router())
+            .merge(sms::router())
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -108,6 +113,12 @@ impl Sandbox {
             addr,
             server,
         })
+    }
+
+    /// Base URL of an SMS provider stand-in (`twilio`, `vonage`, `sinch`, `linkmobility`,
+    /// `46elks`), for the channel's `base_url`.
+    pub fn provider_url(&self, provider: &str) -> String {
+        format!("{}/providers/{provider}", self.shared.base)
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -143,6 +143,10 @@ pub struct Stats {
     pub system_headers: BTreeMap<String, String>,
     /// Callbacks sent, with the HTTP status they got (0: no answer).
     pub callbacks: Vec<(String, u16)>,
+    /// Messages the SMS provider stand-ins accepted.
+    pub sms: Vec<crate::sms::Sms>,
+    /// Twilio status callbacks sent: (MessageSid, HTTP status they got).
+    pub sms_reports: Vec<(String, u16)>,
 }
 
 #[derive(Debug, Default)]

@@ -18,7 +18,7 @@
 //! ```
 
 mod config;
-pub mod format;
+
 mod message;
 pub mod templates;
 

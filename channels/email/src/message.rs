@@ -12,11 +12,11 @@ use lettre::{
     },
 };
 use minijinja::context;
-use postbud::{ChannelError, DeliveryContext, Invoice};
+use postbud::{ChannelError, DeliveryContext, Invoice, format};
 
 use crate::{
     config::{Brand, EmailConfig},
-    format, mailbox,
+    mailbox,
     templates::Templates,
 };
 

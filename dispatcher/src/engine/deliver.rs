@@ -45,6 +45,7 @@ impl Engine {
             delivery_id: job.id.clone(),
             channel: name.clone(),
             attempt: job.attempts,
+            report_url: self.links.as_ref().map(|l| l.report_url(&name, &job.id)),
         };
         let result = match job.kind {
             JobKind::Cancel => channel.cancel(&invoice, &ctx).await,

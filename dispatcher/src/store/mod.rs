@@ -286,6 +286,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn enqueue(&self, lease: &Lease, jobs: &[NewJob]) -> Result<(), StoreError>;
     /// The dispatch record.
     async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError>;
+    /// One job.
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// Every job of a transaction, dispatch first.
     async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError>;
     /// Appends to the history.

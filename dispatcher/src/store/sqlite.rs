@@ -492,6 +492,14 @@ impl Store for SqliteStore {
         row.as_ref().map(dispatch_from).transpose()
     }
 
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
     async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE transaction_id = ?

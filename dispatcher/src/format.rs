@@ -1,4 +1,4 @@
-//! Amounts and dates as a reader of each locale expects them.
+//! Amounts and dates as a reader of each locale expects them (`nb`, `sv`, `fi`, `en`).
 
 /// `1 234,50 kr` (nb, sv), `1 234,50 €` (fi), `NOK 1,234.50` (en). Minor units in.
 pub fn amount(minor: i64, currency: &str, locale: &str) -> String {

@@ -1,0 +1,376 @@
+//! # postbud-sms
+//!
+//! Kind `sms`: an invoice notice with the signed link to the PDF (an SMS cannot carry the PDF),
+//! through Twilio, Vonage, Sinch, LINK Mobility, 46elks or any HTTP gateway. Numbers are
+//! normalised to E.164; the text is checked for encoding and segments before anything is sent;
+//! delivery reports reach `postbud serve` at `/reports/<channel>`.
+//!
+//! ```toml
+//! [channels.customer-sms]
+//! kind = "sms"
+//! provider = "twilio"          # twilio | vonage | sinch | linkmobility | 46elks | http
+//! from = "Merchant"
+//! default_region = "NO"
+//! max_segments = 3
+//! account_sid = "AC..."
+//! auth_token = "..."           # or POSTBUD_CHANNELS__CUSTOMER_SMS__AUTH_TOKEN
+//! ```
+
+pub mod number;
+pub mod providers;
+pub mod segments;
+pub mod text;
+
+use std::{fmt, time::Duration};
+
+use minijinja::context;
+use postbud::{
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, DeliveryReport,
+    InboundReport, Invoice, Receipt, format,
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use self::{
+    providers::{HttpPreset, Outgoing, Provider},
+    text::Texts,
+};
+
+postbud::register_channel! {
+    pub static FACTORY = {
+        kind: "sms",
+        description: "invoice notice with a signed link by SMS (twilio, vonage, sinch, linkmobility, 46elks, http)",
+        crate_name: env!("CARGO_PKG_NAME"),
+        example: "[channels.customer-sms]\nkind = \"sms\"\nprovider = \"twilio\"\nfrom = \"Merchant\"\naccount_sid = \"AC...\"\nauth_token = \"...\"\n",
+        build: build,
+    };
+}
+
+/// Links this crate's kind explicitly.
+pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+    registry.add(&FACTORY)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmsConfig {
+    provider: String,
+    from: String,
+    #[serde(default = "norway")]
+    default_region: String,
+    #[serde(default = "three")]
+    max_segments: usize,
+    #[serde(default)]
+    base_url: Option<url::Url>,
+    #[serde(default)]
+    templates: Option<String>,
+    #[serde(default = "auto")]
+    locale: String,
+    #[serde(default = "fifteen_seconds", with = "humantime_serde")]
+    timeout: Duration,
+    /// The merchant's name in the text (default: Dintero's `merchant_name`).
+    #[serde(default)]
+    merchant_name: Option<String>,
+    #[serde(default)]
+    account_sid: Option<String>,
+    #[serde(default)]
+    auth_token: Option<SecretString>,
+    #[serde(default)]
+    api_key: Option<String>,
+    #[serde(default)]
+    api_secret: Option<SecretString>,
+    #[serde(default)]
+    service_plan_id: Option<String>,
+    #[serde(default)]
+    api_token: Option<SecretString>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<SecretString>,
+    #[serde(default)]
+    platform_id: Option<String>,
+    #[serde(default)]
+    platform_partner_id: Option<String>,
+    #[serde(default)]
+    gate_id: Option<String>,
+    #[serde(default)]
+    http: Option<HttpPreset>,
+}
+
+fn norway() -> String {
+    "NO".into()
+}
+fn three() -> usize {
+    3
+}
+fn auto() -> String {
+    "auto".into()
+}
+fn fifteen_seconds() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// Sends invoice notices by SMS.
+pub struct SmsChannel {
+    provider: Provider,
+    from: String,
+    region: phonenumber::country::Id,
+    max_segments: usize,
+    locale: String,
+    merchant_name: Option<String>,
+    texts: Texts,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for SmsChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmsChannel")
+            .field("provider", &self.provider.name())
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
+    let c: SmsConfig = ctx.config.extract()?;
+    let cfg = &ctx.config;
+    let need = |value: Option<String>, key: &str| {
+        value.ok_or_else(|| cfg.error(key, format!("is required for provider \"{}\"", c.provider)))
+    };
+    let need_secret = |value: Option<SecretString>, key: &str| {
+        value.ok_or_else(|| cfg.error(key, format!("is required for provider \"{}\"", c.provider)))
+    };
+    let base = |default: String| {
+        c.base_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or(default)
+    };
+    let provider =
+        match c.provider.as_str() {
+            "twilio" => Provider::Twilio {
+                base: base("https://api.twilio.com".into()),
+                account_sid: need(c.account_sid.clone(), "account_sid")?,
+                auth_token: need_secret(c.auth_token.clone(), "auth_token")?,
+            },
+            "vonage" => Provider::Vonage {
+                base: base("https://rest.nexmo.com".into()),
+                api_key: need(c.api_key.clone(), "api_key")?,
+                api_secret: need_secret(c.api_secret.clone(), "api_secret")?,
+            },
+            "sinch" => Provider::Sinch {
+                base: base(format!(
+                    "https://{}.sms.api.sinch.com",
+                    c.region.as_deref().unwrap_or("eu")
+                )),
+                service_plan_id: need(c.service_plan_id.clone(), "service_plan_id")?,
+                api_token: need_secret(c.api_token.clone(), "api_token")?,
+            },
+            "linkmobility" => Provider::LinkMobility {
+                base: c
+                    .base_url
+                    .as_ref()
+                    .map(|u| u.as_str().trim_end_matches('/').to_owned())
+                    .ok_or_else(|| {
+                        cfg.error(
+                            "base_url",
+                            "is required for LINK Mobility (the base assigned to your account)",
+                        )
+                    })?,
+                username: need(c.username.clone(), "username")?,
+                password: need_secret(c.password.clone(), "password")?,
+                platform_id: need(c.platform_id.clone(), "platform_id")?,
+                platform_partner_id: need(c.platform_partner_id.clone(), "platform_partner_id")?,
+                gate_id: c.gate_id.clone(),
+            },
+            "46elks" => Provider::Elks {
+                base: base("https://api.46elks.com".into()),
+                username: need(c.username.clone(), "username")?,
+                password: need_secret(c.password.clone(), "password")?,
+            },
+            "http" => {
+                let preset = c.http.ok_or_else(|| {
+                    cfg.error(
+                        "http",
+                        "is required for provider \"http\": url, fields = { to, text }, ...",
+                    )
+                })?;
+                for field in ["to", "text"] {
+                    if !preset.fields.contains_key(field) {
+                        return Err(cfg.error("http.fields", format!("must map `{field}`")));
+                    }
+                }
+                Provider::Http(preset)
+            }
+            other => return Err(cfg.error(
+                "provider",
+                format!(
+                    "`{other}`: expected one of twilio, vonage, sinch, linkmobility, 46elks, http"
+                ),
+            )),
+        };
+    let region = c.default_region.parse().map_err(|_| {
+        cfg.error(
+            "default_region",
+            format!("`{}` is not an ISO 3166 country code", c.default_region),
+        )
+    })?;
+    if ctx.settings.server.public_url.is_none() {
+        return Err(cfg.error("kind", "an SMS carries the signed link to the PDF: set server.public_url (served by `postbud serve`)"));
+    }
+    let texts = Texts::load(c.templates.as_deref().map(std::path::Path::new))
+        .map_err(|why| cfg.error("templates", why))?;
+    if c.locale != "auto" && !text::LOCALES.contains(&c.locale.as_str()) {
+        return Err(cfg.error(
+            "locale",
+            format!("`{}`: expected auto, nb, sv, fi or en", c.locale),
+        ));
+    }
+    postbud::dintero::ensure_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(c.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| cfg.error("provider", format!("HTTP client: {e}")))?;
+    Ok(Box::new(SmsChannel {
+        provider,
+        from: c.from,
+        region,
+        max_segments: c.max_segments,
+        locale: c.locale,
+        merchant_name: c.merchant_name,
+        texts,
+        http,
+    }))
+}
+
+impl SmsChannel {
+    /// The text for an invoice, checked against the gateway's limits.
+    pub fn compose(
+        &self,
+        invoice: &Invoice,
+        cancelled: bool,
+    ) -> Result<(String, segments::Segments), ChannelError> {
+        let locale = if self.locale == "auto" {
+            invoice.locale.as_str()
+        } else {
+            self.locale.as_str()
+        };
+        let link = invoice.link.clone();
+        if !cancelled && link.is_none() {
+            return Err(ChannelError::permanent(
+                "no signed link to the PDF: set server.public_url",
+            ));
+        }
+        let ctx = context! {
+            number => &invoice.invoice_number,
+            merchant => self.merchant_name.clone().or_else(|| invoice.merchant_name.clone()).unwrap_or_default(),
+            amount => format::amount(invoice.amount, &invoice.currency, locale),
+            due_date => invoice.due_date.map(|d| format::date(d, locale)),
+            link, customer => &invoice.customer.name,
+        };
+        let text = self
+            .texts
+            .render(locale, cancelled, ctx)
+            .map_err(|e| ChannelError::permanent(format!("template: {e}")))?;
+        // The amount's no-break spaces are not in GSM-7; one would make the whole text UCS-2.
+        let text = text.replace('\u{a0}', " ");
+        let text = if self.provider.bmp_only() {
+            segments::without_astral(&text).0
+        } else {
+            text
+        };
+        let counted = segments::count(&text);
+        if counted.count > self.max_segments {
+            return Err(ChannelError::permanent(format!(
+                "the text needs {} segments ({:?}, {} units), over max_segments = {}: shorten the template",
+                counted.count, counted.encoding, counted.units, self.max_segments
+            )));
+        }
+        Ok((text, counted))
+    }
+
+    async fn send(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+        cancelled: bool,
+    ) -> Result<Receipt, ChannelError> {
+        let raw = invoice.customer.phone.as_deref().ok_or_else(|| {
+            ChannelError::permanent(
+                "the invoice has no phone number (billing_address.phone_number)",
+            )
+        })?;
+        let to = number::e164(raw, self.region).map_err(ChannelError::permanent)?;
+        let (text, counted) = self.compose(invoice, cancelled)?;
+        let outgoing = Outgoing {
+            to: &to,
+            from: &self.from,
+            text: &text,
+            encoding: counted.encoding,
+            delivery_id: &ctx.delivery_id,
+            report_url: ctx.report_url.as_deref(),
+        };
+        let response = self
+            .provider
+            .request(&self.http, &outgoing)?
+            .send()
+            .await
+            .map_err(|e| {
+                ChannelError::temporary(format!(
+                    "{}: {}",
+                    self.provider.name(),
+                    if e.is_timeout() {
+                        "timed out".to_owned()
+                    } else {
+                        e.to_string()
+                    }
+                ))
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await.unwrap_or_default();
+        let id = self.provider.read(status, retry_after, &body)?;
+        Ok(Receipt::new(format!(
+            "{} accepted for {to} ({} segment(s), {:?})",
+            self.provider.name(),
+            counted.count,
+            counted.encoding
+        ))
+        .with_reference(id))
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for SmsChannel {
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        self.send(invoice, ctx, false).await
+    }
+
+    fn supports_cancel(&self) -> bool {
+        true
+    }
+
+    async fn cancel(
+        &self,
+        invoice: &Invoice,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        self.send(invoice, ctx, true).await
+    }
+
+    async fn report(&self, report: &InboundReport) -> Result<DeliveryReport, ChannelError> {
+        self.provider.report(report)
+    }
+}
