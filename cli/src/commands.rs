@@ -74,6 +74,7 @@ pub fn registry() -> Result<Registry, Failure> {
     postbud_email::register(&mut registry).map_err(duplicate)?;
     postbud_webhook::register(&mut registry).map_err(duplicate)?;
     postbud_sms::register(&mut registry).map_err(duplicate)?;
+    postbud_sftp::register(&mut registry).map_err(duplicate)?;
     Ok(registry)
 }
 

@@ -500,3 +500,32 @@ async fn deliver_sends_the_sms_and_its_link_downloads_the_pdf_from_serve() {
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_captures_then_the_files_land_on_the_sftp_server() {
+    let Some(sshd) = postbud_sandbox::sshd::Sshd::start_or_skip(
+        "deliver_captures_then_the_files_land_on_the_sftp_server",
+        false,
+    ) else {
+        return;
+    };
+    let s = setup(&format!(
+        "[channels.erp]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nusername = \"{}\"\nprivate_key = \"{}\"\nknown_hosts = \"{}\"\nremote_dir = \"{}\"\nformats = [\"pdf\", \"json\"]\n\n[[routes]]\ndeliver = [\"erp\"]\n",
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.known_hosts().display(),
+        sshd.inbound().display()
+    ))
+    .await;
+    let id = s.sandbox.seed(Seed::default());
+    let output = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(s.sandbox.captures(&id), 1);
+    let number = s.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("n")
+        .to_owned();
+    let pdf = std::fs::read(sshd.inbound().join(format!("{number}.pdf"))).expect("the PDF landed");
+    assert_eq!(sha256(&pdf), sha256(&s.sandbox.pdf(&id).expect("pdf")));
+}

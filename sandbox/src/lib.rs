@@ -22,6 +22,7 @@ mod control;
 pub mod pdf;
 pub mod sms;
 pub mod smtp;
+pub mod sshd;
 mod state;
 
 use std::{net::SocketAddr, sync::Arc};

@@ -1,0 +1,369 @@
+//! EHF 3.0 / Peppol BIS Billing 3.0 UBL: an Invoice with the PDF embedded, and the CreditNote
+//! that cancels it. Amounts are computed so the EN 16931 totals rules hold: line nets from
+//! Dintero's lines, VAT per rate from the taxable amount, totals from those.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use postbud::Invoice;
+use serde::Deserialize;
+
+/// `[channels.<name>.seller]`: what the UBL needs about the merchant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seller {
+    /// Legal name.
+    pub name: String,
+    /// Organisation number (Norway: 9 digits), the Peppol endpoint under scheme 0192.
+    pub organization_number: String,
+    /// VAT number (`NO987654321MVA`).
+    #[serde(default)]
+    pub vat_number: Option<String>,
+    /// Postal address.
+    pub address: SellerAddress,
+    /// Registered in Foretaksregisteret (Norwegian companies: true).
+    #[serde(default = "yes")]
+    pub foretaksregisteret: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The seller's postal address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SellerAddress {
+    /// Street.
+    pub line: String,
+    /// Postal code.
+    pub postal_code: String,
+    /// City.
+    pub city: String,
+    /// ISO 3166 alpha-2.
+    pub country: String,
+}
+
+const CUSTOMIZATION: &str =
+    "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0";
+const PROFILE: &str = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0";
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Minor units as `123.45`.
+fn money(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", minor.abs() / 100, minor.abs() % 100)
+}
+
+/// A decimal without trailing zeros (`2`, `0.5`, `133.333333`).
+fn decimal(value: f64) -> String {
+    let text = format!("{value:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() || text == "-0" {
+        "0".into()
+    } else {
+        text.to_owned()
+    }
+}
+
+struct Line {
+    id: String,
+    name: String,
+    quantity: f64,
+    net: i64,
+    rate: f64,
+}
+
+fn category(rate: f64) -> &'static str {
+    if rate == 0.0 { "Z" } else { "S" }
+}
+
+fn lines(invoice: &Invoice) -> Vec<Line> {
+    invoice
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| Line {
+            id: line
+                .line_id
+                .clone()
+                .unwrap_or_else(|| (index + 1).to_string()),
+            name: if line.description.is_empty() {
+                "Item".into()
+            } else {
+                line.description.clone()
+            },
+            quantity: if line.quantity > 0.0 {
+                line.quantity
+            } else {
+                1.0
+            },
+            net: line.amount - line.vat_amount,
+            rate: line.vat,
+        })
+        .collect()
+}
+
+/// (taxable, tax) per VAT rate, keyed by the rate in hundredths of a percent.
+fn subtotals(lines: &[Line]) -> BTreeMap<i64, (i64, i64, f64)> {
+    let mut groups: BTreeMap<i64, (i64, i64, f64)> = BTreeMap::new();
+    for line in lines {
+        let entry = groups
+            .entry((line.rate * 100.0).round() as i64)
+            .or_insert((0, 0, line.rate));
+        entry.0 += line.net;
+    }
+    for (taxable, tax, rate) in groups.values_mut() {
+        // BR-CO-17: the VAT of a category is its taxable amount times its rate, rounded.
+        *tax = ((*taxable as f64) * *rate / 100.0).round() as i64;
+    }
+    groups
+}
+
+fn party_address(
+    out: &mut String,
+    line: Option<&str>,
+    city: Option<&str>,
+    zone: Option<&str>,
+    country: &str,
+) {
+    out.push_str("<cac:PostalAddress>");
+    if let Some(line) = line.filter(|l| !l.is_empty()) {
+        let _ = write!(out, "<cbc:StreetName>{}</cbc:StreetName>", esc(line));
+    }
+    if let Some(city) = city.filter(|c| !c.is_empty()) {
+        let _ = write!(out, "<cbc:CityName>{}</cbc:CityName>", esc(city));
+    }
+    if let Some(zone) = zone.filter(|z| !z.is_empty()) {
+        let _ = write!(out, "<cbc:PostalZone>{}</cbc:PostalZone>", esc(zone));
+    }
+    let _ = write!(
+        out,
+        "<cac:Country><cbc:IdentificationCode>{}</cbc:IdentificationCode></cac:Country></cac:PostalAddress>",
+        esc(country)
+    );
+}
+
+fn parties(out: &mut String, seller: &Seller, invoice: &Invoice) -> Result<(), String> {
+    let s = seller;
+    let _ = write!(
+        out,
+        "<cac:AccountingSupplierParty><cac:Party><cbc:EndpointID schemeID=\"0192\">{}</cbc:EndpointID>",
+        esc(&s.organization_number)
+    );
+    let _ = write!(
+        out,
+        "<cac:PartyName><cbc:Name>{}</cbc:Name></cac:PartyName>",
+        esc(&s.name)
+    );
+    party_address(
+        out,
+        Some(&s.address.line),
+        Some(&s.address.city),
+        Some(&s.address.postal_code),
+        &s.address.country,
+    );
+    if let Some(vat) = &s.vat_number {
+        let _ = write!(
+            out,
+            "<cac:PartyTaxScheme><cbc:CompanyID>{}</cbc:CompanyID><cac:TaxScheme><cbc:ID>VAT</cbc:ID></cac:TaxScheme></cac:PartyTaxScheme>",
+            esc(vat)
+        );
+    }
+    if s.foretaksregisteret {
+        out.push_str("<cac:PartyTaxScheme><cbc:CompanyID>Foretaksregisteret</cbc:CompanyID><cac:TaxScheme><cbc:ID>TAX</cbc:ID></cac:TaxScheme></cac:PartyTaxScheme>");
+    }
+    let _ = write!(
+        out,
+        "<cac:PartyLegalEntity><cbc:RegistrationName>{}</cbc:RegistrationName><cbc:CompanyID>{}</cbc:CompanyID></cac:PartyLegalEntity></cac:Party></cac:AccountingSupplierParty>",
+        esc(&s.name),
+        esc(&s.organization_number)
+    );
+
+    let c = &invoice.customer;
+    // A business is reached by its organisation number (scheme 0192), a consumer by email (EM).
+    let endpoint = match (&c.organization_number, &c.email) {
+        (Some(org), _) => format!(
+            "<cbc:EndpointID schemeID=\"0192\">{}</cbc:EndpointID>",
+            esc(org)
+        ),
+        (None, Some(email)) => format!(
+            "<cbc:EndpointID schemeID=\"EM\">{}</cbc:EndpointID>",
+            esc(email)
+        ),
+        (None, None) => return Err(
+            "the buyer has neither an organisation number nor an email for the Peppol EndpointID"
+                .into(),
+        ),
+    };
+    let name = c.business_name.clone().unwrap_or_else(|| c.name.clone());
+    let _ = write!(
+        out,
+        "<cac:AccountingCustomerParty><cac:Party>{endpoint}<cac:PartyName><cbc:Name>{}</cbc:Name></cac:PartyName>",
+        esc(&name)
+    );
+    party_address(
+        out,
+        c.address_line.as_deref(),
+        c.postal_place.as_deref(),
+        c.postal_code.as_deref(),
+        c.country.as_deref().unwrap_or("NO"),
+    );
+    let _ = write!(
+        out,
+        "<cac:PartyLegalEntity><cbc:RegistrationName>{}</cbc:RegistrationName>",
+        esc(&name)
+    );
+    if let Some(org) = &c.organization_number {
+        let _ = write!(out, "<cbc:CompanyID>{}</cbc:CompanyID>", esc(org));
+    }
+    out.push_str("</cac:PartyLegalEntity></cac:Party></cac:AccountingCustomerParty>");
+    Ok(())
+}
+
+fn tax_and_totals(out: &mut String, lines: &[Line], currency: &str) {
+    let groups = subtotals(lines);
+    let net: i64 = lines.iter().map(|l| l.net).sum();
+    let tax: i64 = groups.values().map(|(_, t, _)| t).sum();
+    let cur = esc(currency);
+    let _ = write!(
+        out,
+        "<cac:TaxTotal><cbc:TaxAmount currencyID=\"{cur}\">{}</cbc:TaxAmount>",
+        money(tax)
+    );
+    for (taxable, amount, rate) in groups.values() {
+        let _ = write!(
+            out,
+            "<cac:TaxSubtotal><cbc:TaxableAmount currencyID=\"{cur}\">{}</cbc:TaxableAmount><cbc:TaxAmount currencyID=\"{cur}\">{}</cbc:TaxAmount><cac:TaxCategory><cbc:ID>{}</cbc:ID><cbc:Percent>{}</cbc:Percent><cac:TaxScheme><cbc:ID>VAT</cbc:ID></cac:TaxScheme></cac:TaxCategory></cac:TaxSubtotal>",
+            money(*taxable),
+            money(*amount),
+            category(*rate),
+            decimal(*rate)
+        );
+    }
+    let _ = write!(
+        out,
+        "</cac:TaxTotal><cac:LegalMonetaryTotal><cbc:LineExtensionAmount currencyID=\"{cur}\">{net}</cbc:LineExtensionAmount><cbc:TaxExclusiveAmount currencyID=\"{cur}\">{net}</cbc:TaxExclusiveAmount><cbc:TaxInclusiveAmount currencyID=\"{cur}\">{gross}</cbc:TaxInclusiveAmount><cbc:PayableAmount currencyID=\"{cur}\">{gross}</cbc:PayableAmount></cac:LegalMonetaryTotal>",
+        net = money(net),
+        gross = money(net + tax)
+    );
+}
+
+fn line_xml(out: &mut String, element: &str, quantity_element: &str, line: &Line, currency: &str) {
+    let cur = esc(currency);
+    let _ = write!(
+        out,
+        "<cac:{element}><cbc:ID>{}</cbc:ID><cbc:{quantity_element} unitCode=\"C62\">{}</cbc:{quantity_element}><cbc:LineExtensionAmount currencyID=\"{cur}\">{}</cbc:LineExtensionAmount><cac:Item><cbc:Name>{}</cbc:Name><cac:ClassifiedTaxCategory><cbc:ID>{}</cbc:ID><cbc:Percent>{}</cbc:Percent><cac:TaxScheme><cbc:ID>VAT</cbc:ID></cac:TaxScheme></cac:ClassifiedTaxCategory></cac:Item><cac:Price><cbc:PriceAmount currencyID=\"{cur}\">{}</cbc:PriceAmount></cac:Price></cac:{element}>",
+        esc(&line.id),
+        decimal(line.quantity),
+        money(line.net),
+        esc(&line.name),
+        category(line.rate),
+        decimal(line.rate),
+        decimal(line.net as f64 / 100.0 / line.quantity)
+    );
+}
+
+fn header(out: &mut String, root: &str, id: &str, issue: &str) {
+    let _ = write!(
+        out,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root} xmlns=\"urn:oasis:names:specification:ubl:schema:xsd:{root}-2\" xmlns:cac=\"urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2\" xmlns:cbc=\"urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2\"><cbc:CustomizationID>{CUSTOMIZATION}</cbc:CustomizationID><cbc:ProfileID>{PROFILE}</cbc:ProfileID><cbc:ID>{}</cbc:ID><cbc:IssueDate>{issue}</cbc:IssueDate>",
+        esc(id)
+    );
+}
+
+fn reference(invoice: &Invoice) -> String {
+    invoice
+        .customer
+        .customer_reference
+        .clone()
+        .or_else(|| invoice.merchant_reference.clone())
+        .unwrap_or_else(|| invoice.transaction_id.clone())
+}
+
+/// The Invoice, with the PDF as an `AdditionalDocumentReference`.
+pub fn invoice(seller: &Seller, invoice: &Invoice) -> Result<String, String> {
+    let issue = invoice
+        .invoice_date
+        .unwrap_or_else(|| jiff::Zoned::now().date())
+        .to_string();
+    let lines = lines(invoice);
+    let mut out = String::new();
+    header(&mut out, "Invoice", &invoice.invoice_number, &issue);
+    if let Some(due) = invoice.due_date {
+        let _ = write!(out, "<cbc:DueDate>{due}</cbc:DueDate>");
+    }
+    let _ = write!(
+        out,
+        "<cbc:InvoiceTypeCode>380</cbc:InvoiceTypeCode><cbc:DocumentCurrencyCode>{}</cbc:DocumentCurrencyCode><cbc:BuyerReference>{}</cbc:BuyerReference>",
+        esc(&invoice.currency),
+        esc(&reference(invoice))
+    );
+    let _ = write!(
+        out,
+        "<cac:AdditionalDocumentReference><cbc:ID>{}</cbc:ID><cbc:DocumentDescription>Invoice PDF</cbc:DocumentDescription><cac:Attachment><cbc:EmbeddedDocumentBinaryObject mimeCode=\"application/pdf\" filename=\"{}\">{}</cbc:EmbeddedDocumentBinaryObject></cac:Attachment></cac:AdditionalDocumentReference>",
+        esc(&invoice.invoice_number),
+        esc(&invoice.pdf.file_name),
+        STANDARD.encode(&invoice.pdf.bytes)
+    );
+    parties(&mut out, seller, invoice)?;
+    tax_and_totals(&mut out, &lines, &invoice.currency);
+    for line in &lines {
+        line_xml(
+            &mut out,
+            "InvoiceLine",
+            "InvoicedQuantity",
+            line,
+            &invoice.currency,
+        );
+    }
+    out.push_str("</Invoice>\n");
+    Ok(out)
+}
+
+/// The CreditNote that cancels the invoice in full.
+pub fn credit_note(seller: &Seller, invoice: &Invoice) -> Result<String, String> {
+    let issue = jiff::Zoned::now().date().to_string();
+    let lines = lines(invoice);
+    let mut out = String::new();
+    header(
+        &mut out,
+        "CreditNote",
+        &format!("{}-CN", invoice.invoice_number),
+        &issue,
+    );
+    let _ = write!(
+        out,
+        "<cbc:CreditNoteTypeCode>381</cbc:CreditNoteTypeCode><cbc:DocumentCurrencyCode>{}</cbc:DocumentCurrencyCode><cbc:BuyerReference>{}</cbc:BuyerReference>",
+        esc(&invoice.currency),
+        esc(&reference(invoice))
+    );
+    let _ = write!(
+        out,
+        "<cac:BillingReference><cac:InvoiceDocumentReference><cbc:ID>{}</cbc:ID>",
+        esc(&invoice.invoice_number)
+    );
+    if let Some(date) = invoice.invoice_date {
+        let _ = write!(out, "<cbc:IssueDate>{date}</cbc:IssueDate>");
+    }
+    out.push_str("</cac:InvoiceDocumentReference></cac:BillingReference>");
+    parties(&mut out, seller, invoice)?;
+    tax_and_totals(&mut out, &lines, &invoice.currency);
+    for line in &lines {
+        line_xml(
+            &mut out,
+            "CreditNoteLine",
+            "CreditedQuantity",
+            line,
+            &invoice.currency,
+        );
+    }
+    out.push_str("</CreditNote>\n");
+    Ok(out)
+}

@@ -1,0 +1,130 @@
+//! One file, atomically: written under a temporary name in the same directory, renamed into
+//! place, then a `.sha256` sidecar the same way.
+//!
+//! The rename is SFTP's own `SSH_FXP_RENAME`, which OpenSSH implements as link-then-unlink: it
+//! never replaces an existing file and the file appears whole. An existing target is a repeat of
+//! this delivery when its checksum matches, and an error when it does not.
+
+use postbud::ChannelError;
+use russh_sftp::{client::SftpSession, protocol::StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+/// What happened to one file.
+pub enum Put {
+    /// Written and renamed into place.
+    Written,
+    /// A file with the same name and checksum was there already.
+    AlreadyThere,
+}
+
+/// SFTP errors: missing directories and refused permissions are permanent; the rest (a lost
+/// connection, a timeout, a generic failure) is retried.
+pub fn classify(what: &str, error: russh_sftp::client::error::Error) -> ChannelError {
+    use russh_sftp::client::error::Error;
+    match &error {
+        Error::Status(status) if status.status_code == StatusCode::PermissionDenied => {
+            ChannelError::permanent(format!(
+                "{what}: permission denied by the server (is the target read-only?): {}",
+                status.error_message
+            ))
+        }
+        Error::Status(status) if status.status_code == StatusCode::NoSuchFile => {
+            ChannelError::permanent(format!(
+                "{what}: no such file or directory on the server: {}",
+                status.error_message
+            ))
+        }
+        _ => ChannelError::temporary(format!("{what}: {error}")),
+    }
+}
+
+async fn sha256_of(sftp: &SftpSession, path: &str) -> Result<String, ChannelError> {
+    let bytes = sftp
+        .read(path)
+        .await
+        .map_err(|e| classify(&format!("read `{path}`"), e))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+async fn exists(sftp: &SftpSession, path: &str) -> Result<bool, ChannelError> {
+    sftp.try_exists(path)
+        .await
+        .map_err(|e| classify(&format!("stat `{path}`"), e))
+}
+
+async fn write_then_rename(
+    sftp: &SftpSession,
+    dir: &str,
+    name: &str,
+    bytes: &[u8],
+    delivery_id: &str,
+) -> Result<Put, ChannelError> {
+    let target = format!("{dir}/{name}");
+    let digest = hex::encode(Sha256::digest(bytes));
+    if exists(sftp, &target).await? {
+        return if sha256_of(sftp, &target).await? == digest {
+            Ok(Put::AlreadyThere)
+        } else {
+            Err(ChannelError::permanent(format!(
+                "`{target}` exists with different contents; not overwriting it"
+            )))
+        };
+    }
+    let temporary = format!("{dir}/.{name}.{delivery_id}.part");
+    let mut file = sftp
+        .create(&temporary)
+        .await
+        .map_err(|e| classify(&format!("create `{temporary}`"), e))?;
+    file.write_all(bytes)
+        .await
+        .map_err(|e| ChannelError::temporary(format!("write `{temporary}`: {e}")))?;
+    file.shutdown()
+        .await
+        .map_err(|e| ChannelError::temporary(format!("close `{temporary}`: {e}")))?;
+    let size = sftp
+        .metadata(&temporary)
+        .await
+        .map_err(|e| classify(&format!("stat `{temporary}`"), e))?
+        .len();
+    if size != bytes.len() as u64 {
+        let _ = sftp.remove_file(&temporary).await;
+        return Err(ChannelError::temporary(format!(
+            "`{temporary}` has {size} bytes after upload, expected {}",
+            bytes.len()
+        )));
+    }
+    if let Err(error) = sftp.rename(&temporary, &target).await {
+        let _ = sftp.remove_file(&temporary).await;
+        // Lost a race with another attempt of the same delivery: its file decides.
+        if exists(sftp, &target).await? && sha256_of(sftp, &target).await? == digest {
+            return Ok(Put::AlreadyThere);
+        }
+        return Err(classify(
+            &format!("rename `{temporary}` to `{target}`"),
+            error,
+        ));
+    }
+    Ok(Put::Written)
+}
+
+/// Puts `name` and its `.sha256` sidecar into `dir`.
+pub async fn put(
+    sftp: &SftpSession,
+    dir: &str,
+    name: &str,
+    bytes: &[u8],
+    delivery_id: &str,
+) -> Result<Put, ChannelError> {
+    let main = write_then_rename(sftp, dir, name, bytes, delivery_id).await?;
+    let sidecar = format!("{}  {name}\n", hex::encode(Sha256::digest(bytes)));
+    write_then_rename(
+        sftp,
+        dir,
+        &format!("{name}.sha256"),
+        sidecar.as_bytes(),
+        delivery_id,
+    )
+    .await?;
+    Ok(main)
+}
