@@ -1,0 +1,157 @@
+//! # postbud-teams: a channel crate as a merchant would write one
+//!
+//! Kind `teams`: when an invoice goes out, post a notice to the finance team's Microsoft Teams
+//! (or Slack) incoming webhook. It shows the whole contract: a typed configuration that rejects
+//! unknown keys, a factory registered with [`postbud::register_channel!`], an explicit
+//! [`register`], errors classified as temporary or permanent, and a cancellation notice.
+//!
+//! ```toml
+//! [channels.finance]
+//! kind = "teams"
+//! webhook_url = "https://example.webhook.office.com/webhookb2/..."
+//! style = "teams"          # teams (MessageCard) | slack ({"text": ...})
+//! ```
+
+use std::time::Duration;
+
+use postbud::{
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt, format,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+postbud::register_channel! {
+    pub static FACTORY = {
+        kind: "teams",
+        description: "posts an invoice notice to a Microsoft Teams or Slack incoming webhook",
+        crate_name: env!("CARGO_PKG_NAME"),
+        example: "[channels.finance]\nkind = \"teams\"\nwebhook_url = \"https://example.webhook.office.com/webhookb2/...\"\n",
+        build: build,
+    };
+}
+
+/// Links the kind explicitly: call it where the binary builds its registry.
+pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+    registry.add(&FACTORY)
+}
+
+/// The channel's own table; a typo is an error naming the key and its file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamsConfig {
+    webhook_url: String,
+    #[serde(default)]
+    style: Style,
+    #[serde(default = "ten_seconds")]
+    timeout_seconds: u64,
+}
+
+fn ten_seconds() -> u64 {
+    10
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Style {
+    #[default]
+    Teams,
+    Slack,
+}
+
+/// Posts notices to a chat webhook.
+#[derive(Debug)]
+pub struct TeamsChannel {
+    url: String,
+    style: Style,
+    http: reqwest::Client,
+}
+
+fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
+    let config: TeamsConfig = ctx.config.extract()?;
+    if !config.webhook_url.starts_with("https://")
+        && !config.webhook_url.starts_with("http://127.0.0.1")
+    {
+        return Err(ctx.config.error("webhook_url", "must be an https URL"));
+    }
+    postbud::dintero::ensure_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.timeout_seconds))
+        .build()
+        .map_err(|e| ctx.config.error("webhook_url", e))?;
+    Ok(Box::new(TeamsChannel {
+        url: config.webhook_url,
+        style: config.style,
+        http,
+    }))
+}
+
+impl TeamsChannel {
+    fn body(&self, invoice: &Invoice, text: String) -> serde_json::Value {
+        match self.style {
+            Style::Slack => json!({ "text": text }),
+            Style::Teams => json!({
+                "@type": "MessageCard", "@context": "https://schema.org/extensions",
+                "summary": text, "text": text,
+                "potentialAction": invoice.link.as_ref().map(|link| json!([{
+                    "@type": "OpenUri", "name": "Open the invoice", "targets": [{"os": "default", "uri": link}]
+                }])),
+            }),
+        }
+    }
+
+    async fn post(&self, body: serde_json::Value) -> Result<Receipt, ChannelError> {
+        let response = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ChannelError::temporary(format!("POST to the webhook: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        // Teams and Slack answer 429 when throttled and 5xx when down: both pass. A 4xx means
+        // the webhook was removed or the payload is wrong: retrying will not help.
+        match status.as_u16() {
+            200..=299 => Ok(Receipt::new(format!("posted ({status})"))),
+            408 | 429 | 500..=599 => Err(ChannelError::temporary(format!("HTTP {status}: {text}"))),
+            _ => Err(ChannelError::permanent(format!("HTTP {status}: {text}"))),
+        }
+    }
+}
+
+#[postbud::async_trait]
+impl Channel for TeamsChannel {
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        _ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        let text = format!(
+            "Invoice {} sent to {}: {}",
+            invoice.invoice_number,
+            invoice
+                .customer
+                .business_name
+                .as_deref()
+                .unwrap_or(&invoice.customer.name),
+            format::amount(invoice.amount, &invoice.currency, "en")
+        );
+        self.post(self.body(invoice, text)).await
+    }
+
+    fn supports_cancel(&self) -> bool {
+        true
+    }
+
+    async fn cancel(
+        &self,
+        invoice: &Invoice,
+        _ctx: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
+        self.post(self.body(
+            invoice,
+            format!("Invoice {} was cancelled", invoice.invoice_number),
+        ))
+        .await
+    }
+}
