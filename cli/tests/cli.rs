@@ -529,3 +529,49 @@ async fn deliver_captures_then_the_files_land_on_the_sftp_server() {
     let pdf = std::fs::read(sshd.inbound().join(format!("{number}.pdf"))).expect("the PDF landed");
     assert_eq!(sha256(&pdf), sha256(&s.sandbox.pdf(&id).expect("pdf")));
 }
+
+/// Async because the email transport's connection pool lives on the runtime.
+#[tokio::test]
+async fn the_example_configurations_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).expect("config/examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let output = postbud()
+            .arg("--config")
+            .arg(&path)
+            .arg("channels")
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&output)
+        );
+        let settings = postbud::Settings::load(Some(&path))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!settings.routes.is_empty(), "{}", path.display());
+        // Every channel table is typed by its kind; only files that exist on a production host
+        // (an SSH key) may be missing here.
+        let mut registry = postbud::Registry::discover().expect("registry");
+        postbud_email::register(&mut registry).expect("email");
+        postbud_webhook::register(&mut registry).expect("webhook");
+        postbud_sms::register(&mut registry).expect("sms");
+        postbud_sftp::register(&mut registry).expect("sftp");
+        if let Err(e) = registry.build_all(&settings) {
+            for problem in e.messages().iter().flat_map(|m| m.split("\n  - ")) {
+                assert!(
+                    problem.contains("private_key") && problem.contains("No such file"),
+                    "{}: {problem}",
+                    path.display()
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "checked {checked} examples");
+}
