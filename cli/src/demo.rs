@@ -3,12 +3,14 @@
 use std::{path::Path, process::ExitCode};
 
 use postbud::{Settings, engine::Verdict, store::JobKind};
-use postbud_sandbox::{Sandbox, Seed};
+use postbud_sandbox::{Sandbox, Seed, hooks::HookReceiver, mailbox::Mailbox, sftp::SftpServer};
 use serde_json::json;
 
 use crate::commands::{Failure, exit};
 
 const DEMO_TOML: &str = include_str!("demo.toml");
+/// The demo platform's webhook secret (a Standard Webhooks test secret, not a real one).
+const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 struct Case {
     label: &'static str,
@@ -17,14 +19,16 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let b2b = json!({"first_name": "Kari", "last_name": "Nordmann", "business_name": "Nordmann AS",
-        "organization_number": "987654321", "email": "faktura@nordmann.example", "phone_number": "+4791234567",
-        "address_line": "Storgata 1", "postal_code": "0151", "postal_place": "Oslo", "country": "NO"});
-    let no_phone = json!({"first_name": "Sven", "last_name": "Svensson", "email": "sven@example.se",
+    let b2b = json!({"first_name": "Kari", "last_name": "Nordmann", "business_name": "Nordmann Bygg AS",
+        "organization_number": "912345678", "email": "faktura@nordmann-bygg.example", "phone_number": "+4791234567",
+        "address_line": "Industriveien 5", "postal_code": "0580", "postal_place": "Oslo", "country": "NO", "customer_reference": "PO-7788"});
+    let phone_only = json!({"first_name": "Ola", "last_name": "Nordmann", "phone_number": "912 34 568",
+        "address_line": "Storgata 2", "postal_code": "0151", "postal_place": "Oslo", "country": "NO"});
+    let email_only = json!({"first_name": "Sven", "last_name": "Svensson", "email": "sven@example.se",
         "address_line": "Drottninggatan 5", "postal_code": "111 51", "postal_place": "Stockholm", "country": "SE"});
     vec![
         Case {
-            label: "B2B, to the ERP drop and the archive",
+            label: "B2B: EHF to the ERP over SFTP, and email",
             seed: Seed {
                 product_type: Some("kravia.invoice_b2b".into()),
                 billing_address: Some(b2b),
@@ -33,29 +37,30 @@ fn cases() -> Vec<Case> {
             void_after: false,
         },
         Case {
-            label: "B2C with email and phone",
+            label: "B2C: email, SMS and the platform webhook",
             seed: Seed::default(),
             void_after: false,
         },
         Case {
-            label: "B2C, PDF as the file itself",
+            label: "B2C, phone only: SMS with the link",
             seed: Seed {
+                billing_address: Some(phone_only),
                 pdf_shape: Some("direct".into()),
                 ..Seed::default()
             },
             void_after: false,
         },
         Case {
-            label: "B2C without phone: share down, falls back",
+            label: "B2C, no phone: share down, falls back",
             seed: Seed {
-                billing_address: Some(no_phone),
+                billing_address: Some(email_only),
                 currency: Some("SEK".into()),
                 ..Seed::default()
             },
             void_after: false,
         },
         Case {
-            label: "B2C, delivered, then voided",
+            label: "B2C: delivered, then voided",
             seed: Seed::default(),
             void_after: true,
         },
@@ -82,16 +87,43 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
     for leftover in ["postbud.db", "postbud.db-wal", "postbud.db-shm"] {
         let _ = std::fs::remove_file(dir.join(leftover));
     }
-    for leftover in ["invoices", "erp-drop"] {
+    for leftover in ["invoices", "erp-drop", "mail", "webhooks", "sftp"] {
         let _ = std::fs::remove_dir_all(dir.join(leftover));
     }
     std::fs::create_dir_all(dir).map_err(io)?;
     let dir = dir.canonicalize().map_err(io)?;
     let sandbox = Sandbox::start(Default::default()).await.map_err(io)?;
+    let mailbox = Mailbox::start(&dir.join("mail")).await.map_err(io)?;
+    let hooks = HookReceiver::start(&dir.join("webhooks"), HOOK_SECRET)
+        .await
+        .map_err(io)?;
+    std::fs::create_dir_all(dir.join("sftp/erp")).map_err(io)?;
+    let sftp = SftpServer::start(&dir.join("sftp"), &dir)
+        .await
+        .map_err(io)?;
+    // `postbud serve`'s router, in-process, so the signed links in the SMS texts work.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io)?;
+    let public = format!("http://{}", listener.local_addr().map_err(io)?);
     let toml = DEMO_TOML
         .replace("{api}", &sandbox.api_url())
-        .replace("{dir}", &dir.display().to_string());
-    let app = crate::commands::open(&Settings::from_toml(&toml)?).await?;
+        .replace("{dir}", &dir.display().to_string())
+        .replace("{public}", &public)
+        .replace("{smtp}", &mailbox.url())
+        .replace("{twilio}", &sandbox.provider_url("twilio"))
+        .replace("{twilio_sid}", postbud_sandbox::sms::TWILIO_SID)
+        .replace("{twilio_token}", postbud_sandbox::sms::TWILIO_TOKEN)
+        .replace("{hook}", &hooks.url())
+        .replace("{hook_secret}", HOOK_SECRET)
+        .replace("{sftp_port}", &sftp.addr().port().to_string())
+        .replace("{sftp_key}", &sftp.client_key().display().to_string())
+        .replace("{sftp_fingerprint}", sftp.host_fingerprint());
+    let app = std::sync::Arc::new(crate::commands::open(&Settings::from_toml(&toml)?).await?);
+    tokio::spawn({
+        let app = std::sync::Arc::clone(&app);
+        async move { axum::serve(listener, postbud::server::router(app)).await }
+    });
 
     println!(
         "Postbud demo: a Dintero sandbox on {}, store and files in {}\n",
@@ -117,7 +149,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
     bar.finish_and_clear();
 
     println!(
-        "{:<32} {:<44} {:<14} {:<8} {:<18} {:<9} where to look",
+        "{:<32} {:<44} {:<14} {:<8} {:<26} {:<9} where to look",
         "transaction", "case", "invoice", "captured", "channel", "outcome"
     );
     for (label, id, outcome) in &rows {
@@ -139,7 +171,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
                 .and_then(|d| d.reason.clone())
                 .unwrap_or_default();
             println!(
-                "{id:<32} {label:<44} {number:<14} {captured:<8} {:<18} {:<9} {why}",
+                "{id:<32} {label:<44} {number:<14} {captured:<8} {:<26} {:<9} {why}",
                 "-",
                 format!("{:?}", outcome.verdict()).to_lowercase()
             );
@@ -168,11 +200,38 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
                 .or(job.last_error.as_deref())
                 .unwrap_or("");
             println!(
-                "{id:<32} {label:<44} {number:<14} {captured:<8} {channel:<18} {:<9} {detail}",
+                "{id:<32} {label:<44} {number:<14} {captured:<8} {channel:<26} {:<9} {detail}",
                 job.state.to_string()
             );
         }
     }
+    // The SMS carries a signed link to the PDF: follow one, as the customer's phone would.
+    let sms = sandbox.stats().sms;
+    let link_check = match sms.iter().find_map(|m| {
+        m.text
+            .split_whitespace()
+            .find(|w| w.starts_with("http"))
+            .map(str::to_owned)
+    }) {
+        Some(link) => match reqwest_get(&link).await {
+            Some(bytes) if bytes.starts_with(b"%PDF-") => {
+                format!("the SMS link serves the PDF ({} bytes)", bytes.len())
+            }
+            _ => "the SMS link did not serve the PDF".to_owned(),
+        },
+        None => "no SMS was sent".to_owned(),
+    };
+    println!(
+        "\nWhere to look: {}/mail ({} emails), {}/webhooks (verified webhooks), {}/sftp/erp (ERP drop), {}/invoices (archive);\n\
+         {} SMS at the Twilio stand-in; {link_check}.",
+        dir.display(),
+        mailbox.count(),
+        dir.display(),
+        dir.display(),
+        dir.display(),
+        sms.len()
+    );
+    let _ = hooks.dir();
     let (first_label, first_id, _) = &rows[0];
     let again = app.deliver_now(first_id).await?;
     println!(
@@ -199,4 +258,11 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(exit::FAILED)
     })
+}
+
+/// A GET on loopback, for the demo's own check of an SMS link.
+async fn reqwest_get(url: &str) -> Option<Vec<u8>> {
+    let response = reqwest::get(url).await.ok()?;
+    response.status().is_success().then_some(())?;
+    Some(response.bytes().await.ok()?.to_vec())
 }

@@ -575,3 +575,33 @@ async fn the_example_configurations_are_valid() {
     }
     assert!(checked >= 3, "checked {checked} examples");
 }
+
+#[test]
+fn the_demo_runs_every_channel_to_its_table() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = postbud()
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path().join("demo"))
+        .output()
+        .expect("runs");
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    for expected in [
+        "erp",
+        "customer-email",
+        "customer-sms",
+        "platform",
+        "(fallback)",
+        "(cancel)",
+        "skipped",
+        "the SMS link serves the PDF",
+        "already done (captures at Dintero: 1",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing from:\n{out}");
+    }
+    let erp: Vec<_> = std::fs::read_dir(dir.path().join("demo/sftp/erp"))
+        .expect("erp drop")
+        .collect();
+    assert!(erp.len() >= 6, "UBL, PDF, JSON and their sidecars");
+}

@@ -19,7 +19,10 @@
 
 mod api;
 mod control;
+pub mod hooks;
+pub mod mailbox;
 pub mod pdf;
+pub mod sftp;
 pub mod sms;
 pub mod smtp;
 pub mod sshd;
