@@ -1,5 +1,6 @@
 //! `postbud`: run and operate Postbud from the command line.
 
+mod bench;
 mod commands;
 mod demo;
 
@@ -83,6 +84,19 @@ enum Command {
         #[arg(long)]
         callback_url: Option<String>,
     },
+    /// Measure: N invoices through capture, PDF fetch and a webhook delivery against the sandbox
+    /// on loopback, beside the same HTTP requests without Postbud.
+    Bench {
+        /// How many invoices.
+        #[arg(long, default_value_t = 2000)]
+        invoices: usize,
+        /// Concurrent jobs.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// Where the benchmark's database goes.
+        #[arg(long, default_value = "postbud-bench")]
+        dir: PathBuf,
+    },
     /// Walk through the whole flow on embedded defaults: an in-process sandbox, a few
     /// invoices, capture, delivery, a fallback and a void.
     Demo {
@@ -155,6 +169,11 @@ async fn main() -> ExitCode {
             callback_url,
         } => commands::sandbox(listen, seed, callback_secret, callback_url).await,
         Command::Demo { dir } => demo::run(&dir).await,
+        Command::Bench {
+            invoices,
+            workers,
+            dir,
+        } => bench::run(invoices, workers, &dir).await,
     };
     match result {
         Ok(code) => code,

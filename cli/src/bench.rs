@@ -1,0 +1,248 @@
+//! `postbud bench`: N invoices through capture, PDF fetch and a webhook delivery against the
+//! sandbox on loopback, beside the bare cost of the same HTTP requests without Postbud.
+
+use std::{
+    path::Path,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use postbud::{Settings, store::JobKind};
+use postbud_sandbox::{Sandbox, Seed};
+
+use crate::commands::{Failure, exit};
+
+fn io(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        message: e.to_string(),
+        code: exit::FAILED,
+    }
+}
+
+/// Peak and current resident memory of this process, in MiB (Linux).
+fn memory() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A webhook receiver that counts what it gets.
+async fn receiver() -> std::io::Result<(String, Arc<AtomicUsize>)> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, count))
+}
+
+/// The same requests Postbud makes for one invoice, without Postbud: token once, then per
+/// invoice GET transaction, GET file descriptor, GET PDF, POST capture, POST webhook.
+async fn bare(
+    sandbox: &Sandbox,
+    ids: &[String],
+    hook: &str,
+    concurrency: usize,
+) -> Result<f64, Failure> {
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/accounts/T12345678/auth/token", sandbox.api_url()))
+        .basic_auth("sandbox-client", Some("sandbox-secret"))
+        .json(&serde_json::json!({"grant_type": "client_credentials", "audience": "https://api.dintero.com/v1/accounts/T12345678"}))
+        .send()
+        .await
+        .map_err(io)?
+        .json()
+        .await
+        .map_err(io)?;
+    let token = token["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let started = Instant::now();
+    let queue = Arc::new(std::sync::Mutex::new(ids.to_vec()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, token, queue, api, hook) = (
+            http.clone(),
+            token.clone(),
+            Arc::clone(&queue),
+            sandbox.api_url(),
+            hook.to_owned(),
+        );
+        workers.spawn(async move {
+            loop {
+                let Some(id) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                    return Ok::<(), reqwest::Error>(());
+                };
+                let tx: serde_json::Value = http
+                    .get(format!("{api}/transactions/{id}?includes=session"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let url = tx["metadata"]["kravia:invoice_url"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let descriptor: serde_json::Value = http.get(&url).send().await?.json().await?;
+                let pdf = http
+                    .get(descriptor["url"].as_str().unwrap_or_default())
+                    .send()
+                    .await?
+                    .bytes()
+                    .await?;
+                http.post(format!("{api}/transactions/{id}/capture"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"amount": tx["amount"]}))
+                    .send()
+                    .await?;
+                http.post(&hook)
+                    .json(&serde_json::json!({"id": id, "size": pdf.len()}))
+                    .send()
+                    .await?;
+            }
+        });
+    }
+    while let Some(result) = workers.join_next().await {
+        result.map_err(io)?.map_err(io)?;
+    }
+    Ok(ids.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode, Failure> {
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let _ = std::fs::remove_file(dir.join("bench.db"));
+    let _ = std::fs::remove_file(dir.join("bench.db-wal"));
+    let _ = std::fs::remove_file(dir.join("bench.db-shm"));
+    let sandbox = Sandbox::start(Default::default()).await.map_err(io)?;
+    let (hook, received) = receiver().await.map_err(io)?;
+    let toml = format!(
+        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+         [server]\npublic_url = \"https://invoices.merchant.example\"\nlink_secret = \"bench\"\n[store]\nurl = \"sqlite://{dir}/bench.db\"\n\
+         [engine]\nworkers = {workers}\npoll_interval = \"20ms\"\n\n\
+         [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
+        api = sandbox.api_url(),
+        dir = dir.display()
+    );
+    let app = Arc::new(crate::commands::open(&Settings::from_toml(&toml)?).await?);
+    println!(
+        "postbud bench: {invoices} invoices, {workers} workers, SQLite at {}/bench.db, sandbox and receiver on loopback\n",
+        dir.display()
+    );
+
+    // Phase 1: everything queued at once, nothing running yet.
+    let bar = indicatif::ProgressBar::new(invoices as u64).with_message("seeding and submitting");
+    let ids: Vec<String> = (0..invoices)
+        .map(|_| sandbox.seed(Seed::default()))
+        .collect();
+    for id in &ids {
+        app.submit(id).await.map_err(io)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let (_, queued_rss) = memory();
+    println!("queued:      {invoices} invoices submitted; resident memory {queued_rss:.1} MiB");
+
+    // Phase 2: drain at full speed.
+    let bar = indicatif::ProgressBar::new(invoices as u64).with_message("capturing and delivering");
+    let started = Instant::now();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { app.run_workers(stopped).await }
+    });
+    while received.load(Ordering::Relaxed) < invoices {
+        bar.set_position(received.load(Ordering::Relaxed) as u64);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(io("the run did not finish within 10 minutes"));
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let rate = invoices as f64 / elapsed.as_secs_f64();
+    let captures: u32 = sandbox.stats().captures.values().sum();
+    println!(
+        "throughput:  {rate:.0} invoices/s ({invoices} in {:.2} s; {captures} captures, {} webhooks)",
+        elapsed.as_secs_f64(),
+        received.load(Ordering::Relaxed)
+    );
+
+    // Phase 3: latency at half that load, submitted at a steady pace.
+    let half = (rate / 2.0).max(1.0);
+    let paced = (invoices / 2).clamp(50, 5_000);
+    let paced_ids: Vec<String> = (0..paced).map(|_| sandbox.seed(Seed::default())).collect();
+    let before = received.load(Ordering::Relaxed);
+    let gap = Duration::from_secs_f64(1.0 / half);
+    let pace_start = Instant::now();
+    for (n, id) in paced_ids.iter().enumerate() {
+        let due = pace_start + gap * n as u32;
+        tokio::time::sleep_until(due.into()).await;
+        app.submit(id).await.map_err(io)?;
+    }
+    while received.load(Ordering::Relaxed) < before + paced {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut latencies = Vec::with_capacity(paced);
+    for id in &paced_ids {
+        let dispatch = app.store().dispatch(id).await.map_err(io)?;
+        let jobs = app.store().jobs(id).await.map_err(io)?;
+        if let (Some(d), Some(delivered)) =
+            (dispatch, jobs.iter().find(|j| j.kind == JobKind::Deliver))
+        {
+            latencies.push((delivered.updated_at - d.created_at) as f64);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "latency:     at {half:.0} invoices/s, submit to delivered p50 {:.1} ms, p99 {:.1} ms ({} invoices)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.len()
+    );
+    let _ = stop.send(true);
+    let _ = runner.await;
+
+    // Phase 4: the same HTTP requests without Postbud, same concurrency.
+    let bare_ids: Vec<String> = (0..invoices)
+        .map(|_| sandbox.seed(Seed::default()))
+        .collect();
+    let bare_rate = bare(&sandbox, &bare_ids, &hook, workers).await?;
+    let (peak, _) = memory();
+    println!(
+        "bare HTTP:   {bare_rate:.0} invoices/s for the same requests without Postbud (Postbud reaches {:.0} % of it)",
+        rate / bare_rate * 100.0
+    );
+    println!("memory:      peak resident {peak:.1} MiB");
+    Ok(ExitCode::SUCCESS)
+}
