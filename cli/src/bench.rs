@@ -12,7 +12,6 @@ use std::{
 };
 
 use postbud::{Settings, store::JobKind};
-use postbud_sandbox::{Sandbox, Seed};
 
 use crate::commands::{Failure, exit};
 
@@ -66,15 +65,10 @@ async fn receiver() -> std::io::Result<(String, Arc<AtomicUsize>)> {
 
 /// The same requests Postbud makes for one invoice, without Postbud: token once, then per
 /// invoice GET transaction, GET file descriptor, GET PDF, POST capture, POST webhook.
-async fn bare(
-    sandbox: &Sandbox,
-    ids: &[String],
-    hook: &str,
-    concurrency: usize,
-) -> Result<f64, Failure> {
+async fn bare(api: &str, ids: &[String], hook: &str, concurrency: usize) -> Result<f64, Failure> {
     let http = reqwest::Client::new();
     let token: serde_json::Value = http
-        .post(format!("{}/accounts/T12345678/auth/token", sandbox.api_url()))
+        .post(format!("{api}/accounts/T12345678/auth/token"))
         .basic_auth("sandbox-client", Some("sandbox-secret"))
         .json(&serde_json::json!({"grant_type": "client_credentials", "audience": "https://api.dintero.com/v1/accounts/T12345678"}))
         .send()
@@ -95,7 +89,7 @@ async fn bare(
             http.clone(),
             token.clone(),
             Arc::clone(&queue),
-            sandbox.api_url(),
+            api.to_owned(),
             hook.to_owned(),
         );
         workers.spawn(async move {
@@ -108,28 +102,41 @@ async fn bare(
                     .bearer_auth(&token)
                     .send()
                     .await?
+                    .error_for_status()?
                     .json()
                     .await?;
                 let url = tx["metadata"]["kravia:invoice_url"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                let descriptor: serde_json::Value = http.get(&url).send().await?.json().await?;
+                let descriptor: serde_json::Value = http
+                    .get(&url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
                 let pdf = http
                     .get(descriptor["url"].as_str().unwrap_or_default())
                     .send()
                     .await?
+                    .error_for_status()?
                     .bytes()
                     .await?;
+                if !pdf.starts_with(b"%PDF-") {
+                    panic!("the bare run did not get a PDF");
+                }
                 http.post(format!("{api}/transactions/{id}/capture"))
                     .bearer_auth(&token)
                     .json(&serde_json::json!({"amount": tx["amount"]}))
                     .send()
-                    .await?;
+                    .await?
+                    .error_for_status()?;
                 http.post(&hook)
                     .json(&serde_json::json!({"id": id, "size": pdf.len()}))
                     .send()
-                    .await?;
+                    .await?
+                    .error_for_status()?;
             }
         });
     }
@@ -139,12 +146,117 @@ async fn bare(
     Ok(ids.len() as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The sandbox in its own process, so this process's memory is Postbud's alone.
+struct SandboxProcess {
+    child: std::process::Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SandboxProcess {
+    async fn start() -> Result<Self, Failure> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io)?
+            .port();
+        let child = std::process::Command::new(std::env::current_exe().map_err(io)?)
+            .args([
+                "sandbox",
+                "--seed",
+                "0",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(io)?;
+        let sandbox = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sandbox
+            .http
+            .get(format!("{}/sandbox/stats", sandbox.base))
+            .send()
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err(io("the sandbox process did not start"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(sandbox)
+    }
+
+    fn api_url(&self) -> String {
+        format!("{}/v1", self.base)
+    }
+
+    /// Seeds `n` transactions, 16 requests at a time.
+    async fn seed(&self, n: usize) -> Result<Vec<String>, Failure> {
+        let mut ids = Vec::with_capacity(n);
+        let mut pending = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (http, url) = (
+                self.http.clone(),
+                format!("{}/sandbox/transactions", self.base),
+            );
+            pending.spawn(async move {
+                let created: serde_json::Value = http
+                    .post(url)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                Ok::<_, reqwest::Error>((i, created["id"].as_str().unwrap_or_default().to_owned()))
+            });
+            if pending.len() >= 16 || i + 1 == n {
+                while let Some(done) = pending.join_next().await {
+                    ids.push(done.map_err(io)?.map_err(io)?);
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn captures(&self) -> u64 {
+        let stats: serde_json::Value = match self
+            .http
+            .get(format!("{}/sandbox/stats", self.base))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return 0,
+        };
+        stats["captures"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0)
+    }
+}
+
 pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode, Failure> {
+    postbud::dintero::ensure_crypto_provider();
     std::fs::create_dir_all(dir).map_err(io)?;
     let _ = std::fs::remove_file(dir.join("bench.db"));
     let _ = std::fs::remove_file(dir.join("bench.db-wal"));
     let _ = std::fs::remove_file(dir.join("bench.db-shm"));
-    let sandbox = Sandbox::start(Default::default()).await.map_err(io)?;
+    let sandbox = SandboxProcess::start().await?;
     let (hook, received) = receiver().await.map_err(io)?;
     let toml = format!(
         "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
@@ -162,9 +274,7 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
 
     // Phase 1: everything queued at once, nothing running yet.
     let bar = indicatif::ProgressBar::new(invoices as u64).with_message("seeding and submitting");
-    let ids: Vec<String> = (0..invoices)
-        .map(|_| sandbox.seed(Seed::default()))
-        .collect();
+    let ids = sandbox.seed(invoices).await?;
     for id in &ids {
         app.submit(id).await.map_err(io)?;
         bar.inc(1);
@@ -191,7 +301,7 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     let rate = invoices as f64 / elapsed.as_secs_f64();
-    let captures: u32 = sandbox.stats().captures.values().sum();
+    let captures = sandbox.captures().await;
     println!(
         "throughput:  {rate:.0} invoices/s ({invoices} in {:.2} s; {captures} captures, {} webhooks)",
         elapsed.as_secs_f64(),
@@ -201,7 +311,7 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
     // Phase 3: latency at half that load, submitted at a steady pace.
     let half = (rate / 2.0).max(1.0);
     let paced = (invoices / 2).clamp(50, 5_000);
-    let paced_ids: Vec<String> = (0..paced).map(|_| sandbox.seed(Seed::default())).collect();
+    let paced_ids = sandbox.seed(paced).await?;
     let before = received.load(Ordering::Relaxed);
     let gap = Duration::from_secs_f64(1.0 / half);
     let pace_start = Instant::now();
@@ -234,10 +344,8 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
     let _ = runner.await;
 
     // Phase 4: the same HTTP requests without Postbud, same concurrency.
-    let bare_ids: Vec<String> = (0..invoices)
-        .map(|_| sandbox.seed(Seed::default()))
-        .collect();
-    let bare_rate = bare(&sandbox, &bare_ids, &hook, workers).await?;
+    let bare_ids = sandbox.seed(invoices).await?;
+    let bare_rate = bare(&sandbox.api_url(), &bare_ids, &hook, workers).await?;
     let (peak, _) = memory();
     println!(
         "bare HTTP:   {bare_rate:.0} invoices/s for the same requests without Postbud (Postbud reaches {:.0} % of it)",

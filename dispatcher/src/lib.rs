@@ -94,7 +94,8 @@ pub mod __private {
 /// ```
 #[macro_export]
 macro_rules! register_channel {
-    ($vis:vis static $name:ident = { $($field:ident : $value:expr),* $(,)? };) => {
+    ($(#[$meta:meta])* $vis:vis static $name:ident = { $($field:ident : $value:expr),* $(,)? };) => {
+        $(#[$meta])*
         $vis static $name: $crate::ChannelFactory = $crate::ChannelFactory { $($field: $value),* };
         $crate::__private::inventory::submit! { $crate::registry::Registration(&$name) }
     };

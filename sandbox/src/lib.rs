@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
 // Handlers return early with a ready `Response`; it is not an error type worth boxing.
 #![allow(clippy::result_large_err)]
 

@@ -17,6 +17,8 @@
 //! max_attachment_bytes = 10485760                   # larger: the signed link instead
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 
 mod message;
@@ -32,6 +34,7 @@ use postbud::{
 use self::{config::EmailConfig, templates::Templates};
 
 postbud::register_channel! {
+    /// The factory of kind `email`.
     pub static FACTORY = {
         kind: "email",
         description: "branded invoice email over SMTP, PDF attached (or a signed link when large)",

@@ -23,6 +23,8 @@
 //! address = { line = "Storgata 1", postal_code = "0151", city = "Oslo", country = "NO" }
 //! ```
 
+#![warn(missing_docs)]
+
 mod ssh;
 pub mod ubl;
 mod upload;
@@ -39,6 +41,7 @@ use tokio::sync::Mutex;
 use self::ssh::{Connection, Credentials, HostKeys, Target};
 
 postbud::register_channel! {
+    /// The factory of kind `sftp`.
     pub static FACTORY = {
         kind: "sftp",
         description: "safe SFTP drops for an ERP: EHF/Peppol UBL with the PDF, the PDF, a JSON manifest",

@@ -16,6 +16,8 @@
 //! auth_token = "..."           # or POSTBUD_CHANNELS__CUSTOMER_SMS__AUTH_TOKEN
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod number;
 pub mod providers;
 pub mod segments;
@@ -37,6 +39,7 @@ use self::{
 };
 
 postbud::register_channel! {
+    /// The factory of kind `sms`.
     pub static FACTORY = {
         kind: "sms",
         description: "invoice notice with a signed link by SMS (twilio, vonage, sinch, linkmobility, 46elks, http)",

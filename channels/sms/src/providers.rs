@@ -30,8 +30,9 @@ pub struct Outgoing<'a> {
     pub report_url: Option<&'a str>,
 }
 
-/// A provider with its credentials.
+/// A provider with its credentials (the fields carry the provider's own names).
 #[derive(Debug)]
+#[allow(missing_docs)]
 pub enum Provider {
     /// Twilio Programmable Messaging.
     Twilio {
@@ -82,12 +83,16 @@ pub struct HttpPreset {
     /// `none` (default), `basic` (username + password), `bearer` (token), `header` (header + token).
     #[serde(default = "none")]
     pub auth: String,
+    /// User for `basic`.
     #[serde(default)]
     pub username: Option<String>,
+    /// Password for `basic`.
     #[serde(default)]
     pub password: Option<SecretString>,
+    /// Token for `bearer` and `header`.
     #[serde(default)]
     pub token: Option<SecretString>,
+    /// Header name for `header`.
     #[serde(default)]
     pub header: Option<String>,
     /// `form` (default) or `json`.
@@ -104,6 +109,7 @@ pub struct HttpPreset {
     /// JSON pointer that must equal `success_value` for a 2xx to count as sent.
     #[serde(default)]
     pub success_pointer: Option<String>,
+    /// The value `success_pointer` must have.
     #[serde(default)]
     pub success_value: Option<String>,
     /// JSON pointer to the gateway's message id.

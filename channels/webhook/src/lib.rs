@@ -16,6 +16,8 @@
 //! allow = []                      # private hosts or IPs that may be targets
 //! ```
 
+#![warn(missing_docs)]
+
 mod payload;
 pub mod signing;
 pub mod target;
@@ -37,6 +39,7 @@ use self::{
 };
 
 postbud::register_channel! {
+    /// The factory of kind `webhook`.
     pub static FACTORY = {
         kind: "webhook",
         description: "signed JSON POST to a platform (Standard Webhooks; stripe/github styles)",

@@ -8,7 +8,7 @@ use url::Url;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// `sqlite://postbud.db` (default) or `sqlite::memory:`.
+    /// `sqlite://postbud.db` (default): a file, in WAL mode.
     #[serde(default = "default_store_url")]
     pub url: String,
 }

@@ -20,7 +20,8 @@ use crate::{
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE dispatches (
     transaction_id     TEXT PRIMARY KEY,
     stage              TEXT NOT NULL,
@@ -70,7 +71,11 @@ CREATE TABLE history (
 );
 CREATE INDEX history_transaction ON history (transaction_id, id);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"#];
+"#,
+    r#"
+CREATE INDEX jobs_lease ON jobs (state, lease_until);
+"#,
+];
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -237,24 +242,36 @@ impl Store for SqliteStore {
         only: Option<&str>,
     ) -> Result<Vec<Lease>, StoreError> {
         let now = now_ms();
-        let rows = sqlx::query(
+        // Each branch walks its own index in due order and stops after `limit` rows, so a claim
+        // costs the same with ten or ten thousand jobs waiting.
+        let due = match only {
+            None => {
+                "SELECT id FROM (
+                     SELECT id, due FROM (SELECT id, next_at AS due FROM jobs
+                                          WHERE state = 'queued' AND next_at <= ?1 ORDER BY next_at LIMIT ?2)
+                     UNION ALL
+                     SELECT id, due FROM (SELECT id, lease_until AS due FROM jobs
+                                          WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2))
+                 ORDER BY due LIMIT ?2"
+            }
+            Some(_) => {
+                "SELECT id FROM jobs
+                 WHERE transaction_id = ?3
+                   AND ((state = 'queued' AND next_at <= ?1) OR (state = 'running' AND lease_until < ?1))
+                 ORDER BY next_at LIMIT ?2"
+            }
+        };
+        let rows = sqlx::query(&format!(
             "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
-                    lease_owner = ?, lease_until = ?, updated_at = ?
-             WHERE id IN (
-                 SELECT id FROM jobs
-                 WHERE ((state = 'queued' AND next_at <= ?) OR (state = 'running' AND lease_until < ?))
-                   AND (? IS NULL OR transaction_id = ?)
-                 ORDER BY next_at LIMIT ?)
-             RETURNING *",
-        )
+                    lease_owner = ?4, lease_until = ?5, updated_at = ?1
+             WHERE id IN ({due})
+             RETURNING *"
+        ))
+        .bind(now)
+        .bind(limit)
+        .bind(only)
         .bind(owner)
         .bind(now + lease.as_millis() as i64)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .bind(only)
-        .bind(only)
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

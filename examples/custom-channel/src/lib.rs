@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 postbud::register_channel! {
+    /// The factory of kind `teams`.
     pub static FACTORY = {
         kind: "teams",
         description: "posts an invoice notice to a Microsoft Teams or Slack incoming webhook",
