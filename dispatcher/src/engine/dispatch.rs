@@ -117,7 +117,6 @@ impl Engine {
         }
         let mut invoice = Invoice::from_transaction(&tx, &invoice_number, pdf);
         invoice.link = self.links.as_ref().map(|l| l.link(id));
-        self.store.save_invoice(lease, &invoice).await?;
         let route_cfg = &self.routes[route];
         let mut due = now_ms() + route_cfg.delay.map_or(0, |d| d.as_millis() as i64);
         if let Some(window) = &route_cfg.window {
@@ -134,22 +133,14 @@ impl Engine {
                 next_at: due,
             })
             .collect();
-        self.store.enqueue(lease, &jobs).await?;
-        self.store
-            .update_dispatch(
-                lease,
-                DispatchPatch {
-                    stage: Some("routed"),
-                    route: Some(route),
-                    reason: Some(None),
-                    ..DispatchPatch::default()
-                },
-            )
-            .await?;
-        Ok(Finish::Done(format!(
+        let detail = format!(
             "invoice {invoice_number} captured; queued for {}",
             route_cfg.deliver.join(", ")
-        )))
+        );
+        self.store
+            .complete_dispatch(lease, &invoice, route, &jobs, &detail)
+            .await?;
+        Ok(Finish::Recorded)
     }
 
     /// The kept PDF, or a freshly fetched one (then kept), so every attempt sends the same bytes.
@@ -170,19 +161,6 @@ impl Engine {
         {
             Ok(pdf) => {
                 self.store.save_document(lease, &pdf).await?;
-                self.store
-                    .record(
-                        &tx.id,
-                        Some(&lease.job.id),
-                        "pdf fetched",
-                        &format!(
-                            "{} ({} bytes, sha256 {})",
-                            pdf.file_name,
-                            pdf.bytes.len(),
-                            pdf.sha256
-                        ),
-                    )
-                    .await?;
                 // Read back: a concurrent attempt may have kept its copy first; use that one.
                 Ok(Ok(self.store.document(&tx.id).await?.unwrap_or(pdf)))
             }
@@ -229,6 +207,13 @@ impl Engine {
                 DispatchPatch {
                     stage: Some("capturing"),
                     capture_reference: Some(reference.clone()),
+                    note: Some((
+                        "capture requested",
+                        format!(
+                            "amount {} {}, capture_reference {reference}",
+                            tx.amount, tx.currency
+                        ),
+                    )),
                     ..DispatchPatch::default()
                 },
             )
@@ -247,17 +232,6 @@ impl Engine {
                 })
                 .collect(),
         };
-        self.store
-            .record(
-                id,
-                Some(&lease.job.id),
-                "capture requested",
-                &format!(
-                    "amount {} {}, capture_reference {reference}",
-                    tx.amount, tx.currency
-                ),
-            )
-            .await?;
         match self.gateway.capture(id, &request).await {
             Ok(CaptureOutcome::Done(after)) => self.after_capture(lease, &after).await,
             Ok(CaptureOutcome::Accepted { request_id }) => {
@@ -268,16 +242,12 @@ impl Engine {
                         lease,
                         DispatchPatch {
                             capture_request_id: Some(Some(request_id.clone())),
+                            note: Some((
+                                "capture accepted",
+                                format!("202, event-request-id {request_id}"),
+                            )),
                             ..DispatchPatch::default()
                         },
-                    )
-                    .await?;
-                self.store
-                    .record(
-                        id,
-                        Some(&lease.job.id),
-                        "capture accepted",
-                        &format!("202, event-request-id {request_id}"),
                     )
                     .await?;
                 for _ in 0..CONFIRM_POLLS {
@@ -353,19 +323,15 @@ impl Engine {
                     stage: Some("captured"),
                     captured_at: Some(now_ms()),
                     capture_request_id: Some(None),
+                    note: Some((
+                        "captured",
+                        format!(
+                            "{event} event present (capture_reference {})",
+                            reference.unwrap_or("none")
+                        ),
+                    )),
                     ..DispatchPatch::default()
                 },
-            )
-            .await?;
-        self.store
-            .record(
-                &lease.job.transaction_id,
-                Some(&lease.job.id),
-                "captured",
-                &format!(
-                    "{event} event present (capture_reference {})",
-                    reference.unwrap_or("none")
-                ),
             )
             .await
     }

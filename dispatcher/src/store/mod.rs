@@ -222,6 +222,8 @@ pub enum Finish {
     Dead(String),
     /// Not ours (dispatch only).
     Skipped(String),
+    /// The attempt already recorded its end itself ([`Store::complete_dispatch`]).
+    Recorded,
 }
 
 /// A write under a lease that is no longer ours was refused.
@@ -274,10 +276,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError>;
     /// Updates the dispatch record under the dispatch job's lease.
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError>;
-    /// Keeps the PDF (once) and the invoice snapshot.
-    async fn save_invoice(&self, lease: &Lease, invoice: &Invoice) -> Result<(), StoreError>;
-    /// Keeps the fetched PDF before capture.
+    /// Keeps the fetched PDF (once) before capture, with a history line.
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError>;
+    /// Ends a dispatch in one transaction, all or nothing: keeps the invoice snapshot, records
+    /// the route, creates the delivery jobs and marks the dispatch job done.
+    async fn complete_dispatch(
+        &self,
+        lease: &Lease,
+        invoice: &Invoice,
+        route: usize,
+        jobs: &[NewJob],
+        detail: &str,
+    ) -> Result<(), StoreError>;
     /// The fetched PDF.
     async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError>;
     /// The invoice snapshot with its PDF.
@@ -335,4 +345,6 @@ pub struct DispatchPatch {
     pub invoice_number: Option<String>,
     /// Route chosen.
     pub route: Option<usize>,
+    /// A history line written in the same transaction: (event, detail).
+    pub note: Option<(&'static str, String)>,
 }

@@ -307,6 +307,7 @@ impl Store for SqliteStore {
             Finish::Failed(_) => (JobState::Failed, now, "failed"),
             Finish::Dead(_) => (JobState::Dead, now, "dead"),
             Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
+            Finish::Recorded => return Ok(()),
         };
         let (error, receipt) = match &finish {
             Finish::Done(receipt) => (None, Some(receipt.as_str())),
@@ -314,7 +315,7 @@ impl Store for SqliteStore {
             | Finish::Failed(error)
             | Finish::Dead(error)
             | Finish::Skipped(error) => (Some(error.as_str()), None),
-            Finish::Postpone(_) => (None, None),
+            Finish::Postpone(_) | Finish::Recorded => (None, None),
         };
         // Waiting for a send window is not an attempt; the claim counted one.
         let attempt_delta = if matches!(finish, Finish::Postpone(_)) {
@@ -367,6 +368,8 @@ impl Store for SqliteStore {
     }
 
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let note = patch.note.clone();
         let updated = sqlx::query(&format!(
             "UPDATE dispatches SET
                 stage = COALESCE(?, stage),
@@ -392,16 +395,78 @@ impl Store for SqliteStore {
         .bind(&lease.job.transaction_id)
         .bind(&lease.job.id)
         .bind(lease.job.fence)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(lease_lost(lease))
+        if updated.rows_affected() != 1 {
+            return Err(lease_lost(lease));
         }
+        if let Some((event, detail)) = note {
+            history(
+                &mut tx,
+                &lease.job.transaction_id,
+                Some(&lease.job.id),
+                event,
+                &detail,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn complete_dispatch(
+        &self,
+        lease: &Lease,
+        invoice: &Invoice,
+        route: usize,
+        jobs: &[NewJob],
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE dispatches SET invoice = ?, invoice_number = ?, stage = 'routed', route = ?, reason = NULL, updated_at = ?
+             WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
+        ))
+        .bind(json)
+        .bind(&invoice.invoice_number)
+        .bind(route as i64)
+        .bind(now)
+        .bind(&lease.job.transaction_id)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(lease_lost(lease));
+        }
+        insert_jobs(&mut tx, &lease.job.transaction_id, jobs).await?;
+        sqlx::query(&format!(
+            "UPDATE jobs SET state = 'done', receipt = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE {FENCED}"
+        ))
+        .bind(detail)
+        .bind(now)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        let line = format!("attempt {}: {detail}", lease.job.attempts);
+        history(
+            &mut tx,
+            &lease.job.transaction_id,
+            Some(&lease.job.id),
+            "done",
+            &line,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
         let saved = sqlx::query(&format!(
             "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
              SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCED})
@@ -414,9 +479,29 @@ impl Store for SqliteStore {
         .bind(now_ms())
         .bind(&lease.job.id)
         .bind(lease.job.fence)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        if saved.rows_affected() == 1 || self.document(&lease.job.transaction_id).await?.is_some() {
+        if saved.rows_affected() == 1 {
+            let detail = format!(
+                "{} ({} bytes, sha256 {})",
+                pdf.file_name,
+                pdf.bytes.len(),
+                pdf.sha256
+            );
+            history(
+                &mut tx,
+                &lease.job.transaction_id,
+                Some(&lease.job.id),
+                "pdf fetched",
+                &detail,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        tx.commit().await?;
+        // Kept already (by an earlier attempt); otherwise our lease is gone.
+        if self.document(&lease.job.transaction_id).await?.is_some() {
             Ok(())
         } else {
             Err(lease_lost(lease))
@@ -437,28 +522,6 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
-    }
-
-    async fn save_invoice(&self, lease: &Lease, invoice: &Invoice) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
-        let updated = sqlx::query(&format!(
-            "UPDATE dispatches SET invoice = ?, invoice_number = ?, updated_at = ?
-             WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
-        ))
-        .bind(json)
-        .bind(&invoice.invoice_number)
-        .bind(now_ms())
-        .bind(&invoice.transaction_id)
-        .bind(&lease.job.id)
-        .bind(lease.job.fence)
-        .execute(&self.pool)
-        .await?;
-        if updated.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(lease_lost(lease))
-        }
     }
 
     async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {
@@ -725,6 +788,26 @@ async fn insert_jobs(
                 .await?;
         }
     }
+    Ok(())
+}
+
+async fn history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    transaction_id: &str,
+    job_id: Option<&str>,
+    event: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(transaction_id)
+    .bind(job_id)
+    .bind(now_ms())
+    .bind(event)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
