@@ -6,7 +6,7 @@ use postbud::{
     App, Registry, Settings,
     app::AppError,
     engine::{Outcome, Verdict},
-    store::{SqliteStore, Store, fmt_ms},
+    store::fmt_ms,
 };
 
 /// Exit codes.
@@ -159,7 +159,7 @@ pub async fn status(
     json: bool,
 ) -> CommandResult {
     let settings = settings(config)?;
-    let store = SqliteStore::open(&settings.store.url).await?;
+    let store = postbud::store::open(&settings.store.url).await?;
     let Some(id) = transaction_id else {
         let totals = store.totals().await?;
         let recent = store.recent(20).await?;
@@ -364,6 +364,17 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+pub async fn migrate(config: Option<&Path>) -> CommandResult {
+    let settings = settings(config)?;
+    // Opening a store applies the migrations it does not have yet.
+    postbud::store::open(&settings.store.url).await?;
+    println!(
+        "the store at {} is migrated to the current schema",
+        postbud::store::redact(&settings.store.url)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn sandbox(

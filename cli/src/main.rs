@@ -64,6 +64,8 @@ enum Command {
         #[command(subcommand)]
         command: InvoiceCommand,
     },
+    /// Create or upgrade the store's schema (also done on start).
+    Migrate,
     /// List the channel kinds this binary knows, and the configured instances.
     Channels,
     /// Validate the configuration, check the Dintero credentials, probe every channel.
@@ -161,6 +163,7 @@ async fn main() -> ExitCode {
             command: InvoiceCommand::Create { order },
         } => commands::create_invoice(config, &order).await,
         Command::Channels => commands::channels(config),
+        Command::Migrate => commands::migrate(config).await,
         Command::Check => commands::check(config).await,
         Command::Sandbox {
             listen,

@@ -15,7 +15,7 @@ use crate::{
     ids,
     links::LinkSigner,
     registry::{DuplicateKind, Registry},
-    store::{JobKind, NewJob, SqliteStore, Store, StoreError, now_ms},
+    store::{JobKind, NewJob, Store, StoreError, now_ms},
 };
 
 /// Why the application could not do what was asked.
@@ -85,7 +85,7 @@ impl AppBuilder {
             Some(g) => g,
             None => Arc::new(DinteroGateway::new(settings.require_dintero()?.clone())?),
         };
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.store.url).await?);
+        let store: Arc<dyn Store> = crate::store::open(&settings.store.url).await?;
         let links = match &settings.server.public_url {
             Some(base) => {
                 let key = match &settings.server.link_secret {

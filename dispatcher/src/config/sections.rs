@@ -8,7 +8,8 @@ use url::Url;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// `sqlite://postbud.db` (default): a file, in WAL mode.
+    /// `sqlite://postbud.db` (default): a file, in WAL mode; or `postgres://...` for several
+    /// instances sharing one database.
     #[serde(default = "default_store_url")]
     pub url: String,
 }
@@ -27,18 +28,13 @@ impl Default for StoreSettings {
 
 impl StoreSettings {
     pub(super) fn validate(&self) -> Result<(), String> {
-        if self.url.starts_with("sqlite:") {
+        if ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| self.url.starts_with(p))
+        {
             Ok(())
-        } else if self.url.starts_with("postgres") {
-            Err(format!(
-                "store.url: `{}`: the PostgreSQL store is not in this version; use sqlite://FILE",
-                self.url.split('@').next_back().unwrap_or_default()
-            ))
         } else {
-            Err(format!(
-                "store.url: expected sqlite://FILE, got `{}`",
-                self.url
-            ))
+            Err("store.url: expected sqlite://FILE or postgres://USER@HOST/DATABASE".into())
         }
     }
 }

@@ -40,8 +40,16 @@ impl Engine {
                         }
                     }
                     let idle = engine.settings.poll_interval * 2u32.pow(failures.min(6));
+                    let elsewhere = engine.store.work_signal();
+                    let other_process = async {
+                        match &elsewhere {
+                            Some(signal) => signal.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         () = engine.wake.notified() => {}
+                        () = other_process => {}
                         () = tokio::time::sleep(idle) => {}
                         _ = shutdown.changed() => {}
                     }

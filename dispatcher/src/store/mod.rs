@@ -6,13 +6,26 @@
 //! every write made under a claim checks it, so a worker whose lease lapsed cannot overwrite
 //! the work of the one that rescued the job.
 
+mod postgres;
 mod sqlite;
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use serde::Serialize;
 
-pub use self::sqlite::{SqliteStore, fmt_ms};
+pub use self::{
+    postgres::{PgStore, redact},
+    sqlite::{SqliteStore, fmt_ms},
+};
+
+/// Opens the store `url` names: `sqlite://FILE` or `postgres://...`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    }
+}
 use crate::invoice::{Invoice, Pdf};
 
 /// Milliseconds since the Unix epoch; the store's clock unit.
@@ -326,6 +339,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a persistent value if it is absent; returns the value now stored.
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError>;
+    /// Signalled when another process adds work (PostgreSQL `LISTEN`), if the store can tell.
+    fn work_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Fields of the dispatch record to change; `None` leaves a field as it is.

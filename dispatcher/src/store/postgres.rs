@@ -1,0 +1,839 @@
+//! PostgreSQL store: the same outbox, shared by several service instances. Claims take rows
+//! with `FOR UPDATE SKIP LOCKED`; new work is announced with `NOTIFY postbud_jobs` so idle
+//! workers in every instance wake at once instead of waiting for their next poll.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgListener, PgPoolOptions, PgRow},
+};
+use tokio::sync::Notify;
+
+use super::{
+    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob,
+    Store, StoreError, Totals, VoidEffect, fmt_ms, now_ms,
+};
+use crate::{
+    ids,
+    invoice::{Invoice, Pdf},
+};
+
+/// Schema migrations, applied in order; `postbud_schema.version` is the number applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE dispatches (
+    transaction_id     TEXT PRIMARY KEY,
+    stage              TEXT NOT NULL,
+    reason             TEXT,
+    capture_reference  TEXT,
+    capture_request_id TEXT,
+    captured_at        BIGINT,
+    invoice_number     TEXT,
+    route              BIGINT,
+    invoice            TEXT,
+    created_at         BIGINT NOT NULL,
+    updated_at         BIGINT NOT NULL
+);
+CREATE TABLE documents (
+    transaction_id TEXT PRIMARY KEY,
+    file_name      TEXT NOT NULL,
+    sha256         TEXT NOT NULL,
+    bytes          BYTEA NOT NULL,
+    fetched_at     BIGINT NOT NULL
+);
+CREATE TABLE jobs (
+    id             TEXT PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    channel        TEXT,
+    role           TEXT,
+    state          TEXT NOT NULL,
+    attempts       BIGINT NOT NULL DEFAULT 0,
+    next_at        BIGINT NOT NULL,
+    lease_owner    TEXT,
+    lease_until    BIGINT,
+    fence          BIGINT NOT NULL DEFAULT 0,
+    last_error     TEXT,
+    receipt        TEXT,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL
+);
+CREATE INDEX jobs_due ON jobs (state, next_at);
+CREATE INDEX jobs_lease ON jobs (state, lease_until);
+CREATE INDEX jobs_transaction ON jobs (transaction_id);
+CREATE TABLE history (
+    id             BIGSERIAL PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    job_id         TEXT,
+    at             BIGINT NOT NULL,
+    event          TEXT NOT NULL,
+    detail         TEXT NOT NULL
+);
+CREATE INDEX history_transaction ON history (transaction_id, id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#];
+
+/// The store for several instances.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    work: Arc<Notify>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...`), migrates, and listens for new work.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                StoreError::Database(format!("connect to PostgreSQL ({}): {e}", redact(url)))
+            })?;
+        let store = Self {
+            pool,
+            work: Arc::new(Notify::new()),
+        };
+        store.migrate().await?;
+        store.listen();
+        Ok(store)
+    }
+
+    /// Runs the migrations not applied yet; one instance at a time (advisory lock).
+    pub async fn migrate(&self) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7337001)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS postbud_schema (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM postbud_schema")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if version.is_none() {
+            sqlx::query("INSERT INTO postbud_schema (version) VALUES (0)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let version = version.unwrap_or(0);
+        for migration in MIGRATIONS.iter().skip(version as usize) {
+            sqlx::raw_sql(migration).execute(&mut *tx).await?;
+        }
+        let applied = MIGRATIONS.len() as i64;
+        sqlx::query("UPDATE postbud_schema SET version = $1")
+            .bind(applied.max(version))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(applied.max(version))
+    }
+
+    /// Wakes this instance's idle workers when any instance announces work; reconnects after
+    /// the database goes away.
+    fn listen(&self) {
+        let (pool, work) = (self.pool.clone(), Arc::clone(&self.work));
+        tokio::spawn(async move {
+            loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if listener.listen("postbud_jobs").await.is_ok() {
+                            while listener.recv().await.is_ok() {
+                                work.notify_waiters();
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN postbud_jobs failed; polling until it works again")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+}
+
+/// A URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "an unreadable URL".into(),
+    }
+}
+
+fn job_from(row: &PgRow) -> Result<Job, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        transaction_id: row.try_get("transaction_id")?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
+        channel: row.try_get("channel")?,
+        role: row.try_get("role")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        next_at: row.try_get("next_at")?,
+        fence: row.try_get("fence")?,
+        last_error: row.try_get("last_error")?,
+        receipt: row.try_get("receipt")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn dispatch_from(row: &PgRow) -> Result<Dispatch, StoreError> {
+    Ok(Dispatch {
+        transaction_id: row.try_get("transaction_id")?,
+        stage: row.try_get("stage")?,
+        reason: row.try_get("reason")?,
+        capture_reference: row.try_get("capture_reference")?,
+        capture_request_id: row.try_get("capture_request_id")?,
+        captured_at: row.try_get("captured_at")?,
+        invoice_number: row.try_get("invoice_number")?,
+        route: row.try_get::<Option<i64>, _>("route")?.map(|r| r as usize),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn lease_lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost(lease.job.id.clone())
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let job_id = ids::dispatch_id(transaction_id);
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES ($1, 'new', $2, $3)
+             ON CONFLICT (transaction_id) DO NOTHING",
+        )
+        .bind(transaction_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at)
+             VALUES ($1, $2, 'dispatch', 'queued', $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&job_id)
+        .bind(transaction_id)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let requeued = !inserted
+            && sqlx::query(
+                "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, updated_at = $2
+                 WHERE id = $3 AND state = 'skipped'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(&job_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+        if inserted || requeued {
+            sqlx::query("SELECT pg_notify('postbud_jobs', '')")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, 'submitted', $4)")
+                .bind(transaction_id)
+                .bind(&job_id)
+                .bind(now)
+                .bind(if inserted { "queued for dispatch" } else { "skipped before; looking again" })
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted || requeued)
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+        only: Option<&str>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let now = now_ms();
+        // Each branch walks its own index in due order and stops after `limit` rows, so a claim
+        // costs the same with ten or ten thousand jobs waiting.
+        let only_clause = if only.is_some() {
+            "AND transaction_id = $3"
+        } else {
+            "AND $3::text IS NULL"
+        };
+        let rows = sqlx::query(&format!(
+            "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                    lease_owner = $4, lease_until = $5, updated_at = $1
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE ((state = 'queued' AND next_at <= $1) OR (state = 'running' AND lease_until < $1)) {only_clause}
+                 ORDER BY next_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING *"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(only)
+        .bind(owner)
+        .bind(now + lease.as_millis() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Lease {
+                    job: job_from(row)?,
+                    owner: owner.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND fence = $3 AND state = 'running'",
+        )
+        .bind(now_ms() + duration.as_millis() as i64)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(lease))
+        }
+    }
+
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (state, next_at, event) = match &finish {
+            Finish::Done(_) => (JobState::Done, now, "done"),
+            Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
+            Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
+            Finish::Failed(_) => (JobState::Failed, now, "failed"),
+            Finish::Dead(_) => (JobState::Dead, now, "dead"),
+            Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
+            Finish::Recorded => return Ok(()),
+        };
+        let (error, receipt) = match &finish {
+            Finish::Done(receipt) => (None, Some(receipt.as_str())),
+            Finish::Retry { error, .. }
+            | Finish::Failed(error)
+            | Finish::Dead(error)
+            | Finish::Skipped(error) => (Some(error.as_str()), None),
+            Finish::Postpone(_) | Finish::Recorded => (None, None),
+        };
+        // Waiting for a send window is not an attempt; the claim counted one.
+        let attempt_delta = if matches!(finish, Finish::Postpone(_)) {
+            -1
+        } else {
+            0
+        };
+        let detail = match &finish {
+            Finish::Postpone(at) => format!("until {}", fmt_ms(*at)),
+            _ => error.or(receipt).unwrap_or_default().to_owned(),
+        };
+        let mut tx = self.write().await?;
+        let updated = sqlx::query("UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
+                    attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
+             WHERE id = $7 AND fence = $8 AND state = 'running'")
+        .bind(state.as_str())
+        .bind(next_at)
+        .bind(error)
+        .bind(receipt)
+        .bind(attempt_delta)
+        .bind(now)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(lease_lost(lease));
+        }
+        let label = match (lease.job.kind, event) {
+            (JobKind::Deliver, "done") => "delivered".to_owned(),
+            (JobKind::Cancel, "done") => "cancellation sent".to_owned(),
+            (_, e) => e.to_owned(),
+        };
+        let detail = match &lease.job.channel {
+            Some(channel) => format!("[{channel}] attempt {}: {detail}", lease.job.attempts),
+            None => format!("attempt {}: {detail}", lease.job.attempts),
+        };
+        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&lease.job.transaction_id)
+            .bind(&lease.job.id)
+            .bind(now)
+            .bind(label)
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let note = patch.note.clone();
+        let updated = sqlx::query("UPDATE dispatches SET
+                stage = COALESCE($1, stage),
+                reason = CASE WHEN $2::boolean THEN $3 ELSE reason END,
+                capture_reference = COALESCE($4, capture_reference),
+                capture_request_id = CASE WHEN $5::boolean THEN $6 ELSE capture_request_id END,
+                captured_at = COALESCE($7, captured_at),
+                invoice_number = COALESCE($8, invoice_number),
+                route = COALESCE($9, route),
+                updated_at = $10
+             WHERE transaction_id = $11 AND EXISTS (SELECT 1 FROM jobs WHERE id = $12 AND fence = $13 AND state = 'running')")
+        .bind(patch.stage)
+        .bind(patch.reason.is_some())
+        .bind(patch.reason.flatten())
+        .bind(patch.capture_reference)
+        .bind(patch.capture_request_id.is_some())
+        .bind(patch.capture_request_id.flatten())
+        .bind(patch.captured_at)
+        .bind(patch.invoice_number)
+        .bind(patch.route.map(|r| r as i64))
+        .bind(now_ms())
+        .bind(&lease.job.transaction_id)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(lease_lost(lease));
+        }
+        if let Some((event, detail)) = note {
+            history(
+                &mut tx,
+                &lease.job.transaction_id,
+                Some(&lease.job.id),
+                event,
+                &detail,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn complete_dispatch(
+        &self,
+        lease: &Lease,
+        invoice: &Invoice,
+        route: usize,
+        jobs: &[NewJob],
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let updated = sqlx::query("UPDATE dispatches SET invoice = $1, invoice_number = $2, stage = 'routed', route = $3, reason = NULL, updated_at = $4
+             WHERE transaction_id = $5 AND EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')")
+        .bind(json)
+        .bind(&invoice.invoice_number)
+        .bind(route as i64)
+        .bind(now)
+        .bind(&lease.job.transaction_id)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(lease_lost(lease));
+        }
+        insert_jobs(&mut tx, &lease.job.transaction_id, jobs).await?;
+        sqlx::query("UPDATE jobs SET state = 'done', receipt = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $3 AND fence = $4 AND state = 'running'")
+        .bind(detail)
+        .bind(now)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        let line = format!("attempt {}: {detail}", lease.job.attempts);
+        history(
+            &mut tx,
+            &lease.job.transaction_id,
+            Some(&lease.job.id),
+            "done",
+            &line,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let saved = sqlx::query("INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')
+             ON CONFLICT (transaction_id) DO NOTHING")
+        .bind(&lease.job.transaction_id)
+        .bind(&pdf.file_name)
+        .bind(&pdf.sha256)
+        .bind(pdf.bytes.as_ref())
+        .bind(now_ms())
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .execute(&mut *tx)
+        .await?;
+        if saved.rows_affected() == 1 {
+            let detail = format!(
+                "{} ({} bytes, sha256 {})",
+                pdf.file_name,
+                pdf.bytes.len(),
+                pdf.sha256
+            );
+            history(
+                &mut tx,
+                &lease.job.transaction_id,
+                Some(&lease.job.id),
+                "pdf fetched",
+                &detail,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        tx.commit().await?;
+        // Kept already (by an earlier attempt); otherwise our lease is gone.
+        if self.document(&lease.job.transaction_id).await?.is_some() {
+            Ok(())
+        } else {
+            Err(lease_lost(lease))
+        }
+    }
+
+    async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
+        let row =
+            sqlx::query("SELECT file_name, sha256, bytes FROM documents WHERE transaction_id = $1")
+                .bind(transaction_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            Ok(Pdf {
+                file_name: row.try_get("file_name")?,
+                sha256: row.try_get("sha256")?,
+                bytes: Bytes::from(row.try_get::<Vec<u8>, _>("bytes")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {
+        let json: Option<Option<String>> =
+            sqlx::query_scalar("SELECT invoice FROM dispatches WHERE transaction_id = $1")
+                .bind(transaction_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(json) = json.flatten() else {
+            return Ok(None);
+        };
+        let mut invoice: Invoice = serde_json::from_str(&json)
+            .map_err(|e| StoreError::Database(format!("invoice snapshot: {e}")))?;
+        let pdf = self.document(transaction_id).await?.ok_or_else(|| {
+            StoreError::Database(format!("invoice {transaction_id} has no stored PDF"))
+        })?;
+        invoice.pdf = pdf;
+        Ok(Some(invoice))
+    }
+
+    async fn enqueue(&self, lease: &Lease, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::bigint FROM jobs WHERE id = $1 AND fence = $2 AND state = 'running'",
+        )
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if held.is_none() {
+            return Err(lease_lost(lease));
+        }
+        insert_jobs(&mut tx, &lease.job.transaction_id, jobs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        insert_jobs(&mut tx, transaction_id, jobs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError> {
+        let row = sqlx::query("SELECT * FROM dispatches WHERE transaction_id = $1")
+            .bind(transaction_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(dispatch_from).transpose()
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE transaction_id = $1
+             ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
+        )
+        .bind(transaction_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from).collect()
+    }
+
+    async fn record(
+        &self,
+        transaction_id: &str,
+        job_id: Option<&str>,
+        event: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(transaction_id)
+            .bind(job_id)
+            .bind(now_ms())
+            .bind(event)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, job_id, event, detail FROM history WHERE transaction_id = $1 ORDER BY id",
+        )
+        .bind(transaction_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryEntry {
+                    at: row.try_get("at")?,
+                    job_id: row.try_get("job_id")?,
+                    event: row.try_get("event")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, updated_at = $2
+             WHERE transaction_id = $3 AND state IN ('failed', 'dead', 'queued')
+               AND ($4::text IS NULL OR channel = $5)
+               AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(transaction_id)
+        .bind(channel)
+        .bind(channel)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if done > 0 {
+            self.record(
+                transaction_id,
+                None,
+                "retry requested",
+                &format!("{done} job(s) requeued by an operator"),
+            )
+            .await?;
+        }
+        Ok(done)
+    }
+
+    async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES ($1, 'voided', $2, $3)
+             ON CONFLICT (transaction_id) DO UPDATE SET stage = 'voided', updated_at = excluded.updated_at",
+        )
+        .bind(transaction_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // Bumping the fence refuses the late writes of a worker that is mid-attempt.
+        let cancelled: Vec<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = 'cancelled', fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = $1
+             WHERE transaction_id = $2 AND kind IN ('dispatch', 'deliver') AND state IN ('queued', 'running')
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(transaction_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let delivered_channels: Vec<String> = sqlx::query_scalar(
+            "SELECT channel FROM jobs WHERE transaction_id = $1 AND kind = 'deliver' AND state = 'done' ORDER BY channel",
+        )
+        .bind(transaction_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, NULL, $2, 'voided', $3)")
+            .bind(transaction_id)
+            .bind(now)
+            .bind(format!("{} pending job(s) stopped", cancelled.len()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(VoidEffect {
+            cancelled,
+            delivered_channels,
+        })
+    }
+
+    async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM dispatches ORDER BY updated_at DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(dispatch_from).collect()
+    }
+
+    async fn totals(&self) -> Result<Totals, StoreError> {
+        let row = sqlx::query(
+            "SELECT
+                (SELECT COUNT(*) FROM dispatches) AS dispatches,
+                COUNT(*) FILTER (WHERE state = 'queued') AS queued,
+                COUNT(*) FILTER (WHERE state = 'running') AS in_flight,
+                COUNT(*) FILTER (WHERE state = 'done' AND kind = 'deliver') AS delivered,
+                COUNT(*) FILTER (WHERE state = 'failed') AS failed,
+                COUNT(*) FILTER (WHERE state = 'dead') AS dead,
+                COUNT(*) FILTER (WHERE state = 'skipped') AS skipped
+             FROM jobs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let get = |name: &str| row.try_get::<i64, _>(name).map(|v| v as u64);
+        Ok(Totals {
+            dispatches: get("dispatches")?,
+            queued: get("queued")?,
+            in_flight: get("in_flight")?,
+            delivered: get("delivered")?,
+            failed: get("failed")?,
+            dead: get("dead")?,
+            skipped: get("skipped")?,
+        })
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(CASE state WHEN 'queued' THEN next_at ELSE lease_until END) FROM jobs WHERE state IN ('queued', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    fn work_signal(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.work))
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(self.meta(key).await?.unwrap_or_else(|| value.to_owned()))
+    }
+}
+
+async fn insert_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    transaction_id: &str,
+    jobs: &[NewJob],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    for job in jobs {
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&job.id)
+        .bind(transaction_id)
+        .bind(job.kind.as_str())
+        .bind(&job.channel)
+        .bind(job.role)
+        .bind(job.next_at)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            sqlx::query("SELECT pg_notify('postbud_jobs', '')")
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, 'queued', $4)")
+                .bind(transaction_id)
+                .bind(&job.id)
+                .bind(now)
+                .bind(format!("[{}] {} ({}) due {}", job.channel, job.kind, job.role, fmt_ms(job.next_at)))
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    transaction_id: &str,
+    job_id: Option<&str>,
+    event: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(transaction_id)
+    .bind(job_id)
+    .bind(now_ms())
+    .bind(event)
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The PostgreSQL store against the running server: the same promises as SQLite, shared by
+//! several instances, with LISTEN/NOTIFY waking idle workers.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::Harness;
+use postbud::{App, Settings, engine::Verdict, store::Finish};
+use postbud_sandbox::Seed;
+
+/// A fresh database on the local server, dropped afterwards.
+struct Database {
+    admin: String,
+    name: String,
+}
+
+impl Database {
+    async fn create(test: &str) -> Option<Self> {
+        let admin = std::env::var("POSTBUD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!(
+            "postbud_test_{}",
+            std::process::id() as u64 * 1000 + u64::from(fastrand_u16())
+        );
+        let pool = match sqlx::PgPool::connect(&admin).await {
+            Ok(pool) => pool,
+            Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!(
+                    "{test}: PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable at {admin}: {e}"
+                )
+            }
+            Err(e) => {
+                eprintln!("SKIPPED {test}: no PostgreSQL at {admin}: {e}");
+                return None;
+            }
+        };
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .expect("create database");
+        Some(Self { admin, name })
+    }
+
+    fn url(&self) -> String {
+        let (base, _) = self.admin.rsplit_once('/').expect("a database in the URL");
+        format!("{base}/{}", self.name)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // A runtime of its own: the test's may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&pool)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn fastrand_u16() -> u16 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos()
+        % 997) as u16
+}
+
+fn settings(h: &Harness, db: &Database, extra: &str) -> Settings {
+    let toml = h.toml(extra).replace(
+        &format!("sqlite://{}/postbud.db", h.dir.path().display()),
+        &db.url(),
+    );
+    Settings::from_toml(&toml).expect("settings")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_once_on_postgres() {
+    let Some(db) = Database::create("delivers_once_on_postgres").await else {
+        return;
+    };
+    let h = Harness::start().await;
+    let app = App::open(&settings(&h, &db, "")).await.expect("app");
+    let id = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let again = app.deliver_now(&id).await.expect("again");
+    assert!(!again.newly_queued);
+    assert_eq!(h.sandbox.captures(&id), 1);
+    let totals = app.store().totals().await.expect("totals");
+    assert_eq!((totals.dispatches, totals.delivered), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_work_and_capture_once() {
+    let Some(db) = Database::create("two_instances_share_the_work_and_capture_once").await else {
+        return;
+    };
+    let h = Harness::start().await;
+    let a = Arc::new(App::open(&settings(&h, &db, "")).await.expect("a"));
+    let b = Arc::new(App::open(&settings(&h, &db, "")).await.expect("b"));
+    let ids: Vec<String> = (0..8).map(|_| h.sandbox.seed(Seed::default())).collect();
+    let mut runs = tokio::task::JoinSet::new();
+    for id in &ids {
+        for app in [&a, &b] {
+            let (app, id) = (Arc::clone(app), id.clone());
+            runs.spawn(async move { app.deliver_now(&id).await.expect("deliver") });
+        }
+    }
+    while runs.join_next().await.is_some() {}
+    for id in &ids {
+        assert_eq!(h.sandbox.captures(id), 1, "{id}");
+        assert_eq!(
+            a.deliver_now(id).await.expect("status").verdict(),
+            Verdict::Delivered
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_cannot_overwrite_the_newer_attempt() {
+    let Some(db) = Database::create("a_lapsed_lease_cannot_overwrite_the_newer_attempt").await
+    else {
+        return;
+    };
+    let h = Harness::start().await;
+    let app = App::open(&settings(&h, &db, "")).await.expect("app");
+    let id = h.sandbox.seed(Seed::default());
+    app.submit(&id).await.expect("submit");
+    let store = app.store();
+    let old = store
+        .claim("slow", Duration::from_millis(100), 1, Some(&id))
+        .await
+        .expect("claim")
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let new = store
+        .claim("fast", Duration::from_secs(30), 1, None)
+        .await
+        .expect("rescue")
+        .remove(0);
+    assert!(new.job.fence > old.job.fence);
+    assert!(
+        store
+            .finish(&old, Finish::Failed("late".into()))
+            .await
+            .is_err()
+    );
+    store
+        .finish(&new, Finish::Done("ok".into()))
+        .await
+        .expect("current holder writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_work_wakes_another_instance_through_listen_notify() {
+    let Some(db) = Database::create("new_work_wakes_another_instance_through_listen_notify").await
+    else {
+        return;
+    };
+    let h = Harness::start().await;
+    // The worker instance polls only every 60 s: only a NOTIFY can wake it in time.
+    let toml = h
+        .toml("")
+        .replace(
+            &format!("sqlite://{}/postbud.db", h.dir.path().display()),
+            &db.url(),
+        )
+        .replace("poll_interval = \"50ms\"", "poll_interval = \"60s\"");
+    let sleepy = Arc::new(
+        App::open(&Settings::from_toml(&toml).expect("settings"))
+            .await
+            .expect("sleepy"),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = tokio::spawn({
+        let sleepy = Arc::clone(&sleepy);
+        async move { sleepy.run_workers(stopped).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let submitter = App::open(&settings(&h, &db, "")).await.expect("submitter");
+    let id = h.sandbox.seed(Seed::default());
+    let started = std::time::Instant::now();
+    submitter.submit(&id).await.expect("submit");
+    loop {
+        let jobs = submitter.store().jobs(&id).await.expect("jobs");
+        if jobs.iter().any(|j| {
+            j.kind == postbud::store::JobKind::Deliver && j.state == postbud::store::JobState::Done
+        }) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not woken: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "delivered {:?} after the submit in another instance",
+        started.elapsed()
+    );
+    stop.send(true).expect("stop");
+    runner.await.expect("runner");
+}
