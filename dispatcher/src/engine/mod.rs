@@ -166,9 +166,27 @@ impl Engine {
             }
         };
         tracing::info!(outcome = ?finish, "attempt finished");
-        let result = self.store.finish(&lease, finish).await;
+        let result = self.record_finish(&lease, finish).await;
         self.wake.notify_waiters();
         result
+    }
+
+    /// Records the end of an attempt. The side effect has happened; if the store is briefly
+    /// unreachable, keep trying for a while: the fenced write still lands as long as nobody took
+    /// the job over, and every write that lands is a repeat avoided.
+    async fn record_finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + self.settings.lease * 5;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.store.finish(lease, finish.clone()).await {
+                Err(StoreError::Database(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "recording the attempt failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The retry decision for a failure of kind `kind` after the lease's attempt.
