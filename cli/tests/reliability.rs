@@ -13,6 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::future::IntoFuture;
+
 use axum::{Router, http::HeaderMap, routing::post};
 
 /// The tests in this file run one at a time: they measure, and they share two cores.
@@ -618,19 +620,51 @@ async fn the_database_going_away_mid_run_loses_nothing() {
     let app = open(&direct).await;
     let ids = sandbox.seed(400).await;
     let mut workers: Vec<Child> = (0..2).map(|_| worker(&config, &[])).collect();
+    // A callback endpoint whose store is behind the proxy too: while the database is away, a
+    // callback must not be acknowledged as accepted.
+    let behind = Arc::new(open(&config).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let callback = format!(
+        "http://{}/dintero/callback",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(axum::serve(listener, postbud::server::router(Arc::clone(&behind))).into_future());
+    let late = sandbox.seed(1).await.remove(0);
     let cutter = {
         let cut = Arc::clone(&proxy.cut);
+        let (callback, late) = (callback.clone(), late.clone());
         tokio::spawn(async move {
+            let mut during_cut = Vec::new();
             for _ in 0..2 {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let _ = cut.send(true);
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let answer = reqwest::get(format!("{callback}?transaction_id={late}"))
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                during_cut.push(answer);
+                tokio::time::sleep(Duration::from_millis(2500)).await;
                 let _ = cut.send(false);
             }
+            during_cut
         })
     };
     let (run, _) = drive(&app, &ids, &mut workers, &config, None).await;
-    cutter.await.expect("cutter");
+    let during_cut = cutter.await.expect("cutter");
+    println!("callbacks answered while the database was away: {during_cut:?}");
+    assert!(
+        during_cut.iter().all(|status| *status != 200),
+        "a callback was acknowledged without being stored: {during_cut:?}"
+    );
+    let after = reqwest::get(format!("{callback}?transaction_id={late}"))
+        .await
+        .expect("callback")
+        .status()
+        .as_u16();
+    assert_eq!(after, 200, "accepted once the database is back");
     for w in &mut workers {
         let _ = w.kill();
         let _ = w.wait();
