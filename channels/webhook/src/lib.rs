@@ -100,7 +100,8 @@ pub struct WebhookChannel {
 impl fmt::Debug for WebhookChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookChannel")
-            .field("url", &self.url.as_str())
+            // Host only: some platforms put a token in the path or query.
+            .field("host", &self.url.host_str())
             .field("scheme", &self.scheme)
             .field("secrets", &self.secrets.len())
             .finish_non_exhaustive()
@@ -213,7 +214,8 @@ impl WebhookChannel {
             } else {
                 "request failed"
             };
-            ChannelError::temporary(format!("POST {}: {what}: {e}", self.url))
+            let host = self.url.host_str().unwrap_or_default();
+            ChannelError::temporary(format!("POST to {host}: {what}: {}", e.without_url()))
         })?;
         let status = response.status();
         let wait = retry_after(response.headers());

@@ -60,11 +60,20 @@ enum Style {
 }
 
 /// Posts notices to a chat webhook.
-#[derive(Debug)]
 pub struct TeamsChannel {
+    /// A credential: whoever has an incoming-webhook URL can post to the channel.
     url: String,
     style: Style,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for TeamsChannel {
+    // By hand, so the webhook URL never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeamsChannel")
+            .field("style", &self.style)
+            .finish_non_exhaustive()
+    }
 }
 
 fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
@@ -107,7 +116,10 @@ impl TeamsChannel {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ChannelError::temporary(format!("POST to the webhook: {e}")))?;
+            // reqwest's message would quote the URL, which is a credential here.
+            .map_err(|e| {
+                ChannelError::temporary(format!("POST to the webhook: {}", e.without_url()))
+            })?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         // Teams and Slack answer 429 when throttled and 5xx when down: both pass. A 4xx means
