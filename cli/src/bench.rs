@@ -259,11 +259,11 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
     let sandbox = SandboxProcess::start().await?;
     let (hook, received) = receiver().await.map_err(io)?;
     let toml = format!(
-        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+        "{dintero}\n\
          [server]\npublic_url = \"https://invoices.merchant.example\"\nlink_secret = \"bench\"\n[store]\nurl = \"sqlite://{dir}/bench.db\"\n\
          [engine]\nworkers = {workers}\npoll_interval = \"20ms\"\n\n\
          [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
-        api = sandbox.api_url(),
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
         dir = dir.display()
     );
     let app = Arc::new(crate::commands::open(&Settings::from_toml(&toml)?).await?);

@@ -231,7 +231,6 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         dir.display(),
         sms.len()
     );
-    let _ = hooks.dir();
     let (first_label, first_id, _) = &rows[0];
     let again = app.deliver_now(first_id).await?;
     println!(

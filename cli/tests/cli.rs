@@ -27,10 +27,10 @@ async fn setup(extra: &str) -> Setup {
     std::fs::write(
         &config,
         format!(
-            "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+            "{dintero}\n\
              [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"50ms\"\nbackoff_max = \"300ms\"\n\n\
              [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n{extra}\n{routes}",
-            api = sandbox.api_url(),
+            dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
             dir = dir.path().display()
         ),
     )

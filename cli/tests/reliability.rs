@@ -149,11 +149,11 @@ fn config(
     std::fs::write(
         &path,
         format!(
-            "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\ntimeout = \"2s\"\n\n\
+            "{dintero}timeout = \"2s\"\n\n\
              [server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://invoices.example\"\nlink_secret = \"reliability\"\n\n[store]\nurl = \"{store}\"\n\n\
              [engine]\nworkers = {workers}\nlease = \"1s\"\nbackoff_base = \"100ms\"\nbackoff_max = \"1s\"\nmax_attempts = 50\npoll_interval = \"100ms\"\n\n\
              [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
-            api = format!("{}/v1", sandbox.base)
+            dintero = postbud_sandbox::dintero_toml(&format!("{}/v1", sandbox.base))
         ),
     )
     .expect("config");

@@ -49,11 +49,6 @@ impl LinkSigner {
         url.to_string()
     }
 
-    /// The public base URL.
-    pub fn base(&self) -> &Url {
-        &self.base
-    }
-
     /// A link valid for the configured time from now.
     pub fn link(&self, transaction_id: &str) -> String {
         let expires = jiff::Timestamp::now().as_second() + self.ttl.as_secs() as i64;

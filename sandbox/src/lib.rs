@@ -70,6 +70,16 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
 }
 
+/// The `[dintero]` table for the default [`SandboxConfig`] at `api_url`: what a configuration
+/// needs to talk to a sandbox, in-process or in its own `postbud sandbox` process.
+pub fn dintero_toml(api_url: &str) -> String {
+    let c = SandboxConfig::default();
+    format!(
+        "[dintero]\naccount_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{api_url}\"\nauth_url = \"{api_url}\"\n",
+        c.account_id, c.client_id, c.client_secret
+    )
+}
+
 /// A running sandbox on a loopback port. Dropping it stops the server.
 #[derive(Debug)]
 pub struct Sandbox {

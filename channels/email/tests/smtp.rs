@@ -1,8 +1,6 @@
 //! The email channel against a real SMTP server (aiosmtpd, STARTTLS and AUTH required) and the
 //! Dintero sandbox, through the library's public face.
 
-use std::time::Duration;
-
 use mail_parser::{MessageParser, MimeHeaders};
 use postbud::{App, Settings, engine::Verdict, store::JobState};
 use postbud_sandbox::{Sandbox, Seed, smtp::SmtpServer};
@@ -33,13 +31,7 @@ impl Setup {
         };
         let toml = format!(
             r#"
-[dintero]
-account_id = "T12345678"
-client_id = "sandbox-client"
-client_secret = "sandbox-secret"
-api_url = "{api}"
-auth_url = "{api}"
-
+{dintero}
 [store]
 url = "sqlite://{dir}/postbud.db"
 
@@ -63,7 +55,7 @@ timeout = "5s"
 {extra}
 {routes}
 "#,
-            api = self.sandbox.api_url(),
+            dintero = postbud_sandbox::dintero_toml(&self.sandbox.api_url()),
             dir = self.dir.path().display(),
             smtp = self.smtp.url(),
             ca = self.smtp.ca_file().display(),
@@ -482,7 +474,6 @@ async fn template_errors_are_reported_when_the_channel_is_built() {
         !error.contains(postbud_sandbox::smtp::PASSWORD),
         "no password in errors: {error}"
     );
-    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 /// DKIM-signed messages verify with dkimpy (Debian's python3-dkim), given the public key as the

@@ -7,7 +7,6 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use postbud::{App, Settings, engine::Verdict, store::JobState};
@@ -30,11 +29,11 @@ fn registry() -> postbud::Registry {
 /// `host_keys` is the TOML line that pins the server (known_hosts or host_key).
 async fn app(sandbox: &Sandbox, dir: &Path, sshd: &Sshd, host_keys: &str, extra: &str) -> App {
     let toml = format!(
-        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+        "{dintero}\n\
          [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\nmax_attempts = 2\n\n\
          [channels.erp]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"{user}\"\nprivate_key = \"{key}\"\n{host_keys}\nremote_dir = \"{inbound}\"\ntimeout = \"10s\"\n{extra}\n{SELLER}\n\n\
          [[routes]]\ndeliver = [\"erp\"]\n",
-        api = sandbox.api_url(),
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
         dir = dir.display(),
         port = sshd.port(),
         user = sshd.user(),
@@ -442,5 +441,4 @@ async fn the_ubl_passes_the_schema_and_the_peppol_rules_for_b2b_b2c_and_a_credit
         .inbound()
         .join(format!("{}.voided.json", number(&sandbox, &business)));
     assert!(voided.exists());
-    tokio::time::sleep(Duration::from_millis(1)).await;
 }

@@ -61,11 +61,11 @@ async fn setup(provider: &str, extra_keys: &str) -> Setup {
         )
     };
     let toml = format!(
-        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+        "{dintero}\n\
          [server]\npublic_url = \"{base}\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
          [engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\nmax_attempts = 2\n\n[channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n\
          [channels.sms]\nkind = \"sms\"\nprovider = \"{provider}\"\nfrom = \"Merchant\"\n{channel}\n\n[[routes]]\ndeliver = [\"sms\"]\nfallback = [\"archive\"]\n",
-        api = sandbox.api_url(),
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
         dir = dir.path().display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");
@@ -240,10 +240,10 @@ async fn a_generic_http_gateway_is_reached_by_configuration_alone() {
 async fn setup_with_sandbox(sandbox: &Sandbox, preset: &str) -> (App, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
     let toml = format!(
-        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+        "{dintero}\n\
          [server]\npublic_url = \"http://127.0.0.1:9\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
          [channels.sms]\nkind = \"sms\"\nprovider = \"http\"\nfrom = \"Merchant\"\n\n{preset}\n\n[[routes]]\ndeliver = [\"sms\"]\n",
-        api = sandbox.api_url(),
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
         dir = dir.path().display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");

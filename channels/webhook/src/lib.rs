@@ -277,7 +277,7 @@ impl Channel for WebhookChannel {
             .map_err(ChannelError::permanent)?;
         Ok(format!(
             "{} is an allowed target (nothing was sent)",
-            self.url
+            self.url.host_str().unwrap_or_default()
         ))
     }
 }

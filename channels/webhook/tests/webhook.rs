@@ -102,11 +102,11 @@ async fn app(sandbox: &Sandbox, dir: &std::path::Path, hook: &str, extra: &str) 
         "[[routes]]\ndeliver = [\"platform\"]\n"
     };
     let toml = format!(
-        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+        "{dintero}\n\
          [server]\npublic_url = \"https://invoices.merchant.example\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
          [engine]\nbackoff_base = \"50ms\"\nbackoff_max = \"200ms\"\n\n[channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n\
          [channels.platform]\nkind = \"webhook\"\n{hook}\n\n{extra}\n{routes}",
-        api = sandbox.api_url(),
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
         dir = dir.display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");
@@ -322,8 +322,6 @@ async fn a_410_is_not_retried_and_the_fallback_delivers() {
 
 #[tokio::test]
 async fn private_targets_and_plain_http_are_refused_at_configuration() {
-    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
-    let dir = tempfile::tempdir().expect("dir");
     for (url, expected) in [
         ("https://10.1.2.3/hooks", "private address"),
         ("https://169.254.169.254/latest/meta-data", "cloud metadata"),
@@ -344,5 +342,4 @@ async fn private_targets_and_plain_http_are_refused_at_configuration() {
             "{url}: {error}"
         );
     }
-    drop((sandbox, dir));
 }

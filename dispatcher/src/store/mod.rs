@@ -333,8 +333,6 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError>;
     /// Counts.
     async fn totals(&self) -> Result<Totals, StoreError>;
-    /// Earliest due time of queued work, if any.
-    async fn next_due(&self) -> Result<Option<Millis>, StoreError>;
     /// A persistent value (the link-signing key).
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a persistent value if it is absent; returns the value now stored.

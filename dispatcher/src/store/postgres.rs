@@ -12,8 +12,8 @@ use sqlx::{
 use tokio::sync::Notify;
 
 use super::{
-    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob,
-    Store, StoreError, Totals, VoidEffect, fmt_ms, now_ms,
+    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, NewJob, Store,
+    StoreError, Totals, VoidEffect, fmt_ms, now_ms,
 };
 use crate::{
     ids,
@@ -749,14 +749,6 @@ impl Store for PgStore {
             dead: get("dead")?,
             skipped: get("skipped")?,
         })
-    }
-
-    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(CASE state WHEN 'queued' THEN next_at ELSE lease_until END) FROM jobs WHERE state IN ('queued', 'running')",
-        )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {

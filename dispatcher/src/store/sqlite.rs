@@ -131,13 +131,6 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(())
     }
-
-    /// The schema version applied.
-    pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&self.pool)
-            .await?)
-    }
 }
 
 fn job_from(row: &SqliteRow) -> Result<Job, StoreError> {
@@ -729,14 +722,6 @@ impl Store for SqliteStore {
             dead: get("dead")?,
             skipped: get("skipped")?,
         })
-    }
-
-    async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(CASE state WHEN 'queued' THEN next_at ELSE lease_until END) FROM jobs WHERE state IN ('queued', 'running')",
-        )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {

@@ -36,13 +36,7 @@ impl Harness {
         };
         format!(
             r#"
-[dintero]
-account_id = "T12345678"
-client_id = "sandbox-client"
-client_secret = "sandbox-secret"
-api_url = "{api}"
-auth_url = "{api}"
-timeout = "2s"
+{dintero}timeout = "2s"
 
 [store]
 url = "sqlite://{dir}/postbud.db"
@@ -61,7 +55,7 @@ path = "{dir}/invoices"
 {extra}
 {routes}
 "#,
-            api = self.sandbox.api_url(),
+            dintero = postbud_sandbox::dintero_toml(&self.sandbox.api_url()),
             dir = self.dir.path().display(),
         )
     }

@@ -40,11 +40,11 @@ async fn receiver(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Valu
 
 async fn app(sandbox: &Sandbox, dir: &std::path::Path, url: &str) -> App {
     let toml = format!(
-        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+        "{dintero}\n\
          [server]\npublic_url = \"https://invoices.merchant.example\"\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n[engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\n\n\
          [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n[channels.finance]\nkind = \"teams\"\nwebhook_url = \"{url}\"\n\n\
          [[routes]]\ndeliver = [\"finance\"]\nfallback = [\"archive\"]\n",
-        api = sandbox.api_url(),
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
         dir = dir.display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");

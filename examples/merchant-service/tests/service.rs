@@ -14,10 +14,10 @@ async fn an_order_is_invoiced_captured_delivered_and_reported() {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let toml = format!(
-        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"sandbox-client\"\nclient_secret = \"sandbox-secret\"\napi_url = \"{api}\"\nauth_url = \"{api}\"\n\n\
+        "{dintero}\n\
          [server]\npublic_url = \"{base}\"\n[store]\nurl = \"sqlite://{dir}/shop.db\"\n[engine]\npoll_interval = \"20ms\"\n\n\
          [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n[[routes]]\ndeliver = [\"archive\"]\n",
-        api = sandbox.api_url(),
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
         dir = dir.path().display()
     );
     let settings = postbud::Settings::from_toml(&toml).expect("settings");
