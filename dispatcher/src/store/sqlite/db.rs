@@ -1,0 +1,263 @@
+//! The connections behind [`super::SqliteStore`].
+//!
+//! SQLite takes one writer at a time, so writes go to one thread that owns the write
+//! connection and runs each closure as a whole `BEGIN IMMEDIATE … COMMIT` without leaving the
+//! thread. Writes that queue up while one commits are committed together, each inside its own
+//! savepoint, so a busy engine pays one commit for many writes and a failing write rolls back
+//! alone. Reads run on tokio's blocking pool against their own connections (WAL lets them
+//! proceed while the writer works).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::store::StoreError;
+
+/// Writes committed together at most; bounds the latency a batch adds to its first write.
+const MAX_BATCH: usize = 64;
+/// Reader connections kept open between reads.
+const IDLE_READERS: usize = 4;
+
+/// Sends a closure's result once its transaction has committed, or the commit's error.
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A write: runs on the writer thread (given the connection, or the error that kept the
+/// transaction from starting), says whether it succeeded, and hands back its reply.
+type WriteOp = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Reply) + Send>;
+
+/// One SQLite file: a writer thread and a pool of readers.
+#[derive(Debug)]
+pub(super) struct Db {
+    writes: mpsc::Sender<WriteOp>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+/// Opens a connection with the settings every connection needs.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Database(format!("open `{}`: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    // NORMAL is durable across process crashes in WAL mode; a power loss may drop the last
+    // commits, which the engine tolerates because it re-reads Dintero's events before any
+    // capture.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl Db {
+    /// Opens (creating if needed) the file and starts the writer thread.
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = connect(path)?;
+        let (writes, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("postbud-sqlite-writer".into())
+            .spawn(move || writer(conn, queue))
+            .map_err(|e| StoreError::Database(format!("start the SQLite writer: {e}")))?;
+        Ok(Self {
+            writes,
+            readers: Arc::default(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Runs `work` in a write transaction; its result is returned once the transaction has
+    /// committed. An `Err` rolls back what `work` did and nothing else.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: WriteOp = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => work(conn),
+                Err(e) => Err(e.clone()),
+            };
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let _ = tx.send(committed.and(result));
+            });
+            (ok, reply)
+        });
+        self.writes
+            .send(op)
+            .map_err(|_| StoreError::Database("the SQLite writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Database("the SQLite writer thread has stopped".into()))?
+    }
+
+    /// Runs `work` on a reader connection on the blocking pool.
+    pub(super) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let idle = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => connect(&path)?,
+            };
+            let result = work(&conn);
+            let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("SQLite read task: {e}")))?
+    }
+}
+
+/// The writer thread: takes what is queued, commits it together, replies; ends when every
+/// sender is gone.
+fn writer(conn: Connection, queue: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&conn, batch);
+    }
+}
+
+/// Runs `batch` in as few transactions as it can: one, unless SQLite itself abandons a
+/// transaction part way (then what ran in it is answered with that error and the rest goes on
+/// in a new one).
+fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
+    let mut pending = batch.into_iter().peekable();
+    while pending.peek().is_some() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = StoreError::from(e);
+            for op in pending.by_ref() {
+                op(Err(&e)).1(Err(e.clone()));
+            }
+            return;
+        }
+        let mut replies = Vec::new();
+        let mut abandoned = None;
+        for op in pending.by_ref() {
+            let savepoint = conn.execute_batch("SAVEPOINT op");
+            if let Err(e) = savepoint {
+                let e = StoreError::from(e);
+                replies.push(op(Err(&e)).1);
+                abandoned = Some(e);
+                break;
+            }
+            let (ok, reply) = op(Ok(conn));
+            replies.push(reply);
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (an I/O error, a full disk): what
+                // ran in it is gone.
+                abandoned = Some(StoreError::Database(
+                    "SQLite rolled back the transaction after an error".into(),
+                ));
+                break;
+            }
+            let end = if ok {
+                "RELEASE op"
+            } else {
+                "ROLLBACK TO op; RELEASE op"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                abandoned = Some(e.into());
+                break;
+            }
+        }
+        let committed = match abandoned {
+            Some(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+            None => conn.execute_batch("COMMIT").map_err(StoreError::from),
+        };
+        if committed.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes queued behind a slow one are committed together; each failing one is rolled back
+    /// alone and answers with its own error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_in_a_batch_rolls_back_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Arc::new(Db::open(&dir.path().join("batch.db")).expect("open"));
+        db.write(|conn| Ok(conn.execute_batch("CREATE TABLE t (n INTEGER)")?))
+            .await
+            .expect("create");
+        // Hold the writer so the next writes queue up and form one batch.
+        let slow = tokio::spawn({
+            let db = Arc::clone(&db);
+            async move {
+                db.write(|_| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let writes: Vec<_> = (0..10i64)
+            .map(|n| {
+                let db = Arc::clone(&db);
+                tokio::spawn(async move {
+                    db.write(move |conn| {
+                        conn.execute("INSERT INTO t (n) VALUES (?)", [n])?;
+                        if n % 2 == 1 {
+                            return Err(StoreError::Database(format!("odd {n}")));
+                        }
+                        Ok(n)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        slow.await.expect("join").expect("slow write");
+        for (n, write) in writes.into_iter().enumerate() {
+            let result = write.await.expect("join");
+            match n % 2 {
+                0 => assert_eq!(result.expect("even write"), n as i64),
+                _ => assert!(
+                    matches!(&result, Err(StoreError::Database(m)) if *m == format!("odd {n}")),
+                    "{result:?}"
+                ),
+            }
+        }
+        let kept: Vec<i64> = db
+            .read(|conn| {
+                let mut statement = conn.prepare("SELECT n FROM t ORDER BY n")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .expect("read");
+        assert_eq!(kept, vec![0, 2, 4, 6, 8]);
+    }
+}

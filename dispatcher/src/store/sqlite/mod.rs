@@ -1,0 +1,809 @@
+//! SQLite store: one file, WAL mode, leases and fencing in single statements.
+
+mod db;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use rusqlite::{Connection, Row, params};
+
+use self::db::Db;
+
+use super::{
+    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob,
+    Store, StoreError, Totals, VoidEffect, now_ms,
+};
+use crate::{
+    ids,
+    invoice::{Invoice, Pdf},
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE dispatches (
+    transaction_id     TEXT PRIMARY KEY,
+    stage              TEXT NOT NULL,
+    reason             TEXT,
+    capture_reference  TEXT,
+    capture_request_id TEXT,
+    captured_at        INTEGER,
+    invoice_number     TEXT,
+    route              INTEGER,
+    invoice            TEXT,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL
+);
+CREATE TABLE documents (
+    transaction_id TEXT PRIMARY KEY,
+    file_name      TEXT NOT NULL,
+    sha256         TEXT NOT NULL,
+    bytes          BLOB NOT NULL,
+    fetched_at     INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id             TEXT PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    channel        TEXT,
+    role           TEXT,
+    state          TEXT NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    next_at        INTEGER NOT NULL,
+    lease_owner    TEXT,
+    lease_until    INTEGER,
+    fence          INTEGER NOT NULL DEFAULT 0,
+    last_error     TEXT,
+    receipt        TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+);
+CREATE INDEX jobs_due ON jobs (state, next_at);
+CREATE INDEX jobs_transaction ON jobs (transaction_id);
+CREATE TABLE history (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id TEXT NOT NULL,
+    job_id         TEXT,
+    at             INTEGER NOT NULL,
+    event          TEXT NOT NULL,
+    detail         TEXT NOT NULL
+);
+CREATE INDEX history_transaction ON history (transaction_id, id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#,
+    r#"
+CREATE INDEX jobs_lease ON jobs (state, lease_until);
+"#,
+];
+
+/// The embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Arc<Db>,
+}
+
+/// Guard shared by every write made under a lease.
+const FENCED: &str = "id = ? AND fence = ? AND state = 'running'";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://FILE`) and migrates it.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                StoreError::Database(format!(
+                    "store.url `{url}`: expected sqlite://FILE or postgres://…"
+                ))
+            })?;
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() {
+            return Err(StoreError::Database(format!(
+                "store.url `{url}`: no file name after sqlite://"
+            )));
+        }
+        let store = Self {
+            db: Arc::new(Db::open(Path::new(path))?),
+        };
+        store.db.write(migrate).await?;
+        Ok(store)
+    }
+}
+
+/// Applies the migrations not yet applied. The write transaction holds the write lock, so
+/// processes starting together migrate one after the other.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        conn.execute_batch(migration)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+    }
+    Ok(())
+}
+
+fn job_from(row: &Row<'_>) -> Result<Job, StoreError> {
+    let kind: String = row.get("kind")?;
+    let state: String = row.get("state")?;
+    Ok(Job {
+        id: row.get("id")?,
+        transaction_id: row.get("transaction_id")?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
+        channel: row.get("channel")?,
+        role: row.get("role")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
+        attempts: row.get::<_, i64>("attempts")? as u32,
+        next_at: row.get("next_at")?,
+        fence: row.get("fence")?,
+        last_error: row.get("last_error")?,
+        receipt: row.get("receipt")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+fn dispatch_from(row: &Row<'_>) -> Result<Dispatch, StoreError> {
+    Ok(Dispatch {
+        transaction_id: row.get("transaction_id")?,
+        stage: row.get("stage")?,
+        reason: row.get("reason")?,
+        capture_reference: row.get("capture_reference")?,
+        capture_request_id: row.get("capture_request_id")?,
+        captured_at: row.get("captured_at")?,
+        invoice_number: row.get("invoice_number")?,
+        route: row.get::<_, Option<i64>>("route")?.map(|r| r as usize),
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+/// Every row `sql` returns, mapped by `from`.
+fn rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    from: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut found = statement.query(params)?;
+    let mut all = Vec::new();
+    while let Some(row) = found.next()? {
+        all.push(from(row)?);
+    }
+    Ok(all)
+}
+
+/// The first row `sql` returns, mapped by `from`.
+fn row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    from: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut found = statement.query(params)?;
+    found.next()?.map(from).transpose()
+}
+
+/// Runs one statement; the number of rows it changed.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
+}
+
+fn lease_lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost(lease.job.id.clone())
+}
+
+/// Fails unless `lease` still holds its job.
+fn held(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
+    let sql = format!("SELECT 1 FROM jobs WHERE {FENCED}");
+    match row(conn, &sql, params![lease.job.id, lease.job.fence], |_| {
+        Ok(())
+    })? {
+        Some(()) => Ok(()),
+        None => Err(lease_lost(lease)),
+    }
+}
+
+fn history(
+    conn: &Connection,
+    transaction_id: &str,
+    job_id: Option<&str>,
+    event: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    exec(
+        conn,
+        "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, ?, ?)",
+        params![transaction_id, job_id, now_ms(), event, detail],
+    )?;
+    Ok(())
+}
+
+fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
+    let now = now_ms();
+    for job in jobs {
+        let inserted = exec(
+            conn,
+            "INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            params![job.id, transaction_id, job.kind.as_str(), job.channel, job.role, job.next_at, now, now],
+        )?;
+        if inserted == 1 {
+            let detail = format!(
+                "[{}] {} ({}) due {}",
+                job.channel,
+                job.kind,
+                job.role,
+                fmt_ms(job.next_at)
+            );
+            history(conn, transaction_id, Some(&job.id), "queued", &detail)?;
+        }
+    }
+    Ok(())
+}
+
+fn document(conn: &Connection, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
+    row(
+        conn,
+        "SELECT file_name, sha256, bytes FROM documents WHERE transaction_id = ?",
+        [transaction_id],
+        |row| {
+            Ok(Pdf {
+                file_name: row.get("file_name")?,
+                sha256: row.get("sha256")?,
+                bytes: Bytes::from(row.get::<_, Vec<u8>>("bytes")?),
+            })
+        },
+    )
+}
+
+fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    row(conn, "SELECT value FROM meta WHERE key = ?", [key], |row| {
+        Ok(row.get(0)?)
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                let job_id = ids::dispatch_id(&transaction_id);
+                exec(
+                    conn,
+                    "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'new', ?, ?)
+                     ON CONFLICT (transaction_id) DO NOTHING",
+                    params![transaction_id, now, now],
+                )?;
+                let inserted = exec(
+                    conn,
+                    "INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at)
+                     VALUES (?, ?, 'dispatch', 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    params![job_id, transaction_id, now, now, now],
+                )? == 1;
+                let requeued = !inserted
+                    && exec(
+                        conn,
+                        "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, updated_at = ?
+                         WHERE id = ? AND state = 'skipped'",
+                        params![now, now, job_id],
+                    )? == 1;
+                if inserted || requeued {
+                    let detail = if inserted {
+                        "queued for dispatch"
+                    } else {
+                        "skipped before; looking again"
+                    };
+                    history(conn, &transaction_id, Some(&job_id), "submitted", detail)?;
+                }
+                Ok(inserted || requeued)
+            })
+            .await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+        only: Option<&str>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        // Each branch walks its own index in due order and stops after `limit` rows, so a claim
+        // costs the same with ten or ten thousand jobs waiting.
+        let due = match only {
+            None => {
+                "SELECT id FROM (
+                     SELECT id, due FROM (SELECT id, next_at AS due FROM jobs
+                                          WHERE state = 'queued' AND next_at <= ?1 ORDER BY next_at LIMIT ?2)
+                     UNION ALL
+                     SELECT id, due FROM (SELECT id, lease_until AS due FROM jobs
+                                          WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2))
+                 ORDER BY due LIMIT ?2"
+            }
+            Some(_) => {
+                "SELECT id FROM jobs
+                 WHERE transaction_id = ?3
+                   AND ((state = 'queued' AND next_at <= ?1) OR (state = 'running' AND lease_until < ?1))
+                 ORDER BY next_at LIMIT ?2"
+            }
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                    lease_owner = ?4, lease_until = ?5, updated_at = ?1
+             WHERE id IN ({due})
+             RETURNING *"
+        );
+        let (owner, only) = (owner.to_owned(), only.map(str::to_owned));
+        let lease = lease.as_millis() as i64;
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                rows(
+                    conn,
+                    &sql,
+                    params![now, limit, only, owner, now + lease],
+                    |row| {
+                        Ok(Lease {
+                            job: job_from(row)?,
+                            owner: owner.clone(),
+                        })
+                    },
+                )
+            })
+            .await
+    }
+
+    async fn renew(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        let until = now_ms() + duration.as_millis() as i64;
+        self.db
+            .write(move |conn| {
+                let sql = format!("UPDATE jobs SET lease_until = ? WHERE {FENCED}");
+                match exec(conn, &sql, params![until, lease.job.id, lease.job.fence])? {
+                    1 => Ok(()),
+                    _ => Err(lease_lost(&lease)),
+                }
+            })
+            .await
+    }
+
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (state, next_at, event) = match &finish {
+            Finish::Done(_) => (JobState::Done, now, "done"),
+            Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
+            Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
+            Finish::Failed(_) => (JobState::Failed, now, "failed"),
+            Finish::Dead(_) => (JobState::Dead, now, "dead"),
+            Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
+            Finish::Recorded => return Ok(()),
+        };
+        let (error, receipt) = match &finish {
+            Finish::Done(receipt) => (None, Some(receipt.clone())),
+            Finish::Retry { error, .. }
+            | Finish::Failed(error)
+            | Finish::Dead(error)
+            | Finish::Skipped(error) => (Some(error.clone()), None),
+            Finish::Postpone(_) | Finish::Recorded => (None, None),
+        };
+        // Waiting for a send window is not an attempt; the claim counted one.
+        let attempt_delta = if matches!(finish, Finish::Postpone(_)) {
+            -1
+        } else {
+            0
+        };
+        let detail = match &finish {
+            Finish::Postpone(at) => format!("until {}", fmt_ms(*at)),
+            _ => error.clone().or(receipt.clone()).unwrap_or_default(),
+        };
+        let label = match (lease.job.kind, event) {
+            (JobKind::Deliver, "done") => "delivered",
+            (JobKind::Cancel, "done") => "cancellation sent",
+            (_, e) => e,
+        };
+        let detail = match &lease.job.channel {
+            Some(channel) => format!("[{channel}] attempt {}: {detail}", lease.job.attempts),
+            None => format!("attempt {}: {detail}", lease.job.attempts),
+        };
+        let lease = lease.clone();
+        self.db
+            .write(move |conn| {
+                let updated = exec(
+                    conn,
+                    &format!(
+                        "UPDATE jobs SET state = ?, next_at = ?, last_error = COALESCE(?, last_error), receipt = COALESCE(?, receipt),
+                                attempts = attempts + ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+                         WHERE {FENCED}"
+                    ),
+                    params![state.as_str(), next_at, error, receipt, attempt_delta, now, lease.job.id, lease.job.fence],
+                )?;
+                if updated != 1 {
+                    return Err(lease_lost(&lease));
+                }
+                history(conn, &lease.job.transaction_id, Some(&lease.job.id), label, &detail)
+            })
+            .await
+    }
+
+    async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.db
+            .write(move |conn| {
+                let updated = exec(
+                    conn,
+                    &format!(
+                        "UPDATE dispatches SET
+                            stage = COALESCE(?, stage),
+                            reason = CASE WHEN ? THEN ? ELSE reason END,
+                            capture_reference = COALESCE(?, capture_reference),
+                            capture_request_id = CASE WHEN ? THEN ? ELSE capture_request_id END,
+                            captured_at = COALESCE(?, captured_at),
+                            invoice_number = COALESCE(?, invoice_number),
+                            route = COALESCE(?, route),
+                            updated_at = ?
+                         WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
+                    ),
+                    params![
+                        patch.stage,
+                        patch.reason.is_some(),
+                        patch.reason.flatten(),
+                        patch.capture_reference,
+                        patch.capture_request_id.is_some(),
+                        patch.capture_request_id.flatten(),
+                        patch.captured_at,
+                        patch.invoice_number,
+                        patch.route.map(|r| r as i64),
+                        now_ms(),
+                        lease.job.transaction_id,
+                        lease.job.id,
+                        lease.job.fence,
+                    ],
+                )?;
+                if updated != 1 {
+                    return Err(lease_lost(&lease));
+                }
+                match &patch.note {
+                    Some((event, detail)) => history(
+                        conn,
+                        &lease.job.transaction_id,
+                        Some(&lease.job.id),
+                        event,
+                        detail,
+                    ),
+                    None => Ok(()),
+                }
+            })
+            .await
+    }
+
+    async fn complete_dispatch(
+        &self,
+        lease: &Lease,
+        invoice: &Invoice,
+        route: usize,
+        jobs: &[NewJob],
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
+        let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
+        let line = format!("attempt {}: {detail}", lease.job.attempts);
+        let detail = detail.to_owned();
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                let updated = exec(
+                    conn,
+                    &format!(
+                        "UPDATE dispatches SET invoice = ?, invoice_number = ?, stage = 'routed', route = ?, reason = NULL, updated_at = ?
+                         WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
+                    ),
+                    params![json, number, route as i64, now, lease.job.transaction_id, lease.job.id, lease.job.fence],
+                )?;
+                if updated != 1 {
+                    return Err(lease_lost(&lease));
+                }
+                insert_jobs(conn, &lease.job.transaction_id, &jobs)?;
+                exec(
+                    conn,
+                    &format!(
+                        "UPDATE jobs SET state = 'done', receipt = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE {FENCED}"
+                    ),
+                    params![detail, now, lease.job.id, lease.job.fence],
+                )?;
+                history(conn, &lease.job.transaction_id, Some(&lease.job.id), "done", &line)
+            })
+            .await
+    }
+
+    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError> {
+        let (lease, pdf) = (lease.clone(), pdf.clone());
+        self.db
+            .write(move |conn| {
+                let saved = exec(
+                    conn,
+                    &format!(
+                        "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
+                         SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCED})
+                         ON CONFLICT (transaction_id) DO NOTHING"
+                    ),
+                    params![
+                        lease.job.transaction_id,
+                        pdf.file_name,
+                        pdf.sha256,
+                        pdf.bytes.as_ref(),
+                        now_ms(),
+                        lease.job.id,
+                        lease.job.fence,
+                    ],
+                )?;
+                if saved == 1 {
+                    let detail = format!(
+                        "{} ({} bytes, sha256 {})",
+                        pdf.file_name,
+                        pdf.bytes.len(),
+                        pdf.sha256
+                    );
+                    return history(conn, &lease.job.transaction_id, Some(&lease.job.id), "pdf fetched", &detail);
+                }
+                // Kept already (by an earlier attempt); otherwise our lease is gone.
+                match document(conn, &lease.job.transaction_id)? {
+                    Some(_) => Ok(()),
+                    None => Err(lease_lost(&lease)),
+                }
+            })
+            .await
+    }
+
+    async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .read(move |conn| document(conn, &transaction_id))
+            .await
+    }
+
+    async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .read(move |conn| {
+                let json: Option<Option<String>> = row(
+                    conn,
+                    "SELECT invoice FROM dispatches WHERE transaction_id = ?",
+                    [&transaction_id],
+                    |row| Ok(row.get(0)?),
+                )?;
+                let Some(json) = json.flatten() else {
+                    return Ok(None);
+                };
+                let mut invoice: Invoice = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Database(format!("invoice snapshot: {e}")))?;
+                invoice.pdf = document(conn, &transaction_id)?.ok_or_else(|| {
+                    StoreError::Database(format!("invoice {transaction_id} has no stored PDF"))
+                })?;
+                Ok(Some(invoice))
+            })
+            .await
+    }
+
+    async fn enqueue(&self, lease: &Lease, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let (lease, jobs) = (lease.clone(), jobs.to_vec());
+        self.db
+            .write(move |conn| {
+                held(conn, &lease)?;
+                insert_jobs(conn, &lease.job.transaction_id, &jobs)
+            })
+            .await
+    }
+
+    async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let (transaction_id, jobs) = (transaction_id.to_owned(), jobs.to_vec());
+        self.db
+            .write(move |conn| insert_jobs(conn, &transaction_id, &jobs))
+            .await
+    }
+
+    async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .read(move |conn| {
+                row(
+                    conn,
+                    "SELECT * FROM dispatches WHERE transaction_id = ?",
+                    [transaction_id],
+                    dispatch_from,
+                )
+            })
+            .await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .read(move |conn| row(conn, "SELECT * FROM jobs WHERE id = ?", [id], job_from))
+            .await
+    }
+
+    async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .read(move |conn| {
+                rows(
+                    conn,
+                    "SELECT * FROM jobs WHERE transaction_id = ?
+                     ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
+                    [transaction_id],
+                    job_from,
+                )
+            })
+            .await
+    }
+
+    async fn record(
+        &self,
+        transaction_id: &str,
+        job_id: Option<&str>,
+        event: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (transaction_id, job_id) = (transaction_id.to_owned(), job_id.map(str::to_owned));
+        let (event, detail) = (event.to_owned(), detail.to_owned());
+        self.db
+            .write(move |conn| history(conn, &transaction_id, job_id.as_deref(), &event, &detail))
+            .await
+    }
+
+    async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .read(move |conn| {
+                rows(
+                    conn,
+                    "SELECT at, job_id, event, detail FROM history WHERE transaction_id = ? ORDER BY id",
+                    [transaction_id],
+                    |row| {
+                        Ok(HistoryEntry {
+                            at: row.get("at")?,
+                            job_id: row.get("job_id")?,
+                            event: row.get("event")?,
+                            detail: row.get("detail")?,
+                        })
+                    },
+                )
+            })
+            .await
+    }
+
+    async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError> {
+        let (transaction_id, channel) = (transaction_id.to_owned(), channel.map(str::to_owned));
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                let done = exec(
+                    conn,
+                    "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, updated_at = ?
+                     WHERE transaction_id = ? AND state IN ('failed', 'dead', 'queued')
+                       AND (? IS NULL OR channel = ?)
+                       AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided')",
+                    params![now, now, transaction_id, channel, channel],
+                )?;
+                if done > 0 {
+                    let detail = format!("{done} job(s) requeued by an operator");
+                    history(conn, &transaction_id, None, "retry requested", &detail)?;
+                }
+                Ok(done as u64)
+            })
+            .await
+    }
+
+    async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                exec(
+                    conn,
+                    "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'voided', ?, ?)
+                     ON CONFLICT (transaction_id) DO UPDATE SET stage = 'voided', updated_at = excluded.updated_at",
+                    params![transaction_id, now, now],
+                )?;
+                // Bumping the fence refuses the late writes of a worker that is mid-attempt.
+                let cancelled: Vec<String> = rows(
+                    conn,
+                    "UPDATE jobs SET state = 'cancelled', fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?
+                     WHERE transaction_id = ? AND kind IN ('dispatch', 'deliver') AND state IN ('queued', 'running')
+                     RETURNING id",
+                    params![now, transaction_id],
+                    |row| Ok(row.get(0)?),
+                )?;
+                let delivered_channels: Vec<String> = rows(
+                    conn,
+                    "SELECT channel FROM jobs WHERE transaction_id = ? AND kind = 'deliver' AND state = 'done' ORDER BY channel",
+                    [&transaction_id],
+                    |row| Ok(row.get(0)?),
+                )?;
+                let detail = format!("{} pending job(s) stopped", cancelled.len());
+                history(conn, &transaction_id, None, "voided", &detail)?;
+                Ok(VoidEffect {
+                    cancelled,
+                    delivered_channels,
+                })
+            })
+            .await
+    }
+
+    async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError> {
+        self.db
+            .read(move |conn| {
+                rows(
+                    conn,
+                    "SELECT * FROM dispatches ORDER BY updated_at DESC LIMIT ?",
+                    [limit],
+                    dispatch_from,
+                )
+            })
+            .await
+    }
+
+    async fn totals(&self) -> Result<Totals, StoreError> {
+        self.db
+            .read(|conn| {
+                let totals = row(
+                    conn,
+                    "SELECT
+                        (SELECT COUNT(*) FROM dispatches) AS dispatches,
+                        COALESCE(SUM(state = 'queued'), 0) AS queued,
+                        COALESCE(SUM(state = 'running'), 0) AS in_flight,
+                        COALESCE(SUM(state = 'done' AND kind = 'deliver'), 0) AS delivered,
+                        COALESCE(SUM(state = 'failed'), 0) AS failed,
+                        COALESCE(SUM(state = 'dead'), 0) AS dead,
+                        COALESCE(SUM(state = 'skipped'), 0) AS skipped
+                     FROM jobs",
+                    [],
+                    |row| {
+                        let get = |name: &str| row.get::<_, i64>(name).map(|v| v as u64);
+                        Ok(Totals {
+                            dispatches: get("dispatches")?,
+                            queued: get("queued")?,
+                            in_flight: get("in_flight")?,
+                            delivered: get("delivered")?,
+                            failed: get("failed")?,
+                            dead: get("dead")?,
+                            skipped: get("skipped")?,
+                        })
+                    },
+                )?;
+                Ok(totals.unwrap_or_default())
+            })
+            .await
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.db.read(move |conn| meta(conn, &key)).await
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.db
+            .write(move |conn| {
+                exec(
+                    conn,
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                    params![key, value],
+                )?;
+                Ok(meta(conn, &key)?.unwrap_or(value))
+            })
+            .await
+    }
+}
+
+/// A store time as RFC 3339.
+pub fn fmt_ms(ms: Millis) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
