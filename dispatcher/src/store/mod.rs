@@ -252,12 +252,6 @@ pub enum StoreError {
     Database(String),
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Database(e.to_string())
-    }
-}
-
 /// Deliveries changed by a void.
 #[derive(Debug, Clone, Default)]
 pub struct VoidEffect {

@@ -20,6 +20,12 @@ use crate::{
     invoice::{Invoice, Pdf},
 };
 
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
 /// Schema migrations, applied in order; `postbud_schema.version` is the number applied.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE dispatches (

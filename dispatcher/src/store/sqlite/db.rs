@@ -8,6 +8,7 @@
 //! proceed while the writer works).
 
 use std::{
+    panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, mpsc},
     time::Duration,
@@ -92,11 +93,13 @@ impl Db {
             });
             (ok, reply)
         });
-        self.writes
-            .send(op)
-            .map_err(|_| StoreError::Database("the SQLite writer thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Database("the SQLite writer thread has stopped".into()))?
+        let abandoned = || {
+            StoreError::Database(
+                "the SQLite write was abandoned: it panicked or the writer thread stopped".into(),
+            )
+        };
+        self.writes.send(op).map_err(|_| abandoned())?;
+        rx.await.map_err(|_| abandoned())?
     }
 
     /// Runs `work` on a reader connection on the blocking pool.
@@ -163,7 +166,9 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
                 abandoned = Some(e);
                 break;
             }
-            let (ok, reply) = op(Ok(conn));
+            // A panicking write must not take the writer thread, and every later write, with it.
+            let (ok, reply) = std::panic::catch_unwind(AssertUnwindSafe(|| op(Ok(conn))))
+                .unwrap_or_else(|_| (false, Box::new(|_| {})));
             replies.push(reply);
             if conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (an I/O error, a full disk): what
@@ -259,5 +264,38 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(kept, vec![0, 2, 4, 6, 8]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("panic.db")).expect("open");
+        let panicked = db
+            .write(|conn| -> Result<(), StoreError> {
+                conn.execute_batch("CREATE TABLE lost (n INTEGER)")?;
+                panic!("a bug in a write")
+            })
+            .await;
+        assert!(
+            matches!(&panicked, Err(StoreError::Database(m)) if m.contains("abandoned")),
+            "{panicked:?}"
+        );
+        db.write(|conn| Ok(conn.execute_batch("CREATE TABLE kept (n INTEGER)")?))
+            .await
+            .expect("the writer still works");
+        let tables: Vec<String> = db
+            .read(|conn| {
+                let mut statement = conn
+                    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .expect("read");
+        assert_eq!(
+            tables,
+            vec!["kept".to_owned()],
+            "the panicked write was rolled back"
+        );
     }
 }
