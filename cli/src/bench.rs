@@ -267,7 +267,7 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
         dir = dir.display()
     );
     let app = Arc::new(crate::commands::open(&Settings::from_toml(&toml)?).await?);
-    println!(
+    say!(
         "postbud bench: {invoices} invoices, {workers} workers, SQLite at {}/bench.db, sandbox and receiver on loopback\n",
         dir.display()
     );
@@ -281,7 +281,7 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
     }
     bar.finish_and_clear();
     let (_, queued_rss) = memory();
-    println!("queued:      {invoices} invoices submitted; resident memory {queued_rss:.1} MiB");
+    say!("queued:      {invoices} invoices submitted; resident memory {queued_rss:.1} MiB");
 
     // Phase 2: drain at full speed.
     let bar = indicatif::ProgressBar::new(invoices as u64).with_message("capturing and delivering");
@@ -302,7 +302,7 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
     bar.finish_and_clear();
     let rate = invoices as f64 / elapsed.as_secs_f64();
     let captures = sandbox.captures().await;
-    println!(
+    say!(
         "throughput:  {rate:.0} invoices/s ({invoices} in {:.2} s; {captures} captures, {} webhooks)",
         elapsed.as_secs_f64(),
         received.load(Ordering::Relaxed)
@@ -334,7 +334,7 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
         }
     }
     latencies.sort_by(f64::total_cmp);
-    println!(
+    say!(
         "latency:     at {half:.0} invoices/s, submit to delivered p50 {:.1} ms, p99 {:.1} ms ({} invoices)",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
@@ -347,10 +347,10 @@ pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode
     let bare_ids = sandbox.seed(invoices).await?;
     let bare_rate = bare(&sandbox.api_url(), &bare_ids, &hook, workers).await?;
     let (peak, _) = memory();
-    println!(
+    say!(
         "bare HTTP:   {bare_rate:.0} invoices/s for the same requests without Postbud (Postbud reaches {:.0} % of it)",
         rate / bare_rate * 100.0
     );
-    println!("memory:      peak resident {peak:.1} MiB");
+    say!("memory:      peak resident {peak:.1} MiB");
     Ok(ExitCode::SUCCESS)
 }

@@ -118,17 +118,17 @@ pub async fn deliver(
     bar.finish_and_clear();
     let outcome = outcome?;
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&outcome).unwrap_or_default()
         );
     } else {
-        println!("{outcome}");
+        say!("{outcome}");
         match outcome.verdict() {
-            Verdict::Pending => println!(
+            Verdict::Pending => say!(
                 "work remains queued; `postbud serve` finishes it, `postbud status {transaction_id}` shows it"
             ),
-            Verdict::Failed => println!("fix the cause, then `postbud retry {transaction_id}`"),
+            Verdict::Failed => say!("fix the cause, then `postbud retry {transaction_id}`"),
             _ => {}
         }
     }
@@ -139,17 +139,17 @@ pub async fn void(config: Option<&Path>, transaction_id: &str) -> CommandResult 
     let app = app(config).await?;
     let report = app.void(transaction_id).await?;
     if report.already_voided {
-        println!(
+        say!(
             "{transaction_id} was already voided at Dintero (status {})",
             report.status
         );
     } else {
-        println!(
+        say!(
             "{transaction_id} voided at Dintero (status {})",
             report.status
         );
     }
-    println!("{}", report.outcome);
+    say!("{}", report.outcome);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -164,13 +164,13 @@ pub async fn status(
         let totals = store.totals().await?;
         let recent = store.recent(20).await?;
         if json {
-            println!(
+            say!(
                 "{}",
                 serde_json::json!({"totals": totals, "recent": recent})
             );
             return Ok(ExitCode::SUCCESS);
         }
-        println!(
+        say!(
             "dispatches {}  queued {}  in flight {}  delivered {}  failed {}  dead {}  skipped {}",
             totals.dispatches,
             totals.queued,
@@ -181,7 +181,7 @@ pub async fn status(
             totals.skipped
         );
         for d in recent {
-            println!(
+            say!(
                 "  {:<40} {:<10} {:<16} {}",
                 d.transaction_id,
                 d.stage,
@@ -200,7 +200,7 @@ pub async fn status(
     let jobs = store.jobs(id).await?;
     let history = store.history(id).await?;
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({"dispatch": dispatch, "jobs": jobs, "history": history})
         );
@@ -212,10 +212,10 @@ pub async fn status(
         dispatch: Some(dispatch),
         jobs,
     };
-    println!("{outcome}");
-    println!("history:");
+    say!("{outcome}");
+    say!("history:");
     for entry in history {
-        println!(
+        say!(
             "  {}  {:<18} {}",
             fmt_ms(entry.at),
             entry.event,
@@ -233,7 +233,7 @@ pub async fn retry(
     let app = app(config).await?;
     let requeued = app.store().retry(transaction_id, channel).await?;
     if requeued == 0 {
-        println!(
+        say!(
             "nothing to retry for {transaction_id}{}",
             channel
                 .map(|c| format!(" on channel {c}"))
@@ -241,9 +241,9 @@ pub async fn retry(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{requeued} job(s) requeued; running them now");
+    say!("{requeued} job(s) requeued; running them now");
     let outcome = app.deliver_now(transaction_id).await?;
-    println!("{outcome}");
+    say!("{outcome}");
     Ok(verdict_code(&outcome))
 }
 
@@ -258,30 +258,35 @@ pub async fn create_invoice(config: Option<&Path>, order: &Path) -> CommandResul
     })?;
     let app = app(config).await?;
     let tx = app.create_invoice(&order).await?;
-    println!(
+    say!(
         "created {} ({}, {} {} minor units)",
-        tx.id, tx.payment_product_type, tx.amount, tx.currency
+        tx.id,
+        tx.payment_product_type,
+        tx.amount,
+        tx.currency
     );
     let outcome = app.deliver_now(&tx.id).await?;
-    println!("{outcome}");
+    say!("{outcome}");
     Ok(verdict_code(&outcome))
 }
 
 pub fn channels(config: Option<&Path>) -> CommandResult {
     let registry = registry()?;
-    println!("channel kinds:");
+    say!("channel kinds:");
     for factory in registry.factories() {
-        println!(
+        say!(
             "  {:<12} {:<24} {}",
-            factory.kind, factory.crate_name, factory.description
+            factory.kind,
+            factory.crate_name,
+            factory.description
         );
     }
     if let Ok(settings) = Settings::load(config)
         && !settings.channels.is_empty()
     {
-        println!("configured instances:");
+        say!("configured instances:");
         for (name, table) in &settings.channels {
-            println!("  {name:<20} kind {}", table.kind);
+            say!("  {name:<20} kind {}", table.kind);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -290,7 +295,7 @@ pub fn channels(config: Option<&Path>) -> CommandResult {
 pub async fn check(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
     let app = open(&settings).await?;
-    println!(
+    say!(
         "✓ configuration{} is valid, its channels build",
         settings
             .file()
@@ -299,18 +304,18 @@ pub async fn check(config: Option<&Path>) -> CommandResult {
     );
     let mut ok = true;
     match app.probe_gateway().await {
-        Ok(what) => println!("✓ dintero: {what}"),
+        Ok(what) => say!("✓ dintero: {what}"),
         Err(e) => {
             ok = false;
-            println!("✗ dintero: {e}");
+            say!("✗ dintero: {e}");
         }
     }
     for (name, result) in app.check().await {
         match result {
-            Ok(what) => println!("✓ channel {name}: {what}"),
+            Ok(what) => say!("✓ channel {name}: {what}"),
             Err(e) => {
                 ok = false;
-                println!("✗ channel {name}: {e}");
+                say!("✗ channel {name}: {e}");
             }
         }
     }
@@ -370,7 +375,7 @@ pub async fn migrate(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
     // Opening a store applies the migrations it does not have yet.
     postbud::store::open(&settings.store.url).await?;
-    println!(
+    say!(
         "the store at {} is migrated to the current schema",
         postbud::store::redact(&settings.store.url)
     );
@@ -394,8 +399,8 @@ pub async fn sandbox(
             code: exit::CONFIG,
         })?;
     let c = sandbox.config();
-    println!("Dintero sandbox on {}\n", sandbox.url());
-    println!(
+    say!("Dintero sandbox on {}\n", sandbox.url());
+    say!(
         "[dintero]\naccount_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauth_url = \"{}\"\n",
         c.account_id,
         c.client_id,
@@ -408,13 +413,13 @@ pub async fn sandbox(
             callback_url: callback_url.clone(),
             ..Default::default()
         };
-        println!("seeded transaction {}", sandbox.seed(seed));
+        say!("seeded transaction {}", sandbox.seed(seed));
     }
-    println!(
+    say!(
         "\nseed more: curl -X POST {}/sandbox/transactions -H 'content-type: application/json' -d '{{}}'",
         sandbox.url()
     );
-    println!("counters:  curl {}/sandbox/stats", sandbox.url());
+    say!("counters:  curl {}/sandbox/stats", sandbox.url());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -125,7 +125,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         async move { axum::serve(listener, postbud::server::router(app)).await }
     });
 
-    println!(
+    say!(
         "Postbud demo: a Dintero sandbox on {}, store and files in {}\n",
         sandbox.url(),
         dir.display()
@@ -148,9 +148,14 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
     }
     bar.finish_and_clear();
 
-    println!(
+    say!(
         "{:<32} {:<44} {:<14} {:<8} {:<26} {:<9} where to look",
-        "transaction", "case", "invoice", "captured", "channel", "outcome"
+        "transaction",
+        "case",
+        "invoice",
+        "captured",
+        "channel",
+        "outcome"
     );
     for (label, id, outcome) in &rows {
         let number = outcome
@@ -170,7 +175,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
                 .as_ref()
                 .and_then(|d| d.reason.clone())
                 .unwrap_or_default();
-            println!(
+            say!(
                 "{id:<32} {label:<44} {number:<14} {captured:<8} {:<26} {:<9} {why}",
                 "-",
                 format!("{:?}", outcome.verdict()).to_lowercase()
@@ -199,7 +204,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
                 .as_deref()
                 .or(job.last_error.as_deref())
                 .unwrap_or("");
-            println!(
+            say!(
                 "{id:<32} {label:<44} {number:<14} {captured:<8} {channel:<26} {:<9} {detail}",
                 job.state.to_string()
             );
@@ -221,7 +226,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         },
         None => "no SMS was sent".to_owned(),
     };
-    println!(
+    say!(
         "\nWhere to look: {}/mail ({} emails), {}/webhooks (verified webhooks), {}/sftp/erp (ERP drop), {}/invoices (archive);\n\
          {} SMS at the Twilio stand-in; {link_check}.",
         dir.display(),
@@ -233,7 +238,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
     );
     let (first_label, first_id, _) = &rows[0];
     let again = app.deliver_now(first_id).await?;
-    println!(
+    say!(
         "\nDelivering \"{first_label}\" again: {} (captures at Dintero: {}, nothing sent twice).",
         if again.newly_queued {
             "started anew"
@@ -242,7 +247,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         },
         sandbox.captures(first_id)
     );
-    println!(
+    say!(
         "Look closer: POSTBUD_STORE__URL=sqlite://{}/postbud.db cargo run --release -p postbud-cli -- status {first_id}",
         dir.display()
     );

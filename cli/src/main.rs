@@ -1,5 +1,16 @@
 //! `postbud`: run and operate Postbud from the command line.
 
+/// `println!` for the command's output, except that a reader that went away
+/// (`postbud status | head`) ends the program quietly instead of with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
 mod bench;
 mod commands;
 mod demo;
@@ -130,6 +141,16 @@ fn init_logging(default: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Where `say!` goes when stdout fails: a closed pipe is the reader's choice and exits 0;
+/// anything else is reported.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("postbud: writing to stdout: {e}");
+    std::process::exit(1);
 }
 
 #[tokio::main]

@@ -86,6 +86,21 @@ fn channels_lists_the_folder_kind() {
     );
 }
 
+/// `postbud status | head`: the reader may go away first; that is no error and no panic.
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = postbud()
+        .arg("channels")
+        .stdout(writer)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {err}", output.status);
+    assert!(err.is_empty(), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliver_captures_once_writes_the_pdf_and_a_second_deliver_does_nothing() {
     let s = setup("").await;
