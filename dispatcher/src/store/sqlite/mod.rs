@@ -97,9 +97,11 @@ impl SqliteStore {
                 ))
             })?;
         let path = path.split('?').next().unwrap_or(path);
-        if path.is_empty() {
+        if path.is_empty() || path == ":memory:" {
+            // Each connection would get its own empty in-memory database, and the outbox
+            // would vanish with the process.
             return Err(StoreError::Database(format!(
-                "store.url `{url}`: no file name after sqlite://"
+                "store.url `{url}`: name a database file, as in sqlite://postbud.db"
             )));
         }
         let store = Self {
@@ -806,4 +808,17 @@ pub fn fmt_ms(ms: Millis) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_without_a_file_is_refused_with_the_key() {
+        for url in ["sqlite://", "sqlite::memory:", "mysql://db/postbud"] {
+            let e = SqliteStore::open(url).await.expect_err(url).to_string();
+            assert!(e.contains(&format!("store.url `{url}`")), "{e}");
+        }
+    }
 }
