@@ -250,26 +250,96 @@ impl SandboxProcess {
     }
 }
 
-pub async fn run(invoices: usize, workers: usize, dir: &Path) -> Result<ExitCode, Failure> {
+/// A database of its own on the PostgreSQL server the operator named, dropped afterwards.
+struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(admin: &str) -> Result<Self, Failure> {
+        use sqlx::Connection as _;
+        let unreachable = |e: sqlx::Error| Failure {
+            message: format!("--postgres {}: {e}", postbud::store::redact(admin)),
+            code: exit::UNAVAILABLE,
+        };
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .map_err(unreachable)?;
+        let name = format!("postbud_bench_{}", std::process::id());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .map_err(unreachable)?;
+        let mut url = url::Url::parse(admin).map_err(io)?;
+        url.set_path(&name);
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    async fn drop_now(self) {
+        use sqlx::Connection as _;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// Runs the benchmark on SQLite in `dir`, or on a scratch database on the PostgreSQL server
+/// at `postgres`.
+pub async fn run(
+    invoices: usize,
+    workers: usize,
+    dir: &Path,
+    postgres: Option<&str>,
+) -> Result<ExitCode, Failure> {
     postbud::dintero::ensure_crypto_provider();
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let _ = std::fs::remove_file(dir.join("bench.db"));
-    let _ = std::fs::remove_file(dir.join("bench.db-wal"));
-    let _ = std::fs::remove_file(dir.join("bench.db-shm"));
+    let Some(admin) = postgres else {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        for file in ["bench.db", "bench.db-wal", "bench.db-shm"] {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
+        let store = format!("sqlite://{}/bench.db", dir.display());
+        let label = format!("SQLite at {}/bench.db", dir.display());
+        return measure(invoices, workers, &store, &label).await;
+    };
+    let scratch = ScratchDatabase::create(admin).await?;
+    let label = format!(
+        "PostgreSQL database {} (dropped afterwards)",
+        postbud::store::redact(&scratch.url)
+    );
+    let result = measure(invoices, workers, &scratch.url, &label).await;
+    scratch.drop_now().await;
+    result
+}
+
+async fn measure(
+    invoices: usize,
+    workers: usize,
+    store: &str,
+    label: &str,
+) -> Result<ExitCode, Failure> {
     let sandbox = SandboxProcess::start().await?;
     let (hook, received) = receiver().await.map_err(io)?;
     let toml = format!(
         "{dintero}\n\
-         [server]\npublic_url = \"https://invoices.merchant.example\"\nlink_secret = \"bench\"\n[store]\nurl = \"sqlite://{dir}/bench.db\"\n\
+         [server]\npublic_url = \"https://invoices.merchant.example\"\nlink_secret = \"bench\"\n[store]\nurl = \"{store}\"\n\
          [engine]\nworkers = {workers}\npoll_interval = \"20ms\"\n\n\
          [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
         dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
-        dir = dir.display()
     );
     let app = Arc::new(crate::commands::open(&Settings::from_toml(&toml)?).await?);
     say!(
-        "postbud bench: {invoices} invoices, {workers} workers, SQLite at {}/bench.db, sandbox and receiver on loopback\n",
-        dir.display()
+        "postbud bench: {invoices} invoices, {workers} workers, {label}, sandbox and receiver on loopback\n"
     );
 
     // Phase 1: everything queued at once, nothing running yet.

@@ -109,6 +109,10 @@ enum Command {
         /// Where the benchmark's database goes.
         #[arg(long, default_value = "postbud-bench")]
         dir: PathBuf,
+        /// Measure PostgreSQL instead: a server URL (postgres://user@host/database); the
+        /// benchmark creates a database postbud_bench_<pid> there and drops it afterwards.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Walk through the whole flow on embedded defaults: an in-process sandbox, a few
     /// invoices, capture, delivery, a fallback and a void.
@@ -197,7 +201,8 @@ async fn main() -> ExitCode {
             invoices,
             workers,
             dir,
-        } => bench::run(invoices, workers, &dir).await,
+            postgres,
+        } => bench::run(invoices, workers, &dir, postgres.as_deref()).await,
     };
     match result {
         Ok(code) => code,

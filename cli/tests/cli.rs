@@ -620,3 +620,93 @@ fn the_demo_runs_every_channel_to_its_table() {
         .collect();
     assert!(erp.len() >= 6, "UBL, PDF, JSON and their sidecars");
 }
+
+/// The benchmark's figures, parsed from its output.
+fn bench_figures(out: &str, invoices: usize) {
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
+            .to_owned()
+    };
+    let rate: f64 = line("throughput:")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a rate");
+    assert!(rate > 0.0, "{out}");
+    assert!(
+        line("throughput:").contains(&format!("{invoices} captures, {invoices} webhooks")),
+        "every invoice captured once and delivered once:\n{out}"
+    );
+    assert!(line("latency:").contains("p99"), "{out}");
+    assert!(line("bare HTTP:").contains("invoices/s"), "{out}");
+    assert!(line("memory:").contains("MiB"), "{out}");
+}
+
+#[test]
+fn bench_measures_sqlite_and_prints_its_figures() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = postbud()
+        .args(["bench", "--invoices", "60", "--workers", "4", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("SQLite at"), "{out}");
+    bench_figures(&out, 60);
+}
+
+#[tokio::test]
+async fn bench_measures_postgres_on_a_scratch_database_it_drops() {
+    let admin = std::env::var("POSTBUD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let pool = match sqlx::PgPool::connect(&admin).await {
+        Ok(pool) => pool,
+        Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("PostgreSQL required but unreachable at {admin}: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED bench on PostgreSQL: no PostgreSQL at {admin}: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let mut command = postbud();
+    command
+        .args([
+            "bench",
+            "--invoices",
+            "60",
+            "--workers",
+            "4",
+            "--postgres",
+            &admin,
+        ])
+        .arg("--dir")
+        .arg(dir.path());
+    let output = tokio::task::spawn_blocking(move || command.output().expect("runs"))
+        .await
+        .expect("joined");
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("PostgreSQL database"), "{out}");
+    bench_figures(&out, 60);
+    let name = out
+        .split_whitespace()
+        .find_map(|w| {
+            w.rsplit('/')
+                .next()
+                .filter(|n| n.starts_with("postbud_bench_"))
+        })
+        .expect("the scratch database is named")
+        .to_owned();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&pool)
+        .await
+        .expect("pg_database");
+    assert_eq!(left, 0, "{name} was dropped");
+    assert!(!dir.path().join("bench.db").exists(), "no SQLite file");
+}
