@@ -27,7 +27,8 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Schema migrations, applied in order; `postbud_schema.version` is the number applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE dispatches (
     transaction_id     TEXT PRIMARY KEY,
     stage              TEXT NOT NULL,
@@ -78,7 +79,18 @@ CREATE TABLE history (
 );
 CREATE INDEX history_transaction ON history (transaction_id, id);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"#];
+"#,
+    // Every state change leaves a dead index entry behind until vacuum; a bitmap scan of the
+    // whole-table indexes visited all of them on every claim (3 ms with 15,000 jobs done).
+    // Partial indexes walked in order stop after the first live rows and mark the dead ones
+    // they pass, so a claim stays cheap however much history the table holds.
+    r#"
+CREATE INDEX jobs_queued ON jobs (next_at) WHERE state = 'queued';
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'running';
+DROP INDEX jobs_due;
+DROP INDEX jobs_lease;
+"#,
+];
 
 /// The store for several instances.
 #[derive(Debug, Clone)]
@@ -290,13 +302,17 @@ impl Store for PgStore {
             "AND $3::text IS NULL"
         };
         let rows = sqlx::query(&format!(
-            "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+            "WITH due AS (SELECT id, next_at AS at FROM jobs
+                          WHERE state = 'queued' AND next_at <= $1 {only_clause}
+                          ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+                  lapsed AS (SELECT id, lease_until AS at FROM jobs
+                             WHERE state = 'running' AND lease_until < $1 {only_clause}
+                             ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
+                  picked AS (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) both_kinds
+                             ORDER BY at LIMIT $2)
+             UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
                     lease_owner = $4, lease_until = $5, updated_at = $1
-             WHERE id IN (
-                 SELECT id FROM jobs
-                 WHERE ((state = 'queued' AND next_at <= $1) OR (state = 'running' AND lease_until < $1)) {only_clause}
-                 ORDER BY next_at LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
+             WHERE id IN (SELECT id FROM picked)
              RETURNING *"
         ))
         .bind(now)
