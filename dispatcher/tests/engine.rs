@@ -395,3 +395,49 @@ async fn a_send_window_holds_deliveries_until_it_opens() {
         "waiting for a window is not an attempt"
     );
 }
+
+/// An attempt that took a lapsed dispatch over sends the PDF the first attempt kept, not the
+/// copy it fetched itself, so every channel and every retry gets the same bytes.
+#[tokio::test]
+async fn an_attempt_that_took_over_uses_the_pdf_kept_first() {
+    use postbud::{Pdf, store::Store};
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    let store = postbud::store::SqliteStore::open(&url)
+        .await
+        .expect("store");
+    store.submit("T1").await.expect("submit");
+    let claim = |owner: &'static str, lease: Duration| {
+        let store = store.clone();
+        async move {
+            store
+                .claim(owner, lease, 1, None)
+                .await
+                .expect("claim")
+                .remove(0)
+        }
+    };
+    let first = claim("first", Duration::from_millis(1)).await;
+    let kept = Pdf::new(
+        "first.pdf",
+        bytes::Bytes::from_static(b"%PDF-1.4 first %%EOF"),
+    );
+    let used = store.save_document(&first, &kept).await.expect("keep");
+    assert_eq!(used.sha256, kept.sha256);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = claim("second", Duration::from_secs(30)).await;
+    assert!(
+        second.job.fence > first.job.fence,
+        "the lapsed lease was taken over"
+    );
+    let fetched = Pdf::new(
+        "second.pdf",
+        bytes::Bytes::from_static(b"%PDF-1.4 second %%EOF"),
+    );
+    let used = store.save_document(&second, &fetched).await.expect("keep");
+    assert_eq!(
+        (used.file_name.as_str(), used.sha256.as_str()),
+        ("first.pdf", kept.sha256.as_str())
+    );
+    assert_eq!(used.bytes, kept.bytes);
+}

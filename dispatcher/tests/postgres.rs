@@ -19,9 +19,12 @@ impl Database {
     async fn create(test: &str) -> Option<Self> {
         let admin = std::env::var("POSTBUD_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        // A counter, not the clock: tests that start together must never share a database.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
-            "postbud_test_{}",
-            std::process::id() as u64 * 1000 + u64::from(fastrand_u16())
+            "postbud_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let pool = match sqlx::PgPool::connect(&admin).await {
             Ok(pool) => pool,
@@ -67,14 +70,6 @@ impl Drop for Database {
         })
         .join();
     }
-}
-
-fn fastrand_u16() -> u16 {
-    (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .subsec_nanos()
-        % 997) as u16
 }
 
 fn settings(h: &Harness, db: &Database, extra: &str) -> Settings {

@@ -159,11 +159,8 @@ impl Engine {
             .document(self.gateway.as_ref(), tx, number, url)
             .await
         {
-            Ok(pdf) => {
-                self.store.save_document(lease, &pdf).await?;
-                // Read back: a concurrent attempt may have kept its copy first; use that one.
-                Ok(Ok(self.store.document(&tx.id).await?.unwrap_or(pdf)))
-            }
+            // A concurrent attempt may have kept its copy first; the store returns that one.
+            Ok(pdf) => Ok(Ok(self.store.save_document(lease, &pdf).await?)),
             Err(e) => Ok(Err(e)),
         }
     }

@@ -283,8 +283,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError>;
     /// Updates the dispatch record under the dispatch job's lease.
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError>;
-    /// Keeps the fetched PDF (once) before capture, with a history line.
-    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError>;
+    /// Keeps the fetched PDF (once) before capture, with a history line, and returns the copy
+    /// kept: an earlier attempt's, if one was kept first, so every attempt sends the same bytes.
+    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError>;
     /// Ends a dispatch in one transaction, all or nothing: keeps the invoice snapshot, records
     /// the route, creates the delivery jobs and marks the dispatch job done.
     async fn complete_dispatch(

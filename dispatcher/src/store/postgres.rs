@@ -507,7 +507,7 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError> {
+    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError> {
         let mut tx = self.write().await?;
         let saved = sqlx::query("INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
              SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')
@@ -537,15 +537,13 @@ impl Store for PgStore {
             )
             .await?;
             tx.commit().await?;
-            return Ok(());
+            return Ok(pdf.clone());
         }
         tx.commit().await?;
         // Kept already (by an earlier attempt); otherwise our lease is gone.
-        if self.document(&lease.job.transaction_id).await?.is_some() {
-            Ok(())
-        } else {
-            Err(lease_lost(lease))
-        }
+        self.document(&lease.job.transaction_id)
+            .await?
+            .ok_or_else(|| lease_lost(lease))
     }
 
     async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {

@@ -199,10 +199,7 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
             }
         }
         let committed = match abandoned {
-            Some(e) => {
-                let _ = run(conn, "ROLLBACK");
-                Err(e)
-            }
+            Some(e) => Err(e),
             None => run(conn, "COMMIT").map_err(StoreError::from),
         };
         if committed.is_err() && !conn.is_autocommit() {

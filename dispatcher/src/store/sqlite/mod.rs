@@ -522,7 +522,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<(), StoreError> {
+    async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError> {
         let (lease, pdf) = (lease.clone(), pdf.clone());
         self.db
             .write(move |conn| {
@@ -550,13 +550,11 @@ impl Store for SqliteStore {
                         pdf.bytes.len(),
                         pdf.sha256
                     );
-                    return history(conn, &lease.job.transaction_id, Some(&lease.job.id), "pdf fetched", &detail);
+                    history(conn, &lease.job.transaction_id, Some(&lease.job.id), "pdf fetched", &detail)?;
+                    return Ok(pdf);
                 }
                 // Kept already (by an earlier attempt); otherwise our lease is gone.
-                match document(conn, &lease.job.transaction_id)? {
-                    Some(_) => Ok(()),
-                    None => Err(lease_lost(&lease)),
-                }
+                document(conn, &lease.job.transaction_id)?.ok_or_else(|| lease_lost(&lease))
             })
             .await
     }
