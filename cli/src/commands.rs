@@ -38,12 +38,21 @@ impl From<postbud::ConfigError> for Failure {
 impl From<AppError> for Failure {
     fn from(e: AppError) -> Self {
         let code = match e {
-            AppError::Config(_) | AppError::Registry(_) => exit::CONFIG,
-            AppError::Store(_) | AppError::Gateway(_) => exit::UNAVAILABLE,
+            AppError::Config(_) | AppError::Registry(_) | AppError::InvalidId(_) => exit::CONFIG,
+            AppError::Store(_) | AppError::Gateway(_) | AppError::Busy(_) => exit::UNAVAILABLE,
         };
         Self {
             message: e.to_string(),
             code,
+        }
+    }
+}
+
+impl From<postbud::dintero::transaction_id::InvalidTransactionId> for Failure {
+    fn from(e: postbud::dintero::transaction_id::InvalidTransactionId) -> Self {
+        Self {
+            message: e.to_string(),
+            code: exit::CONFIG,
         }
     }
 }
@@ -159,6 +168,10 @@ pub async fn status(
     json: bool,
 ) -> CommandResult {
     let settings = settings(config)?;
+    if let Some(id) = transaction_id {
+        let account = settings.dintero.as_ref().map(|d| d.account_id.as_str());
+        postbud::dintero::transaction_id::check(id, account)?;
+    }
     let store = postbud::store::open(&settings.store.url).await?;
     let Some(id) = transaction_id else {
         let totals = store.totals().await?;
@@ -231,6 +244,7 @@ pub async fn retry(
     channel: Option<&str>,
 ) -> CommandResult {
     let app = app(config).await?;
+    let transaction_id = app.transaction_id(transaction_id)?;
     let requeued = app.store().retry(transaction_id, channel).await?;
     if requeued == 0 {
         say!(

@@ -2,78 +2,15 @@
 //! SQLite file.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use postbud_sandbox::{Fault, FaultKind, Operation, Sandbox, Seed};
+use postbud_sandbox::{Fault, FaultKind, Operation, Seed};
 
-struct Setup {
-    sandbox: Sandbox,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
+mod common;
 
-async fn setup(extra: &str) -> Setup {
-    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("postbud.toml");
-    let routes = if extra.contains("[[routes]]") {
-        ""
-    } else {
-        "[[routes]]\ndeliver = [\"archive\"]\n"
-    };
-    std::fs::write(
-        &config,
-        format!(
-            "{dintero}\n\
-             [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"50ms\"\nbackoff_max = \"300ms\"\n\n\
-             [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n{extra}\n{routes}",
-            dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
-            dir = dir.path().display()
-        ),
-    )
-    .expect("config");
-    Setup {
-        sandbox,
-        dir,
-        config,
-    }
-}
-
-fn postbud() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_postbud"));
-    command
-        .env_remove("POSTBUD_CONFIG")
-        .env_remove("POSTBUD_LOG");
-    command
-}
-
-/// Runs the binary without blocking the runtime that serves the sandbox.
-async fn run(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = postbud();
-    command.arg("--config").arg(config).args(args);
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    tokio::task::spawn_blocking(move || command.output().expect("runs"))
-        .await
-        .expect("joined")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use common::{postbud, run, setup, sha256, text};
 
 #[test]
 fn channels_lists_the_folder_kind() {

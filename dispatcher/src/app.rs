@@ -9,10 +9,15 @@ use tokio::sync::watch;
 use crate::{
     channel::{Channel, ChannelError},
     config::{ConfigError, Settings},
-    dintero::{DinteroGateway, model::Transaction},
+    dintero::{
+        DinteroGateway,
+        model::Transaction,
+        transaction_id::{self, InvalidTransactionId},
+    },
     engine::{DefaultDispatcher, Dispatcher, Engine, Outcome},
     gateway::{GatewayError, PaymentGateway},
     ids,
+    limit::TokenBucket,
     links::LinkSigner,
     registry::{DuplicateKind, Registry},
     store::{JobKind, NewJob, Store, StoreError, now_ms},
@@ -33,6 +38,12 @@ pub enum AppError {
     /// Dintero refused or could not be reached.
     #[error("Dintero: {0}")]
     Gateway(#[from] GatewayError),
+    /// A transaction id that is not a Dintero id of this account.
+    #[error(transparent)]
+    InvalidId(#[from] InvalidTransactionId),
+    /// Too many unverified callbacks for new transactions: try again after this long.
+    #[error("too many unverified callbacks for new transactions; try again in {0:?}")]
+    Busy(Duration),
 }
 
 /// A running Postbud: what `postbud serve` and `postbud deliver` use, and what a merchant
@@ -43,6 +54,7 @@ pub struct App {
     engine: Arc<Engine>,
     gateway: Arc<dyn PaymentGateway>,
     links: Option<LinkSigner>,
+    unverified: TokenBucket,
 }
 
 /// Replaces parts of the default assembly.
@@ -107,11 +119,13 @@ impl AppBuilder {
             links.clone(),
             self.dispatcher,
         ));
+        let rate = settings.server.unverified_per_second;
         Ok(App {
             settings,
             engine,
             gateway,
             links,
+            unverified: TokenBucket::new(rate, rate),
         })
     }
 }
@@ -169,9 +183,38 @@ impl App {
         self.links.as_ref()
     }
 
-    /// Queues a transaction for capture and delivery by the workers.
-    pub async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
-        self.engine.submit(transaction_id).await
+    /// Checks a transaction id where it enters: Dintero's shape, bounded length, and the account
+    /// of `dintero.account_id` (see [`transaction_id::check`]).
+    pub fn transaction_id<'a>(&self, raw: &'a str) -> Result<&'a str, InvalidTransactionId> {
+        let account = self
+            .settings
+            .dintero
+            .as_ref()
+            .map(|d| d.account_id.as_str());
+        transaction_id::check(raw, account)
+    }
+
+    /// Queues a transaction for capture and delivery by the workers. Returns true when work was
+    /// queued (false: it was known and is being handled, or was finished).
+    pub async fn submit(&self, transaction_id: &str) -> Result<bool, AppError> {
+        let id = self.transaction_id(transaction_id)?;
+        Ok(self.engine.submit(id).await?)
+    }
+
+    /// Queues a transaction named by a caller that could not be authenticated (an unsigned
+    /// callback). A transaction already known costs nothing more than [`App::submit`]. A new one
+    /// is read at Dintero first, within `server.unverified_per_second`, and queued under the id
+    /// Dintero returns, so a flood of made-up ids stores nothing and calls Dintero at a bounded
+    /// rate.
+    pub async fn submit_unverified(&self, transaction_id: &str) -> Result<bool, AppError> {
+        let id = self.transaction_id(transaction_id)?;
+        if self.store().dispatch(id).await?.is_some() {
+            return Ok(self.engine.submit(id).await?);
+        }
+        self.unverified.try_acquire().map_err(AppError::Busy)?;
+        let tx = self.gateway.transaction(id).await?;
+        let id = self.transaction_id(&tx.id)?;
+        Ok(self.engine.submit(id).await?)
     }
 
     /// Runs the flow for one transaction now, waiting up to 30 s for short retries.
@@ -186,7 +229,8 @@ impl App {
         transaction_id: &str,
         wait: Duration,
     ) -> Result<Outcome, AppError> {
-        Ok(self.engine.deliver_now(transaction_id, wait).await?)
+        let id = self.transaction_id(transaction_id)?;
+        Ok(self.engine.deliver_now(id, wait).await?)
     }
 
     /// Runs the workers until `shutdown` turns true.
@@ -197,6 +241,7 @@ impl App {
     /// Voids the transaction at Dintero, stops pending deliveries, and sends cancellation
     /// notices through the channels that delivered it and support them.
     pub async fn void(&self, transaction_id: &str) -> Result<VoidReport, AppError> {
+        let transaction_id = self.transaction_id(transaction_id)?;
         let tx = self.gateway.transaction(transaction_id).await?;
         let already_voided = tx.is_voided();
         let after = if already_voided {

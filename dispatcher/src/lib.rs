@@ -29,6 +29,7 @@ pub mod format;
 pub mod gateway;
 pub mod ids;
 pub mod invoice;
+pub mod limit;
 pub mod links;
 pub mod registry;
 pub mod server;

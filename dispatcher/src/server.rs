@@ -19,7 +19,7 @@ use axum::{
 };
 use secrecy::ExposeSecret;
 
-use crate::app::App;
+use crate::app::{App, AppError};
 
 /// Counters for `/metrics` beyond what the store counts.
 #[derive(Debug, Default)]
@@ -57,6 +57,11 @@ pub fn router(app: Arc<App>) -> Router {
 /// Dintero calls this when a payment is authorized (GET with query parameters, or POST with
 /// `method=POST`). The callback is only a trigger: the transaction is re-read with our own
 /// token, so its (unsigned) body is never trusted.
+///
+/// The transaction id is taken from the query, which `Dintero-Signature` covers. A callback is
+/// trusted when that signature verified it; otherwise (no `dintero.callback_secret`, or an id
+/// found only in the unsigned body) it goes through [`App::submit_unverified`]: a new
+/// transaction is read at Dintero, at a bounded rate, before anything is stored.
 async fn callback(
     State(state): State<ServerState>,
     method: Method,
@@ -66,17 +71,20 @@ async fn callback(
     body: Bytes,
 ) -> Response {
     let query = query.unwrap_or_default();
-    if let Err(why) = verify_callback(&state.app, &method, &uri, &headers, &query) {
-        state
-            .metrics
-            .callbacks_rejected
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%why, "callback refused");
-        return (StatusCode::UNAUTHORIZED, why).into_response();
-    }
-    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
+    let signed = match verify_callback(&state.app, &method, &uri, &headers, &query) {
+        Ok(signed) => signed,
+        Err(why) => {
+            state
+                .metrics
+                .callbacks_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%why, "callback refused");
+            return (StatusCode::UNAUTHORIZED, why).into_response();
+        }
+    };
+    let from_query = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "transaction_id")
+        .map(|(_, v)| v.into_owned());
     let from_body = || {
         serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
@@ -86,12 +94,21 @@ async fn callback(
                     .and_then(|id| id.as_str().map(str::to_owned))
             })
     };
-    let Some(transaction_id) = params.get("transaction_id").cloned().or_else(from_body) else {
-        // report_error callbacks may come without a transaction: nothing to do, and a 4xx would
-        // only make Dintero give up on a callback that was fine.
-        return (StatusCode::OK, "no transaction_id: nothing to do").into_response();
+    let (transaction_id, trusted) = match from_query {
+        Some(id) => (id, signed),
+        None => match from_body() {
+            Some(id) => (id, false),
+            // report_error callbacks may come without a transaction: nothing to do, and a 4xx
+            // would only make Dintero give up on a callback that was fine.
+            None => return (StatusCode::OK, "no transaction_id: nothing to do").into_response(),
+        },
     };
-    match state.app.submit(&transaction_id).await {
+    let submitted = if trusted {
+        state.app.submit(&transaction_id).await
+    } else {
+        state.app.submit_unverified(&transaction_id).await
+    };
+    match submitted {
         Ok(_) => {
             state
                 .metrics
@@ -99,30 +116,64 @@ async fn callback(
                 .fetch_add(1, Ordering::Relaxed);
             (StatusCode::OK, "accepted").into_response()
         }
-        // Not stored means not accepted: a 5xx makes Dintero retry.
         Err(e) => {
-            tracing::error!(error = %e, transaction = %transaction_id, "callback could not be stored");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "could not store the callback; retry",
-            )
-                .into_response()
+            let (status, message) = callback_error(&e);
+            if status.is_server_error() {
+                tracing::error!(error = %e, "callback not accepted; Dintero will retry");
+            } else {
+                state
+                    .metrics
+                    .callbacks_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "callback refused");
+            }
+            let mut response = (status, message).into_response();
+            if let AppError::Busy(wait) = e {
+                let seconds = wait.as_secs().max(1).to_string();
+                if let Ok(value) = header::HeaderValue::from_str(&seconds) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+            }
+            response
         }
     }
 }
 
+/// The answer to a callback that was not accepted. Dintero retries 5xx and gives up on 4xx, so
+/// only what can never succeed is a 4xx.
+fn callback_error(e: &AppError) -> (StatusCode, String) {
+    match e {
+        AppError::InvalidId(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+        AppError::Gateway(g) if g.status == Some(404) => (
+            StatusCode::NOT_FOUND,
+            "Dintero does not know this transaction".into(),
+        ),
+        AppError::Busy(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many unverified callbacks; retry later".into(),
+        ),
+        // Not stored means not accepted: a 5xx makes Dintero retry.
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "could not accept the callback now; retry".into(),
+        ),
+    }
+}
+
+/// `Ok(true)` when a configured secret verified the signature, `Ok(false)` when no secret is
+/// configured, `Err` when the signature is missing or wrong.
 fn verify_callback(
     app: &App,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     query: &str,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let Some(dintero) = app.settings().dintero.as_ref() else {
-        return Ok(());
+        return Ok(false);
     };
     let Some(secret) = dintero.callback_secret.as_ref() else {
-        return Ok(());
+        return Ok(false);
     };
     let host = match &app.settings().server.public_url {
         Some(url) => url.host_str().unwrap_or_default().to_owned(),
@@ -147,6 +198,7 @@ fn verify_callback(
         },
         jiff::Timestamp::now().as_second(),
     )
+    .map(|()| true)
     .map_err(|e| e.to_string())
 }
 

@@ -22,7 +22,10 @@ type Shared_ = State<Arc<Shared>>;
 pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v1/accounts/{aid}/auth/token", post(token))
+        .route("/v1/transactions", get(list))
         .route("/v1/transactions/{id}", get(transaction))
+        .route("/v1/admin/checkout", get(checkout_configuration))
+        .route("/v1/admin/session/profiles/{profile_id}", get(payment_profile))
         .route("/v1/transactions/{id}/capture", post(capture))
         .route("/v1/transactions/{id}/void", post(void))
         .route("/v1/files/{fid}", get(file_descriptor))
@@ -174,6 +177,11 @@ fn read(stored: &mut Stored, include_session: bool) -> Value {
         .partition(|(_, left)| *left == 0);
     stored.pending_events = waiting;
     for (event, _) in ready {
+        if event["success"] == true
+            && let Some(status) = event.get("transaction_status")
+        {
+            stored.transaction["status"] = status.clone();
+        }
         if let Some(events) = stored.transaction["events"].as_array_mut() {
             events.push(event);
         }
@@ -220,6 +228,87 @@ async fn transaction(
     Json(body).into_response()
 }
 
+/// The first `null` in a JSON document, by its path.
+fn first_null(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::Null => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| first_null(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            first_null(v, &path)
+        }),
+        _ => None,
+    }
+}
+
+/// What the 2026 schema refuses in a capture body: `amount` an integer; `items[]` with a string
+/// `line_id` and an integer `amount`; optional fields of their type; no `null` anywhere.
+fn check_capture_body(body: &Value) -> Result<i64, String> {
+    if !body.is_object() {
+        return Err("the body must be a JSON object".into());
+    }
+    if let Some(path) = first_null(body, "") {
+        return Err(format!("`{path}` is null; no field of a capture is nullable"));
+    }
+    let amount = body["amount"]
+        .as_i64()
+        .ok_or("`amount` is required and must be an integer (minor units)")?;
+    if body.get("capture_reference").is_some_and(|r| !r.is_string()) {
+        return Err("`capture_reference` must be a string".into());
+    }
+    if let Some(items) = body.get("items") {
+        let items = items.as_array().ok_or("`items` must be an array")?;
+        for (i, item) in items.iter().enumerate() {
+            if !item["line_id"].as_str().is_some_and(|l| !l.is_empty()) {
+                return Err(format!("`items[{i}].line_id` is required and must be a string"));
+            }
+            if item["amount"].as_i64().is_none() {
+                return Err(format!("`items[{i}].amount` is required and must be an integer"));
+            }
+            for (key, ok) in [
+                ("quantity", item.get("quantity").is_none_or(Value::is_number)),
+                ("vat", item.get("vat").is_none_or(Value::is_number)),
+                ("vat_amount", item.get("vat_amount").is_none_or(|v| v.as_i64().is_some())),
+                ("id", item.get("id").is_none_or(Value::is_string)),
+                ("description", item.get("description").is_none_or(Value::is_string)),
+            ] {
+                if !ok {
+                    return Err(format!("`items[{i}].{key}` has the wrong type"));
+                }
+            }
+        }
+    }
+    if let Some(metadata) = body.get("metadata") {
+        let metadata = metadata.as_object().ok_or("`metadata` must be an object")?;
+        if let Some(key) = metadata.keys().find(|k| !k.starts_with("ext_")) {
+            return Err(format!("`metadata.{key}`: metadata keys must start with ext_"));
+        }
+    }
+    Ok(amount)
+}
+
+/// A 202: the transaction as it was, `event-request-id`, and the completing event queued with
+/// `correlation_request_id` set to the request id.
+fn accepted(stored: &mut Stored, mut event: Value, after_gets: u32, request_id: &str) -> Response {
+    event["request_id"] = json!(uuid());
+    event["correlation_request_id"] = json!(request_id);
+    let body = stored.transaction.clone();
+    stored.pending_events.push((event, after_gets));
+    let mut r = (StatusCode::ACCEPTED, Json(body)).into_response();
+    r.headers_mut()
+        .insert("event-request-id", request_id.parse().expect("ascii"));
+    r
+}
+
+fn failed_event(mut event: Value, operation: &str) -> Value {
+    event["success"] = json!(false);
+    event["error"] = json!({"code": "SANDBOX_DECLINED", "message": format!("the {operation} was declined by the payment provider")});
+    event
+}
+
 async fn capture(
     State(shared): Shared_,
     Path(id): Path<String>,
@@ -239,8 +328,9 @@ async fn capture(
     let Some(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "body must be JSON");
     };
-    let Some(amount) = body.get("amount").and_then(Value::as_i64) else {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "amount is required");
+    let amount = match check_capture_body(&body) {
+        Ok(amount) => amount,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message),
     };
     let request_id = uuid();
     let response = {
@@ -267,41 +357,71 @@ async fn capture(
                 "amount exceeds the authorized amount",
             );
         }
+        let fail = matches!(fault, Some(FaultKind::Accepted { fail: true, .. }));
         let mut metadata = serde_json::Map::new();
         for key in [
             "kravia:invoice_number",
             "kravia:invoice_date",
             "kravia:invoice_due_date",
         ] {
-            if let Some(v) = tx["metadata"].get(key) {
+            if let Some(v) = tx["metadata"].get(key).or_else(|| authorize_metadata(tx).get(key)) {
                 metadata.insert(key.into(), v.clone());
             }
         }
-        let event = json!({
+        if stored.pdf_changes_at_capture && !fail {
+            // Payment details are added at capture: a final due date and new PDF bytes.
+            let today = jiff::Zoned::now().date();
+            let due = today.checked_add(jiff::Span::new().days(14)).unwrap_or(today);
+            metadata.insert("kravia:invoice_due_date".into(), json!(due.to_string()));
+        }
+        let mut event = json!({
             "id": uuid(), "event": "INITIATE_CAPTURE", "success": true, "transaction_status": "AUTHORIZED",
             "amount": amount, "request_id": request_id, "event_reference": body.get("capture_reference"),
             "created_at": now(), "created_by": shared.config.client_id, "items": body.get("items"), "metadata": metadata,
         });
+        if body.get("items").is_none()
+            && let Some(event) = event.as_object_mut()
+        {
+            event.remove("items");
+        }
+        if fail {
+            event = failed_event(event, "capture");
+        }
         tx["updated_at"] = json!(now());
-        let accepted = matches!(fault, Some(FaultKind::Accepted { .. }));
-        if let Some(FaultKind::Accepted { after_gets }) = fault {
-            stored.pending_events.push((event, after_gets));
-        } else if let Some(events) = tx["events"].as_array_mut() {
-            events.push(event);
+        if stored.pdf_changes_at_capture && !fail {
+            let mut after = stored.transaction.clone();
+            if let Some(events) = after["events"].as_array_mut() {
+                events.push(event.clone());
+            }
+            let lines = crate::control::invoice_lines(&after, Some("Payment details: account 1234.56.78903, KID 0012345678"));
+            stored.pdf = crate::pdf::invoice_pdf(&lines);
         }
-        let body = stored.transaction.clone();
-        *inner.stats.captures.entry(id.clone()).or_default() += 1;
-        if accepted {
-            let mut r = (StatusCode::ACCEPTED, Json(body)).into_response();
-            r.headers_mut()
-                .insert("event-request-id", request_id.parse().expect("ascii"));
-            r
-        } else {
-            Json(body).into_response()
+        let response = match fault {
+            Some(FaultKind::Accepted { after_gets, .. }) => {
+                accepted(stored, event, after_gets, &request_id)
+            }
+            _ => {
+                if let Some(events) = stored.transaction["events"].as_array_mut() {
+                    events.push(event);
+                }
+                Json(stored.transaction.clone()).into_response()
+            }
+        };
+        if !fail {
+            *inner.stats.captures.entry(id.clone()).or_default() += 1;
         }
+        response
     };
     slow(&fault).await;
     response
+}
+
+/// Metadata of the AUTHORIZE event, where Kravia puts the invoice facts.
+fn authorize_metadata(tx: &Value) -> &Value {
+    tx["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["event"] == "AUTHORIZE"))
+        .map_or(&Value::Null, |e| &e["metadata"])
 }
 
 async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -312,7 +432,7 @@ async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap
     if let Some(r) = fault_response(&fault) {
         return r;
     }
-    let body = {
+    let response = {
         let mut inner = shared.state.lock();
         let Some(stored) = inner.transactions.get_mut(&id) else {
             return error(
@@ -321,25 +441,165 @@ async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap
                 &format!("transaction {id} not found"),
             );
         };
-        let tx = &mut stored.transaction;
-        if tx["status"] != "AUTHORIZED" {
+        if stored.transaction["status"] != "AUTHORIZED" {
             return error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_STATE",
-                &format!("cannot void a transaction with status {}", tx["status"]),
+                &format!(
+                    "cannot void a transaction with status {}",
+                    stored.transaction["status"]
+                ),
             );
         }
-        tx["status"] = json!("AUTHORIZATION_VOIDED");
-        tx["updated_at"] = json!(now());
-        if let Some(events) = tx["events"].as_array_mut() {
-            events.push(json!({"id": uuid(), "event": "VOID", "success": true, "transaction_status": "AUTHORIZATION_VOIDED", "request_id": uuid(), "created_at": now()}));
+        let request_id = uuid();
+        let event = json!({"id": uuid(), "event": "VOID", "success": true, "transaction_status": "AUTHORIZATION_VOIDED", "request_id": request_id, "created_at": now()});
+        let (response, voided) = match fault {
+            Some(FaultKind::Accepted { after_gets, fail }) => {
+                let event = if fail { failed_event(event, "void") } else { event };
+                (accepted(stored, event, after_gets, &request_id), !fail)
+            }
+            _ => {
+                let tx = &mut stored.transaction;
+                tx["status"] = json!("AUTHORIZATION_VOIDED");
+                tx["updated_at"] = json!(now());
+                if let Some(events) = tx["events"].as_array_mut() {
+                    events.push(event);
+                }
+                (Json(stored.transaction.clone()).into_response(), true)
+            }
+        };
+        if voided {
+            *inner.stats.voids.entry(id.clone()).or_default() += 1;
         }
-        let body = stored.transaction.clone();
-        *inner.stats.voids.entry(id.clone()).or_default() += 1;
-        body
+        response
     };
     slow(&fault).await;
-    Json(body).into_response()
+    response
+}
+
+/// `GET /v1/transactions`: newest first, filtered as Dintero documents, `limit` 1-100 (default
+/// 10), `starting_after` the last id of the previous page.
+async fn list(
+    State(shared): Shared_,
+    Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let fault = shared.state.lock().take_fault(Operation::List, None);
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    if let Some(r) = fault_response(&fault) {
+        return r;
+    }
+    let one = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let limit = match one("limit").map(str::parse::<usize>) {
+        None => 10,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => {
+            return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "limit must be 1-100");
+        }
+    };
+    let created_gte = match one("created_at.gte").map(str::parse::<jiff::Timestamp>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("created_at.gte: {e}"),
+            );
+        }
+    };
+    let statuses: Vec<&str> = q
+        .iter()
+        .filter(|(k, _)| k == "status")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let page = {
+    let inner = shared.state.lock();
+    let after = match one("starting_after") {
+        None => u64::MAX,
+        Some(id) => match inner.transactions.get(id) {
+            Some(stored) => stored.seq,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    &format!("starting_after: no transaction {id}"),
+                );
+            }
+        },
+    };
+    let mut found: Vec<&Stored> = inner
+        .transactions
+        .values()
+        .filter(|s| s.seq < after)
+        .filter(|s| {
+            let tx = &s.transaction;
+            let field = |name: &str| tx[name].as_str().unwrap_or_default();
+            (statuses.is_empty() || statuses.contains(&field("status")))
+                && one("payment_product").is_none_or(|p| p == field("payment_product"))
+                && one("payment_product_type").is_none_or(|p| p == field("payment_product_type"))
+                && one("merchant_reference").is_none_or(|r| r == field("merchant_reference"))
+                && created_gte.is_none_or(|gte| {
+                    field("created_at")
+                        .parse::<jiff::Timestamp>()
+                        .is_ok_and(|t| t >= gte)
+                })
+        })
+        .collect();
+    found.sort_by(|a, b| b.seq.cmp(&a.seq));
+    let page: Vec<Value> = found
+        .into_iter()
+        .take(limit)
+        .map(|s| s.transaction.clone())
+        .collect();
+    page
+    };
+    slow(&fault).await;
+    Json(page).into_response()
+}
+
+/// `GET /v1/admin/checkout`: the account's checkout configuration, where `payment_options` live.
+async fn checkout_configuration(State(shared): Shared_, headers: HeaderMap) -> Response {
+    let fault = shared.state.lock().take_fault(Operation::Admin, None);
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    if let Some(r) = fault_response(&fault) {
+        return r;
+    }
+    let configuration = match &shared.state.lock().checkout {
+        Value::Null => json!({"payment_options": []}),
+        configured => configured.clone(),
+    };
+    Json(json!({"configuration": configuration, "updated_at": now()})).into_response()
+}
+
+/// `GET /v1/admin/session/profiles/{profile_id}`.
+async fn payment_profile(
+    State(shared): Shared_,
+    Path(profile_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let fault = shared
+        .state
+        .lock()
+        .take_fault(Operation::Admin, Some(&profile_id));
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    if let Some(r) = fault_response(&fault) {
+        return r;
+    }
+    match shared.state.lock().profiles.get(&profile_id) {
+        Some(profile) => Json(profile.clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("payment profile {profile_id} not found"),
+        ),
+    }
 }
 
 /// The bytes a transaction's PDF endpoint serves, per its `pdf_content`.

@@ -30,6 +30,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             post(callback_endpoint),
         )
         .route("/sandbox/faults", post(fault_endpoint).delete(clear_faults))
+        .route("/sandbox/checkout", axum::routing::put(checkout_endpoint))
         .route("/sandbox/stats", get(stats))
 }
 
@@ -79,8 +80,10 @@ fn create(shared: &Shared, seed: Seed) -> String {
     let amount: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
     let billing = seed.billing_address.clone().unwrap_or_else(default_billing);
     let today = jiff::Zoned::now().date();
+    // A PDF that changes at capture starts out as a preliminary one, with an earlier due date.
+    let days = if seed.pdf_changes_at_capture { 7 } else { 14 };
     let due = today
-        .checked_add(jiff::Span::new().days(14))
+        .checked_add(jiff::Span::new().days(days))
         .unwrap_or(today);
     let mut inner = shared.state.lock();
     inner.invoice_counter += 1;
@@ -101,13 +104,22 @@ fn create(shared: &Shared, seed: Seed) -> String {
         "kravia:invoice_due_date": due.to_string(), "kravia:invoice_id": uuid(),
         "kravia:creditor_id": "sandbox-creditor", "kravia:debtor_id": uuid(),
     });
-    let transaction = json!({
+    inner.seq += 1;
+    let seq = inner.seq;
+    let merchant_reference = seed
+        .merchant_reference
+        .clone()
+        .unwrap_or_else(|| format!("order-{}", inner.invoice_counter));
+    inner
+        .merchant_references
+        .insert(merchant_reference.clone(), id.clone());
+    let mut transaction = json!({
         "id": id, "session_id": session_id, "created_at": now(), "updated_at": now(),
         "payment_product": seed.payment_product.clone().unwrap_or_else(|| "kravia".into()),
         "payment_product_type": product_type,
         "status": seed.status.clone().unwrap_or_else(|| "AUTHORIZED".into()),
         "amount": amount, "currency": currency, "settlement_status": "NOT_SETTLED",
-        "merchant_reference": seed.merchant_reference.clone().unwrap_or_else(|| format!("order-{}", inner.invoice_counter)),
+        "merchant_reference": merchant_reference,
         "customer": {"email": billing.get("email"), "phone_number": billing.get("phone_number")},
         "billing_address": billing, "items": items,
         "metadata": {
@@ -132,6 +144,8 @@ fn create(shared: &Shared, seed: Seed) -> String {
         .strip_prefix("kravia.")
         .unwrap_or(&product_type)
         .to_owned();
+    let kravia_config = |channel: &str| json!({ type_key.as_str(): { "type": "payment_product_type", "enabled": true, "days_until_due": 14, key: value(channel) } });
+    let options_config = |channel: &str| json!([{ "type": product_type, "details": { key: value(channel) } }]);
     let mut configuration = json!({});
     let session_channel = if seed.no_session_channel {
         None
@@ -143,32 +157,26 @@ fn create(shared: &Shared, seed: Seed) -> String {
         )
     };
     if let Some(channel) = session_channel {
-        configuration["kravia"] = json!({ type_key: { "type": "payment_product_type", "enabled": true, "days_until_due": 14, key: value(&channel) } });
+        configuration["kravia"] = kravia_config(&channel);
     }
-    if let Some(channel) = &seed.options_channel {
-        configuration["payment_options"] =
-            json!([{ "type": product_type, "details": { key: value(channel) } }]);
+    // A session made with POST /sessions-profile: the profile keeps the configuration, the
+    // transaction only names it.
+    if seed.profile_channel.is_some() || seed.profile_options_channel.is_some() {
+        let profile_id = format!("sandbox-profile-{}", inner.invoice_counter);
+        let mut profile_configuration = json!({});
+        if let Some(channel) = &seed.profile_channel {
+            profile_configuration["kravia"] = kravia_config(channel);
+        }
+        if let Some(channel) = &seed.profile_options_channel {
+            profile_configuration["payment_options"] = options_config(channel);
+        }
+        inner.profiles.insert(
+            profile_id.clone(),
+            json!({"id": profile_id, "description": "sandbox profile", "configuration": profile_configuration}),
+        );
+        transaction["metadata"]["session:profile_id"] = json!(profile_id);
     }
-    let customer_name = [
-        transaction["billing_address"]["business_name"].as_str(),
-        transaction["billing_address"]["first_name"].as_str(),
-        transaction["billing_address"]["last_name"].as_str(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>()
-    .join(" ");
-    let pdf = invoice_pdf(&[
-        "Sandbox Merchant AS - Faktura / Invoice".into(),
-        format!("Invoice number: {number}"),
-        format!("Customer: {customer_name}"),
-        format!("Invoice date: {today}   Due date: {due}"),
-        format!(
-            "Amount: {}",
-            format_amount(amount, transaction["currency"].as_str().unwrap_or("NOK"))
-        ),
-        format!("Transaction: {id}"),
-    ]);
+    let pdf = invoice_pdf(&invoice_lines(&transaction, None));
     inner.transactions.insert(
         id.clone(),
         Stored {
@@ -179,9 +187,65 @@ fn create(shared: &Shared, seed: Seed) -> String {
             hide_metadata_gets: seed.metadata_after_gets,
             pending_events: Vec::new(),
             pdf,
+            pdf_changes_at_capture: seed.pdf_changes_at_capture,
+            seq,
         },
     );
     id
+}
+
+/// The text of a transaction's invoice PDF; `payment` adds the payment details capture brings.
+pub(crate) fn invoice_lines(tx: &Value, payment: Option<&str>) -> Vec<String> {
+    let billing = &tx["billing_address"];
+    let customer_name = [
+        billing["business_name"].as_str(),
+        billing["first_name"].as_str(),
+        billing["last_name"].as_str(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ");
+    let metadata = &tx["metadata"];
+    // Kravia's facts are on the newest event that has them.
+    let event_metadata = tx["events"]
+        .as_array()
+        .and_then(|events| {
+            events
+                .iter()
+                .rev()
+                .find(|e| e["metadata"]["kravia:invoice_date"].is_string())
+        })
+        .map_or(metadata, |e| &e["metadata"]);
+    let fact = |key: &str| {
+        metadata[key]
+            .as_str()
+            .or_else(|| event_metadata[key].as_str())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let mut lines = vec![
+        "Sandbox Merchant AS - Faktura / Invoice".into(),
+        format!("Invoice number: {}", fact("kravia:invoice_number")),
+        format!("Customer: {customer_name}"),
+        format!(
+            "Invoice date: {}   Due date: {}",
+            fact("kravia:invoice_date"),
+            fact("kravia:invoice_due_date")
+        ),
+        format!(
+            "Amount: {}",
+            format_amount(
+                tx["amount"].as_i64().unwrap_or(0),
+                tx["currency"].as_str().unwrap_or("NOK")
+            )
+        ),
+        format!("Transaction: {}", tx["id"].as_str().unwrap_or("")),
+    ];
+    if let Some(payment) = payment {
+        lines.push(payment.to_owned());
+    }
+    lines
 }
 
 async fn seed_endpoint(State(shared): State<Arc<Shared>>, body: Option<Json<Seed>>) -> Response {
@@ -212,6 +276,15 @@ async fn fault_endpoint(State(shared): State<Arc<Shared>>, Json(fault): Json<Fau
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Sets the account's checkout configuration (`{"payment_options": [...]}`).
+async fn checkout_endpoint(
+    State(shared): State<Arc<Shared>>,
+    Json(configuration): Json<Value>,
+) -> Response {
+    shared.state.lock().checkout = configuration;
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
     shared.state.lock().faults.clear();
     StatusCode::NO_CONTENT.into_response()
@@ -239,7 +312,8 @@ async fn callback_endpoint(
 /// `t \n account \n METHOD \n host \n path \n query-sorted-by-name`.
 fn signature(secret: &str, account: &str, url: &url::Url, t: i64) -> String {
     let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    pairs.sort();
+    // URLSearchParams.sort(): stable, by name only.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
@@ -322,6 +396,14 @@ pub(crate) async fn pay(
             "injected fault",
         );
     }
+    if let Some(crate::state::FaultKind::Declined { message }) = &fault {
+        return Json(json!({
+            "status": "FAILED", "success": false, "actions": [],
+            "events": [{"event": "AUTHORIZE", "success": false, "transaction_status": "FAILED",
+                        "error": {"code": "DECLINED", "message": message}}],
+        }))
+        .into_response();
+    }
     if let Err(refused) = crate::api::authorized(&shared, &headers) {
         return refused;
     }
@@ -363,6 +445,36 @@ pub(crate) async fn pay(
             "session.order.amount and session.order.currency are required",
         );
     };
+    let Some(merchant_reference) = order["merchant_reference"]
+        .as_str()
+        .filter(|r| !r.is_empty())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "session.order.merchant_reference is required",
+        );
+    };
+    let strict = headers
+        .get("dintero-feature-toggles")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.split(',').any(|t| t.trim() == "strict-merchant-reference"));
+    if strict
+        && let Some(existing) = shared
+            .state
+            .lock()
+            .merchant_references
+            .get(merchant_reference)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": {"code": "BAD_REQUEST", "message": format!("merchant_reference {merchant_reference} is already used by a session (transaction {existing})")},
+                "success": false,
+            })),
+        )
+            .into_response();
+    }
     if order["billing_address"].is_null() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -386,7 +498,8 @@ pub(crate) async fn pay(
     } else {
         items
     };
-    let channel = payment["invoice_channel"].as_str().map(str::to_owned);
+    // The payment-level invoice_channel steers Kravia; the session this call creates has no
+    // `configuration.kravia`, and nothing shows the value when the transaction is read back.
     let id = seed(
         &shared,
         Seed {
@@ -394,12 +507,11 @@ pub(crate) async fn pay(
             currency: Some(currency.to_owned()),
             billing_address: Some(order["billing_address"].clone()),
             items: Some(items),
-            merchant_reference: order["merchant_reference"].as_str().map(str::to_owned),
+            merchant_reference: Some(merchant_reference.to_owned()),
             callback_url: body["session"]["url"]["callback_url"]
                 .as_str()
                 .map(str::to_owned),
-            no_session_channel: channel.is_none(),
-            session_channel: channel,
+            no_session_channel: true,
             ..Seed::default()
         },
     );

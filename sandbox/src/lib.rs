@@ -171,6 +171,13 @@ impl Sandbox {
         self.shared.state.lock().stats.clone()
     }
 
+    /// Sets the account's checkout configuration, served at `GET /v1/admin/checkout`: for
+    /// example `{"payment_options": [{"type": "kravia.invoice_b2c", "details":
+    /// {"invoice_channel": "merchant"}}]}`.
+    pub fn set_checkout_configuration(&self, configuration: Value) {
+        self.shared.state.lock().checkout = configuration;
+    }
+
     /// Invalidates every issued token: the next API call gets a 401.
     pub fn revoke_tokens(&self) {
         self.shared.state.lock().tokens.clear();

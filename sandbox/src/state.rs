@@ -26,6 +26,10 @@ pub enum Operation {
     Pdf,
     /// `POST /sessions/pay`.
     Pay,
+    /// `GET /transactions` (the list).
+    List,
+    /// `GET /admin/checkout` and `GET /admin/session/profiles/{id}`.
+    Admin,
 }
 
 /// What goes wrong.
@@ -46,12 +50,22 @@ pub enum FaultKind {
         /// Milliseconds.
         ms: u64,
     },
-    /// Capture only: answer 202 with `event-request-id`; the event appears after
+    /// Capture or void: answer 202 with `event-request-id` and the transaction as it was; the
+    /// event completing it (its `correlation_request_id` is the request id) appears after
     /// `after_gets` further reads of the transaction.
     Accepted {
         /// Reads before the event shows.
         #[serde(default = "one")]
         after_gets: u32,
+        /// The late event reports a failure (`success: false` with an error) and changes nothing.
+        #[serde(default)]
+        fail: bool,
+    },
+    /// `sessions/pay` only: answer 200 with `success: false`, status `FAILED` and this message
+    /// in the failed event's error, as Dintero does for a refused authorization.
+    Declined {
+        /// The error message.
+        message: String,
     },
 }
 
@@ -92,8 +106,12 @@ pub struct Seed {
     pub session_channel: Option<String>,
     /// Leave the session level unset.
     pub no_session_channel: bool,
-    /// Checkout payment-options level (`payment_options[].details.invoice_channel`).
-    pub options_channel: Option<String>,
+    /// Make the session from a payment profile whose `configuration.kravia.<type>` has this
+    /// channel; the transaction records the profile in `metadata["session:profile_id"]`.
+    pub profile_channel: Option<String>,
+    /// Make the session from a payment profile whose `configuration.payment_options[]` has
+    /// this channel for the transaction's type.
+    pub profile_options_channel: Option<String>,
     /// Write `invoice_delivery_method` instead of `invoice_channel` (newer schemas).
     pub use_delivery_method_key: bool,
     /// Billing address; a Norwegian consumer unless set.
@@ -113,6 +131,9 @@ pub struct Seed {
     /// Send the session callback (GET, signed when a secret is set) here once authorized, as
     /// Dintero does for `session.url.callback_url`.
     pub callback_url: Option<String>,
+    /// The PDF gets payment details at capture (new bytes) and the due date moves, as the
+    /// delivery page's "payment details added" may mean.
+    pub pdf_changes_at_capture: bool,
 }
 
 /// A stored transaction and its sandbox-only facts.
@@ -123,9 +144,12 @@ pub struct Stored {
     pub pdf_shape: String,
     pub pdf_content: String,
     pub hide_metadata_gets: u32,
-    /// (request id, event, reads left before it shows)
+    /// (event, reads left before it shows)
     pub pending_events: Vec<(Value, u32)>,
     pub pdf: Vec<u8>,
+    pub pdf_changes_at_capture: bool,
+    /// Order of creation, for the list's cursor.
+    pub seq: u64,
 }
 
 /// Counters a test reads.
@@ -152,10 +176,17 @@ pub struct Stats {
 #[derive(Debug, Default)]
 pub struct Inner {
     pub transactions: HashMap<String, Stored>,
+    /// The account's checkout configuration (`GET /admin/checkout`).
+    pub checkout: Value,
+    /// Payment profiles by id.
+    pub profiles: HashMap<String, Value>,
+    /// Merchant references of the sessions made so far.
+    pub merchant_references: HashMap<String, String>,
     pub tokens: HashMap<String, u64>,
     pub faults: Vec<Fault>,
     pub stats: Stats,
     pub invoice_counter: u32,
+    pub seq: u64,
 }
 
 #[derive(Debug, Default)]

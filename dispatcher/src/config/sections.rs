@@ -58,6 +58,12 @@ pub struct ServerSettings {
     /// Path of the Dintero callback endpoint.
     #[serde(default = "default_callback_path")]
     pub callback_path: String,
+    /// Callbacks that are not signed (no `dintero.callback_secret`, or a transaction id only in
+    /// the unsigned body) for transactions not seen before are checked at Dintero before they
+    /// are stored; at most this many such checks a second (and as many at once). Over the
+    /// limit the callback is answered 503, which Dintero retries.
+    #[serde(default = "default_unverified_per_second")]
+    pub unverified_per_second: u32,
 }
 
 fn default_listen() -> SocketAddr {
@@ -69,6 +75,9 @@ fn default_link_ttl() -> Duration {
 fn default_callback_path() -> String {
     "/dintero/callback".into()
 }
+fn default_unverified_per_second() -> u32 {
+    20
+}
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -78,6 +87,7 @@ impl Default for ServerSettings {
             link_secret: None,
             link_ttl: default_link_ttl(),
             callback_path: default_callback_path(),
+            unverified_per_second: default_unverified_per_second(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod model;
 pub mod settings;
 pub mod signature;
 mod token;
+pub mod transaction_id;
 
 use std::time::Duration;
 

@@ -24,8 +24,9 @@ pub enum SignatureError {
 /// How far a callback's `t` may be from now.
 pub const TOLERANCE_SECONDS: i64 = 300;
 
-/// The string Dintero signs. `query` is the raw query string; it is re-sorted by name and
-/// form-encoded (spaces as `+`).
+/// The string Dintero signs. `query` is the raw query string; it is sorted by parameter name
+/// only, with a stable sort, so repeated parameters keep their order (Dintero's reference code
+/// uses `URLSearchParams.sort()`), then form-encoded (spaces as `+`).
 pub fn signed_string(
     timestamp: i64,
     account_id: &str,
@@ -37,7 +38,7 @@ pub fn signed_string(
     let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    pairs.sort();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
@@ -181,6 +182,24 @@ mod tests {
             verify(b"123", "P00000000", Some("garbage"), REQUEST, 0),
             Err(SignatureError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn repeated_parameters_keep_their_order() {
+        let s = signed_string(
+            1,
+            "T1",
+            "GET",
+            "h",
+            "/p",
+            "report_event=VOID&b=1&report_event=CAPTURE",
+        );
+        assert!(
+            s.ends_with("\nb=1&report_event=VOID&report_event=CAPTURE"),
+            "{s}"
+        );
+        let s = signed_string(1, "T1", "GET", "h", "/p", "z=2&a=9&z=1");
+        assert!(s.ends_with("\na=9&z=2&z=1"), "{s}");
     }
 
     #[test]

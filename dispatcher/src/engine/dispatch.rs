@@ -54,12 +54,42 @@ impl Engine {
         Ok(finish)
     }
 
+    /// Dintero answered for this id with a transaction under another id (a server that is
+    /// lenient about spelling). Everything is keyed by the id Dintero returns: that one is
+    /// dispatched, this one does nothing.
+    async fn alias(&self, lease: &Lease, real: &str) -> Result<Finish, StoreError> {
+        let account = lease.job.transaction_id.split('.').next();
+        let reason = match crate::dintero::transaction_id::check(real, account) {
+            Ok(real) => {
+                self.submit(real).await?;
+                format!(
+                    "Dintero returns this transaction as {real}; it is dispatched under that id"
+                )
+            }
+            Err(e) => format!("Dintero answered with another transaction: {e}"),
+        };
+        self.store
+            .update_dispatch(
+                lease,
+                DispatchPatch {
+                    stage: Some("skipped"),
+                    reason: Some(Some(reason.clone())),
+                    ..DispatchPatch::default()
+                },
+            )
+            .await?;
+        Ok(Finish::Skipped(reason))
+    }
+
     pub(super) async fn run_dispatch(&self, lease: &Lease) -> Result<Finish, StoreError> {
         let id = lease.job.transaction_id.as_str();
         let tx = match self.gateway.transaction(id).await {
             Ok(tx) => tx,
             Err(e) => return self.gateway_failure(lease, e).await,
         };
+        if tx.id != id {
+            return self.alias(lease, &tx.id).await;
+        }
         let (invoice_number, invoice_url) = match self.dispatcher.eligibility(&tx) {
             Eligibility::Eligible {
                 invoice_number,

@@ -1,0 +1,128 @@
+//! What every test of the binary needs: a sandbox, a configuration file beside a SQLite store,
+//! the binary itself, and `postbud serve` on a free port.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use postbud_sandbox::Sandbox;
+
+pub struct Setup {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+pub async fn setup(extra: &str) -> Setup {
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("postbud.toml");
+    let routes = if extra.contains("[[routes]]") {
+        ""
+    } else {
+        "[[routes]]\ndeliver = [\"archive\"]\n"
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "{dintero}\n\
+             [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"50ms\"\nbackoff_max = \"300ms\"\n\n\
+             [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n{extra}\n{routes}",
+            dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+            dir = dir.path().display()
+        ),
+    )
+    .expect("config");
+    Setup {
+        sandbox,
+        dir,
+        config,
+    }
+}
+
+pub fn postbud() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_postbud"));
+    command
+        .env_remove("POSTBUD_CONFIG")
+        .env_remove("POSTBUD_LOG");
+    command
+}
+
+/// Runs the binary without blocking the runtime that serves the sandbox.
+pub async fn run(config: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = postbud();
+    command.arg("--config").arg(config).args(args);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || command.output().expect("runs"))
+        .await
+        .expect("joined")
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A loopback port nobody listens on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `postbud serve` with a configuration, killed when dropped.
+pub struct Serve {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Serve {
+    /// Starts it and waits until `/healthz` answers 200. The configuration must listen on `port`.
+    pub async fn start(config: &Path, port: u16) -> Self {
+        let child = postbud()
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let serve = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{}/healthz", serve.base))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+            != 200
+        {
+            assert!(Instant::now() < deadline, "serve never became healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        serve
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
