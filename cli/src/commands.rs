@@ -271,9 +271,15 @@ pub async fn create_invoice(config: Option<&Path>, order: &Path) -> CommandResul
         code: exit::CONFIG,
     })?;
     let app = app(config).await?;
-    let tx = app.create_invoice(&order).await?;
+    let created = app.create_invoice(&order).await?;
+    let tx = &created.transaction;
+    let what = if created.existing {
+        "Dintero already has an invoice for this merchant_reference; continuing with"
+    } else {
+        "created"
+    };
     say!(
-        "created {} ({}, {} {} minor units)",
+        "{what} {} ({}, {} {} minor units)",
         tx.id,
         tx.payment_product_type,
         tx.amount,

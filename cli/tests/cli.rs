@@ -83,6 +83,7 @@ async fn a_process_killed_between_capture_and_recording_it_does_not_capture_agai
         transaction: Some(id.clone()),
         kind: FaultKind::SlowResponse { ms: 20_000 },
         times: 1,
+        skip: 0,
     });
     let mut child = postbud()
         .arg("--config")

@@ -136,6 +136,16 @@ fn random_key() -> String {
     hex::encode(key)
 }
 
+/// The invoice `create_invoice` made, or found.
+#[derive(Debug, Clone)]
+pub struct CreatedInvoice {
+    /// The transaction as Dintero returned it.
+    pub transaction: Transaction,
+    /// True when Dintero refused a second invoice for the merchant reference and this is the one
+    /// an earlier run created.
+    pub existing: bool,
+}
+
 /// What a void did.
 #[derive(Debug, Clone)]
 pub struct VoidReport {
@@ -280,16 +290,54 @@ impl App {
     }
 
     /// Creates a merchant-initiated Kravia invoice (`POST /v1/sessions/pay` with
-    /// `invoice_channel: "merchant"`) from an order and queues it for delivery.
+    /// `invoice_channel: "merchant"`) from an order, records it as the merchant's to deliver,
+    /// and queues it.
     ///
     /// `order` is `{"order": {...}, "payment": {...}?, "url": {...}?}` or just the order; missing
-    /// payment fields default to `kravia.invoice_b2c`, 14 days until due.
-    pub async fn create_invoice(&self, order: &Value) -> Result<Transaction, AppError> {
+    /// payment fields default to `kravia.invoice_b2c`, 14 days until due. The order's
+    /// `merchant_reference` is required: Dintero is asked to refuse a second invoice for it, and
+    /// when it does (a re-run after a timeout), the invoice made the first time is found by that
+    /// reference and continued instead.
+    pub async fn create_invoice(&self, order: &Value) -> Result<CreatedInvoice, AppError> {
         let request =
             pay_request(order).map_err(|m| ConfigError::message(format!("invoice order: {m}")))?;
-        let tx = self.gateway.create_invoice(&request).await?;
-        self.submit(&tx.id).await?;
-        Ok(tx)
+        let reference = request["session"]["order"]["merchant_reference"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let (tx, existing) = match self.gateway.create_invoice(&request).await {
+            Ok(tx) => (tx, false),
+            Err(e) if e.status == Some(400) => match self.existing_invoice(&reference).await? {
+                Some(tx) => (tx, true),
+                None => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let id = self.transaction_id(&tx.id)?;
+        let detail = if existing {
+            format!(
+                "found by merchant_reference {reference} after Dintero refused a second invoice for it; delivered by the merchant"
+            )
+        } else {
+            format!(
+                "created with POST /v1/sessions/pay, invoice_channel merchant, merchant_reference {reference}"
+            )
+        };
+        self.store().mark_created(id, &detail).await?;
+        self.engine.submit(id).await?;
+        Ok(CreatedInvoice {
+            transaction: tx,
+            existing,
+        })
+    }
+
+    /// The Kravia invoice an earlier `sessions/pay` made for this merchant reference.
+    async fn existing_invoice(&self, reference: &str) -> Result<Option<Transaction>, AppError> {
+        let found = self.gateway.find_by_reference(reference).await?;
+        Ok(found
+            .into_iter()
+            .filter(|tx| tx.payment_product == "kravia")
+            .find(|tx| tx.status != crate::dintero::model::Status::Failed))
     }
 
     /// Checks the Dintero credentials.
@@ -318,6 +366,16 @@ pub fn pay_request(input: &Value) -> Result<Value, String> {
         if order.get(field).is_none() {
             return Err(format!("`order.{field}` is required"));
         }
+    }
+    if !order
+        .get("merchant_reference")
+        .and_then(Value::as_str)
+        .is_some_and(|r| !r.trim().is_empty())
+    {
+        return Err(
+            "`order.merchant_reference` is required: it is the invoice's identity at Dintero, so running the command again cannot create a second invoice"
+                .into(),
+        );
     }
     if order.get("billing_address").is_none() {
         return Err(

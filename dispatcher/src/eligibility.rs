@@ -1,5 +1,6 @@
 //! Which transactions are ours to deliver: Kravia, AUTHORIZED, and an invoice channel that
-//! resolves to `"merchant"` by Dintero's precedence.
+//! resolves to `"merchant"` by Dintero's precedence, each level read where Dintero keeps it
+//! (the session, the payment profile it was made from, the account's checkout configuration).
 
 use std::fmt;
 
@@ -19,10 +20,17 @@ pub struct ResolvedChannel {
 /// The configuration level an invoice channel came from, highest precedence first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelSource {
-    /// `configuration.kravia.<type>` of the session or the `sessions/pay` payment.
+    /// Postbud created the invoice with `POST /v1/sessions/pay` and `invoice_channel:
+    /// "merchant"` (payment level; Dintero does not echo it back).
+    Payment,
+    /// `configuration.kravia.<type>` of the session.
     Session,
-    /// `configuration.payment_options[].details` (checkout or payment profile).
-    PaymentOptions,
+    /// `configuration.kravia.<type>` of the payment profile the session was made from.
+    Profile,
+    /// `configuration.payment_options[].details` of that payment profile.
+    ProfilePaymentOptions,
+    /// `configuration.payment_options[].details` of the account's checkout configuration.
+    CheckoutPaymentOptions,
     /// Nothing set: Dintero's default, `kravia`.
     Default,
 }
@@ -30,11 +38,26 @@ pub enum ChannelSource {
 impl fmt::Display for ChannelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Session => "session/payment configuration",
-            Self::PaymentOptions => "checkout payment options",
+            Self::Payment => "the sessions/pay request Postbud made",
+            Self::Session => "session configuration",
+            Self::Profile => "payment profile configuration",
+            Self::ProfilePaymentOptions => "payment profile payment options",
+            Self::CheckoutPaymentOptions => "account checkout payment options",
             Self::Default => "Dintero's default",
         })
     }
+}
+
+/// What Dintero keeps about who sends an invoice outside the transaction and its session; the
+/// engine reads each level only when the ones above it say nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelConfiguration {
+    /// Postbud created the invoice itself with `invoice_channel: "merchant"`.
+    pub created_as_merchant: bool,
+    /// `configuration` of the payment profile named by `metadata["session:profile_id"]`.
+    pub profile: Option<Value>,
+    /// `configuration` of the account's checkout (`GET /v1/admin/checkout`).
+    pub checkout: Option<Value>,
 }
 
 /// The verdict on a transaction.
@@ -46,6 +69,8 @@ pub enum Eligibility {
         invoice_number: String,
         /// `kravia:invoice_url`.
         invoice_url: String,
+        /// The configuration level that said `merchant`.
+        decided_by: ChannelSource,
     },
     /// Not ours, for good; recorded with the reason.
     Skip(String),
@@ -67,46 +92,73 @@ fn channel_value(object: Option<&Value>) -> Option<String> {
     })
 }
 
-/// Resolves the invoice channel: session/payment configuration, then checkout payment options,
-/// then `kravia`.
-pub fn resolve_channel(tx: &Transaction) -> ResolvedChannel {
-    let configuration = tx.session.as_ref().and_then(|s| s.get("configuration"));
+/// `configuration.kravia.<type>` of a configuration (session or profile).
+fn kravia_level(configuration: Option<&Value>, tx: &Transaction) -> Option<String> {
     let type_key = tx
         .payment_product_type
         .strip_prefix("kravia.")
         .unwrap_or(&tx.payment_product_type);
-    let session_level = configuration
-        .and_then(|c| c.get("kravia"))
-        .and_then(|k| k.get(type_key));
-    if let Some(channel) = channel_value(session_level) {
-        return ResolvedChannel {
-            channel,
-            source: ChannelSource::Session,
-        };
-    }
-    let option_level = configuration
-        .and_then(|c| c.get("payment_options"))
-        .and_then(Value::as_array)
-        .and_then(|options| {
-            options.iter().find(|o| {
-                o.get("type").and_then(Value::as_str) == Some(tx.payment_product_type.as_str())
+    channel_value(configuration?.get("kravia")?.get(type_key))
+}
+
+/// `configuration.payment_options[]` entry for the transaction's type.
+fn options_level(configuration: Option<&Value>, tx: &Transaction) -> Option<String> {
+    let option = configuration?
+        .get("payment_options")?
+        .as_array()?
+        .iter()
+        .find(|o| {
+            o.get("type").and_then(Value::as_str) == Some(tx.payment_product_type.as_str())
+        })?;
+    channel_value(option.get("details"))
+}
+
+/// The session's own answer, if it has one: when it does, nothing else needs to be read.
+pub fn session_level(tx: &Transaction) -> Option<String> {
+    kravia_level(tx.session.as_ref().and_then(|s| s.get("configuration")), tx)
+}
+
+/// Resolves the invoice channel by Dintero's precedence: session/payment configuration
+/// (including the payment profile the session was made from), then payment options (the
+/// profile's, then the account's), then `kravia`.
+pub fn resolve_channel(tx: &Transaction, configuration: &ChannelConfiguration) -> ResolvedChannel {
+    let levels = [
+        (
+            ChannelSource::Payment,
+            configuration
+                .created_as_merchant
+                .then(|| "merchant".to_owned()),
+        ),
+        (ChannelSource::Session, session_level(tx)),
+        (
+            ChannelSource::Profile,
+            kravia_level(configuration.profile.as_ref(), tx),
+        ),
+        (
+            ChannelSource::ProfilePaymentOptions,
+            options_level(configuration.profile.as_ref(), tx),
+        ),
+        (
+            ChannelSource::CheckoutPaymentOptions,
+            options_level(configuration.checkout.as_ref(), tx),
+        ),
+    ];
+    levels
+        .into_iter()
+        .find_map(|(source, channel)| {
+            Some(ResolvedChannel {
+                channel: channel?,
+                source,
             })
         })
-        .and_then(|o| o.get("details"));
-    if let Some(channel) = channel_value(option_level) {
-        return ResolvedChannel {
-            channel,
-            source: ChannelSource::PaymentOptions,
-        };
-    }
-    ResolvedChannel {
-        channel: "kravia".into(),
-        source: ChannelSource::Default,
-    }
+        .unwrap_or(ResolvedChannel {
+            channel: "kravia".into(),
+            source: ChannelSource::Default,
+        })
 }
 
 /// Decides whether Postbud delivers this transaction.
-pub fn check(tx: &Transaction) -> Eligibility {
+pub fn check(tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibility {
     if tx.payment_product != "kravia" {
         return Eligibility::Skip(format!(
             "payment_product is `{}`, not `kravia`: only Kravia invoices are delivered",
@@ -118,7 +170,7 @@ pub fn check(tx: &Transaction) -> Eligibility {
             "kravia.invoice_b2b_grouped: merchant delivery of grouped invoices is not documented by Dintero and not supported".into(),
         );
     }
-    let resolved = resolve_channel(tx);
+    let resolved = resolve_channel(tx, configuration);
     if resolved.channel != "merchant" {
         return Eligibility::Skip(format!(
             "invoice channel resolves to `{}` (from {}): Kravia delivers this invoice",
@@ -134,6 +186,7 @@ pub fn check(tx: &Transaction) -> Eligibility {
         (Some(n), Some(u)) => Eligibility::Eligible {
             invoice_number: n.to_owned(),
             invoice_url: u.to_owned(),
+            decided_by: resolved.source,
         },
         _ => Eligibility::NotYet(format!(
             "metadata lacks {}: the invoice is not ready yet",

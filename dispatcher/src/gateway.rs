@@ -26,21 +26,74 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError>;
     /// Creates a merchant-initiated invoice (`POST /v1/sessions/pay`).
     async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError>;
+    /// The `configuration` of the account's checkout (`GET /v1/admin/checkout`), where the
+    /// account-wide `payment_options` live; `None` when the provider has none.
+    async fn checkout_configuration(&self) -> Result<Option<Value>, GatewayError> {
+        Ok(None)
+    }
+    /// The `configuration` of a payment profile (`GET /v1/admin/session/profiles/{id}`);
+    /// `None` when it does not exist.
+    async fn payment_profile(&self, _profile_id: &str) -> Result<Option<Value>, GatewayError> {
+        Ok(None)
+    }
+    /// Finds transactions by the merchant's reference (`GET /v1/transactions?merchant_reference=`).
+    async fn find_by_reference(&self, _reference: &str) -> Result<Vec<Transaction>, GatewayError> {
+        Ok(Vec::new())
+    }
     /// Checks the credentials without changing anything; says what was checked.
     async fn probe(&self) -> Result<String, GatewayError> {
         Ok("no probe for this gateway".into())
     }
 }
 
-/// Body of `POST /transactions/{id}/capture`.
+/// Body of `POST /transactions/{id}/capture`. It never carries a JSON `null`: Dintero's schema
+/// has no nullable field there and answers 400.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptureRequest {
     /// The full authorized amount.
     pub amount: i64,
     /// Stable per transaction, so our capture is recognisable in `event_reference`.
     pub capture_reference: String,
-    /// Every line, with its amount and quantity.
-    pub items: Vec<Value>,
+    /// Every line (`line_id`, `amount` and the optional fields the line has), or nothing when a
+    /// line lacks its `line_id`: `items` is optional, and the full amount is captured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Value>>,
+}
+
+impl CaptureRequest {
+    /// The full capture of `tx`, with its lines when every line can be named.
+    pub fn full(tx: &Transaction, capture_reference: String) -> Self {
+        let items = tx
+            .items
+            .iter()
+            .map(|item| {
+                let line_id = item.line_id.as_ref().filter(|l| !l.is_empty())?;
+                let mut line = serde_json::Map::new();
+                line.insert("line_id".into(), Value::from(line_id.as_str()));
+                line.insert("amount".into(), Value::from(item.amount));
+                let optional = [
+                    ("quantity", item.quantity.map(Value::from)),
+                    ("vat", item.vat.map(Value::from)),
+                    ("vat_amount", item.vat_amount.map(Value::from)),
+                    ("id", item.id.as_deref().map(Value::from)),
+                    ("description", item.description.as_deref().map(Value::from)),
+                ];
+                for (key, value) in optional {
+                    // A NaN would serialise as null.
+                    if let Some(value) = value.filter(|v| !v.is_null()) {
+                        line.insert(key.into(), value);
+                    }
+                }
+                Some(Value::Object(line))
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|items| !items.is_empty());
+        Self {
+            amount: tx.amount,
+            capture_reference,
+            items,
+        }
+    }
 }
 
 /// How Dintero answered a capture.

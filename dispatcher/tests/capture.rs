@@ -97,6 +97,7 @@ async fn a_capture_whose_response_is_lost_is_not_repeated() {
         transaction: Some(id.clone()),
         kind: FaultKind::SlowResponse { ms: 3_000 },
         times: 1,
+        skip: 0,
     });
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
@@ -123,6 +124,7 @@ async fn a_permanent_capture_failure_delivers_nothing() {
             retry_after: None,
         },
         times: 1,
+        skip: 0,
     });
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
@@ -132,8 +134,10 @@ async fn a_permanent_capture_failure_delivers_nothing() {
         .and_then(|d| d.reason.clone())
         .unwrap_or_default();
     assert!(
-        reason.contains("capture failed permanently") && reason.contains("400"),
-        "{reason}"
+        reason.contains("capture failed permanently")
+            && reason.contains("400")
+            && reason.contains("injected fault (code SANDBOX_FAULT)"),
+        "Dintero's message, not a body dump: {reason}"
     );
     assert!(
         outcome
@@ -149,6 +153,142 @@ async fn a_permanent_capture_failure_delivers_nothing() {
                 .next()
                 .is_none()
     );
+    // Once the cause is fixed (here: the fault is gone), `retry` captures and delivers.
+    assert_eq!(app.store().retry(&id, None).await.expect("retry"), 1);
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(h.sandbox.captures(&id), 1);
+}
+
+#[tokio::test]
+async fn a_capture_body_fits_the_schema_whatever_the_lines_lack() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    // Lines without vat, quantity or id: items are sent with what exists, never a null.
+    let sparse = h.sandbox.seed(Seed {
+        items: Some(vec![
+            serde_json::json!({"line_id": "1", "amount": 30000}),
+            serde_json::json!({"line_id": "2", "amount": 20000, "description": "Freight"}),
+        ]),
+        ..Seed::default()
+    });
+    // A line without line_id (and without vat): the full amount is captured without items.
+    let unnamed = h.sandbox.seed(Seed {
+        items: Some(vec![
+            serde_json::json!({"id": "sku-1", "description": "Consulting", "amount": 30000}),
+            serde_json::json!({"line_id": "2", "amount": 20000}),
+        ]),
+        ..Seed::default()
+    });
+    for id in [&sparse, &unnamed] {
+        let outcome = app.deliver_now(id).await.expect("deliver");
+        assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+        assert_eq!(h.sandbox.captures(id), 1);
+    }
+    let capture_event = |id: &str| {
+        let tx = h.sandbox.transaction(id).expect("tx");
+        tx["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["event"] == "INITIATE_CAPTURE")
+            .cloned()
+            .expect("captured")
+    };
+    let items = capture_event(&sparse)["items"].clone();
+    assert_eq!(
+        items,
+        serde_json::json!([{"line_id": "1", "amount": 30000}, {"line_id": "2", "amount": 20000, "description": "Freight"}])
+    );
+    let event = capture_event(&unnamed);
+    assert!(event.get("items").is_none(), "{event}");
+    assert_eq!(event["amount"], 50000);
+    let history = app.store().history(&unnamed).await.expect("history");
+    assert!(
+        history
+            .iter()
+            .any(|e| e.detail.contains("a line has no line_id")),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pdf_that_changes_at_capture_is_delivered_in_its_post_capture_form() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    let id = h.sandbox.seed(Seed {
+        pdf_changes_at_capture: true,
+        ..Seed::default()
+    });
+    let before = h.sandbox.pdf(&id).expect("pdf");
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let after = h.sandbox.pdf(&id).expect("pdf");
+    assert_ne!(sha256(&before), sha256(&after), "the sandbox changed it");
+    let tx = h.sandbox.transaction(&id).expect("tx");
+    let number = tx["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("number");
+    let written = std::fs::read(h.invoices().join(format!("{number}.pdf"))).expect("written");
+    assert_eq!(sha256(&written), sha256(&after), "the post-capture bytes");
+    let invoice = app.store().invoice(&id).await.expect("read").expect("kept");
+    assert_eq!(invoice.pdf.sha256, sha256(&after));
+    let due = jiff::Zoned::now()
+        .date()
+        .checked_add(jiff::Span::new().days(14))
+        .expect("date");
+    assert_eq!(
+        invoice.due_date,
+        Some(due),
+        "facts from the post-capture transaction"
+    );
+    let history = app.store().history(&id).await.expect("history");
+    let line = format!("differs from sha256 {}", sha256(&before));
+    assert!(
+        history.iter().any(|e| e.detail.contains(&line)),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_fetch_after_capture_is_retried_and_never_captures_again() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    let id = h.sandbox.seed(Seed::default());
+    // The first PDF request (before capture) passes; the next two (after capture) fail.
+    h.sandbox.inject(Fault {
+        operation: Operation::Pdf,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Status {
+            status: 503,
+            retry_after: None,
+        },
+        times: 2,
+        skip: 1,
+    });
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(h.sandbox.captures(&id), 1);
+    // A PDF that stays unreadable after capture: dead-lettered and visible, captured once.
+    let stuck = h.sandbox.seed(Seed::default());
+    h.sandbox.inject(Fault {
+        operation: Operation::Pdf,
+        transaction: Some(stuck.clone()),
+        kind: FaultKind::Status {
+            status: 404,
+            retry_after: None,
+        },
+        times: 100,
+        skip: 1,
+    });
+    let outcome = app.deliver_now(&stuck).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
+    let reason = outcome.dispatch.and_then(|d| d.reason).unwrap_or_default();
+    assert!(
+        reason.contains("captured, but reading the invoice after capture failed"),
+        "{reason}"
+    );
+    assert_eq!(h.sandbox.captures(&stuck), 1);
 }
 
 #[tokio::test]
@@ -159,8 +299,12 @@ async fn an_accepted_202_capture_is_confirmed_by_its_event_and_not_repeated() {
     h.sandbox.inject(Fault {
         operation: Operation::Capture,
         transaction: Some(id.clone()),
-        kind: FaultKind::Accepted { after_gets: 8 },
+        kind: FaultKind::Accepted {
+            after_gets: 8,
+            fail: false,
+        },
         times: 1,
+        skip: 0,
     });
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
@@ -185,6 +329,7 @@ async fn transient_dintero_errors_are_retried_then_succeed() {
             retry_after,
         },
         times,
+        skip: 0,
     };
     h.sandbox.inject(fault(Operation::Get, 503, None, 4));
     h.sandbox.inject(fault(Operation::Capture, 429, Some(1), 1));

@@ -343,16 +343,72 @@ async fn merchant_initiated_invoices_go_through_the_same_flow() {
         },
         "payment": {"payment_product_type": "kravia.invoice_b2c"}
     });
-    let tx = app.create_invoice(&order).await.expect("created");
+    let created = app.create_invoice(&order).await.expect("created");
+    let tx = &created.transaction;
+    assert!(!created.existing);
     assert_eq!(tx.status, postbud::dintero::model::Status::Authorized);
+    // Dintero's session for sessions/pay has no Kravia configuration: the invoice is the
+    // merchant's because Postbud asked for it, and that was recorded at creation.
+    assert!(h.sandbox.transaction(&tx.id).is_some());
     let outcome = app.deliver_now(&tx.id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&tx.id), 1);
-    let err = app
-        .create_invoice(&serde_json::json!({"order": {"amount": 1, "currency": "NOK"}}))
-        .await
-        .expect_err("no address");
-    assert!(err.to_string().contains("billing_address"), "{err}");
+    let history = app.store().history(&tx.id).await.expect("history");
+    assert!(
+        history.iter().any(|e| e
+            .detail
+            .contains("from the sessions/pay request Postbud made")),
+        "{history:?}"
+    );
+    // The same order again (a re-run after a timeout): Dintero refuses a second invoice for the
+    // reference, and the first one is reported and continued.
+    let again = app.create_invoice(&order).await.expect("found again");
+    assert!(again.existing);
+    assert_eq!(again.transaction.id, tx.id);
+    let outcome = app.deliver_now(&tx.id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(h.sandbox.captures(&tx.id), 1);
+    let pays = |h: &Harness| h.sandbox.stats().requests.get("pay").copied().unwrap_or(0);
+    assert_eq!(pays(&h), 2);
+    for (order, missing) in [
+        (
+            serde_json::json!({"order": {"amount": 1, "currency": "NOK", "merchant_reference": "x"}}),
+            "billing_address",
+        ),
+        (
+            serde_json::json!({"order": {"amount": 1, "currency": "NOK", "billing_address": {}}}),
+            "order.merchant_reference",
+        ),
+        (
+            serde_json::json!({"order": {"amount": 1, "currency": "NOK", "merchant_reference": " ", "billing_address": {}}}),
+            "order.merchant_reference",
+        ),
+    ] {
+        let err = app.create_invoice(&order).await.expect_err(missing);
+        assert!(err.to_string().contains(missing), "{err}");
+    }
+    assert_eq!(pays(&h), 2, "refused before calling Dintero");
+}
+
+#[tokio::test]
+async fn a_sessions_pay_that_is_not_authorized_is_an_error_with_dintero_s_reason() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    h.sandbox.inject(postbud_sandbox::Fault {
+        operation: postbud_sandbox::Operation::Pay,
+        transaction: None,
+        kind: postbud_sandbox::FaultKind::Declined {
+            message: "the customer's address could not be verified".into(),
+        },
+        times: 1,
+        skip: 0,
+    });
+    let order = serde_json::json!({"order": {"amount": 100, "currency": "NOK", "merchant_reference": "declined-1",
+        "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "address_line": "Storgata 2",
+                            "postal_code": "0151", "postal_place": "Oslo", "country": "NO"}}});
+    let err = app.create_invoice(&order).await.expect_err("declined");
+    assert!(err.to_string().contains("could not be verified"), "{err}");
+    assert!(app.store().recent(5).await.expect("recent").is_empty());
 }
 
 #[tokio::test]

@@ -171,10 +171,17 @@ async fn a_merchant_initiated_invoice_comes_back_through_the_callback() {
         async move { app.run_workers(stopped).await }
     });
     let order = serde_json::json!({
-        "order": {"amount": 10000, "currency": "NOK", "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "country": "NO"}},
+        "order": {"amount": 10000, "currency": "NOK", "merchant_reference": "mit-callback-1",
+                  "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "country": "NO"}},
         "url": {"callback_url": format!("{base}/dintero/callback")}
     });
-    // Not through App::create_invoice (which submits itself): the callback alone must do it.
+    // Not through App::create_invoice (which records the invoice as the merchant's and submits
+    // it): the callback alone must do it. Dintero does not echo a payment-level
+    // invoice_channel back, so what makes it the merchant's here is the account's default.
+    h.sandbox
+        .set_checkout_configuration(serde_json::json!({"payment_options": [
+            {"type": "kravia.invoice_b2c", "details": {"invoice_channel": "merchant"}}
+        ]}));
     let request = postbud::app::pay_request(&order).expect("request");
     let gateway = postbud::dintero::DinteroGateway::new(h.settings("").dintero.expect("dintero"))
         .expect("gateway");

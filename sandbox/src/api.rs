@@ -25,7 +25,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/v1/transactions", get(list))
         .route("/v1/transactions/{id}", get(transaction))
         .route("/v1/admin/checkout", get(checkout_configuration))
-        .route("/v1/admin/session/profiles/{profile_id}", get(payment_profile))
+        .route(
+            "/v1/admin/session/profiles/{profile_id}",
+            get(payment_profile),
+        )
         .route("/v1/transactions/{id}/capture", post(capture))
         .route("/v1/transactions/{id}/void", post(void))
         .route("/v1/files/{fid}", get(file_descriptor))
@@ -237,7 +240,11 @@ fn first_null(value: &Value, path: &str) -> Option<String> {
             .enumerate()
             .find_map(|(i, v)| first_null(v, &format!("{path}[{i}]"))),
         Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let path = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            let path = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
             first_null(v, &path)
         }),
         _ => None,
@@ -251,29 +258,47 @@ fn check_capture_body(body: &Value) -> Result<i64, String> {
         return Err("the body must be a JSON object".into());
     }
     if let Some(path) = first_null(body, "") {
-        return Err(format!("`{path}` is null; no field of a capture is nullable"));
+        return Err(format!(
+            "`{path}` is null; no field of a capture is nullable"
+        ));
     }
     let amount = body["amount"]
         .as_i64()
         .ok_or("`amount` is required and must be an integer (minor units)")?;
-    if body.get("capture_reference").is_some_and(|r| !r.is_string()) {
+    if body
+        .get("capture_reference")
+        .is_some_and(|r| !r.is_string())
+    {
         return Err("`capture_reference` must be a string".into());
     }
     if let Some(items) = body.get("items") {
         let items = items.as_array().ok_or("`items` must be an array")?;
         for (i, item) in items.iter().enumerate() {
             if !item["line_id"].as_str().is_some_and(|l| !l.is_empty()) {
-                return Err(format!("`items[{i}].line_id` is required and must be a string"));
+                return Err(format!(
+                    "`items[{i}].line_id` is required and must be a string"
+                ));
             }
             if item["amount"].as_i64().is_none() {
-                return Err(format!("`items[{i}].amount` is required and must be an integer"));
+                return Err(format!(
+                    "`items[{i}].amount` is required and must be an integer"
+                ));
             }
             for (key, ok) in [
-                ("quantity", item.get("quantity").is_none_or(Value::is_number)),
+                (
+                    "quantity",
+                    item.get("quantity").is_none_or(Value::is_number),
+                ),
                 ("vat", item.get("vat").is_none_or(Value::is_number)),
-                ("vat_amount", item.get("vat_amount").is_none_or(|v| v.as_i64().is_some())),
+                (
+                    "vat_amount",
+                    item.get("vat_amount").is_none_or(|v| v.as_i64().is_some()),
+                ),
                 ("id", item.get("id").is_none_or(Value::is_string)),
-                ("description", item.get("description").is_none_or(Value::is_string)),
+                (
+                    "description",
+                    item.get("description").is_none_or(Value::is_string),
+                ),
             ] {
                 if !ok {
                     return Err(format!("`items[{i}].{key}` has the wrong type"));
@@ -284,7 +309,9 @@ fn check_capture_body(body: &Value) -> Result<i64, String> {
     if let Some(metadata) = body.get("metadata") {
         let metadata = metadata.as_object().ok_or("`metadata` must be an object")?;
         if let Some(key) = metadata.keys().find(|k| !k.starts_with("ext_")) {
-            return Err(format!("`metadata.{key}`: metadata keys must start with ext_"));
+            return Err(format!(
+                "`metadata.{key}`: metadata keys must start with ext_"
+            ));
         }
     }
     Ok(amount)
@@ -364,14 +391,19 @@ async fn capture(
             "kravia:invoice_date",
             "kravia:invoice_due_date",
         ] {
-            if let Some(v) = tx["metadata"].get(key).or_else(|| authorize_metadata(tx).get(key)) {
+            if let Some(v) = tx["metadata"]
+                .get(key)
+                .or_else(|| authorize_metadata(tx).get(key))
+            {
                 metadata.insert(key.into(), v.clone());
             }
         }
         if stored.pdf_changes_at_capture && !fail {
             // Payment details are added at capture: a final due date and new PDF bytes.
             let today = jiff::Zoned::now().date();
-            let due = today.checked_add(jiff::Span::new().days(14)).unwrap_or(today);
+            let due = today
+                .checked_add(jiff::Span::new().days(14))
+                .unwrap_or(today);
             metadata.insert("kravia:invoice_due_date".into(), json!(due.to_string()));
         }
         let mut event = json!({
@@ -393,7 +425,10 @@ async fn capture(
             if let Some(events) = after["events"].as_array_mut() {
                 events.push(event.clone());
             }
-            let lines = crate::control::invoice_lines(&after, Some("Payment details: account 1234.56.78903, KID 0012345678"));
+            let lines = crate::control::invoice_lines(
+                &after,
+                Some("Payment details: account 1234.56.78903, KID 0012345678"),
+            );
             stored.pdf = crate::pdf::invoice_pdf(&lines);
         }
         let response = match fault {
@@ -455,7 +490,11 @@ async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap
         let event = json!({"id": uuid(), "event": "VOID", "success": true, "transaction_status": "AUTHORIZATION_VOIDED", "request_id": request_id, "created_at": now()});
         let (response, voided) = match fault {
             Some(FaultKind::Accepted { after_gets, fail }) => {
-                let event = if fail { failed_event(event, "void") } else { event };
+                let event = if fail {
+                    failed_event(event, "void")
+                } else {
+                    event
+                };
                 (accepted(stored, event, after_gets, &request_id), !fail)
             }
             _ => {
@@ -496,7 +535,11 @@ async fn list(
         None => 10,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
         Some(_) => {
-            return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "limit must be 1-100");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "limit must be 1-100",
+            );
         }
     };
     let created_gte = match one("created_at.gte").map(str::parse::<jiff::Timestamp>) {
@@ -516,45 +559,46 @@ async fn list(
         .map(|(_, v)| v.as_str())
         .collect();
     let page = {
-    let inner = shared.state.lock();
-    let after = match one("starting_after") {
-        None => u64::MAX,
-        Some(id) => match inner.transactions.get(id) {
-            Some(stored) => stored.seq,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
-                    &format!("starting_after: no transaction {id}"),
-                );
-            }
-        },
-    };
-    let mut found: Vec<&Stored> = inner
-        .transactions
-        .values()
-        .filter(|s| s.seq < after)
-        .filter(|s| {
-            let tx = &s.transaction;
-            let field = |name: &str| tx[name].as_str().unwrap_or_default();
-            (statuses.is_empty() || statuses.contains(&field("status")))
-                && one("payment_product").is_none_or(|p| p == field("payment_product"))
-                && one("payment_product_type").is_none_or(|p| p == field("payment_product_type"))
-                && one("merchant_reference").is_none_or(|r| r == field("merchant_reference"))
-                && created_gte.is_none_or(|gte| {
-                    field("created_at")
-                        .parse::<jiff::Timestamp>()
-                        .is_ok_and(|t| t >= gte)
-                })
-        })
-        .collect();
-    found.sort_by(|a, b| b.seq.cmp(&a.seq));
-    let page: Vec<Value> = found
-        .into_iter()
-        .take(limit)
-        .map(|s| s.transaction.clone())
-        .collect();
-    page
+        let inner = shared.state.lock();
+        let after = match one("starting_after") {
+            None => u64::MAX,
+            Some(id) => match inner.transactions.get(id) {
+                Some(stored) => stored.seq,
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BAD_REQUEST",
+                        &format!("starting_after: no transaction {id}"),
+                    );
+                }
+            },
+        };
+        let mut found: Vec<&Stored> = inner
+            .transactions
+            .values()
+            .filter(|s| s.seq < after)
+            .filter(|s| {
+                let tx = &s.transaction;
+                let field = |name: &str| tx[name].as_str().unwrap_or_default();
+                (statuses.is_empty() || statuses.contains(&field("status")))
+                    && one("payment_product").is_none_or(|p| p == field("payment_product"))
+                    && one("payment_product_type")
+                        .is_none_or(|p| p == field("payment_product_type"))
+                    && one("merchant_reference").is_none_or(|r| r == field("merchant_reference"))
+                    && created_gte.is_none_or(|gte| {
+                        field("created_at")
+                            .parse::<jiff::Timestamp>()
+                            .is_ok_and(|t| t >= gte)
+                    })
+            })
+            .collect();
+        found.sort_by(|a, b| b.seq.cmp(&a.seq));
+        let page: Vec<Value> = found
+            .into_iter()
+            .take(limit)
+            .map(|s| s.transaction.clone())
+            .collect();
+        page
     };
     slow(&fault).await;
     Json(page).into_response()

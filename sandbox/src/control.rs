@@ -145,7 +145,8 @@ fn create(shared: &Shared, seed: Seed) -> String {
         .unwrap_or(&product_type)
         .to_owned();
     let kravia_config = |channel: &str| json!({ type_key.as_str(): { "type": "payment_product_type", "enabled": true, "days_until_due": 14, key: value(channel) } });
-    let options_config = |channel: &str| json!([{ "type": product_type, "details": { key: value(channel) } }]);
+    let options_config =
+        |channel: &str| json!([{ "type": product_type, "details": { key: value(channel) } }]);
     let mut configuration = json!({});
     let session_channel = if seed.no_session_channel {
         None
@@ -458,7 +459,10 @@ pub(crate) async fn pay(
     let strict = headers
         .get("dintero-feature-toggles")
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| h.split(',').any(|t| t.trim() == "strict-merchant-reference"));
+        .is_some_and(|h| {
+            h.split(',')
+                .any(|t| t.trim() == "strict-merchant-reference")
+        });
     if strict
         && let Some(existing) = shared
             .state

@@ -87,6 +87,9 @@ pub struct Fault {
     /// How many requests it hits.
     #[serde(default = "one")]
     pub times: u32,
+    /// Matching requests let through before it starts hitting.
+    #[serde(default)]
+    pub skip: u32,
 }
 
 /// What a seeded transaction looks like. Every field has a sensible default.
@@ -220,6 +223,10 @@ impl Inner {
                 && (f.transaction.is_none() || f.transaction.as_deref() == transaction)
         })?;
         let fault = &mut self.faults[index];
+        if fault.skip > 0 {
+            fault.skip -= 1;
+            return None;
+        }
         fault.times -= 1;
         let kind = fault.kind.clone();
         if fault.times == 0 {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header::HeaderMap};
 use serde_json::Value;
+use url::Url;
 
 pub use self::settings::DinteroSettings;
 use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
@@ -36,6 +37,30 @@ pub struct DinteroGateway {
     http: reqwest::Client,
     tokens: TokenCache,
     documents: DocumentPolicy,
+    configurations: ConfigurationCache,
+}
+
+/// Account and profile configuration, read with the API token and kept for
+/// `dintero.configuration_cache`.
+#[derive(Debug, Default)]
+struct ConfigurationCache {
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<Value>)>>,
+}
+
+impl ConfigurationCache {
+    fn get(&self, key: &str, ttl: Duration) -> Option<Option<Value>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < ttl)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn put(&self, key: &str, value: Option<Value>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(key.to_owned(), (std::time::Instant::now(), value));
+    }
 }
 
 /// Makes sure rustls has a process-wide crypto provider (ring), once. Channel crates that make
@@ -61,6 +86,7 @@ impl DinteroGateway {
             settings,
             http,
             documents,
+            configurations: ConfigurationCache::default(),
         })
     }
 
@@ -94,6 +120,18 @@ impl DinteroGateway {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Response, GatewayError> {
+        self.call_with(operation, method, url, body, &[]).await
+    }
+
+    /// [`Self::call`] with extra request headers.
+    async fn call_with(
+        &self,
+        operation: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, GatewayError> {
         let is_read = method == Method::GET;
         let mut refreshed = false;
         let mut attempt = 0;
@@ -109,6 +147,9 @@ impl DinteroGateway {
             let mut request = self
                 .system_headers(self.http.request(method.clone(), url))
                 .bearer_auth(token.expose());
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -139,6 +180,37 @@ impl DinteroGateway {
             }
             return Err(error);
         }
+    }
+
+    /// `configuration` of an admin resource, cached; a 404 is `None`.
+    async fn configuration(
+        &self,
+        operation: &str,
+        url: &str,
+    ) -> Result<Option<Value>, GatewayError> {
+        let ttl = self.settings.configuration_cache;
+        if let Some(cached) = self.configurations.get(url, ttl) {
+            return Ok(cached);
+        }
+        let value = match self.call(operation, Method::GET, url, None).await {
+            Ok(response) => {
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| transport_error(operation, &e))?;
+                let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    GatewayError::permanent(
+                        operation,
+                        format!("the response is not JSON ({e}): {}", excerpt(&bytes)),
+                    )
+                })?;
+                body.get("configuration").cloned()
+            }
+            Err(e) if e.status == Some(404) => None,
+            Err(e) => return Err(e),
+        };
+        self.configurations.put(url, value.clone());
+        Ok(value)
     }
 
     async fn transaction_from(
@@ -213,24 +285,91 @@ impl PaymentGateway for DinteroGateway {
     async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError> {
         let operation = "create invoice (POST /sessions/pay)";
         let url = self.api("/sessions/pay");
+        // Dintero refuses a second session for the same merchant_reference: a retried request
+        // (after a timeout, a crash) cannot make a second invoice.
         let response = self
-            .call(operation, Method::POST, &url, Some(request))
+            .call_with(
+                operation,
+                Method::POST,
+                &url,
+                Some(request),
+                &[("Dintero-Feature-Toggles", "strict-merchant-reference")],
+            )
             .await?;
-        let tx = Self::transaction_from(operation, response).await?;
-        if tx.status == model::Status::Failed {
-            let reason = tx
-                .events
-                .iter()
-                .rev()
-                .find_map(|e| e.error.as_ref())
-                .map(Value::to_string)
-                .unwrap_or_else(|| "no reason given".into());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(operation, &e))?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            GatewayError::permanent(
+                operation,
+                format!("the response is not JSON ({e}): {}", excerpt(&bytes)),
+            )
+        })?;
+        let failed = body.get("success") == Some(&Value::Bool(false))
+            || body.get("status").and_then(Value::as_str) == Some("FAILED");
+        if failed {
             return Err(GatewayError::permanent(
                 operation,
-                format!("authorization failed: {reason}"),
+                format!(
+                    "Dintero did not authorize the invoice: {}",
+                    pay_failure(&body)
+                ),
             ));
         }
-        Ok(tx)
+        serde_json::from_value(body).map_err(|e| {
+            GatewayError::permanent(
+                operation,
+                format!(
+                    "the response is not a transaction ({e}): {}",
+                    excerpt(&bytes)
+                ),
+            )
+        })
+    }
+
+    async fn checkout_configuration(&self) -> Result<Option<Value>, GatewayError> {
+        let url = self.api("/admin/checkout");
+        self.configuration("GET checkout configuration (/admin/checkout)", &url)
+            .await
+    }
+
+    async fn payment_profile(&self, profile_id: &str) -> Result<Option<Value>, GatewayError> {
+        let operation = format!("GET payment profile {profile_id}");
+        let mut url = Url::parse(&self.api("/admin/session/profiles"))
+            .map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
+        // One path segment, escaped: the id comes from transaction metadata.
+        url.path_segments_mut()
+            .map_err(|()| {
+                GatewayError::permanent(&operation, "dintero.api_url cannot have a path")
+            })?
+            .push(profile_id);
+        self.configuration(&operation, url.as_str()).await
+    }
+
+    async fn find_by_reference(&self, reference: &str) -> Result<Vec<Transaction>, GatewayError> {
+        let operation = format!("find transactions with merchant_reference {reference}");
+        let mut url = Url::parse(&self.api("/transactions"))
+            .map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("merchant_reference", reference)
+            .append_pair("limit", "100");
+        let response = self
+            .call(&operation, Method::GET, url.as_str(), None)
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&operation, &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            GatewayError::permanent(
+                &operation,
+                format!(
+                    "the response is not a list of transactions ({e}): {}",
+                    excerpt(&bytes)
+                ),
+            )
+        })
     }
 
     async fn probe(&self) -> Result<String, GatewayError> {
@@ -240,6 +379,22 @@ impl PaymentGateway for DinteroGateway {
             "got an access token for account {} from {}",
             self.settings.account_id, self.settings.auth_url
         ))
+    }
+}
+
+/// Dintero's reason for a `sessions/pay` that did not authorize: the newest failed event's
+/// error, or the error of the body.
+fn pay_failure(body: &Value) -> String {
+    let event_error = body
+        .get("events")
+        .and_then(Value::as_array)
+        .and_then(|events| events.iter().rev().find_map(|e| e.get("error")));
+    match event_error.or_else(|| body.get("error")) {
+        Some(error) => error
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| error.to_string(), str::to_owned),
+        None => "no reason given".into(),
     }
 }
 
@@ -290,9 +445,22 @@ pub(crate) async fn status_error(operation: &str, response: Response) -> Gateway
     GatewayError {
         operation: operation.to_owned(),
         kind: kind_for_status(status),
-        message: format!("HTTP {status}: {}", excerpt(&body)),
+        message: format!("HTTP {status}: {}", error_message(&body)),
         retry_after,
         status: Some(status.as_u16()),
+    }
+}
+
+/// Dintero's `{"error": {"code", "message"}}` as one line, or an excerpt of any other body.
+fn error_message(body: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|b| b.get("error"));
+    match error.and_then(|e| e.get("message")).and_then(Value::as_str) {
+        Some(message) => match error.and_then(|e| e.get("code")).and_then(Value::as_str) {
+            Some(code) => excerpt(format!("{message} (code {code})").as_bytes()),
+            None => excerpt(message.as_bytes()),
+        },
+        None => excerpt(body),
     }
 }
 

@@ -45,6 +45,10 @@ pub struct DinteroSettings {
     /// Per-request timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// How long the account's checkout configuration and payment profiles (read to decide who
+    /// sends an invoice) are reused before they are read again.
+    #[serde(default = "default_configuration_cache", with = "humantime_serde")]
+    pub configuration_cache: Duration,
     /// `Dintero-System-Name`: the application that links Postbud.
     #[serde(default = "default_system_name")]
     pub system_name: String,
@@ -64,6 +68,9 @@ fn default_max_document_bytes() -> u64 {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_configuration_cache() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_system_name() -> String {
     "postbud".into()

@@ -6,11 +6,11 @@ use super::Engine;
 use crate::{
     channel::ErrorKind,
     dintero::model::{EventName, Transaction},
-    eligibility::Eligibility,
+    eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
     gateway::{CaptureOutcome, CaptureRequest, GatewayError},
     ids,
     invoice::{Invoice, Pdf},
-    store::{DispatchPatch, Finish, JobKind, Lease, NewJob, StoreError, now_ms},
+    store::{DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError, now_ms},
 };
 
 /// How often and how long to re-read a transaction after a 202 capture before leaving the
@@ -90,33 +90,48 @@ impl Engine {
         if tx.id != id {
             return self.alias(lease, &tx.id).await;
         }
-        let (invoice_number, invoice_url) = match self.dispatcher.eligibility(&tx) {
-            Eligibility::Eligible {
-                invoice_number,
-                invoice_url,
-            } => (invoice_number, invoice_url),
-            Eligibility::Skip(reason) => {
-                self.store
-                    .update_dispatch(
-                        lease,
-                        DispatchPatch {
-                            stage: Some("skipped"),
-                            reason: Some(Some(reason.clone())),
-                            ..DispatchPatch::default()
-                        },
-                    )
-                    .await?;
-                return Ok(Finish::Skipped(reason));
-            }
-            Eligibility::NotYet(reason) => {
-                return self
-                    .gateway_failure(
-                        lease,
-                        GatewayError::temporary(format!("GET transaction {id}"), reason),
-                    )
-                    .await;
+        let configuration = match self.channel_configuration(&tx).await? {
+            Ok(configuration) => configuration,
+            Err(e) => {
+                let e = GatewayError {
+                    message: format!(
+                        "{}; without it Postbud cannot tell who sends this invoice, and nothing was captured",
+                        e.message
+                    ),
+                    ..e
+                };
+                return self.gateway_failure(lease, e).await;
             }
         };
+        let (invoice_number, invoice_url, decided_by) =
+            match self.dispatcher.eligibility(&tx, &configuration) {
+                Eligibility::Eligible {
+                    invoice_number,
+                    invoice_url,
+                    decided_by,
+                } => (invoice_number, invoice_url, decided_by),
+                Eligibility::Skip(reason) => {
+                    self.store
+                        .update_dispatch(
+                            lease,
+                            DispatchPatch {
+                                stage: Some("skipped"),
+                                reason: Some(Some(reason.clone())),
+                                ..DispatchPatch::default()
+                            },
+                        )
+                        .await?;
+                    return Ok(Finish::Skipped(reason));
+                }
+                Eligibility::NotYet(reason) => {
+                    return self
+                        .gateway_failure(
+                            lease,
+                            GatewayError::temporary(format!("GET transaction {id}"), reason),
+                        )
+                        .await;
+                }
+            };
         // Route before capture: collection must not start for an invoice nobody will deliver.
         let Some(route) = self.dispatcher.route(&self.routes, &tx) else {
             return self
@@ -145,7 +160,25 @@ impl Engine {
             Capture::Started => {}
             Capture::Stop(finish) => return Ok(finish),
         }
-        let mut invoice = Invoice::from_transaction(&tx, &invoice_number, pdf);
+        let (tx, invoice_number, final_pdf) = match self
+            .read_after_capture(lease, &invoice_number, &invoice_url)
+            .await?
+        {
+            Ok(found) => found,
+            Err(finish) => return Ok(finish),
+        };
+        let pdf_note = if final_pdf.sha256 == pdf.sha256 {
+            format!(
+                "PDF after capture sha256 {} (the same as before capture)",
+                final_pdf.sha256
+            )
+        } else {
+            format!(
+                "PDF after capture sha256 {} differs from sha256 {} fetched before capture: the post-capture PDF is delivered",
+                final_pdf.sha256, pdf.sha256
+            )
+        };
+        let mut invoice = Invoice::from_transaction(&tx, &invoice_number, final_pdf);
         invoice.link = self.links.as_ref().map(|l| l.link(id));
         let route_cfg = &self.routes[route];
         let mut due = now_ms() + route_cfg.delay.map_or(0, |d| d.as_millis() as i64);
@@ -164,13 +197,89 @@ impl Engine {
             })
             .collect();
         let detail = format!(
-            "invoice {invoice_number} captured; queued for {}",
+            "invoice {invoice_number} captured; {pdf_note}; queued for {}; invoice channel `merchant` from {decided_by}",
             route_cfg.deliver.join(", ")
         );
         self.store
             .complete_dispatch(lease, &invoice, route, &jobs, &detail)
             .await?;
         Ok(Finish::Recorded)
+    }
+
+    /// Dintero's order is capture, then retrieve: the transaction is read again and the PDF
+    /// fetched again, and those are what every channel delivers. Collection has started, so a
+    /// failure here is retried (and dead-lettered, visibly, when retries run out); the capture is
+    /// never repeated, because the next attempt finds its event.
+    async fn read_after_capture(
+        &self,
+        lease: &Lease,
+        number: &str,
+        url: &str,
+    ) -> Result<Result<(Transaction, String, Pdf), Finish>, StoreError> {
+        let id = lease.job.transaction_id.as_str();
+        let fetched = match self.gateway.transaction(id).await {
+            Ok(tx) => {
+                let number = tx
+                    .metadata_str("kravia:invoice_number")
+                    .unwrap_or(number)
+                    .to_owned();
+                let url = tx
+                    .metadata_str("kravia:invoice_url")
+                    .unwrap_or(url)
+                    .to_owned();
+                self.dispatcher
+                    .document(self.gateway.as_ref(), &tx, &number, &url)
+                    .await
+                    .map(|pdf| (tx, number, pdf))
+            }
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok(found) => Ok(Ok(found)),
+            Err(e) => {
+                let error = format!(
+                    "captured, but reading the invoice after capture failed: {e}; retried, never captured again"
+                );
+                let finish = self.failure(lease, ErrorKind::Temporary, e.retry_after, error);
+                if let Finish::Dead(reason) = &finish {
+                    self.mark_failed(lease, reason).await?;
+                }
+                Ok(Err(finish))
+            }
+        }
+    }
+
+    /// The levels of configuration below the session that decide who sends the invoice, read
+    /// only when the levels above say nothing (the account's is cached by the gateway).
+    async fn channel_configuration(
+        &self,
+        tx: &Transaction,
+    ) -> Result<Result<ChannelConfiguration, GatewayError>, StoreError> {
+        let dispatch = self.store.dispatch(&tx.id).await?;
+        let mut configuration = ChannelConfiguration {
+            created_as_merchant: dispatch.and_then(|d| d.origin).as_deref() == Some(ORIGIN_CREATED),
+            ..ChannelConfiguration::default()
+        };
+        if configuration.created_as_merchant
+            || tx.payment_product != "kravia"
+            || eligibility::session_level(tx).is_some()
+        {
+            return Ok(Ok(configuration));
+        }
+        if let Some(profile_id) = tx.metadata_str("session:profile_id") {
+            match self.gateway.payment_profile(profile_id).await {
+                Ok(profile) => configuration.profile = profile,
+                Err(e) => return Ok(Err(e)),
+            }
+            if eligibility::resolve_channel(tx, &configuration).source != ChannelSource::Default {
+                return Ok(Ok(configuration));
+            }
+        }
+        match self.gateway.checkout_configuration().await {
+            Ok(checkout) => configuration.checkout = checkout,
+            Err(e) => return Ok(Err(e)),
+        }
+        Ok(Ok(configuration))
     }
 
     /// The kept PDF, or a freshly fetched one (then kept), so every attempt sends the same bytes.
@@ -228,6 +337,15 @@ impl Engine {
             return Ok(Capture::Stop(finish));
         }
         let reference = ids::capture_reference(id);
+        let request = CaptureRequest::full(tx, reference.clone());
+        let lines = match &request.items {
+            Some(items) => format!("{} line(s)", items.len()),
+            None if tx.items.is_empty() => "no lines".to_owned(),
+            None => {
+                "without items: a line has no line_id, so the full amount is captured without lines"
+                    .to_owned()
+            }
+        };
         self.store
             .update_dispatch(
                 lease,
@@ -237,7 +355,7 @@ impl Engine {
                     note: Some((
                         "capture requested",
                         format!(
-                            "amount {} {}, capture_reference {reference}",
+                            "amount {} {}, capture_reference {reference}, {lines}",
                             tx.amount, tx.currency
                         ),
                     )),
@@ -245,20 +363,6 @@ impl Engine {
                 },
             )
             .await?;
-        let request = CaptureRequest {
-            amount: tx.amount,
-            capture_reference: reference.clone(),
-            items: tx
-                .items
-                .iter()
-                .map(|item| {
-                    serde_json::json!({
-                        "line_id": item.line_id, "amount": item.amount, "quantity": item.quantity,
-                        "description": item.description, "vat": item.vat, "vat_amount": item.vat_amount, "id": item.id,
-                    })
-                })
-                .collect(),
-        };
         match self.gateway.capture(id, &request).await {
             Ok(CaptureOutcome::Done(after)) => self.after_capture(lease, &after).await,
             Ok(CaptureOutcome::Accepted { request_id }) => {

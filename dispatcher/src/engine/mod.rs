@@ -21,7 +21,7 @@ use crate::{
     channel::{Channel, ErrorKind},
     config::{EngineSettings, Route},
     dintero::model::Transaction,
-    eligibility::{self, Eligibility},
+    eligibility::{self, ChannelConfiguration, Eligibility},
     gateway::{GatewayError, PaymentGateway},
     invoice::Pdf,
     links::LinkSigner,
@@ -33,8 +33,8 @@ use crate::{
 #[async_trait::async_trait]
 pub trait Dispatcher: Send + Sync + fmt::Debug {
     /// Whether Postbud delivers this transaction. Default: [`eligibility::check`].
-    fn eligibility(&self, tx: &Transaction) -> Eligibility {
-        eligibility::check(tx)
+    fn eligibility(&self, tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibility {
+        eligibility::check(tx, configuration)
     }
 
     /// The invoice PDF. Default: the document behind `kravia:invoice_url`.

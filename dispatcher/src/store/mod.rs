@@ -162,6 +162,9 @@ pub struct Dispatch {
     pub invoice_number: Option<String>,
     /// Index of the route chosen, once routed.
     pub route: Option<usize>,
+    /// How Postbud learnt of the transaction when that decides who sends it:
+    /// [`ORIGIN_CREATED`] for an invoice Postbud created with `invoice_channel: "merchant"`.
+    pub origin: Option<String>,
     /// Created.
     pub created_at: Millis,
     /// Last change.
@@ -268,6 +271,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// (its transaction may have become eligible); anything else is left as it is.
     /// Returns true when work was queued.
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError>;
+    /// Records, before it is submitted, that Postbud created this transaction itself as a
+    /// merchant-delivered invoice ([`ORIGIN_CREATED`]), with a history line.
+    async fn mark_created(&self, transaction_id: &str, detail: &str) -> Result<(), StoreError>;
     /// Claims up to `limit` due jobs (queued and due, or running with a lapsed lease), of one
     /// transaction when `only` names it.
     async fn claim(
@@ -286,8 +292,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Keeps the fetched PDF (once) before capture, with a history line, and returns the copy
     /// kept: an earlier attempt's, if one was kept first, so every attempt sends the same bytes.
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError>;
-    /// Ends a dispatch in one transaction, all or nothing: keeps the invoice snapshot, records
-    /// the route, creates the delivery jobs and marks the dispatch job done.
+    /// Ends a dispatch in one transaction, all or nothing: keeps the invoice snapshot and its
+    /// PDF (the post-capture copy, replacing the one kept before capture), records the route,
+    /// creates the delivery jobs and marks the dispatch job done.
     async fn complete_dispatch(
         &self,
         lease: &Lease,
@@ -337,6 +344,10 @@ pub trait Store: Send + Sync + fmt::Debug {
         None
     }
 }
+
+/// [`Dispatch::origin`] of an invoice Postbud created itself through `POST /v1/sessions/pay` with
+/// `invoice_channel: "merchant"`: it is the merchant's to deliver, whatever Dintero echoes back.
+pub const ORIGIN_CREATED: &str = "sessions/pay";
 
 /// Fields of the dispatch record to change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]

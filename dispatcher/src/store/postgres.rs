@@ -90,6 +90,9 @@ CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'running';
 DROP INDEX jobs_due;
 DROP INDEX jobs_lease;
 "#,
+    r#"
+ALTER TABLE dispatches ADD COLUMN origin TEXT;
+"#,
 ];
 
 /// The store for several instances.
@@ -221,6 +224,7 @@ fn dispatch_from(row: &PgRow) -> Result<Dispatch, StoreError> {
         captured_at: row.try_get("captured_at")?,
         invoice_number: row.try_get("invoice_number")?,
         route: row.try_get::<Option<i64>, _>("route")?.map(|r| r as usize),
+        origin: row.try_get("origin")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -232,6 +236,24 @@ fn lease_lost(lease: &Lease) -> StoreError {
 
 #[async_trait::async_trait]
 impl Store for PgStore {
+    async fn mark_created(&self, transaction_id: &str, detail: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO dispatches (transaction_id, stage, origin, created_at, updated_at) VALUES ($1, 'new', $2, $3, $4)
+             ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin",
+        )
+        .bind(transaction_id)
+        .bind(super::ORIGIN_CREATED)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        history(&mut tx, transaction_id, None, "created", detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
         let now = now_ms();
         let job_id = ids::dispatch_id(transaction_id);
@@ -486,6 +508,18 @@ impl Store for PgStore {
         if updated.rows_affected() != 1 {
             return Err(lease_lost(lease));
         }
+        sqlx::query(
+            "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (transaction_id) DO UPDATE SET file_name = excluded.file_name, sha256 = excluded.sha256,
+                 bytes = excluded.bytes, fetched_at = excluded.fetched_at",
+        )
+        .bind(&lease.job.transaction_id)
+        .bind(&invoice.pdf.file_name)
+        .bind(&invoice.pdf.sha256)
+        .bind(invoice.pdf.bytes.as_ref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         insert_jobs(&mut tx, &lease.job.transaction_id, jobs).await?;
         sqlx::query("UPDATE jobs SET state = 'done', receipt = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $3 AND fence = $4 AND state = 'running'")
         .bind(detail)

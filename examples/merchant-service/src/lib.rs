@@ -29,9 +29,17 @@ pub fn router(app: Arc<App>) -> Router {
 
 async fn create_invoice(State(app): State<Arc<App>>, Json(order): Json<Value>) -> Response {
     match app.create_invoice(&order).await {
-        Ok(tx) => (
-            StatusCode::CREATED,
-            Json(json!({"transaction_id": tx.id, "status": tx.status.to_string()})),
+        Ok(created) => (
+            if created.existing {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            },
+            Json(json!({
+                "transaction_id": created.transaction.id,
+                "status": created.transaction.status.to_string(),
+                "existing": created.existing,
+            })),
         )
             .into_response(),
         Err(e) => (

@@ -74,6 +74,9 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     r#"
 CREATE INDEX jobs_lease ON jobs (state, lease_until);
 "#,
+    r#"
+ALTER TABLE dispatches ADD COLUMN origin TEXT;
+"#,
 ];
 
 /// The embedded store.
@@ -155,6 +158,7 @@ fn dispatch_from(row: &Row<'_>) -> Result<Dispatch, StoreError> {
         captured_at: row.get("captured_at")?,
         invoice_number: row.get("invoice_number")?,
         route: row.get::<_, Option<i64>>("route")?.map(|r| r as usize),
+        origin: row.get("origin")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
@@ -303,6 +307,22 @@ impl Store for SqliteStore {
                     history(conn, &transaction_id, Some(&job_id), "submitted", detail)?;
                 }
                 Ok(inserted || requeued)
+            })
+            .await
+    }
+
+    async fn mark_created(&self, transaction_id: &str, detail: &str) -> Result<(), StoreError> {
+        let (transaction_id, detail) = (transaction_id.to_owned(), detail.to_owned());
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                exec(
+                    conn,
+                    "INSERT INTO dispatches (transaction_id, stage, origin, created_at, updated_at) VALUES (?, 'new', ?, ?, ?)
+                     ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin",
+                    params![transaction_id, super::ORIGIN_CREATED, now, now],
+                )?;
+                history(conn, &transaction_id, None, "created", &detail)
             })
             .await
     }
@@ -493,6 +513,7 @@ impl Store for SqliteStore {
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
+        let pdf = invoice.pdf.clone();
         let line = format!("attempt {}: {detail}", lease.job.attempts);
         let detail = detail.to_owned();
         self.db
@@ -509,6 +530,13 @@ impl Store for SqliteStore {
                 if updated != 1 {
                     return Err(lease_lost(&lease));
                 }
+                exec(
+                    conn,
+                    "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (transaction_id) DO UPDATE SET file_name = excluded.file_name, sha256 = excluded.sha256,
+                         bytes = excluded.bytes, fetched_at = excluded.fetched_at",
+                    params![lease.job.transaction_id, pdf.file_name, pdf.sha256, pdf.bytes.as_ref(), now],
+                )?;
                 insert_jobs(conn, &lease.job.transaction_id, &jobs)?;
                 exec(
                     conn,
