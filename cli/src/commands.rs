@@ -40,6 +40,7 @@ impl From<AppError> for Failure {
         let code = match e {
             AppError::Config(_) | AppError::Registry(_) | AppError::InvalidId(_) => exit::CONFIG,
             AppError::Store(_) | AppError::Gateway(_) | AppError::Busy(_) => exit::UNAVAILABLE,
+            AppError::VoidRefused(_) => exit::FAILED,
         };
         Self {
             message: e.to_string(),
@@ -144,9 +145,17 @@ pub async fn deliver(
     Ok(verdict_code(&outcome))
 }
 
-pub async fn void(config: Option<&Path>, transaction_id: &str) -> CommandResult {
+pub async fn void(config: Option<&Path>, transaction_id: &str, wait: Duration) -> CommandResult {
     let app = app(config).await?;
-    let report = app.void(transaction_id).await?;
+    let report = app.void(transaction_id, wait).await?;
+    if report.pending {
+        say!(
+            "Dintero accepted the void of {transaction_id} (202) but did not confirm it within {}; `postbud serve` finishes it. Until Dintero confirms, nothing is cancelled and no notice is sent.",
+            humantime::format_duration(wait)
+        );
+        say!("{}", report.outcome);
+        return Ok(ExitCode::from(exit::PENDING));
+    }
     if report.already_voided {
         say!(
             "{transaction_id} was already voided at Dintero (status {})",

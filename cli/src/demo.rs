@@ -141,7 +141,10 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         let id = sandbox.seed(case.seed);
         let mut outcome = app.deliver_now(&id).await?;
         if case.void_after {
-            outcome = app.void(&id).await?.outcome;
+            outcome = app
+                .void(&id, std::time::Duration::from_secs(10))
+                .await?
+                .outcome;
         }
         rows.push((case.label, id, outcome));
         bar.inc(1);

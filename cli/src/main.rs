@@ -53,6 +53,10 @@ enum Command {
     Void {
         /// Dintero transaction id.
         transaction_id: String,
+        /// How long to wait for Dintero to confirm a void it accepted (202); after that a job
+        /// that `serve` runs finishes it, and the command exits 75.
+        #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+        wait: Duration,
     },
     /// Show totals and recent dispatches, or one transaction's jobs and history.
     Status {
@@ -175,7 +179,10 @@ async fn main() -> ExitCode {
             wait,
             json,
         } => commands::deliver(config, &transaction_id, wait, json).await,
-        Command::Void { transaction_id } => commands::void(config, &transaction_id).await,
+        Command::Void {
+            transaction_id,
+            wait,
+        } => commands::void(config, &transaction_id, wait).await,
         Command::Status {
             transaction_id,
             json,

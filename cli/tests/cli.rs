@@ -225,6 +225,51 @@ async fn void_and_retry_from_the_command_line() {
         "{}",
         text(&retry)
     );
+    // Dintero accepts a void but confirms it only later: exit 75, nothing cancelled yet.
+    let id = s.sandbox.seed(Seed::default());
+    assert_eq!(
+        run(&s.config, &["deliver", &id], &[]).await.status.code(),
+        Some(0)
+    );
+    let accepted = |fail| Fault {
+        operation: Operation::Void,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Accepted {
+            after_gets: 50,
+            fail,
+        },
+        times: 1,
+        skip: 0,
+    };
+    s.sandbox.inject(accepted(false));
+    let void = run(&s.config, &["void", &id, "--wait", "300ms"], &[]).await;
+    assert_eq!(void.status.code(), Some(75), "{}", text(&void));
+    assert!(
+        text(&void).contains("nothing is cancelled"),
+        "{}",
+        text(&void)
+    );
+    // A void Dintero refuses: exit 1 with Dintero's reason.
+    let id = s.sandbox.seed(Seed::default());
+    assert_eq!(
+        run(&s.config, &["deliver", &id], &[]).await.status.code(),
+        Some(0)
+    );
+    s.sandbox.inject(Fault {
+        kind: FaultKind::Accepted {
+            after_gets: 1,
+            fail: true,
+        },
+        transaction: Some(id.clone()),
+        ..accepted(true)
+    });
+    let void = run(&s.config, &["void", &id], &[]).await;
+    assert_eq!(void.status.code(), Some(1), "{}", text(&void));
+    assert!(
+        text(&void).contains("declined by the payment provider"),
+        "{}",
+        text(&void)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,6 +296,42 @@ async fn invoice_create_makes_a_merchant_initiated_invoice_and_delivers_it() {
         .expect("id")
         .to_owned();
     assert_eq!(s.sandbox.captures(&id), 1);
+    // Run again with the same order (say, after a timeout): one invoice, reported and continued.
+    let again = run(
+        &s.config,
+        &["invoice", "create", order.to_str().expect("utf8")],
+        &[],
+    )
+    .await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(
+        text(&again).contains(&format!(
+            "already has an invoice for this merchant_reference; continuing with {id}"
+        )),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(s.sandbox.captures(&id), 1);
+    assert_eq!(s.sandbox.stats().captures.len(), 1, "one invoice in all");
+    // An order without merchant_reference is refused before Dintero is called.
+    std::fs::write(
+        &order,
+        r#"{"order": {"amount": 100, "currency": "NOK", "billing_address": {"country": "NO"}}}"#,
+    )
+    .expect("order");
+    let refused = run(
+        &s.config,
+        &["invoice", "create", order.to_str().expect("utf8")],
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("order.merchant_reference"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(s.sandbox.stats().requests.get("pay").copied(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,12 +15,11 @@ use crate::{
         transaction_id::{self, InvalidTransactionId},
     },
     engine::{DefaultDispatcher, Dispatcher, Engine, Outcome},
-    gateway::{GatewayError, PaymentGateway},
-    ids,
+    gateway::{GatewayError, PaymentGateway, VoidOutcome},
     limit::TokenBucket,
     links::LinkSigner,
     registry::{DuplicateKind, Registry},
-    store::{JobKind, NewJob, Store, StoreError, now_ms},
+    store::{Store, StoreError},
 };
 
 /// Why the application could not do what was asked.
@@ -41,6 +40,9 @@ pub enum AppError {
     /// A transaction id that is not a Dintero id of this account.
     #[error(transparent)]
     InvalidId(#[from] InvalidTransactionId),
+    /// Dintero refused the void (or reported it failed): nothing was cancelled.
+    #[error("Dintero refused the void: {0}; nothing was cancelled and no notice was sent")]
+    VoidRefused(String),
     /// Too many unverified callbacks for new transactions: try again after this long.
     #[error("too many unverified callbacks for new transactions; try again in {0:?}")]
     Busy(Duration),
@@ -153,6 +155,9 @@ pub struct VoidReport {
     pub status: String,
     /// Whether Dintero had it voided already (no call was made).
     pub already_voided: bool,
+    /// Dintero accepted the void (202) without confirming it in time: a job waits for the
+    /// confirmation, and nothing was stopped yet.
+    pub pending: bool,
     /// The outcome of the cancellation notices.
     pub outcome: Outcome,
 }
@@ -248,45 +253,77 @@ impl App {
         Arc::clone(&self.engine).run(shutdown).await;
     }
 
-    /// Voids the transaction at Dintero, stops pending deliveries, and sends cancellation
-    /// notices through the channels that delivered it and support them.
-    pub async fn void(&self, transaction_id: &str) -> Result<VoidReport, AppError> {
-        let transaction_id = self.transaction_id(transaction_id)?;
-        let tx = self.gateway.transaction(transaction_id).await?;
+    /// Voids the transaction at Dintero. Only Dintero's confirmation (a `200` with the voided
+    /// transaction, or the `VOID` event answering a `202`) stops the pending deliveries and sends
+    /// cancellation notices through the channels that delivered it. A `202` not settled within
+    /// `wait` is left to a job that `serve` runs; a void Dintero refuses changes nothing here.
+    pub async fn void(&self, transaction_id: &str, wait: Duration) -> Result<VoidReport, AppError> {
+        let id = self.transaction_id(transaction_id)?;
+        let tx = self.gateway.transaction(id).await?;
         let already_voided = tx.is_voided();
-        let after = if already_voided {
-            tx
-        } else {
-            self.gateway.void(transaction_id).await?
-        };
-        let effect = self.store().void(transaction_id).await?;
-        let notices: Vec<NewJob> = effect
-            .delivered_channels
-            .iter()
-            .filter(|name| {
-                self.engine
-                    .channels
-                    .get(*name)
-                    .is_some_and(|c| c.supports_cancel())
-            })
-            .map(|name| NewJob {
-                id: ids::cancel_id(transaction_id, name),
-                kind: JobKind::Cancel,
-                channel: name.clone(),
-                role: "cancel",
-                next_at: now_ms(),
-            })
-            .collect();
-        self.store().enqueue_free(transaction_id, &notices).await?;
-        let outcome = self
-            .engine
-            .deliver_now(transaction_id, Duration::from_secs(30))
-            .await?;
+        if !already_voided {
+            let request_id = match self.gateway.void(id).await {
+                Ok(VoidOutcome::Done(after)) => match after.void_result(None) {
+                    Some(Ok(())) => None,
+                    Some(Err(reason)) => return Err(AppError::VoidRefused(reason)),
+                    // A 200 that does not show the void yet: wait for it like a 202.
+                    None => Some(None),
+                },
+                Ok(VoidOutcome::Accepted { request_id }) => Some(request_id),
+                Err(e) if !e.is_temporary() => return Err(AppError::VoidRefused(e.to_string())),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(request_id) = request_id
+                && !self.void_settled(id, request_id.as_deref(), wait).await?
+            {
+                self.engine.await_void(id).await?;
+                let outcome = Outcome {
+                    transaction_id: id.to_owned(),
+                    newly_queued: false,
+                    dispatch: self.store().dispatch(id).await?,
+                    jobs: self.store().jobs(id).await?,
+                };
+                return Ok(VoidReport {
+                    status: "AUTHORIZED (void accepted, not yet confirmed)".into(),
+                    already_voided,
+                    pending: true,
+                    outcome,
+                });
+            }
+        }
+        self.engine.voided(id).await?;
+        let outcome = self.engine.deliver_now(id, Duration::from_secs(30)).await?;
         Ok(VoidReport {
-            status: after.status.to_string(),
+            status: crate::dintero::model::Status::AuthorizationVoided.to_string(),
             already_voided,
+            pending: false,
             outcome,
         })
+    }
+
+    /// Reads the transaction until the accepted void settles or `wait` runs out: `Ok(true)`
+    /// confirmed, `Ok(false)` not yet, an error when Dintero refused it.
+    async fn void_settled(
+        &self,
+        id: &str,
+        request_id: Option<&str>,
+        wait: Duration,
+    ) -> Result<bool, AppError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // A read that fails is only a missed look; the next one (or the job) tells.
+            if let Ok(tx) = self.gateway.transaction(id).await {
+                match tx.void_result(request_id) {
+                    Some(Ok(())) => return Ok(true),
+                    Some(Err(reason)) => return Err(AppError::VoidRefused(reason)),
+                    None => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(200).min(wait)).await;
+        }
     }
 
     /// Creates a merchant-initiated Kravia invoice (`POST /v1/sessions/pay` with

@@ -21,7 +21,7 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
         request: &CaptureRequest,
     ) -> Result<CaptureOutcome, GatewayError>;
     /// Cancels the invoice.
-    async fn void(&self, id: &str) -> Result<Transaction, GatewayError>;
+    async fn void(&self, id: &str) -> Result<VoidOutcome, GatewayError>;
     /// Downloads the document behind `kravia:invoice_url`, following a Files API descriptor.
     async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError>;
     /// Creates a merchant-initiated invoice (`POST /v1/sessions/pay`).
@@ -102,6 +102,19 @@ pub enum CaptureOutcome {
     /// 200: the transaction carries the `INITIATE_CAPTURE` event.
     Done(Box<Transaction>),
     /// 202: accepted; an event with this `request_id` (or correlated to it) will follow.
+    Accepted {
+        /// `event-request-id` header.
+        request_id: Option<String>,
+    },
+}
+
+/// How Dintero answered a void.
+#[derive(Debug, Clone)]
+pub enum VoidOutcome {
+    /// 200: the transaction after the void.
+    Done(Box<Transaction>),
+    /// 202: accepted; a `VOID` event correlated to this request (success or failure) will
+    /// complete it.
     Accepted {
         /// `event-request-id` header.
         request_id: Option<String>,

@@ -23,6 +23,11 @@ pub fn cancel_id(transaction_id: &str, channel: &str) -> String {
     derived("cnl", &["cancel", transaction_id, channel])
 }
 
+/// The job that waits for Dintero to confirm a void of the transaction.
+pub fn void_id(transaction_id: &str) -> String {
+    derived("vd", &["void", transaction_id])
+}
+
 /// Our `capture_reference`: stable per transaction, short enough for settlement reports.
 pub fn capture_reference(transaction_id: &str) -> String {
     derived("postbud", &["capture", transaction_id])

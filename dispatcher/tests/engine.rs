@@ -9,7 +9,7 @@ use postbud::{
     engine::Verdict,
     store::{Finish, JobKind, JobState},
 };
-use postbud_sandbox::Seed;
+use postbud_sandbox::{Fault, FaultKind, Operation, Seed};
 
 const BROKEN: &str = r#"
 [channels.broken]
@@ -277,7 +277,10 @@ async fn void_cancels_at_dintero_and_drops_a_cancellation_for_delivered_invoices
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    let report = app.void(&id).await.expect("void");
+    let report = app
+        .void(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("void");
     assert_eq!(report.status, "AUTHORIZATION_VOIDED");
     assert!(!report.already_voided);
     assert_eq!(
@@ -295,9 +298,155 @@ async fn void_cancels_at_dintero_and_drops_a_cancellation_for_delivered_invoices
     assert_eq!(notice["type"], "invoice.voided");
     assert_eq!(report.outcome.verdict(), Verdict::Voided);
     // Voiding again calls nothing and sends nothing twice.
-    let again = app.void(&id).await.expect("void again");
+    let again = app
+        .void(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("void again");
     assert!(again.already_voided);
     assert_eq!(h.sandbox.stats().voids.get(&id), Some(&1));
+}
+
+/// A delivered invoice and the path of the cancellation notice its folder channel would drop.
+async fn delivered(h: &Harness, app: &postbud::App) -> (String, std::path::PathBuf) {
+    let id = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let number = h.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
+        .as_str()
+        .expect("n")
+        .to_owned();
+    (id, h.invoices().join(format!("{number}.voided.json")))
+}
+
+fn accepted_void(id: &str, after_gets: u32, fail: bool) -> Fault {
+    Fault {
+        operation: Operation::Void,
+        transaction: Some(id.to_owned()),
+        kind: FaultKind::Accepted { after_gets, fail },
+        times: 1,
+        skip: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_202_void_confirmed_later_stops_and_notifies_only_after_its_event() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    // Confirmed within the wait: settled inline.
+    let (id, notice) = delivered(&h, &app).await;
+    h.sandbox.inject(accepted_void(&id, 2, false));
+    let report = app.void(&id, Duration::from_secs(5)).await.expect("void");
+    assert!(!report.pending);
+    assert_eq!(
+        report.outcome.verdict(),
+        Verdict::Voided,
+        "{}",
+        report.outcome
+    );
+    assert!(notice.exists());
+    // Not confirmed within the wait: nothing stops and no notice goes out until the event.
+    let (id, notice) = delivered(&h, &app).await;
+    h.sandbox.inject(accepted_void(&id, 4, false));
+    let report = app.void(&id, Duration::ZERO).await.expect("void");
+    assert!(report.pending);
+    assert_ne!(report.outcome.verdict(), Verdict::Voided);
+    assert!(!notice.exists(), "no notice before Dintero confirms");
+    // The job `serve` would run finishes it.
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_secs(10))
+        .await
+        .expect("run");
+    assert_eq!(outcome.verdict(), Verdict::Voided, "{outcome}");
+    assert!(notice.exists(), "the notice after the event");
+    let void_job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Void)
+        .expect("void job");
+    assert_eq!(void_job.state, JobState::Done);
+    assert_eq!(h.sandbox.stats().voids.get(&id), Some(&1));
+}
+
+#[tokio::test]
+async fn a_void_dintero_refuses_sends_no_notice_and_says_why() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    // The late VOID event fails.
+    let (id, notice) = delivered(&h, &app).await;
+    h.sandbox.inject(accepted_void(&id, 1, true));
+    let err = app
+        .void(&id, Duration::from_secs(5))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, postbud::app::AppError::VoidRefused(_)),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("declined by the payment provider"),
+        "{err}"
+    );
+    assert!(!notice.exists());
+    let dispatch = app
+        .store()
+        .dispatch(&id)
+        .await
+        .expect("read")
+        .expect("dispatch");
+    assert_eq!(dispatch.stage, "routed", "the deliveries stay as they were");
+    // The same, found by the job after the command stopped waiting.
+    let (id, notice) = delivered(&h, &app).await;
+    h.sandbox.inject(accepted_void(&id, 3, true));
+    assert!(
+        app.void(&id, Duration::ZERO)
+            .await
+            .expect("pending")
+            .pending
+    );
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_secs(10))
+        .await
+        .expect("run");
+    let void_job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Void)
+        .expect("void job");
+    assert_eq!(void_job.state, JobState::Failed, "{outcome}");
+    assert!(
+        void_job
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("declined"),
+        "{outcome}"
+    );
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert!(!notice.exists());
+    // Refused at once (400): Dintero's reason.
+    let (id, notice) = delivered(&h, &app).await;
+    h.sandbox.inject(Fault {
+        operation: Operation::Void,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Status {
+            status: 400,
+            retry_after: None,
+        },
+        times: 1,
+        skip: 0,
+    });
+    let err = app
+        .void(&id, Duration::from_secs(5))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("injected fault (code SANDBOX_FAULT)"),
+        "{err}"
+    );
+    assert!(!notice.exists());
 }
 
 #[tokio::test]
@@ -312,7 +461,10 @@ async fn void_before_delivery_stops_the_pending_delivery() {
         .await
         .expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
-    let report = app.void(&id).await.expect("void");
+    let report = app
+        .void(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("void");
     let delivery = report
         .outcome
         .jobs

@@ -12,7 +12,7 @@ use postbud::{
     app::AppError,
     dintero::{DinteroGateway, model::Transaction},
     engine::Verdict,
-    gateway::{CaptureOutcome, CaptureRequest},
+    gateway::{CaptureOutcome, CaptureRequest, VoidOutcome},
 };
 use postbud_sandbox::Seed;
 use serde_json::Value;
@@ -39,7 +39,7 @@ impl PaymentGateway for Lenient {
     async fn capture(&self, id: &str, r: &CaptureRequest) -> Result<CaptureOutcome, GatewayError> {
         self.inner.capture(self.resolve(id), r).await
     }
-    async fn void(&self, id: &str) -> Result<Transaction, GatewayError> {
+    async fn void(&self, id: &str) -> Result<VoidOutcome, GatewayError> {
         self.inner.void(self.resolve(id)).await
     }
     async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError> {
@@ -103,7 +103,10 @@ async fn ids_that_are_not_dintero_s_are_refused_before_any_write() {
         assert!(matches!(err, AppError::InvalidId(_)), "{err}");
         let err = app.deliver_now(&raw).await.expect_err(&raw);
         assert!(matches!(err, AppError::InvalidId(_)), "{err}");
-        let err = app.void(&raw).await.expect_err(&raw);
+        let err = app
+            .void(&raw, std::time::Duration::from_secs(10))
+            .await
+            .expect_err(&raw);
         assert!(matches!(err, AppError::InvalidId(_)), "{err}");
     }
     assert!(app.store().recent(10).await.expect("recent").is_empty());

@@ -358,7 +358,9 @@ async fn a_voided_invoice_gets_a_cancellation_threaded_under_the_invoice() {
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    app.void(&id).await.expect("void");
+    app.void(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("void");
     let messages = s.smtp.messages();
     assert_eq!(messages.len(), 2);
     let invoice = MessageParser::default()

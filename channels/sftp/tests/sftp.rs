@@ -413,7 +413,9 @@ async fn the_ubl_passes_the_schema_and_the_peppol_rules_for_b2b_b2c_and_a_credit
             Verdict::Delivered
         );
     }
-    app.void(&business).await.expect("void");
+    app.void(&business, std::time::Duration::from_secs(10))
+        .await
+        .expect("void");
     let files = [
         sshd.inbound()
             .join(format!("{}.xml", number(&sandbox, &business))),

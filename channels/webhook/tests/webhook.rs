@@ -141,7 +141,9 @@ async fn every_request_verifies_with_the_reference_library_across_a_rotation() {
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    app.void(&id).await.expect("void");
+    app.void(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("void");
 
     let requests = receiver.requests();
     assert_eq!(requests.len(), 2, "invoice.ready, then invoice.voided");

@@ -19,7 +19,7 @@ pub use self::settings::DinteroSettings;
 use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
 use crate::{
     channel::ErrorKind,
-    gateway::{CaptureOutcome, CaptureRequest, GatewayError, PaymentGateway},
+    gateway::{CaptureOutcome, CaptureRequest, GatewayError, PaymentGateway, VoidOutcome},
 };
 
 /// How many times a read (GET, token) is retried in place on 429/503 before the engine's own
@@ -265,15 +265,17 @@ impl PaymentGateway for DinteroGateway {
         Ok(CaptureOutcome::Done(Box::new(tx)))
     }
 
-    async fn void(&self, id: &str) -> Result<Transaction, GatewayError> {
+    async fn void(&self, id: &str) -> Result<VoidOutcome, GatewayError> {
         let operation = format!("void {id}");
         let url = self.api(&format!("/transactions/{id}/void"));
         let response = self.call(&operation, Method::POST, &url, None).await?;
         if response.status() == StatusCode::ACCEPTED {
-            // The body of a 202 is the transaction as it was; read it back once settled.
-            return self.transaction(id).await;
+            // The body of a 202 is the transaction as it was: only the VOID event settles it.
+            let request_id = header_str(response.headers(), "event-request-id");
+            return Ok(VoidOutcome::Accepted { request_id });
         }
-        Self::transaction_from(&operation, response).await
+        let tx = Self::transaction_from(&operation, response).await?;
+        Ok(VoidOutcome::Done(Box::new(tx)))
     }
 
     async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError> {

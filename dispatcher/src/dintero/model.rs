@@ -275,6 +275,32 @@ impl Transaction {
         })
     }
 
+    /// Whether a void has settled: `Some(Ok)` when the transaction is voided, `Some(Err)` with
+    /// Dintero's reason when the `VOID` event answering `request_id` (or, without one, the newest
+    /// `VOID` event) failed, `None` while nothing says yet.
+    pub fn void_result(&self, request_id: Option<&str>) -> Option<Result<(), String>> {
+        if self.is_voided() {
+            return Some(Ok(()));
+        }
+        let is_void = |e: &&Event| matches!(e.event, EventName::Void | EventName::InitiateVoid);
+        let answer = match request_id {
+            Some(id) => self.event_for_request(id).filter(|e| is_void(e)),
+            None => self.events.iter().rev().find(is_void),
+        }?;
+        if answer.success {
+            return Some(Ok(()));
+        }
+        let reason = answer.error.as_ref().map_or_else(
+            || "Dintero reported the void as failed, without a reason".to_owned(),
+            |e| {
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| e.to_string(), str::to_owned)
+            },
+        );
+        Some(Err(reason))
+    }
+
     /// Whether the transaction has been voided.
     pub fn is_voided(&self) -> bool {
         self.status == Status::AuthorizationVoided

@@ -9,6 +9,7 @@ pub mod backoff;
 mod deliver;
 mod dispatch;
 mod outcome;
+mod void;
 mod worker;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
@@ -140,6 +141,7 @@ impl Engine {
         let work = async {
             match lease.job.kind {
                 crate::store::JobKind::Dispatch => self.run_dispatch(&lease).await,
+                crate::store::JobKind::Void => self.run_void(&lease).await,
                 _ => self.run_delivery(&lease).await,
             }
         };

@@ -46,6 +46,9 @@ pub enum JobKind {
     Deliver,
     /// One channel instance sends a cancellation notice.
     Cancel,
+    /// Waits for Dintero to confirm a void it accepted with 202, then stops the pending
+    /// deliveries and queues the cancellation notices.
+    Void,
 }
 
 /// Where a job stands.
@@ -85,7 +88,7 @@ macro_rules! text_enum {
         }
     };
 }
-text_enum!(JobKind { Dispatch = "dispatch", Deliver = "deliver", Cancel = "cancel" });
+text_enum!(JobKind { Dispatch = "dispatch", Deliver = "deliver", Cancel = "cancel", Void = "void" });
 text_enum!(JobState {
     Queued = "queued",
     Running = "running",

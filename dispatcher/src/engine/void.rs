@@ -1,0 +1,82 @@
+//! Voids: only Dintero's confirmation stops pending deliveries and sends cancellation notices.
+
+use super::Engine;
+use crate::{
+    channel::ErrorKind,
+    ids,
+    store::{Finish, JobKind, Lease, NewJob, StoreError, VoidEffect, now_ms},
+};
+
+impl Engine {
+    /// Dintero confirmed the void: stops the pending deliveries and queues a cancellation notice
+    /// through every channel that delivered the invoice and can send one.
+    pub async fn voided(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
+        let effect = self.store.void(transaction_id).await?;
+        let notices: Vec<NewJob> = effect
+            .delivered_channels
+            .iter()
+            .filter(|name| {
+                self.channels
+                    .get(*name)
+                    .is_some_and(|c| c.supports_cancel())
+            })
+            .map(|name| NewJob {
+                id: ids::cancel_id(transaction_id, name),
+                kind: JobKind::Cancel,
+                channel: name.clone(),
+                role: "cancel",
+                next_at: now_ms(),
+            })
+            .collect();
+        self.store.enqueue_free(transaction_id, &notices).await?;
+        if !notices.is_empty() {
+            self.wake.notify_waiters();
+        }
+        Ok(effect)
+    }
+
+    /// Queues the job that waits for Dintero to settle a void it accepted with 202.
+    pub async fn await_void(&self, transaction_id: &str) -> Result<(), StoreError> {
+        let job = NewJob {
+            id: ids::void_id(transaction_id),
+            kind: JobKind::Void,
+            channel: "dintero".into(),
+            role: "confirm",
+            next_at: now_ms(),
+        };
+        self.store.enqueue_free(transaction_id, &[job]).await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// One look at the transaction for the outcome of an accepted void: the newest `VOID` event
+    /// (or the voided status) settles it.
+    pub(super) async fn run_void(&self, lease: &Lease) -> Result<Finish, StoreError> {
+        let id = lease.job.transaction_id.as_str();
+        let tx = match self.gateway.transaction(id).await {
+            Ok(tx) => tx,
+            // Whatever went wrong, the void's outcome is still to be learnt: keep looking.
+            Err(e) => {
+                return Ok(self.failure(lease, ErrorKind::Temporary, e.retry_after, e.to_string()));
+            }
+        };
+        match tx.void_result(None) {
+            Some(Ok(())) => {
+                let effect = self.voided(id).await?;
+                Ok(Finish::Done(format!(
+                    "Dintero confirmed the void; {} pending job(s) stopped",
+                    effect.cancelled.len()
+                )))
+            }
+            Some(Err(reason)) => Ok(Finish::Failed(format!(
+                "Dintero refused the void: {reason}; the invoice stands and its deliveries go on"
+            ))),
+            None => Ok(self.failure(
+                lease,
+                ErrorKind::Temporary,
+                None,
+                "void accepted by Dintero (202); waiting for its VOID event".into(),
+            )),
+        }
+    }
+}
