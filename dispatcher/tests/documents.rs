@@ -154,3 +154,110 @@ async fn invoice_metadata_that_appears_late_is_waited_for() {
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
 }
+
+/// A document host on another loopback port: redirects, and a 401 that would tempt a client to
+/// send its token.
+struct Redirector {
+    base: String,
+    target: std::sync::Arc<std::sync::Mutex<String>>,
+    authorizations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn redirector() -> Redirector {
+    use axum::{extract::Path, http::HeaderMap, response::IntoResponse, routing::get};
+    let target = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let authorizations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let redirect = |to: String| (axum::http::StatusCode::FOUND, [("location", to)]).into_response();
+    let app = axum::Router::new()
+        .route(
+            "/chain/{n}",
+            get({
+                let target = target.clone();
+                move |Path(n): Path<u32>| async move {
+                    if n == 0 {
+                        redirect(target.lock().expect("lock").clone())
+                    } else {
+                        redirect(format!("/chain/{}", n - 1))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/elsewhere",
+            get(move || async move { redirect("http://127.0.0.1:9/invoice.pdf".to_owned()) }),
+        )
+        .route(
+            "/auth",
+            get({
+                let authorizations = authorizations.clone();
+                move |headers: HeaderMap| async move {
+                    if let Some(v) = headers.get("authorization") {
+                        authorizations
+                            .lock()
+                            .expect("lock")
+                            .push(v.to_str().unwrap_or("").to_owned());
+                    }
+                    axum::http::StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Redirector {
+        base,
+        target,
+        authorizations,
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_followed_three_times_each_hop_checked_and_the_token_stays_home() {
+    let h = Harness::start().await;
+    let r = redirector().await;
+    let toml = h.toml("").replacen(
+        "timeout = \"2s\"",
+        &format!("timeout = \"2s\"\ndocument_hosts = [\"{}\"]", r.base),
+        1,
+    );
+    let app = postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+        .await
+        .expect("app");
+    let seed = |path: &str| Seed {
+        pdf_shape: Some("direct".into()),
+        invoice_url: Some(format!("{}{path}", r.base)),
+        ..Seed::default()
+    };
+    // Two hops on the allowed document host, a third to the sandbox: delivered.
+    let id = h.sandbox.seed(seed("/chain/2"));
+    *r.target.lock().expect("lock") = format!("{}/v1/invoices/{id}.pdf", h.sandbox.url());
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    // Four redirects: refused, nothing captured.
+    let id = h.sandbox.seed(seed("/chain/3"));
+    *r.target.lock().expect("lock") = format!("{}/v1/invoices/{id}.pdf", h.sandbox.url());
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    let reason = outcome.dispatch.and_then(|d| d.reason).unwrap_or_default();
+    assert!(reason.contains("more than 3 redirects"), "{reason}");
+    assert_eq!(h.sandbox.captures(&id), 0);
+    // A hop to another port of the same host: another origin, refused by name.
+    let id = h.sandbox.seed(seed("/elsewhere"));
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    let reason = outcome.dispatch.and_then(|d| d.reason).unwrap_or_default();
+    assert!(
+        reason.contains("redirect 1") && reason.contains("origin http://127.0.0.1:9"),
+        "{reason}"
+    );
+    assert_eq!(h.sandbox.captures(&id), 0);
+    // A 401 from a document host that shares the API's host name but not its port: the token
+    // is not offered there.
+    let id = h.sandbox.seed(seed("/auth"));
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
+    assert!(
+        r.authorizations.lock().expect("lock").is_empty(),
+        "the token left home"
+    );
+}

@@ -84,6 +84,114 @@ async fn signed_callbacks_are_accepted_and_unsigned_ones_refused() {
     );
 }
 
+/// Signs a callback URL the way Dintero's reference code does, in Node.js itself:
+/// `URLSearchParams.sort()` (stable, by name only) and `crypto.createHmac`. `None` when Node is
+/// not installed (a failure under `POSTBUD_REQUIRE_SERVICES=1`).
+fn node_signature(secret: &str, account: &str, url: &str, t: i64) -> Option<String> {
+    const SCRIPT: &str = r#"
+const crypto = require('crypto');
+const [secret, account, method, raw, t] = process.argv.slice(1);
+const url = new URL(raw);
+url.searchParams.sort();
+const signed = [t, account, method, url.hostname, url.pathname, url.searchParams.toString()].join('\n');
+process.stdout.write(`t=${t},v0-hmac-sha256=${crypto.createHmac('sha256', secret).update(signed).digest('hex')}`);
+"#;
+    let output = std::process::Command::new("node")
+        .args(["-e", SCRIPT, secret, account, "GET", url, &t.to_string()])
+        .output();
+    match output {
+        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).expect("utf8")),
+        other => {
+            let why = format!("node is needed to sign as Dintero's reference code: {other:?}");
+            assert!(
+                std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
+                "{why}"
+            );
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_callback_with_repeated_parameters_signed_as_dintero_signs_is_accepted() {
+    let h = Harness::start_with(SandboxConfig {
+        callback_secret: Some("cb-secret".into()),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let toml = h.toml("").replacen(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\ncallback_secret = \"cb-secret\"",
+        1,
+    );
+    let app = Arc::new(
+        postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+            .await
+            .expect("app"),
+    );
+    let base = serve(Arc::clone(&app)).await;
+    let id = h.sandbox.seed(Seed::default());
+    let url = format!(
+        "{base}/dintero/callback?report_event=VOID&report_event=CAPTURE&transaction_id={id}&event=CAPTURE&time=2026-11-26T10%3A00%3A00Z"
+    );
+    let Some(signature) = node_signature("cb-secret", "T12345678", &url, jiff_now()) else {
+        return;
+    };
+    let response = reqwest::Client::new()
+        .get(&url)
+        .header("Dintero-Signature", &signature)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    assert!(app.store().dispatch(&id).await.expect("store").is_some());
+    // The same parameters in the other order are another signed string: refused.
+    let swapped = url.replace(
+        "report_event=VOID&report_event=CAPTURE",
+        "report_event=CAPTURE&report_event=VOID",
+    );
+    let response = reqwest::Client::new()
+        .get(&swapped)
+        .header("Dintero-Signature", &signature)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn a_transaction_id_only_in_the_unsigned_body_is_checked_at_dintero_first() {
+    let h = Harness::start().await;
+    let app = Arc::new(h.app("").await);
+    let base = serve(Arc::clone(&app)).await;
+    let id = h.sandbox.seed(Seed::default());
+    let client = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        client
+            .post(format!("{base}/dintero/callback?method=POST"))
+            .json(&body)
+            .send()
+    };
+    let known = post(serde_json::json!({"id": id})).await.expect("request");
+    assert_eq!(known.status(), 200);
+    assert!(app.store().dispatch(&id).await.expect("store").is_some());
+    let unknown = post(serde_json::json!({"id": "T12345678.NotAtDintero"}))
+        .await
+        .expect("request");
+    assert_eq!(unknown.status(), 404);
+    let odd = post(serde_json::json!({"transaction_id": format!("../{id}")}))
+        .await
+        .expect("request");
+    assert_eq!(odd.status(), 400);
+    assert_eq!(app.store().recent(10).await.expect("recent").len(), 1);
+}
+
 fn jiff_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -7,18 +7,22 @@
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use url::{Host, Url};
+use url::{Host, Origin, Url};
 
 use super::{DinteroSettings, excerpt, status_error, token::TokenCache, transport_error};
 use crate::gateway::GatewayError;
 
 const OPERATION: &str = "fetch invoice PDF";
 
-/// Which URLs the PDF may be read from, and how large it may be.
+/// How many redirects a document fetch follows, each hop checked like the first URL.
+const MAX_REDIRECTS: usize = 3;
+
+/// Which URLs the PDF may be read from, and how large it may be. Origins are compared whole
+/// (scheme, host and port): another port of an allowed host is another server.
 #[derive(Debug, Clone)]
 pub struct DocumentPolicy {
-    hosts: Vec<String>,
-    api_hosts: Vec<String>,
+    origins: Vec<Origin>,
+    api_origins: Vec<Origin>,
     max_bytes: u64,
 }
 
@@ -42,30 +46,42 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn host_of(url: &Url) -> Option<String> {
-    url.host_str()
-        .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+/// An origin for messages: `https://cdn.dintero.com`, `http://127.0.0.1:8080`.
+fn shown(origin: &Origin) -> String {
+    origin.ascii_serialization()
+}
+
+/// A `dintero.document_hosts` entry: a host name (meaning `https://host`) or an origin.
+fn entry_origin(entry: &str) -> Option<Origin> {
+    let entry = entry.trim().trim_end_matches('/');
+    let url = if entry.contains("://") {
+        Url::parse(entry).ok()?
+    } else {
+        Url::parse(&format!("https://{entry}")).ok()?
+    };
+    Some(url.origin()).filter(Origin::is_tuple)
 }
 
 impl DocumentPolicy {
-    /// Allow-list: the hosts of `api_url` and `auth_url`, `cdn.dintero.com`, and
-    /// `dintero.document_hosts`.
+    /// Allow-list: the origins of `api_url` and `auth_url`, `https://cdn.dintero.com`, and
+    /// `dintero.document_hosts` (host names mean `https://` on port 443; write an origin, such
+    /// as `https://files.example.com:8443`, for anything else).
     pub fn from_settings(settings: &DinteroSettings) -> Self {
-        let api_hosts: Vec<String> = [&settings.api_url, &settings.auth_url]
+        let api_origins: Vec<Origin> = [&settings.api_url, &settings.auth_url]
             .into_iter()
-            .filter_map(host_of)
+            .map(Url::origin)
             .collect();
-        let mut hosts = api_hosts.clone();
-        hosts.push("cdn.dintero.com".into());
-        hosts.extend(
+        let mut origins = api_origins.clone();
+        origins.extend(entry_origin("cdn.dintero.com"));
+        origins.extend(
             settings
                 .document_hosts
                 .iter()
-                .map(|h| h.to_ascii_lowercase()),
+                .filter_map(|h| entry_origin(h)),
         );
         Self {
-            hosts,
-            api_hosts,
+            origins,
+            api_origins,
             max_bytes: settings.max_document_bytes,
         }
     }
@@ -75,32 +91,50 @@ impl DocumentPolicy {
         let url = Url::parse(raw).map_err(|e| {
             GatewayError::permanent(OPERATION, format!("`{raw}` is not a URL: {e}"))
         })?;
-        let host = host_of(&url).unwrap_or_default();
-        if !self.hosts.contains(&host) {
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => {
+                return Err(GatewayError::permanent(
+                    OPERATION,
+                    format!("refused plain http URL `{url}`: https is required except on loopback"),
+                ));
+            }
+            other => {
+                return Err(GatewayError::permanent(
+                    OPERATION,
+                    format!("refused `{other}:` URL `{url}`: only https is fetched"),
+                ));
+            }
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(GatewayError::permanent(
+                OPERATION,
+                "refused a URL with user information: credentials never travel in a document URL",
+            ));
+        }
+        let origin = url.origin();
+        if !self.origins.contains(&origin) {
+            let host = url.host_str().unwrap_or_default();
             return Err(GatewayError::permanent(
                 OPERATION,
                 format!(
-                    "refused host `{host}` in `{url}`: not in the allow-list [{}] (add it to dintero.document_hosts if it is yours)",
-                    self.hosts.join(", ")
+                    "refused host `{host}` (origin {}): not in the allow-list [{}] (add it to dintero.document_hosts if it is yours)",
+                    shown(&origin),
+                    self.origins
+                        .iter()
+                        .map(shown)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
-        match url.scheme() {
-            "https" => Ok(url),
-            "http" if is_loopback(&url) => Ok(url),
-            "http" => Err(GatewayError::permanent(
-                OPERATION,
-                format!("refused plain http URL `{url}`: https is required except on loopback"),
-            )),
-            other => Err(GatewayError::permanent(
-                OPERATION,
-                format!("refused `{other}:` URL `{url}`: only https is fetched"),
-            )),
-        }
+        Ok(url)
     }
 
-    fn is_api_host(&self, url: &Url) -> bool {
-        host_of(url).is_some_and(|h| self.api_hosts.contains(&h))
+    /// Only Dintero's own API origins ever see the token.
+    fn is_api_origin(&self, url: &Url) -> bool {
+        self.api_origins.contains(&url.origin())
     }
 
     pub(super) async fn fetch(
@@ -155,8 +189,9 @@ impl DocumentPolicy {
         }
     }
 
-    /// GET with the size limit enforced while streaming; retries once with the bearer token on
-    /// 401/403, but only towards Dintero's own API hosts.
+    /// GET with the size limit enforced while streaming; follows up to [`MAX_REDIRECTS`]
+    /// redirects, each checked against the policy; retries once with the bearer token on
+    /// 401/403, but only towards Dintero's own API origins.
     async fn get(
         &self,
         http: &reqwest::Client,
@@ -164,24 +199,55 @@ impl DocumentPolicy {
         settings: &DinteroSettings,
         url: &Url,
     ) -> Result<(Option<String>, Bytes), GatewayError> {
-        let mut response = http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| transport_error(OPERATION, &e))?;
-        if matches!(
-            response.status(),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        ) && self.is_api_host(url)
-        {
-            let token = tokens.get(http, settings).await?;
-            response = http
+        let mut url = url.clone();
+        let mut redirects = 0;
+        let mut response = loop {
+            let mut response = http
                 .get(url.clone())
-                .bearer_auth(token.expose())
                 .send()
                 .await
                 .map_err(|e| transport_error(OPERATION, &e))?;
-        }
+            if matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) && self.is_api_origin(&url)
+            {
+                let token = tokens.get(http, settings).await?;
+                response = http
+                    .get(url.clone())
+                    .bearer_auth(token.expose())
+                    .send()
+                    .await
+                    .map_err(|e| transport_error(OPERATION, &e))?;
+            }
+            if !response.status().is_redirection() {
+                break response;
+            }
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(GatewayError::permanent(
+                    OPERATION,
+                    format!("refused: more than {MAX_REDIRECTS} redirects, the last to `{url}`"),
+                ));
+            }
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    GatewayError::permanent(
+                        OPERATION,
+                        format!("HTTP {} from `{url}` without a Location", response.status()),
+                    )
+                })?;
+            let next = url.join(location).map_err(|e| {
+                GatewayError::permanent(OPERATION, format!("redirect to `{location}`: {e}"))
+            })?;
+            url = self.check_url(next.as_str()).map_err(|e| GatewayError {
+                message: format!("redirect {redirects} from `{url}`: {}", e.message),
+                ..e
+            })?;
+        };
         if !response.status().is_success() {
             return Err(status_error(OPERATION, response).await);
         }
