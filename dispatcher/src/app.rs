@@ -404,10 +404,10 @@ pub fn pay_request(input: &Value) -> Result<Value, String> {
             return Err(format!("`order.{field}` is required"));
         }
     }
-    if !order
+    if order
         .get("merchant_reference")
         .and_then(Value::as_str)
-        .is_some_and(|r| !r.trim().is_empty())
+        .is_none_or(|r| r.trim().is_empty())
     {
         return Err(
             "`order.merchant_reference` is required: it is the invoice's identity at Dintero, so running the command again cannot create a second invoice"

@@ -274,7 +274,7 @@ fn check_capture_body(body: &Value) -> Result<i64, String> {
     if let Some(items) = body.get("items") {
         let items = items.as_array().ok_or("`items` must be an array")?;
         for (i, item) in items.iter().enumerate() {
-            if !item["line_id"].as_str().is_some_and(|l| !l.is_empty()) {
+            if item["line_id"].as_str().is_none_or(str::is_empty) {
                 return Err(format!(
                     "`items[{i}].line_id` is required and must be a string"
                 ));
@@ -592,7 +592,7 @@ async fn list(
                     })
             })
             .collect();
-        found.sort_by(|a, b| b.seq.cmp(&a.seq));
+        found.sort_by_key(|s| std::cmp::Reverse(s.seq));
         let page: Vec<Value> = found
             .into_iter()
             .take(limit)
