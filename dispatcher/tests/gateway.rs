@@ -99,3 +99,19 @@ async fn capture_sends_the_full_amount_the_items_a_stable_reference_and_system_h
     assert_eq!(invoice.locale, "nb");
     assert!(invoice.due_date.is_some());
 }
+
+#[tokio::test]
+async fn an_absurd_token_lifetime_is_bounded_not_a_panic() {
+    let h = Harness::start_with(postbud_sandbox::SandboxConfig {
+        token_ttl: u64::MAX,
+        ..Default::default()
+    })
+    .await;
+    let app = h.app("").await;
+    for _ in 0..2 {
+        let id = h.sandbox.seed(Seed::default());
+        let outcome = app.deliver_now(&id).await.expect("deliver");
+        assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    }
+    assert_eq!(h.sandbox.stats().tokens_issued, 1);
+}

@@ -160,7 +160,7 @@ async fn token(
         let mut inner = shared.state.lock();
         inner.tokens.insert(
             token.clone(),
-            jiff::Timestamp::now().as_second() as u64 + config.token_ttl,
+            (jiff::Timestamp::now().as_second() as u64).saturating_add(config.token_ttl),
         );
         inner.stats.tokens_issued += 1;
     }

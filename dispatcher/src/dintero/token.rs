@@ -89,7 +89,8 @@ async fn fetch(
             })?;
             return Ok((
                 token.access_token,
-                Duration::from_secs(token.expires_in.max(1)),
+                // Dintero's number, not ours: a day at most, so no Instant arithmetic can overflow.
+                Duration::from_secs(token.expires_in.clamp(1, 24 * 3600)),
             ));
         }
         let mut error = status_error(operation, response).await;

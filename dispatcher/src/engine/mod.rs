@@ -12,7 +12,9 @@ mod outcome;
 mod void;
 mod worker;
 
-use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, fmt, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
 
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -54,6 +56,15 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
     fn route(&self, routes: &[Route], tx: &Transaction) -> Option<usize> {
         routes.iter().position(|r| r.when.matches(tx))
     }
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// The flow as `design.md` describes it.
@@ -138,13 +149,25 @@ impl Engine {
     }
 
     async fn process_in_span(&self, lease: Lease) -> Result<(), StoreError> {
-        let work = async {
+        if lease.job.attempts > self.settings.max_attempts {
+            // Attempts are counted when claimed: this many claims without a recorded end means
+            // every earlier attempt died (a crash, a kill) before it could say so.
+            let finish = Finish::Dead(format!(
+                "gave up after {} attempts: the earlier attempts never recorded an end (the process died during them)",
+                lease.job.attempts - 1
+            ));
+            return self.record_finish(&lease, finish).await;
+        }
+        // A panic is a bug in a channel or in Postbud: it ends this attempt, recorded as failed,
+        // and the worker goes on with the next job.
+        let work = AssertUnwindSafe(async {
             match lease.job.kind {
                 crate::store::JobKind::Dispatch => self.run_dispatch(&lease).await,
                 crate::store::JobKind::Void => self.run_void(&lease).await,
                 _ => self.run_delivery(&lease).await,
             }
-        };
+        })
+        .catch_unwind();
         let renew = async {
             let every = self.settings.lease / 3;
             loop {
@@ -161,7 +184,22 @@ impl Engine {
             }
         };
         let finish = tokio::select! {
-            finish = work => finish?,
+            outcome = work => match outcome {
+                Ok(Ok(finish)) => finish,
+                Ok(Err(StoreError::LeaseLost(id))) => return Err(StoreError::LeaseLost(id)),
+                // The store failed mid-attempt: an attempt like any other, so max_attempts ends
+                // it, with the error kept where `status` shows it.
+                Ok(Err(StoreError::Database(e))) => self.failure(
+                    &lease,
+                    ErrorKind::Temporary,
+                    None,
+                    format!("the store failed during the attempt: {e}"),
+                ),
+                Err(panic) => Finish::Failed(format!(
+                    "the attempt panicked ({}); fix the cause, then `postbud retry`",
+                    panic_message(panic.as_ref())
+                )),
+            },
             () = renew => {
                 // Lost the lease: whatever this attempt does next would be refused anyway.
                 return Err(StoreError::LeaseLost(lease.job.id.clone()));
