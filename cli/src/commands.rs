@@ -370,18 +370,21 @@ pub async fn serve(config: Option<&Path>) -> CommandResult {
         async move { app.run_workers(stopped).await }
     });
     tracing::info!(%listen, callback = %app.settings().server.callback_path, "serving");
-    let server = axum::serve(listener, postbud::server::router(Arc::clone(&app)))
-        .with_graceful_shutdown(async {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing the attempts in flight");
-        });
-    let result = server.await;
-    let _ = stop.send(true);
+    // On SIGTERM the workers stop claiming at once (attempts in flight finish) while the server
+    // answers what it is answering, for a bounded time.
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new work; finishing the attempts in flight");
+        let _ = stop.send(true);
+    };
+    postbud::server::serve(
+        listener,
+        postbud::server::router(Arc::clone(&app)),
+        shutdown,
+        Duration::from_secs(10),
+    )
+    .await;
     let _ = workers.await;
-    result.map_err(|e| Failure {
-        message: format!("server: {e}"),
-        code: exit::FAILED,
-    })?;
     Ok(ExitCode::SUCCESS)
 }
 

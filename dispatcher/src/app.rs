@@ -223,8 +223,15 @@ impl App {
     /// rate.
     pub async fn submit_unverified(&self, transaction_id: &str) -> Result<bool, AppError> {
         let id = self.transaction_id(transaction_id)?;
-        if self.store().dispatch(id).await?.is_some() {
-            return Ok(self.engine.submit(id).await?);
+        match self.store().dispatch(id).await? {
+            // Known and being handled: a repeat costs one read of the store.
+            Some(d) if d.stage != "skipped" => return Ok(self.engine.submit(id).await?),
+            // A skipped one is looked at again, which reads Dintero: within the limit.
+            Some(_) => {
+                self.unverified.try_acquire().map_err(AppError::Busy)?;
+                return Ok(self.engine.submit(id).await?);
+            }
+            None => {}
         }
         self.unverified.try_acquire().map_err(AppError::Busy)?;
         let tx = self.gateway.transaction(id).await?;
@@ -258,8 +265,12 @@ impl App {
     /// cancellation notices through the channels that delivered it. A `202` not settled within
     /// `wait` is left to a job that `serve` runs; a void Dintero refuses changes nothing here.
     pub async fn void(&self, transaction_id: &str, wait: Duration) -> Result<VoidReport, AppError> {
-        let id = self.transaction_id(transaction_id)?;
-        let tx = self.gateway.transaction(id).await?;
+        let tx = self
+            .gateway
+            .transaction(self.transaction_id(transaction_id)?)
+            .await?;
+        // Everything from here on is keyed by the id Dintero returns.
+        let id = self.transaction_id(&tx.id)?;
         let already_voided = tx.is_voided();
         if !already_voided {
             let request_id = match self.gateway.void(id).await {
@@ -276,7 +287,7 @@ impl App {
             if let Some(request_id) = request_id
                 && !self.void_settled(id, request_id.as_deref(), wait).await?
             {
-                self.engine.await_void(id).await?;
+                self.engine.await_void(id, request_id.as_deref()).await?;
                 let outcome = Outcome {
                     transaction_id: id.to_owned(),
                     newly_queued: false,
@@ -344,7 +355,7 @@ impl App {
             .to_owned();
         let (tx, existing) = match self.gateway.create_invoice(&request).await {
             Ok(tx) => (tx, false),
-            Err(e) if e.status == Some(400) => match self.existing_invoice(&reference).await? {
+            Err(e) if e.status == Some(400) => match self.existing_invoice(&request).await? {
                 Some(tx) => (tx, true),
                 None => return Err(e.into()),
             },
@@ -368,13 +379,30 @@ impl App {
         })
     }
 
-    /// The Kravia invoice an earlier `sessions/pay` made for this merchant reference.
-    async fn existing_invoice(&self, reference: &str) -> Result<Option<Transaction>, AppError> {
+    /// The Kravia invoice an earlier `sessions/pay` made for this order: the same merchant
+    /// reference, amount, currency and type, and none of the Kravia configuration a checkout
+    /// session or payment profile would carry. Anything else with that reference (a checkout
+    /// invoice Kravia delivers itself) is never taken over.
+    async fn existing_invoice(&self, request: &Value) -> Result<Option<Transaction>, AppError> {
+        let order = &request["session"]["order"];
+        let reference = order["merchant_reference"].as_str().unwrap_or_default();
+        let product_type = request["payment"]["payment_product_type"].as_str();
         let found = self.gateway.find_by_reference(reference).await?;
-        Ok(found
-            .into_iter()
-            .filter(|tx| tx.payment_product == "kravia")
-            .find(|tx| tx.status != crate::dintero::model::Status::Failed))
+        let candidate = found.into_iter().find(|tx| {
+            tx.payment_product == "kravia"
+                && tx.status != crate::dintero::model::Status::Failed
+                && order["amount"].as_i64() == Some(tx.amount)
+                && order["currency"].as_str() == Some(tx.currency.as_str())
+                && product_type == Some(tx.payment_product_type.as_str())
+                && tx.metadata_str("session:profile_id").is_none()
+        });
+        let Some(candidate) = candidate else {
+            return Ok(None);
+        };
+        let tx = self.gateway.transaction(&candidate.id).await?;
+        Ok(crate::eligibility::session_level(&tx)
+            .is_none()
+            .then_some(tx))
     }
 
     /// Checks the Dintero credentials.

@@ -16,7 +16,11 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket. A `rate` of 0 refuses everything.
     pub fn new(rate: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
+        let burst = if rate == 0 {
+            0.0
+        } else {
+            f64::from(burst.max(1))
+        };
         Self {
             rate: f64::from(rate),
             burst,
@@ -56,6 +60,9 @@ mod tests {
         assert!(wait <= Duration::from_millis(2), "{wait:?}");
         std::thread::sleep(Duration::from_millis(5));
         assert!(bucket.try_acquire().is_ok());
-        assert!(TokenBucket::new(0, 1).try_acquire().is_ok());
+        assert!(
+            TokenBucket::new(0, 5).try_acquire().is_err(),
+            "a rate of 0 refuses all"
+        );
     }
 }

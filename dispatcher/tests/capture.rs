@@ -371,3 +371,38 @@ async fn no_matching_route_means_no_capture() {
     );
     assert_eq!(h.sandbox.captures(&id), 0);
 }
+
+#[tokio::test]
+async fn an_invoice_paid_before_its_capture_is_confirmed_is_still_delivered() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    let id = h.sandbox.seed(Seed::default());
+    h.sandbox.inject(Fault {
+        operation: Operation::Capture,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Accepted {
+            after_gets: 7,
+            fail: false,
+        },
+        times: 1,
+        skip: 0,
+    });
+    let outcome = app
+        .deliver_waiting(&id, std::time::Duration::from_millis(100))
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    // Kravia reports the invoice paid: the status moves on while the capture is being confirmed.
+    h.sandbox.set_status(&id, "CAPTURED");
+    let outcome = app
+        .deliver_waiting(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("deliver");
+    let history = app.store().history(&id).await.expect("h");
+    assert_eq!(
+        outcome.verdict(),
+        Verdict::Delivered,
+        "{outcome} {history:#?}"
+    );
+    assert_eq!(h.sandbox.captures(&id), 1);
+}

@@ -425,6 +425,21 @@ async fn a_void_dintero_refuses_sends_no_notice_and_says_why() {
     );
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert!(!notice.exists());
+    // Voided again later, and this time Dintero confirms: the old refusal does not answer for
+    // the new request, and the job that ended is queued again.
+    h.sandbox.inject(accepted_void(&id, 2, false));
+    assert!(
+        app.void(&id, Duration::ZERO)
+            .await
+            .expect("pending")
+            .pending
+    );
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_secs(10))
+        .await
+        .expect("run");
+    assert_eq!(outcome.verdict(), Verdict::Voided, "{outcome}");
+    assert!(notice.exists());
     // Refused at once (400): Dintero's reason.
     let (id, notice) = delivered(&h, &app).await;
     h.sandbox.inject(Fault {
@@ -648,4 +663,70 @@ async fn an_attempt_that_took_over_uses_the_pdf_kept_first() {
         ("first.pdf", kept.sha256.as_str())
     );
     assert_eq!(used.bytes, kept.bytes);
+}
+
+#[tokio::test]
+async fn an_order_whose_reference_belongs_to_a_checkout_invoice_is_never_taken_over() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    // A checkout invoice Kravia delivers itself, with the reference the order reuses.
+    let checkout = h.sandbox.seed(Seed {
+        session_channel: Some("kravia".into()),
+        merchant_reference: Some("shared-ref".into()),
+        ..Seed::default()
+    });
+    let order = serde_json::json!({"order": {"amount": 50000, "currency": "NOK", "merchant_reference": "shared-ref",
+        "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "country": "NO"}}});
+    let err = app
+        .create_invoice(&order)
+        .await
+        .expect_err("refused by Dintero");
+    assert!(err.to_string().contains("already used"), "{err}");
+    assert!(
+        app.store()
+            .dispatch(&checkout)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(h.sandbox.captures(&checkout), 0);
+}
+
+#[tokio::test]
+async fn recording_an_invoice_as_created_fences_out_an_attempt_that_read_too_early() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    let store = app.store();
+    let id = h.sandbox.seed(Seed {
+        no_session_channel: true,
+        ..Seed::default()
+    });
+    // A callback's attempt is under way and has read the dispatch before its origin was known.
+    store.submit(&id).await.expect("submit");
+    let early = store
+        .claim("callback-worker", Duration::from_secs(60), 1, Some(&id))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("lease");
+    store
+        .mark_created(&id, "created by the test")
+        .await
+        .expect("mark");
+    let skip = postbud::store::DispatchPatch {
+        stage: Some("skipped"),
+        reason: Some(Some("resolves to `kravia`".into())),
+        ..Default::default()
+    };
+    let refused = store
+        .update_dispatch(&early, skip)
+        .await
+        .expect_err("fenced out");
+    assert!(
+        matches!(refused, postbud::store::StoreError::LeaseLost(_)),
+        "{refused}"
+    );
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(h.sandbox.captures(&id), 1);
 }

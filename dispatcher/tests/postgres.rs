@@ -210,3 +210,68 @@ async fn new_work_wakes_another_instance_through_listen_notify() {
     stop.send(true).expect("stop");
     runner.await.expect("runner");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_invoices_post_capture_pdfs_and_confirmed_voids_on_postgres() {
+    let Some(db) =
+        Database::create("created_invoices_post_capture_pdfs_and_confirmed_voids_on_postgres")
+            .await
+    else {
+        return;
+    };
+    let h = Harness::start().await;
+    let app = App::open(&settings(&h, &db, "")).await.expect("app");
+    // A merchant-initiated invoice: recorded as the merchant's, with a PDF that changes at capture.
+    let order = serde_json::json!({"order": {"amount": 29900, "currency": "NOK", "merchant_reference": "pg-1",
+        "billing_address": {"first_name": "Ola", "last_name": "Nordmann", "country": "NO"}}});
+    let created = app.create_invoice(&order).await.expect("created");
+    let id = created.transaction.id.clone();
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let dispatch = app
+        .store()
+        .dispatch(&id)
+        .await
+        .expect("read")
+        .expect("dispatch");
+    assert_eq!(
+        dispatch.origin.as_deref(),
+        Some(postbud::store::ORIGIN_CREATED)
+    );
+    let again = app.create_invoice(&order).await.expect("found");
+    assert!(again.existing);
+    let changing = h.sandbox.seed(Seed {
+        pdf_changes_at_capture: true,
+        ..Seed::default()
+    });
+    app.deliver_now(&changing).await.expect("deliver");
+    let kept = app
+        .store()
+        .invoice(&changing)
+        .await
+        .expect("read")
+        .expect("invoice");
+    assert_eq!(
+        kept.pdf.bytes.as_ref(),
+        h.sandbox.pdf(&changing).expect("pdf").as_slice()
+    );
+    // A void Dintero confirms only later, and then a second one after a refusal.
+    h.sandbox.inject(postbud_sandbox::Fault {
+        operation: postbud_sandbox::Operation::Void,
+        transaction: Some(id.clone()),
+        kind: postbud_sandbox::FaultKind::Accepted {
+            after_gets: 2,
+            fail: false,
+        },
+        times: 1,
+        skip: 0,
+    });
+    let report = app.void(&id, Duration::ZERO).await.expect("void");
+    assert!(report.pending);
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_secs(10))
+        .await
+        .expect("run");
+    assert_eq!(outcome.verdict(), Verdict::Voided, "{outcome}");
+    assert_eq!(h.sandbox.captures(&id), 1);
+}

@@ -28,7 +28,11 @@ struct PanicsOnce;
 
 #[postbud::async_trait]
 impl Channel for PanicsOnce {
-    async fn deliver(&self, invoice: &Invoice, _: &DeliveryContext) -> Result<Receipt, ChannelError> {
+    async fn deliver(
+        &self,
+        invoice: &Invoice,
+        _: &DeliveryContext,
+    ) -> Result<Receipt, ChannelError> {
         if !PANICKED.swap(true, Ordering::SeqCst) {
             let huge: u64 = u64::MAX;
             let _ = std::time::Instant::now() + Duration::from_secs(huge);
@@ -58,7 +62,13 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_worker_goes_on() {
         .toml("[channels.odd]\nkind = \"panics-once\"\n\n[[routes]]\ndeliver = [\"odd\"]\n")
         .replacen("[engine]\n", "[engine]\nworkers = 1\n", 1);
     let settings = postbud::Settings::from_toml(&toml).expect("settings");
-    let app = Arc::new(App::builder(&settings).registry(registry).open().await.expect("app"));
+    let app = Arc::new(
+        App::builder(&settings)
+            .registry(registry)
+            .open()
+            .await
+            .expect("app"),
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn({
         let app = Arc::clone(&app);
@@ -82,15 +92,35 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_worker_goes_on() {
     };
     loop {
         let (a, b) = (state(first.clone()).await, state(second.clone()).await);
-        if a.as_ref().is_some_and(|j| j.state.is_final()) && b.as_ref().is_some_and(|j| j.state.is_final()) {
+        if a.as_ref().is_some_and(|j| j.state.is_final())
+            && b.as_ref().is_some_and(|j| j.state.is_final())
+        {
             let (a, b) = (a.expect("a"), b.expect("b"));
-            let (panicked, fine) = if a.state == JobState::Failed { (a, b) } else { (b, a) };
+            let (panicked, fine) = if a.state == JobState::Failed {
+                (a, b)
+            } else {
+                (b, a)
+            };
             assert_eq!(panicked.state, JobState::Failed);
-            assert!(panicked.last_error.as_deref().unwrap_or("").contains("panicked"), "{panicked:?}");
-            assert_eq!(fine.state, JobState::Done, "the single worker went on: {fine:?}");
+            assert!(
+                panicked
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("panicked"),
+                "{panicked:?}"
+            );
+            assert_eq!(
+                fine.state,
+                JobState::Done,
+                "the single worker went on: {fine:?}"
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the worker stopped: {a:?} {b:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker stopped: {a:?} {b:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.send(true).expect("stop");
@@ -103,46 +133,117 @@ struct Failing(Arc<dyn Store>);
 
 #[postbud::async_trait]
 impl Store for Failing {
-    async fn mark_created(&self, t: &str, d: &str) -> Result<(), StoreError> { self.0.mark_created(t, d).await }
-    async fn submit(&self, t: &str) -> Result<bool, StoreError> { self.0.submit(t).await }
-    async fn claim(&self, o: &str, l: Duration, n: u32, only: Option<&str>) -> Result<Vec<Lease>, StoreError> { self.0.claim(o, l, n, only).await }
-    async fn renew(&self, l: &Lease, d: Duration) -> Result<(), StoreError> { self.0.renew(l, d).await }
-    async fn finish(&self, l: &Lease, f: Finish) -> Result<(), StoreError> { self.0.finish(l, f).await }
-    async fn update_dispatch(&self, l: &Lease, p: postbud::store::DispatchPatch) -> Result<(), StoreError> { self.0.update_dispatch(l, p).await }
-    async fn save_document(&self, l: &Lease, p: &postbud::Pdf) -> Result<postbud::Pdf, StoreError> { self.0.save_document(l, p).await }
-    async fn complete_dispatch(&self, _: &Lease, _: &Invoice, _: usize, _: &[NewJob], _: &str) -> Result<(), StoreError> {
+    async fn mark_created(&self, t: &str, d: &str) -> Result<(), StoreError> {
+        self.0.mark_created(t, d).await
+    }
+    async fn submit(&self, t: &str) -> Result<bool, StoreError> {
+        self.0.submit(t).await
+    }
+    async fn void_accepted(&self, t: &str, r: Option<&str>, j: &NewJob) -> Result<(), StoreError> {
+        self.0.void_accepted(t, r, j).await
+    }
+    async fn claim(
+        &self,
+        o: &str,
+        l: Duration,
+        n: u32,
+        only: Option<&str>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.0.claim(o, l, n, only).await
+    }
+    async fn renew(&self, l: &Lease, d: Duration) -> Result<(), StoreError> {
+        self.0.renew(l, d).await
+    }
+    async fn finish(&self, l: &Lease, f: Finish) -> Result<(), StoreError> {
+        self.0.finish(l, f).await
+    }
+    async fn update_dispatch(
+        &self,
+        l: &Lease,
+        p: postbud::store::DispatchPatch,
+    ) -> Result<(), StoreError> {
+        self.0.update_dispatch(l, p).await
+    }
+    async fn save_document(&self, l: &Lease, p: &postbud::Pdf) -> Result<postbud::Pdf, StoreError> {
+        self.0.save_document(l, p).await
+    }
+    async fn complete_dispatch(
+        &self,
+        _: &Lease,
+        _: &Invoice,
+        _: usize,
+        _: &[NewJob],
+        _: &str,
+    ) -> Result<(), StoreError> {
         Err(StoreError::Database("disk I/O error (injected)".into()))
     }
-    async fn document(&self, t: &str) -> Result<Option<postbud::Pdf>, StoreError> { self.0.document(t).await }
-    async fn invoice(&self, t: &str) -> Result<Option<Invoice>, StoreError> { self.0.invoice(t).await }
-    async fn enqueue(&self, l: &Lease, j: &[NewJob]) -> Result<(), StoreError> { self.0.enqueue(l, j).await }
-    async fn dispatch(&self, t: &str) -> Result<Option<postbud::store::Dispatch>, StoreError> { self.0.dispatch(t).await }
-    async fn job(&self, id: &str) -> Result<Option<postbud::store::Job>, StoreError> { self.0.job(id).await }
-    async fn jobs(&self, t: &str) -> Result<Vec<postbud::store::Job>, StoreError> { self.0.jobs(t).await }
-    async fn record(&self, t: &str, j: Option<&str>, e: &str, d: &str) -> Result<(), StoreError> { self.0.record(t, j, e, d).await }
-    async fn history(&self, t: &str) -> Result<Vec<postbud::store::HistoryEntry>, StoreError> { self.0.history(t).await }
-    async fn retry(&self, t: &str, c: Option<&str>) -> Result<u64, StoreError> { self.0.retry(t, c).await }
-    async fn void(&self, t: &str) -> Result<postbud::store::VoidEffect, StoreError> { self.0.void(t).await }
-    async fn enqueue_free(&self, t: &str, j: &[NewJob]) -> Result<(), StoreError> { self.0.enqueue_free(t, j).await }
-    async fn recent(&self, n: u32) -> Result<Vec<postbud::store::Dispatch>, StoreError> { self.0.recent(n).await }
-    async fn totals(&self) -> Result<postbud::store::Totals, StoreError> { self.0.totals().await }
-    async fn meta(&self, k: &str) -> Result<Option<String>, StoreError> { self.0.meta(k).await }
-    async fn meta_init(&self, k: &str, v: &str) -> Result<String, StoreError> { self.0.meta_init(k, v).await }
+    async fn document(&self, t: &str) -> Result<Option<postbud::Pdf>, StoreError> {
+        self.0.document(t).await
+    }
+    async fn invoice(&self, t: &str) -> Result<Option<Invoice>, StoreError> {
+        self.0.invoice(t).await
+    }
+    async fn enqueue(&self, l: &Lease, j: &[NewJob]) -> Result<(), StoreError> {
+        self.0.enqueue(l, j).await
+    }
+    async fn dispatch(&self, t: &str) -> Result<Option<postbud::store::Dispatch>, StoreError> {
+        self.0.dispatch(t).await
+    }
+    async fn job(&self, id: &str) -> Result<Option<postbud::store::Job>, StoreError> {
+        self.0.job(id).await
+    }
+    async fn jobs(&self, t: &str) -> Result<Vec<postbud::store::Job>, StoreError> {
+        self.0.jobs(t).await
+    }
+    async fn record(&self, t: &str, j: Option<&str>, e: &str, d: &str) -> Result<(), StoreError> {
+        self.0.record(t, j, e, d).await
+    }
+    async fn history(&self, t: &str) -> Result<Vec<postbud::store::HistoryEntry>, StoreError> {
+        self.0.history(t).await
+    }
+    async fn retry(&self, t: &str, c: Option<&str>) -> Result<u64, StoreError> {
+        self.0.retry(t, c).await
+    }
+    async fn void(&self, t: &str) -> Result<postbud::store::VoidEffect, StoreError> {
+        self.0.void(t).await
+    }
+    async fn enqueue_free(&self, t: &str, j: &[NewJob]) -> Result<(), StoreError> {
+        self.0.enqueue_free(t, j).await
+    }
+    async fn recent(&self, n: u32) -> Result<Vec<postbud::store::Dispatch>, StoreError> {
+        self.0.recent(n).await
+    }
+    async fn totals(&self) -> Result<postbud::store::Totals, StoreError> {
+        self.0.totals().await
+    }
+    async fn meta(&self, k: &str) -> Result<Option<String>, StoreError> {
+        self.0.meta(k).await
+    }
+    async fn meta_init(&self, k: &str, v: &str) -> Result<String, StoreError> {
+        self.0.meta_init(k, v).await
+    }
 }
 
 async fn engine(h: &Harness, store: Arc<dyn Store>, max_attempts: u32) -> Engine {
     let settings = h.settings("");
     let app = App::open(&settings).await.expect("app");
-    let gateway = postbud::dintero::DinteroGateway::new(settings.require_dintero().expect("d").clone())
-        .expect("gateway");
-    let channels = Registry::discover().expect("registry").build_all(&settings).expect("channels");
+    let gateway =
+        postbud::dintero::DinteroGateway::new(settings.require_dintero().expect("d").clone())
+            .expect("gateway");
+    let channels = Registry::discover()
+        .expect("registry")
+        .build_all(&settings)
+        .expect("channels");
     drop(app);
     Engine::new(
         store,
         Arc::new(gateway),
         channels,
         settings.routes.clone(),
-        postbud::config::EngineSettings { max_attempts, ..settings.engine.clone() },
+        postbud::config::EngineSettings {
+            max_attempts,
+            ..settings.engine.clone()
+        },
         None,
         Arc::new(DefaultDispatcher),
     )
@@ -151,34 +252,73 @@ async fn engine(h: &Harness, store: Arc<dyn Store>, max_attempts: u32) -> Engine
 #[tokio::test]
 async fn a_store_error_during_attempts_counts_them_and_ends_in_a_visible_dead_letter() {
     let h = Harness::start().await;
-    let store = postbud::store::open(&h.settings("").store.url).await.expect("store");
+    let store = postbud::store::open(&h.settings("").store.url)
+        .await
+        .expect("store");
     let engine = engine(&h, Arc::new(Failing(Arc::clone(&store))), 2).await;
     let id = h.sandbox.seed(Seed::default());
-    let outcome = engine.deliver_now(&id, Duration::from_secs(10)).await.expect("run");
-    let dispatch = outcome.jobs.iter().find(|j| j.kind == JobKind::Dispatch).expect("job");
+    let outcome = engine
+        .deliver_now(&id, Duration::from_secs(10))
+        .await
+        .expect("run");
+    let dispatch = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Dispatch)
+        .expect("job");
     assert_eq!(dispatch.state, JobState::Dead, "{outcome}");
     assert_eq!(dispatch.attempts, 2);
-    assert!(dispatch.last_error.as_deref().unwrap_or("").contains("disk I/O error (injected)"), "{dispatch:?}");
+    assert!(
+        dispatch
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("disk I/O error (injected)"),
+        "{dispatch:?}"
+    );
     assert_eq!(outcome.verdict(), Verdict::Failed);
-    assert_eq!(h.sandbox.captures(&id), 1, "captured once, however often it was tried");
+    assert_eq!(
+        h.sandbox.captures(&id),
+        1,
+        "captured once, however often it was tried"
+    );
 }
 
 #[tokio::test]
 async fn attempts_that_die_before_recording_their_end_are_counted_too() {
     let h = Harness::start().await;
-    let store = postbud::store::open(&h.settings("").store.url).await.expect("store");
+    let store = postbud::store::open(&h.settings("").store.url)
+        .await
+        .expect("store");
     let engine = engine(&h, Arc::clone(&store), 3).await;
     let id = h.sandbox.seed(Seed::default());
     store.submit(&id).await.expect("submit");
     // Three claims whose workers die at once (the lease lapses, nobody records anything).
     for _ in 0..3 {
-        let leases = store.claim("doomed", Duration::from_millis(1), 1, Some(&id)).await.expect("claim");
+        let leases = store
+            .claim("doomed", Duration::from_millis(1), 1, Some(&id))
+            .await
+            .expect("claim");
         assert_eq!(leases.len(), 1);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let outcome = engine.deliver_now(&id, Duration::from_secs(5)).await.expect("run");
-    let dispatch = outcome.jobs.iter().find(|j| j.kind == JobKind::Dispatch).expect("job");
+    let outcome = engine
+        .deliver_now(&id, Duration::from_secs(5))
+        .await
+        .expect("run");
+    let dispatch = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == JobKind::Dispatch)
+        .expect("job");
     assert_eq!(dispatch.state, JobState::Dead, "{outcome}");
-    assert!(dispatch.last_error.as_deref().unwrap_or("").contains("never recorded an end"), "{dispatch:?}");
+    assert!(
+        dispatch
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("never recorded an end"),
+        "{dispatch:?}"
+    );
     assert_eq!(h.sandbox.captures(&id), 0);
 }

@@ -184,7 +184,11 @@ async fn a_transaction_id_only_in_the_unsigned_body_is_checked_at_dintero_first(
     let unknown = post(serde_json::json!({"id": "T12345678.NotAtDintero"}))
         .await
         .expect("request");
-    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.status(),
+        503,
+        "Dintero retries; a 404 would be final"
+    );
     let odd = post(serde_json::json!({"transaction_id": format!("../{id}")}))
         .await
         .expect("request");

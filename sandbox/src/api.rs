@@ -180,7 +180,9 @@ fn read(stored: &mut Stored, include_session: bool) -> Value {
         .partition(|(_, left)| *left == 0);
     stored.pending_events = waiting;
     for (event, _) in ready {
-        if event["success"] == true
+        // A confirmed void changes the status; a capture keeps it (Kravia stays AUTHORIZED).
+        if event["event"] == "VOID"
+            && event["success"] == true
             && let Some(status) = event.get("transaction_status")
         {
             stored.transaction["status"] = status.clone();

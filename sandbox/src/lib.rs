@@ -178,6 +178,20 @@ impl Sandbox {
         self.shared.state.lock().checkout = configuration;
     }
 
+    /// Sets a transaction's status, as Dintero does when Kravia reports the invoice paid
+    /// (`CAPTURED`).
+    pub fn set_status(&self, transaction_id: &str, status: &str) {
+        if let Some(stored) = self
+            .shared
+            .state
+            .lock()
+            .transactions
+            .get_mut(transaction_id)
+        {
+            stored.transaction["status"] = Value::from(status);
+        }
+    }
+
     /// Invalidates every issued token: the next API call gets a 401.
     pub fn revoke_tokens(&self) {
         self.shared.state.lock().tokens.clear();

@@ -282,7 +282,8 @@ impl Transaction {
         if self.is_voided() {
             return Some(Ok(()));
         }
-        let is_void = |e: &&Event| matches!(e.event, EventName::Void | EventName::InitiateVoid);
+        // Only the VOID event settles it: an INITIATE_VOID says a void started, not that it held.
+        let is_void = |e: &&Event| e.event == EventName::Void;
         let answer = match request_id {
             Some(id) => self.event_for_request(id).filter(|e| is_void(e)),
             None => self.events.iter().rev().find(is_void),

@@ -81,16 +81,55 @@ impl Engine {
         Ok(Finish::Skipped(reason))
     }
 
-    pub(super) async fn run_dispatch(&self, lease: &Lease) -> Result<Finish, StoreError> {
-        let id = lease.job.transaction_id.as_str();
-        let tx = match self.gateway.transaction(id).await {
-            Ok(tx) => tx,
-            Err(e) => return self.gateway_failure(lease, e).await,
+    /// Whether this invoice is ours: its number, its URL, and what decided it. Once Postbud has
+    /// captured (or asked to), the decision stands: a later attempt only goes on, unless Dintero
+    /// says the invoice was voided. A status that moved on (`CAPTURED` when the customer paid) or
+    /// a configuration that changed must never strand an invoice whose collection started.
+    async fn decide(
+        &self,
+        lease: &Lease,
+        tx: &Transaction,
+    ) -> Result<Result<(String, String, String), Finish>, StoreError> {
+        let id = tx.id.as_str();
+        let dispatch = self.store.dispatch(id).await?;
+        let started = dispatch
+            .as_ref()
+            .is_some_and(|d| d.captured_at.is_some() || d.capture_request_id.is_some());
+        let skip = |reason: String| async move {
+            self.store
+                .update_dispatch(
+                    lease,
+                    DispatchPatch {
+                        stage: Some("skipped"),
+                        reason: Some(Some(reason.clone())),
+                        ..DispatchPatch::default()
+                    },
+                )
+                .await?;
+            Ok::<_, StoreError>(Err(Finish::Skipped(reason)))
         };
-        if tx.id != id {
-            return self.alias(lease, &tx.id).await;
+        let not_yet = |reason: String| async move {
+            let e = GatewayError::temporary(format!("GET transaction {id}"), reason);
+            Ok::<_, StoreError>(Err(self.gateway_failure(lease, e).await?))
+        };
+        if started {
+            if tx.is_voided() {
+                return skip("voided at Dintero after the capture: nothing is delivered".into())
+                    .await;
+            }
+            return match (
+                tx.metadata_str("kravia:invoice_number"),
+                tx.metadata_str("kravia:invoice_url"),
+            ) {
+                (Some(number), Some(url)) => Ok(Ok((
+                    number.to_owned(),
+                    url.to_owned(),
+                    "(decided before the capture)".to_owned(),
+                ))),
+                _ => not_yet("the invoice metadata is missing after capture".into()).await,
+            };
         }
-        let configuration = match self.channel_configuration(&tx).await? {
+        let configuration = match self.channel_configuration(tx).await? {
             Ok(configuration) => configuration,
             Err(e) => {
                 let e = GatewayError {
@@ -100,38 +139,37 @@ impl Engine {
                     ),
                     ..e
                 };
-                return self.gateway_failure(lease, e).await;
+                return Ok(Err(self.gateway_failure(lease, e).await?));
             }
         };
-        let (invoice_number, invoice_url, decided_by) =
-            match self.dispatcher.eligibility(&tx, &configuration) {
-                Eligibility::Eligible {
-                    invoice_number,
-                    invoice_url,
-                    decided_by,
-                } => (invoice_number, invoice_url, decided_by),
-                Eligibility::Skip(reason) => {
-                    self.store
-                        .update_dispatch(
-                            lease,
-                            DispatchPatch {
-                                stage: Some("skipped"),
-                                reason: Some(Some(reason.clone())),
-                                ..DispatchPatch::default()
-                            },
-                        )
-                        .await?;
-                    return Ok(Finish::Skipped(reason));
-                }
-                Eligibility::NotYet(reason) => {
-                    return self
-                        .gateway_failure(
-                            lease,
-                            GatewayError::temporary(format!("GET transaction {id}"), reason),
-                        )
-                        .await;
-                }
-            };
+        match self.dispatcher.eligibility(tx, &configuration) {
+            Eligibility::Eligible {
+                invoice_number,
+                invoice_url,
+                decided_by,
+            } => Ok(Ok((
+                invoice_number,
+                invoice_url,
+                format!("from {decided_by}"),
+            ))),
+            Eligibility::Skip(reason) => skip(reason).await,
+            Eligibility::NotYet(reason) => not_yet(reason).await,
+        }
+    }
+
+    pub(super) async fn run_dispatch(&self, lease: &Lease) -> Result<Finish, StoreError> {
+        let id = lease.job.transaction_id.as_str();
+        let tx = match self.gateway.transaction(id).await {
+            Ok(tx) => tx,
+            Err(e) => return self.gateway_failure(lease, e).await,
+        };
+        if tx.id != id {
+            return self.alias(lease, &tx.id).await;
+        }
+        let (invoice_number, invoice_url, decided) = match self.decide(lease, &tx).await? {
+            Ok(decision) => decision,
+            Err(finish) => return Ok(finish),
+        };
         // Route before capture: collection must not start for an invoice nobody will deliver.
         let Some(route) = self.dispatcher.route(&self.routes, &tx) else {
             return self
@@ -197,7 +235,7 @@ impl Engine {
             })
             .collect();
         let detail = format!(
-            "invoice {invoice_number} captured; {pdf_note}; queued for {}; invoice channel `merchant` from {decided_by}",
+            "invoice {invoice_number} captured; {pdf_note}; queued for {}; invoice channel `merchant` {decided}",
             route_cfg.deliver.join(", ")
         );
         self.store

@@ -36,7 +36,11 @@ impl Engine {
     }
 
     /// Queues the job that waits for Dintero to settle a void it accepted with 202.
-    pub async fn await_void(&self, transaction_id: &str) -> Result<(), StoreError> {
+    pub async fn await_void(
+        &self,
+        transaction_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         let job = NewJob {
             id: ids::void_id(transaction_id),
             kind: JobKind::Void,
@@ -44,15 +48,22 @@ impl Engine {
             role: "confirm",
             next_at: now_ms(),
         };
-        self.store.enqueue_free(transaction_id, &[job]).await?;
+        self.store
+            .void_accepted(transaction_id, request_id, &job)
+            .await?;
         self.wake.notify_waiters();
         Ok(())
     }
 
-    /// One look at the transaction for the outcome of an accepted void: the newest `VOID` event
-    /// (or the voided status) settles it.
+    /// One look at the transaction for the outcome of an accepted void: the `VOID` event
+    /// answering its request (or the voided status) settles it.
     pub(super) async fn run_void(&self, lease: &Lease) -> Result<Finish, StoreError> {
         let id = lease.job.transaction_id.as_str();
+        let request_id = self
+            .store
+            .dispatch(id)
+            .await?
+            .and_then(|d| d.void_request_id);
         let tx = match self.gateway.transaction(id).await {
             Ok(tx) => tx,
             // Whatever went wrong, the void's outcome is still to be learnt: keep looking.
@@ -60,7 +71,7 @@ impl Engine {
                 return Ok(self.failure(lease, ErrorKind::Temporary, e.retry_after, e.to_string()));
             }
         };
-        match tx.void_result(None) {
+        match tx.void_result(request_id.as_deref()) {
             Some(Ok(())) => {
                 let effect = self.voided(id).await?;
                 Ok(Finish::Done(format!(

@@ -168,6 +168,8 @@ pub struct Dispatch {
     /// How Postbud learnt of the transaction when that decides who sends it:
     /// [`ORIGIN_CREATED`] for an invoice Postbud created with `invoice_channel: "merchant"`.
     pub origin: Option<String>,
+    /// `event-request-id` of a void Dintero accepted (202) and has not confirmed yet.
+    pub void_request_id: Option<String>,
     /// Created.
     pub created_at: Millis,
     /// Last change.
@@ -277,6 +279,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Records, before it is submitted, that Postbud created this transaction itself as a
     /// merchant-delivered invoice ([`ORIGIN_CREATED`]), with a history line.
     async fn mark_created(&self, transaction_id: &str, detail: &str) -> Result<(), StoreError>;
+    /// Records a void Dintero accepted with 202 (its `event-request-id`, when given) and queues
+    /// `job`, the one that waits for its `VOID` event; a job left from an earlier void that
+    /// ended is queued again.
+    async fn void_accepted(
+        &self,
+        transaction_id: &str,
+        request_id: Option<&str>,
+        job: &NewJob,
+    ) -> Result<(), StoreError>;
     /// Claims up to `limit` due jobs (queued and due, or running with a lapsed lease), of one
     /// transaction when `only` names it.
     async fn claim(

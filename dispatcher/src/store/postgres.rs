@@ -92,6 +92,7 @@ DROP INDEX jobs_lease;
 "#,
     r#"
 ALTER TABLE dispatches ADD COLUMN origin TEXT;
+ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
 "#,
 ];
 
@@ -225,6 +226,7 @@ fn dispatch_from(row: &PgRow) -> Result<Dispatch, StoreError> {
         invoice_number: row.try_get("invoice_number")?,
         route: row.try_get::<Option<i64>, _>("route")?.map(|r| r as usize),
         origin: row.try_get("origin")?,
+        void_request_id: row.try_get("void_request_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -241,7 +243,8 @@ impl Store for PgStore {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO dispatches (transaction_id, stage, origin, created_at, updated_at) VALUES ($1, 'new', $2, $3, $4)
-             ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin",
+             ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin
+             WHERE dispatches.stage IN ('new', 'skipped')",
         )
         .bind(transaction_id)
         .bind(super::ORIGIN_CREATED)
@@ -249,7 +252,67 @@ impl Store for PgStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // A callback may have started the dispatch before this was recorded: an attempt that has
+        // not captured yet is fenced out and queued again, so it cannot skip the invoice on what
+        // it read before.
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', next_at = $1, fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = $1
+             WHERE id = $2 AND state IN ('running', 'skipped')
+               AND EXISTS (SELECT 1 FROM dispatches WHERE transaction_id = $3 AND stage IN ('new', 'skipped'))",
+        )
+        .bind(now)
+        .bind(ids::dispatch_id(transaction_id))
+        .bind(transaction_id)
+        .execute(&mut *tx)
+        .await?;
         history(&mut tx, transaction_id, None, "created", detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn void_accepted(
+        &self,
+        transaction_id: &str,
+        request_id: Option<&str>,
+        job: &NewJob,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO dispatches (transaction_id, stage, void_request_id, created_at, updated_at) VALUES ($1, 'voiding', $2, $3, $4)
+             ON CONFLICT (transaction_id) DO UPDATE SET void_request_id = excluded.void_request_id, updated_at = excluded.updated_at",
+        )
+        .bind(transaction_id)
+        .bind(request_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, last_error = NULL, fence = fence + 1, updated_at = $2
+             WHERE id = $3 AND state IN ('done', 'failed', 'dead', 'cancelled')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(&job.id)
+        .execute(&mut *tx)
+        .await?;
+        insert_jobs(&mut tx, transaction_id, std::slice::from_ref(job)).await?;
+        let detail = format!(
+            "Dintero accepted the void (202, event-request-id {}); waiting for its VOID event",
+            request_id.unwrap_or("not given")
+        );
+        history(
+            &mut tx,
+            transaction_id,
+            Some(&job.id),
+            "void accepted",
+            &detail,
+        )
+        .await?;
+        sqlx::query("SELECT pg_notify('postbud_jobs', '')")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

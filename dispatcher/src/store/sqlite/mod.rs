@@ -76,6 +76,7 @@ CREATE INDEX jobs_lease ON jobs (state, lease_until);
 "#,
     r#"
 ALTER TABLE dispatches ADD COLUMN origin TEXT;
+ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
 "#,
 ];
 
@@ -159,6 +160,7 @@ fn dispatch_from(row: &Row<'_>) -> Result<Dispatch, StoreError> {
         invoice_number: row.get("invoice_number")?,
         route: row.get::<_, Option<i64>>("route")?.map(|r| r as usize),
         origin: row.get("origin")?,
+        void_request_id: row.get("void_request_id")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
@@ -319,10 +321,57 @@ impl Store for SqliteStore {
                 exec(
                     conn,
                     "INSERT INTO dispatches (transaction_id, stage, origin, created_at, updated_at) VALUES (?, 'new', ?, ?, ?)
-                     ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin",
+                     ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin
+                     WHERE dispatches.stage IN ('new', 'skipped')",
                     params![transaction_id, super::ORIGIN_CREATED, now, now],
                 )?;
+                // A callback may have started the dispatch before this was recorded: an attempt
+                // that has not captured yet is fenced out and queued again, so it cannot skip
+                // the invoice on what it read before.
+                exec(
+                    conn,
+                    "UPDATE jobs SET state = 'queued', next_at = ?, fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?
+                     WHERE id = ? AND state IN ('running', 'skipped')
+                       AND EXISTS (SELECT 1 FROM dispatches WHERE transaction_id = ? AND stage IN ('new', 'skipped'))",
+                    params![now, now, ids::dispatch_id(&transaction_id), transaction_id],
+                )?;
                 history(conn, &transaction_id, None, "created", &detail)
+            })
+            .await
+    }
+
+    async fn void_accepted(
+        &self,
+        transaction_id: &str,
+        request_id: Option<&str>,
+        job: &NewJob,
+    ) -> Result<(), StoreError> {
+        let (transaction_id, request_id, job) = (
+            transaction_id.to_owned(),
+            request_id.map(str::to_owned),
+            job.clone(),
+        );
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                exec(
+                    conn,
+                    "INSERT INTO dispatches (transaction_id, stage, void_request_id, created_at, updated_at) VALUES (?, 'voiding', ?, ?, ?)
+                     ON CONFLICT (transaction_id) DO UPDATE SET void_request_id = excluded.void_request_id, updated_at = excluded.updated_at",
+                    params![transaction_id, request_id, now, now],
+                )?;
+                exec(
+                    conn,
+                    "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, last_error = NULL, fence = fence + 1, updated_at = ?
+                     WHERE id = ? AND state IN ('done', 'failed', 'dead', 'cancelled')",
+                    params![now, now, job.id],
+                )?;
+                insert_jobs(conn, &transaction_id, std::slice::from_ref(&job))?;
+                let detail = format!(
+                    "Dintero accepted the void (202, event-request-id {}); waiting for its VOID event",
+                    request_id.as_deref().unwrap_or("not given")
+                );
+                history(conn, &transaction_id, Some(&job.id), "void accepted", &detail)
             })
             .await
     }

@@ -7,6 +7,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use axum::{
@@ -20,6 +21,14 @@ use axum::{
 use secrecy::ExposeSecret;
 
 use crate::app::{App, AppError};
+
+mod listen;
+
+pub use self::listen::{HEADER_READ_TIMEOUT, serve};
+
+/// Longest a request may take from its head to the handler's answer (a slowly sent body
+/// included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counters for `/metrics` beyond what the store counts.
 #[derive(Debug, Default)]
@@ -48,10 +57,23 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(request_timeout))
         .with_state(ServerState {
             app,
             metrics: Arc::default(),
         })
+}
+
+/// Answers 408 to a request that is not answered within [`REQUEST_TIMEOUT`] (a body sent a
+/// byte at a time holds no worker and no store transaction for longer).
+async fn request_timeout(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long").into_response(),
+    }
 }
 
 /// Dintero calls this when a payment is authorized (GET with query parameters, or POST with
@@ -144,9 +166,12 @@ async fn callback(
 fn callback_error(e: &AppError) -> (StatusCode, String) {
     match e {
         AppError::InvalidId(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+        // Not a 404: Dintero gives up on a 4xx, and a transaction it has only just authorized
+        // might not be readable yet. A made-up id gains nothing from the retries either, since
+        // each costs a check within `server.unverified_per_second`.
         AppError::Gateway(g) if g.status == Some(404) => (
-            StatusCode::NOT_FOUND,
-            "Dintero does not know this transaction".into(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Dintero does not know this transaction (yet); retry later".into(),
         ),
         AppError::Busy(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
