@@ -27,6 +27,7 @@ pub mod engine;
 pub mod folder;
 pub mod format;
 pub mod gateway;
+pub mod http;
 pub mod ids;
 pub mod invoice;
 pub mod limit;

@@ -187,6 +187,20 @@ async fn redirector() -> Redirector {
             }),
         )
         .route(
+            "/endless",
+            get(|| async {
+                // An error body that never ends.
+                let chunk = axum::body::Bytes::from_static(b"error: disk on fire\n");
+                let stream = futures_util::stream::repeat_with(move || {
+                    Ok::<_, std::io::Error>(chunk.clone())
+                });
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::body::Body::from_stream(stream),
+                )
+            }),
+        )
+        .route(
             "/elsewhere",
             get(move || async move { redirect("http://127.0.0.1:9/invoice.pdf".to_owned()) }),
         )
@@ -260,4 +274,47 @@ async fn redirects_are_followed_three_times_each_hop_checked_and_the_token_stays
         r.authorizations.lock().expect("lock").is_empty(),
         "the token left home"
     );
+}
+
+#[tokio::test]
+async fn an_endless_error_body_from_a_document_host_is_read_only_in_part() {
+    let h = Harness::start().await;
+    let r = redirector().await;
+    let toml = h.toml("").replacen(
+        "timeout = \"2s\"",
+        &format!("timeout = \"2s\"\ndocument_hosts = [\"{}\"]", r.base),
+        1,
+    );
+    let app = postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+        .await
+        .expect("app");
+    let id = h.sandbox.seed(Seed {
+        pdf_shape: Some("direct".into()),
+        invoice_url: Some(format!("{}/endless", r.base)),
+        ..Seed::default()
+    });
+    let started = std::time::Instant::now();
+    let app = std::sync::Arc::new(app);
+    let submitted = app.submit(&id).await.expect("submit");
+    assert!(submitted);
+    let lease = app
+        .store()
+        .claim("t", std::time::Duration::from_secs(30), 1, Some(&id))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("lease");
+    app.engine().process(lease).await.expect("attempt");
+    let elapsed = started.elapsed();
+    let job = app.store().jobs(&id).await.expect("jobs").remove(0);
+    let error = job.last_error.unwrap_or_default();
+    assert!(
+        error.contains("HTTP 500") && error.contains("disk on fire"),
+        "{error}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_millis(1500),
+        "read until the timeout: {elapsed:?}"
+    );
+    assert_eq!(h.sandbox.captures(&id), 0);
 }

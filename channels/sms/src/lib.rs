@@ -339,7 +339,7 @@ impl SmsChannel {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok())
             .map(Duration::from_secs);
-        let body = response.bytes().await.unwrap_or_default();
+        let body = postbud::http::read_prefix(response, postbud::http::ANSWER_LIMIT).await;
         let id = self.provider.read(status, retry_after, &body)?;
         Ok(Receipt::new(format!(
             "{} accepted for {to} ({} segment(s), {:?})",

@@ -224,7 +224,7 @@ impl WebhookChannel {
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.unwrap_or_default();
+        let body = postbud::http::read_prefix(response, postbud::http::ANSWER_LIMIT).await;
         let said = format!("HTTP {status}: {}", excerpt(&body));
         if status.is_success() {
             return Ok(Receipt::new(said));

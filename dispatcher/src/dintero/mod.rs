@@ -194,10 +194,7 @@ impl DinteroGateway {
         }
         let value = match self.call(operation, Method::GET, url, None).await {
             Ok(response) => {
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| transport_error(operation, &e))?;
+                let bytes = read_body(operation, response).await?;
                 let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
                     GatewayError::permanent(
                         operation,
@@ -217,10 +214,7 @@ impl DinteroGateway {
         operation: &str,
         response: Response,
     ) -> Result<Transaction, GatewayError> {
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(operation, &e))?;
+        let bytes = read_body(operation, response).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::permanent(
                 operation,
@@ -298,10 +292,7 @@ impl PaymentGateway for DinteroGateway {
                 &[("Dintero-Feature-Toggles", "strict-merchant-reference")],
             )
             .await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(operation, &e))?;
+        let bytes = read_body(operation, response).await?;
         let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::permanent(
                 operation,
@@ -359,10 +350,7 @@ impl PaymentGateway for DinteroGateway {
         let response = self
             .call(&operation, Method::GET, url.as_str(), None)
             .await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&operation, &e))?;
+        let bytes = read_body(&operation, response).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::permanent(
                 &operation,
@@ -443,7 +431,7 @@ pub(crate) fn kind_for_status(status: StatusCode) -> ErrorKind {
 pub(crate) async fn status_error(operation: &str, response: Response) -> GatewayError {
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let body = response.bytes().await.unwrap_or_default();
+    let body = crate::http::read_prefix(response, crate::http::ANSWER_LIMIT).await;
     GatewayError {
         operation: operation.to_owned(),
         kind: kind_for_status(status),
@@ -451,6 +439,16 @@ pub(crate) async fn status_error(operation: &str, response: Response) -> Gateway
         retry_after,
         status: Some(status.as_u16()),
     }
+}
+
+/// A Dintero API response body, within [`crate::http::API_LIMIT`].
+async fn read_body(operation: &str, response: Response) -> Result<Bytes, GatewayError> {
+    crate::http::read_limited(response, crate::http::API_LIMIT)
+        .await
+        .map_err(|e| match e {
+            crate::http::ReadError::Transport(e) => transport_error(operation, &e),
+            too_large => GatewayError::permanent(operation, too_large.to_string()),
+        })
 }
 
 /// Dintero's `{"error": {"code", "message"}}` as one line, or an excerpt of any other body.

@@ -84,7 +84,10 @@ async fn fetch(
             .map_err(|e| transport_error(operation, &e))?;
         let status = response.status();
         if status == StatusCode::OK {
-            let token: AccessToken = response.json().await.map_err(|e| {
+            let body = crate::http::read_limited(response, crate::http::ANSWER_LIMIT)
+                .await
+                .map_err(|e| GatewayError::temporary(operation, e.to_string()))?;
+            let token: AccessToken = serde_json::from_slice(&body).map_err(|e| {
                 GatewayError::permanent(operation, format!("the token response is malformed: {e}"))
             })?;
             return Ok((

@@ -121,7 +121,10 @@ impl TeamsChannel {
                 ChannelError::temporary(format!("POST to the webhook: {}", e.without_url()))
             })?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(
+            &postbud::http::read_prefix(response, postbud::http::ANSWER_LIMIT).await,
+        )
+        .into_owned();
         // Teams and Slack answer 429 when throttled and 5xx when down: both pass. A 4xx means
         // the webhook was removed or the payload is wrong: retrying will not help.
         match status.as_u16() {
