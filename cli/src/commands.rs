@@ -215,7 +215,10 @@ pub async fn status(
     };
     let Some(dispatch) = store.dispatch(id).await? else {
         return Err(Failure {
-            message: format!("no dispatch for transaction {id} in {}", settings.store.url),
+            message: format!(
+                "no dispatch for transaction {id} in {}",
+                postbud::store::redact(&settings.store.url)
+            ),
             code: exit::FAILED,
         });
     };

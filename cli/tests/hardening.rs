@@ -227,3 +227,18 @@ async fn sigterm_stops_claiming_at_once_and_a_half_sent_request_cannot_hold_the_
     assert!(text(&status).contains("queued"), "{}", text(&status));
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_passwords_never_reach_the_terminal() {
+    let s = setup("").await;
+    // Nobody listens on port 9: each command fails connecting, which takes the pool's patience.
+    for url in ["postgres://postbud:hunter2@127.0.0.1:9/postbud?sslmode=disable&password=hunter2"] {
+        for args in [vec!["status", "T12345678.abc"]] {
+            let output = run(&s.config, &args, &[("POSTBUD_STORE__URL", url)]).await;
+            let said = text(&output);
+            assert_ne!(output.status.code(), Some(0), "{said}");
+            assert!(!said.contains("hunter2"), "{args:?}: {said}");
+            assert!(said.contains("***"), "{args:?}: {said}");
+        }
+    }
+}

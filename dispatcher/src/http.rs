@@ -60,9 +60,60 @@ pub async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Bytes
     body.freeze()
 }
 
+/// Query parameters that carry credentials in the URLs people configure (a PostgreSQL
+/// `?password=`, an SMS gateway's `?api_key=`).
+const SECRET_PARAMETERS: [&str; 8] = [
+    "password", "passwd", "pass", "secret", "token", "key", "sig", "auth",
+];
+
+/// A URL fit to print or store: the password of `user:password@` and every query parameter
+/// whose name says it holds a credential are replaced by `***`.
+///
+/// ```
+/// assert_eq!(
+///     postbud::http::redact_url("postgres://app:hunter2@db/postbud?sslmode=require&password=x"),
+///     "postgres://app:***@db/postbud?sslmode=require&password=***"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "an unreadable URL".into();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let secret = SECRET_PARAMETERS.iter().any(|s| lower.contains(s));
+                let v = if secret {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string().replace("%2A%2A%2A", "***")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://gw.example/send?api_key=abc123&to=47&accessToken=z"),
+            "https://gw.example/send?api_key=***&to=47&accessToken=***"
+        );
+        assert_eq!(redact_url("sqlite://postbud.db"), "sqlite://postbud.db");
+        assert_eq!(redact_url("postgres://u:p@h/d"), "postgres://u:***@h/d");
+    }
 
     /// A server whose every answer is an endless body.
     async fn endless() -> String {

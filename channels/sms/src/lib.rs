@@ -328,7 +328,14 @@ impl SmsChannel {
                     if e.is_timeout() {
                         "timed out".to_owned()
                     } else {
-                        e.to_string()
+                        // The URL may hold the gateway's key (`?api_key=`): never in a message
+                        // that is stored and shown.
+                        let url = e.url().map(|u| postbud::http::redact_url(u.as_str()));
+                        format!(
+                            "{} ({})",
+                            e.without_url(),
+                            url.as_deref().unwrap_or("no URL")
+                        )
                     }
                 ))
             })?;

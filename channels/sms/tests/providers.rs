@@ -420,3 +420,41 @@ async fn link_mobility_gets_no_four_byte_characters() {
     let text = s.sandbox.stats().sms[0].text.clone();
     assert!(text.contains("fra Blåbær ?:"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_key_in_the_url_never_reaches_errors_history_or_the_store() {
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    // Nothing listens on port 9: every attempt fails with a transport error naming the URL.
+    let preset = "[channels.sms.http]\nurl = \"http://127.0.0.1:9/send?api_key=KEY-0123456789&to_format=e164\"\nauth = \"none\"\n\
+         fields = { to = \"to\", text = \"text\" }\n";
+    let (app, dir) = setup_with_sandbox(&sandbox, preset).await;
+    let id = sandbox.seed(phone("91234567"));
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_millis(300))
+        .await
+        .expect("deliver");
+    let job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("sms"))
+        .expect("job");
+    let error = job.last_error.clone().unwrap_or_default();
+    assert!(error.contains("api_key=***"), "{error}");
+    let history = app.store().history(&id).await.expect("history");
+    let everything = format!("{error} {history:?}");
+    assert!(!everything.contains("KEY-0123456789"), "{everything}");
+    drop(app);
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        let path = entry.expect("entry").path();
+        // The -wal and -shm files may vanish as the last connection closes.
+        if path.to_string_lossy().contains("postbud.db")
+            && let Ok(bytes) = std::fs::read(&path)
+        {
+            assert!(
+                !bytes.windows(14).any(|w| w == b"KEY-0123456789"),
+                "{} holds the key",
+                path.display()
+            );
+        }
+    }
+}

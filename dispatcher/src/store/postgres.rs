@@ -183,14 +183,7 @@ impl PgStore {
 
 /// A URL without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "an unreadable URL".into(),
-    }
+    crate::http::redact_url(url)
 }
 
 fn job_from(row: &PgRow) -> Result<Job, StoreError> {
