@@ -155,3 +155,41 @@ fn the_documented_configuration_file_is_valid() {
         .expect("its channels build");
     assert!(channels.contains_key("archive"));
 }
+
+#[test]
+fn engine_settings_that_cannot_work_are_refused_naming_the_key() {
+    for (setting, key) in [
+        ("workers = 0", "engine.workers"),
+        ("workers = 100000", "engine.workers"),
+        ("max_attempts = 0", "engine.max_attempts"),
+        ("lease = \"0s\"", "engine.lease"),
+        ("poll_interval = \"0s\"", "engine.poll_interval"),
+        ("backoff_base = \"0s\"", "engine.backoff_base"),
+        (
+            "backoff_base = \"10s\"\nbackoff_max = \"1s\"",
+            "engine.backoff_max",
+        ),
+    ] {
+        let toml = format!("[engine]\n{setting}\n");
+        let err = Settings::from_toml(&toml).expect_err(setting).to_string();
+        assert!(err.contains(key), "{setting}: {err}");
+    }
+}
+
+#[test]
+fn a_secret_of_the_wrong_shape_is_named_but_not_shown() {
+    let toml = "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"c\"\nclient_secret = [\"hunter2-secret\"]\n";
+    let err = Settings::from_toml(toml)
+        .expect_err("wrong type")
+        .to_string();
+    assert!(err.contains("client_secret"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let toml = "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"c\"\nclient_secret = \"s\"\ncallback_secret = 987654321\n";
+    let err = Settings::from_toml(toml)
+        .expect_err("wrong type")
+        .to_string();
+    assert!(
+        err.contains("callback_secret") && !err.contains("987654321"),
+        "{err}"
+    );
+}

@@ -25,8 +25,35 @@ impl From<figment::Error> for ConfigError {
         // figment's Display already says "for key `x` in <file>"; each error in the chain is one
         // problem.
         Self {
-            messages: error.into_iter().map(|e| e.to_string()).collect(),
+            messages: error.into_iter().map(describe).collect(),
         }
+    }
+}
+
+/// Words in a key name that mark its value as a credential.
+const SECRET_WORDS: [&str; 5] = ["secret", "password", "token", "key", "auth"];
+
+/// Whether the value of a configuration key is a credential, by its name.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| key.contains(w))
+}
+
+/// figment's message, with the value left out when the key holds a credential: a secret of the
+/// wrong type must not end up in a terminal or a log.
+fn describe(error: figment::Error) -> String {
+    let message = error.to_string();
+    if !error.path.last().is_some_and(|k| is_secret_key(k)) {
+        return message;
+    }
+    use figment::error::Kind;
+    match &error.kind {
+        Kind::InvalidType(actual, _)
+        | Kind::InvalidValue(actual, _)
+        | Kind::Unsupported(actual) => {
+            message.replace(&actual.to_string(), "a value (not shown: it is a secret)")
+        }
+        _ => message,
     }
 }
 

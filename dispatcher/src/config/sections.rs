@@ -135,6 +135,53 @@ fn default_poll() -> Duration {
     Duration::from_millis(500)
 }
 
+impl EngineSettings {
+    /// Refuses settings that cannot work, naming the key: no workers, no attempts, a lease or
+    /// poll interval too short to mean anything, a backoff that cannot grow.
+    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        let at_least = |key, value: Duration, min: Duration| {
+            if value < min {
+                Err((key, format!("{value:?} is too short (at least {min:?})")))
+            } else {
+                Ok(())
+            }
+        };
+        if !(1..=1024).contains(&self.workers) {
+            return Err((
+                "engine.workers",
+                format!("{} is not 1 to 1024", self.workers),
+            ));
+        }
+        if !(1..=1000).contains(&self.max_attempts) {
+            return Err((
+                "engine.max_attempts",
+                format!("{} is not 1 to 1000", self.max_attempts),
+            ));
+        }
+        at_least("engine.lease", self.lease, Duration::from_secs(1))?;
+        at_least(
+            "engine.poll_interval",
+            self.poll_interval,
+            Duration::from_millis(10),
+        )?;
+        at_least(
+            "engine.backoff_base",
+            self.backoff_base,
+            Duration::from_millis(10),
+        )?;
+        if self.backoff_max < self.backoff_base {
+            return Err((
+                "engine.backoff_max",
+                format!(
+                    "{:?} is shorter than engine.backoff_base ({:?})",
+                    self.backoff_max, self.backoff_base
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
