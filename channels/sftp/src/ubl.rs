@@ -48,11 +48,56 @@ const CUSTOMIZATION: &str =
     "urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0";
 const PROFILE: &str = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0";
 
+/// Text as XML 1.0 character data: markup escaped, and the characters XML 1.0 cannot carry at
+/// all (control characters but tab and line breaks, U+FFFE, U+FFFF) left out, so Dintero data
+/// can never make the file not well-formed.
 fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
+    text.chars()
+        .filter(|c| {
+            matches!(c, '\t' | '\n' | '\r') || (*c >= ' ' && !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+        })
+        .collect::<String>()
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// Largest amount, in minor units, an EHF document is made for: 10^13 (a hundred billion in
+/// the currency). Every sum of such amounts fits an `i64`, so the totals cannot wrap.
+const MAX_AMOUNT: i64 = 10_000_000_000_000;
+
+/// Refuses amounts and rates no invoice has, before any arithmetic on them.
+fn check_amounts(invoice: &Invoice) -> Result<(), String> {
+    let amounts = std::iter::once(("the invoice amount", invoice.amount)).chain(
+        invoice.lines.iter().flat_map(|l| {
+            [
+                ("a line amount", l.amount),
+                ("a line's VAT amount", l.vat_amount),
+            ]
+        }),
+    );
+    for (what, amount) in amounts {
+        if !(-MAX_AMOUNT..=MAX_AMOUNT).contains(&amount) {
+            return Err(format!(
+                "{what} ({amount} minor units) is out of the range an EHF invoice is made for (±{MAX_AMOUNT})"
+            ));
+        }
+    }
+    if invoice.lines.len() > 100_000 {
+        return Err(format!(
+            "{} lines are more than an EHF invoice is made for",
+            invoice.lines.len()
+        ));
+    }
+    if let Some(line) = invoice
+        .lines
+        .iter()
+        .find(|l| !(0.0..=100.0).contains(&l.vat))
+    {
+        return Err(format!("a VAT rate of {} % is not a rate", line.vat));
+    }
+    Ok(())
 }
 
 /// Minor units as `123.45`.
@@ -289,6 +334,7 @@ fn reference(invoice: &Invoice) -> String {
 
 /// The Invoice, with the PDF as an `AdditionalDocumentReference`.
 pub fn invoice(seller: &Seller, invoice: &Invoice) -> Result<String, String> {
+    check_amounts(invoice)?;
     let issue = invoice
         .invoice_date
         .unwrap_or_else(|| jiff::Zoned::now().date())
@@ -329,6 +375,7 @@ pub fn invoice(seller: &Seller, invoice: &Invoice) -> Result<String, String> {
 
 /// The CreditNote that cancels the invoice in full.
 pub fn credit_note(seller: &Seller, invoice: &Invoice) -> Result<String, String> {
+    check_amounts(invoice)?;
     let issue = jiff::Zoned::now().date().to_string();
     let lines = lines(invoice);
     let mut out = String::new();

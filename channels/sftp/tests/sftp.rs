@@ -407,7 +407,15 @@ async fn the_ubl_passes_the_schema_and_the_peppol_rules_for_b2b_b2c_and_a_credit
     let app = app(&sandbox, dir.path(), &sshd, &known_hosts(&sshd), "").await;
     let business = sandbox.seed(b2b());
     let consumer = sandbox.seed(Seed::default());
-    for id in [&business, &consumer] {
+    // Control characters in Dintero data (a NUL, an escape sequence, U+FFFF) that XML 1.0
+    // cannot carry: left out, never a broken file.
+    let mut odd = b2b();
+    odd.billing_address.as_mut().expect("address")["business_name"] =
+        serde_json::json!("Nordmann\u{0} Bygg\u{1b}[31m AS\u{FFFF}");
+    odd.items.as_mut().expect("items")[0]["description"] =
+        serde_json::json!("Sykkel\u{1}\u{7f}\u{8}");
+    let control = sandbox.seed(odd);
+    for id in [&business, &consumer, &control] {
         assert_eq!(
             app.deliver_now(id).await.expect("deliver").verdict(),
             Verdict::Delivered
@@ -423,6 +431,8 @@ async fn the_ubl_passes_the_schema_and_the_peppol_rules_for_b2b_b2c_and_a_credit
             .join(format!("{}.xml", number(&sandbox, &consumer))),
         sshd.inbound()
             .join(format!("{}-credit.xml", number(&sandbox, &business))),
+        sshd.inbound()
+            .join(format!("{}.xml", number(&sandbox, &control))),
     ];
     for file in &files {
         assert!(file.exists(), "{}", file.display());
@@ -443,4 +453,35 @@ async fn the_ubl_passes_the_schema_and_the_peppol_rules_for_b2b_b2c_and_a_credit
         .inbound()
         .join(format!("{}.voided.json", number(&sandbox, &business)));
     assert!(voided.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_that_would_wrap_the_totals_fail_permanently_with_the_reason() {
+    let Some(sshd) = Sshd::start_or_skip("amounts_that_would_wrap_the_totals", false) else {
+        return;
+    };
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("dir");
+    let app = app(&sandbox, dir.path(), &sshd, &known_hosts(&sshd), "").await;
+    let mut huge = b2b();
+    huge.items = Some(vec![
+        serde_json::json!({"line_id": "1", "description": "Everything", "quantity": 1,
+        "amount": 9_223_372_036_854_775_000_i64, "vat": 25, "vat_amount": -9_223_372_036_854_775_000_i64}),
+    ]);
+    let id = sandbox.seed(huge);
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    let job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == postbud::store::JobKind::Deliver)
+        .expect("delivery");
+    assert_eq!(job.state, JobState::Failed, "{outcome}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("out of the range"),
+        "{job:?}"
+    );
+    assert_eq!(job.attempts, 1, "permanent: not retried");
 }

@@ -1,4 +1,5 @@
-//! Retry delays: exponential with jitter, never shorter than the sink's `Retry-After`.
+//! Retry delays: exponential with jitter, never shorter than the sink's `Retry-After` and never
+//! longer than `backoff_max` (a `Retry-After` of years parks nothing for years).
 
 use std::time::Duration;
 
@@ -16,7 +17,9 @@ pub fn delay(settings: &EngineSettings, attempt: u32, retry_after: Option<Durati
         .min(settings.backoff_max);
     let half = ceiling / 2;
     let jittered = half + half.mul_f64(fastrand::f64());
-    jittered.max(retry_after.unwrap_or_default())
+    jittered
+        .max(retry_after.unwrap_or_default())
+        .min(settings.backoff_max)
 }
 
 #[cfg(test)]
@@ -42,6 +45,8 @@ mod tests {
                 "{late:?}"
             );
             assert!(delay(&s, 1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+            let absurd = Some(Duration::from_secs(3_000_000_000));
+            assert_eq!(delay(&s, 1, absurd), Duration::from_secs(60));
         }
     }
 }
