@@ -24,6 +24,7 @@ pub mod config;
 pub mod dintero;
 pub mod eligibility;
 pub mod engine;
+pub mod file_name;
 pub mod folder;
 pub mod format;
 pub mod gateway;

@@ -318,3 +318,41 @@ async fn an_endless_error_body_from_a_document_host_is_read_only_in_part() {
     );
     assert_eq!(h.sandbox.captures(&id), 0);
 }
+
+#[tokio::test]
+async fn invoice_numbers_that_sanitise_alike_never_share_a_file() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    for number in ["Ø-100", "Å-100", "x\r\nSet-Cookie: a=b", "\u{202E}fdp.exe"] {
+        let id = h.sandbox.seed(Seed {
+            invoice_number: Some(number.into()),
+            ..Seed::default()
+        });
+        let outcome = app.deliver_now(&id).await.expect("deliver");
+        assert_eq!(
+            outcome.verdict(),
+            Verdict::Delivered,
+            "{number:?}: {outcome}"
+        );
+        let kept = app.store().invoice(&id).await.expect("read").expect("kept");
+        assert!(
+            kept.pdf
+                .file_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c)),
+            "{:?}",
+            kept.pdf.file_name
+        );
+    }
+    let pdfs = std::fs::read_dir(h.invoices())
+        .expect("dir")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == "pdf")
+        })
+        .count();
+    assert_eq!(pdfs, 4, "one file per invoice");
+}

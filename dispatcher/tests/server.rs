@@ -248,6 +248,35 @@ async fn signed_links_serve_the_stored_pdf_and_refuse_tampering() {
     assert_eq!(sha256(&body), sha256(&h.sandbox.pdf(&id).expect("pdf")));
     let tampered = link.replace(&id, "T12345678.someoneelse");
     assert_eq!(reqwest::get(&tampered).await.expect("get").status(), 403);
+    // An invoice number with CR/LF and a right-to-left override: the link still answers, with a
+    // file name that is only safe characters.
+    let odd = h.sandbox.seed(Seed {
+        invoice_number: Some("INV\r\nSet-Cookie: a=b\u{202E}fdp.exe".into()),
+        ..Seed::default()
+    });
+    assert_eq!(
+        app.deliver_now(&odd).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let link = app
+        .store()
+        .invoice(&odd)
+        .await
+        .expect("store")
+        .expect("invoice")
+        .link
+        .expect("link");
+    let response = reqwest::get(&link).await.expect("get");
+    assert_eq!(response.status(), 200);
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        disposition.starts_with("inline; filename=\"INV__Set-Cookie__a_b_fdp.exe~"),
+        "{disposition}"
+    );
+    assert!(response.headers().get("set-cookie").is_none());
 
     assert_eq!(
         reqwest::get(format!("{base}/healthz"))
@@ -262,7 +291,7 @@ async fn signed_links_serve_the_stored_pdf_and_refuse_tampering() {
         .text()
         .await
         .expect("text");
-    assert!(metrics.contains("postbud_deliveries_done 1"), "{metrics}");
+    assert!(metrics.contains("postbud_deliveries_done 2"), "{metrics}");
 }
 
 #[tokio::test]

@@ -87,7 +87,10 @@ fn create(shared: &Shared, seed: Seed) -> String {
         .unwrap_or(today);
     let mut inner = shared.state.lock();
     inner.invoice_counter += 1;
-    let number = format!("SBX{}-{:06}", &account[1..4], inner.invoice_counter);
+    let number = seed
+        .invoice_number
+        .clone()
+        .unwrap_or_else(|| format!("SBX{}-{:06}", &account[1..4], inner.invoice_counter));
     let shape = seed
         .pdf_shape
         .clone()

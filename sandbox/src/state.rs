@@ -123,6 +123,8 @@ pub struct Seed {
     pub items: Option<Vec<Value>>,
     /// Merchant reference.
     pub merchant_reference: Option<String>,
+    /// `kravia:invoice_number`; a sandbox number unless set.
+    pub invoice_number: Option<String>,
     /// `descriptor` (Files API JSON, default) or `direct` (the URL serves the PDF).
     pub pdf_shape: Option<String>,
     /// `valid` (default), `html`, `truncated`, or `oversize:<bytes>`.

@@ -183,19 +183,9 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     }))
 }
 
-/// ASCII letters, digits, `-`, `_` and `.` only, never leading with a dot.
+/// Postbud's one sanitiser: safe characters only, distinct for distinct names.
 fn safe(name: &str) -> String {
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    name.trim_start_matches('.').to_owned()
+    postbud::file_name::stem(name)
 }
 
 impl SftpChannel {

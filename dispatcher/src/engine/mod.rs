@@ -49,7 +49,10 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
         invoice_url: &str,
     ) -> Result<Pdf, GatewayError> {
         let bytes = gateway.fetch_document(invoice_url).await?;
-        Ok(Pdf::new(format!("{invoice_number}.pdf"), bytes))
+        Ok(Pdf::new(
+            crate::file_name::with_extension(invoice_number, "pdf"),
+            bytes,
+        ))
     }
 
     /// Index of the route for this transaction. Default: the first whose `when` matches.

@@ -266,7 +266,14 @@ async fn invoice_link(
                     (header::CONTENT_TYPE, "application/pdf".to_owned()),
                     (
                         header::CONTENT_DISPOSITION,
-                        format!("inline; filename=\"{}\"", pdf.file_name.replace('"', "")),
+                        // Sanitised again: a copy stored by an older version may carry anything.
+                        format!(
+                            "inline; filename=\"{}\"",
+                            crate::file_name::with_extension(
+                                pdf.file_name.trim_end_matches(".pdf"),
+                                "pdf"
+                            )
+                        ),
                     ),
                     (header::CACHE_CONTROL, "private, max-age=300".to_owned()),
                 ],
