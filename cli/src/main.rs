@@ -2,13 +2,33 @@
 
 /// `println!` for the command's output, except that a reader that went away
 /// (`postbud status | head`) ends the program quietly instead of with a panic.
+/// Prints a line to stdout, with [`terminal_safe`] applied: text from Dintero or a provider
+/// reaches the terminal as text, never as escape sequences.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+        let line = $crate::terminal_safe(&format!($($arg)*));
+        if let Err(e) = writeln!(std::io::stdout(), "{line}") {
             $crate::stdout_failed(e);
         }
     }};
+}
+
+/// `text` with every control character but the line break and tab escaped (`\u001b`), C1
+/// controls and bidirectional overrides included: data from Dintero or a provider cannot move
+/// the cursor, recolour the terminal or reorder what an operator reads.
+pub(crate) fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n' && c != '\t') || bidi {
+                // `\u202e`: readable, and still valid inside a JSON string.
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 mod bench;
@@ -214,7 +234,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("postbud: {}", failure.message);
+            eprintln!("postbud: {}", terminal_safe(&failure.message));
             ExitCode::from(failure.code)
         }
     }

@@ -242,3 +242,38 @@ async fn store_passwords_never_reach_the_terminal() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_in_dintero_data_never_reach_the_terminal() {
+    let s = setup("").await;
+    let id = s.sandbox.seed(Seed {
+        invoice_number: Some("INV-1\u{1b}[2J\u{1b}]0;owned\u{7}\u{202E}".into()),
+        ..Seed::default()
+    });
+    let deliver = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(deliver.status.code(), Some(0), "{}", text(&deliver));
+    for args in [
+        vec!["status"],
+        vec!["status", id.as_str()],
+        vec!["status", "--json"],
+    ] {
+        let output = run(&s.config, &args, &[]).await;
+        let said = text(&output);
+        assert!(said.contains("INV-1"), "{args:?}: {said}");
+        if args.contains(&"--json") {
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("still JSON");
+            assert!(
+                parsed["recent"][0]["invoice_number"]
+                    .as_str()
+                    .is_some_and(|n| n.contains('\u{202E}'))
+            );
+        }
+        for bad in ['\u{1b}', '\u{7}', '\u{202E}'] {
+            assert!(
+                !said.contains(bad),
+                "{args:?}: {bad:?} reached the terminal: {said:?}"
+            );
+        }
+    }
+}
