@@ -111,10 +111,11 @@ fn rsa() -> String {
     "rsa".into()
 }
 
-/// Builds the pooled transport. Errors never quote the URL: it may hold the password.
+/// Builds the pooled transport, and says how it protects the session (for `check`). Errors
+/// never quote the URL: it may hold the password.
 pub(crate) fn transport(
     config: &EmailConfig,
-) -> Result<AsyncSmtpTransport<lettre::Tokio1Executor>, (&'static str, String)> {
+) -> Result<(AsyncSmtpTransport<lettre::Tokio1Executor>, &'static str), (&'static str, String)> {
     let url = Url::parse(config.smtp_url.expose_secret()).map_err(|e| {
         (
             "smtp_url",
@@ -143,11 +144,15 @@ pub(crate) fn transport(
             .build_rustls()
             .map_err(|e| ("smtp_url", format!("TLS setup: {e}")))
     };
-    let (tls, default_port) = match (url.scheme(), tls_mode.as_deref()) {
-        ("smtps", _) => (Tls::Wrapper(tls()?), 465),
-        ("smtp", Some("required")) => (Tls::Required(tls()?), 587),
-        ("smtp", Some("opportunistic")) => (Tls::Opportunistic(tls()?), 587),
-        ("smtp", None | Some("none")) => (Tls::None, 25),
+    let (tls, default_port, security) = match (url.scheme(), tls_mode.as_deref()) {
+        ("smtps", _) => (Tls::Wrapper(tls()?), 465, "TLS from the start (smtps)"),
+        ("smtp", Some("required")) => (Tls::Required(tls()?), 587, "STARTTLS required"),
+        ("smtp", Some("opportunistic")) => (
+            Tls::Opportunistic(tls()?),
+            587,
+            "STARTTLS when offered, else NO TLS",
+        ),
+        ("smtp", None | Some("none")) => (Tls::None, 25, "NO TLS"),
         ("smtp", Some(other)) => {
             return Err((
                 "smtp_url",
@@ -175,12 +180,23 @@ pub(crate) fn transport(
         .as_ref()
         .map(|p| p.expose_secret().to_owned())
         .or_else(|| url.password().map(decode));
-    let mut builder = AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+    let cleartext_possible = matches!(tls, Tls::None | Tls::Opportunistic(_));
+    let mut builder = AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&host)
         .port(url.port().unwrap_or(default_port))
         .tls(tls)
         .timeout(Some(config.timeout));
     match (username, password) {
         (Some(user), Some(password)) => {
+            // Opportunistic STARTTLS falls back to clear text when the server (or a man in the
+            // middle) does not offer it: a password needs TLS it cannot lose, except on loopback.
+            if cleartext_possible && !is_loopback(&url) {
+                return Err((
+                    "smtp_url",
+                    format!(
+                        "a password would be sent to {host} without TLS ({security}): use smtps://…:465 or smtp://…:587?tls=required (plain SMTP with a password is accepted only on loopback)"
+                    ),
+                ));
+            }
             builder = builder.credentials(Credentials::new(user, password))
         }
         (None, None) => {}
@@ -191,5 +207,16 @@ pub(crate) fn transport(
             ));
         }
     }
-    Ok(builder.build())
+    Ok((builder.build(), security))
+}
+
+/// `localhost`, 127.0.0.0/8 or `::1`: traffic that never leaves the machine. (`smtp:` is not a
+/// scheme the URL standard knows, so its host arrives as text even when it is an address.)
+fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

@@ -52,6 +52,8 @@ pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registr
 /// Sends invoices as email.
 pub struct EmailChannel {
     transport: AsyncSmtpTransport<lettre::Tokio1Executor>,
+    /// How the session is protected, as `check` reports it.
+    security: &'static str,
     templates: Arc<Templates>,
     message: message::Composer,
 }
@@ -67,7 +69,8 @@ impl fmt::Debug for EmailChannel {
 
 fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     let config: EmailConfig = ctx.config.extract()?;
-    let transport = config::transport(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let (transport, security) =
+        config::transport(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
     let templates = Templates::load(config.templates.as_deref().map(std::path::Path::new))
         .map_err(|why| ctx.config.error("templates", why))?;
     let message =
@@ -80,6 +83,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     }
     Ok(Box::new(EmailChannel {
         transport,
+        security,
         templates: Arc::new(templates),
         message,
     }))
@@ -148,7 +152,10 @@ impl Channel for EmailChannel {
     async fn check(&self) -> Result<String, ChannelError> {
         // Connecting runs EHLO, STARTTLS (or TLS) and AUTH; NOOP then proves the session works.
         match self.transport.test_connection().await {
-            Ok(true) => Ok("connected, TLS and authentication accepted".into()),
+            Ok(true) => Ok(format!(
+                "connected with {}; the session (and the login, when configured) was accepted",
+                self.security
+            )),
             Ok(false) => Err(ChannelError::temporary(
                 "connected, but the server did not answer NOOP",
             )),

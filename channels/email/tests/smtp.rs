@@ -425,6 +425,11 @@ async fn check_connects_upgrades_and_authenticates_without_sending() {
         .find(|(name, _)| name == "mail")
         .expect("mail");
     assert!(mail.1.is_ok(), "{:?}", mail.1);
+    let said = mail.1.as_ref().expect("ok");
+    assert!(
+        said.contains("STARTTLS required"),
+        "check says whether TLS is on: {said}"
+    );
     assert!(s.smtp.messages().is_empty());
     let wrong = s.app("password = \"wrong\"", "").await;
     let results = wrong.check().await;
@@ -554,4 +559,39 @@ print("VALID" if ok else "INVALID")
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn a_password_is_never_configured_to_travel_without_tls_except_on_loopback() {
+    let build = |url: &str| {
+        let toml = format!(
+            "[channels.mail]\nkind = \"email\"\nsmtp_url = \"{url}\"\nfrom = \"a@b.example\"\n"
+        );
+        let settings = Settings::from_toml(&toml).expect("settings");
+        registry()
+            .build_all(&settings)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for url in [
+        "smtp://user:hunter2@mail.example:587",
+        "smtp://user:hunter2@mail.example:587?tls=none",
+        "smtp://user:hunter2@mail.example:587?tls=opportunistic",
+        "smtp://user:hunter2@10.0.0.5:25",
+    ] {
+        let error = build(url).expect_err(url);
+        assert!(
+            error.contains("without TLS") && error.contains("tls=required"),
+            "{url}: {error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+    for url in [
+        "smtp://user:pw@mail.example:587?tls=required",
+        "smtps://user:pw@mail.example:465",
+        "smtp://user:pw@127.0.0.1:2525",
+        "smtp://mail.example:25",
+    ] {
+        build(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
 }
