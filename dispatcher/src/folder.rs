@@ -31,6 +31,22 @@ struct FolderConfig {
     /// Create the directory when it is missing (default true).
     #[serde(default = "yes")]
     create: bool,
+    /// Permissions of the files written, in octal (default `"0640"`: the owner and its group,
+    /// for the system that reads them; never the world).
+    #[serde(default = "default_mode")]
+    mode: String,
+}
+
+fn default_mode() -> String {
+    "0640".into()
+}
+
+/// An octal file mode (`"0640"`, `"640"`), at most `0o777`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim().trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal file mode such as \"0640\""))
 }
 
 fn yes() -> bool {
@@ -42,9 +58,11 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     if config.path.trim().is_empty() {
         return Err(ctx.config.error("path", "must not be empty"));
     }
+    let mode = parse_mode(&config.mode).map_err(|why| ctx.config.error("mode", why))?;
     Ok(Box::new(FolderChannel {
         dir: ctx.config.path(&config.path),
         create: config.create,
+        mode,
     }))
 }
 
@@ -53,6 +71,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
 pub struct FolderChannel {
     dir: PathBuf,
     create: bool,
+    mode: u32,
 }
 
 /// A file name that cannot escape the directory, distinct for distinct invoice numbers.
@@ -85,7 +104,18 @@ impl FolderChannel {
         let target = self.dir.join(name);
         let temporary = self.dir.join(format!(".{name}.{delivery_id}.tmp"));
         let result = async {
-            let mut file = tokio::fs::File::create(&temporary).await?;
+            let mut options = tokio::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            options.mode(self.mode);
+            let mut file = options.open(&temporary).await?;
+            // The process umask may have taken bits away; the configured mode is what is meant.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+                    .await?;
+            }
             tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
             file.sync_all().await?;
             tokio::fs::rename(&temporary, &target).await

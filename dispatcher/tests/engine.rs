@@ -730,3 +730,58 @@ async fn recording_an_invoice_as_created_fences_out_an_attempt_that_read_too_ear
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
 }
+
+#[tokio::test]
+async fn the_store_and_the_files_written_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::start().await;
+    // A store file left world-readable by an older version is tightened on open.
+    let db = h.dir.path().join("postbud.db");
+    std::fs::write(&db, b"").expect("create");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let app = h.app("").await;
+    let id = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let path = h.dir.path().join(format!("postbud.db{suffix}"));
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}: {mode:o}", path.display());
+    }
+    for entry in std::fs::read_dir(h.invoices()).expect("dir") {
+        let path = entry.expect("entry").path();
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o640, "{}: {mode:o}", path.display());
+    }
+    // A mode the merchant chooses, and one that is not a mode.
+    let strict = h.app("[channels.strict]\nkind = \"folder\"\npath = \"STRICT\"\nmode = \"0600\"\n\n[[routes]]\ndeliver = [\"strict\"]\n".replace("STRICT", &h.dir.path().join("strict").display().to_string()).as_str()).await;
+    let id = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        strict.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    for entry in std::fs::read_dir(h.dir.path().join("strict")).expect("dir") {
+        let mode = entry
+            .expect("entry")
+            .metadata()
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let settings = postbud::Settings::from_toml(
+        &h.toml("[channels.odd]\nkind = \"folder\"\npath = \"x\"\nmode = \"rwx\"\n"),
+    )
+    .expect("parses");
+    let err = postbud::Registry::discover()
+        .expect("r")
+        .build_all(&settings)
+        .expect_err("bad mode")
+        .to_string();
+    assert!(
+        err.contains("channels.odd.mode") && err.contains("octal"),
+        "{err}"
+    );
+}

@@ -83,6 +83,13 @@ struct SftpConfig {
     seller: Option<ubl::Seller>,
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
     timeout: Duration,
+    /// Permissions of the files dropped, in octal (default `"0640"`).
+    #[serde(default = "default_mode")]
+    mode: String,
+}
+
+fn default_mode() -> String {
+    "0640".into()
 }
 
 fn ssh_port() -> u16 {
@@ -105,6 +112,8 @@ pub struct SftpChannel {
     file_name: String,
     formats: Vec<String>,
     seller: Option<ubl::Seller>,
+    /// Permissions of every file dropped.
+    mode: u32,
     /// Reused across deliveries; dropped after an error so the next attempt reconnects.
     connection: Mutex<Option<Connection>>,
 }
@@ -166,7 +175,9 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     if c.formats.iter().any(|f| f == "ubl") && c.seller.is_none() {
         return Err(cfg.error("seller", "formats includes \"ubl\": add [channels.<name>.seller] with name, organization_number, vat_number and address"));
     }
+    let mode = postbud::folder::parse_mode(&c.mode).map_err(|why| cfg.error("mode", why))?;
     Ok(Box::new(SftpChannel {
+        mode,
         target: Target {
             host: c.host,
             port: c.port,
@@ -263,6 +274,7 @@ impl SftpChannel {
                 name,
                 bytes,
                 &ctx.delivery_id,
+                self.mode,
             )
             .await
             {

@@ -59,6 +59,7 @@ async fn write_then_rename(
     name: &str,
     bytes: &[u8],
     delivery_id: &str,
+    mode: u32,
 ) -> Result<Put, ChannelError> {
     let target = format!("{dir}/{name}");
     let digest = hex::encode(Sha256::digest(bytes));
@@ -87,6 +88,14 @@ async fn write_then_rename(
         .await
         .map_err(|e| classify(&format!("stat `{temporary}`"), e))?
         .len();
+    // Before the rename: the file is never visible under its name with other permissions.
+    let attributes = russh_sftp::protocol::FileAttributes {
+        permissions: Some(mode),
+        ..Default::default()
+    };
+    sftp.set_metadata(&temporary, attributes)
+        .await
+        .map_err(|e| classify(&format!("chmod `{temporary}` to {mode:o}"), e))?;
     if size != bytes.len() as u64 {
         let _ = sftp.remove_file(&temporary).await;
         return Err(ChannelError::temporary(format!(
@@ -115,8 +124,9 @@ pub async fn put(
     name: &str,
     bytes: &[u8],
     delivery_id: &str,
+    mode: u32,
 ) -> Result<Put, ChannelError> {
-    let main = write_then_rename(sftp, dir, name, bytes, delivery_id).await?;
+    let main = write_then_rename(sftp, dir, name, bytes, delivery_id, mode).await?;
     let sidecar = format!("{}  {name}\n", hex::encode(Sha256::digest(bytes)));
     write_then_rename(
         sftp,
@@ -124,6 +134,7 @@ pub async fn put(
         &format!("{name}.sha256"),
         sidecar.as_bytes(),
         delivery_id,
+        mode,
     )
     .await?;
     Ok(main)

@@ -99,6 +99,19 @@ async fn files_arrive_with_the_right_contents_and_checksums() {
     let inbound = sshd.inbound();
     let pdf = std::fs::read(inbound.join(format!("{n}.pdf"))).expect("pdf");
     assert_eq!(sha256(&pdf), sha256(&sandbox.pdf(&id).expect("pdf")));
+    // Private by default: the owner and its group (the ERP), never the world.
+    use std::os::unix::fs::PermissionsExt;
+    for name in [
+        format!("{n}.pdf"),
+        format!("{n}.xml"),
+        format!("{n}.pdf.sha256"),
+    ] {
+        let mode = std::fs::metadata(inbound.join(&name))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640, "{name}: {mode:o}");
+    }
     for name in [format!("{n}.pdf"), format!("{n}.json"), format!("{n}.xml")] {
         let bytes = std::fs::read(inbound.join(&name)).expect("file");
         let sidecar =

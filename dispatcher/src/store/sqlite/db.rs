@@ -45,6 +45,35 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Opens a connection with the settings every connection needs.
+/// The database holds every PDF, the customers' data and the link-signing key: its file is
+/// readable by its owner only (`0600`), created so and tightened if it exists. SQLite gives the
+/// `-wal` and `-shm` files the database file's permissions.
+fn private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let failed = |e: std::io::Error| {
+            StoreError::Database(format!("make `{}` private (0600): {e}", path.display()))
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(failed)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(failed)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)
         .map_err(|e| StoreError::Database(format!("open `{}`: {e}", path.display())))?;
@@ -67,6 +96,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 impl Db {
     /// Opens (creating if needed) the file and starts the writer thread.
     pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        private(path)?;
         let conn = connect(path)?;
         let (writes, queue) = mpsc::channel();
         std::thread::Builder::new()
