@@ -93,9 +93,17 @@ async fn write_then_rename(
         permissions: Some(mode),
         ..Default::default()
     };
-    sftp.set_metadata(&temporary, attributes)
-        .await
-        .map_err(|e| classify(&format!("chmod `{temporary}` to {mode:o}"), e))?;
+    match sftp.set_metadata(&temporary, attributes).await {
+        Ok(()) => {}
+        // A server that keeps permissions to itself (some managed SFTP services do) decides
+        // them; that is no reason to leave the invoice undelivered.
+        Err(russh_sftp::client::error::Error::Status(status))
+            if status.status_code == StatusCode::OpUnsupported =>
+        {
+            tracing::warn!(file = %temporary, mode = format!("{mode:o}"), "the SFTP server does not set permissions; its own apply");
+        }
+        Err(e) => return Err(classify(&format!("chmod `{temporary}` to {mode:o}"), e)),
+    }
     if size != bytes.len() as u64 {
         let _ = sftp.remove_file(&temporary).await;
         return Err(ChannelError::temporary(format!(

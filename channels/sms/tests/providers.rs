@@ -343,13 +343,17 @@ async fn twilio_delivery_reports_are_verified_and_recorded() {
         "{history:?}"
     );
 
-    // A forged report is refused.
+    // A forged report is refused: without the URL Postbud signed for this delivery, and with it
+    // but without Twilio's own signature.
     let delivery = postbud::ids::delivery_id(&delivered, "sms");
-    let forged = reqwest::Client::new()
-        .post(format!("{}/reports/sms?delivery={delivery}", s.base))
-        .header("X-Twilio-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
-        .form(&[("MessageSid", "SMx"), ("MessageStatus", "undelivered")])
-        .send()
+    let post = |url: String| {
+        reqwest::Client::new()
+            .post(url)
+            .header("X-Twilio-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+            .form(&[("MessageSid", "SMx"), ("MessageStatus", "undelivered")])
+            .send()
+    };
+    let forged = post(format!("{}/reports/sms?delivery={delivery}", s.base))
         .await
         .expect("post");
     assert_eq!(forged.status(), 403);
@@ -358,7 +362,64 @@ async fn twilio_delivery_reports_are_verified_and_recorded() {
             .text()
             .await
             .expect("text")
+            .contains("not one Postbud issued")
+    );
+    let signed = s.app.links().expect("links").report_url("sms", &delivery);
+    let forged = post(signed).await.expect("post");
+    assert_eq!(forged.status(), 403);
+    assert!(
+        forged
+            .text()
+            .await
+            .expect("text")
             .contains("does not match")
+    );
+    let history = events(&delivered).await;
+    assert!(!history.iter().any(|e| e.contains("SMx")), "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_of_providers_that_do_not_sign_are_accepted_only_on_the_url_postbud_signed() {
+    let s = setup("vonage", "").await;
+    let id = s.sandbox.seed(phone("91234567"));
+    assert_eq!(
+        s.app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let delivery = postbud::ids::delivery_id(&id, "sms");
+    let report = |url: String| {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"status": "delivered", "messageId": "m-1"}))
+            .send()
+    };
+    // Unsigned, or signed for another delivery: refused, nothing recorded.
+    let other = postbud::ids::delivery_id(&id, "archive");
+    for url in [
+        format!("{}/reports/sms?delivery={delivery}", s.base),
+        s.app
+            .links()
+            .expect("links")
+            .report_url("sms", &other)
+            .replace(&other, &delivery),
+    ] {
+        assert_eq!(report(url).await.expect("post").status(), 403);
+    }
+    // Signed, but for a delivery of another channel: refused too.
+    let archive = s.app.links().expect("links").report_url("sms", &other);
+    assert_eq!(report(archive).await.expect("post").status(), 404);
+    let history = s.app.store().history(&id).await.expect("history");
+    assert!(
+        !history.iter().any(|e| e.event.starts_with("report")),
+        "{history:?}"
+    );
+    // The URL Postbud gave the provider: recorded.
+    let signed = s.app.links().expect("links").report_url("sms", &delivery);
+    assert_eq!(report(signed).await.expect("post").status(), 200);
+    let history = s.app.store().history(&id).await.expect("history");
+    assert!(
+        history.iter().any(|e| e.event == "report: delivered"),
+        "{history:?}"
     );
 }
 

@@ -301,6 +301,34 @@ async fn delivery_report(
     let Some(target) = state.app.engine().channels.get(&channel).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no channel `{channel}`")).into_response();
     };
+    // Every report URL Postbud hands a provider is signed for its channel and delivery: a report
+    // that is not, whatever the provider (Twilio signs its own; most do not), is refused.
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let delivery = query
+        .get("delivery")
+        .map(String::as_str)
+        .unwrap_or_default();
+    let signed = state.app.links().is_some_and(|links| {
+        links.verify_report(
+            &channel,
+            delivery,
+            query.get("sig").map(String::as_str).unwrap_or_default(),
+        )
+    });
+    if !signed {
+        tracing::warn!(
+            channel,
+            "delivery report refused: unsigned or signed for another delivery"
+        );
+        return (
+            StatusCode::FORBIDDEN,
+            "this report URL is not one Postbud issued for this channel and delivery",
+        )
+            .into_response();
+    }
     // Signatures cover the URL the provider called: the public one, not the one behind a proxy.
     let base = state
         .app
@@ -331,8 +359,13 @@ async fn delivery_report(
     };
     let store = state.app.store();
     let job = match store.job(&report.delivery_id).await {
-        Ok(Some(job)) => job,
-        Ok(None) => return (StatusCode::NOT_FOUND, "unknown delivery").into_response(),
+        // The delivery the URL was signed for, and a delivery of this channel.
+        Ok(Some(job)) if job.id == delivery && job.channel.as_deref() == Some(channel.as_str()) => {
+            job
+        }
+        Ok(_) => {
+            return (StatusCode::NOT_FOUND, "no such delivery of this channel").into_response();
+        }
         Err(e) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
