@@ -277,3 +277,42 @@ async fn escape_sequences_in_dintero_data_never_reach_the_terminal() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_file_moved_away_while_serving_gets_503_until_it_is_back() {
+    let port = free_port();
+    let s = setup(&format!("[server]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    let serve = Serve::start(&s.config, port).await;
+    let client = reqwest::Client::new();
+    let db = s.dir.path().join("postbud.db");
+    let away = s.dir.path().join("postbud.db.moved");
+    std::fs::rename(&db, &away).expect("move away");
+    let id = s.sandbox.seed(Seed::default());
+    assert_eq!(
+        callback(&client, &serve.base, &id).await,
+        503,
+        "not stored: Dintero must retry"
+    );
+    let health = client
+        .get(format!("{}/healthz", serve.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status().as_u16(), 503);
+    assert!(health.text().await.expect("text").contains("was removed"));
+    assert!(!db.exists(), "no empty store was created in its place");
+    // A different file in its place (a careless restore) is not written to either.
+    std::fs::write(&db, b"").expect("impostor");
+    assert_eq!(callback(&client, &serve.base, &id).await, 503);
+    std::fs::remove_file(&db).expect("remove impostor");
+    std::fs::rename(&away, &db).expect("move back");
+    assert_eq!(callback(&client, &serve.base, &id).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.sandbox.captures(&id) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered once the file was back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -36,6 +36,22 @@ pub(super) struct Db {
     writes: mpsc::Sender<WriteOp>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// The file opened: (device, inode) on unix.
+    identity: Option<(u64, u64)>,
+}
+
+/// (device, inode) of the file at `path`, where the platform has them.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -107,16 +123,38 @@ impl Db {
             writes,
             readers: Arc::default(),
             path: path.to_owned(),
+            identity: identity(path),
         })
     }
 
     /// Runs `work` in a write transaction; its result is returned once the transaction has
     /// committed. An `Err` rolls back what `work` did and nothing else.
+    /// Refuses to go on when the file opened is no longer the file at its path (deleted, or
+    /// replaced by a restore): what the open connections write would be lost with the unlinked
+    /// file, and a new connection would silently start an empty outbox.
+    fn still_there(&self) -> Result<(), StoreError> {
+        let Some(opened) = self.identity else {
+            return Ok(());
+        };
+        match identity(&self.path) {
+            Some(now) if now == opened => Ok(()),
+            Some(_) => Err(StoreError::Database(format!(
+                "the store file `{}` was replaced while open; restart to use the file now there",
+                self.path.display()
+            ))),
+            None => Err(StoreError::Database(format!(
+                "the store file `{}` was removed while open; put it back (or restart to start afresh)",
+                self.path.display()
+            ))),
+        }
+    }
+
     pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.still_there()?;
         let (tx, rx) = oneshot::channel();
         let op: WriteOp = Box::new(move |conn| {
             let result = match conn {
@@ -144,6 +182,7 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.still_there()?;
         let readers = Arc::clone(&self.readers);
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
