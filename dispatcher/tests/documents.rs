@@ -323,7 +323,14 @@ async fn an_endless_error_body_from_a_document_host_is_read_only_in_part() {
 async fn invoice_numbers_that_sanitise_alike_never_share_a_file() {
     let h = Harness::start().await;
     let app = h.app("").await;
-    for number in ["Ø-100", "Å-100", "x\r\nSet-Cookie: a=b", "\u{202E}fdp.exe"] {
+    let long = "N".repeat(300);
+    for number in [
+        "Ø-100",
+        "Å-100",
+        "x\r\nSet-Cookie: a=b",
+        "\u{202E}fdp.exe",
+        long.as_str(),
+    ] {
         let id = h.sandbox.seed(Seed {
             invoice_number: Some(number.into()),
             ..Seed::default()
@@ -354,5 +361,8 @@ async fn invoice_numbers_that_sanitise_alike_never_share_a_file() {
                 .is_some_and(|x| x == "pdf")
         })
         .count();
-    assert_eq!(pdfs, 4, "one file per invoice");
+    assert_eq!(
+        pdfs, 5,
+        "one file per invoice, an over-long number included"
+    );
 }

@@ -26,6 +26,7 @@ pub struct SftpServer {
     addr: SocketAddr,
     host_fingerprint: String,
     client_key_path: PathBuf,
+    stall: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,12 +60,15 @@ impl SftpServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (root, allowed) = (root.to_path_buf(), client.public_key().clone());
+        let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalling = Arc::clone(&stall);
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let handler = Connection {
                     root: root.clone(),
                     allowed: allowed.clone(),
                     channels: HashMap::new(),
+                    stall: Arc::clone(&stalling),
                 };
                 let config = Arc::clone(&config);
                 tokio::spawn(async move {
@@ -78,8 +82,15 @@ impl SftpServer {
             addr,
             host_fingerprint,
             client_key_path,
+            stall,
             task,
         })
+    }
+
+    /// From now on, complete the SSH handshake and then never answer authentication (a server
+    /// that hangs half-way).
+    pub fn stall_authentication(&self, stall: bool) {
+        self.stall.store(stall, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Where it listens.
@@ -102,6 +113,7 @@ struct Connection {
     root: PathBuf,
     allowed: PublicKey,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    stall: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl russh::server::Handler for Connection {
@@ -112,6 +124,9 @@ impl russh::server::Handler for Connection {
         _user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         Ok(if *key.public_key == self.allowed {
             Auth::Accept
         } else {

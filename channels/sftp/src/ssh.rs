@@ -145,47 +145,61 @@ pub async fn connect(target: &Target) -> Result<Connection, ChannelError> {
         }
         Ok(Ok(ssh)) => ssh,
     };
-    let auth = match &target.credentials {
-        Credentials::Key { pem, passphrase } => {
-            let key = russh::keys::decode_secret_key(
-                pem.expose_secret(),
-                passphrase.as_ref().map(|p| p.expose_secret()),
-            )
-            .map_err(|e| ChannelError::permanent(format!("private_key cannot be read: {e}")))?;
-            let hash = ssh
-                .best_supported_rsa_hash()
+    // Every step after the handshake is bounded too: a server that accepts the connection and
+    // then stalls (in authentication, opening the channel, starting SFTP) must not hold the
+    // delivery, and the lease with it, for ever.
+    let setup = async {
+        let auth = match &target.credentials {
+            Credentials::Key { pem, passphrase } => {
+                let key = russh::keys::decode_secret_key(
+                    pem.expose_secret(),
+                    passphrase.as_ref().map(|p| p.expose_secret()),
+                )
+                .map_err(|e| ChannelError::permanent(format!("private_key cannot be read: {e}")))?;
+                let hash = ssh
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(|e| ChannelError::temporary(format!("SSH: {e}")))?
+                    .flatten();
+                ssh.authenticate_publickey(
+                    &target.username,
+                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                )
                 .await
-                .map_err(|e| ChannelError::temporary(format!("SSH: {e}")))?
-                .flatten();
-            ssh.authenticate_publickey(
-                &target.username,
-                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-            )
+            }
+            Credentials::Password(password) => {
+                ssh.authenticate_password(&target.username, password.expose_secret())
+                    .await
+            }
+        }
+        .map_err(|e| ChannelError::temporary(format!("SSH authentication: {e}")))?;
+        if !auth.success() {
+            return Err(ChannelError::permanent(format!(
+                "{}@{}:{} refused our authentication (check username and key)",
+                target.username, target.host, target.port
+            )));
+        }
+        let channel = ssh
+            .channel_open_session()
             .await
-        }
-        Credentials::Password(password) => {
-            ssh.authenticate_password(&target.username, password.expose_secret())
-                .await
-        }
-    }
-    .map_err(|e| ChannelError::temporary(format!("SSH authentication: {e}")))?;
-    if !auth.success() {
-        return Err(ChannelError::permanent(format!(
-            "{}@{}:{} refused our authentication (check username and key)",
-            target.username, target.host, target.port
-        )));
-    }
-    let channel = ssh
-        .channel_open_session()
+            .map_err(|e| ChannelError::temporary(format!("SSH session: {e}")))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| ChannelError::temporary(format!("SFTP subsystem: {e}")))?;
+        let sftp = SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| ChannelError::temporary(format!("SFTP start: {e}")))?;
+        sftp.set_timeout(target.timeout.as_secs().max(1));
+        Ok::<_, ChannelError>(sftp)
+    };
+    let sftp = tokio::time::timeout(target.timeout, setup)
         .await
-        .map_err(|e| ChannelError::temporary(format!("SSH session: {e}")))?;
-    channel
-        .request_subsystem(true, "sftp")
-        .await
-        .map_err(|e| ChannelError::temporary(format!("SFTP subsystem: {e}")))?;
-    let sftp = SftpSession::new(channel.into_stream())
-        .await
-        .map_err(|e| ChannelError::temporary(format!("SFTP start: {e}")))?;
-    sftp.set_timeout(target.timeout.as_secs().max(1));
+        .map_err(|_| {
+            ChannelError::temporary(format!(
+                "SSH to {}:{}: authentication or starting SFTP took longer than {:?}",
+                target.host, target.port, target.timeout
+            ))
+        })??;
     Ok(Connection { sftp, _ssh: ssh })
 }

@@ -498,3 +498,60 @@ async fn amounts_that_would_wrap_the_totals_fail_permanently_with_the_reason() {
     );
     assert_eq!(job.attempts, 1, "permanent: not retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stalls_after_the_handshake_is_given_up_on_in_time() {
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("root/erp")).expect("root");
+    let server = postbud_sandbox::sftp::SftpServer::start(&dir.path().join("root"), dir.path())
+        .await
+        .expect("sftp server");
+    server.stall_authentication(true);
+    let toml = format!(
+        "{dintero}\n\
+         [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\nmax_attempts = 2\n\n\
+         [channels.erp]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"erp\"\nprivate_key = \"{key}\"\nhost_key = [\"{fingerprint}\"]\nremote_dir = \"/erp\"\ntimeout = \"1s\"\nformats = [\"pdf\"]\n\n\
+         [[routes]]\ndeliver = [\"erp\"]\n",
+        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dir = dir.path().display(),
+        port = server.addr().port(),
+        key = server.client_key().display(),
+        fingerprint = server.host_fingerprint(),
+    );
+    let settings = Settings::from_toml(&toml).expect("settings");
+    let app = App::builder(&settings)
+        .registry(registry())
+        .open()
+        .await
+        .expect("app");
+    let id = sandbox.seed(Seed::default());
+    let started = std::time::Instant::now();
+    let outcome = app
+        .deliver_waiting(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("deliver");
+    let job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.kind == postbud::store::JobKind::Deliver)
+        .expect("delivery");
+    assert_eq!(job.state, JobState::Dead, "{outcome}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("took longer than 1s"),
+        "{job:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // Once the server answers again, a retry delivers.
+    server.stall_authentication(false);
+    app.store().retry(&id, None).await.expect("retry");
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+}
