@@ -104,8 +104,11 @@ impl FolderChannel {
         let target = self.dir.join(name);
         let temporary = self.dir.join(format!(".{name}.{delivery_id}.tmp"));
         let result = async {
+            // A stale temporary (or a symlink someone planted under its name) goes first, and the
+            // new one is created exclusively: O_EXCL never follows a link.
+            let _ = tokio::fs::remove_file(&temporary).await;
             let mut options = tokio::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            options.write(true).create_new(true);
             #[cfg(unix)]
             options.mode(self.mode);
             let mut file = options.open(&temporary).await?;

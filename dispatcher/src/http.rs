@@ -62,8 +62,17 @@ pub async fn read_prefix(mut response: reqwest::Response, limit: usize) -> Bytes
 
 /// Query parameters that carry credentials in the URLs people configure (a PostgreSQL
 /// `?password=`, an SMS gateway's `?api_key=`).
-const SECRET_PARAMETERS: [&str; 8] = [
-    "password", "passwd", "pass", "secret", "token", "key", "sig", "auth",
+const SECRET_PARAMETERS: [&str; 10] = [
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "sig",
+    "auth",
+    "credential",
 ];
 
 /// A URL fit to print or store: the password of `user:password@` and every query parameter
@@ -81,6 +90,9 @@ pub fn redact_url(url: &str) -> String {
     };
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
+    } else if !parsed.username().is_empty() && parsed.scheme().starts_with("http") {
+        // `https://TOKEN@host/…`: a user name alone is a token in web URLs.
+        let _ = parsed.set_username("***");
     }
     if parsed.query().is_some() {
         let pairs: Vec<(String, String)> = parsed

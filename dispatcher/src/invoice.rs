@@ -111,10 +111,11 @@ impl std::fmt::Debug for Pdf {
 }
 
 impl Pdf {
-    /// Wraps bytes, computing their checksum.
+    /// Wraps bytes, computing their checksum; the file name goes through
+    /// [`crate::file_name::pdf`], whoever made it (a merchant's own `Dispatcher::document`).
     pub fn new(file_name: impl Into<String>, bytes: Bytes) -> Self {
         Self {
-            file_name: file_name.into(),
+            file_name: crate::file_name::pdf(&file_name.into()),
             sha256: sha256_hex(&bytes),
             bytes,
         }

@@ -85,6 +85,15 @@ impl<'a> ChannelConfig<'a> {
                     )
                 }
                 Kind::MissingField(field) => format!("missing key `{field}`"),
+                Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected)
+                    if error
+                        .path
+                        .last()
+                        .is_some_and(|k| crate::config::is_secret_key(k)) =>
+                {
+                    let _ = actual;
+                    format!("expected {expected} (the value is not shown: it is a secret)")
+                }
                 other => other.to_string(),
             };
             ConfigError::message(format!(

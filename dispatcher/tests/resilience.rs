@@ -59,7 +59,7 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_worker_goes_on() {
     let mut registry = Registry::discover().expect("registry");
     registry.add(&PANICS_ONCE).expect("added");
     let toml = h
-        .toml("[channels.odd]\nkind = \"panics-once\"\n\n[[routes]]\ndeliver = [\"odd\"]\n")
+        .toml("[channels.odd]\nkind = \"panics-once\"\n\n[[routes]]\ndeliver = [\"odd\"]\nfallback = [\"archive\"]\n")
         .replacen("[engine]\n", "[engine]\nworkers = 1\n", 1);
     let settings = postbud::Settings::from_toml(&toml).expect("settings");
     let app = Arc::new(

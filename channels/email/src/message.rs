@@ -201,10 +201,11 @@ impl Composer {
         let body = MultiPart::alternative_plain_html(rendered.text, rendered.html);
         let mut content = MultiPart::mixed().multipart(body);
         if attached {
-            let pdf: SinglePart = Attachment::new(invoice.pdf.file_name.clone()).body(
-                invoice.pdf.bytes.to_vec(),
-                ContentType::parse("application/pdf").expect("valid MIME type"),
-            );
+            let pdf: SinglePart = Attachment::new(postbud::file_name::pdf(&invoice.pdf.file_name))
+                .body(
+                    invoice.pdf.bytes.to_vec(),
+                    ContentType::parse("application/pdf").expect("valid MIME type"),
+                );
             content = content.singlepart(pdf);
         }
         let mut message = builder

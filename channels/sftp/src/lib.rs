@@ -149,10 +149,19 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
                 key
             } else {
                 let path = key.expose_secret().to_owned();
-                SecretString::from(
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| cfg.error("private_key", format!("`{path}`: {e}")))?,
-                )
+                // Named only when it looks like a path: an inline key in another format (PuTTY,
+                // a mangled environment value) must not end up in the message.
+                let shown = if path.len() < 256 && !path.contains('\n') && !path.contains(' ') {
+                    format!("`{path}`")
+                } else {
+                    "the value (not shown: it may be a key)".to_owned()
+                };
+                SecretString::from(std::fs::read_to_string(&path).map_err(|e| {
+                    cfg.error(
+                        "private_key",
+                        format!("{shown} is neither a PEM key nor a readable file: {e}"),
+                    )
+                })?)
             };
             Credentials::Key {
                 pem,

@@ -39,12 +39,22 @@ pub fn classify(what: &str, error: russh_sftp::client::error::Error) -> ChannelE
     }
 }
 
-async fn sha256_of(sftp: &SftpSession, path: &str) -> Result<String, ChannelError> {
-    let bytes = sftp
+/// Whether the file at `path` holds exactly `bytes`: the size first (a file of another size is
+/// never read), then the checksum, so the read is bounded by what we would have written.
+async fn holds(sftp: &SftpSession, path: &str, bytes: &[u8]) -> Result<bool, ChannelError> {
+    let size = sftp
+        .metadata(path)
+        .await
+        .map_err(|e| classify(&format!("stat `{path}`"), e))?
+        .len();
+    if size != bytes.len() as u64 {
+        return Ok(false);
+    }
+    let there = sftp
         .read(path)
         .await
         .map_err(|e| classify(&format!("read `{path}`"), e))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    Ok(Sha256::digest(&there) == Sha256::digest(bytes))
 }
 
 async fn exists(sftp: &SftpSession, path: &str) -> Result<bool, ChannelError> {
@@ -62,9 +72,8 @@ async fn write_then_rename(
     mode: u32,
 ) -> Result<Put, ChannelError> {
     let target = format!("{dir}/{name}");
-    let digest = hex::encode(Sha256::digest(bytes));
     if exists(sftp, &target).await? {
-        return if sha256_of(sftp, &target).await? == digest {
+        return if holds(sftp, &target, bytes).await? {
             Ok(Put::AlreadyThere)
         } else {
             Err(ChannelError::permanent(format!(
@@ -77,18 +86,7 @@ async fn write_then_rename(
         .create(&temporary)
         .await
         .map_err(|e| classify(&format!("create `{temporary}`"), e))?;
-    file.write_all(bytes)
-        .await
-        .map_err(|e| ChannelError::temporary(format!("write `{temporary}`: {e}")))?;
-    file.shutdown()
-        .await
-        .map_err(|e| ChannelError::temporary(format!("close `{temporary}`: {e}")))?;
-    let size = sftp
-        .metadata(&temporary)
-        .await
-        .map_err(|e| classify(&format!("stat `{temporary}`"), e))?
-        .len();
-    // Before the rename: the file is never visible under its name with other permissions.
+    // Before a byte is written: the invoice is never readable with the server's default mode.
     let attributes = russh_sftp::protocol::FileAttributes {
         permissions: Some(mode),
         ..Default::default()
@@ -104,6 +102,17 @@ async fn write_then_rename(
         }
         Err(e) => return Err(classify(&format!("chmod `{temporary}` to {mode:o}"), e)),
     }
+    file.write_all(bytes)
+        .await
+        .map_err(|e| ChannelError::temporary(format!("write `{temporary}`: {e}")))?;
+    file.shutdown()
+        .await
+        .map_err(|e| ChannelError::temporary(format!("close `{temporary}`: {e}")))?;
+    let size = sftp
+        .metadata(&temporary)
+        .await
+        .map_err(|e| classify(&format!("stat `{temporary}`"), e))?
+        .len();
     if size != bytes.len() as u64 {
         let _ = sftp.remove_file(&temporary).await;
         return Err(ChannelError::temporary(format!(
@@ -114,7 +123,7 @@ async fn write_then_rename(
     if let Err(error) = sftp.rename(&temporary, &target).await {
         let _ = sftp.remove_file(&temporary).await;
         // Lost a race with another attempt of the same delivery: its file decides.
-        if exists(sftp, &target).await? && sha256_of(sftp, &target).await? == digest {
+        if exists(sftp, &target).await? && holds(sftp, &target, bytes).await? {
             return Ok(Put::AlreadyThere);
         }
         return Err(classify(

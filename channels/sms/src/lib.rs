@@ -139,6 +139,34 @@ impl fmt::Debug for SmsChannel {
 fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     let c: SmsConfig = ctx.config.extract()?;
     let cfg = &ctx.config;
+    // Every provider is sent credentials: plain http only where the traffic stays on the machine.
+    let cleartext = |key: &str, url: &url::Url| {
+        let loopback = url.host_str().is_some_and(|h| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+            Ok(())
+        } else {
+            Err(cfg.error(
+                key,
+                format!(
+                    "`{}` must use https: the provider is sent credentials (plain http only on loopback)",
+                    postbud::http::redact_url(url.as_str())
+                ),
+            ))
+        }
+    };
+    if let Some(url) = &c.base_url {
+        cleartext("base_url", url)?;
+    }
+    if let Some(preset) = &c.http {
+        let url = url::Url::parse(&preset.url)
+            .map_err(|e| cfg.error("http.url", format!("not a URL: {e}")))?;
+        cleartext("http.url", &url)?;
+    }
     let need = |value: Option<String>, key: &str| {
         value.ok_or_else(|| cfg.error(key, format!("is required for provider \"{}\"", c.provider)))
     };

@@ -519,3 +519,29 @@ async fn a_gateway_key_in_the_url_never_reaches_errors_history_or_the_store() {
         }
     }
 }
+
+#[test]
+fn credentials_never_go_to_a_provider_over_plain_http_except_on_loopback() {
+    let build = |channel: &str| {
+        let toml = format!(
+            "[server]\npublic_url = \"https://inv.example\"\n\n[channels.sms]\nkind = \"sms\"\nfrom = \"Merchant\"\n{channel}\n"
+        );
+        let settings = Settings::from_toml(&toml).expect("settings");
+        let mut registry = postbud::Registry::discover().expect("registry");
+        postbud_sms::register(&mut registry).expect("no duplicate");
+        registry
+            .build_all(&settings)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for channel in [
+        "provider = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"t\"\nbase_url = \"http://sms-proxy.example\"",
+        "provider = \"http\"\n[channels.sms.http]\nurl = \"http://gw.example/send?api_key=k-123\"\nfields = { to = \"to\", text = \"text\" }",
+    ] {
+        let error = build(channel).expect_err(channel);
+        assert!(error.contains("must use https"), "{error}");
+        assert!(!error.contains("k-123"), "{error}");
+    }
+    build("provider = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"t\"\nbase_url = \"http://127.0.0.1:9\"")
+        .expect("loopback");
+}

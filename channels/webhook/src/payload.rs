@@ -29,7 +29,7 @@ pub fn body(
         );
     }
     let mut document = json!({
-        "filename": invoice.pdf.file_name,
+        "filename": postbud::file_name::pdf(&invoice.pdf.file_name),
         "sha256": invoice.pdf.sha256,
         "size": invoice.pdf.bytes.len(),
         "url": invoice.link,

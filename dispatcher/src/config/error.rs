@@ -31,7 +31,16 @@ impl From<figment::Error> for ConfigError {
 }
 
 /// Words in a key name that mark its value as a credential.
-const SECRET_WORDS: [&str; 5] = ["secret", "password", "token", "key", "auth"];
+const SECRET_WORDS: [&str; 8] = [
+    "secret",
+    "password",
+    "passphrase",
+    "passwd",
+    "token",
+    "key",
+    "auth",
+    "credential",
+];
 
 /// Whether the value of a configuration key is a credential, by its name.
 pub fn is_secret_key(key: &str) -> bool {

@@ -20,7 +20,7 @@ use figment::{
 use serde::Deserialize;
 
 pub use self::{
-    error::ConfigError,
+    error::{ConfigError, is_secret_key},
     route::{Route, SendWindow, When},
     sections::{EngineSettings, ServerSettings, StoreSettings},
 };

@@ -5,13 +5,22 @@ use serde::Deserialize;
 use url::Url;
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// `sqlite://postbud.db` (default): a file, in WAL mode; or `postgres://...` for several
     /// instances sharing one database.
     #[serde(default = "default_store_url")]
     pub url: String,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    // By hand: a PostgreSQL URL may carry the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &crate::http::redact_url(&self.url))
+            .finish()
+    }
 }
 
 fn default_store_url() -> String {
@@ -169,6 +178,12 @@ impl EngineSettings {
             self.backoff_base,
             Duration::from_millis(10),
         )?;
+        if self.backoff_max > Duration::from_secs(7 * 24 * 3600) {
+            return Err((
+                "engine.backoff_max",
+                format!("{:?} is longer than a week", self.backoff_max),
+            ));
+        }
         if self.backoff_max < self.backoff_base {
             return Err((
                 "engine.backoff_max",

@@ -89,7 +89,10 @@ impl DocumentPolicy {
     /// Refuses a URL outside the policy, saying why.
     pub fn check_url(&self, raw: &str) -> Result<Url, GatewayError> {
         let url = Url::parse(raw).map_err(|e| {
-            GatewayError::permanent(OPERATION, format!("`{raw}` is not a URL: {e}"))
+            GatewayError::permanent(
+                OPERATION,
+                format!("`{}` is not a URL: {e}", crate::http::redact_url(raw)),
+            )
         })?;
         match url.scheme() {
             "https" => {}
@@ -97,13 +100,19 @@ impl DocumentPolicy {
             "http" => {
                 return Err(GatewayError::permanent(
                     OPERATION,
-                    format!("refused plain http URL `{url}`: https is required except on loopback"),
+                    format!(
+                        "refused plain http URL `{}`: https is required except on loopback",
+                        crate::http::redact_url(url.as_str())
+                    ),
                 ));
             }
             other => {
                 return Err(GatewayError::permanent(
                     OPERATION,
-                    format!("refused `{other}:` URL `{url}`: only https is fetched"),
+                    format!(
+                        "refused `{other}:` URL `{}`: only https is fetched",
+                        crate::http::redact_url(url.as_str())
+                    ),
                 ));
             }
         }
@@ -227,7 +236,10 @@ impl DocumentPolicy {
             if redirects > MAX_REDIRECTS {
                 return Err(GatewayError::permanent(
                     OPERATION,
-                    format!("refused: more than {MAX_REDIRECTS} redirects, the last to `{url}`"),
+                    format!(
+                        "refused: more than {MAX_REDIRECTS} redirects, the last to `{}`",
+                        crate::http::redact_url(url.as_str())
+                    ),
                 ));
             }
             let location = response
@@ -237,14 +249,22 @@ impl DocumentPolicy {
                 .ok_or_else(|| {
                     GatewayError::permanent(
                         OPERATION,
-                        format!("HTTP {} from `{url}` without a Location", response.status()),
+                        format!(
+                            "HTTP {} from `{}` without a Location",
+                            response.status(),
+                            crate::http::redact_url(url.as_str())
+                        ),
                     )
                 })?;
             let next = url.join(location).map_err(|e| {
                 GatewayError::permanent(OPERATION, format!("redirect to `{location}`: {e}"))
             })?;
             url = self.check_url(next.as_str()).map_err(|e| GatewayError {
-                message: format!("redirect {redirects} from `{url}`: {}", e.message),
+                message: format!(
+                    "redirect {redirects} from `{}`: {}",
+                    crate::http::redact_url(url.as_str()),
+                    e.message
+                ),
                 ..e
             })?;
         };

@@ -472,6 +472,17 @@ pub(crate) fn transport_error(operation: &str, error: &reqwest::Error) -> Gatewa
     } else {
         "transport error"
     };
-    // reqwest's Display includes the URL, which never carries secrets here (auth is in headers).
-    GatewayError::temporary(operation, format!("{what}: {error}"))
+    // reqwest's Display includes the URL; a document URL may be a signed link, so it is shown
+    // redacted, beside the error without it.
+    let url = error
+        .url()
+        .map(|u| format!(" ({})", crate::http::redact_url(u.as_str())))
+        .unwrap_or_default();
+    let mut source = std::error::Error::source(error);
+    let mut cause = String::new();
+    while let Some(e) = source {
+        cause = format!(": {e}");
+        source = e.source();
+    }
+    GatewayError::temporary(operation, format!("{what}{url}{cause}"))
 }

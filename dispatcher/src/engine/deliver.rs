@@ -74,7 +74,11 @@ impl Engine {
 
     /// After a permanent failure or dead letter of a primary delivery, queue the route's
     /// fallback channels (once each; a channel that already has a delivery keeps it).
-    async fn failed_for_good(&self, lease: &Lease, finish: Finish) -> Result<Finish, StoreError> {
+    pub(super) async fn failed_for_good(
+        &self,
+        lease: &Lease,
+        finish: Finish,
+    ) -> Result<Finish, StoreError> {
         let job = &lease.job;
         let gave_up = matches!(finish, Finish::Failed(_) | Finish::Dead(_));
         if !gave_up || job.kind != JobKind::Deliver || job.role.as_deref() != Some("primary") {

@@ -30,7 +30,7 @@ enum Capture {
 
 impl Engine {
     /// Records the dispatch as failed for good, with the reason `status` shows.
-    async fn mark_failed(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+    pub(super) async fn mark_failed(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
         let patch = DispatchPatch {
             stage: Some("failed"),
             reason: Some(Some(reason.to_owned())),

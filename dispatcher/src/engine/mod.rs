@@ -159,6 +159,7 @@ impl Engine {
                 "gave up after {} attempts: the earlier attempts never recorded an end (the process died during them)",
                 lease.job.attempts - 1
             ));
+            let finish = self.given_up(&lease, finish).await?;
             return self.record_finish(&lease, finish).await;
         }
         // A panic is a bug in a channel or in Postbud: it ends this attempt, recorded as failed,
@@ -198,10 +199,13 @@ impl Engine {
                     None,
                     format!("the store failed during the attempt: {e}"),
                 ),
-                Err(panic) => Finish::Failed(format!(
-                    "the attempt panicked ({}); fix the cause, then `postbud retry`",
-                    panic_message(panic.as_ref())
-                )),
+                Err(panic) => {
+                    let finish = Finish::Failed(format!(
+                        "the attempt panicked ({}); fix the cause, then `postbud retry`",
+                        panic_message(panic.as_ref())
+                    ));
+                    self.given_up(&lease, finish).await?
+                }
             },
             () = renew => {
                 // Lost the lease: whatever this attempt does next would be refused anyway.
@@ -212,6 +216,19 @@ impl Engine {
         let result = self.record_finish(&lease, finish).await;
         self.wake.notify_waiters();
         result
+    }
+
+    /// The bookkeeping of a job that ended for good outside its own code (a panic, attempts that
+    /// died unrecorded): a dispatch shows the reason, a primary delivery's fallbacks run.
+    async fn given_up(&self, lease: &Lease, finish: Finish) -> Result<Finish, StoreError> {
+        match (&finish, lease.job.kind) {
+            (Finish::Failed(reason) | Finish::Dead(reason), crate::store::JobKind::Dispatch) => {
+                self.mark_failed(lease, reason).await?;
+                Ok(finish)
+            }
+            (_, crate::store::JobKind::Deliver) => self.failed_for_good(lease, finish).await,
+            _ => Ok(finish),
+        }
     }
 
     /// Records the end of an attempt. The side effect has happened; if the store is briefly

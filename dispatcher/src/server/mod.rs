@@ -64,15 +64,21 @@ pub fn router(app: Arc<App>) -> Router {
         })
 }
 
-/// Answers 408 to a request that is not answered within [`REQUEST_TIMEOUT`] (a body sent a
-/// byte at a time holds no worker and no store transaction for longer).
+/// Answers 503 with `Retry-After` to a request not answered within [`REQUEST_TIMEOUT`] (a body
+/// sent a byte at a time holds nothing for longer). Not a 4xx: Dintero gives up on those, and a
+/// callback that took long (Dintero slow to answer its check) must be sent again.
 async fn request_timeout(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long").into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "the request took too long; retry",
+        )
+            .into_response(),
     }
 }
 
@@ -269,10 +275,7 @@ async fn invoice_link(
                         // Sanitised again: a copy stored by an older version may carry anything.
                         format!(
                             "inline; filename=\"{}\"",
-                            crate::file_name::with_extension(
-                                pdf.file_name.trim_end_matches(".pdf"),
-                                "pdf"
-                            )
+                            crate::file_name::pdf(&pdf.file_name)
                         ),
                     ),
                     (header::CACHE_CONTROL, "private, max-age=300".to_owned()),

@@ -80,8 +80,15 @@ fn private(path: &Path) -> Result<(), StoreError> {
         for suffix in ["", "-wal", "-shm"] {
             let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
             if file.exists() {
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                    .map_err(failed)?;
+                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => {}
+                    // Another account's file (an operator reading a shared store): its owner
+                    // decides; this process only reads and writes it.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        tracing::warn!(file = %file.display(), "the store file belongs to another account; its permissions are left as they are");
+                    }
+                    Err(e) => return Err(failed(e)),
+                }
             }
         }
     }
