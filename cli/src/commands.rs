@@ -186,11 +186,27 @@ pub async fn status(
         let totals = store.totals().await?;
         let recent = store.recent(20).await?;
         if json {
+            let sweep = postbud::reconcile::last_sweep(store.as_ref()).await?;
             say!(
                 "{}",
-                serde_json::json!({"totals": totals, "recent": recent})
+                serde_json::json!({"totals": totals, "recent": recent, "last_sweep": sweep})
             );
             return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(sweep) = postbud::reconcile::last_sweep(store.as_ref()).await? {
+            say!(
+                "last reconciliation sweep {}: found {}, new {}, submitted {}, voided {}{}",
+                fmt_ms(sweep.at),
+                sweep.found,
+                sweep.new,
+                sweep.submitted,
+                sweep.voided,
+                sweep
+                    .error
+                    .as_deref()
+                    .map(|e| format!(", stopped early: {e}"))
+                    .unwrap_or_default()
+            );
         }
         say!(
             "dispatches {}  queued {}  in flight {}  delivered {}  failed {}  dead {}  skipped {}",
@@ -335,6 +351,12 @@ pub async fn check(config: Option<&Path>) -> CommandResult {
             .unwrap_or_default()
     );
     let mut ok = true;
+    let dintero = settings.dintero.as_ref();
+    if dintero.is_some_and(|d| d.callback_secret.is_none() && d.webhook_secret.is_none()) {
+        say!(
+            "! neither dintero.callback_secret nor dintero.webhook_secret is set: callbacks are only hints, checked at Dintero at a bounded rate; set one before going live"
+        );
+    }
     match app.probe_gateway().await {
         Ok(what) => say!("✓ dintero: {what}"),
         Err(e) => {
@@ -370,7 +392,12 @@ pub async fn serve(config: Option<&Path>) -> CommandResult {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn({
         let app = Arc::clone(&app);
+        let stopped = stopped.clone();
         async move { app.run_workers(stopped).await }
+    });
+    let reconciler = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { app.run_reconciler(stopped).await }
     });
     tracing::info!(%listen, callback = %app.settings().server.callback_path, "serving");
     // On SIGTERM the workers stop claiming at once (attempts in flight finish) while the server
@@ -388,6 +415,27 @@ pub async fn serve(config: Option<&Path>) -> CommandResult {
     )
     .await;
     let _ = workers.await;
+    let _ = reconciler.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn reconcile(config: Option<&Path>) -> CommandResult {
+    let app = app(config).await?;
+    let bar = spinner("listing the account's authorized Kravia transactions at Dintero".into());
+    let sweep = app.reconcile().await;
+    bar.finish_and_clear();
+    let sweep = sweep?;
+    say!(
+        "found {} authorized Kravia transaction(s) in {} page(s); {} new to this store, {} submitted; {} voided at Dintero stopped",
+        sweep.found,
+        sweep.pages,
+        sweep.new,
+        sweep.submitted,
+        sweep.voided
+    );
+    if sweep.submitted > 0 {
+        say!("`postbud serve` captures and delivers what was submitted; `postbud status` shows it");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

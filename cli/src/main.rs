@@ -78,6 +78,9 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime_duration)]
         wait: Duration,
     },
+    /// List the account's authorized Kravia transactions at Dintero now and submit those this
+    /// store does not know (what `serve` does every `dintero.reconcile_every`).
+    Reconcile,
     /// Show totals and recent dispatches, or one transaction's jobs and history.
     Status {
         /// Dintero transaction id.
@@ -216,6 +219,7 @@ async fn main() -> ExitCode {
         } => commands::create_invoice(config, &order).await,
         Command::Channels => commands::channels(config),
         Command::Migrate => commands::migrate(config).await,
+        Command::Reconcile => commands::reconcile(config).await,
         Command::Check => commands::check(config).await,
         Command::Sandbox {
             listen,

@@ -6,6 +6,8 @@
 //! per delivery id (`webhook-id`). Promised: nothing lost, nothing captured twice, at most one
 //! repeated send per kill.
 
+mod common;
+
 use std::{
     collections::HashMap,
     process::{Child, Command, Stdio},
@@ -32,17 +34,9 @@ impl Drop for SandboxProcess {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 async fn sandbox() -> SandboxProcess {
     postbud::dintero::ensure_crypto_provider();
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_postbud"))
         .args([
             "sandbox",
@@ -279,38 +273,6 @@ async fn drive(
     )
 }
 
-async fn postgres_url(test: &str) -> Option<(String, String)> {
-    let admin = std::env::var("POSTBUD_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let pool = match sqlx::PgPool::connect(&admin).await {
-        Ok(pool) => pool,
-        Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{test}: PostgreSQL required but unreachable: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED {test}: no PostgreSQL at {admin}: {e}");
-            return None;
-        }
-    };
-    let name = format!("postbud_rel_{}_{}", std::process::id(), free_port());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await
-        .expect("create database");
-    let (base, _) = admin.rsplit_once('/').expect("database in URL");
-    Some((format!("{base}/{name}"), name))
-}
-
-async fn drop_database(name: &str) {
-    let admin = std::env::var("POSTBUD_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&pool)
-            .await;
-    }
-}
-
 fn assert_promises(
     captures: &HashMap<String, u64>,
     sends: &HashMap<String, u32>,
@@ -349,8 +311,10 @@ fn assert_promises(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_four_workers_killed_every_two_seconds_under_dintero_faults() {
     let _serial = SERIAL.lock().await;
-    let Some((url, name)) =
-        postgres_url("postgres_four_workers_killed_every_two_seconds_under_dintero_faults").await
+    let Some((url, name)) = common::postgres_database(
+        "postgres_four_workers_killed_every_two_seconds_under_dintero_faults",
+    )
+    .await
     else {
         return;
     };
@@ -402,7 +366,7 @@ async fn postgres_four_workers_killed_every_two_seconds_under_dintero_faults() {
         run.p50_ms,
         run.p99_ms
     );
-    drop_database(&name).await;
+    common::drop_postgres_database(&name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +417,8 @@ async fn sqlite_one_worker_restarted_repeatedly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_throughput_with_one_two_and_four_workers() {
     let _serial = SERIAL.lock().await;
-    let Some((url, name)) = postgres_url("postgres_throughput_with_one_two_and_four_workers").await
+    let Some((url, name)) =
+        common::postgres_database("postgres_throughput_with_one_two_and_four_workers").await
     else {
         return;
     };
@@ -477,13 +442,14 @@ async fn postgres_throughput_with_one_two_and_four_workers() {
             run.p99_ms
         );
     }
-    drop_database(&name).await;
+    common::drop_postgres_database(&name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_paused_past_its_lease_cannot_write_late() {
     let _serial = SERIAL.lock().await;
-    let Some((url, name)) = postgres_url("a_worker_paused_past_its_lease_cannot_write_late").await
+    let Some((url, name)) =
+        common::postgres_database("a_worker_paused_past_its_lease_cannot_write_late").await
     else {
         return;
     };
@@ -549,7 +515,7 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    drop_database(&name).await;
+    common::drop_postgres_database(&name).await;
 }
 
 /// A TCP proxy to PostgreSQL that can cut every connection and refuse new ones for a while: the
@@ -591,7 +557,8 @@ async fn proxy(target: (String, u16)) -> Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_going_away_mid_run_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let Some((url, name)) = postgres_url("the_database_going_away_mid_run_loses_nothing").await
+    let Some((url, name)) =
+        common::postgres_database("the_database_going_away_mid_run_loses_nothing").await
     else {
         return;
     };
@@ -685,5 +652,5 @@ async fn the_database_going_away_mid_run_loses_nothing() {
         run.delivered as f64 / run.seconds,
         run.seconds
     );
-    drop_database(&name).await;
+    common::drop_postgres_database(&name).await;
 }

@@ -193,6 +193,11 @@ impl App {
         &self.engine
     }
 
+    /// The payment gateway.
+    pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
+        &self.gateway
+    }
+
     /// The link signer, when `server.public_url` is set.
     pub fn links(&self) -> Option<&LinkSigner> {
         self.links.as_ref()
@@ -237,6 +242,38 @@ impl App {
         let tx = self.gateway.transaction(id).await?;
         let id = self.transaction_id(&tx.id)?;
         Ok(self.engine.submit(id).await?)
+    }
+
+    /// Dintero says the transaction was voided (a callback with `event=VOID`, a
+    /// `checkout_transaction` webhook): it is read again to be sure, then its pending deliveries
+    /// stop and cancellation notices go out, as after `postbud void`. Returns true when that
+    /// happened now. `trusted` is false for a hint nobody signed: it is read within
+    /// `server.unverified_per_second`.
+    pub async fn voided_elsewhere(
+        &self,
+        transaction_id: &str,
+        trusted: bool,
+    ) -> Result<bool, AppError> {
+        let id = self.transaction_id(transaction_id)?;
+        if self
+            .store()
+            .dispatch(id)
+            .await?
+            .is_none_or(|d| d.stage == "voided")
+        {
+            // Nothing of ours is pending for it.
+            return Ok(false);
+        }
+        if !trusted {
+            self.unverified.try_acquire().map_err(AppError::Busy)?;
+        }
+        let tx = self.gateway.transaction(id).await?;
+        let id = self.transaction_id(&tx.id)?;
+        if !tx.is_voided() {
+            return Ok(false);
+        }
+        self.engine.voided(id).await?;
+        Ok(true)
     }
 
     /// Runs the flow for one transaction now, waiting up to 30 s for short retries.
@@ -387,7 +424,12 @@ impl App {
         let order = &request["session"]["order"];
         let reference = order["merchant_reference"].as_str().unwrap_or_default();
         let product_type = request["payment"]["payment_product_type"].as_str();
-        let found = self.gateway.find_by_reference(reference).await?;
+        let filter = crate::gateway::TransactionFilter {
+            merchant_reference: Some(reference.to_owned()),
+            limit: 100,
+            ..Default::default()
+        };
+        let found = self.gateway.transactions(&filter).await?;
         let candidate = found.into_iter().find(|tx| {
             tx.payment_product == "kravia"
                 && tx.status != crate::dintero::model::Status::Failed

@@ -36,8 +36,11 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
     async fn payment_profile(&self, _profile_id: &str) -> Result<Option<Value>, GatewayError> {
         Ok(None)
     }
-    /// Finds transactions by the merchant's reference (`GET /v1/transactions?merchant_reference=`).
-    async fn find_by_reference(&self, _reference: &str) -> Result<Vec<Transaction>, GatewayError> {
+    /// One page of the account's transactions (`GET /v1/transactions`), newest first.
+    async fn transactions(
+        &self,
+        _filter: &TransactionFilter,
+    ) -> Result<Vec<Transaction>, GatewayError> {
         Ok(Vec::new())
     }
     /// Checks the credentials without changing anything; says what was checked.
@@ -94,6 +97,23 @@ impl CaptureRequest {
             items,
         }
     }
+}
+
+/// Which transactions [`PaymentGateway::transactions`] lists; every field that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct TransactionFilter {
+    /// Any of these statuses.
+    pub statuses: Vec<String>,
+    /// `kravia`, ...
+    pub payment_product: Option<String>,
+    /// The merchant's reference.
+    pub merchant_reference: Option<String>,
+    /// Created at or after this RFC 3339 time.
+    pub created_since: Option<String>,
+    /// The last id of the previous page.
+    pub starting_after: Option<String>,
+    /// Page size, 1 to 100.
+    pub limit: u32,
 }
 
 /// How Dintero answered a capture.

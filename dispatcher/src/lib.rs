@@ -33,6 +33,7 @@ pub mod ids;
 pub mod invoice;
 pub mod limit;
 pub mod links;
+pub mod reconcile;
 pub mod registry;
 pub mod server;
 pub mod store;

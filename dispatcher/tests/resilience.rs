@@ -139,6 +139,12 @@ impl Store for Failing {
     async fn submit(&self, t: &str) -> Result<bool, StoreError> {
         self.0.submit(t).await
     }
+    async fn set_meta(&self, k: &str, v: &str) -> Result<(), StoreError> {
+        self.0.set_meta(k, v).await
+    }
+    async fn take_turn(&self, n: &str, o: &str, u: i64) -> Result<bool, StoreError> {
+        self.0.take_turn(n, o, u).await
+    }
     async fn void_accepted(&self, t: &str, r: Option<&str>, j: &NewJob) -> Result<(), StoreError> {
         self.0.void_accepted(t, r, j).await
     }

@@ -126,3 +126,38 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// A fresh database on the local PostgreSQL server: (URL, name). `None` (the test skips, saying
+/// so) when there is no server, unless `POSTBUD_REQUIRE_SERVICES=1`.
+pub async fn postgres_database(test: &str) -> Option<(String, String)> {
+    let admin = std::env::var("POSTBUD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let pool = match sqlx::PgPool::connect(&admin).await {
+        Ok(pool) => pool,
+        Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("{test}: PostgreSQL required but unreachable: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test}: no PostgreSQL at {admin}: {e}");
+            return None;
+        }
+    };
+    let name = format!("postbud_cli_{}_{}", std::process::id(), free_port());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("database in URL");
+    Some((format!("{base}/{name}"), name))
+}
+
+/// Drops a database [`postgres_database`] made.
+pub async fn drop_postgres_database(name: &str) {
+    let admin = std::env::var("POSTBUD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+    }
+}

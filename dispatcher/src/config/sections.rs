@@ -73,6 +73,13 @@ pub struct ServerSettings {
     /// limit the callback is answered 503, which Dintero retries.
     #[serde(default = "default_unverified_per_second")]
     pub unverified_per_second: u32,
+    /// Path of Dintero's account webhook deliveries (needs `dintero.webhook_secret`).
+    #[serde(default = "default_webhook_path")]
+    pub webhook_path: String,
+}
+
+fn default_webhook_path() -> String {
+    "/dintero/webhook".into()
 }
 
 fn default_listen() -> SocketAddr {
@@ -97,6 +104,7 @@ impl Default for ServerSettings {
             link_ttl: default_link_ttl(),
             callback_path: default_callback_path(),
             unverified_per_second: default_unverified_per_second(),
+            webhook_path: default_webhook_path(),
         }
     }
 }

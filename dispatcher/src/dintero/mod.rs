@@ -19,7 +19,10 @@ pub use self::settings::DinteroSettings;
 use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
 use crate::{
     channel::ErrorKind,
-    gateway::{CaptureOutcome, CaptureRequest, GatewayError, PaymentGateway, VoidOutcome},
+    gateway::{
+        CaptureOutcome, CaptureRequest, GatewayError, PaymentGateway, TransactionFilter,
+        VoidOutcome,
+    },
 };
 
 /// How many times a read (GET, token) is retried in place on 429/503 before the engine's own
@@ -340,20 +343,38 @@ impl PaymentGateway for DinteroGateway {
         self.configuration(&operation, url.as_str()).await
     }
 
-    async fn find_by_reference(&self, reference: &str) -> Result<Vec<Transaction>, GatewayError> {
-        let operation = format!("find transactions with merchant_reference {reference}");
+    async fn transactions(
+        &self,
+        filter: &TransactionFilter,
+    ) -> Result<Vec<Transaction>, GatewayError> {
+        let operation = "list transactions (GET /transactions)";
         let mut url = Url::parse(&self.api("/transactions"))
-            .map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
-        url.query_pairs_mut()
-            .append_pair("merchant_reference", reference)
-            .append_pair("limit", "100");
+            .map_err(|e| GatewayError::permanent(operation, e.to_string()))?;
+        {
+            let mut query = url.query_pairs_mut();
+            for status in &filter.statuses {
+                query.append_pair("status", status);
+            }
+            let optional = [
+                ("payment_product", &filter.payment_product),
+                ("merchant_reference", &filter.merchant_reference),
+                ("created_at.gte", &filter.created_since),
+                ("starting_after", &filter.starting_after),
+            ];
+            for (key, value) in optional {
+                if let Some(value) = value {
+                    query.append_pair(key, value);
+                }
+            }
+            query.append_pair("limit", &filter.limit.clamp(1, 100).to_string());
+        }
         let response = self
-            .call(&operation, Method::GET, url.as_str(), None)
+            .call(operation, Method::GET, url.as_str(), None)
             .await?;
-        let bytes = read_body(&operation, response).await?;
+        let bytes = read_body(operation, response).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::permanent(
-                &operation,
+                operation,
                 format!(
                     "the response is not a list of transactions ({e}): {}",
                     excerpt(&bytes)

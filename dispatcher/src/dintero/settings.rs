@@ -35,6 +35,17 @@ pub struct DinteroSettings {
     /// Secret for `Dintero-Signature` on callbacks; unsigned callbacks are refused when set.
     #[serde(default)]
     pub callback_secret: Option<SecretString>,
+    /// Secret of the account webhook subscription (`checkout_authorization`,
+    /// `checkout_transaction`); deliveries to `server.webhook_path` are verified with it.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+    /// How often `serve` lists the account's authorized Kravia transactions and submits those it
+    /// does not know (`"0s"` turns the sweep off).
+    #[serde(default = "default_reconcile_every", with = "humantime_serde")]
+    pub reconcile_every: Duration,
+    /// How far back a sweep looks.
+    #[serde(default = "default_reconcile_lookback", with = "humantime_serde")]
+    pub reconcile_lookback: Duration,
     /// Hosts the invoice PDF may come from, besides those of `api_url`, `auth_url` and
     /// `cdn.dintero.com`.
     #[serde(default)]
@@ -68,6 +79,12 @@ fn default_max_document_bytes() -> u64 {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_reconcile_every() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_reconcile_lookback() -> Duration {
+    Duration::from_secs(14 * 24 * 3600)
 }
 fn default_configuration_cache() -> Duration {
     Duration::from_secs(60)

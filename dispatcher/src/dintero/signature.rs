@@ -123,6 +123,31 @@ pub fn verify(
     }
 }
 
+/// Verifies an account webhook delivery: `event-signature` is the hex HMAC-SHA1 of the raw body
+/// with the subscription's secret (Dintero's webhook docs), compared in constant time.
+pub fn verify_webhook(
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    use sha1::Sha1;
+    let header = header.ok_or(SignatureError::Missing)?;
+    let given = hex::decode(header.trim())
+        .map_err(|_| SignatureError::Malformed("event-signature is not hex".into()))?;
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    mac.verify_slice(&given)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+/// The `event-signature` of a webhook body (used by tests and the sandbox).
+pub fn sign_webhook(secret: &[u8], body: &[u8]) -> String {
+    use sha1::Sha1;
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,32 @@ impl Engine {
                 return Ok(Finish::Postpone(open));
             }
         }
+        // A delivery that did not run right after capture (it waited for a delay, a send window
+        // or a retry) looks at the transaction first: voided at Dintero meanwhile (in its
+        // Backoffice, say), it is not sent, and the void is applied as if Postbud had made it.
+        let waited =
+            job.attempts > 1 || route.is_some_and(|r| r.delay.is_some() || r.window.is_some());
+        if job.kind == JobKind::Deliver && waited {
+            match self.gateway.transaction(&job.transaction_id).await {
+                Ok(tx) if tx.is_voided() => {
+                    self.store
+                        .record(
+                            &job.transaction_id,
+                            Some(&job.id),
+                            "not sent",
+                            &format!("[{name}] the transaction was voided at Dintero while this delivery waited"),
+                        )
+                        .await?;
+                    self.voided(&job.transaction_id).await?;
+                    return Ok(Finish::Recorded);
+                }
+                Ok(_) => {}
+                // Best effort: Dintero being away must not hold every delivery back.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look at the transaction before a delayed delivery")
+                }
+            }
+        }
         let ctx = DeliveryContext {
             delivery_id: job.id.clone(),
             channel: name.clone(),

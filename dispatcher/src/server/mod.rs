@@ -48,8 +48,10 @@ struct ServerState {
 /// `/metrics`.
 pub fn router(app: Arc<App>) -> Router {
     let callback_path = app.settings().server.callback_path.clone();
+    let webhook_path = app.settings().server.webhook_path.clone();
     Router::new()
         .route(&callback_path, get(callback).post(callback))
+        .route(&webhook_path, axum::routing::post(webhook))
         .route("/invoices/{file}", get(invoice_link))
         .route(
             "/reports/{channel}",
@@ -62,6 +64,105 @@ pub fn router(app: Arc<App>) -> Router {
             app,
             metrics: Arc::default(),
         })
+}
+
+/// Dintero's account webhook deliveries (`checkout_authorization`, `checkout_transaction`),
+/// verified with `dintero.webhook_secret` (`event-signature`: hex HMAC-SHA1 of the body). An
+/// authorization starts a dispatch like a callback; a voided transaction stops its deliveries.
+/// Anything else is answered 400 with the reason, never a silent 200.
+async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Bytes) -> Response {
+    let refuse = |status: StatusCode, why: String| {
+        state
+            .metrics
+            .callbacks_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%why, "webhook refused");
+        (status, why).into_response()
+    };
+    let secret = state
+        .app
+        .settings()
+        .dintero
+        .as_ref()
+        .and_then(|d| d.webhook_secret.as_ref());
+    let Some(secret) = secret else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "webhooks are not configured here (set dintero.webhook_secret)".into(),
+        );
+    };
+    let signature = headers.get("event-signature").and_then(|h| h.to_str().ok());
+    if let Err(e) = crate::dintero::signature::verify_webhook(
+        secret.expose_secret().as_bytes(),
+        signature,
+        &body,
+    ) {
+        return refuse(StatusCode::UNAUTHORIZED, format!("webhook: {e}"));
+    }
+    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "webhook: the body is not JSON".into(),
+        );
+    };
+    let event = payload["event"]
+        .as_str()
+        .or_else(|| headers.get("event").and_then(|h| h.to_str().ok()))
+        .unwrap_or_default()
+        .to_owned();
+    let transaction = |pointer: &str| {
+        payload
+            .pointer(pointer)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let done = match event.as_str() {
+        "ping" => return (StatusCode::OK, "pong").into_response(),
+        "checkout_authorization" => {
+            match transaction("/authorization/transaction_id")
+                .or_else(|| transaction("/transaction/id"))
+            {
+                Some(id) => state.app.submit(&id).await,
+                // An error report without a transaction: nothing to do.
+                None => return (StatusCode::OK, "no transaction: nothing to do").into_response(),
+            }
+        }
+        "checkout_transaction" => {
+            let Some(id) = transaction("/transaction/id") else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "checkout_transaction without transaction.id".into(),
+                );
+            };
+            if transaction("/transaction/status").as_deref() == Some("AUTHORIZATION_VOIDED") {
+                state.app.voided_elsewhere(&id, true).await
+            } else {
+                state.app.submit(&id).await
+            }
+        }
+        other => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "webhook: event `{other}` is neither checkout_authorization nor checkout_transaction"
+                ),
+            );
+        }
+    };
+    match done {
+        Ok(_) => {
+            state
+                .metrics
+                .callbacks_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            (StatusCode::OK, "accepted").into_response()
+        }
+        Err(e) => {
+            let (status, message) = callback_error(&e);
+            tracing::warn!(error = %e, "webhook not accepted");
+            (status, message).into_response()
+        }
+    }
 }
 
 /// Answers 503 with `Retry-After` to a request not answered within [`REQUEST_TIMEOUT`] (a body
@@ -131,7 +232,11 @@ async fn callback(
             None => return (StatusCode::OK, "no transaction_id: nothing to do").into_response(),
         },
     };
-    let submitted = if trusted {
+    let is_void = url::form_urlencoded::parse(query.as_bytes())
+        .any(|(k, v)| k == "event" && v.eq_ignore_ascii_case("VOID"));
+    let submitted = if is_void {
+        state.app.voided_elsewhere(&transaction_id, trusted).await
+    } else if trusted {
         state.app.submit(&transaction_id).await
     } else {
         state.app.submit_unverified(&transaction_id).await
@@ -419,6 +524,10 @@ async fn metrics(State(state): State<ServerState>) -> Response {
                 .into_response();
         }
     };
+    let sweep = crate::reconcile::last_sweep(state.app.store().as_ref())
+        .await
+        .ok()
+        .flatten();
     let m = &state.metrics;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
@@ -486,5 +595,31 @@ async fn metrics(State(state): State<ServerState>) -> Response {
         "counter",
         m.links_served.load(Ordering::Relaxed),
     );
+    if let Some(sweep) = sweep {
+        gauge(
+            "reconcile_last_timestamp_seconds",
+            "When the last reconciliation sweep ran.",
+            "gauge",
+            (sweep.at / 1000).max(0) as u64,
+        );
+        gauge(
+            "reconcile_last_ok",
+            "1 when the last reconciliation sweep completed, 0 when it stopped early.",
+            "gauge",
+            u64::from(sweep.error.is_none()),
+        );
+        gauge(
+            "reconcile_last_found",
+            "Authorized Kravia transactions the last sweep listed.",
+            "gauge",
+            sweep.found,
+        );
+        gauge(
+            "reconcile_last_submitted",
+            "Transactions the last sweep found unknown and submitted.",
+            "gauge",
+            sweep.submitted,
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -288,6 +288,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         request_id: Option<&str>,
         job: &NewJob,
     ) -> Result<(), StoreError>;
+    /// Takes the turn called `name` until `until` if nobody holds it now: how one instance of a
+    /// fleet sharing the database does a periodic task (the reconciliation sweep) per interval.
+    async fn take_turn(&self, name: &str, owner: &str, until: Millis) -> Result<bool, StoreError>;
     /// Claims up to `limit` due jobs (queued and due, or running with a lapsed lease), of one
     /// transaction when `only` names it.
     async fn claim(
@@ -351,6 +354,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn totals(&self) -> Result<Totals, StoreError>;
     /// A persistent value (the link-signing key).
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a persistent value, replacing what was there.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Sets a persistent value if it is absent; returns the value now stored.
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError>;
     /// Signalled when another process adds work (PostgreSQL `LISTEN`), if the store can tell.

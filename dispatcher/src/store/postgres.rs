@@ -93,6 +93,7 @@ DROP INDEX jobs_lease;
     r#"
 ALTER TABLE dispatches ADD COLUMN origin TEXT;
 ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
+CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until BIGINT NOT NULL);
 "#,
 ];
 
@@ -308,6 +309,27 @@ impl Store for PgStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn take_turn(
+        &self,
+        name: &str,
+        owner: &str,
+        until: super::Millis,
+    ) -> Result<bool, StoreError> {
+        let taken = sqlx::query(
+            "INSERT INTO turns (name, owner, until) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+             WHERE turns.until <= $4",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(until)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
     }
 
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
@@ -870,6 +892,17 @@ impl Store for PgStore {
 
     fn work_signal(&self) -> Option<Arc<Notify>> {
         Some(Arc::clone(&self.work))
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {

@@ -77,6 +77,7 @@ CREATE INDEX jobs_lease ON jobs (state, lease_until);
     r#"
 ALTER TABLE dispatches ADD COLUMN origin TEXT;
 ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
+CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL);
 "#,
 ];
 
@@ -372,6 +373,27 @@ impl Store for SqliteStore {
                     request_id.as_deref().unwrap_or("not given")
                 );
                 history(conn, &transaction_id, Some(&job.id), "void accepted", &detail)
+            })
+            .await
+    }
+
+    async fn take_turn(
+        &self,
+        name: &str,
+        owner: &str,
+        until: super::Millis,
+    ) -> Result<bool, StoreError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.db
+            .write(move |conn| {
+                let taken = exec(
+                    conn,
+                    "INSERT INTO turns (name, owner, until) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                     WHERE turns.until <= ?4",
+                    params![name, owner, until, now_ms()],
+                )?;
+                Ok(taken == 1)
             })
             .await
     }
@@ -861,6 +883,20 @@ impl Store for SqliteStore {
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = key.to_owned();
         self.db.read(move |conn| meta(conn, &key)).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.db
+            .write(move |conn| {
+                exec(
+                    conn,
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {

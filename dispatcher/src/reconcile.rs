@@ -1,0 +1,164 @@
+//! Never miss an invoice: a sweep lists the account's authorized Kravia transactions at Dintero
+//! and submits every one the store does not know, so an invoice whose callback never arrived
+//! (a deployment that was down, a proxy that rewrote the path, a secret set in one place only)
+//! is still captured and delivered. Eligibility then decides as for a callback: Kravia's own
+//! invoices are recorded as skipped, never captured. The same sweep finds transactions voided
+//! at Dintero (in its Backoffice, say) and stops their deliveries.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    app::{App, AppError},
+    gateway::TransactionFilter,
+    store::{Millis, now_ms},
+};
+
+/// Dintero's largest page.
+const PAGE: u32 = 100;
+/// Where the last sweep's report is kept, for `status` and `/metrics`.
+pub const LAST_SWEEP_KEY: &str = "reconcile:last";
+
+/// What one sweep saw and did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sweep {
+    /// When it ran (store milliseconds).
+    pub at: Millis,
+    /// Authorized Kravia transactions listed.
+    pub found: u64,
+    /// Of those, transactions the store did not know.
+    pub new: u64,
+    /// Of those, transactions queued for dispatch.
+    pub submitted: u64,
+    /// Voided transactions whose pending deliveries were stopped.
+    pub voided: u64,
+    /// Pages read.
+    pub pages: u64,
+    /// Why the sweep stopped early, if it did.
+    pub error: Option<String>,
+}
+
+impl App {
+    /// Runs one sweep now: every page of `AUTHORIZED` Kravia transactions created within
+    /// `dintero.reconcile_lookback`, submitting those not known; then the voided ones, stopping
+    /// what is pending for them. A transaction already known is not read again. The report is
+    /// kept in the store (see [`App::last_sweep`]).
+    pub async fn reconcile(&self) -> Result<Sweep, AppError> {
+        let dintero = self.settings().require_dintero()?;
+        let lookback = jiff::SignedDuration::try_from(dintero.reconcile_lookback)
+            .unwrap_or(jiff::SignedDuration::from_hours(24 * 14));
+        let since = jiff::Timestamp::now()
+            .checked_sub(lookback)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_string();
+        let mut sweep = Sweep {
+            at: now_ms(),
+            ..Sweep::default()
+        };
+        let result = self.sweep(&since, &mut sweep).await;
+        if let Err(e) = &result {
+            sweep.error = Some(e.to_string());
+        }
+        let report = serde_json::to_string(&sweep).unwrap_or_default();
+        self.store().set_meta(LAST_SWEEP_KEY, &report).await?;
+        tracing::info!(
+            found = sweep.found,
+            new = sweep.new,
+            submitted = sweep.submitted,
+            voided = sweep.voided,
+            error = sweep.error.as_deref().unwrap_or(""),
+            "reconciliation sweep"
+        );
+        result.map(|()| sweep)
+    }
+
+    async fn sweep(&self, since: &str, sweep: &mut Sweep) -> Result<(), AppError> {
+        for status in ["AUTHORIZED", "AUTHORIZATION_VOIDED"] {
+            let mut filter = TransactionFilter {
+                statuses: vec![status.into()],
+                payment_product: Some("kravia".into()),
+                created_since: Some(since.to_owned()),
+                limit: PAGE,
+                ..TransactionFilter::default()
+            };
+            loop {
+                let page = self.gateway().transactions(&filter).await?;
+                sweep.pages += 1;
+                for tx in &page {
+                    // Ids from a listing are Dintero's own; one of another shape is skipped, not
+                    // trusted.
+                    let Ok(id) = self.transaction_id(&tx.id) else {
+                        continue;
+                    };
+                    let known = self.store().dispatch(id).await?;
+                    if status == "AUTHORIZED" {
+                        sweep.found += 1;
+                        if known.is_none() {
+                            sweep.new += 1;
+                            if self.engine().submit(id).await? {
+                                sweep.submitted += 1;
+                            }
+                        }
+                    } else if known.is_some_and(|d| d.stage != "voided") && tx.is_voided() {
+                        self.engine().voided(id).await?;
+                        sweep.voided += 1;
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() as u32 >= PAGE => {
+                        filter.starting_after = Some(last.id.clone());
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The last sweep's report, from whichever instance ran it.
+    pub async fn last_sweep(&self) -> Result<Option<Sweep>, AppError> {
+        Ok(last_sweep(self.store().as_ref()).await?)
+    }
+
+    /// Sweeps every `dintero.reconcile_every` until `shutdown` turns true; with several instances
+    /// on one database, one of them sweeps per interval.
+    pub async fn run_reconciler(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(every) = self
+            .settings()
+            .dintero
+            .as_ref()
+            .map(|d| d.reconcile_every)
+            .filter(|e| !e.is_zero())
+        else {
+            return;
+        };
+        let owner = format!("{}-{}", std::process::id(), fastrand::u32(..));
+        while !*shutdown.borrow() {
+            let until = now_ms() + every.as_millis() as i64 - 50;
+            match self.store().take_turn("reconcile", &owner, until).await {
+                Ok(true) => {
+                    if let Err(e) = self.reconcile().await {
+                        tracing::warn!(error = %e, "reconciliation sweep failed; the next one tries again");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not take the reconciliation turn"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every.min(Duration::from_secs(3600))) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// The last sweep's report kept in `store`.
+pub async fn last_sweep(
+    store: &dyn crate::store::Store,
+) -> Result<Option<Sweep>, crate::store::StoreError> {
+    Ok(store
+        .meta(LAST_SWEEP_KEY)
+        .await?
+        .and_then(|json| serde_json::from_str(&json).ok()))
+}
