@@ -1,0 +1,255 @@
+//! Dintero's account webhooks, and voids made outside Postbud (Dintero's Backoffice): a voided
+//! invoice whose delivery still waits is never sent; one already delivered gets its notices.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::Harness;
+use postbud::engine::Verdict;
+use postbud_sandbox::Seed;
+
+async fn serve(app: Arc<postbud::App>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, postbud::server::router(app)).await });
+    format!("http://{addr}")
+}
+
+/// `event-signature` computed by Node.js itself (HMAC-SHA1, hex), as Dintero's sample does.
+fn node_hmac_sha1(secret: &str, body: &str) -> Option<String> {
+    let script = "const c=require('crypto');const [s,b]=process.argv.slice(1);process.stdout.write(c.createHmac('sha1',s).update(b).digest('hex'))";
+    match std::process::Command::new("node")
+        .args(["-e", script, secret, body])
+        .output()
+    {
+        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).expect("utf8")),
+        other => {
+            let why = format!("node is needed to sign as Dintero does: {other:?}");
+            assert!(
+                std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
+                "{why}"
+            );
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}
+
+fn with_webhook_secret(h: &Harness, extra: &str) -> postbud::Settings {
+    let toml = h.toml(extra).replacen(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\nwebhook_secret = \"wh-secret\"",
+        1,
+    );
+    postbud::Settings::from_toml(&toml).expect("settings")
+}
+
+#[tokio::test]
+async fn account_webhooks_are_verified_and_start_a_dispatch() {
+    let h = Harness::start().await;
+    let app = Arc::new(
+        postbud::App::open(&with_webhook_secret(&h, ""))
+            .await
+            .expect("app"),
+    );
+    let base = serve(Arc::clone(&app)).await;
+    let id = h.sandbox.seed(Seed::default());
+    let body = serde_json::json!({"account_id": "T12345678", "event": "checkout_authorization",
+        "event_delivery": "d-1", "authorization": {"transaction_id": id, "session_id": "s", "merchant_reference": "o-1"}})
+    .to_string();
+    let Some(signature) = node_hmac_sha1("wh-secret", &body) else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let post = |body: String, signature: Option<String>| {
+        let mut request = client
+            .post(format!("{base}/dintero/webhook"))
+            .header("content-type", "application/json")
+            .header("event", "checkout_authorization")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("event-signature", signature);
+        }
+        request.send()
+    };
+    let bad = post(body.clone(), Some("00".repeat(20)))
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), 401);
+    let unsigned = post(body.clone(), None).await.expect("post");
+    assert_eq!(unsigned.status(), 401);
+    assert!(
+        app.store().dispatch(&id).await.expect("read").is_none(),
+        "nothing stored"
+    );
+    let good = post(body.clone(), Some(signature)).await.expect("post");
+    assert_eq!(
+        good.status(),
+        200,
+        "{}",
+        good.text().await.unwrap_or_default()
+    );
+    assert!(app.store().dispatch(&id).await.expect("read").is_some());
+    // A signed body that is neither kind of webhook: a clear 400, never a silent 200.
+    let other = serde_json::json!({"event": "payout_created"}).to_string();
+    let signature = node_hmac_sha1("wh-secret", &other).expect("node");
+    let refused = post(other, Some(signature)).await.expect("post");
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .expect("text")
+            .contains("payout_created")
+    );
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+}
+
+#[tokio::test]
+async fn an_invoice_voided_at_dintero_while_its_delivery_waits_is_not_sent() {
+    let h = Harness::start().await;
+    let app = h
+        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1s\"\n")
+        .await;
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_millis(100))
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    assert_eq!(h.sandbox.captures(&id), 1);
+    // Voided in Dintero's Backoffice; no callback, no webhook reaches Postbud.
+    h.sandbox.set_status(&id, "AUTHORIZATION_VOIDED");
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_secs(5))
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Voided, "{outcome}");
+    assert!(
+        !h.invoices().exists()
+            || std::fs::read_dir(h.invoices())
+                .expect("dir")
+                .next()
+                .is_none(),
+        "nothing delivered"
+    );
+    let history = app.store().history(&id).await.expect("history");
+    assert!(
+        history
+            .iter()
+            .any(|e| e.event == "not sent" && e.detail.contains("voided at Dintero")),
+        "{history:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_invoice_voided_at_dintero_after_delivery_gets_its_notices_by_callback_or_webhook() {
+    let h = Harness::start().await;
+    let app = Arc::new(
+        postbud::App::open(&with_webhook_secret(&h, ""))
+            .await
+            .expect("app"),
+    );
+    let base = serve(Arc::clone(&app)).await;
+    let notice = |id: &str| {
+        let number = h.sandbox.transaction(id).expect("tx")["metadata"]["kravia:invoice_number"]
+            .as_str()
+            .expect("n")
+            .to_owned();
+        h.invoices().join(format!("{number}.voided.json"))
+    };
+    // By the session callback with event=VOID (report_event=VOID).
+    let by_callback = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&by_callback)
+            .await
+            .expect("deliver")
+            .verdict(),
+        Verdict::Delivered
+    );
+    h.sandbox.set_status(&by_callback, "AUTHORIZATION_VOIDED");
+    let status = reqwest::Client::new()
+        .get(format!("{base}/dintero/callback"))
+        .query(&[("transaction_id", by_callback.as_str()), ("event", "VOID")])
+        .send()
+        .await
+        .expect("callback")
+        .status();
+    assert_eq!(status, 200);
+    let outcome = app.deliver_now(&by_callback).await.expect("run");
+    assert_eq!(outcome.verdict(), Verdict::Voided, "{outcome}");
+    assert!(notice(&by_callback).exists());
+    // By a checkout_transaction webhook.
+    let by_webhook = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&by_webhook)
+            .await
+            .expect("deliver")
+            .verdict(),
+        Verdict::Delivered
+    );
+    h.sandbox.set_status(&by_webhook, "AUTHORIZATION_VOIDED");
+    let body = serde_json::json!({"account_id": "T12345678", "event": "checkout_transaction", "event_delivery": "d-2",
+        "transaction": {"id": by_webhook, "status": "AUTHORIZATION_VOIDED", "merchant_reference": "o"}})
+    .to_string();
+    let Some(signature) = node_hmac_sha1("wh-secret", &body) else {
+        return;
+    };
+    let status = reqwest::Client::new()
+        .post(format!("{base}/dintero/webhook"))
+        .header("event-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("webhook")
+        .status();
+    assert_eq!(status, 200);
+    let outcome = app.deliver_now(&by_webhook).await.expect("run");
+    assert_eq!(outcome.verdict(), Verdict::Voided, "{outcome}");
+    assert!(notice(&by_webhook).exists());
+    // A VOID hint for a transaction Dintero does not show voided changes nothing.
+    let standing = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&standing).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let _ = reqwest::Client::new()
+        .get(format!("{base}/dintero/callback"))
+        .query(&[("transaction_id", standing.as_str()), ("event", "VOID")])
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(
+        app.deliver_now(&standing).await.expect("run").verdict(),
+        Verdict::Delivered
+    );
+    assert!(!notice(&standing).exists());
+}
+
+#[tokio::test]
+async fn the_sweep_stops_deliveries_of_invoices_voided_at_dintero() {
+    let h = Harness::start().await;
+    let app = h
+        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1h\"\n")
+        .await;
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = app
+        .deliver_waiting(&id, Duration::from_millis(100))
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    h.sandbox.set_status(&id, "AUTHORIZATION_VOIDED");
+    let sweep = app.reconcile().await.expect("sweep");
+    assert_eq!(sweep.voided, 1, "{sweep:?}");
+    let dispatch = app
+        .store()
+        .dispatch(&id)
+        .await
+        .expect("read")
+        .expect("dispatch");
+    assert_eq!(dispatch.stage, "voided");
+}
