@@ -46,7 +46,7 @@ async fn without_callbacks_the_sweep_delivers_every_merchant_invoice_once_across
             })
         })
         .collect();
-    let _serve = Serve::start(&s.config, port).await;
+    let serve = Serve::start(&s.config, port).await;
     let invoices = s.dir.path().join("invoices");
     let deadline = Instant::now() + Duration::from_secs(60);
     while pdfs(&invoices) < ours.len() {
