@@ -87,6 +87,17 @@ async fn without_callbacks_the_sweep_delivers_every_merchant_invoice_once_across
         "{}",
         text(&status)
     );
+    let metrics = reqwest::get(format!("{}/metrics", serve.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("postbud_reconcile_last_found 135"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("postbud_reconcile_last_ok 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
