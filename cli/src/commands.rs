@@ -433,6 +433,12 @@ pub async fn reconcile(config: Option<&Path>) -> CommandResult {
         sweep.submitted,
         sweep.voided
     );
+    if sweep.captured_elsewhere > 0 {
+        say!(
+            "{} unknown here but captured already (another deployment with these credentials, or a store restored from an old backup?): left alone; whoever captured them delivers them",
+            sweep.captured_elsewhere
+        );
+    }
     if sweep.submitted > 0 {
         say!("`postbud serve` captures and delivers what was submitted; `postbud status` shows it");
     }

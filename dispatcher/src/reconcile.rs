@@ -17,6 +17,9 @@ use crate::{
 
 /// Dintero's largest page.
 const PAGE: u32 = 100;
+/// Pages one listing reads at most (100,000 transactions): a bound on a sweep's work, whatever
+/// the account holds or the listing does.
+const MAX_PAGES: u64 = 1000;
 /// Where the last sweep's report is kept, for `status` and `/metrics`.
 pub const LAST_SWEEP_KEY: &str = "reconcile:last";
 
@@ -31,6 +34,9 @@ pub struct Sweep {
     pub new: u64,
     /// Of those, transactions queued for dispatch.
     pub submitted: u64,
+    /// Unknown here but captured already (by another deployment, a store restored from an old
+    /// backup): left alone, since whoever captured them delivers them; count them to look.
+    pub captured_elsewhere: u64,
     /// Voided transactions whose pending deliveries were stopped.
     pub voided: u64,
     /// Pages read.
@@ -51,6 +57,7 @@ impl App {
         let since = jiff::Timestamp::now()
             .checked_sub(lookback)
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
         let mut sweep = Sweep {
             at: now_ms(),
@@ -82,9 +89,12 @@ impl App {
                 limit: PAGE,
                 ..TransactionFilter::default()
             };
+            let mut pages = 0;
+            let mut seen = std::collections::HashSet::new();
             loop {
                 let page = self.gateway().transactions(&filter).await?;
                 sweep.pages += 1;
+                pages += 1;
                 for tx in &page {
                     // Ids from a listing are Dintero's own; one of another shape is skipped, not
                     // trusted.
@@ -94,23 +104,44 @@ impl App {
                     let known = self.store().dispatch(id).await?;
                     if status == "AUTHORIZED" {
                         sweep.found += 1;
-                        if known.is_none() {
-                            sweep.new += 1;
-                            if self.engine().submit(id).await? {
-                                sweep.submitted += 1;
+                        match known {
+                            // A dispatch recorded but never queued (a crash between recording an
+                            // invoice Postbud created and queueing it): submitting is idempotent.
+                            Some(d) if d.stage == "new" => {
+                                if self.engine().submit(id).await? {
+                                    sweep.submitted += 1;
+                                }
+                            }
+                            Some(_) => {}
+                            None if tx.capture_event().is_some() => sweep.captured_elsewhere += 1,
+                            None => {
+                                sweep.new += 1;
+                                if self.engine().submit(id).await? {
+                                    sweep.submitted += 1;
+                                }
                             }
                         }
-                    } else if known.is_some_and(|d| d.stage != "voided") && tx.is_voided() {
-                        self.engine().voided(id).await?;
+                    } else if known.is_some_and(|d| d.stage != "voided")
+                        && self.voided_elsewhere(id, true).await?
+                    {
                         sweep.voided += 1;
                     }
                 }
-                match page.last() {
-                    Some(last) if page.len() as u32 >= PAGE => {
-                        filter.starting_after = Some(last.id.clone());
-                    }
-                    _ => break,
+                // The next page starts after the last id; a listing that does not move on (a
+                // cursor seen before) or never ends is stopped, and says so.
+                let Some(last) = page.last().filter(|_| page.len() as u32 >= PAGE) else {
+                    break;
+                };
+                if !seen.insert(last.id.clone()) || pages >= MAX_PAGES {
+                    return Err(AppError::Gateway(crate::gateway::GatewayError::permanent(
+                        "list transactions",
+                        format!(
+                            "the listing did not end after {pages} pages (last id {}); the sweep stopped",
+                            last.id
+                        ),
+                    )));
                 }
+                filter.starting_after = Some(last.id.clone());
             }
         }
         Ok(())

@@ -785,3 +785,33 @@ async fn the_store_and_the_files_written_are_private() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_void_that_lands_mid_send_still_sends_that_channel_a_notice() {
+    let h = Harness::start().await;
+    let app = h
+        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"50ms\"\n")
+        .await;
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = app
+        .deliver_waiting(&id, Duration::ZERO)
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // A worker is sending right now; its end will never be recorded once the void lands.
+    let sending = app
+        .store()
+        .claim("sender", Duration::from_secs(60), 1, Some(&id))
+        .await
+        .expect("claim");
+    assert_eq!(sending.len(), 1);
+    let effect = app.engine().voided(&id).await.expect("void");
+    assert_eq!(effect.delivered_channels, vec!["archive".to_owned()]);
+    let jobs = app.store().jobs(&id).await.expect("jobs");
+    assert!(
+        jobs.iter()
+            .any(|j| j.kind == JobKind::Cancel && j.channel.as_deref() == Some("archive")),
+        "{jobs:?}"
+    );
+}

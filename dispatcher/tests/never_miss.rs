@@ -253,3 +253,68 @@ async fn the_sweep_stops_deliveries_of_invoices_voided_at_dintero() {
         .expect("dispatch");
     assert_eq!(dispatch.stage, "voided");
 }
+
+#[tokio::test]
+async fn the_sweep_leaves_alone_invoices_captured_by_another_deployment() {
+    let h = Harness::start().await;
+    // Another deployment with the same credentials (or an old backup of this store) delivered
+    // this invoice; this store never saw it.
+    let elsewhere = h.app("").await;
+    let delivered = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        elsewhere
+            .deliver_now(&delivered)
+            .await
+            .expect("deliver")
+            .verdict(),
+        Verdict::Delivered
+    );
+    drop(elsewhere);
+    let other_store = h.dir.path().join("other.db");
+    let toml = h.toml("").replace(
+        &format!("sqlite://{}/postbud.db", h.dir.path().display()),
+        &format!("sqlite://{}", other_store.display()),
+    );
+    let app = postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+        .await
+        .expect("app");
+    let missed = h.sandbox.seed(Seed::default());
+    let sweep = app.reconcile().await.expect("sweep");
+    assert_eq!(
+        (
+            sweep.found,
+            sweep.new,
+            sweep.submitted,
+            sweep.captured_elsewhere
+        ),
+        (2, 1, 1, 1),
+        "{sweep:?}"
+    );
+    assert!(
+        app.store()
+            .dispatch(&delivered)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert_eq!(
+        app.deliver_now(&missed).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    assert_eq!(h.sandbox.captures(&delivered), 1);
+    // An invoice recorded as created but never queued (a crash in between) is queued by the sweep.
+    let stranded = h.sandbox.seed(Seed {
+        no_session_channel: true,
+        ..Seed::default()
+    });
+    app.store()
+        .mark_created(&stranded, "created, then the process died")
+        .await
+        .expect("mark");
+    let sweep = app.reconcile().await.expect("sweep");
+    assert_eq!(sweep.submitted, 1, "{sweep:?}");
+    assert_eq!(
+        app.deliver_now(&stranded).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+}

@@ -162,6 +162,9 @@ impl Settings {
         self.store.validate().map_err(|m| {
             ConfigError::message(format!("{m} (from {})", self.source_of("store.url")))
         })?;
+        self.server.validate().map_err(|(key, m)| {
+            ConfigError::message(format!("{key}: {m} (from {})", self.source_of(key)))
+        })?;
         self.engine.validate().map_err(|(key, m)| {
             ConfigError::message(format!("{key}: {m} (from {})", self.source_of(key)))
         })?;

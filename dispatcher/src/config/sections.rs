@@ -152,6 +152,30 @@ fn default_poll() -> Duration {
     Duration::from_millis(500)
 }
 
+impl ServerSettings {
+    /// Refuses paths the router cannot serve, naming the key.
+    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (key, path) in [
+            ("server.callback_path", &self.callback_path),
+            ("server.webhook_path", &self.webhook_path),
+        ] {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err((
+                    key,
+                    format!("`{path}` must be a path such as /dintero/callback"),
+                ));
+            }
+        }
+        if self.callback_path == self.webhook_path {
+            return Err((
+                "server.webhook_path",
+                "must differ from server.callback_path".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl EngineSettings {
     /// Refuses settings that cannot work, naming the key: no workers, no attempts, a lease or
     /// poll interval too short to mean anything, a backoff that cannot grow.

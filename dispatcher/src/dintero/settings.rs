@@ -107,6 +107,15 @@ impl DinteroSettings {
                 self.account_id
             ));
         }
+        if !self.reconcile_every.is_zero()
+            && !(Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600))
+                .contains(&self.reconcile_every)
+        {
+            return Err(format!(
+                "dintero.reconcile_every: {:?} is not \"0s\" (off) or 1 s to 7 days",
+                self.reconcile_every
+            ));
+        }
         for (key, url) in [
             ("dintero.api_url", &self.api_url),
             ("dintero.auth_url", &self.auth_url),

@@ -49,13 +49,15 @@ impl Engine {
         if job.kind == JobKind::Deliver && waited {
             match self.gateway.transaction(&job.transaction_id).await {
                 Ok(tx) if tx.is_voided() => {
+                    // This delivery ends first, unsent, so the void sends it no notice.
+                    let why = format!(
+                        "[{name}] not sent: the transaction was voided at Dintero while this delivery waited"
+                    );
                     self.store
-                        .record(
-                            &job.transaction_id,
-                            Some(&job.id),
-                            "not sent",
-                            &format!("[{name}] the transaction was voided at Dintero while this delivery waited"),
-                        )
+                        .finish(lease, Finish::Failed(why.clone()))
+                        .await?;
+                    self.store
+                        .record(&job.transaction_id, Some(&job.id), "not sent", &why)
                         .await?;
                     self.voided(&job.transaction_id).await?;
                     return Ok(Finish::Recorded);

@@ -134,10 +134,14 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
                     "checkout_transaction without transaction.id".into(),
                 );
             };
-            if transaction("/transaction/status").as_deref() == Some("AUTHORIZATION_VOIDED") {
-                state.app.voided_elsewhere(&id, true).await
-            } else {
-                state.app.submit(&id).await
+            // The status may be masked out of the delivery (a subscription's `fields`): for a
+            // transaction of ours, Dintero is asked; otherwise it is submitted like a callback.
+            match transaction("/transaction/status").as_deref() {
+                Some(status) if status != "AUTHORIZATION_VOIDED" => state.app.submit(&id).await,
+                _ => match state.app.voided_elsewhere(&id, true).await {
+                    Ok(false) => state.app.submit(&id).await,
+                    other => other,
+                },
             }
         }
         other => {
@@ -595,31 +599,37 @@ async fn metrics(State(state): State<ServerState>) -> Response {
         "counter",
         m.links_served.load(Ordering::Relaxed),
     );
-    if let Some(sweep) = sweep {
-        gauge(
-            "reconcile_last_timestamp_seconds",
-            "When the last reconciliation sweep ran.",
-            "gauge",
-            (sweep.at / 1000).max(0) as u64,
-        );
-        gauge(
-            "reconcile_last_ok",
-            "1 when the last reconciliation sweep completed, 0 when it stopped early.",
-            "gauge",
-            u64::from(sweep.error.is_none()),
-        );
-        gauge(
-            "reconcile_last_found",
-            "Authorized Kravia transactions the last sweep listed.",
-            "gauge",
-            sweep.found,
-        );
-        gauge(
-            "reconcile_last_submitted",
-            "Transactions the last sweep found unknown and submitted.",
-            "gauge",
-            sweep.submitted,
-        );
-    }
+    // Always there, 0 before the first sweep: an alert on its age fires when sweeps never ran.
+    let sweep = sweep.unwrap_or_default();
+    gauge(
+        "reconcile_last_timestamp_seconds",
+        "When the last reconciliation sweep ran (0: never).",
+        "gauge",
+        (sweep.at / 1000).max(0) as u64,
+    );
+    gauge(
+        "reconcile_last_ok",
+        "1 when the last reconciliation sweep completed, 0 when it stopped early or never ran.",
+        "gauge",
+        u64::from(sweep.at > 0 && sweep.error.is_none()),
+    );
+    gauge(
+        "reconcile_last_found",
+        "Authorized Kravia transactions the last sweep listed.",
+        "gauge",
+        sweep.found,
+    );
+    gauge(
+        "reconcile_last_submitted",
+        "Transactions the last sweep found unknown and submitted.",
+        "gauge",
+        sweep.submitted,
+    );
+    gauge(
+        "reconcile_last_captured_elsewhere",
+        "Unknown transactions the last sweep found captured already and left alone.",
+        "gauge",
+        sweep.captured_elsewhere,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

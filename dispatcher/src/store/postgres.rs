@@ -820,6 +820,14 @@ impl Store for PgStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Channels that delivered, or were delivering when the void came (their send may reach
+        // the customer although its end can no longer be recorded): each gets a notice.
+        let delivered_channels: Vec<String> = sqlx::query_scalar(
+            "SELECT channel FROM jobs WHERE transaction_id = $1 AND kind = 'deliver' AND state IN ('done', 'running') ORDER BY channel",
+        )
+        .bind(transaction_id)
+        .fetch_all(&mut *tx)
+        .await?;
         // Bumping the fence refuses the late writes of a worker that is mid-attempt.
         let cancelled: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = 'cancelled', fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = $1
@@ -827,12 +835,6 @@ impl Store for PgStore {
              RETURNING id",
         )
         .bind(now)
-        .bind(transaction_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let delivered_channels: Vec<String> = sqlx::query_scalar(
-            "SELECT channel FROM jobs WHERE transaction_id = $1 AND kind = 'deliver' AND state = 'done' ORDER BY channel",
-        )
         .bind(transaction_id)
         .fetch_all(&mut *tx)
         .await?;

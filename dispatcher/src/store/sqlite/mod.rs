@@ -809,6 +809,14 @@ impl Store for SqliteStore {
                      ON CONFLICT (transaction_id) DO UPDATE SET stage = 'voided', updated_at = excluded.updated_at",
                     params![transaction_id, now, now],
                 )?;
+                // Channels that delivered, or were delivering when the void came (their send may
+                // reach the customer although its end can no longer be recorded): each gets a notice.
+                let delivered_channels: Vec<String> = rows(
+                    conn,
+                    "SELECT channel FROM jobs WHERE transaction_id = ? AND kind = 'deliver' AND state IN ('done', 'running') ORDER BY channel",
+                    [&transaction_id],
+                    |row| Ok(row.get(0)?),
+                )?;
                 // Bumping the fence refuses the late writes of a worker that is mid-attempt.
                 let cancelled: Vec<String> = rows(
                     conn,
@@ -816,12 +824,6 @@ impl Store for SqliteStore {
                      WHERE transaction_id = ? AND kind IN ('dispatch', 'deliver') AND state IN ('queued', 'running')
                      RETURNING id",
                     params![now, transaction_id],
-                    |row| Ok(row.get(0)?),
-                )?;
-                let delivered_channels: Vec<String> = rows(
-                    conn,
-                    "SELECT channel FROM jobs WHERE transaction_id = ? AND kind = 'deliver' AND state = 'done' ORDER BY channel",
-                    [&transaction_id],
                     |row| Ok(row.get(0)?),
                 )?;
                 let detail = format!("{} pending job(s) stopped", cancelled.len());
