@@ -687,7 +687,9 @@ async fn bench_measures_postgres_on_a_scratch_database_it_drops() {
             panic!("PostgreSQL required but unreachable at {admin}: {e}")
         }
         Err(e) => {
-            eprintln!("SKIPPED bench on PostgreSQL: no PostgreSQL at {admin}: {e}");
+            postbud_sandbox::skipped(&format!(
+                "bench on PostgreSQL: no PostgreSQL at {admin}: {e}"
+            ));
             return;
         }
     };

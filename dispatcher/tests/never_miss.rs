@@ -32,7 +32,7 @@ fn node_hmac_sha1(secret: &str, body: &str) -> Option<String> {
                 std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
                 "{why}"
             );
-            eprintln!("SKIPPED: {why}");
+            postbud_sandbox::skipped(&why);
             None
         }
     }

@@ -34,7 +34,7 @@ impl Database {
                 )
             }
             Err(e) => {
-                eprintln!("SKIPPED {test}: no PostgreSQL at {admin}: {e}");
+                postbud_sandbox::skipped(&format!("{test}: no PostgreSQL at {admin}: {e}"));
                 return None;
             }
         };

@@ -107,7 +107,7 @@ process.stdout.write(`t=${t},v0-hmac-sha256=${crypto.createHmac('sha256', secret
                 std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
                 "{why}"
             );
-            eprintln!("SKIPPED: {why}");
+            postbud_sandbox::skipped(&why);
             None
         }
     }

@@ -35,6 +35,14 @@ use serde_json::Value;
 pub use state::{Fault, FaultKind, Operation, Seed, Stats};
 use tokio::net::TcpListener;
 
+/// Reports a test that could not run (a server missing on this machine) where the test command's
+/// own output shows it: straight to the process's stderr, which the test harness does not capture,
+/// so `cargo test` prints the line whether or not `--show-output` is given.
+pub fn skipped(what: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}");
+}
+
 /// The account the sandbox plays.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {

@@ -167,7 +167,7 @@ impl SmtpServer {
                 )
             }
             Err(why) => {
-                eprintln!("SKIPPED {test}: no SMTP server: {why}");
+                crate::skipped(&format!("{test}: no SMTP server: {why}"));
                 None
             }
         }

@@ -94,7 +94,7 @@ impl Sshd {
                 panic!("{test}: sshd required (POSTBUD_REQUIRE_SERVICES=1) but unavailable: {why}")
             }
             Err(why) => {
-                eprintln!("SKIPPED {test}: no sshd: {why}");
+                crate::skipped(&format!("{test}: no sshd: {why}"));
                 None
             }
         }

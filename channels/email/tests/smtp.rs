@@ -550,7 +550,7 @@ print("VALID" if ok else "INVALID")
             Ok("1"),
             "python3-dkim is required"
         );
-        eprintln!("SKIPPED the DKIM verification: python3-dkim is not installed");
+        postbud_sandbox::skipped("the DKIM verification: python3-dkim is not installed");
         return;
     }
     assert_eq!(

@@ -393,7 +393,7 @@ fn validator_available() -> bool {
             Ok("1"),
             "peppol-ubl-validate is required (pip install peppol-ubl-validate)"
         );
-        eprintln!("SKIPPED the UBL validation: peppol-ubl-validate is not installed");
+        postbud_sandbox::skipped("the UBL validation: peppol-ubl-validate is not installed");
     }
     found
 }

@@ -43,7 +43,7 @@ impl Receiver {
                 Ok("1"),
                 "{test}: {why}"
             );
-            eprintln!("SKIPPED {test}: {why}");
+            postbud_sandbox::skipped(&format!("{test}: {why}"));
             return None;
         };
         let dir = tempfile::tempdir().expect("dir");

@@ -138,7 +138,7 @@ pub async fn postgres_database(test: &str) -> Option<(String, String)> {
             panic!("{test}: PostgreSQL required but unreachable: {e}")
         }
         Err(e) => {
-            eprintln!("SKIPPED {test}: no PostgreSQL at {admin}: {e}");
+            postbud_sandbox::skipped(&format!("{test}: no PostgreSQL at {admin}: {e}"));
             return None;
         }
     };
