@@ -96,21 +96,7 @@ url.searchParams.sort();
 const signed = [t, account, method, url.hostname, url.pathname, url.searchParams.toString()].join('\n');
 process.stdout.write(`t=${t},v0-hmac-sha256=${crypto.createHmac('sha256', secret).update(signed).digest('hex')}`);
 "#;
-    let output = std::process::Command::new("node")
-        .args(["-e", SCRIPT, secret, account, "GET", url, &t.to_string()])
-        .output();
-    match output {
-        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).expect("utf8")),
-        other => {
-            let why = format!("node is needed to sign as Dintero's reference code: {other:?}");
-            assert!(
-                std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
-                "{why}"
-            );
-            postbud_sandbox::skipped(&why);
-            None
-        }
-    }
+    common::node(SCRIPT, &[secret, account, "GET", url, &t.to_string()])
 }
 
 #[tokio::test]

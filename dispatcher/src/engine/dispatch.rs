@@ -68,6 +68,11 @@ impl Engine {
             }
             Err(e) => format!("Dintero answered with another transaction: {e}"),
         };
+        self.skip(lease, reason).await
+    }
+
+    /// Records the dispatch as not ours, with the reason `status` shows.
+    async fn skip(&self, lease: &Lease, reason: String) -> Result<Finish, StoreError> {
         self.store
             .update_dispatch(
                 lease,
@@ -95,19 +100,7 @@ impl Engine {
         let started = dispatch
             .as_ref()
             .is_some_and(|d| d.captured_at.is_some() || d.capture_request_id.is_some());
-        let skip = |reason: String| async move {
-            self.store
-                .update_dispatch(
-                    lease,
-                    DispatchPatch {
-                        stage: Some("skipped"),
-                        reason: Some(Some(reason.clone())),
-                        ..DispatchPatch::default()
-                    },
-                )
-                .await?;
-            Ok::<_, StoreError>(Err(Finish::Skipped(reason)))
-        };
+        let skip = |reason: String| async move { Ok(Err(self.skip(lease, reason).await?)) };
         let not_yet = |reason: String| async move {
             let e = GatewayError::temporary(format!("GET transaction {id}"), reason);
             Ok::<_, StoreError>(Err(self.gateway_failure(lease, e).await?))
