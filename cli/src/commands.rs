@@ -96,6 +96,16 @@ async fn app(config: Option<&Path>) -> Result<App, Failure> {
     open(&settings(config)?).await
 }
 
+/// The app for a command that acts on what the store holds: it never creates one.
+async fn existing_app(config: Option<&Path>) -> Result<App, Failure> {
+    let settings = settings(config)?;
+    Ok(App::builder(&settings)
+        .registry(registry()?)
+        .existing_store()
+        .open()
+        .await?)
+}
+
 fn spinner(message: String) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner().with_message(message);
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -146,7 +156,7 @@ pub async fn deliver(
 }
 
 pub async fn void(config: Option<&Path>, transaction_id: &str, wait: Duration) -> CommandResult {
-    let app = app(config).await?;
+    let app = existing_app(config).await?;
     let report = app.void(transaction_id, wait).await?;
     if report.pending {
         say!(
@@ -181,7 +191,9 @@ pub async fn status(
         let account = settings.dintero.as_ref().map(|d| d.account_id.as_str());
         postbud::dintero::transaction_id::check(id, account)?;
     }
-    let store = postbud::store::open(&settings.store.url).await?;
+    let url = settings.store_url();
+    let store = postbud::store::open_existing(&url).await?;
+    let shown = postbud::store::redact(&url);
     let Some(id) = transaction_id else {
         let totals = store.totals().await?;
         let recent = store.recent(20).await?;
@@ -189,10 +201,11 @@ pub async fn status(
             let sweep = postbud::reconcile::last_sweep(store.as_ref()).await?;
             say!(
                 "{}",
-                serde_json::json!({"totals": totals, "recent": recent, "last_sweep": sweep})
+                serde_json::json!({"store": shown, "totals": totals, "recent": recent, "last_sweep": sweep})
             );
             return Ok(ExitCode::SUCCESS);
         }
+        say!("store {shown}");
         if let Some(sweep) = postbud::reconcile::last_sweep(store.as_ref()).await? {
             say!(
                 "last reconciliation sweep {}: found {}, new {}, submitted {}, voided {}{}",
@@ -231,10 +244,7 @@ pub async fn status(
     };
     let Some(dispatch) = store.dispatch(id).await? else {
         return Err(Failure {
-            message: format!(
-                "no dispatch for transaction {id} in {}",
-                postbud::store::redact(&settings.store.url)
-            ),
+            message: format!("no dispatch for transaction {id} in {}", shown),
             code: exit::FAILED,
         });
     };
@@ -253,6 +263,7 @@ pub async fn status(
         dispatch: Some(dispatch),
         jobs,
     };
+    say!("store {shown}");
     say!("{outcome}");
     say!("history:");
     for entry in history {
@@ -271,7 +282,7 @@ pub async fn retry(
     transaction_id: &str,
     channel: Option<&str>,
 ) -> CommandResult {
-    let app = app(config).await?;
+    let app = existing_app(config).await?;
     let transaction_id = app.transaction_id(transaction_id)?;
     let requeued = app.store().retry(transaction_id, channel).await?;
     if requeued == 0 {
@@ -463,10 +474,11 @@ async fn shutdown_signal() {
 pub async fn migrate(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
     // Opening a store applies the migrations it does not have yet.
-    postbud::store::open(&settings.store.url).await?;
+    let url = settings.store_url();
+    postbud::store::open(&url).await?;
     say!(
         "the store at {} is migrated to the current schema",
-        postbud::store::redact(&settings.store.url)
+        postbud::store::redact(&url)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -66,6 +66,7 @@ pub struct AppBuilder {
     registry: Option<Registry>,
     dispatcher: Arc<dyn Dispatcher>,
     gateway: Option<Arc<dyn PaymentGateway>>,
+    existing_store: bool,
 }
 
 impl AppBuilder {
@@ -78,6 +79,13 @@ impl AppBuilder {
     /// Replace steps of the flow.
     pub fn dispatcher(mut self, dispatcher: Arc<dyn Dispatcher>) -> Self {
         self.dispatcher = dispatcher;
+        self
+    }
+
+    /// Refuse to start when the store does not exist yet, instead of creating it (for
+    /// operators' commands that act on what is there).
+    pub fn existing_store(mut self) -> Self {
+        self.existing_store = true;
         self
     }
 
@@ -99,7 +107,12 @@ impl AppBuilder {
             Some(g) => g,
             None => Arc::new(DinteroGateway::new(settings.require_dintero()?.clone())?),
         };
-        let store: Arc<dyn Store> = crate::store::open(&settings.store.url).await?;
+        let url = settings.store_url();
+        let store: Arc<dyn Store> = if self.existing_store {
+            crate::store::open_existing(&url).await?
+        } else {
+            crate::store::open(&url).await?
+        };
         let links = match &settings.server.public_url {
             Some(base) => {
                 let key = match &settings.server.link_secret {
@@ -170,6 +183,7 @@ impl App {
             registry: None,
             dispatcher: Arc::new(DefaultDispatcher),
             gateway: None,
+            existing_store: false,
         }
     }
 

@@ -60,7 +60,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     }
     let mode = parse_mode(&config.mode).map_err(|why| ctx.config.error("mode", why))?;
     Ok(Box::new(FolderChannel {
-        dir: ctx.config.path(&config.path),
+        dir: ctx.config.path("path", &config.path),
         create: config.create,
         mode,
     }))

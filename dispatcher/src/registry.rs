@@ -112,9 +112,11 @@ impl<'a> ChannelConfig<'a> {
         ))
     }
 
-    /// Resolves a path relative to the working directory.
-    pub fn path(&self, raw: &str) -> PathBuf {
-        PathBuf::from(raw)
+    /// Resolves the path `raw` set at `field` of this table: relative to the configuration
+    /// file's directory when it was written there (see [`Settings::resolve_path`]).
+    pub fn path(&self, field: &str, raw: &str) -> PathBuf {
+        self.settings
+            .resolve_path(&format!("channels.{}.{field}", self.name), raw)
     }
 }
 

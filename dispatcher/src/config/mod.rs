@@ -146,6 +146,48 @@ impl Settings {
             .unwrap_or_else(|| "defaults".into())
     }
 
+    /// `raw`, a path set at `key`, as the process must open it: a relative path written in a
+    /// configuration file is relative to that file's directory (so `postbud status` run from
+    /// another directory reads the same store); one from the environment, or absolute, is kept.
+    pub fn resolve_path(&self, key: &str, raw: &str) -> PathBuf {
+        let path = PathBuf::from(raw);
+        if path.is_absolute() {
+            return path;
+        }
+        let file = self
+            .figment
+            .find_metadata(key)
+            .and_then(|md| md.source.as_ref())
+            .and_then(|source| source.file_path())
+            .and_then(Path::parent);
+        match file {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path,
+        }
+    }
+
+    /// `store.url` with a relative SQLite file resolved as [`Settings::resolve_path`] does.
+    pub fn store_url(&self) -> String {
+        let url = &self.store.url;
+        let Some(file) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return url.clone();
+        };
+        let (path, query) = file
+            .split_once('?')
+            .map_or((file, None), |(p, q)| (p, Some(q)));
+        if path.is_empty() || path == ":memory:" {
+            return url.clone();
+        }
+        let resolved = self.resolve_path("store.url", path);
+        match query {
+            Some(q) => format!("sqlite://{}?{q}", resolved.display()),
+            None => format!("sqlite://{}", resolved.display()),
+        }
+    }
+
     pub(crate) fn figment(&self) -> &Figment {
         &self.figment
     }

@@ -18,6 +18,24 @@ pub use self::{
     sqlite::{SqliteStore, fmt_ms},
 };
 
+/// Opens the store `url` names, but never creates one: for commands that only read or act on
+/// what is there (`status`, `retry`, `void`), where a new empty store would only hide a
+/// configuration that points at the wrong place.
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(file) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|f| f.split('?').next().unwrap_or(f))
+        && !file.is_empty()
+        && !std::path::Path::new(file).exists()
+    {
+        return Err(StoreError::Database(format!(
+            "there is no store at `{file}` (`postbud serve`, `deliver` and `migrate` create it): is this the configuration, and the store.url, you meant?"
+        )));
+    }
+    open(url).await
+}
+
 /// Opens the store `url` names: `sqlite://FILE` or `postgres://...`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
