@@ -94,3 +94,28 @@ async fn relative_paths_in_the_file_are_the_file_s_and_status_never_creates_a_st
     }
     assert_eq!(s.sandbox.stats().voids.len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_with_a_dash_in_its_name_takes_settings_from_the_environment() {
+    let s = setup(
+        "[channels.customer-archive]\nkind = \"folder\"\npath = \"/nonexistent/not-here\"\ncreate = false\n\n[[routes]]\ndeliver = [\"customer-archive\"]\n",
+    )
+    .await;
+    let target = s.dir.path().join("from-env");
+    std::fs::create_dir_all(&target).expect("dir");
+    let id = s.sandbox.seed(Seed::default());
+    let output = common::run(
+        &s.config,
+        &["deliver", &id],
+        &[(
+            "POSTBUD_CHANNELS__CUSTOMER_ARCHIVE__PATH",
+            target.to_str().expect("utf8"),
+        )],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(
+        std::fs::read_dir(&target).expect("dir").next().is_some(),
+        "written where the variable said"
+    );
+}

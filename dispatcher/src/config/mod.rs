@@ -104,7 +104,8 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        Self::from_figment(figment.merge(environment()), file)
+        let dashed = dashed_channel_names(&figment);
+        Self::from_figment(figment.merge(environment(dashed)), file)
     }
 
     /// Loads from a TOML string (and no environment): for tests and embedded defaults.
@@ -232,10 +233,33 @@ impl Settings {
     }
 }
 
-fn environment() -> Env {
-    Env::prefixed("POSTBUD_").split("__").filter(|key| {
-        // Keys are still upper-case here; figment lower-cases them afterwards.
-        let first = key.as_str().split(['.', '_']).next().unwrap_or_default();
-        SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
-    })
+/// Channel names with a dash, from the file: a shell cannot set a variable with a dash in its
+/// name, so `POSTBUD_CHANNELS__CUSTOMER_EMAIL__PASSWORD` sets `channels.customer-email.password`.
+fn dashed_channel_names(figment: &Figment) -> Vec<String> {
+    figment
+        .find_value("channels")
+        .ok()
+        .and_then(|v| v.into_dict())
+        .map(|channels| channels.into_keys().filter(|k| k.contains('-')).collect())
+        .unwrap_or_default()
+}
+
+fn environment(dashed: Vec<String>) -> Env {
+    Env::prefixed("POSTBUD_")
+        .split("__")
+        .filter(|key| {
+            // Keys are still upper-case here; figment lower-cases them afterwards.
+            let first = key.as_str().split(['.', '_']).next().unwrap_or_default();
+            SECTIONS.iter().any(|s| first.eq_ignore_ascii_case(s))
+        })
+        .map(move |key| {
+            let mut parts: Vec<String> = key.as_str().split('.').map(str::to_owned).collect();
+            if parts.len() > 2 && parts[0].eq_ignore_ascii_case("channels") {
+                let written = parts[1].to_ascii_lowercase();
+                if let Some(name) = dashed.iter().find(|n| n.replace('-', "_") == written) {
+                    parts[1] = name.clone();
+                }
+            }
+            parts.join(".").into()
+        })
 }
