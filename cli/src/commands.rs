@@ -38,7 +38,10 @@ impl From<postbud::ConfigError> for Failure {
 impl From<AppError> for Failure {
     fn from(e: AppError) -> Self {
         let code = match e {
-            AppError::Config(_) | AppError::Registry(_) | AppError::InvalidId(_) => exit::CONFIG,
+            AppError::Config(_)
+            | AppError::Registry(_)
+            | AppError::InvalidId(_)
+            | AppError::UnknownTransaction(_) => exit::CONFIG,
             AppError::Store(_) | AppError::Gateway(_) | AppError::Busy(_) => exit::UNAVAILABLE,
             AppError::VoidRefused(_) => exit::FAILED,
         };

@@ -188,6 +188,19 @@ fn stdout_failed(e: std::io::Error) -> ! {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config.as_deref();
+    // Options a command ignores are refused, not silently dropped.
+    let own_defaults = match &cli.command {
+        Command::Demo { .. } => Some("demo"),
+        Command::Sandbox { .. } => Some("sandbox"),
+        Command::Bench { .. } => Some("bench"),
+        _ => None,
+    };
+    if let (Some(command), Some(_)) = (own_defaults, config) {
+        eprintln!(
+            "postbud: `--config` is not used by `postbud {command}`: it runs on its own embedded configuration"
+        );
+        return ExitCode::from(commands::exit::CONFIG);
+    }
     init_logging(
         if matches!(cli.command, Command::Serve | Command::Sandbox { .. }) {
             "info"

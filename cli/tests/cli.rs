@@ -60,7 +60,7 @@ async fn deliver_captures_once_writes_the_pdf_and_a_second_deliver_does_nothing(
     let second = run(&s.config, &["deliver", &id], &[]).await;
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     assert!(
-        text(&second).contains("nothing new was captured"),
+        text(&second).contains("known before this run"),
         "{}",
         text(&second)
     );

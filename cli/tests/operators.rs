@@ -119,3 +119,34 @@ async fn a_channel_with_a_dash_in_its_name_takes_settings_from_the_environment()
         "written where the variable said"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_leave_no_record_and_ignored_options_are_refused() {
+    let s = setup("").await;
+    let unknown = "T12345678.NotAtDintero1";
+    for args in [vec!["deliver", unknown], vec!["void", unknown]] {
+        let output = common::run(&s.config, &args, &[]).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output));
+        assert!(
+            text(&output).contains("Dintero does not know transaction"),
+            "{}",
+            text(&output)
+        );
+    }
+    let status = common::run(&s.config, &["status", "--json"], &[]).await;
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(
+        report["totals"]["dispatches"],
+        0,
+        "no record: {}",
+        text(&status)
+    );
+    let demo = postbud()
+        .args(["--config", s.config.to_str().expect("utf8"), "demo"])
+        .output()
+        .expect("runs");
+    assert_eq!(demo.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&demo.stderr).contains("`--config` is not used by `postbud demo`")
+    );
+}

@@ -40,6 +40,9 @@ pub enum AppError {
     /// A transaction id that is not a Dintero id of this account.
     #[error(transparent)]
     InvalidId(#[from] InvalidTransactionId),
+    /// Dintero does not know the transaction (404): nothing was recorded.
+    #[error("Dintero does not know transaction {0}: nothing was recorded")]
+    UnknownTransaction(String),
     /// Dintero refused the void (or reported it failed): nothing was cancelled.
     #[error("Dintero refused the void: {0}; nothing was cancelled and no notice was sent")]
     VoidRefused(String),
@@ -290,6 +293,15 @@ impl App {
         Ok(true)
     }
 
+    /// The transaction at Dintero; a 404 is [`AppError::UnknownTransaction`].
+    async fn read(&self, id: &str) -> Result<Transaction, AppError> {
+        match self.gateway.transaction(id).await {
+            Ok(tx) => Ok(tx),
+            Err(e) if e.status == Some(404) => Err(AppError::UnknownTransaction(id.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Runs the flow for one transaction now, waiting up to 30 s for short retries.
     pub async fn deliver_now(&self, transaction_id: &str) -> Result<Outcome, AppError> {
         self.deliver_waiting(transaction_id, Duration::from_secs(30))
@@ -303,6 +315,11 @@ impl App {
         wait: Duration,
     ) -> Result<Outcome, AppError> {
         let id = self.transaction_id(transaction_id)?;
+        // An id Dintero does not know becomes no record (a typo must not leave a failed
+        // dispatch behind); a known one goes straight on.
+        if self.store().dispatch(id).await?.is_none() {
+            self.read(id).await?;
+        }
         Ok(self.engine.deliver_now(id, wait).await?)
     }
 
@@ -316,10 +333,7 @@ impl App {
     /// cancellation notices through the channels that delivered it. A `202` not settled within
     /// `wait` is left to a job that `serve` runs; a void Dintero refuses changes nothing here.
     pub async fn void(&self, transaction_id: &str, wait: Duration) -> Result<VoidReport, AppError> {
-        let tx = self
-            .gateway
-            .transaction(self.transaction_id(transaction_id)?)
-            .await?;
+        let tx = self.read(self.transaction_id(transaction_id)?).await?;
         // Everything from here on is keyed by the id Dintero returns.
         let id = self.transaction_id(&tx.id)?;
         let already_voided = tx.is_voided();

@@ -92,7 +92,7 @@ impl fmt::Display for Outcome {
         if !self.newly_queued {
             writeln!(
                 f,
-                "  (already submitted before: nothing new was captured or started)"
+                "  (known before this run: it went on with the work already queued, if any was due)"
             )?;
         }
         for job in self.jobs.iter().filter(|j| j.kind != JobKind::Dispatch) {
