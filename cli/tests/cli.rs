@@ -335,6 +335,16 @@ async fn invoice_create_makes_a_merchant_initiated_invoice_and_delivers_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_order_file_makes_an_invoice() {
+    let s = setup("").await;
+    let order = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/order.json");
+    let output = run(&s.config, &["invoice", "create", order], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("kravia.invoice_b2b, 62500 NOK"), "{}", text(&output));
+    assert_eq!(s.sandbox.stats().captures.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_takes_a_callback_captures_delivers_and_stops_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
