@@ -160,8 +160,12 @@ async fn a_dintero_error_is_one_clear_message() {
     assert_eq!(s.sandbox.captures(&id), 0);
 
     let missing = run(&s.config, &["deliver", "T12345678.doesnotexist"], &[]).await;
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(text(&missing).contains("HTTP 404"), "{}", text(&missing));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing).contains("Dintero does not know transaction T12345678.doesnotexist"),
+        "{}",
+        text(&missing)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +344,11 @@ async fn the_sample_order_file_makes_an_invoice() {
     let order = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/order.json");
     let output = run(&s.config, &["invoice", "create", order], &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert!(text(&output).contains("kravia.invoice_b2b, 62500 NOK"), "{}", text(&output));
+    assert!(
+        text(&output).contains("kravia.invoice_b2b, 62500 NOK"),
+        "{}",
+        text(&output)
+    );
     assert_eq!(s.sandbox.stats().captures.len(), 1);
 }
 

@@ -318,7 +318,10 @@ impl App {
         // An id Dintero does not know becomes no record (a typo must not leave a failed
         // dispatch behind); a known one goes straight on.
         if self.store().dispatch(id).await?.is_none() {
-            self.read(id).await?;
+            // Anything but a 404 (Dintero busy, a timeout) is the dispatch's to retry.
+            if let Err(unknown @ AppError::UnknownTransaction(_)) = self.read(id).await {
+                return Err(unknown);
+            }
         }
         Ok(self.engine.deliver_now(id, wait).await?)
     }
