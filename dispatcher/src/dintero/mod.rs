@@ -196,16 +196,10 @@ impl DinteroGateway {
             return Ok(cached);
         }
         let value = match self.call(operation, Method::GET, url, None).await {
-            Ok(response) => {
-                let bytes = read_body(operation, response).await?;
-                let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    GatewayError::permanent(
-                        operation,
-                        format!("the response is not JSON ({e}): {}", excerpt(&bytes)),
-                    )
-                })?;
-                body.get("configuration").cloned()
-            }
+            Ok(response) => read_json(operation, response)
+                .await?
+                .get("configuration")
+                .cloned(),
             Err(e) if e.status == Some(404) => None,
             Err(e) => return Err(e),
         };
@@ -295,13 +289,7 @@ impl PaymentGateway for DinteroGateway {
                 &[("Dintero-Feature-Toggles", "strict-merchant-reference")],
             )
             .await?;
-        let bytes = read_body(operation, response).await?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            GatewayError::permanent(
-                operation,
-                format!("the response is not JSON ({e}): {}", excerpt(&bytes)),
-            )
-        })?;
+        let body = read_json(operation, response).await?;
         let failed = body.get("success") == Some(&Value::Bool(false))
             || body.get("status").and_then(Value::as_str) == Some("FAILED");
         if failed {
@@ -313,13 +301,11 @@ impl PaymentGateway for DinteroGateway {
                 ),
             ));
         }
+        let excerpt = excerpt(body.to_string().as_bytes());
         serde_json::from_value(body).map_err(|e| {
             GatewayError::permanent(
                 operation,
-                format!(
-                    "the response is not a transaction ({e}): {}",
-                    excerpt(&bytes)
-                ),
+                format!("the response is not a transaction ({e}): {excerpt}"),
             )
         })
     }
@@ -470,6 +456,17 @@ async fn read_body(operation: &str, response: Response) -> Result<Bytes, Gateway
             crate::http::ReadError::Transport(e) => transport_error(operation, &e),
             too_large => GatewayError::permanent(operation, too_large.to_string()),
         })
+}
+
+/// A Dintero API response body as JSON, within [`crate::http::API_LIMIT`].
+async fn read_json(operation: &str, response: Response) -> Result<Value, GatewayError> {
+    let bytes = read_body(operation, response).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::permanent(
+            operation,
+            format!("the response is not JSON ({e}): {}", excerpt(&bytes)),
+        )
+    })
 }
 
 /// Dintero's `{"error": {"code", "message"}}` as one line, or an excerpt of any other body.

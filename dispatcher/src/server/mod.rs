@@ -153,20 +153,7 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
             );
         }
     };
-    match done {
-        Ok(_) => {
-            state
-                .metrics
-                .callbacks_accepted
-                .fetch_add(1, Ordering::Relaxed);
-            (StatusCode::OK, "accepted").into_response()
-        }
-        Err(e) => {
-            let (status, message) = callback_error(&e);
-            tracing::warn!(error = %e, "webhook not accepted");
-            (status, message).into_response()
-        }
-    }
+    answer(&state, done, "webhook")
 }
 
 /// Answers 503 with `Retry-After` to a request not answered within [`REQUEST_TIMEOUT`] (a body
@@ -245,7 +232,13 @@ async fn callback(
     } else {
         state.app.submit_unverified(&transaction_id).await
     };
-    match submitted {
+    answer(&state, submitted, "callback")
+}
+
+/// The answer to a callback or webhook (`what`) Postbud took, or could not take: counted, logged,
+/// and a `Retry-After` when it was only too many at once.
+fn answer(state: &ServerState, outcome: Result<bool, AppError>, what: &str) -> Response {
+    match outcome {
         Ok(_) => {
             state
                 .metrics
@@ -256,13 +249,13 @@ async fn callback(
         Err(e) => {
             let (status, message) = callback_error(&e);
             if status.is_server_error() {
-                tracing::error!(error = %e, "callback not accepted; Dintero will retry");
+                tracing::error!(error = %e, what, "not accepted; Dintero will retry");
             } else {
                 state
                     .metrics
                     .callbacks_rejected
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "callback refused");
+                tracing::warn!(error = %e, what, "refused");
             }
             let mut response = (status, message).into_response();
             if let AppError::Busy(wait) = e {
