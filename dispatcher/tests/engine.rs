@@ -313,11 +313,7 @@ async fn delivered(h: &Harness, app: &postbud::App) -> (String, std::path::PathB
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    let number = h.sandbox.transaction(&id).expect("tx")["metadata"]["kravia:invoice_number"]
-        .as_str()
-        .expect("n")
-        .to_owned();
-    (id, h.invoices().join(format!("{number}.voided.json")))
+    (id.clone(), h.void_notice(&id))
 }
 
 fn accepted_void(id: &str, after_gets: u32, fail: bool) -> Fault {
@@ -467,15 +463,7 @@ async fn a_void_dintero_refuses_sends_no_notice_and_says_why() {
 #[tokio::test]
 async fn void_before_delivery_stops_the_pending_delivery() {
     let h = Harness::start().await;
-    let app = h
-        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1h\"\n")
-        .await;
-    let id = h.sandbox.seed(Seed::default());
-    let outcome = app
-        .deliver_waiting(&id, Duration::from_millis(100))
-        .await
-        .expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    let (app, id) = h.captured_and_waiting("1h").await;
     let report = app
         .void(&id, std::time::Duration::from_secs(10))
         .await
@@ -789,15 +777,7 @@ async fn the_store_and_the_files_written_are_private() {
 #[tokio::test]
 async fn a_void_that_lands_mid_send_still_sends_that_channel_a_notice() {
     let h = Harness::start().await;
-    let app = h
-        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"50ms\"\n")
-        .await;
-    let id = h.sandbox.seed(Seed::default());
-    let outcome = app
-        .deliver_waiting(&id, Duration::ZERO)
-        .await
-        .expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    let (app, id) = h.captured_and_waiting("50ms").await;
     tokio::time::sleep(Duration::from_millis(80)).await;
     // A worker is sending right now; its end will never be recorded once the void lands.
     let sending = app

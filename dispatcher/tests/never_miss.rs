@@ -25,12 +25,7 @@ fn node_hmac_sha1(secret: &str, body: &str) -> Option<String> {
 }
 
 fn with_webhook_secret(h: &Harness, extra: &str) -> postbud::Settings {
-    let toml = h.toml(extra).replacen(
-        "timeout = \"2s\"",
-        "timeout = \"2s\"\nwebhook_secret = \"wh-secret\"",
-        1,
-    );
-    postbud::Settings::from_toml(&toml).expect("settings")
+    h.settings_with_dintero("webhook_secret = \"wh-secret\"", extra)
 }
 
 #[tokio::test]
@@ -98,16 +93,7 @@ async fn account_webhooks_are_verified_and_start_a_dispatch() {
 #[tokio::test]
 async fn an_invoice_voided_at_dintero_while_its_delivery_waits_is_not_sent() {
     let h = Harness::start().await;
-    let app = h
-        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1s\"\n")
-        .await;
-    let id = h.sandbox.seed(Seed::default());
-    let outcome = app
-        .deliver_waiting(&id, Duration::from_millis(100))
-        .await
-        .expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
-    assert_eq!(h.sandbox.captures(&id), 1);
+    let (app, id) = h.captured_and_waiting("1s").await;
     // Voided in Dintero's Backoffice; no callback, no webhook reaches Postbud.
     h.sandbox.set_status(&id, "AUTHORIZATION_VOIDED");
     let outcome = app
@@ -141,13 +127,7 @@ async fn an_invoice_voided_at_dintero_after_delivery_gets_its_notices_by_callbac
             .expect("app"),
     );
     let base = serve(Arc::clone(&app)).await;
-    let notice = |id: &str| {
-        let number = h.sandbox.transaction(id).expect("tx")["metadata"]["kravia:invoice_number"]
-            .as_str()
-            .expect("n")
-            .to_owned();
-        h.invoices().join(format!("{number}.voided.json"))
-    };
+    let notice = |id: &str| h.void_notice(id);
     // By the session callback with event=VOID (report_event=VOID).
     let by_callback = h.sandbox.seed(Seed::default());
     assert_eq!(
@@ -219,15 +199,7 @@ async fn an_invoice_voided_at_dintero_after_delivery_gets_its_notices_by_callbac
 #[tokio::test]
 async fn the_sweep_stops_deliveries_of_invoices_voided_at_dintero() {
     let h = Harness::start().await;
-    let app = h
-        .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"1h\"\n")
-        .await;
-    let id = h.sandbox.seed(Seed::default());
-    let outcome = app
-        .deliver_waiting(&id, Duration::from_millis(100))
-        .await
-        .expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    let (app, id) = h.captured_and_waiting("1h").await;
     h.sandbox.set_status(&id, "AUTHORIZATION_VOIDED");
     let sweep = app.reconcile().await.expect("sweep");
     assert_eq!(sweep.voided, 1, "{sweep:?}");

@@ -17,24 +17,22 @@ async fn serve(app: Arc<postbud::App>) -> String {
     format!("http://{addr}")
 }
 
-#[tokio::test]
-async fn signed_callbacks_are_accepted_and_unsigned_ones_refused() {
+/// A sandbox that signs its callbacks, and a served app that verifies them.
+async fn signed() -> (Harness, Arc<postbud::App>, String) {
     let h = Harness::start_with(SandboxConfig {
         callback_secret: Some("cb-secret".into()),
         ..SandboxConfig::default()
     })
     .await;
-    let toml = h.toml("").replacen(
-        "timeout = \"2s\"",
-        "timeout = \"2s\"\ncallback_secret = \"cb-secret\"",
-        1,
-    );
-    let app = Arc::new(
-        postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
-            .await
-            .expect("app"),
-    );
+    let settings = h.settings_with_dintero("callback_secret = \"cb-secret\"", "");
+    let app = Arc::new(postbud::App::open(&settings).await.expect("app"));
     let base = serve(Arc::clone(&app)).await;
+    (h, app, base)
+}
+
+#[tokio::test]
+async fn signed_callbacks_are_accepted_and_unsigned_ones_refused() {
+    let (h, app, base) = signed().await;
     let id = h.sandbox.seed(Seed::default());
 
     let status = h
@@ -101,22 +99,7 @@ process.stdout.write(`t=${t},v0-hmac-sha256=${crypto.createHmac('sha256', secret
 
 #[tokio::test]
 async fn a_callback_with_repeated_parameters_signed_as_dintero_signs_is_accepted() {
-    let h = Harness::start_with(SandboxConfig {
-        callback_secret: Some("cb-secret".into()),
-        ..SandboxConfig::default()
-    })
-    .await;
-    let toml = h.toml("").replacen(
-        "timeout = \"2s\"",
-        "timeout = \"2s\"\ncallback_secret = \"cb-secret\"",
-        1,
-    );
-    let app = Arc::new(
-        postbud::App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
-            .await
-            .expect("app"),
-    );
-    let base = serve(Arc::clone(&app)).await;
+    let (h, app, base) = signed().await;
     let id = h.sandbox.seed(Seed::default());
     let url = format!(
         "{base}/dintero/callback?report_event=VOID&report_event=CAPTURE&transaction_id={id}&event=CAPTURE&time=2026-11-26T10%3A00%3A00Z"

@@ -301,11 +301,13 @@ impl PaymentGateway for DinteroGateway {
                 ),
             ));
         }
-        let excerpt = excerpt(body.to_string().as_bytes());
-        serde_json::from_value(body).map_err(|e| {
+        <Transaction as serde::Deserialize>::deserialize(&body).map_err(|e| {
             GatewayError::permanent(
                 operation,
-                format!("the response is not a transaction ({e}): {excerpt}"),
+                format!(
+                    "the response is not a transaction ({e}): {}",
+                    excerpt(body.to_string().as_bytes())
+                ),
             )
         })
     }

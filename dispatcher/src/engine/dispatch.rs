@@ -122,7 +122,9 @@ impl Engine {
                 _ => not_yet("the invoice metadata is missing after capture".into()).await,
             };
         }
-        let configuration = match self.channel_configuration(tx).await? {
+        let created_as_merchant =
+            dispatch.and_then(|d| d.origin).as_deref() == Some(ORIGIN_CREATED);
+        let configuration = match self.channel_configuration(tx, created_as_merchant).await {
             Ok(configuration) => configuration,
             Err(e) => {
                 let e = GatewayError {
@@ -285,32 +287,26 @@ impl Engine {
     async fn channel_configuration(
         &self,
         tx: &Transaction,
-    ) -> Result<Result<ChannelConfiguration, GatewayError>, StoreError> {
-        let dispatch = self.store.dispatch(&tx.id).await?;
+        created_as_merchant: bool,
+    ) -> Result<ChannelConfiguration, GatewayError> {
         let mut configuration = ChannelConfiguration {
-            created_as_merchant: dispatch.and_then(|d| d.origin).as_deref() == Some(ORIGIN_CREATED),
+            created_as_merchant,
             ..ChannelConfiguration::default()
         };
-        if configuration.created_as_merchant
+        if created_as_merchant
             || tx.payment_product != "kravia"
             || eligibility::session_level(tx).is_some()
         {
-            return Ok(Ok(configuration));
+            return Ok(configuration);
         }
         if let Some(profile_id) = tx.metadata_str("session:profile_id") {
-            match self.gateway.payment_profile(profile_id).await {
-                Ok(profile) => configuration.profile = profile,
-                Err(e) => return Ok(Err(e)),
-            }
+            configuration.profile = self.gateway.payment_profile(profile_id).await?;
             if eligibility::resolve_channel(tx, &configuration).source != ChannelSource::Default {
-                return Ok(Ok(configuration));
+                return Ok(configuration);
             }
         }
-        match self.gateway.checkout_configuration().await {
-            Ok(checkout) => configuration.checkout = checkout,
-            Err(e) => return Ok(Err(e)),
-        }
-        Ok(Ok(configuration))
+        configuration.checkout = self.gateway.checkout_configuration().await?;
+        Ok(configuration)
     }
 
     /// The kept PDF, or a freshly fetched one (then kept), so every attempt sends the same bytes.

@@ -1,5 +1,5 @@
-//! The HTTP face of `postbud serve`: Dintero callbacks, signed invoice links, `/healthz`,
-//! `/metrics`. Merchant services can mount [`router`] into their own axum app.
+//! The HTTP face of `postbud serve`: Dintero callbacks and account webhooks, signed invoice
+//! links, delivery reports, `/healthz`, `/metrics`. Merchant services can mount [`router`] into their own axum app.
 
 use std::{
     collections::HashMap,
@@ -44,8 +44,8 @@ struct ServerState {
     metrics: Arc<Metrics>,
 }
 
-/// The routes: `<server.callback_path>` (GET and POST), `/invoices/{file}`, `/healthz`,
-/// `/metrics`.
+/// The routes: `<server.callback_path>` (GET and POST), `<server.webhook_path>` (POST),
+/// `/invoices/{file}`, `/reports/{channel}`, `/healthz`, `/metrics`.
 pub fn router(app: Arc<App>) -> Router {
     let callback_path = app.settings().server.callback_path.clone();
     let webhook_path = app.settings().server.webhook_path.clone();

@@ -60,12 +60,51 @@ path = "{dir}/invoices"
         )
     }
 
+    /// [`Harness::settings`] with `keys` added to the `[dintero]` table.
+    pub fn settings_with_dintero(&self, keys: &str, extra: &str) -> Settings {
+        let toml =
+            self.toml(extra)
+                .replacen("timeout = \"2s\"", &format!("timeout = \"2s\"\n{keys}"), 1);
+        Settings::from_toml(&toml).expect("valid settings")
+    }
+
     pub fn settings(&self, extra: &str) -> Settings {
         Settings::from_toml(&self.toml(extra)).expect("valid settings")
     }
 
     pub async fn app(&self, extra: &str) -> App {
         App::open(&self.settings(extra)).await.expect("app opens")
+    }
+
+    /// An app whose route waits `delay` before delivering to the archive, and a transaction it
+    /// captured whose delivery is still waiting.
+    pub async fn captured_and_waiting(&self, delay: &str) -> (App, String) {
+        let app = self
+            .app(&format!(
+                "[[routes]]\ndeliver = [\"archive\"]\ndelay = \"{delay}\"\n"
+            ))
+            .await;
+        let id = self.sandbox.seed(postbud_sandbox::Seed::default());
+        let outcome = app
+            .deliver_waiting(&id, std::time::Duration::ZERO)
+            .await
+            .expect("deliver");
+        assert_eq!(
+            outcome.verdict(),
+            postbud::engine::Verdict::Pending,
+            "{outcome}"
+        );
+        assert_eq!(self.sandbox.captures(&id), 1);
+        (app, id)
+    }
+
+    /// Where the archive drops the cancellation notice of a transaction.
+    pub fn void_notice(&self, id: &str) -> PathBuf {
+        let number = self.sandbox.transaction(id).expect("tx")["metadata"]["kravia:invoice_number"]
+            .as_str()
+            .expect("invoice number")
+            .to_owned();
+        self.invoices().join(format!("{number}.voided.json"))
     }
 }
 
