@@ -7,13 +7,15 @@ use postbud::{
     app::AppError,
     engine::{Outcome, Verdict},
     store::fmt_ms,
+    triage,
 };
 
-/// Exit codes.
+/// Exit codes, one table for every command (`postbud --help` prints it).
 pub mod exit {
     pub const FAILED: u8 = 1;
     pub const CONFIG: u8 = 2;
-    pub const SKIPPED: u8 = 3;
+    /// Not ours: a transaction Postbud does not deliver (skipped), or one it has not seen.
+    pub const NOT_OURS: u8 = 3;
     pub const UNAVAILABLE: u8 = 4;
     /// EX_TEMPFAIL: work remains queued for retry.
     pub const PENDING: u8 = 75;
@@ -38,6 +40,7 @@ impl From<postbud::ConfigError> for Failure {
 impl From<AppError> for Failure {
     fn from(e: AppError) -> Self {
         let code = match e {
+            AppError::Store(postbud::store::StoreError::Missing(_)) => exit::CONFIG,
             AppError::Config(_)
             | AppError::Registry(_)
             | AppError::InvalidId(_)
@@ -63,9 +66,13 @@ impl From<postbud::dintero::transaction_id::InvalidTransactionId> for Failure {
 
 impl From<postbud::store::StoreError> for Failure {
     fn from(e: postbud::store::StoreError) -> Self {
+        let code = match e {
+            postbud::store::StoreError::Missing(_) => exit::CONFIG,
+            _ => exit::UNAVAILABLE,
+        };
         Self {
             message: e.to_string(),
-            code: exit::UNAVAILABLE,
+            code,
         }
     }
 }
@@ -119,8 +126,8 @@ pub fn verdict_code(outcome: &Outcome) -> ExitCode {
     ExitCode::from(match outcome.verdict() {
         Verdict::Delivered | Verdict::Voided => 0,
         Verdict::Pending => exit::PENDING,
-        Verdict::Skipped => exit::SKIPPED,
-        Verdict::Failed => exit::FAILED,
+        Verdict::Skipped => exit::NOT_OURS,
+        Verdict::Failed | Verdict::NeedsAttention => exit::FAILED,
     })
 }
 
@@ -151,7 +158,9 @@ pub async fn deliver(
             Verdict::Pending => say!(
                 "work remains queued; `postbud serve` finishes it, `postbud status {transaction_id}` shows it"
             ),
-            Verdict::Failed => say!("fix the cause, then `postbud retry {transaction_id}`"),
+            Verdict::Failed | Verdict::NeedsAttention => {
+                say!("fix the cause, then `postbud retry {transaction_id}`")
+            }
             _ => {}
         }
     }
@@ -184,88 +193,164 @@ pub async fn void(config: Option<&Path>, transaction_id: &str, wait: Duration) -
     Ok(ExitCode::SUCCESS)
 }
 
+/// The store a command that reads it opens: never created here.
+async fn existing_store(
+    settings: &Settings,
+) -> Result<(Arc<dyn postbud::store::Store>, String), Failure> {
+    let url = settings.store_url();
+    let store = postbud::store::open_existing(&url).await?;
+    Ok((store, postbud::store::redact(&url)))
+}
+
+/// `postbud status`: the verdict counts and the invoices `filter` picks.
 pub async fn status(
     config: Option<&Path>,
-    transaction_id: Option<&str>,
+    filter: &triage::Filter,
+    limit: usize,
     json: bool,
 ) -> CommandResult {
     let settings = settings(config)?;
-    if let Some(id) = transaction_id {
-        let account = settings.dintero.as_ref().map(|d| d.account_id.as_str());
-        postbud::dintero::transaction_id::check(id, account)?;
-    }
-    let url = settings.store_url();
-    let store = postbud::store::open_existing(&url).await?;
-    let shown = postbud::store::redact(&url);
-    let Some(id) = transaction_id else {
-        let totals = store.totals().await?;
-        let recent = store.recent(20).await?;
-        if json {
-            let sweep = postbud::reconcile::last_sweep(store.as_ref()).await?;
-            say!(
-                "{}",
-                serde_json::json!({"store": shown, "totals": totals, "recent": recent, "last_sweep": sweep})
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        say!("store {shown}");
-        if let Some(sweep) = postbud::reconcile::last_sweep(store.as_ref()).await? {
-            say!(
-                "last reconciliation sweep {}: found {}, new {}, submitted {}, voided {}{}",
-                fmt_ms(sweep.at),
-                sweep.found,
-                sweep.new,
-                sweep.submitted,
-                sweep.voided,
-                sweep
-                    .error
-                    .as_deref()
-                    .map(|e| format!(", stopped early: {e}"))
-                    .unwrap_or_default()
-            );
-        }
+    let (store, shown) = existing_store(&settings).await?;
+    let store = store.as_ref();
+    let counts = triage::count(store).await?;
+    let (listed, more) = triage::list(store, filter, limit).await?;
+    let sweep = postbud::reconcile::last_sweep(store).await?;
+    if json {
+        let counts: serde_json::Map<String, serde_json::Value> = counts
+            .iter()
+            .map(|(v, n)| (v.as_str().to_owned(), (*n).into()))
+            .collect();
+        let invoices: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "transaction_id": l.dispatch.transaction_id,
+                    "verdict": l.assessment.verdict,
+                    "reason": l.assessment.reason,
+                    "invoice_number": l.dispatch.invoice_number,
+                    "stage": l.dispatch.stage,
+                    "created_at": l.dispatch.created_at,
+                    "updated_at": l.dispatch.updated_at,
+                    "jobs": l.jobs,
+                })
+            })
+            .collect();
         say!(
-            "dispatches {}  queued {}  in flight {}  delivered {}  failed {}  dead {}  skipped {}",
-            totals.dispatches,
-            totals.queued,
-            totals.in_flight,
-            totals.delivered,
-            totals.failed,
-            totals.dead,
-            totals.skipped
+            "{}",
+            serde_json::json!({"store": shown, "counts": counts, "invoices": invoices, "more": more, "last_sweep": sweep})
         );
-        for d in recent {
-            say!(
-                "  {:<40} {:<10} {:<16} {}",
-                d.transaction_id,
-                d.stage,
-                d.invoice_number.as_deref().unwrap_or("-"),
-                d.reason.as_deref().unwrap_or("")
-            );
-        }
         return Ok(ExitCode::SUCCESS);
+    }
+    say!("store {shown}");
+    if let Some(sweep) = sweep {
+        say!(
+            "last reconciliation sweep {}: found {}, new {}, submitted {}, voided {}{}",
+            fmt_ms(sweep.at),
+            sweep.found,
+            sweep.new,
+            sweep.submitted,
+            sweep.voided,
+            sweep
+                .error
+                .as_deref()
+                .map(|e| format!(", stopped early: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    let counted: Vec<String> = triage::Verdict::ALL
+        .iter()
+        .map(|v| format!("{v} {}", counts.get(v).copied().unwrap_or(0)))
+        .collect();
+    say!("invoices: {}", counted.join("  "));
+    let verdicts: Vec<&str> = filter.verdicts.iter().map(|v| v.as_str()).collect();
+    let heading = match verdicts.as_slice() {
+        [] => "invoices".to_owned(),
+        names => format!("invoices with verdict {}", names.join(" or ")),
     };
+    if listed.is_empty() {
+        say!("no {heading}{}", narrowed(filter));
+        return Ok(ExitCode::SUCCESS);
+    }
+    say!("{heading}{}, newest first:", narrowed(filter));
+    let now = postbud::store::now_ms();
+    for l in &listed {
+        say!(
+            "  {:<34} {:<15} {:<16} {:>6}  {}",
+            l.dispatch.transaction_id,
+            l.assessment.verdict,
+            l.dispatch.invoice_number.as_deref().unwrap_or("-"),
+            age(now - l.dispatch.created_at),
+            l.assessment.reason
+        );
+    }
+    if more {
+        say!(
+            "  … more match: --limit {} shows more",
+            limit.saturating_mul(2).max(1)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store-side conditions of a status listing, as words after its heading.
+fn narrowed(filter: &triage::Filter) -> String {
+    let mut parts = Vec::new();
+    if let Some(channel) = &filter.channel {
+        parts.push(format!("on channel {channel}"));
+    }
+    if let Some(at) = filter.created_from {
+        parts.push(format!("first seen since {}", fmt_ms(at)));
+    }
+    if let Some(at) = filter.created_before {
+        parts.push(format!("first seen before {}", fmt_ms(at)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+/// `ms` as one coarse unit: `42s`, `17m`, `3h`, `5d`.
+fn age(ms: i64) -> String {
+    let s = (ms / 1000).max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// `postbud status <transaction>`: its verdict, jobs and history.
+pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) -> CommandResult {
+    let settings = settings(config)?;
+    let account = settings.dintero.as_ref().map(|d| d.account_id.as_str());
+    let id = postbud::dintero::transaction_id::check(transaction_id, account)?;
+    let (store, shown) = existing_store(&settings).await?;
     let Some(dispatch) = store.dispatch(id).await? else {
         return Err(Failure {
-            message: format!("no dispatch for transaction {id} in {}", shown),
-            code: exit::FAILED,
+            message: format!(
+                "{id} is not in the store {shown}: Postbud has not seen it (`postbud deliver {id}` submits it)"
+            ),
+            code: exit::NOT_OURS,
         });
     };
     let jobs = store.jobs(id).await?;
     let history = store.history(id).await?;
-    if json {
-        say!(
-            "{}",
-            serde_json::json!({"dispatch": dispatch, "jobs": jobs, "history": history})
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     let outcome = Outcome {
         transaction_id: id.to_owned(),
         newly_queued: true,
         dispatch: Some(dispatch),
         jobs,
     };
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({"store": shown, "assessment": outcome.assessment(), "dispatch": outcome.dispatch, "jobs": outcome.jobs, "history": history})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     say!("store {shown}");
     say!("{outcome}");
     say!("history:");
@@ -287,6 +372,14 @@ pub async fn retry(
 ) -> CommandResult {
     let app = existing_app(config).await?;
     let transaction_id = app.transaction_id(transaction_id)?;
+    if app.store().dispatch(transaction_id).await?.is_none() {
+        return Err(Failure {
+            message: format!(
+                "{transaction_id} is not in this store: nothing to retry (`postbud deliver {transaction_id}` submits it)"
+            ),
+            code: exit::NOT_OURS,
+        });
+    }
     let requeued = app.store().retry(transaction_id, channel).await?;
     if requeued == 0 {
         say!(
@@ -354,9 +447,11 @@ pub fn channels(config: Option<&Path>) -> CommandResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `postbud check`: the configuration, what it cannot deliver, the store, Dintero and every
+/// channel, probed without delivering and without changing anything on disk.
 pub async fn check(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
-    let app = open(&settings).await?;
+    let channels = registry()?.build_all(&settings)?;
     say!(
         "✓ configuration{} is valid, its channels build",
         settings
@@ -364,34 +459,68 @@ pub async fn check(config: Option<&Path>) -> CommandResult {
             .map(|f| format!(" {}", f.display()))
             .unwrap_or_default()
     );
-    let mut ok = true;
-    let dintero = settings.dintero.as_ref();
-    if dintero.is_some_and(|d| d.callback_secret.is_none() && d.webhook_secret.is_none()) {
+    // The worst finding decides the exit status: a configuration that delivers nothing (2),
+    // a probe refused for good (1), something unreachable now (4).
+    let mut code = 0u8;
+    let mut worst = |found: u8| {
+        let rank = |c: u8| match c {
+            exit::CONFIG => 3,
+            exit::FAILED => 2,
+            exit::UNAVAILABLE => 1,
+            _ => 0,
+        };
+        if rank(found) > rank(code) {
+            code = found;
+        }
+    };
+    for dead in settings.dead_ends() {
+        worst(exit::CONFIG);
+        say!("✗ {dead}");
+    }
+    let dintero = settings.require_dintero()?;
+    if dintero.callback_secret.is_none() && dintero.webhook_secret.is_none() {
         say!(
             "! neither dintero.callback_secret nor dintero.webhook_secret is set: callbacks are only hints, checked at Dintero at a bounded rate; set one before going live"
         );
     }
-    match app.probe_gateway().await {
+    let url = settings.store_url();
+    match postbud::store::probe(&url).await {
+        Ok(what) => say!("✓ store {}: {what}", postbud::store::redact(&url)),
+        Err(e) => {
+            worst(match e {
+                postbud::store::StoreError::Missing(_) => exit::CONFIG,
+                _ => exit::UNAVAILABLE,
+            });
+            say!("✗ store {}: {e}", postbud::store::redact(&url));
+        }
+    }
+    let gateway = postbud::dintero::DinteroGateway::new(dintero.clone()).map_err(|e| Failure {
+        message: format!("dintero: {e}"),
+        code: exit::CONFIG,
+    })?;
+    match postbud::PaymentGateway::probe(&gateway).await {
         Ok(what) => say!("✓ dintero: {what}"),
         Err(e) => {
-            ok = false;
+            worst(match e.kind {
+                postbud::ErrorKind::Permanent => exit::FAILED,
+                postbud::ErrorKind::Temporary => exit::UNAVAILABLE,
+            });
             say!("✗ dintero: {e}");
         }
     }
-    for (name, result) in app.check().await {
-        match result {
+    for (name, channel) in &channels {
+        match channel.check().await {
             Ok(what) => say!("✓ channel {name}: {what}"),
             Err(e) => {
-                ok = false;
+                worst(match e.kind {
+                    postbud::ErrorKind::Permanent => exit::FAILED,
+                    postbud::ErrorKind::Temporary => exit::UNAVAILABLE,
+                });
                 say!("✗ channel {name}: {e}");
             }
         }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(exit::FAILED)
-    })
+    Ok(ExitCode::from(code))
 }
 
 pub async fn serve(config: Option<&Path>) -> CommandResult {
@@ -411,7 +540,12 @@ pub async fn serve(config: Option<&Path>) -> CommandResult {
     });
     let reconciler = tokio::spawn({
         let app = Arc::clone(&app);
+        let stopped = stopped.clone();
         async move { app.run_reconciler(stopped).await }
+    });
+    let retention = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { app.run_retention(stopped).await }
     });
     tracing::info!(%listen, callback = %app.settings().server.callback_path, "serving");
     // On SIGTERM the workers stop claiming at once (attempts in flight finish) while the server
@@ -430,6 +564,24 @@ pub async fn serve(config: Option<&Path>) -> CommandResult {
     .await;
     let _ = workers.await;
     let _ = reconciler.await;
+    let _ = retention.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn prune(config: Option<&Path>, older_than: Option<Duration>) -> CommandResult {
+    let app = existing_app(config).await?;
+    let older_than = older_than.unwrap_or(app.settings().store.retain);
+    let bar = spinner(format!(
+        "pruning invoices finished more than {} ago",
+        humantime::format_duration(older_than)
+    ));
+    let pruned = app.prune(older_than).await;
+    bar.finish_and_clear();
+    let pruned = pruned?;
+    say!(
+        "pruned {pruned} finished invoice(s) unchanged for {}: their PDFs and personal data are deleted from the store, which keeps their ids, states, dates and the PDF's SHA-256",
+        humantime::format_duration(older_than)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

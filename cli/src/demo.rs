@@ -181,7 +181,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
             say!(
                 "{id:<32} {label:<44} {number:<14} {captured:<8} {:<26} {:<9} {why}",
                 "-",
-                format!("{:?}", outcome.verdict()).to_lowercase()
+                outcome.verdict().to_string()
             );
         }
         for (index, job) in deliveries.iter().enumerate() {

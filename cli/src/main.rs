@@ -39,9 +39,19 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+/// The exit status of every command.
+const EXIT_CODES: &str = "Exit status, for every command:
+  0   done
+  1   failed: a delivery, capture, void or probe failed for good; a person must act
+  2   bad configuration or input: the file, a key, a transaction id Dintero does not know,
+      no store where store.url points
+  3   not ours: a transaction Postbud does not deliver, or one this store has not seen
+  4   unavailable: the store or Dintero could not be reached; try again
+  75  pending: work remains queued for retry; `postbud serve` finishes it";
+
 /// Deliver Dintero Kravia invoices yourself: capture, then deliver through your own channels.
 #[derive(Debug, Parser)]
-#[command(name = "postbud", version, about, long_about = None)]
+#[command(name = "postbud", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     /// Configuration file (default: POSTBUD_CONFIG, else embedded defaults). POSTBUD_* variables
     /// override it, with `__` for nesting: POSTBUD_DINTERO__CLIENT_SECRET.
@@ -56,9 +66,6 @@ enum Command {
     /// Run the callback endpoint, signed invoice links, /healthz, /metrics and the workers.
     Serve,
     /// Capture and deliver one transaction now, and wait for the outcome.
-    ///
-    /// Exit status: 0 every routed delivery succeeded; 75 work remains queued for retry;
-    /// 1 failed; 2 bad configuration; 3 not eligible (skipped); 4 store or Dintero unavailable.
     Deliver {
         /// Dintero transaction id.
         transaction_id: String,
@@ -81,10 +88,34 @@ enum Command {
     /// List the account's authorized Kravia transactions at Dintero now and submit those this
     /// store does not know (what `serve` does every `dintero.reconcile_every`).
     Reconcile,
-    /// Show totals and recent dispatches, or one transaction's jobs and history.
+    /// Show each invoice's verdict (delivered, pending, needs-attention, failed, voided,
+    /// skipped) with its reason, or one transaction's jobs and history.
+    ///
+    /// `--needs-attention` lists exactly the invoices a person must act on: collection started
+    /// and the invoice reached nobody, dead letters, captures or voids Dintero refused,
+    /// cancellation notices not sent.
     Status {
-        /// Dintero transaction id.
+        /// Dintero transaction id: its jobs and history.
         transaction_id: Option<String>,
+        /// Only the invoices a person must act on (as `--verdict needs-attention`).
+        #[arg(long, conflicts_with = "transaction_id")]
+        needs_attention: bool,
+        /// Only this verdict (repeat for several): needs-attention, failed, pending, delivered,
+        /// voided, skipped.
+        #[arg(long, value_parser = verdict, conflicts_with = "transaction_id")]
+        verdict: Vec<postbud::triage::Verdict>,
+        /// Only invoices with a delivery (or notice) on this channel instance.
+        #[arg(long, conflicts_with = "transaction_id")]
+        channel: Option<String>,
+        /// Only invoices first seen longer ago than this (`2h`, `7d`).
+        #[arg(long, value_parser = humantime_duration, conflicts_with = "transaction_id")]
+        older_than: Option<Duration>,
+        /// Only invoices first seen within this (`30m`, `1d`).
+        #[arg(long, value_parser = humantime_duration, conflicts_with = "transaction_id")]
+        newer_than: Option<Duration>,
+        /// List at most this many (newest first).
+        #[arg(long, default_value_t = 50, conflicts_with = "transaction_id")]
+        limit: usize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -96,6 +127,13 @@ enum Command {
         /// Only this channel instance.
         #[arg(long)]
         channel: Option<String>,
+    },
+    /// Delete the PDFs and personal data of finished invoices not changed for `store.retain`
+    /// (400 days by default), keeping an anonymised record; `serve` does this daily.
+    Prune {
+        /// Prune invoices finished and unchanged for this long instead of `store.retain`.
+        #[arg(long, value_parser = humantime_duration)]
+        older_than: Option<Duration>,
     },
     /// Merchant-initiated invoices.
     Invoice {
@@ -160,6 +198,16 @@ enum InvoiceCommand {
     },
 }
 
+fn verdict(s: &str) -> Result<postbud::triage::Verdict, String> {
+    postbud::triage::Verdict::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = postbud::triage::Verdict::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .collect();
+        format!("`{s}` is not a verdict: one of {}", names.join(", "))
+    })
+}
+
 fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -220,9 +268,33 @@ async fn main() -> ExitCode {
             wait,
         } => commands::void(config, &transaction_id, wait).await,
         Command::Status {
-            transaction_id,
+            transaction_id: Some(id),
             json,
-        } => commands::status(config, transaction_id.as_deref(), json).await,
+            ..
+        } => commands::status_of(config, &id, json).await,
+        Command::Status {
+            transaction_id: None,
+            needs_attention,
+            mut verdict,
+            channel,
+            older_than,
+            newer_than,
+            limit,
+            json,
+        } => {
+            if needs_attention && !verdict.contains(&postbud::triage::Verdict::NeedsAttention) {
+                verdict.push(postbud::triage::Verdict::NeedsAttention);
+            }
+            let now = postbud::store::now_ms();
+            let before = |d: Duration| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            let filter = postbud::triage::Filter {
+                verdicts: verdict,
+                channel,
+                created_from: newer_than.map(before),
+                created_before: older_than.map(before),
+            };
+            commands::status(config, &filter, limit, json).await
+        }
         Command::Retry {
             transaction_id,
             channel,
@@ -232,6 +304,7 @@ async fn main() -> ExitCode {
         } => commands::create_invoice(config, &order).await,
         Command::Channels => commands::channels(config),
         Command::Migrate => commands::migrate(config).await,
+        Command::Prune { older_than } => commands::prune(config, older_than).await,
         Command::Reconcile => commands::reconcile(config).await,
         Command::Check => commands::check(config).await,
         Command::Sandbox {

@@ -403,7 +403,7 @@ async fn serve_takes_a_callback_captures_delivers_and_stops_on_sigterm() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("postbud_callbacks_accepted_total 1"),
+        metrics.contains("postbud_callbacks_total{outcome=\"accepted\"} 1"),
         "{metrics}"
     );
     let kill = Command::new("kill")
@@ -607,6 +607,15 @@ async fn the_example_configurations_are_valid() {
         let settings = postbud::Settings::load(Some(&path))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!settings.routes.is_empty(), "{}", path.display());
+        // Live configurations: nothing `check` would call a dead end but the secrets an
+        // example leaves for the environment.
+        for dead in settings.dead_ends() {
+            assert!(
+                dead.problem.contains("placeholder"),
+                "{}: {dead}",
+                path.display()
+            );
+        }
         // Every channel table is typed by its kind; only files that exist on a production host
         // (an SSH key) may be missing here.
         let mut registry = postbud::Registry::discover().expect("registry");

@@ -205,6 +205,11 @@ impl App {
         self.engine.store()
     }
 
+    /// This app's figures: what `/metrics` answers ([`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.engine.metrics()
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine

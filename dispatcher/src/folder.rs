@@ -195,13 +195,50 @@ impl Channel for FolderChannel {
         Ok(Receipt::new(format!("wrote {}", path.display())))
     }
 
+    /// Looks without touching: `postbud check` changes nothing on disk.
     async fn check(&self) -> Result<String, ChannelError> {
-        self.prepare().await?;
-        let probe = self
-            .write_atomically(".postbud-check", "probe", b"ok")
-            .await?;
-        let _ = tokio::fs::remove_file(&probe).await;
-        Ok(format!("directory `{}` is writable", self.dir.display()))
+        let writable = |dir: &Path| {
+            #[cfg(unix)]
+            let refused = rustix::fs::access(
+                dir,
+                rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+            )
+            .err()
+            .map(|e| e.to_string());
+            #[cfg(not(unix))]
+            let refused = std::fs::metadata(dir)
+                .map(|m| m.permissions().readonly())
+                .unwrap_or(true)
+                .then(|| "read-only".to_owned());
+            match refused {
+                None => Ok(()),
+                Some(e) => Err(ChannelError::permanent(format!(
+                    "directory `{}` is not writable: {e}",
+                    dir.display()
+                ))),
+            }
+        };
+        if self.dir.is_dir() {
+            writable(&self.dir)?;
+            return Ok(format!("directory `{}` is writable", self.dir.display()));
+        }
+        if !self.create {
+            return Err(ChannelError::permanent(format!(
+                "directory `{}` does not exist (create = false)",
+                self.dir.display()
+            )));
+        }
+        let existing = self
+            .dir
+            .ancestors()
+            .find(|a| a.is_dir())
+            .unwrap_or(Path::new("/"));
+        writable(existing)?;
+        Ok(format!(
+            "directory `{}` does not exist yet: the first delivery creates it (`{}` is writable)",
+            self.dir.display(),
+            existing.display()
+        ))
     }
 }
 

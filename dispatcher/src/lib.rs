@@ -33,10 +33,13 @@ pub mod ids;
 pub mod invoice;
 pub mod limit;
 pub mod links;
+pub mod metrics;
 pub mod reconcile;
 pub mod registry;
+pub mod retention;
 pub mod server;
 pub mod store;
+pub mod triage;
 
 pub use app::App;
 pub use async_trait::async_trait;

@@ -127,7 +127,8 @@ async fn a_permanent_capture_failure_delivers_nothing() {
         skip: 0,
     });
     let outcome = app.deliver_now(&id).await.expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
+    // Dintero refused the capture: the invoice exists and nobody sends it.
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
     let reason = outcome
         .dispatch
         .as_ref()
@@ -282,7 +283,8 @@ async fn a_failing_fetch_after_capture_is_retried_and_never_captures_again() {
         skip: 1,
     });
     let outcome = app.deliver_now(&stuck).await.expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
+    // Collection started and the invoice reached nobody.
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
     let reason = outcome.dispatch.and_then(|d| d.reason).unwrap_or_default();
     assert!(
         reason.contains("captured, but reading the invoice after capture failed"),

@@ -193,3 +193,244 @@ fn a_secret_of_the_wrong_shape_is_named_but_not_shown() {
         "{err}"
     );
 }
+
+// `<key>_file`: every secret key may be read from a file, as container secrets are mounted.
+
+/// Writes `content` to `name` under `dir`, making the directories.
+fn secret(dir: &std::path::Path, name: &str, content: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(&path, content).expect("write");
+    path
+}
+
+#[test]
+fn a_secret_file_relative_to_the_configuration_file_gives_the_secret() {
+    use secrecy::ExposeSecret;
+    let (dir, path) = write(
+        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"client\"\n\
+         client_secret_file = \"secrets/dintero\"\n\
+         callback_secret_file = \"secrets/callback\"\n\
+         webhook_secret_file = \"secrets/webhook\"\n",
+    );
+    secret(dir.path(), "secrets/dintero", b"file-secret-LQ7Z\n");
+    // One trailing newline is trimmed, \r\n too; no more than one, nothing inside.
+    secret(dir.path(), "secrets/callback", b"first\nsecond\r\n");
+    secret(dir.path(), "secrets/webhook", b"webhook-secret\n\n");
+    // The tests run from the crate's directory: the paths are the file's, not the process's.
+    assert!(!std::path::Path::new("secrets/dintero").exists());
+    let settings = Settings::load(Some(&path)).expect("loads");
+    assert!(
+        settings
+            .source_of("dintero.client_secret")
+            .contains("postbud.toml"),
+        "reported where the _file key was set: {}",
+        settings.source_of("dintero.client_secret")
+    );
+    assert!(!format!("{settings:?}").contains("LQ7Z"), "{settings:?}");
+    let dintero = settings.dintero.expect("dintero");
+    assert_eq!(dintero.client_secret.expose_secret(), "file-secret-LQ7Z");
+    assert_eq!(
+        dintero.callback_secret.expect("callback").expose_secret(),
+        "first\nsecond"
+    );
+    assert_eq!(
+        dintero.webhook_secret.expect("webhook").expose_secret(),
+        "webhook-secret\n"
+    );
+}
+
+/// A channel kind that keeps what its table held, to show what a factory receives.
+mod probe {
+    use std::{collections::BTreeMap, sync::Mutex};
+
+    use postbud::{
+        BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
+    };
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        password: SecretString,
+        #[serde(default)]
+        ca_file: Option<String>,
+        http: Http,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Http {
+        auth_token: SecretString,
+    }
+
+    /// What a table held: (password, ca_file, http.auth_token).
+    pub type Seen = (String, Option<String>, String);
+
+    /// Per channel name.
+    pub static SEEN: Mutex<BTreeMap<String, Seen>> = Mutex::new(BTreeMap::new());
+
+    #[derive(Debug)]
+    struct Probe;
+
+    #[postbud::async_trait]
+    impl Channel for Probe {
+        async fn deliver(&self, _: &Invoice, _: &DeliveryContext) -> Result<Receipt, ChannelError> {
+            Err(ChannelError::permanent("a probe"))
+        }
+    }
+
+    fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
+        let table: Table = ctx.config.extract()?;
+        SEEN.lock().expect("lock").insert(
+            ctx.config.name().to_owned(),
+            (
+                table.password.expose_secret().to_owned(),
+                table.ca_file,
+                table.http.auth_token.expose_secret().to_owned(),
+            ),
+        );
+        Ok(Box::new(Probe))
+    }
+
+    pub static FACTORY: postbud::ChannelFactory = postbud::ChannelFactory {
+        kind: "probe",
+        description: "",
+        crate_name: "config-tests",
+        example: "",
+        build,
+    };
+
+    pub fn registry() -> postbud::Registry {
+        let mut registry = postbud::Registry::empty();
+        registry.add(&FACTORY).expect("one probe");
+        registry
+    }
+}
+
+#[test]
+fn secret_files_reach_channel_tables_nested_tables_and_every_section() {
+    use secrecy::ExposeSecret;
+    let (dir, path) = write("");
+    let token = secret(dir.path(), "elsewhere/token", b"token-from-file-9K\r\n");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlink_secret_file = \"link\"\n\n\
+             [channels.customer-email]\nkind = \"probe\"\npassword_file = \"smtp-password\"\n\
+             ca_file = \"ca.pem\"\n\
+             [channels.customer-email.http]\nauth_token_file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .expect("write");
+    secret(dir.path(), "link", b"link-secret\n");
+    secret(dir.path(), "smtp-password", b"smtp-password-from-file\n");
+    let settings = Settings::load(Some(&path)).expect("loads");
+    assert_eq!(
+        settings
+            .server
+            .link_secret
+            .as_ref()
+            .expect("link")
+            .expose_secret(),
+        "link-secret"
+    );
+    for key in [
+        "server.link_secret",
+        "channels.customer-email.kind",
+        "channels.customer-email.http.auth_token",
+    ] {
+        assert!(
+            settings.source_of(key).contains("postbud.toml"),
+            "{key}: {}",
+            settings.source_of(key)
+        );
+    }
+    probe::registry()
+        .build_all(&settings)
+        .expect("the typed table (deny_unknown_fields) never sees a _file key");
+    let seen = probe::SEEN.lock().expect("lock")["customer-email"].clone();
+    assert_eq!(
+        seen,
+        (
+            "smtp-password-from-file".to_owned(),
+            // `ca` is not a secret: `ca_file` is the channel's own key, left as it is.
+            Some("ca.pem".to_owned()),
+            "token-from-file-9K".to_owned()
+        )
+    );
+}
+
+#[test]
+fn a_secret_set_both_inline_and_as_a_file_is_refused_naming_both() {
+    let (dir, path) = write(
+        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"client\"\n\
+         client_secret = \"inline-secret-W4RP\"\nclient_secret_file = \"secret\"\n",
+    );
+    secret(dir.path(), "secret", b"file-secret-V0LT\n");
+    let e = Settings::load(Some(&path)).expect_err("both").to_string();
+    assert!(
+        e.contains("dintero.client_secret ")
+            && e.contains("dintero.client_secret_file")
+            && e.contains("postbud.toml")
+            && e.contains("set one of them"),
+        "{e}"
+    );
+    assert!(!e.contains("W4RP") && !e.contains("V0LT"), "{e}");
+}
+
+#[test]
+fn an_unusable_secret_file_is_named_with_its_key_source_and_path_never_its_content() {
+    let (dir, path) = write("");
+    secret(dir.path(), "empty", b"\n");
+    secret(dir.path(), "binary", b"\xff\xfeZ3BRA-secret\n");
+    secret(dir.path(), "secrets-dir/placeholder", b"x");
+    for (file, problem) in [
+        ("missing", "does not exist"),
+        ("empty", "is empty"),
+        ("binary", "is not UTF-8"),
+        ("secrets-dir", "cannot read"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("[channels.customer-email]\nkind = \"probe\"\npassword_file = \"{file}\"\n"),
+        )
+        .expect("write");
+        let e = Settings::load(Some(&path)).expect_err(file).to_string();
+        let resolved = dir.path().join(file);
+        assert!(
+            e.contains("channels.customer-email.password_file")
+                && e.contains("postbud.toml")
+                && e.contains(&format!("`{}`", resolved.display()))
+                && e.contains(problem),
+            "{file}: {e}"
+        );
+        assert!(!e.contains("Z3BRA"), "{e}");
+    }
+}
+
+#[test]
+fn only_the_stem_decides_whether_a_file_key_is_a_secret() {
+    // `ca_file` is not a secret's file (the stem `ca` is not a secret name): the factory gets
+    // it untouched; an unknown `colour_file` stays unknown.
+    let e = build_error(
+        "[channels.archive]\nkind = \"folder\"\npath = \"./x\"\ncolour_file = \"red\"\n",
+    );
+    assert!(e.contains("unknown key `colour_file`"), "{e}");
+    // A secret's file becomes its key, which the table must know; still reported in its file.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let file = secret(elsewhere.path(), "pw", b"folder-password\n");
+    let e = build_error(&format!(
+        "[channels.archive]\nkind = \"folder\"\npath = \"./x\"\npassword_file = \"{}\"\n",
+        file.display()
+    ));
+    assert!(
+        e.contains("channels.archive.password")
+            && e.contains("unknown key `password`")
+            && e.contains("postbud.toml"),
+        "{e}"
+    );
+    assert!(!e.contains("folder-password"), "{e}");
+}

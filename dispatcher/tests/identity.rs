@@ -109,6 +109,12 @@ async fn ids_that_are_not_dintero_s_are_refused_before_any_write() {
             .expect_err(&raw);
         assert!(matches!(err, AppError::InvalidId(_)), "{err}");
     }
-    assert!(app.store().recent(10).await.expect("recent").is_empty());
+    assert!(
+        app.store()
+            .dispatches(&postbud::store::DispatchQuery::latest(10))
+            .await
+            .expect("dispatches")
+            .is_empty()
+    );
     assert_eq!(h.sandbox.captures(&id), 0);
 }

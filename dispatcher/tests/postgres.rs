@@ -275,3 +275,66 @@ async fn created_invoices_post_capture_pdfs_and_confirmed_voids_on_postgres() {
     assert_eq!(outcome.verdict(), Verdict::Voided, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_and_triage_on_postgres() {
+    let Some(db) = Database::create("prune_and_triage_on_postgres").await else {
+        return;
+    };
+    let h = Harness::start().await;
+    let app = App::open(&settings(&h, &db, "")).await.expect("app");
+    let id = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let counts = postbud::triage::count(app.store().as_ref())
+        .await
+        .expect("count");
+    assert_eq!(counts[&Verdict::Delivered], 1);
+    let (listed, more) = postbud::triage::list(
+        app.store().as_ref(),
+        &postbud::triage::Filter {
+            channel: Some("archive".into()),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .expect("list");
+    assert_eq!((listed.len(), more), (1, false));
+    let sha = app
+        .store()
+        .document(&id)
+        .await
+        .expect("document")
+        .expect("pdf")
+        .sha256;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(app.prune(Duration::from_millis(1)).await.expect("prune"), 1);
+    assert_eq!(app.prune(Duration::from_millis(1)).await.expect("again"), 0);
+    let store = app.store();
+    assert!(store.document(&id).await.expect("document").is_none());
+    assert!(store.invoice(&id).await.expect("invoice").is_none());
+    let dispatch = store.dispatch(&id).await.expect("dispatch").expect("kept");
+    assert_eq!(dispatch.pdf_sha256.as_deref(), Some(sha.as_str()));
+    assert!(dispatch.pruned_at.is_some());
+    let history = store.history(&id).await.expect("history");
+    assert!(history.iter().any(|h| h.event == "pruned"));
+    assert!(
+        history
+            .iter()
+            .filter(|h| h.event != "pruned")
+            .all(|h| h.detail.is_empty())
+    );
+    assert!(
+        store
+            .jobs(&id)
+            .await
+            .expect("jobs")
+            .iter()
+            .all(|j| j.receipt.is_none() && j.last_error.is_none())
+    );
+    let counts = postbud::triage::count(store.as_ref()).await.expect("count");
+    assert_eq!(counts[&Verdict::Delivered], 1, "the record still answers");
+}

@@ -216,8 +216,17 @@ impl Store for Failing {
     async fn enqueue_free(&self, t: &str, j: &[NewJob]) -> Result<(), StoreError> {
         self.0.enqueue_free(t, j).await
     }
-    async fn recent(&self, n: u32) -> Result<Vec<postbud::store::Dispatch>, StoreError> {
-        self.0.recent(n).await
+    async fn dispatches(
+        &self,
+        q: &postbud::store::DispatchQuery,
+    ) -> Result<Vec<postbud::store::DispatchJobs>, StoreError> {
+        self.0.dispatches(q).await
+    }
+    async fn prune(&self, before: i64) -> Result<u64, StoreError> {
+        self.0.prune(before).await
+    }
+    async fn census(&self) -> Result<Vec<postbud::store::CensusRow>, StoreError> {
+        self.0.census().await
     }
     async fn totals(&self) -> Result<postbud::store::Totals, StoreError> {
         self.0.totals().await
@@ -282,7 +291,7 @@ async fn a_store_error_during_attempts_counts_them_and_ends_in_a_visible_dead_le
             .contains("disk I/O error (injected)"),
         "{dispatch:?}"
     );
-    assert_eq!(outcome.verdict(), Verdict::Failed);
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention);
     assert_eq!(
         h.sandbox.captures(&id),
         1,

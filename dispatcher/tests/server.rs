@@ -162,7 +162,14 @@ async fn a_transaction_id_only_in_the_unsigned_body_is_checked_at_dintero_first(
         .await
         .expect("request");
     assert_eq!(odd.status(), 400);
-    assert_eq!(app.store().recent(10).await.expect("recent").len(), 1);
+    assert_eq!(
+        app.store()
+            .dispatches(&postbud::store::DispatchQuery::latest(10))
+            .await
+            .expect("dispatches")
+            .len(),
+        1
+    );
 }
 
 fn jiff_now() -> i64 {
@@ -260,7 +267,20 @@ async fn signed_links_serve_the_stored_pdf_and_refuse_tampering() {
         .text()
         .await
         .expect("text");
-    assert!(metrics.contains("postbud_deliveries_done 2"), "{metrics}");
+    // Two invoices delivered; the links served were counted; the attempts per channel too.
+    assert!(
+        metrics.contains("postbud_invoices{verdict=\"delivered\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("postbud_invoices_needing_attention 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("postbud_links_served_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"), "OpenMetrics text: {metrics}");
 }
 
 #[tokio::test]

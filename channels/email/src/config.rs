@@ -83,14 +83,16 @@ impl Default for Brand {
     }
 }
 
-/// `dkim = { domain = "...", selector = "...", private_key_file = "...", algorithm = "rsa" }`.
+/// `dkim = { domain = "...", selector = "...", private_key_file = "...", algorithm = "rsa" }`,
+/// or the key itself as `private_key` (e.g. `POSTBUD_CHANNELS__<NAME>__DKIM__PRIVATE_KEY`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DkimSettings {
     pub domain: String,
     pub selector: String,
-    /// PKCS#1 PEM (rsa) or base64 seed (ed25519).
-    pub private_key_file: String,
+    /// PKCS#1 PEM (rsa) or base64 seed (ed25519). `private_key_file = "PATH"` reads it from a
+    /// file: the configuration's `<key>_file` rule, applied before this table is read.
+    pub private_key: SecretString,
     #[serde(default = "rsa")]
     pub algorithm: String,
 }

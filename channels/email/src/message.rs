@@ -13,6 +13,7 @@ use lettre::{
 };
 use minijinja::context;
 use postbud::{ChannelError, DeliveryContext, Invoice, format};
+use secrecy::ExposeSecret;
 
 use crate::{
     config::{Brand, EmailConfig},
@@ -47,31 +48,27 @@ impl Composer {
         let dkim = match &config.dkim {
             None => None,
             Some(d) => {
-                let key = std::fs::read_to_string(&d.private_key_file).map_err(|e| {
-                    (
-                        "dkim",
-                        format!("private_key_file `{}`: {e}", d.private_key_file),
-                    )
-                })?;
-                let algorithm = match d.algorithm.as_str() {
-                    "rsa" => DkimSigningAlgorithm::Rsa,
-                    "ed25519" => DkimSigningAlgorithm::Ed25519,
+                let (algorithm, expected) = match d.algorithm.as_str() {
+                    "rsa" => (DkimSigningAlgorithm::Rsa, "a PKCS#1 PEM RSA private key"),
+                    "ed25519" => (DkimSigningAlgorithm::Ed25519, "a base64 Ed25519 seed"),
                     other => {
                         return Err((
-                            "dkim",
-                            format!("algorithm `{other}`: expected rsa or ed25519"),
+                            "dkim.algorithm",
+                            format!("`{other}`: expected rsa or ed25519"),
                         ));
                     }
                 };
-                let key = DkimSigningKey::new(key.trim(), algorithm).map_err(|e| {
-                    (
-                        "dkim",
-                        format!(
-                            "private_key_file `{}` is not a {} key: {e}",
-                            d.private_key_file, d.algorithm
-                        ),
-                    )
-                })?;
+                // The parser's message is left out: it is about the key's content.
+                let key = DkimSigningKey::new(d.private_key.expose_secret().trim(), algorithm)
+                    .map_err(|_| {
+                        (
+                            "dkim.private_key",
+                            format!(
+                                "is not a valid {} key: expected {expected} (the value is not shown: it is a secret)",
+                                d.algorithm
+                            ),
+                        )
+                    })?;
                 {
                     // relaxed/relaxed survives the re-folding relays do. Content-Type is left out: lettre
                     // 0.11 canonicalises the folded multipart Content-Type differently from verifiers

@@ -595,3 +595,44 @@ async fn a_password_is_never_configured_to_travel_without_tls_except_on_loopback
         build(url).unwrap_or_else(|e| panic!("{url}: {e}"));
     }
 }
+
+/// The DKIM key inline (`private_key`) or from a file (`private_key_file`, the configuration's
+/// `<key>_file` rule); one that does not parse is named, never shown.
+#[tokio::test]
+async fn a_dkim_key_is_taken_inline_or_from_a_file_and_a_bad_one_is_never_shown() {
+    let dir = tempfile::tempdir().expect("dir");
+    // An Ed25519 seed: 32 bytes, base64.
+    let seed = "QkFTRTY0LWVkMjU1MTktc2VlZC1mb3ItZGtpbS10ZXM=";
+    let build = |dkim: &str| {
+        let toml = format!(
+            "[channels.mail]\nkind = \"email\"\nsmtp_url = \"smtp://127.0.0.1:2525\"\nfrom = \"a@b.example\"\n\
+             dkim = {{ domain = \"b.example\", selector = \"s\", algorithm = \"ed25519\", {dkim} }}\n"
+        );
+        let settings = Settings::from_toml(&toml).map_err(|e| e.to_string())?;
+        registry()
+            .build_all(&settings)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    build(&format!("private_key = \"{seed}\"")).expect("inline");
+    let file = dir.path().join("dkim.key");
+    std::fs::write(&file, format!("{seed}\n")).expect("write");
+    build(&format!("private_key_file = \"{}\"", file.display())).expect("from a file");
+    std::fs::write(&file, "not-a-key-K3YC0NTENT\n").expect("write");
+    let error = build(&format!("private_key_file = \"{}\"", file.display())).expect_err("bad");
+    assert!(
+        error.contains("channels.mail.dkim.private_key") && error.contains("ed25519"),
+        "{error}"
+    );
+    assert!(!error.contains("K3YC0NTENT"), "{error}");
+    let error = build(&format!(
+        "private_key = \"{seed}\", private_key_file = \"{}\"",
+        file.display()
+    ))
+    .expect_err("both");
+    assert!(error.contains("set one of them"), "{error}");
+    assert!(
+        !error.contains(seed) && !error.contains("K3YC0NTENT"),
+        "{error}"
+    );
+}

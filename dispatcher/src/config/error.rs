@@ -14,6 +14,11 @@ impl ConfigError {
         }
     }
 
+    /// Several problems at once, one per entry.
+    pub(crate) fn messages_of(messages: Vec<String>) -> Self {
+        Self { messages }
+    }
+
     /// Every problem found, one per entry.
     pub fn messages(&self) -> &[String] {
         &self.messages

@@ -1,11 +1,14 @@
 //! Configuration: embedded defaults, then the TOML file (`--config FILE` or `POSTBUD_CONFIG`),
 //! then `POSTBUD_` environment variables with `__` for nesting
-//! (`POSTBUD_DINTERO__CLIENT_SECRET`).
+//! (`POSTBUD_DINTERO__CLIENT_SECRET`). Every secret key `K` may be given as `K_file` instead,
+//! the path of a file holding it (see `secret_files`).
 //!
 //! Errors name the key and where its value came from.
 
 mod error;
+mod lint;
 mod route;
+mod secret_files;
 mod sections;
 
 use std::{
@@ -21,6 +24,7 @@ use serde::Deserialize;
 
 pub use self::{
     error::{ConfigError, is_secret_key},
+    lint::DeadEnd,
     route::{Route, SendWindow, When},
     sections::{EngineSettings, ServerSettings, StoreSettings},
 };
@@ -86,9 +90,11 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     /// Loads from `file` (or `POSTBUD_CONFIG`), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // Absolute, so every path resolved against it (and `status`'s "store ...") is too.
         let file = file
             .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+            .map(|f| std::path::absolute(&f).unwrap_or(f));
         let mut figment = Figment::new();
         if let Some(path) = &file {
             if !path.is_file() {
@@ -114,6 +120,8 @@ impl Settings {
     }
 
     fn from_figment(figment: Figment, file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        // `K_file` becomes `K` before anything typed sees the tree.
+        let figment = secret_files::resolve(figment)?;
         let mut settings: Settings = figment.extract().map_err(ConfigError::from)?;
         settings.figment = figment;
         settings.file = file;
@@ -202,8 +210,8 @@ impl Settings {
                 ))
             })?;
         }
-        self.store.validate().map_err(|m| {
-            ConfigError::message(format!("{m} (from {})", self.source_of("store.url")))
+        self.store.validate().map_err(|(key, m)| {
+            ConfigError::message(format!("{key}: {m} (from {})", self.source_of(key)))
         })?;
         self.server.validate().map_err(|(key, m)| {
             ConfigError::message(format!("{key}: {m} (from {})", self.source_of(key)))

@@ -12,6 +12,14 @@ pub struct StoreSettings {
     /// instances sharing one database.
     #[serde(default = "default_store_url")]
     pub url: String,
+    /// How long the PDF and personal data of a finished dispatch are kept (default 400 days);
+    /// then `postbud prune` and `serve`'s daily pass delete them and keep an anonymised record.
+    #[serde(default = "default_retain", with = "humantime_serde")]
+    pub retain: Duration,
+}
+
+fn default_retain() -> Duration {
+    Duration::from_secs(400 * 24 * 3600)
 }
 
 impl std::fmt::Debug for StoreSettings {
@@ -19,6 +27,7 @@ impl std::fmt::Debug for StoreSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreSettings")
             .field("url", &crate::http::redact_url(&self.url))
+            .field("retain", &self.retain)
             .finish()
     }
 }
@@ -31,19 +40,32 @@ impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             url: default_store_url(),
+            retain: default_retain(),
         }
     }
 }
 
 impl StoreSettings {
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.retain < Duration::from_secs(24 * 3600) {
+            return Err((
+                "store.retain",
+                format!(
+                    "{} is less than a day: finished invoices would lose their PDF before anyone could look; `postbud prune --older-than` prunes sooner by hand",
+                    humantime::format_duration(self.retain)
+                ),
+            ));
+        }
         if ["sqlite:", "postgres://", "postgresql://"]
             .iter()
             .any(|p| self.url.starts_with(p))
         {
             Ok(())
         } else {
-            Err("store.url: expected sqlite://FILE or postgres://USER@HOST/DATABASE".into())
+            Err((
+                "store.url",
+                "expected sqlite://FILE or postgres://USER@HOST/DATABASE".into(),
+            ))
         }
     }
 }

@@ -19,7 +19,8 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-pub use self::outcome::{Outcome, Verdict};
+pub use self::outcome::Outcome;
+pub use crate::triage::Verdict;
 use crate::{
     channel::{Channel, ErrorKind},
     config::{EngineSettings, Route},
@@ -87,6 +88,7 @@ pub struct Engine {
     pub(crate) dispatcher: Arc<dyn Dispatcher>,
     pub(crate) wake: Notify,
     pub(crate) owner: String,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for Engine {
@@ -121,12 +123,18 @@ impl Engine {
             dispatcher,
             wake: Notify::new(),
             owner,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// This engine's figures, for `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Queues a transaction and wakes an idle worker.
@@ -187,13 +195,14 @@ impl Engine {
                 }
             }
         };
+        let started = std::time::Instant::now();
         let finish = tokio::select! {
             outcome = work => match outcome {
                 Ok(Ok(finish)) => finish,
                 Ok(Err(StoreError::LeaseLost(id))) => return Err(StoreError::LeaseLost(id)),
                 // The store failed mid-attempt: an attempt like any other, so max_attempts ends
                 // it, with the error kept where `status` shows it.
-                Ok(Err(StoreError::Database(e))) => self.failure(
+                Ok(Err(StoreError::Database(e) | StoreError::Missing(e))) => self.failure(
                     &lease,
                     ErrorKind::Temporary,
                     None,
@@ -213,6 +222,7 @@ impl Engine {
             }
         };
         tracing::info!(outcome = ?finish, "attempt finished");
+        self.metrics.attempt(&lease.job, &finish, started.elapsed());
         let result = self.record_finish(&lease, finish).await;
         self.wake.notify_waiters();
         result

@@ -4,7 +4,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::store::{Dispatch, Job, JobKind, JobState};
+use crate::{
+    store::{Dispatch, Job, JobKind, JobState},
+    triage::{Assessment, Verdict},
+};
 
 /// Where a transaction's work stands after [`super::Engine::deliver_now`].
 #[derive(Debug, Clone, Serialize)]
@@ -19,60 +22,15 @@ pub struct Outcome {
     pub jobs: Vec<Job>,
 }
 
-/// The summary an exit code is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Every routed delivery succeeded.
-    Delivered,
-    /// Work remains queued for a retry.
-    Pending,
-    /// Not ours to deliver.
-    Skipped,
-    /// Something failed for good (dispatch, or a delivery with no successful fallback).
-    Failed,
-    /// The invoice was voided.
-    Voided,
-}
-
 impl Outcome {
-    /// The overall verdict.
+    /// The overall verdict, as `status` shows it: see [`crate::triage`].
     pub fn verdict(&self) -> Verdict {
-        let dispatch = self.jobs.iter().find(|j| j.kind == JobKind::Dispatch);
-        if self.dispatch.as_ref().is_some_and(|d| d.stage == "voided") {
-            return Verdict::Voided;
-        }
-        match dispatch.map(|d| d.state) {
-            Some(JobState::Skipped) => return Verdict::Skipped,
-            Some(JobState::Failed | JobState::Dead | JobState::Cancelled) => {
-                return Verdict::Failed;
-            }
-            Some(JobState::Queued | JobState::Running) | None => return Verdict::Pending,
-            Some(JobState::Done) => {}
-        }
-        let deliveries: Vec<&Job> = self
-            .jobs
-            .iter()
-            .filter(|j| j.kind == JobKind::Deliver)
-            .collect();
-        if deliveries.iter().any(|j| !j.state.is_final()) {
-            return Verdict::Pending;
-        }
-        let primaries_ok = deliveries
-            .iter()
-            .filter(|j| j.role.as_deref() == Some("primary"))
-            .all(|j| j.state == JobState::Done);
-        let fallbacks: Vec<&&Job> = deliveries
-            .iter()
-            .filter(|j| j.role.as_deref() == Some("fallback"))
-            .collect();
-        if primaries_ok
-            || (!fallbacks.is_empty() && fallbacks.iter().all(|j| j.state == JobState::Done))
-        {
-            Verdict::Delivered
-        } else {
-            Verdict::Failed
-        }
+        self.assessment().verdict
+    }
+
+    /// The verdict with its reason.
+    pub fn assessment(&self) -> Assessment {
+        crate::triage::assess(self.dispatch.as_ref(), &self.jobs)
     }
 }
 
@@ -120,6 +78,11 @@ impl fmt::Display for Outcome {
             }
             writeln!(f)?;
         }
-        write!(f, "  verdict: {:?}", self.verdict())
+        let assessment = self.assessment();
+        write!(
+            f,
+            "  verdict: {} ({})",
+            assessment.verdict, assessment.reason
+        )
     }
 }

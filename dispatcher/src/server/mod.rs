@@ -1,14 +1,7 @@
 //! The HTTP face of `postbud serve`: Dintero callbacks and account webhooks, signed invoice
 //! links, delivery reports, `/healthz`, `/metrics`. Merchant services can mount [`router`] into their own axum app.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -30,18 +23,9 @@ pub use self::listen::{HEADER_READ_TIMEOUT, serve};
 /// included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Counters for `/metrics` beyond what the store counts.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    callbacks_accepted: AtomicU64,
-    callbacks_rejected: AtomicU64,
-    links_served: AtomicU64,
-}
-
 #[derive(Debug, Clone)]
 struct ServerState {
     app: Arc<App>,
-    metrics: Arc<Metrics>,
 }
 
 /// The routes: `<server.callback_path>` (GET and POST), `<server.webhook_path>` (POST),
@@ -60,10 +44,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn(request_timeout))
-        .with_state(ServerState {
-            app,
-            metrics: Arc::default(),
-        })
+        .with_state(ServerState { app })
 }
 
 /// Dintero's account webhook deliveries (`checkout_authorization`, `checkout_transaction`),
@@ -72,10 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
 /// Anything else is answered 400 with the reason, never a silent 200.
 async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Bytes) -> Response {
     let refuse = |status: StatusCode, why: String| {
-        state
-            .metrics
-            .callbacks_rejected
-            .fetch_add(1, Ordering::Relaxed);
+        state.app.metrics().callback(false);
         tracing::warn!(%why, "webhook refused");
         (status, why).into_response()
     };
@@ -194,10 +172,7 @@ async fn callback(
     let signed = match verify_callback(&state.app, &method, &uri, &headers, &query) {
         Ok(signed) => signed,
         Err(why) => {
-            state
-                .metrics
-                .callbacks_rejected
-                .fetch_add(1, Ordering::Relaxed);
+            state.app.metrics().callback(false);
             tracing::warn!(%why, "callback refused");
             return (StatusCode::UNAUTHORIZED, why).into_response();
         }
@@ -240,10 +215,7 @@ async fn callback(
 fn answer(state: &ServerState, outcome: Result<bool, AppError>, what: &str) -> Response {
     match outcome {
         Ok(_) => {
-            state
-                .metrics
-                .callbacks_accepted
-                .fetch_add(1, Ordering::Relaxed);
+            state.app.metrics().callback(true);
             (StatusCode::OK, "accepted").into_response()
         }
         Err(e) => {
@@ -251,10 +223,7 @@ fn answer(state: &ServerState, outcome: Result<bool, AppError>, what: &str) -> R
             if status.is_server_error() {
                 tracing::error!(error = %e, what, "not accepted; Dintero will retry");
             } else {
-                state
-                    .metrics
-                    .callbacks_rejected
-                    .fetch_add(1, Ordering::Relaxed);
+                state.app.metrics().callback(false);
                 tracing::warn!(error = %e, what, "refused");
             }
             let mut response = (status, message).into_response();
@@ -368,7 +337,7 @@ async fn invoice_link(
     }
     match state.app.store().document(transaction_id).await {
         Ok(Some(pdf)) => {
-            state.metrics.links_served.fetch_add(1, Ordering::Relaxed);
+            state.app.metrics().link_served();
             (
                 [
                     (header::CONTENT_TYPE, "application/pdf".to_owned()),
@@ -511,118 +480,19 @@ async fn healthz(State(state): State<ServerState>) -> Response {
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {
-    let totals = match state.app.store().totals().await {
-        Ok(t) => t,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store unavailable: {e}"),
-            )
-                .into_response();
-        }
-    };
-    let sweep = crate::reconcile::last_sweep(state.app.store().as_ref())
-        .await
-        .ok()
-        .flatten();
-    let m = &state.metrics;
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP postbud_{name} {help}\n# TYPE postbud_{name} {kind}\npostbud_{name} {value}\n"
-        ));
-    };
-    gauge(
-        "dispatches",
-        "Transactions known to the store.",
-        "gauge",
-        totals.dispatches,
-    );
-    gauge(
-        "jobs_queued",
-        "Jobs waiting for their next attempt.",
-        "gauge",
-        totals.queued,
-    );
-    gauge(
-        "jobs_in_flight",
-        "Jobs claimed by a worker.",
-        "gauge",
-        totals.in_flight,
-    );
-    gauge(
-        "deliveries_done",
-        "Deliveries completed.",
-        "gauge",
-        totals.delivered,
-    );
-    gauge(
-        "jobs_failed",
-        "Jobs failed permanently.",
-        "gauge",
-        totals.failed,
-    );
-    gauge(
-        "jobs_dead",
-        "Jobs dead-lettered after their last retry.",
-        "gauge",
-        totals.dead,
-    );
-    gauge(
-        "dispatches_skipped",
-        "Transactions skipped as not ours to deliver.",
-        "gauge",
-        totals.skipped,
-    );
-    gauge(
-        "callbacks_accepted_total",
-        "Dintero callbacks stored.",
-        "counter",
-        m.callbacks_accepted.load(Ordering::Relaxed),
-    );
-    gauge(
-        "callbacks_rejected_total",
-        "Dintero callbacks refused (signature).",
-        "counter",
-        m.callbacks_rejected.load(Ordering::Relaxed),
-    );
-    gauge(
-        "links_served_total",
-        "Invoice PDFs served through signed links.",
-        "counter",
-        m.links_served.load(Ordering::Relaxed),
-    );
-    // Always there, 0 before the first sweep: an alert on its age fires when sweeps never ran.
-    let sweep = sweep.unwrap_or_default();
-    gauge(
-        "reconcile_last_timestamp_seconds",
-        "When the last reconciliation sweep ran (0: never).",
-        "gauge",
-        (sweep.at / 1000).max(0) as u64,
-    );
-    gauge(
-        "reconcile_last_ok",
-        "1 when the last reconciliation sweep completed, 0 when it stopped early or never ran.",
-        "gauge",
-        u64::from(sweep.at > 0 && sweep.error.is_none()),
-    );
-    gauge(
-        "reconcile_last_found",
-        "Authorized Kravia transactions the last sweep listed.",
-        "gauge",
-        sweep.found,
-    );
-    gauge(
-        "reconcile_last_submitted",
-        "Transactions the last sweep found unknown and submitted.",
-        "gauge",
-        sweep.submitted,
-    );
-    gauge(
-        "reconcile_last_captured_elsewhere",
-        "Unknown transactions the last sweep found captured already and left alone.",
-        "gauge",
-        sweep.captured_elsewhere,
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    match state.app.metrics().render(state.app.store().as_ref()).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {e}"),
+        )
+            .into_response(),
+    }
 }

@@ -29,11 +29,53 @@ pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         && !file.is_empty()
         && !std::path::Path::new(file).exists()
     {
-        return Err(StoreError::Database(format!(
+        return Err(StoreError::Missing(format!(
             "there is no store at `{file}` (`postbud serve`, `deliver` and `migrate` create it): is this the configuration, and the store.url, you meant?"
         )));
     }
     open(url).await
+}
+
+/// What `postbud check` says of the store `url` names, without creating, migrating or
+/// otherwise changing it: a SQLite file's presence and header, PostgreSQL's reachability and
+/// schema version.
+pub async fn probe(url: &str) -> Result<String, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return postgres::probe(url).await;
+    }
+    let file = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|f| f.split('?').next().unwrap_or(f))
+        .unwrap_or(url);
+    let path = std::path::Path::new(file);
+    if !path.exists() {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            return Err(StoreError::Missing(format!(
+                "`{file}` cannot be created: its directory `{}` does not exist",
+                parent.display()
+            )));
+        }
+        return Ok(format!(
+            "`{file}` does not exist yet: `postbud serve`, `deliver` or `migrate` creates it"
+        ));
+    }
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read as _;
+        f.read_exact(&mut header)
+    });
+    match read {
+        Ok(()) if &header == b"SQLite format 3\0" => Ok(format!("`{file}` is a SQLite database")),
+        Ok(()) => Err(StoreError::Database(format!(
+            "`{file}` is not a SQLite database"
+        ))),
+        Err(e) => Err(StoreError::Database(format!("`{file}`: {e}"))),
+    }
 }
 
 /// Opens the store `url` names: `sqlite://FILE` or `postgres://...`.
@@ -188,6 +230,10 @@ pub struct Dispatch {
     pub origin: Option<String>,
     /// `event-request-id` of a void Dintero accepted (202) and has not confirmed yet.
     pub void_request_id: Option<String>,
+    /// When [`Store::prune`] deleted its PDF and personal data (the record stays).
+    pub pruned_at: Option<Millis>,
+    /// The PDF's SHA-256, kept when the PDF itself was pruned.
+    pub pdf_sha256: Option<String>,
     /// Created.
     pub created_at: Millis,
     /// Last change.
@@ -225,6 +271,91 @@ pub struct Totals {
     /// Dispatches skipped as not ours.
     pub skipped: u64,
 }
+
+/// Which dispatches [`Store::dispatches`] returns; every condition set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchQuery {
+    /// Only those with a job that failed for good or was dead-lettered: every invoice that
+    /// needs attention or failed has one (a fallback's rescue keeps its failed primary, so not
+    /// every one of them is in trouble).
+    pub troubled: bool,
+    /// Only those with a job on this channel instance.
+    pub channel: Option<String>,
+    /// Only those created at or after this time.
+    pub created_from: Option<Millis>,
+    /// Only those created before this time.
+    pub created_before: Option<Millis>,
+    /// Only those after this one in the order returned: `(created_at, transaction_id)` of the
+    /// last one seen, to read the next page.
+    pub after: Option<(Millis, String)>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl DispatchQuery {
+    /// The `limit` newest dispatches.
+    pub fn latest(limit: u32) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+}
+
+/// A dispatch record with every job of its transaction.
+#[derive(Debug, Clone, Serialize)]
+pub struct DispatchJobs {
+    /// The record.
+    pub dispatch: Dispatch,
+    /// Its jobs, dispatch first.
+    pub jobs: Vec<Job>,
+}
+
+/// How many dispatches are at `stage` with (or without) active and troubled jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CensusRow {
+    /// [`Dispatch::stage`].
+    pub stage: String,
+    /// A job is queued or running.
+    pub active: bool,
+    /// A job failed for good or was dead-lettered.
+    pub troubled: bool,
+    /// How many.
+    pub count: u64,
+}
+
+/// The conditions of [`DispatchQuery`] (`?1`..`?6`) and its order, written for SQLite;
+/// PostgreSQL's store writes the placeholders `$n`.
+pub(crate) const LISTED: &str = "(NOT ?1 OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')))
+     AND (?2 IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.channel = ?2))
+     AND (?3 IS NULL OR d.created_at >= ?3)
+     AND (?4 IS NULL OR d.created_at < ?4)
+     AND (?5 IS NULL OR (d.created_at, d.transaction_id) < (?5, ?6))
+     ORDER BY d.created_at DESC, d.transaction_id DESC";
+
+/// Dispatches by stage, with or without active and troubled jobs.
+pub(crate) const CENSUS: &str = "SELECT d.stage,
+       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running')),
+       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')),
+       COUNT(*)
+     FROM dispatches d GROUP BY 1, 2, 3";
+
+/// The dispatches [`Store::prune`] anonymises (`?1`: the cutoff).
+pub(crate) const PRUNABLE: &str = "SELECT transaction_id FROM dispatches d
+     WHERE pruned_at IS NULL AND updated_at < ?1
+       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running'))";
+
+/// What [`Store::prune`] does to one dispatch (`?1`: its id, `?2`: now), statement by
+/// statement.
+pub(crate) const PRUNE: [&str; 5] = [
+    "UPDATE dispatches SET pdf_sha256 = (SELECT sha256 FROM documents WHERE transaction_id = ?1),
+         invoice = NULL, reason = NULL, pruned_at = ?2 WHERE transaction_id = ?1",
+    "DELETE FROM documents WHERE transaction_id = ?1",
+    "UPDATE jobs SET receipt = NULL, last_error = NULL WHERE transaction_id = ?1",
+    "UPDATE history SET detail = '' WHERE transaction_id = ?1",
+    "INSERT INTO history (transaction_id, job_id, at, event, detail)
+         VALUES (?1, NULL, ?2, 'pruned', 'PDF and personal data deleted (store.retain); ids, states, dates and the PDF''s SHA-256 kept')",
+];
 
 /// A delivery job to create under a dispatch's lease.
 #[derive(Debug, Clone)]
@@ -276,6 +407,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("store: {0}")]
     Database(String),
+    /// There is no store where the configuration says, and this command does not create one.
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// Deliveries changed by a void.
@@ -366,8 +500,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError>;
     /// Creates jobs outside any lease (cancellation notices after a void).
     async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError>;
-    /// The most recent dispatches.
-    async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError>;
+    /// Dispatches with their jobs (dispatch first), newest first, as `status` lists them.
+    async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError>;
+    /// Deletes the PDF and the personal data (invoice snapshot, history details, receipts,
+    /// errors, reasons) of every dispatch with no queued or running job and no change since
+    /// `before`, keeping an anonymised record: ids, stages, job states, dates and the PDF's
+    /// SHA-256. The bytes are gone from the database files too, not only from the rows (SQLite:
+    /// `secure_delete` and a truncating WAL checkpoint; PostgreSQL: `VACUUM`). Returns how
+    /// many dispatches were pruned.
+    async fn prune(&self, before: Millis) -> Result<u64, StoreError>;
+    /// Every dispatch counted by what decides its verdict without reading its jobs.
+    async fn census(&self) -> Result<Vec<CensusRow>, StoreError>;
     /// Counts.
     async fn totals(&self) -> Result<Totals, StoreError>;
     /// A persistent value (the link-signing key).

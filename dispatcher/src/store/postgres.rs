@@ -12,8 +12,8 @@ use sqlx::{
 use tokio::sync::Notify;
 
 use super::{
-    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, NewJob, Store,
-    StoreError, Totals, VoidEffect, fmt_ms, now_ms,
+    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish, HistoryEntry, Job,
+    JobKind, JobState, Lease, NewJob, Store, StoreError, Totals, VoidEffect, fmt_ms, now_ms,
 };
 use crate::{
     ids,
@@ -95,7 +95,44 @@ ALTER TABLE dispatches ADD COLUMN origin TEXT;
 ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
 CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until BIGINT NOT NULL);
 "#,
+    r#"
+ALTER TABLE dispatches ADD COLUMN pruned_at BIGINT;
+ALTER TABLE dispatches ADD COLUMN pdf_sha256 TEXT;
+"#,
 ];
+
+/// [`super::probe`] for PostgreSQL: connects once and reads the schema version, changing
+/// nothing.
+pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|e| {
+            StoreError::Database(format!("connect to PostgreSQL ({}): {e}", redact(url)))
+        })?;
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('postbud_schema')::text")
+        .fetch_one(&pool)
+        .await?;
+    let answer = match table {
+        None => {
+            "reachable; no Postbud schema yet: `postbud serve` or `migrate` creates it".to_owned()
+        }
+        Some(_) => {
+            let version: Option<i64> = sqlx::query_scalar("SELECT version FROM postbud_schema")
+                .fetch_optional(&pool)
+                .await?;
+            format!(
+                "reachable; schema version {} of {}",
+                version.unwrap_or(0),
+                MIGRATIONS.len()
+            )
+        }
+    };
+    pool.close().await;
+    Ok(answer)
+}
 
 /// The store for several instances.
 #[derive(Debug, Clone)]
@@ -221,6 +258,8 @@ fn dispatch_from(row: &PgRow) -> Result<Dispatch, StoreError> {
         route: row.try_get::<Option<i64>, _>("route")?.map(|r| r as usize),
         origin: row.try_get("origin")?,
         void_request_id: row.try_get("void_request_id")?,
+        pruned_at: row.try_get("pruned_at")?,
+        pdf_sha256: row.try_get("pdf_sha256")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -851,12 +890,71 @@ impl Store for PgStore {
         })
     }
 
-    async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM dispatches ORDER BY updated_at DESC LIMIT $1")
-            .bind(i64::from(limit))
+    async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError> {
+        let sql = format!(
+            "SELECT * FROM dispatches d WHERE {} LIMIT $7",
+            super::LISTED.replace('?', "$")
+        );
+        let (after_at, after_id) = query.after.clone().unzip();
+        let found = sqlx::query(&sql)
+            .bind(query.troubled)
+            .bind(query.channel.as_deref())
+            .bind(query.created_from)
+            .bind(query.created_before)
+            .bind(after_at)
+            .bind(after_id)
+            .bind(i64::from(query.limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(dispatch_from).collect()
+        let mut listed = Vec::with_capacity(found.len());
+        for row in &found {
+            let dispatch = dispatch_from(row)?;
+            let jobs = self.jobs(&dispatch.transaction_id).await?;
+            listed.push(DispatchJobs { dispatch, jobs });
+        }
+        Ok(listed)
+    }
+
+    async fn prune(&self, before: super::Millis) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(&super::PRUNABLE.replace('?', "$"))
+            .bind(before)
+            .fetch_all(&mut *tx)
+            .await?;
+        let now = now_ms();
+        for id in &ids {
+            for statement in super::PRUNE {
+                let query = statement.replace('?', "$");
+                let mut query = sqlx::query(&query).bind(id);
+                if statement.contains("?2") {
+                    query = query.bind(now);
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        // Dead tuples keep the old bytes until vacuum; VACUUM cannot run in a transaction.
+        for table in ["documents", "dispatches", "jobs", "history"] {
+            sqlx::raw_sql(&format!("VACUUM {table}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(ids.len() as u64)
+    }
+
+    async fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
+        let found = sqlx::query(super::CENSUS).fetch_all(&self.pool).await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok(CensusRow {
+                    stage: row.try_get(0)?,
+                    active: row.try_get(1)?,
+                    troubled: row.try_get(2)?,
+                    count: row.try_get::<i64, _>(3)? as u64,
+                })
+            })
+            .collect()
     }
 
     async fn totals(&self) -> Result<Totals, StoreError> {

@@ -107,6 +107,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // What is deleted (pruned PDFs and personal data) is overwritten, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     // Without the planner stability guarantee SQLite recompiles the claim on every run, because
     // the value bound to its time bound might change the plan (measured: a tenth of the
     // writer's time spent re-preparing it).
@@ -181,6 +183,28 @@ impl Db {
         };
         self.writes.send(op).map_err(|_| abandoned())?;
         rx.await.map_err(|_| abandoned())?
+    }
+
+    /// Copies the WAL into the database and truncates it to nothing, so no earlier version of
+    /// a page stays on disk there; waits for readers (busy timeout) and says so if they held on.
+    pub(super) async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.still_there()?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = connect(&path)?;
+            let (busy, _, _): (i64, i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?;
+            if busy != 0 {
+                return Err(StoreError::Database(
+                    "the WAL could not be truncated: a reader held on past the busy timeout; the next pass tries again".into(),
+                ));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("SQLite checkpoint task: {e}")))?
     }
 
     /// Runs `work` on a reader connection on the blocking pool.

@@ -10,8 +10,8 @@ use rusqlite::{Connection, Row, params};
 use self::db::Db;
 
 use super::{
-    Dispatch, DispatchPatch, Finish, HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob,
-    Store, StoreError, Totals, VoidEffect, now_ms,
+    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish, HistoryEntry, Job,
+    JobKind, JobState, Lease, Millis, NewJob, Store, StoreError, Totals, VoidEffect, now_ms,
 };
 use crate::{
     ids,
@@ -78,6 +78,10 @@ CREATE INDEX jobs_lease ON jobs (state, lease_until);
 ALTER TABLE dispatches ADD COLUMN origin TEXT;
 ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
 CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL);
+"#,
+    r#"
+ALTER TABLE dispatches ADD COLUMN pruned_at INTEGER;
+ALTER TABLE dispatches ADD COLUMN pdf_sha256 TEXT;
 "#,
 ];
 
@@ -162,12 +166,25 @@ fn dispatch_from(row: &Row<'_>) -> Result<Dispatch, StoreError> {
         route: row.get::<_, Option<i64>>("route")?.map(|r| r as usize),
         origin: row.get("origin")?,
         void_request_id: row.get("void_request_id")?,
+        pruned_at: row.get("pruned_at")?,
+        pdf_sha256: row.get("pdf_sha256")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
 }
 
 /// Every row `sql` returns, mapped by `from`.
+/// A transaction's jobs, dispatch first.
+fn jobs_of(conn: &Connection, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
+    rows(
+        conn,
+        "SELECT * FROM jobs WHERE transaction_id = ?
+         ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
+        [transaction_id],
+        job_from,
+    )
+}
+
 fn rows<T>(
     conn: &Connection,
     sql: &str,
@@ -729,15 +746,7 @@ impl Store for SqliteStore {
     async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
         let transaction_id = transaction_id.to_owned();
         self.db
-            .read(move |conn| {
-                rows(
-                    conn,
-                    "SELECT * FROM jobs WHERE transaction_id = ?
-                     ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
-                    [transaction_id],
-                    job_from,
-                )
-            })
+            .read(move |conn| jobs_of(conn, &transaction_id))
             .await
     }
 
@@ -836,15 +845,76 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn recent(&self, limit: u32) -> Result<Vec<Dispatch>, StoreError> {
+    async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError> {
+        let query = query.clone();
         self.db
             .read(move |conn| {
-                rows(
+                let (after_at, after_id) = query.after.unzip();
+                let found = rows(
                     conn,
-                    "SELECT * FROM dispatches ORDER BY updated_at DESC LIMIT ?",
-                    [limit],
+                    &format!(
+                        "SELECT * FROM dispatches d WHERE {} LIMIT ?7",
+                        super::LISTED
+                    ),
+                    rusqlite::params![
+                        query.troubled,
+                        query.channel,
+                        query.created_from,
+                        query.created_before,
+                        after_at,
+                        after_id,
+                        query.limit
+                    ],
                     dispatch_from,
-                )
+                )?;
+                found
+                    .into_iter()
+                    .map(|dispatch| {
+                        let jobs = jobs_of(conn, &dispatch.transaction_id)?;
+                        Ok(DispatchJobs { dispatch, jobs })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn prune(&self, before: Millis) -> Result<u64, StoreError> {
+        let pruned = self
+            .db
+            .write(move |conn| {
+                let ids = rows(conn, super::PRUNABLE, [before], |row| {
+                    Ok(row.get::<_, String>(0)?)
+                })?;
+                let now = now_ms();
+                for id in &ids {
+                    for statement in super::PRUNE {
+                        if statement.contains("?2") {
+                            exec(conn, statement, params![id, now])?;
+                        } else {
+                            exec(conn, statement, [id])?;
+                        }
+                    }
+                }
+                Ok(ids.len() as u64)
+            })
+            .await?;
+        // `secure_delete` zeroed what the rows held; the WAL still has the pages as they were
+        // until it is checkpointed and truncated.
+        self.db.checkpoint().await?;
+        Ok(pruned)
+    }
+
+    async fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
+        self.db
+            .read(|conn| {
+                rows(conn, super::CENSUS, [], |row| {
+                    Ok(CensusRow {
+                        stage: row.get(0)?,
+                        active: row.get(1)?,
+                        troubled: row.get(2)?,
+                        count: row.get::<_, i64>(3)? as u64,
+                    })
+                })
             })
             .await
     }

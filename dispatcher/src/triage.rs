@@ -1,0 +1,555 @@
+//! What a dispatch needs from a person: the verdict `postbud status` shows beside each
+//! invoice, that exit codes are made of, and that `/metrics` counts.
+//!
+//! The verdicts are about the invoice, not about jobs: a primary delivery that failed while its
+//! fallback delivered is an invoice *delivered*, not a failure, and nothing to alert on.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::Serialize;
+
+use crate::store::{
+    CensusRow, Dispatch, DispatchJobs, DispatchQuery, Job, JobKind, JobState, Millis, Store,
+    StoreError, fmt_ms,
+};
+
+/// Where an invoice stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The customer has the invoice: every primary channel delivered it, or the route's
+    /// fallbacks did.
+    Delivered,
+    /// Work is queued or running: a retry, a send window, a 202 awaiting its event.
+    Pending,
+    /// A person must act: collection started and the invoice reached nobody, retries ran out
+    /// (a dead letter), Dintero refused the capture or the void, or a cancellation notice
+    /// could not be sent.
+    NeedsAttention,
+    /// Ended for good without harm that grows: nothing was captured, or the invoice reached
+    /// the customer and one copy was refused for good. The reason says what to fix.
+    Failed,
+    /// Voided at Dintero; its notices, if any, were sent.
+    Voided,
+    /// Not ours to deliver (another invoice channel, not Kravia, not authorized).
+    Skipped,
+}
+
+impl Verdict {
+    /// Every verdict, in the order `status` lists them.
+    pub const ALL: [Verdict; 6] = [
+        Self::NeedsAttention,
+        Self::Failed,
+        Self::Pending,
+        Self::Delivered,
+        Self::Voided,
+        Self::Skipped,
+    ];
+
+    /// The name `status` prints and `--verdict` takes: `needs-attention`, `delivered`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Pending => "pending",
+            Self::NeedsAttention => "needs-attention",
+            Self::Failed => "failed",
+            Self::Voided => "voided",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Parses [`Verdict::as_str`]'s names (`needs_attention` and `needs attention` too).
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim().to_ascii_lowercase().replace(['_', ' '], "-");
+        Self::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A verdict with the reason a person reads first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assessment {
+    /// Where the invoice stands.
+    pub verdict: Verdict,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+impl Assessment {
+    fn new(verdict: Verdict, reason: impl Into<String>) -> Self {
+        Self {
+            verdict,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The verdict of a dispatch from its census row alone, when no job of it failed for good
+/// ([`CensusRow::troubled`] rows need [`assess`]). Agrees with [`assess`] on every state the
+/// engine leaves behind.
+fn untroubled(row: &CensusRow) -> Verdict {
+    match (row.stage.as_str(), row.active) {
+        (_, true) => Verdict::Pending,
+        ("voided", false) => Verdict::Voided,
+        ("skipped", false) => Verdict::Skipped,
+        ("routed", false) => Verdict::Delivered,
+        // Not a state the engine leaves; [`assess`] says the invoice reached nobody.
+        _ => Verdict::NeedsAttention,
+    }
+}
+
+/// How many invoices the store holds under each verdict: one counting query, and [`assess`]
+/// for those with a job that failed for good (a fallback's rescue among them).
+pub async fn count(store: &dyn Store) -> Result<BTreeMap<Verdict, u64>, StoreError> {
+    let mut counts: BTreeMap<Verdict, u64> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
+    for row in store.census().await? {
+        if !row.troubled {
+            *counts.entry(untroubled(&row)).or_default() += row.count;
+        }
+    }
+    let query = DispatchQuery {
+        troubled: true,
+        ..DispatchQuery::default()
+    };
+    let mut pages = Pages::new(store, query);
+    while let Some(listed) = pages.next().await? {
+        *counts
+            .entry(assess(Some(&listed.dispatch), &listed.jobs).verdict)
+            .or_default() += 1;
+    }
+    Ok(counts)
+}
+
+/// What `status` lists: verdicts (any, when empty) and the store's own conditions.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only these verdicts; every one when empty.
+    pub verdicts: Vec<Verdict>,
+    /// Only transactions with a job on this channel instance.
+    pub channel: Option<String>,
+    /// Only transactions first seen at or after this time.
+    pub created_from: Option<Millis>,
+    /// Only transactions first seen before this time.
+    pub created_before: Option<Millis>,
+}
+
+/// An invoice as `status` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    /// The dispatch record.
+    pub dispatch: Dispatch,
+    /// Its jobs.
+    pub jobs: Vec<Job>,
+    /// Its verdict and why.
+    pub assessment: Assessment,
+}
+
+/// Up to `limit` invoices matching `filter`, newest first, and whether more match.
+pub async fn list(
+    store: &dyn Store,
+    filter: &Filter,
+    limit: usize,
+) -> Result<(Vec<Listed>, bool), StoreError> {
+    // Every invoice that failed or needs attention has a job that failed for good: the store
+    // can leave out the rest.
+    let troubled = !filter.verdicts.is_empty()
+        && filter
+            .verdicts
+            .iter()
+            .all(|v| matches!(v, Verdict::NeedsAttention | Verdict::Failed));
+    let query = DispatchQuery {
+        troubled,
+        channel: filter.channel.clone(),
+        created_from: filter.created_from,
+        created_before: filter.created_before,
+        ..DispatchQuery::default()
+    };
+    let mut pages = Pages::new(store, query);
+    let mut found = Vec::new();
+    while let Some(DispatchJobs { dispatch, jobs }) = pages.next().await? {
+        let assessment = assess(Some(&dispatch), &jobs);
+        if filter.verdicts.is_empty() || filter.verdicts.contains(&assessment.verdict) {
+            if found.len() == limit {
+                return Ok((found, true));
+            }
+            found.push(Listed {
+                dispatch,
+                jobs,
+                assessment,
+            });
+        }
+    }
+    Ok((found, false))
+}
+
+/// [`Store::dispatches`] a page at a time, so a large store is never held in memory at once.
+struct Pages<'a> {
+    store: &'a dyn Store,
+    query: DispatchQuery,
+    page: std::vec::IntoIter<DispatchJobs>,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    const SIZE: u32 = 200;
+
+    fn new(store: &'a dyn Store, query: DispatchQuery) -> Self {
+        Self {
+            store,
+            query: DispatchQuery {
+                limit: Self::SIZE,
+                ..query
+            },
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<DispatchJobs>, StoreError> {
+        if let Some(next) = self.page.next() {
+            return Ok(Some(next));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.dispatches(&self.query).await?;
+        self.done = page.len() < Self::SIZE as usize;
+        if let Some(last) = page.last() {
+            self.query.after = Some((
+                last.dispatch.created_at,
+                last.dispatch.transaction_id.clone(),
+            ));
+        }
+        self.page = page.into_iter();
+        Ok(self.page.next())
+    }
+}
+
+/// The verdict on one transaction's work: its dispatch record (none yet: pending) and every job.
+///
+/// ```
+/// use postbud::triage::{Verdict, assess};
+/// assert_eq!(assess(None, &[]).verdict, Verdict::Pending);
+/// ```
+pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
+    let Some(dispatch) = dispatch else {
+        return Assessment::new(Verdict::Pending, "submitted; not dispatched yet");
+    };
+    let given_up = |j: &&Job| matches!(j.state, JobState::Failed | JobState::Dead);
+    let error = |j: &Job| {
+        j.last_error
+            .clone()
+            .unwrap_or_else(|| "no error kept".into())
+    };
+    let channel = |j: &Job| j.channel.clone().unwrap_or_default();
+
+    // Cancelling went wrong: the invoice may stand while the merchant believes it voided, or
+    // the customer was not told.
+    if let Some(void) = jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Void)
+        .find(given_up)
+    {
+        return Assessment::new(
+            Verdict::NeedsAttention,
+            format!("the void did not go through: {}", error(void)),
+        );
+    }
+    if let Some(cancel) = jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Cancel)
+        .find(given_up)
+    {
+        return Assessment::new(
+            Verdict::NeedsAttention,
+            format!(
+                "voided, but the cancellation notice via {} was not sent: {}",
+                channel(cancel),
+                error(cancel)
+            ),
+        );
+    }
+    if dispatch.stage == "voided" {
+        return match jobs.iter().find(|j| !j.state.is_final()) {
+            Some(job) => Assessment::new(
+                Verdict::Pending,
+                format!("voided; notice via {} queued", channel(job)),
+            ),
+            None => Assessment::new(Verdict::Voided, "voided at Dintero"),
+        };
+    }
+    if let Some(job) = jobs.iter().find(|j| !j.state.is_final()) {
+        let what = match job.kind {
+            JobKind::Dispatch => "capture and routing".to_owned(),
+            JobKind::Void => "void awaiting Dintero's confirmation".to_owned(),
+            _ => format!("delivery via {}", channel(job)),
+        };
+        let reason = match (&job.state, &job.last_error) {
+            (JobState::Running, _) => format!("{what}: running"),
+            (_, None) => format!("{what}: due {}", fmt_ms(job.next_at)),
+            (_, Some(e)) => format!(
+                "{what}: attempt {} due {}; last error: {e}",
+                job.attempts + 1,
+                fmt_ms(job.next_at)
+            ),
+        };
+        return Assessment::new(Verdict::Pending, reason);
+    }
+    let dispatch_job = jobs.iter().find(|j| j.kind == JobKind::Dispatch);
+    if dispatch.stage == "skipped" || dispatch_job.is_some_and(|j| j.state == JobState::Skipped) {
+        return Assessment::new(
+            Verdict::Skipped,
+            dispatch.reason.clone().unwrap_or_else(|| "not ours".into()),
+        );
+    }
+    let collecting = dispatch.captured_at.is_some() || dispatch.capture_request_id.is_some();
+    if let Some(job) = dispatch_job.filter(given_up) {
+        let reason = dispatch.reason.clone().unwrap_or_else(|| error(job));
+        return if collecting {
+            Assessment::new(
+                Verdict::NeedsAttention,
+                format!("collection started, the invoice was not delivered: {reason}"),
+            )
+        } else if dispatch.capture_reference.is_some() {
+            Assessment::new(
+                Verdict::NeedsAttention,
+                format!("capture not made: {reason}"),
+            )
+        } else if job.state == JobState::Dead {
+            Assessment::new(
+                Verdict::NeedsAttention,
+                format!("gave up after {} attempts: {reason}", job.attempts),
+            )
+        } else {
+            Assessment::new(
+                Verdict::Failed,
+                format!("nothing was captured or sent: {reason}"),
+            )
+        };
+    }
+    let deliveries: Vec<&Job> = jobs.iter().filter(|j| j.kind == JobKind::Deliver).collect();
+    let role = |job: &&&Job, role: &str| job.role.as_deref() == Some(role);
+    let primaries: Vec<&&Job> = deliveries.iter().filter(|j| role(j, "primary")).collect();
+    let fallbacks: Vec<&&Job> = deliveries.iter().filter(|j| role(j, "fallback")).collect();
+    let done = |jobs: &[&&Job]| {
+        jobs.iter()
+            .filter(|j| j.state == JobState::Done)
+            .map(|j| channel(j))
+            .collect::<Vec<_>>()
+    };
+    let primaries_done = done(&primaries);
+    let fallbacks_done = done(&fallbacks);
+    if primaries_done.len() == primaries.len() && !primaries.is_empty() {
+        return Assessment::new(
+            Verdict::Delivered,
+            format!("via {}", primaries_done.join(", ")),
+        );
+    }
+    if !fallbacks.is_empty() && fallbacks_done.len() == fallbacks.len() {
+        let failed: Vec<String> = primaries
+            .iter()
+            .filter(|j| j.state != JobState::Done)
+            .map(|j| channel(j))
+            .collect();
+        return Assessment::new(
+            Verdict::Delivered,
+            format!(
+                "via fallback {} ({} failed)",
+                fallbacks_done.join(", "),
+                failed.join(", ")
+            ),
+        );
+    }
+    let lost = deliveries
+        .iter()
+        .copied()
+        .find(|j| matches!(j.state, JobState::Failed | JobState::Dead));
+    let lost_reason = lost
+        .map(|j| format!("{}: {}", channel(j), error(j)))
+        .unwrap_or_else(|| "no delivery was made".into());
+    if primaries_done.is_empty() && fallbacks_done.is_empty() {
+        let started = if collecting {
+            "collection started and the invoice reached nobody"
+        } else {
+            "the invoice reached nobody"
+        };
+        return Assessment::new(Verdict::NeedsAttention, format!("{started}: {lost_reason}"));
+    }
+    let delivered: Vec<String> = primaries_done.into_iter().chain(fallbacks_done).collect();
+    match deliveries.iter().find(|j| j.state == JobState::Dead) {
+        Some(dead) => Assessment::new(
+            Verdict::NeedsAttention,
+            format!(
+                "dead letter: the copy via {} gave up after {} attempts: {} (delivered via {})",
+                channel(dead),
+                dead.attempts,
+                error(dead),
+                delivered.join(", ")
+            ),
+        ),
+        None => Assessment::new(
+            Verdict::Failed,
+            format!(
+                "a copy was refused for good: {lost_reason} (delivered via {})",
+                delivered.join(", ")
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatch(stage: &str) -> Dispatch {
+        Dispatch {
+            transaction_id: "T12345678.abc".into(),
+            stage: stage.into(),
+            reason: None,
+            capture_reference: None,
+            capture_request_id: None,
+            captured_at: None,
+            invoice_number: Some("1".into()),
+            route: None,
+            origin: None,
+            void_request_id: None,
+            pruned_at: None,
+            pdf_sha256: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn job(kind: JobKind, channel: Option<&str>, role: Option<&str>, state: JobState) -> Job {
+        Job {
+            id: format!("{kind}-{}", channel.unwrap_or("")),
+            transaction_id: "T12345678.abc".into(),
+            kind,
+            channel: channel.map(str::to_owned),
+            role: role.map(str::to_owned),
+            state,
+            attempts: 3,
+            next_at: 0,
+            fence: 1,
+            last_error: Some(format!("{state} error")),
+            receipt: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn captured() -> Dispatch {
+        Dispatch {
+            captured_at: Some(1),
+            capture_reference: Some("ref".into()),
+            ..dispatch("routed")
+        }
+    }
+
+    fn routed(deliveries: &[(&str, &str, JobState)]) -> Vec<Job> {
+        let mut jobs = vec![job(JobKind::Dispatch, None, None, JobState::Done)];
+        for (channel, role, state) in deliveries {
+            jobs.push(job(JobKind::Deliver, Some(channel), Some(role), *state));
+        }
+        jobs
+    }
+
+    #[test]
+    fn a_fallback_rescue_is_delivered_and_a_lone_failure_needs_attention() {
+        let rescued = routed(&[
+            ("email", "primary", JobState::Failed),
+            ("sms", "fallback", JobState::Done),
+        ]);
+        let a = assess(Some(&captured()), &rescued);
+        assert_eq!(a.verdict, Verdict::Delivered, "{a:?}");
+        assert!(a.reason.contains("fallback sms"), "{a:?}");
+
+        let lost = routed(&[("email", "primary", JobState::Failed)]);
+        let a = assess(Some(&captured()), &lost);
+        assert_eq!(a.verdict, Verdict::NeedsAttention, "{a:?}");
+        assert!(a.reason.contains("collection started"), "{a:?}");
+        assert!(a.reason.contains("email: failed error"), "{a:?}");
+    }
+
+    #[test]
+    fn a_dead_copy_needs_attention_and_a_refused_copy_is_failed() {
+        let dead = routed(&[
+            ("email", "primary", JobState::Done),
+            ("erp", "primary", JobState::Dead),
+        ]);
+        assert_eq!(
+            assess(Some(&captured()), &dead).verdict,
+            Verdict::NeedsAttention
+        );
+        let refused = routed(&[
+            ("email", "primary", JobState::Done),
+            ("erp", "primary", JobState::Failed),
+        ]);
+        let a = assess(Some(&captured()), &refused);
+        assert_eq!(a.verdict, Verdict::Failed, "{a:?}");
+        assert!(a.reason.contains("delivered via email"), "{a:?}");
+    }
+
+    #[test]
+    fn dispatch_failures_need_attention_once_a_capture_was_asked_for() {
+        let failed = vec![job(JobKind::Dispatch, None, None, JobState::Failed)];
+        let before = Dispatch {
+            reason: Some("no route matches".into()),
+            ..dispatch("failed")
+        };
+        assert_eq!(assess(Some(&before), &failed).verdict, Verdict::Failed);
+        let refused = Dispatch {
+            capture_reference: Some("ref".into()),
+            reason: Some("capture was refused by Dintero: no".into()),
+            ..dispatch("failed")
+        };
+        let a = assess(Some(&refused), &failed);
+        assert_eq!(a.verdict, Verdict::NeedsAttention);
+        assert!(a.reason.contains("refused by Dintero"), "{a:?}");
+        let dead = vec![job(JobKind::Dispatch, None, None, JobState::Dead)];
+        assert_eq!(
+            assess(Some(&dispatch("failed")), &dead).verdict,
+            Verdict::NeedsAttention
+        );
+    }
+
+    #[test]
+    fn voids_and_queued_work() {
+        let mut jobs = routed(&[("email", "primary", JobState::Cancelled)]);
+        assert_eq!(
+            assess(Some(&dispatch("voided")), &jobs).verdict,
+            Verdict::Voided
+        );
+        jobs.push(job(JobKind::Cancel, Some("email"), None, JobState::Dead));
+        assert_eq!(
+            assess(Some(&dispatch("voided")), &jobs).verdict,
+            Verdict::NeedsAttention
+        );
+        let refused = vec![job(JobKind::Void, None, None, JobState::Failed)];
+        assert_eq!(
+            assess(Some(&captured()), &refused).verdict,
+            Verdict::NeedsAttention
+        );
+        let queued = routed(&[("email", "primary", JobState::Queued)]);
+        let a = assess(Some(&captured()), &queued);
+        assert_eq!(a.verdict, Verdict::Pending);
+        assert!(a.reason.contains("attempt 4"), "{a:?}");
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for v in Verdict::ALL {
+            assert_eq!(Verdict::parse(v.as_str()), Some(v));
+        }
+        assert_eq!(
+            Verdict::parse("Needs attention"),
+            Some(Verdict::NeedsAttention)
+        );
+        assert_eq!(Verdict::parse("done"), None);
+    }
+}
