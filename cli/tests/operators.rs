@@ -503,3 +503,34 @@ async fn prune_deletes_pdfs_and_personal_data_from_the_files_and_keeps_the_recor
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_paths_in_the_file_are_relative_to_the_file() {
+    let s = setup("").await;
+    let deployment = s.dir.path().join("deployment");
+    std::fs::create_dir_all(deployment.join("templates/email/nb")).expect("dir");
+    std::fs::write(
+        deployment.join("templates/email/nb/subject.txt"),
+        "Faktura {{ invoice.number }",
+    )
+    .expect("template");
+    let text_config = std::fs::read_to_string(&s.config).expect("config");
+    let base = &text_config[..text_config.find("[[routes]]").expect("routes")];
+    let config = deployment.join("postbud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[channels.mail]\nkind = \"email\"\nsmtp_url = \"smtp://127.0.0.1:1\"\nfrom = \"Merchant <faktura@merchant.example>\"\ntemplates = \"templates/email\"\n\n[[routes]]\ndeliver = [\"archive\", \"mail\"]\n"
+        ),
+    )
+    .expect("config");
+    // Run from elsewhere: the template directory is found beside the file, and its broken
+    // template (not "does not exist") is what the build reports.
+    let output = run_in(s.dir.path(), &config, &["check"]).await;
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("channels.mail.templates") && !out.contains("does not exist"),
+        "{out}"
+    );
+}

@@ -68,11 +68,22 @@ impl fmt::Debug for EmailChannel {
 }
 
 fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
-    let config: EmailConfig = ctx.config.extract()?;
+    let mut config: EmailConfig = ctx.config.extract()?;
+    // Paths in a configuration file are relative to that file.
+    config.ca_file = config.ca_file.map(|f| {
+        ctx.config
+            .path("ca_file", &f)
+            .to_string_lossy()
+            .into_owned()
+    });
     let (transport, security) =
         config::transport(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
-    let templates = Templates::load(config.templates.as_deref().map(std::path::Path::new))
-        .map_err(|why| ctx.config.error("templates", why))?;
+    let templates = config
+        .templates
+        .as_deref()
+        .map(|t| ctx.config.path("templates", t));
+    let templates =
+        Templates::load(templates.as_deref()).map_err(|why| ctx.config.error("templates", why))?;
     let message =
         message::Composer::new(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
     if config.locale != "auto" && !templates::LOCALES.contains(&config.locale.as_str()) {

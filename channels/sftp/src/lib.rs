@@ -29,7 +29,7 @@ mod ssh;
 pub mod ubl;
 mod upload;
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{fmt, time::Duration};
 
 use postbud::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
@@ -132,7 +132,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     let c: SftpConfig = ctx.config.extract()?;
     let cfg = &ctx.config;
     let host_keys = match (&c.known_hosts, c.host_key.is_empty()) {
-        (Some(path), true) => HostKeys::KnownHosts(PathBuf::from(path)),
+        (Some(path), true) => HostKeys::KnownHosts(cfg.path("known_hosts", path)),
         (None, false) => {
             if let Some(bad) = c.host_key.iter().find(|k| !k.starts_with("SHA256:")) {
                 return Err(cfg.error("host_key", format!("`{bad}` is not a SHA256:... fingerprint (ssh-keygen -lf key.pub)")));
@@ -148,7 +148,9 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
             let pem = if key.expose_secret().trim_start().starts_with("-----BEGIN") {
                 key
             } else {
-                let path = key.expose_secret().to_owned();
+                // Relative to the configuration file, as every path in it.
+                let path = cfg.path("private_key", key.expose_secret());
+                let path = path.to_string_lossy().into_owned();
                 // Named only when it looks like a path: an inline key in another format (PuTTY,
                 // a mangled environment value) must not end up in the message.
                 let shown = if path.len() < 256 && !path.contains('\n') && !path.contains(' ') {

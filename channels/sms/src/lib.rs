@@ -251,8 +251,8 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     if ctx.settings.server.public_url.is_none() {
         return Err(cfg.error("kind", "an SMS carries the signed link to the PDF: set server.public_url (served by `postbud serve`)"));
     }
-    let texts = Texts::load(c.templates.as_deref().map(std::path::Path::new))
-        .map_err(|why| cfg.error("templates", why))?;
+    let templates = c.templates.as_deref().map(|t| cfg.path("templates", t));
+    let texts = Texts::load(templates.as_deref()).map_err(|why| cfg.error("templates", why))?;
     if c.locale != "auto" && !text::LOCALES.contains(&c.locale.as_str()) {
         return Err(cfg.error(
             "locale",
