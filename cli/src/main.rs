@@ -114,8 +114,8 @@ enum Command {
         #[arg(long, value_parser = humantime_duration, conflicts_with = "transaction_id")]
         newer_than: Option<Duration>,
         /// List at most this many (newest first).
-        #[arg(long, default_value_t = 50, conflicts_with = "transaction_id")]
-        limit: usize,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "transaction_id")]
+        limit: u32,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -293,7 +293,7 @@ async fn main() -> ExitCode {
                 created_from: newer_than.map(before),
                 created_before: older_than.map(before),
             };
-            commands::status(config, &filter, limit, json).await
+            commands::status(config, &filter, limit as usize, json).await
         }
         Command::Retry {
             transaction_id,

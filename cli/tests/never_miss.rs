@@ -73,7 +73,7 @@ async fn without_callbacks_the_sweep_delivers_every_merchant_invoice_once_across
     );
     let status = run(&s.config, &["status", "--json"], &[]).await;
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-    assert_eq!(report["totals"]["skipped"], 5, "{}", text(&status));
+    assert_eq!(report["counts"]["skipped"], 5, "{}", text(&status));
     assert_eq!(report["last_sweep"]["found"], 135, "{}", text(&status));
     assert_eq!(
         report["last_sweep"]["new"],

@@ -22,12 +22,12 @@ pub enum Verdict {
     Delivered,
     /// Work is queued or running: a retry, a send window, a 202 awaiting its event.
     Pending,
-    /// A person must act: collection started and the invoice reached nobody, retries ran out
-    /// (a dead letter), Dintero refused the capture or the void, or a cancellation notice
-    /// could not be sent.
+    /// A person must act: the invoice reached nobody (collection started or not: no route, a
+    /// capture Dintero refused, a PDF that is not one), retries ran out (a dead letter),
+    /// Dintero refused the void, or a cancellation notice could not be sent.
     NeedsAttention,
-    /// Ended for good without harm that grows: nothing was captured, or the invoice reached
-    /// the customer and one copy was refused for good. The reason says what to fix.
+    /// The invoice reached the customer, and one routed copy (an ERP's, say) was refused for
+    /// good. The reason says which and why.
     Failed,
     /// Voided at Dintero; its notices, if any, were sent.
     Voided,
@@ -250,9 +250,11 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
 
     // Cancelling went wrong: the invoice may stand while the merchant believes it voided, or
     // the customer was not told.
+    // A void job that gave up waiting for Dintero's confirmation is moot once the void is
+    // confirmed some other way (a webhook, a callback, the sweep).
     if let Some(void) = jobs
         .iter()
-        .filter(|j| j.kind == JobKind::Void)
+        .filter(|j| j.kind == JobKind::Void && dispatch.stage != "voided")
         .find(given_up)
     {
         return Assessment::new(
@@ -326,8 +328,10 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
                 format!("gave up after {} attempts: {reason}", job.attempts),
             )
         } else {
+            // Nothing collected, but nobody was invoiced either, and the authorization ages:
+            // a configuration mistake that fails every invoice must reach the alert.
             Assessment::new(
-                Verdict::Failed,
+                Verdict::NeedsAttention,
                 format!("nothing was captured or sent: {reason}"),
             )
         };
@@ -502,7 +506,9 @@ mod tests {
             reason: Some("no route matches".into()),
             ..dispatch("failed")
         };
-        assert_eq!(assess(Some(&before), &failed).verdict, Verdict::Failed);
+        let a = assess(Some(&before), &failed);
+        assert_eq!(a.verdict, Verdict::NeedsAttention);
+        assert!(a.reason.contains("nothing was captured"), "{a:?}");
         let refused = Dispatch {
             capture_reference: Some("ref".into()),
             reason: Some("capture was refused by Dintero: no".into()),
@@ -534,6 +540,12 @@ mod tests {
         assert_eq!(
             assess(Some(&captured()), &refused).verdict,
             Verdict::NeedsAttention
+        );
+        // Timed out waiting, then confirmed through a webhook: voided, nothing to do.
+        let confirmed_elsewhere = vec![job(JobKind::Void, None, None, JobState::Dead)];
+        assert_eq!(
+            assess(Some(&dispatch("voided")), &confirmed_elsewhere).verdict,
+            Verdict::Voided
         );
         let queued = routed(&[("email", "primary", JobState::Queued)]);
         let a = assess(Some(&captured()), &queued);

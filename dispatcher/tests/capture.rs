@@ -361,7 +361,7 @@ async fn no_matching_route_means_no_capture() {
     let app = h.app("[[routes]]\nwhen = { product_type = \"kravia.invoice_b2b\" }\ndeliver = [\"archive\"]\n").await;
     let id = h.sandbox.seed(Seed::default());
     let outcome = app.deliver_now(&id).await.expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Failed);
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention);
     assert!(
         outcome
             .dispatch

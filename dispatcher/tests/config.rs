@@ -434,3 +434,28 @@ fn only_the_stem_decides_whether_a_file_key_is_a_secret() {
     );
     assert!(!e.contains("folder-password"), "{e}");
 }
+
+#[test]
+fn retention_shorter_than_a_link_or_a_day_is_refused_naming_the_key() {
+    let (_dir, path) = write(&format!(
+        "{DINTERO}\n[server]\npublic_url = \"https://merchant.example\"\nlink_ttl = \"60d\"\n\n[store]\nretain = \"30d\"\n"
+    ));
+    let e = Settings::load(Some(&path))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("store.retain") && e.contains("server.link_ttl") && e.contains("postbud.toml"),
+        "{e}"
+    );
+    let (_dir, path) = write(&format!("{DINTERO}\n[store]\nretain = \"2h\"\n"));
+    let e = Settings::load(Some(&path))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("store.retain") && e.contains("less than a day"),
+        "{e}"
+    );
+    let (_dir, path) = write(&format!("{DINTERO}\n[store]\nretain = \"90d\"\n"));
+    let settings = Settings::load(Some(&path)).expect("a live retention");
+    assert_eq!(settings.store.retain.as_secs(), 90 * 86_400);
+}

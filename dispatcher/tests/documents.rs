@@ -45,7 +45,7 @@ async fn both_pdf_shapes_deliver_the_same_bytes() {
 async fn refused(extra: &str, seed: Seed, expected: &str) {
     let h = Harness::start().await;
     let (id, outcome) = deliver(&h, extra, seed).await;
-    assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
     let reason = outcome
         .dispatch
         .as_ref()
@@ -269,7 +269,7 @@ async fn redirects_are_followed_three_times_each_hop_checked_and_the_token_stays
     // is not offered there.
     let id = h.sandbox.seed(seed("/auth"));
     let outcome = app.deliver_now(&id).await.expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
     assert!(
         r.authorizations.lock().expect("lock").is_empty(),
         "the token left home"

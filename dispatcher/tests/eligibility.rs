@@ -256,7 +256,7 @@ async fn a_configuration_that_cannot_be_read_is_never_a_skip() {
         ..Seed::default()
     });
     let outcome = app.deliver_now(&id).await.expect("deliver");
-    assert_eq!(outcome.verdict(), Verdict::Failed, "{outcome}");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
     let reason = outcome.dispatch.and_then(|d| d.reason).unwrap_or_default();
     assert!(
         reason.contains("HTTP 403") && reason.contains("cannot tell who sends"),

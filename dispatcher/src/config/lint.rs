@@ -47,7 +47,7 @@ impl Settings {
             found.push(DeadEnd {
                 key: "routes".into(),
                 problem: format!(
-                    "there is no [[routes]] entry: every invoice would be captured and fail with \"no route matches\"; add one {}",
+                    "there is no [[routes]] entry: every invoice would fail with \"no route matches\" (nothing captured, nobody invoiced); add one {}",
                     from("channels")
                 ),
             });

@@ -216,6 +216,14 @@ impl Settings {
         self.server.validate().map_err(|(key, m)| {
             ConfigError::message(format!("{key}: {m} (from {})", self.source_of(key)))
         })?;
+        if self.server.public_url.is_some() && self.store.retain < self.server.link_ttl {
+            return Err(ConfigError::message(format!(
+                "store.retain ({}) is shorter than server.link_ttl ({}): links already sent to customers would stop working before they expire (from {})",
+                humantime::format_duration(self.store.retain),
+                humantime::format_duration(self.server.link_ttl),
+                self.source_of("store.retain")
+            )));
+        }
         self.engine.validate().map_err(|(key, m)| {
             ConfigError::message(format!("{key}: {m} (from {})", self.source_of(key)))
         })?;

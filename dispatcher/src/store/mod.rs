@@ -341,9 +341,14 @@ pub(crate) const CENSUS: &str = "SELECT d.stage,
      FROM dispatches d GROUP BY 1, 2, 3";
 
 /// The dispatches [`Store::prune`] anonymises (`?1`: the cutoff).
+/// Data written again after a prune (a retried dispatch stores its snapshot anew) is pruned
+/// again; a job that ran since the cutoff keeps its dispatch.
 pub(crate) const PRUNABLE: &str = "SELECT transaction_id FROM dispatches d
-     WHERE pruned_at IS NULL AND updated_at < ?1
-       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running'))";
+     WHERE d.updated_at < ?1
+       AND (d.pruned_at IS NULL OR d.invoice IS NOT NULL
+            OR EXISTS (SELECT 1 FROM documents doc WHERE doc.transaction_id = d.transaction_id))
+       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id
+                       AND (j.state IN ('queued', 'running') OR j.updated_at >= ?1))";
 
 /// What [`Store::prune`] does to one dispatch (`?1`: its id, `?2`: now), statement by
 /// statement.
@@ -503,11 +508,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Dispatches with their jobs (dispatch first), newest first, as `status` lists them.
     async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError>;
     /// Deletes the PDF and the personal data (invoice snapshot, history details, receipts,
-    /// errors, reasons) of every dispatch with no queued or running job and no change since
-    /// `before`, keeping an anonymised record: ids, stages, job states, dates and the PDF's
-    /// SHA-256. The bytes are gone from the database files too, not only from the rows (SQLite:
-    /// `secure_delete` and a truncating WAL checkpoint; PostgreSQL: `VACUUM`). Returns how
-    /// many dispatches were pruned.
+    /// errors, reasons) of every dispatch with no queued or running job and no change to it or
+    /// its jobs since `before`, keeping an anonymised record: ids, stages, job states, dates
+    /// and the PDF's SHA-256. SQLite overwrites what it deletes (`secure_delete`) and
+    /// truncates its WAL; PostgreSQL vacuums the tables, which makes the dead rows' space
+    /// reusable (their bytes go as it is reused; `VACUUM FULL` rewrites the files at once).
+    /// Returns how many dispatches were pruned.
     async fn prune(&self, before: Millis) -> Result<u64, StoreError>;
     /// Every dispatch counted by what decides its verdict without reading its jobs.
     async fn census(&self) -> Result<Vec<CensusRow>, StoreError>;

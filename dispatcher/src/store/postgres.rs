@@ -825,7 +825,7 @@ impl Store for PgStore {
             "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, updated_at = $2
              WHERE transaction_id = $3 AND state IN ('failed', 'dead', 'queued')
                AND ($4::text IS NULL OR channel = $5)
-               AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided')",
+               AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))",
         )
         .bind(now)
         .bind(now)

@@ -795,7 +795,7 @@ impl Store for SqliteStore {
                     "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, updated_at = ?
                      WHERE transaction_id = ? AND state IN ('failed', 'dead', 'queued')
                        AND (? IS NULL OR channel = ?)
-                       AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided')",
+                       AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))",
                     params![now, now, transaction_id, channel, channel],
                 )?;
                 if done > 0 {
@@ -899,8 +899,11 @@ impl Store for SqliteStore {
             })
             .await?;
         // `secure_delete` zeroed what the rows held; the WAL still has the pages as they were
-        // until it is checkpointed and truncated.
-        self.db.checkpoint().await?;
+        // until it is checkpointed and truncated. Readers holding on delay that, not the prune:
+        // the next pass truncates it.
+        if let Err(e) = self.db.checkpoint().await {
+            tracing::warn!(error = %e, pruned, "pruned, but the WAL still holds the old pages");
+        }
         Ok(pruned)
     }
 
