@@ -424,6 +424,7 @@ mod tests {
             void_request_id: None,
             pruned_at: None,
             pdf_sha256: None,
+            route_snapshot: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -802,3 +802,59 @@ async fn a_void_that_lands_mid_send_still_sends_that_channel_a_notice() {
         "{jobs:?}"
     );
 }
+
+/// The route chosen for an invoice is stored with it: an operator who reorders or edits
+/// `[[routes]]` and restarts changes nothing for invoices already routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_invoice_keeps_its_route_when_the_configuration_changes() {
+    let h = Harness::start().await;
+    let dir = h.dir.path().display().to_string();
+    let channels = format!(
+        "[channels.gone]\nkind = \"folder\"\npath = \"/nonexistent/postbud-gone\"\ncreate = false\n\n\
+         [channels.other]\nkind = \"folder\"\npath = \"{dir}/other\"\n\n"
+    );
+    // Before: deliver to `gone` after 300 ms, falling back to the archive.
+    let before = h
+        .app(&format!(
+            "{channels}[[routes]]\ndeliver = [\"gone\"]\nfallback = [\"archive\"]\ndelay = \"300ms\"\n\n\
+             [[routes]]\ndeliver = [\"other\"]\n"
+        ))
+        .await;
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = before
+        .deliver_waiting(&id, Duration::ZERO)
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    drop(before);
+    // After a restart with the routes reordered and the first one's fallback changed.
+    let after = h
+        .app(&format!(
+            "{channels}[[routes]]\ndeliver = [\"other\"]\n\n\
+             [[routes]]\ndeliver = [\"gone\"]\nfallback = [\"other\"]\n"
+        ))
+        .await;
+    let outcome = after
+        .deliver_waiting(&id, Duration::from_secs(10))
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let delivered: Vec<(String, JobState)> = outcome
+        .jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Deliver)
+        .map(|j| (j.channel.clone().unwrap_or_default(), j.state))
+        .collect();
+    assert_eq!(
+        delivered,
+        vec![
+            ("gone".to_owned(), JobState::Failed),
+            ("archive".to_owned(), JobState::Done)
+        ],
+        "the route chosen at capture, not today's: {outcome}"
+    );
+    assert!(
+        !h.dir.path().join("other").exists(),
+        "nothing went where today's configuration would have sent it"
+    );
+}

@@ -177,7 +177,7 @@ impl Store for Failing {
         &self,
         _: &Lease,
         _: &Invoice,
-        _: usize,
+        _: &postbud::store::ChosenRoute,
         _: &[NewJob],
         _: &str,
     ) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 use std::{fmt, time::Duration};
 
 use jiff::{Timestamp, civil::Time, tz::TimeZone};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::dintero::model::Transaction;
 
@@ -16,7 +16,10 @@ use crate::dintero::model::Transaction;
 /// delay = "10m"                   # wait before the first attempt
 /// window = "08:00-20:00 Europe/Oslo"
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+///
+/// The route chosen for an invoice is stored with its dispatch (serialised as it is written
+/// here), so a configuration changed later never changes an invoice already routed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Conditions; all must hold. Empty matches everything.
@@ -36,7 +39,7 @@ pub struct Route {
 }
 
 /// A route's conditions on the transaction.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct When {
     /// `kravia.invoice_b2b`, `kravia.invoice_b2c`, ... (one or a list).
@@ -136,6 +139,12 @@ impl std::str::FromStr for SendWindow {
             zone,
             text: text.trim().to_owned(),
         })
+    }
+}
+
+impl Serialize for SendWindow {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
     }
 }
 

@@ -9,12 +9,21 @@ use crate::{
 };
 
 impl Engine {
-    /// The route the dispatch chose, if it is still configured.
-    async fn route_of(&self, transaction_id: &str) -> Result<Option<&Route>, StoreError> {
-        let dispatch = self.store.dispatch(transaction_id).await?;
-        Ok(dispatch
-            .and_then(|d| d.route)
-            .and_then(|r| self.routes.get(r)))
+    /// The route the dispatch chose, as it was configured when it was chosen: reordering or
+    /// editing `[[routes]]` later never changes an invoice already routed. (A dispatch routed
+    /// before snapshots were kept falls back to its index in today's configuration.)
+    async fn route_of(&self, transaction_id: &str) -> Result<Option<Route>, StoreError> {
+        let Some(dispatch) = self.store.dispatch(transaction_id).await? else {
+            return Ok(None);
+        };
+        if let Some(snapshot) = &dispatch.route_snapshot {
+            return serde_json::from_str(snapshot).map(Some).map_err(|e| {
+                StoreError::Database(format!(
+                    "the route stored with {transaction_id} does not read back: {e}"
+                ))
+            });
+        }
+        Ok(dispatch.route.and_then(|r| self.routes.get(r)).cloned())
     }
 
     pub(super) async fn run_delivery(&self, lease: &Lease) -> Result<Finish, StoreError> {
@@ -35,7 +44,7 @@ impl Engine {
             return self.failed_for_good(lease, Finish::Failed(error)).await;
         };
         let route = self.route_of(&job.transaction_id).await?;
-        if let Some(window) = route.and_then(|r| r.window.as_ref()) {
+        if let Some(window) = route.as_ref().and_then(|r| r.window.as_ref()) {
             let open = window_open(window, now_ms());
             if open > now_ms() {
                 return Ok(Finish::Postpone(open));
@@ -44,8 +53,10 @@ impl Engine {
         // A delivery that did not run right after capture (it waited for a delay, a send window
         // or a retry) looks at the transaction first: voided at Dintero meanwhile (in its
         // Backoffice, say), it is not sent, and the void is applied as if Postbud had made it.
-        let waited =
-            job.attempts > 1 || route.is_some_and(|r| r.delay.is_some() || r.window.is_some());
+        let waited = job.attempts > 1
+            || route
+                .as_ref()
+                .is_some_and(|r| r.delay.is_some() || r.window.is_some());
         if job.kind == JobKind::Deliver && waited {
             match self.gateway.transaction(&job.transaction_id).await {
                 Ok(tx) if tx.is_voided() => {
@@ -91,7 +102,7 @@ impl Engine {
             }) => {
                 let mut finish = self.failure(lease, kind, retry_after, message);
                 if let (Finish::Retry { at, .. }, Some(window)) =
-                    (&mut finish, route.and_then(|r| r.window.as_ref()))
+                    (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
                 {
                     *at = window_open(window, *at);
                 }

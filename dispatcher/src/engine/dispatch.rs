@@ -10,7 +10,10 @@ use crate::{
     gateway::{CaptureOutcome, CaptureRequest, GatewayError},
     ids,
     invoice::{Invoice, Pdf},
-    store::{DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError, now_ms},
+    store::{
+        ChosenRoute, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError,
+        now_ms,
+    },
 };
 
 /// How often and how long to re-read a transaction after a 202 capture before leaving the
@@ -233,8 +236,14 @@ impl Engine {
             "invoice {invoice_number} captured; {pdf_note}; queued for {}; invoice channel `merchant` {decided}",
             route_cfg.deliver.join(", ")
         );
+        let chosen = ChosenRoute {
+            index: route,
+            snapshot: serde_json::to_string(route_cfg).map_err(|e| {
+                StoreError::Database(format!("the route could not be recorded: {e}"))
+            })?,
+        };
         self.store
-            .complete_dispatch(lease, &invoice, route, &jobs, &detail)
+            .complete_dispatch(lease, &invoice, &chosen, &jobs, &detail)
             .await?;
         Ok(Finish::Recorded)
     }

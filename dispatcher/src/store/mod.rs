@@ -234,6 +234,8 @@ pub struct Dispatch {
     pub pruned_at: Option<Millis>,
     /// The PDF's SHA-256, kept when the PDF itself was pruned.
     pub pdf_sha256: Option<String>,
+    /// The route chosen, as it was configured then (JSON); deliveries follow it.
+    pub route_snapshot: Option<String>,
     /// Created.
     pub created_at: Millis,
     /// Last change.
@@ -362,6 +364,16 @@ pub(crate) const PRUNE: [&str; 5] = [
          VALUES (?1, NULL, ?2, 'pruned', 'PDF and personal data deleted (store.retain); ids, states, dates and the PDF''s SHA-256 kept')",
 ];
 
+/// The route a dispatch chose: its place in `[[routes]]` then, and the route itself (JSON),
+/// which the invoice's deliveries follow whatever the configuration says later.
+#[derive(Debug, Clone)]
+pub struct ChosenRoute {
+    /// Index in `[[routes]]` when it was chosen.
+    pub index: usize,
+    /// The route as JSON ([`crate::config::Route`]).
+    pub snapshot: String,
+}
+
 /// A delivery job to create under a dispatch's lease.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -473,7 +485,7 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         lease: &Lease,
         invoice: &Invoice,
-        route: usize,
+        route: &ChosenRoute,
         jobs: &[NewJob],
         detail: &str,
     ) -> Result<(), StoreError>;

@@ -12,8 +12,9 @@ use sqlx::{
 use tokio::sync::Notify;
 
 use super::{
-    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish, HistoryEntry, Job,
-    JobKind, JobState, Lease, NewJob, Store, StoreError, Totals, VoidEffect, fmt_ms, now_ms,
+    CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
+    HistoryEntry, Job, JobKind, JobState, Lease, NewJob, Store, StoreError, Totals, VoidEffect,
+    fmt_ms, now_ms,
 };
 use crate::{
     ids,
@@ -98,6 +99,9 @@ CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until BIGINT NOT
     r#"
 ALTER TABLE dispatches ADD COLUMN pruned_at BIGINT;
 ALTER TABLE dispatches ADD COLUMN pdf_sha256 TEXT;
+"#,
+    r#"
+ALTER TABLE dispatches ADD COLUMN route_snapshot TEXT;
 "#,
 ];
 
@@ -260,6 +264,7 @@ fn dispatch_from(row: &PgRow) -> Result<Dispatch, StoreError> {
         void_request_id: row.try_get("void_request_id")?,
         pruned_at: row.try_get("pruned_at")?,
         pdf_sha256: row.try_get("pdf_sha256")?,
+        route_snapshot: row.try_get("route_snapshot")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -603,7 +608,7 @@ impl Store for PgStore {
         &self,
         lease: &Lease,
         invoice: &Invoice,
-        route: usize,
+        route: &ChosenRoute,
         jobs: &[NewJob],
         detail: &str,
     ) -> Result<(), StoreError> {
@@ -611,15 +616,16 @@ impl Store for PgStore {
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let now = now_ms();
         let mut tx = self.write().await?;
-        let updated = sqlx::query("UPDATE dispatches SET invoice = $1, invoice_number = $2, stage = 'routed', route = $3, reason = NULL, updated_at = $4
+        let updated = sqlx::query("UPDATE dispatches SET invoice = $1, invoice_number = $2, stage = 'routed', route = $3, reason = NULL, updated_at = $4, route_snapshot = $8
              WHERE transaction_id = $5 AND EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')")
         .bind(json)
         .bind(&invoice.invoice_number)
-        .bind(route as i64)
+        .bind(route.index as i64)
         .bind(now)
         .bind(&lease.job.transaction_id)
         .bind(&lease.job.id)
         .bind(lease.job.fence)
+        .bind(&route.snapshot)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {

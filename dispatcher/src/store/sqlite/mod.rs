@@ -10,8 +10,9 @@ use rusqlite::{Connection, Row, params};
 use self::db::Db;
 
 use super::{
-    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish, HistoryEntry, Job,
-    JobKind, JobState, Lease, Millis, NewJob, Store, StoreError, Totals, VoidEffect, now_ms,
+    CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
+    HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob, Store, StoreError, Totals,
+    VoidEffect, now_ms,
 };
 use crate::{
     ids,
@@ -82,6 +83,9 @@ CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NO
     r#"
 ALTER TABLE dispatches ADD COLUMN pruned_at INTEGER;
 ALTER TABLE dispatches ADD COLUMN pdf_sha256 TEXT;
+"#,
+    r#"
+ALTER TABLE dispatches ADD COLUMN route_snapshot TEXT;
 "#,
 ];
 
@@ -168,6 +172,7 @@ fn dispatch_from(row: &Row<'_>) -> Result<Dispatch, StoreError> {
         void_request_id: row.get("void_request_id")?,
         pruned_at: row.get("pruned_at")?,
         pdf_sha256: row.get("pdf_sha256")?,
+        route_snapshot: row.get("route_snapshot")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
@@ -594,13 +599,14 @@ impl Store for SqliteStore {
         &self,
         lease: &Lease,
         invoice: &Invoice,
-        route: usize,
+        route: &ChosenRoute,
         jobs: &[NewJob],
         detail: &str,
     ) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
+        let route = route.clone();
         let pdf = invoice.pdf.clone();
         let line = format!("attempt {}: {detail}", lease.job.attempts);
         let detail = detail.to_owned();
@@ -610,10 +616,10 @@ impl Store for SqliteStore {
                 let updated = exec(
                     conn,
                     &format!(
-                        "UPDATE dispatches SET invoice = ?, invoice_number = ?, stage = 'routed', route = ?, reason = NULL, updated_at = ?
+                        "UPDATE dispatches SET invoice = ?, invoice_number = ?, stage = 'routed', route = ?, route_snapshot = ?, reason = NULL, updated_at = ?
                          WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
                     ),
-                    params![json, number, route as i64, now, lease.job.transaction_id, lease.job.id, lease.job.fence],
+                    params![json, number, route.index as i64, route.snapshot, now, lease.job.transaction_id, lease.job.id, lease.job.fence],
                 )?;
                 if updated != 1 {
                     return Err(lease_lost(&lease));
