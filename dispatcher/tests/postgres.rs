@@ -338,3 +338,28 @@ async fn prune_and_triage_on_postgres() {
     let counts = postbud::triage::count(store.as_ref()).await.expect("count");
     assert_eq!(counts[&Verdict::Delivered], 1, "the record still answers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_s_probe_reads_the_schema_without_creating_it() {
+    let Some(db) = Database::create("check_s_probe_reads_the_schema_without_creating_it").await
+    else {
+        return;
+    };
+    let before = postbud::store::probe(&db.url()).await.expect("probe");
+    assert!(before.contains("no Postbud schema yet"), "{before}");
+    // Probing twice still finds nothing: the probe created nothing.
+    let again = postbud::store::probe(&db.url()).await.expect("probe");
+    assert!(again.contains("no Postbud schema yet"), "{again}");
+    let h = Harness::start().await;
+    let _app = App::open(&settings(&h, &db, "")).await.expect("app");
+    let after = postbud::store::probe(&db.url()).await.expect("probe");
+    assert!(after.contains("schema version 5 of 5"), "{after}");
+    let wrong = db.url().replace("127.0.0.1:5432", "127.0.0.1:1");
+    let refused = postbud::store::probe(&wrong)
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        refused.to_string().contains("connect to PostgreSQL"),
+        "{refused}"
+    );
+}

@@ -105,17 +105,20 @@ ALTER TABLE dispatches ADD COLUMN route_snapshot TEXT;
 "#,
 ];
 
-/// [`super::probe`] for PostgreSQL: connects once and reads the schema version, changing
-/// nothing.
-pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
+/// A pool of up to `connections` to `url`; the error names the server, never the password.
+async fn connect(url: &str, connections: u32) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
-        .map_err(|e| {
-            StoreError::Database(format!("connect to PostgreSQL ({}): {e}", redact(url)))
-        })?;
+        .map_err(|e| StoreError::Database(format!("connect to PostgreSQL ({}): {e}", redact(url))))
+}
+
+/// [`super::probe`] for PostgreSQL: connects once and reads the schema version, changing
+/// nothing.
+pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
+    let pool = connect(url, 1).await?;
     let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('postbud_schema')::text")
         .fetch_one(&pool)
         .await?;
@@ -148,14 +151,7 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` (`postgres://...`), migrates, and listens for new work.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await
-            .map_err(|e| {
-                StoreError::Database(format!("connect to PostgreSQL ({}): {e}", redact(url)))
-            })?;
+        let pool = connect(url, 10).await?;
         let store = Self {
             pool,
             work: Arc::new(Notify::new()),
