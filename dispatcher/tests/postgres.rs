@@ -303,6 +303,16 @@ async fn prune_and_triage_on_postgres() {
     .await
     .expect("list");
     assert_eq!((listed.len(), more), (1, false));
+    // The page carries the transaction's jobs, dispatch first, so the verdict is the full one.
+    let kinds: Vec<_> = listed[0].jobs.iter().map(|j| j.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            postbud::store::JobKind::Dispatch,
+            postbud::store::JobKind::Deliver
+        ]
+    );
+    assert_eq!(listed[0].assessment.verdict, Verdict::Delivered);
     let sha = app
         .store()
         .document(&id)

@@ -18,14 +18,23 @@ pub use self::{
     sqlite::{SqliteStore, fmt_ms},
 };
 
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The file a `sqlite://FILE[?options]` (or `sqlite:FILE`) URL names; `None` for other URLs.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    rest.split('?').next()
+}
+
 /// Opens the store `url` names, but never creates one: for commands that only read or act on
 /// what is there (`status`, `retry`, `void`), where a new empty store would only hide a
 /// configuration that points at the wrong place.
 pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(file) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .map(|f| f.split('?').next().unwrap_or(f))
+    if let Some(file) = sqlite_file(url)
         && !file.is_empty()
         && !std::path::Path::new(file).exists()
     {
@@ -40,14 +49,10 @@ pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// otherwise changing it: a SQLite file's presence and header, PostgreSQL's reachability and
 /// schema version.
 pub async fn probe(url: &str) -> Result<String, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         return postgres::probe(url).await;
     }
-    let file = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .map(|f| f.split('?').next().unwrap_or(f))
-        .unwrap_or(url);
+    let file = sqlite_file(url).unwrap_or(url);
     let path = std::path::Path::new(file);
     if !path.exists() {
         let parent = path
@@ -80,7 +85,7 @@ pub async fn probe(url: &str) -> Result<String, StoreError> {
 
 /// Opens the store `url` names: `sqlite://FILE` or `postgres://...`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         Ok(Arc::new(PgStore::open(url).await?))
     } else {
         Ok(Arc::new(SqliteStore::open(url).await?))

@@ -908,13 +908,37 @@ impl Store for PgStore {
             .bind(i64::from(query.limit))
             .fetch_all(&self.pool)
             .await?;
-        let mut listed = Vec::with_capacity(found.len());
-        for row in &found {
-            let dispatch = dispatch_from(row)?;
-            let jobs = self.jobs(&dispatch.transaction_id).await?;
-            listed.push(DispatchJobs { dispatch, jobs });
+        let dispatches = found
+            .iter()
+            .map(dispatch_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The page's jobs in one query, not one per dispatch: `/metrics` reads every page.
+        let ids: Vec<&str> = dispatches
+            .iter()
+            .map(|d| d.transaction_id.as_str())
+            .collect();
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE transaction_id = ANY($1)
+             ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs: std::collections::HashMap<String, Vec<Job>> =
+            std::collections::HashMap::new();
+        for row in &rows {
+            let job = job_from(row)?;
+            jobs.entry(job.transaction_id.clone())
+                .or_default()
+                .push(job);
         }
-        Ok(listed)
+        Ok(dispatches
+            .into_iter()
+            .map(|dispatch| {
+                let jobs = jobs.remove(&dispatch.transaction_id).unwrap_or_default();
+                DispatchJobs { dispatch, jobs }
+            })
+            .collect())
     }
 
     async fn prune(&self, before: super::Millis) -> Result<u64, StoreError> {
@@ -935,6 +959,9 @@ impl Store for PgStore {
             }
         }
         tx.commit().await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
         // Dead tuples keep the old bytes until vacuum; VACUUM cannot run in a transaction.
         for table in ["documents", "dispatches", "jobs", "history"] {
             sqlx::raw_sql(&format!("VACUUM {table}"))

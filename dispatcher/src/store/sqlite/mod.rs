@@ -907,7 +907,9 @@ impl Store for SqliteStore {
         // `secure_delete` zeroed what the rows held; the WAL still has the pages as they were
         // until it is checkpointed and truncated. Readers holding on delay that, not the prune:
         // the next pass truncates it.
-        if let Err(e) = self.db.checkpoint().await {
+        if pruned > 0
+            && let Err(e) = self.db.checkpoint().await
+        {
             tracing::warn!(error = %e, pruned, "pruned, but the WAL still holds the old pages");
         }
         Ok(pruned)
