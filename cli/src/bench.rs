@@ -302,7 +302,7 @@ pub async fn run(
     dir: &Path,
     postgres: Option<&str>,
 ) -> Result<ExitCode, Failure> {
-    postbud::dintero::ensure_crypto_provider();
+    postbud::http::ensure_crypto_provider();
     let Some(admin) = postgres else {
         std::fs::create_dir_all(dir).map_err(io)?;
         for file in ["bench.db", "bench.db-wal", "bench.db-shm"] {

@@ -86,7 +86,7 @@ fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
 /// The channel kinds this binary links: the core's and each channel crate's, named explicitly
 /// so the linker cannot drop them.
 pub fn registry() -> Result<Registry, Failure> {
-    let duplicate = |e: postbud::registry::DuplicateKind| Failure {
+    let duplicate = |e: postbud::DuplicateKind| Failure {
         message: e.to_string(),
         code: exit::CONFIG,
     };
@@ -512,7 +512,7 @@ pub async fn check(config: Option<&Path>) -> CommandResult {
         match channel.check().await {
             Ok(what) => say!("✓ channel {name}: {what}"),
             Err(e) => {
-                worst(match e.kind {
+                worst(match e.kind() {
                     postbud::ErrorKind::Permanent => exit::FAILED,
                     postbud::ErrorKind::Temporary => exit::UNAVAILABLE,
                 });

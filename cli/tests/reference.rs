@@ -1252,7 +1252,7 @@ async fn every_request_the_sandbox_readme_shows_succeeds() {
             .expect("spawn postbud sandbox"),
     );
     let base = format!("http://127.0.0.1:{port}");
-    postbud::dintero::ensure_crypto_provider();
+    postbud::http::ensure_crypto_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -35,7 +35,7 @@ impl Drop for SandboxProcess {
 }
 
 async fn sandbox() -> SandboxProcess {
-    postbud::dintero::ensure_crypto_provider();
+    postbud::http::ensure_crypto_provider();
     let port = common::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_postbud"))
         .args([

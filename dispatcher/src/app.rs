@@ -101,10 +101,11 @@ impl AppBuilder {
     /// Opens the store, builds every channel and assembles the engine.
     pub async fn open(self) -> Result<App, AppError> {
         let settings = self.settings;
-        let registry = match self.registry {
+        let mut registry = match self.registry {
             Some(r) => r,
             None => Registry::discover()?,
         };
+        registry.add(&crate::folder::FACTORY)?;
         let channels: BTreeMap<String, Arc<dyn Channel>> = registry.build_all(&settings)?;
         let gateway: Arc<dyn PaymentGateway> = match self.gateway {
             Some(g) => g,

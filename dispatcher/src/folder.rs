@@ -6,21 +6,21 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{
-    channel::{Channel, ChannelError, DeliveryContext, Receipt},
-    config::ConfigError,
-    invoice::Invoice,
-    registry::{BuildContext, ChannelFactory},
+use postbud_channel::{
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
+    file_name::parse_mode,
 };
 
-/// Registered as kind `folder`.
-pub static FACTORY: ChannelFactory = ChannelFactory {
-    kind: "folder",
-    description: "writes the PDF and a JSON manifest into a local directory, atomically",
-    crate_name: "postbud",
-    example: "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\n",
-    build,
-};
+postbud_channel::register_channel! {
+    /// Registered as kind `folder`.
+    pub static FACTORY = {
+        kind: "folder",
+        description: "writes the PDF and a JSON manifest into a local directory, atomically",
+        crate_name: "postbud",
+        example: "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\n",
+        build: build,
+    };
+}
 
 /// `[channels.<name>]` of kind `folder`.
 #[derive(Debug, Deserialize)]
@@ -39,14 +39,6 @@ struct FolderConfig {
 
 fn default_mode() -> String {
     "0640".into()
-}
-
-/// An octal file mode (`"0640"`, `"640"`), at most `0o777`.
-pub fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim().trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("`{text}` is not an octal file mode such as \"0640\""))
 }
 
 fn yes() -> bool {
@@ -76,7 +68,7 @@ pub struct FolderChannel {
 
 /// A file name that cannot escape the directory, distinct for distinct invoice numbers.
 fn safe_stem(invoice_number: &str) -> String {
-    crate::file_name::stem(invoice_number)
+    postbud_channel::file_name::stem(invoice_number)
 }
 
 impl FolderChannel {

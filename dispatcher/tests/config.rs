@@ -118,20 +118,8 @@ fn two_crates_claiming_one_kind_are_detected() {
     ) -> Result<Box<dyn postbud::Channel>, postbud::ConfigError> {
         Err(postbud::ConfigError::message("unused"))
     }
-    static A: postbud::ChannelFactory = postbud::ChannelFactory {
-        kind: "x",
-        description: "",
-        crate_name: "crate-a",
-        example: "",
-        build,
-    };
-    static B: postbud::ChannelFactory = postbud::ChannelFactory {
-        kind: "x",
-        description: "",
-        crate_name: "crate-b",
-        example: "",
-        build,
-    };
+    static A: postbud::ChannelFactory = postbud::ChannelFactory::new("x", "", "crate-a", "", build);
+    static B: postbud::ChannelFactory = postbud::ChannelFactory::new("x", "", "crate-b", "", build);
     let mut registry = Registry::empty();
     registry.add(&A).expect("first");
     registry
@@ -294,13 +282,8 @@ mod probe {
         Ok(Box::new(Probe))
     }
 
-    pub static FACTORY: postbud::ChannelFactory = postbud::ChannelFactory {
-        kind: "probe",
-        description: "",
-        crate_name: "config-tests",
-        example: "",
-        build,
-    };
+    pub static FACTORY: postbud::ChannelFactory =
+        postbud::ChannelFactory::new("probe", "", "config-tests", "", build);
 
     pub fn registry() -> postbud::Registry {
         let mut registry = postbud::Registry::empty();

@@ -45,13 +45,13 @@ fn build(_: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     Ok(Box::new(PanicsOnce))
 }
 
-static PANICS_ONCE: postbud::ChannelFactory = postbud::ChannelFactory {
-    kind: "panics-once",
-    description: "panics on its first delivery",
-    crate_name: "resilience-test",
-    example: "",
+static PANICS_ONCE: postbud::ChannelFactory = postbud::ChannelFactory::new(
+    "panics-once",
+    "panics on its first delivery",
+    "resilience-test",
+    "",
     build,
-};
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_job_is_recorded_as_failed_and_the_worker_goes_on() {

@@ -27,13 +27,13 @@ pub mod templates;
 use std::{fmt, sync::Arc};
 
 use lettre::{AsyncTransport, message::Mailbox, transport::smtp::AsyncSmtpTransport};
-use postbud::{
+use postbud_channel::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
 };
 
 use self::{config::EmailConfig, templates::Templates};
 
-postbud::register_channel! {
+postbud_channel::register_channel! {
     /// The factory of kind `email`.
     pub static FACTORY = {
         kind: "email",
@@ -45,7 +45,9 @@ postbud::register_channel! {
 }
 
 /// Links this crate's kind explicitly (for binaries that never name the crate otherwise).
-pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+pub fn register(
+    registry: &mut postbud_channel::Registry,
+) -> Result<(), postbud_channel::DuplicateKind> {
     registry.add(&FACTORY)
 }
 

@@ -12,7 +12,7 @@ use lettre::{
     },
 };
 use minijinja::context;
-use postbud::{ChannelError, DeliveryContext, Invoice, format};
+use postbud_channel::{ChannelError, DeliveryContext, Invoice, format};
 use secrecy::ExposeSecret;
 
 use crate::{
@@ -190,7 +190,7 @@ impl Composer {
         if cancelled {
             // Thread the notice under the invoice email it cancels.
             let original = message_id(
-                &postbud::ids::delivery_id(&invoice.transaction_id, &ctx.channel),
+                &postbud_channel::ids::delivery_id(&invoice.transaction_id, &ctx.channel),
                 &self.from,
             );
             builder = builder.in_reply_to(original.clone()).references(original);
@@ -198,8 +198,8 @@ impl Composer {
         let body = MultiPart::alternative_plain_html(rendered.text, rendered.html);
         let mut content = MultiPart::mixed().multipart(body);
         if attached {
-            let pdf: SinglePart = Attachment::new(postbud::file_name::pdf(&invoice.pdf.file_name))
-                .body(
+            let pdf: SinglePart =
+                Attachment::new(postbud_channel::file_name::pdf(&invoice.pdf.file_name)).body(
                     invoice.pdf.bytes.to_vec(),
                     ContentType::parse("application/pdf").expect("valid MIME type"),
                 );

@@ -8,7 +8,7 @@ use std::path::Path;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 
 /// Locales with built-in templates.
-pub const LOCALES: [&str; 4] = ["nb", "sv", "fi", "en"];
+pub use postbud_channel::templates::LOCALES;
 const PARTS: [&str; 3] = ["subject.txt", "text.txt", "html.html"];
 
 macro_rules! builtin {
@@ -49,14 +49,6 @@ pub struct Rendered {
 impl Templates {
     /// Built-ins, with the files under `dir` replacing them where present.
     pub fn load(dir: Option<&Path>) -> Result<Self, String> {
-        if let Some(dir) = dir
-            && !dir.is_dir()
-        {
-            return Err(format!(
-                "templates directory `{}` does not exist",
-                dir.display()
-            ));
-        }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|name| {
@@ -66,26 +58,15 @@ impl Templates {
                 AutoEscape::None
             }
         });
-        let mut add =
-            |name: String, builtin: &str, file: Option<std::path::PathBuf>| -> Result<(), String> {
-                let source = match file.filter(|f| f.is_file()) {
-                    Some(path) => std::fs::read_to_string(&path)
-                        .map_err(|e| format!("template `{}`: {e}", path.display()))?,
-                    None => builtin.to_owned(),
-                };
-                env.add_template_owned(name.clone(), source)
-                    .map_err(|e| format!("template `{name}`: {e:#}"))
-            };
-        add("layout".into(), LAYOUT, dir.map(|d| d.join("layout.html")))?;
-        for (locale, parts) in BUILTIN {
-            for (part, builtin) in PARTS.iter().zip(parts) {
-                add(
-                    format!("{locale}/{part}"),
-                    builtin,
-                    dir.map(|d| d.join(locale).join(part)),
-                )?;
-            }
-        }
+        let builtins = std::iter::once(("layout".to_owned(), LAYOUT)).chain(
+            BUILTIN.iter().flat_map(|(locale, parts)| {
+                PARTS
+                    .iter()
+                    .zip(parts)
+                    .map(move |(part, source)| (format!("{locale}/{part}"), *source))
+            }),
+        );
+        postbud_channel::templates::add_localised(&mut env, dir, builtins)?;
         let templates = Self { env };
         for locale in LOCALES {
             for cancelled in [false, true] {

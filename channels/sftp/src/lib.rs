@@ -31,7 +31,7 @@ mod upload;
 
 use std::{fmt, time::Duration};
 
-use postbud::{
+use postbud_channel::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
 };
 use secrecy::SecretString;
@@ -40,7 +40,7 @@ use tokio::sync::Mutex;
 
 use self::ssh::{Connection, Credentials, HostKeys, Target};
 
-postbud::register_channel! {
+postbud_channel::register_channel! {
     /// The factory of kind `sftp`.
     pub static FACTORY = {
         kind: "sftp",
@@ -52,7 +52,9 @@ postbud::register_channel! {
 }
 
 /// Links this crate's kind explicitly.
-pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+pub fn register(
+    registry: &mut postbud_channel::Registry,
+) -> Result<(), postbud_channel::DuplicateKind> {
     registry.add(&FACTORY)
 }
 
@@ -186,7 +188,8 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     if c.formats.iter().any(|f| f == "ubl") && c.seller.is_none() {
         return Err(cfg.error("seller", "formats includes \"ubl\": add [channels.<name>.seller] with name, organization_number, vat_number and address"));
     }
-    let mode = postbud::folder::parse_mode(&c.mode).map_err(|why| cfg.error("mode", why))?;
+    let mode =
+        postbud_channel::file_name::parse_mode(&c.mode).map_err(|why| cfg.error("mode", why))?;
     Ok(Box::new(SftpChannel {
         mode,
         target: Target {
@@ -207,7 +210,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
 
 /// Postbud's one sanitiser: safe characters only, distinct for distinct names.
 fn safe(name: &str) -> String {
-    postbud::file_name::stem(name)
+    postbud_channel::file_name::stem(name)
 }
 
 impl SftpChannel {

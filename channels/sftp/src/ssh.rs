@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use postbud::ChannelError;
+use postbud_channel::ChannelError;
 use russh::{
     client,
     keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey},

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use postbud::Invoice;
+use postbud_channel::Invoice;
 use serde::Deserialize;
 
 /// `[channels.<name>.seller]`: what the UBL needs about the merchant.

@@ -5,7 +5,7 @@
 //! never replaces an existing file and the file appears whole. An existing target is a repeat of
 //! this delivery when its checksum matches, and an error when it does not.
 
-use postbud::ChannelError;
+use postbud_channel::ChannelError;
 use russh_sftp::{client::SftpSession, protocol::StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;

@@ -261,12 +261,8 @@ async fn a_redelivery_finds_its_files_and_does_not_duplicate_them() {
         names
     };
     let before = listing();
-    let ctx = postbud::DeliveryContext {
-        delivery_id: postbud::ids::delivery_id(&id, "erp"),
-        channel: "erp".into(),
-        attempt: 2,
-        report_url: None,
-    };
+    let ctx =
+        postbud::DeliveryContext::new(postbud::ids::delivery_id(&id, "erp"), "erp").with_attempt(2);
     let receipt = channel.deliver(&invoice, &ctx).await.expect("redelivery");
     assert!(
         receipt

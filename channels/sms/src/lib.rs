@@ -26,7 +26,7 @@ pub mod text;
 use std::{fmt, time::Duration};
 
 use minijinja::context;
-use postbud::{
+use postbud_channel::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, DeliveryReport,
     InboundReport, Invoice, Receipt, format,
 };
@@ -38,7 +38,7 @@ use self::{
     text::Texts,
 };
 
-postbud::register_channel! {
+postbud_channel::register_channel! {
     /// The factory of kind `sms`.
     pub static FACTORY = {
         kind: "sms",
@@ -50,7 +50,9 @@ postbud::register_channel! {
 }
 
 /// Links this crate's kind explicitly.
-pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+pub fn register(
+    registry: &mut postbud_channel::Registry,
+) -> Result<(), postbud_channel::DuplicateKind> {
     registry.add(&FACTORY)
 }
 
@@ -154,7 +156,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
                 key,
                 format!(
                     "`{}` must use https: the provider is sent credentials (plain http only on loopback)",
-                    postbud::http::redact_url(url.as_str())
+                    postbud_channel::http::redact_url(url.as_str())
                 ),
             ))
         }
@@ -248,7 +250,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
             format!("`{}` is not an ISO 3166 country code", c.default_region),
         )
     })?;
-    if ctx.settings.server.public_url.is_none() {
+    if ctx.public_url.is_none() {
         return Err(cfg.error("kind", "an SMS carries the signed link to the PDF: set server.public_url (served by `postbud serve`)"));
     }
     let templates = c.templates.as_deref().map(|t| cfg.path("templates", t));
@@ -259,10 +261,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
             format!("`{}`: expected auto, nb, sv, fi or en", c.locale),
         ));
     }
-    postbud::dintero::ensure_crypto_provider();
-    let http = reqwest::Client::builder()
-        .timeout(c.timeout)
-        .redirect(reqwest::redirect::Policy::none())
+    let http = postbud_channel::http::client(c.timeout)
         .build()
         .map_err(|e| cfg.error("provider", format!("HTTP client: {e}")))?;
     Ok(Box::new(SmsChannel {
@@ -358,7 +357,9 @@ impl SmsChannel {
                     } else {
                         // The URL may hold the gateway's key (`?api_key=`): never in a message
                         // that is stored and shown.
-                        let url = e.url().map(|u| postbud::http::redact_url(u.as_str()));
+                        let url = e
+                            .url()
+                            .map(|u| postbud_channel::http::redact_url(u.as_str()));
                         format!(
                             "{} ({})",
                             e.without_url(),
@@ -368,13 +369,9 @@ impl SmsChannel {
                 ))
             })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .map(Duration::from_secs);
-        let body = postbud::http::read_prefix(response, postbud::http::ANSWER_LIMIT).await;
+        let retry_after = postbud_channel::http::retry_after(response.headers());
+        let body =
+            postbud_channel::http::read_prefix(response, postbud_channel::http::ANSWER_LIMIT).await;
         let id = self.provider.read(status, retry_after, &body)?;
         Ok(Receipt::new(format!(
             "{} accepted for {to} ({} segment(s), {:?})",

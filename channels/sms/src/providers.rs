@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
-use postbud::{ChannelError, DeliveryReport, InboundReport};
+use postbud_channel::{ChannelError, DeliveryReport, InboundReport};
 use reqwest::{RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -127,21 +127,7 @@ fn form() -> String {
     "form".into()
 }
 
-/// 408, 429 and 5xx are worth a retry; other statuses are not.
-fn by_status(status: StatusCode, retry_after: Option<Duration>, detail: String) -> ChannelError {
-    let error = if status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-    {
-        ChannelError::temporary(detail)
-    } else {
-        ChannelError::permanent(detail)
-    };
-    match retry_after {
-        Some(wait) => error.with_retry_after(wait),
-        None => error,
-    }
-}
+use postbud_channel::http::refusal as by_status;
 
 /// Twilio error codes that a retry can fix; the rest of the 4xx range is permanent (an invalid
 /// or opted-out number, a landline, a filtered message).
@@ -459,11 +445,7 @@ impl Provider {
             "undelivered" | "failed" | "rejected" | "expired" => Some(false),
             _ => None,
         };
-        Ok(DeliveryReport {
-            delivery_id,
-            delivered,
-            detail,
-        })
+        Ok(DeliveryReport::new(delivery_id, delivered, detail))
     }
 }
 

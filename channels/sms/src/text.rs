@@ -6,7 +6,7 @@ use std::path::Path;
 use minijinja::{Environment, UndefinedBehavior, Value, context};
 
 /// Locales with built-in texts.
-pub const LOCALES: [&str; 4] = ["nb", "sv", "fi", "en"];
+pub use postbud_channel::templates::LOCALES;
 
 const BUILTIN: [(&str, &str, &str); 4] = [
     (
@@ -40,31 +40,13 @@ pub struct Texts {
 impl Texts {
     /// Built-ins, replaced by the files under `dir` where present.
     pub fn load(dir: Option<&Path>) -> Result<Self, String> {
-        if let Some(dir) = dir
-            && !dir.is_dir()
-        {
-            return Err(format!(
-                "templates directory `{}` does not exist",
-                dir.display()
-            ));
-        }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        for (locale, invoice, cancel) in BUILTIN {
-            for (name, builtin) in [("sms.txt", invoice), ("cancel.txt", cancel)] {
-                let file = dir
-                    .map(|d| d.join(locale).join(name))
-                    .filter(|f| f.is_file());
-                let source = match file {
-                    Some(path) => std::fs::read_to_string(&path)
-                        .map_err(|e| format!("`{}`: {e}", path.display()))?,
-                    None => builtin.to_owned(),
-                };
-                let key = format!("{locale}/{name}");
-                env.add_template_owned(key.clone(), source)
-                    .map_err(|e| format!("template `{key}`: {e:#}"))?;
-            }
-        }
+        let builtins = BUILTIN.iter().flat_map(|(locale, invoice, cancel)| {
+            [("sms.txt", *invoice), ("cancel.txt", *cancel)]
+                .map(|(name, source)| (format!("{locale}/{name}"), source))
+        });
+        postbud_channel::templates::add_localised(&mut env, dir, builtins)?;
         let texts = Self { env };
         for locale in LOCALES {
             for cancelled in [false, true] {

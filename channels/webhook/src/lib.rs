@@ -24,10 +24,10 @@ pub mod target;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
-use postbud::{
-    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
+use postbud_channel::{
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt, http,
 };
-use reqwest::{StatusCode, header::HeaderMap};
+use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
@@ -38,7 +38,7 @@ use self::{
     target::{Allow, GuardedResolver},
 };
 
-postbud::register_channel! {
+postbud_channel::register_channel! {
     /// The factory of kind `webhook`.
     pub static FACTORY = {
         kind: "webhook",
@@ -50,7 +50,9 @@ postbud::register_channel! {
 }
 
 /// Links this crate's kind explicitly.
-pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+pub fn register(
+    registry: &mut postbud_channel::Registry,
+) -> Result<(), postbud_channel::DuplicateKind> {
     registry.add(&FACTORY)
 }
 
@@ -82,9 +84,6 @@ struct WebhookConfig {
 fn fifteen_seconds() -> Duration {
     Duration::from_secs(15)
 }
-
-/// How much of a response body is kept in the delivery's history.
-const EXCERPT: usize = 200;
 
 /// Posts invoices to a URL.
 pub struct WebhookChannel {
@@ -127,7 +126,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     }
     let allow = Allow::new(config.allow);
     target::check_url(&config.url, &allow).map_err(|why| ctx.config.error("url", why))?;
-    if config.pdf == PdfMode::Link && ctx.settings.server.public_url.is_none() {
+    if config.pdf == PdfMode::Link && ctx.public_url.is_none() {
         return Err(ctx.config.error("pdf", "\"link\" needs server.public_url, the base of the signed links; or use pdf = \"inline\""));
     }
     let mut headers = HeaderMap::new();
@@ -140,11 +139,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         })?;
         headers.insert(name, value);
     }
-    // reqwest is built without a default TLS crypto provider; the core installs ring.
-    postbud::dintero::ensure_crypto_provider();
-    let http = reqwest::Client::builder()
-        .timeout(config.timeout)
-        .redirect(reqwest::redirect::Policy::none())
+    let http = postbud_channel::http::client(config.timeout)
         .dns_resolver(Arc::new(GuardedResolver(allow.clone())))
         .user_agent(concat!("postbud-webhook/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -158,24 +153,6 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         allow,
         http,
     }))
-}
-
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(EXCERPT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None if text.is_empty() => "(empty body)".into(),
-        None => text.to_owned(),
-    }
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }
 
 impl WebhookChannel {
@@ -218,34 +195,24 @@ impl WebhookChannel {
             ChannelError::temporary(format!("POST to {host}: {what}: {}", e.without_url()))
         })?;
         let status = response.status();
-        let wait = retry_after(response.headers());
+        let wait = http::retry_after(response.headers());
         let location = response
             .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = postbud::http::read_prefix(response, postbud::http::ANSWER_LIMIT).await;
-        let said = format!("HTTP {status}: {}", excerpt(&body));
+        let body = http::read_prefix(response, http::ANSWER_LIMIT).await;
+        let said = format!("HTTP {status}: {}", http::excerpt(&body));
         if status.is_success() {
             return Ok(Receipt::new(said));
         }
-        let error = if status.is_redirection() {
-            ChannelError::permanent(format!(
+        if status.is_redirection() {
+            return Err(ChannelError::permanent(format!(
                 "{said} (redirect to {} not followed: point `url` at the final address)",
                 location.as_deref().unwrap_or("?")
-            ))
-        } else if status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status.is_server_error()
-        {
-            ChannelError::temporary(said)
-        } else {
-            ChannelError::permanent(said)
-        };
-        Err(match wait {
-            Some(wait) => error.with_retry_after(wait),
-            None => error,
-        })
+            )));
+        }
+        Err(http::refusal(status, wait, said))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The JSON body: `{"type", "timestamp", "data"}`.
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use postbud::Invoice;
+use postbud_channel::Invoice;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -29,7 +29,7 @@ pub fn body(
         );
     }
     let mut document = json!({
-        "filename": postbud::file_name::pdf(&invoice.pdf.file_name),
+        "filename": postbud_channel::file_name::pdf(&invoice.pdf.file_name),
         "sha256": invoice.pdf.sha256,
         "size": invoice.pdf.bytes.len(),
         "url": invoice.link,

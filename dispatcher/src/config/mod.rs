@@ -5,7 +5,6 @@
 //!
 //! Errors name the key and where its value came from.
 
-mod error;
 mod lint;
 mod route;
 mod secret_files;
@@ -22,8 +21,9 @@ use figment::{
 };
 use serde::Deserialize;
 
+pub use postbud_channel::{ConfigError, is_secret_key};
+
 pub use self::{
-    error::{ConfigError, is_secret_key},
     lint::DeadEnd,
     route::{Route, SendWindow, When},
     sections::{EngineSettings, ServerSettings, StoreSettings},
@@ -70,6 +70,23 @@ pub struct Settings {
 pub struct ChannelTable {
     /// Registered channel kind: `folder`, `email`, ...
     pub kind: String,
+}
+
+impl postbud_channel::Configuration for Settings {
+    fn figment(&self) -> &Figment {
+        &self.figment
+    }
+
+    fn channel_kinds(&self) -> Vec<(&str, &str)> {
+        self.channels
+            .iter()
+            .map(|(name, table)| (name.as_str(), table.kind.as_str()))
+            .collect()
+    }
+
+    fn public_url(&self) -> Option<&url::Url> {
+        self.server.public_url.as_ref()
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -146,33 +163,14 @@ impl Settings {
 
     /// Where `key` was set, e.g. "`postbud.toml` TOML file" or "`POSTBUD_` environment variable".
     pub fn source_of(&self, key: &str) -> String {
-        self.figment
-            .find_metadata(key)
-            .map(|md| match &md.source {
-                Some(source) => format!("{} {source}", md.name),
-                None => md.name.to_string(),
-            })
-            .unwrap_or_else(|| "defaults".into())
+        postbud_channel::config::source_of(&self.figment, key)
     }
 
     /// `raw`, a path set at `key`, as the process must open it: a relative path written in a
-    /// configuration file is relative to that file's directory (so `postbud status` run from
-    /// another directory reads the same store); one from the environment, or absolute, is kept.
+    /// configuration file is relative to that file's directory; one from the environment, or
+    /// absolute, is kept.
     pub fn resolve_path(&self, key: &str, raw: &str) -> PathBuf {
-        let path = PathBuf::from(raw);
-        if path.is_absolute() {
-            return path;
-        }
-        let file = self
-            .figment
-            .find_metadata(key)
-            .and_then(|md| md.source.as_ref())
-            .and_then(|source| source.file_path())
-            .and_then(Path::parent);
-        match file {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
-            _ => path,
-        }
+        postbud_channel::config::resolve_path(&self.figment, key, raw)
     }
 
     /// `store.url` with a relative SQLite file resolved as [`Settings::resolve_path`] does.

@@ -2,6 +2,7 @@
 //! the invoice PDF behind `kravia:invoice_url`.
 
 pub mod document;
+mod invoice;
 pub mod model;
 pub mod settings;
 pub mod signature;
@@ -15,8 +16,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, header::HeaderMap};
 use serde_json::Value;
 use url::Url;
 
-pub use self::settings::DinteroSettings;
 use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
+pub use self::{invoice::invoice_of, settings::DinteroSettings};
 use crate::{
     channel::ErrorKind,
     gateway::{
@@ -32,6 +33,9 @@ const READ_RETRIES: u32 = 2;
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
 /// How much of an error body is quoted in messages.
 const BODY_EXCERPT: usize = 300;
+
+/// Most of a Dintero API response that is read (a transaction with its events, a list page).
+pub const API_LIMIT: usize = 8 * 1024 * 1024;
 
 /// [`PaymentGateway`] over Dintero's HTTP API.
 #[derive(Debug)]
@@ -66,16 +70,10 @@ impl ConfigurationCache {
     }
 }
 
-/// Makes sure rustls has a process-wide crypto provider (ring), once. Channel crates that make
-/// their own HTTP clients call it too.
-pub fn ensure_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl DinteroGateway {
     /// Builds the client. Fails only when the TLS stack cannot start.
     pub fn new(settings: DinteroSettings) -> Result<Self, GatewayError> {
-        ensure_crypto_provider();
+        postbud_channel::http::ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
@@ -450,9 +448,9 @@ pub(crate) async fn status_error(operation: &str, response: Response) -> Gateway
     }
 }
 
-/// A Dintero API response body, within [`crate::http::API_LIMIT`].
+/// A Dintero API response body, within [`API_LIMIT`].
 async fn read_body(operation: &str, response: Response) -> Result<Bytes, GatewayError> {
-    crate::http::read_limited(response, crate::http::API_LIMIT)
+    crate::http::read_limited(response, API_LIMIT)
         .await
         .map_err(|e| match e {
             crate::http::ReadError::Transport(e) => transport_error(operation, &e),
@@ -460,7 +458,7 @@ async fn read_body(operation: &str, response: Response) -> Result<Bytes, Gateway
         })
 }
 
-/// A Dintero API response body as JSON, within [`crate::http::API_LIMIT`].
+/// A Dintero API response body as JSON, within [`API_LIMIT`].
 async fn read_json(operation: &str, response: Response) -> Result<Value, GatewayError> {
     let bytes = read_body(operation, response).await?;
     serde_json::from_slice(&bytes).map_err(|e| {

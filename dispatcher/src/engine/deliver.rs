@@ -3,7 +3,7 @@
 use super::{Engine, dispatch::window_open};
 use crate::config::Route;
 use crate::{
-    channel::{ChannelError, DeliveryContext},
+    channel::DeliveryContext,
     ids,
     store::{Finish, JobKind, Lease, NewJob, StoreError, now_ms},
 };
@@ -80,12 +80,10 @@ impl Engine {
                 }
             }
         }
-        let ctx = DeliveryContext {
-            delivery_id: job.id.clone(),
-            channel: name.clone(),
-            attempt: job.attempts,
-            report_url: self.links.as_ref().map(|l| l.report_url(&name, &job.id)),
-        };
+        let mut ctx = DeliveryContext::new(&job.id, &name).with_attempt(job.attempts);
+        if let Some(links) = &self.links {
+            ctx = ctx.with_report_url(links.report_url(&name, &job.id));
+        }
         let result = match job.kind {
             JobKind::Cancel => channel.cancel(&invoice, &ctx).await,
             _ => channel.deliver(&invoice, &ctx).await,
@@ -95,12 +93,9 @@ impl Engine {
                 Some(reference) => format!("{} (ref {reference})", receipt.detail),
                 None => receipt.detail,
             })),
-            Err(ChannelError {
-                kind,
-                message,
-                retry_after,
-            }) => {
-                let mut finish = self.failure(lease, kind, retry_after, message);
+            Err(error) => {
+                let message = error.message().to_owned();
+                let mut finish = self.failure(lease, error.kind(), error.retry_after(), message);
                 if let (Finish::Retry { at, .. }, Some(window)) =
                     (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
                 {

@@ -9,7 +9,7 @@ use crate::{
     eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
     gateway::{CaptureOutcome, CaptureRequest, GatewayError},
     ids,
-    invoice::{Invoice, Pdf},
+    invoice::Pdf,
     store::{
         ChosenRoute, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError,
         now_ms,
@@ -214,7 +214,7 @@ impl Engine {
                 final_pdf.sha256, pdf.sha256
             )
         };
-        let mut invoice = Invoice::from_transaction(&tx, &invoice_number, final_pdf);
+        let mut invoice = crate::dintero::invoice_of(&tx, &invoice_number, final_pdf);
         invoice.link = self.links.as_ref().map(|l| l.link(id));
         let route_cfg = &self.routes[route];
         let mut due = now_ms() + route_cfg.delay.map_or(0, |d| d.as_millis() as i64);

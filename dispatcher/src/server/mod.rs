@@ -416,19 +416,19 @@ async fn delivery_report(
         "{base}{}",
         uri.path_and_query().map(|p| p.as_str()).unwrap_or_default()
     );
-    let report = crate::channel::InboundReport {
+    let report = postbud_channel::InboundReport::new(
         url,
-        headers: headers
+        headers
             .iter()
             .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect(),
         body,
-    };
+    );
     let report = match target.report(&report).await {
         Ok(report) => report,
         Err(e) => {
             tracing::warn!(channel, error = %e, "delivery report refused");
-            return (StatusCode::FORBIDDEN, e.message).into_response();
+            return (StatusCode::FORBIDDEN, e.message().to_owned()).into_response();
         }
     };
     let store = state.app.store();

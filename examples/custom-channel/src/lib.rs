@@ -2,7 +2,7 @@
 //!
 //! Kind `teams`: when an invoice goes out, post a notice to the finance team's Microsoft Teams
 //! (or Slack) incoming webhook. It shows the whole contract: a typed configuration that rejects
-//! unknown keys, a factory registered with [`postbud::register_channel!`], an explicit
+//! unknown keys, a factory registered with [`postbud_channel::register_channel!`], an explicit
 //! [`register`], errors classified as temporary or permanent, and a cancellation notice.
 //!
 //! ```toml
@@ -14,13 +14,14 @@
 
 use std::time::Duration;
 
-use postbud::{
+use postbud_channel::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt, format,
+    http,
 };
 use serde::Deserialize;
 use serde_json::json;
 
-postbud::register_channel! {
+postbud_channel::register_channel! {
     /// The factory of kind `teams`.
     pub static FACTORY = {
         kind: "teams",
@@ -32,7 +33,9 @@ postbud::register_channel! {
 }
 
 /// Links the kind explicitly: call it where the binary builds its registry.
-pub fn register(registry: &mut postbud::Registry) -> Result<(), postbud::registry::DuplicateKind> {
+pub fn register(
+    registry: &mut postbud_channel::Registry,
+) -> Result<(), postbud_channel::DuplicateKind> {
     registry.add(&FACTORY)
 }
 
@@ -83,9 +86,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     {
         return Err(ctx.config.error("webhook_url", "must be an https URL"));
     }
-    postbud::dintero::ensure_crypto_provider();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(config.timeout_seconds))
+    let http = http::client(Duration::from_secs(config.timeout_seconds))
         .build()
         .map_err(|e| ctx.config.error("webhook_url", e))?;
     Ok(Box::new(TeamsChannel {
@@ -121,21 +122,22 @@ impl TeamsChannel {
                 ChannelError::temporary(format!("POST to the webhook: {}", e.without_url()))
             })?;
         let status = response.status();
-        let text = String::from_utf8_lossy(
-            &postbud::http::read_prefix(response, postbud::http::ANSWER_LIMIT).await,
-        )
-        .into_owned();
+        let wait = http::retry_after(response.headers());
+        let body = http::read_prefix(response, http::ANSWER_LIMIT).await;
+        if status.is_success() {
+            return Ok(Receipt::new(format!("posted ({status})")));
+        }
         // Teams and Slack answer 429 when throttled and 5xx when down: both pass. A 4xx means
         // the webhook was removed or the payload is wrong: retrying will not help.
-        match status.as_u16() {
-            200..=299 => Ok(Receipt::new(format!("posted ({status})"))),
-            408 | 429 | 500..=599 => Err(ChannelError::temporary(format!("HTTP {status}: {text}"))),
-            _ => Err(ChannelError::permanent(format!("HTTP {status}: {text}"))),
-        }
+        Err(http::refusal(
+            status,
+            wait,
+            format!("HTTP {status}: {}", http::excerpt(&body)),
+        ))
     }
 }
 
-#[postbud::async_trait]
+#[postbud_channel::async_trait]
 impl Channel for TeamsChannel {
     async fn deliver(
         &self,

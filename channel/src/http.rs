@@ -1,15 +1,121 @@
-//! Reading HTTP bodies from servers Postbud does not control (Dintero, a document host, a
-//! webhook receiver, an SMS gateway): never more than a bound, so a huge or endless body costs
-//! a bounded amount of memory and time.
+//! HTTP as every channel needs it: one client set up the same way (rustls with ring, no
+//! redirects), one rule for which statuses are worth a retry, one `Retry-After` reader, and
+//! bodies from servers Postbud does not control read to a bound, so a huge or endless body
+//! costs a bounded amount of memory and time.
+
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use reqwest::{StatusCode, header::HeaderMap};
+
+use crate::ChannelError;
+
+/// Makes sure rustls has a process-wide crypto provider (ring), once. [`client`] calls it; call
+/// it yourself before building another TLS client.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A client builder for a sink: rustls (ring), no redirects (a redirect would carry an invoice
+/// or a credential somewhere nobody configured), `timeout` for the whole request and at most
+/// 10 seconds to connect.
+pub fn client(timeout: Duration) -> reqwest::ClientBuilder {
+    ensure_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("postbud/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Whether a sink's answer `status` is worth another attempt: 408, 429 and 5xx are; any other
+/// refusal would meet the same refusal again.
+pub fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// The error for a sink's refusal `status`, described by `detail`: temporary when
+/// [`is_retryable`], permanent otherwise, carrying the sink's `Retry-After`.
+///
+/// ```
+/// use postbud_channel::http::refusal;
+/// use reqwest::StatusCode;
+/// use std::time::Duration;
+///
+/// let busy = refusal(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(30)), "slow down");
+/// assert!(busy.is_temporary());
+/// assert_eq!(busy.retry_after(), Some(Duration::from_secs(30)));
+/// assert!(!refusal(StatusCode::GONE, None, "gone").is_temporary());
+/// ```
+pub fn refusal(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    detail: impl Into<String>,
+) -> ChannelError {
+    let error = if is_retryable(status) {
+        ChannelError::temporary(detail)
+    } else {
+        ChannelError::permanent(detail)
+    };
+    match retry_after {
+        Some(wait) => error.with_retry_after(wait),
+        None => error,
+    }
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds (`120`) or an HTTP-date
+/// (`Wed, 21 Oct 2026 07:28:00 GMT`, from now; a date in the past is no wait). `None` when the
+/// header is absent or neither.
+///
+/// ```
+/// use postbud_channel::http::retry_after;
+/// use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+/// use std::time::Duration;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+/// assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
+/// headers.insert(RETRY_AFTER, HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+/// assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+/// headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+/// assert_eq!(retry_after(&headers), None);
+/// ```
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Characters of a body quoted in an error or a receipt.
+pub const EXCERPT_CHARS: usize = 200;
+
+/// `body` fit to quote: lossy UTF-8, trimmed, cut at [`EXCERPT_CHARS`] characters with `…`,
+/// `(empty body)` when there is nothing.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None if text.is_empty() => "(empty body)".into(),
+        None => text.to_owned(),
+    }
+}
 
 /// Most of a response body that is read only to be quoted or parsed as a small answer (an error
 /// body, a provider's acknowledgement).
 pub const ANSWER_LIMIT: usize = 64 * 1024;
-
-/// Most of a Dintero API response that is read (a transaction with its events, a list page).
-pub const API_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Why a bounded read stopped.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +186,7 @@ const SECRET_PARAMETERS: [&str; 10] = [
 ///
 /// ```
 /// assert_eq!(
-///     postbud::http::redact_url("postgres://app:hunter2@db/postbud?sslmode=require&password=x"),
+///     postbud_channel::http::redact_url("postgres://app:hunter2@db/postbud?sslmode=require&password=x"),
 ///     "postgres://app:***@db/postbud?sslmode=require&password=***"
 /// );
 /// ```
@@ -145,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_endless_body_is_cut_at_the_bound() {
-        crate::dintero::ensure_crypto_provider();
+        ensure_crypto_provider();
         let url = endless().await;
         let client = reqwest::Client::new();
         let prefix = read_prefix(client.get(&url).send().await.expect("get"), 100_000).await;

@@ -4,13 +4,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::dintero::model::{Address, Transaction};
-
 /// One Kravia invoice, ready to deliver: identity, amounts, customer, lines and the PDF.
 ///
 /// Every attempt and every channel sees the same value, rebuilt from the store, so the bytes
 /// a customer receives by email are the bytes an ERP receives by SFTP.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Invoice {
     /// Dintero transaction id.
     pub transaction_id: String,
@@ -46,6 +45,7 @@ pub struct Invoice {
 
 /// The invoice's customer, from the billing address.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Customer {
     /// First and last name.
     pub name: String,
@@ -71,6 +71,7 @@ pub struct Customer {
 
 /// One order line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct InvoiceLine {
     /// Unique per order.
     pub line_id: Option<String>,
@@ -138,70 +139,46 @@ pub fn locale_for_country(country: Option<&str>) -> &'static str {
 }
 
 impl Invoice {
-    /// Builds the invoice from an eligible transaction and its fetched PDF.
-    ///
-    /// `invoice_number` is the one eligibility found (`kravia:invoice_number`).
-    pub fn from_transaction(tx: &Transaction, invoice_number: &str, pdf: Pdf) -> Self {
-        let billing = tx.billing_address.clone().unwrap_or_default();
-        let lines: Vec<InvoiceLine> = tx
-            .items
-            .iter()
-            .map(|item| InvoiceLine {
-                line_id: item.line_id.clone(),
-                id: item.id.clone(),
-                description: item.description.clone().unwrap_or_default(),
-                quantity: item.quantity.unwrap_or(1.0),
-                amount: item.amount,
-                vat_amount: item.vat_amount.unwrap_or(0),
-                vat: item.vat.unwrap_or(0.0),
-            })
-            .collect();
-        let kravia_date = |key: &str| tx.kravia_event_value(key).and_then(|d| d.parse().ok());
+    /// The invoice `invoice_number` of transaction `transaction_id` with its PDF; every other
+    /// field empty (an amount of 0, no customer details, no lines, locale `en`) for the caller
+    /// to set.
+    pub fn new(
+        transaction_id: impl Into<String>,
+        invoice_number: impl Into<String>,
+        currency: impl Into<String>,
+        pdf: Pdf,
+    ) -> Self {
         Self {
-            transaction_id: tx.id.clone(),
-            invoice_number: invoice_number.to_owned(),
-            product_type: tx.payment_product_type.clone(),
-            merchant_reference: tx.merchant_reference.clone(),
-            merchant_name: tx.metadata_str("merchant_name").map(str::to_owned),
-            amount: tx.amount,
-            vat_amount: lines.iter().map(|l| l.vat_amount).sum(),
-            currency: tx.currency.clone(),
-            invoice_date: kravia_date("kravia:invoice_date"),
-            due_date: kravia_date("kravia:invoice_due_date"),
-            locale: locale_for_country(billing.country.as_deref()).to_owned(),
-            customer: Customer::from_address(&billing, tx),
-            lines,
+            transaction_id: transaction_id.into(),
+            invoice_number: invoice_number.into(),
+            product_type: String::new(),
+            merchant_reference: None,
+            merchant_name: None,
+            amount: 0,
+            vat_amount: 0,
+            currency: currency.into(),
+            invoice_date: None,
+            due_date: None,
+            customer: Customer::default(),
+            lines: Vec::new(),
+            locale: "en".into(),
             pdf,
             link: None,
         }
     }
 }
 
-impl Customer {
-    fn from_address(a: &Address, tx: &Transaction) -> Self {
-        let name = [a.first_name.as_deref(), a.last_name.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let customer = tx.customer.as_ref();
+impl InvoiceLine {
+    /// A line `description` of `amount` minor units, VAT included; quantity 1, no VAT, no ids.
+    pub fn new(description: impl Into<String>, amount: i64) -> Self {
         Self {
-            name,
-            business_name: a.business_name.clone(),
-            organization_number: a.organization_number.clone(),
-            email: a
-                .email
-                .clone()
-                .or_else(|| customer.and_then(|c| c.email.clone())),
-            phone: a
-                .phone_number
-                .clone()
-                .or_else(|| customer.and_then(|c| c.phone_number.clone())),
-            address_line: a.address_line.clone(),
-            postal_code: a.postal_code.clone(),
-            postal_place: a.postal_place.clone(),
-            country: a.country.clone(),
-            customer_reference: a.customer_reference.clone(),
+            line_id: None,
+            id: None,
+            description: description.into(),
+            quantity: 1.0,
+            amount,
+            vat_amount: 0,
+            vat: 0.0,
         }
     }
 }

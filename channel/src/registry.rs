@@ -5,14 +5,23 @@ use std::{collections::BTreeMap, fmt, path::PathBuf, sync::Arc};
 
 use figment::{Figment, value::Value};
 use serde::de::DeserializeOwned;
+use url::Url;
 
-use crate::{
-    channel::Channel,
-    config::{ConfigError, Settings},
-};
+use crate::{Channel, ConfigError, config};
+
+/// What channels are built from: the whole configuration (`postbud::Settings` is one).
+pub trait Configuration {
+    /// Every source merged, with the metadata that says where each key was set.
+    fn figment(&self) -> &Figment;
+    /// Each configured instance: its name (`[channels.<name>]`) and its `kind`.
+    fn channel_kinds(&self) -> Vec<(&str, &str)>;
+    /// `server.public_url`, where `postbud serve` answers for signed links and reports.
+    fn public_url(&self) -> Option<&Url>;
+}
 
 /// A channel kind: how to build instances of it from their `[channels.<name>]` table.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ChannelFactory {
     /// The `kind` value that selects it.
     pub kind: &'static str,
@@ -26,6 +35,25 @@ pub struct ChannelFactory {
     pub build: fn(BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError>,
 }
 
+impl ChannelFactory {
+    /// A factory; [`crate::register_channel!`] declares and registers one.
+    pub const fn new(
+        kind: &'static str,
+        description: &'static str,
+        crate_name: &'static str,
+        example: &'static str,
+        build: fn(BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError>,
+    ) -> Self {
+        Self {
+            kind,
+            description,
+            crate_name,
+            example,
+            build,
+        }
+    }
+}
+
 /// What [`crate::register_channel!`] submits to `inventory`: a reference to the named factory,
 /// so the explicit `register()` path adds the very same factory and duplicates are recognised.
 #[derive(Debug)]
@@ -35,11 +63,34 @@ inventory::collect!(Registration);
 
 /// What a factory gets to build one channel instance.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct BuildContext<'a> {
     /// The instance's table, narrowed to it.
     pub config: ChannelConfig<'a>,
-    /// The whole configuration, for shared facts (`server.public_url`).
-    pub settings: &'a Settings,
+    /// `server.public_url`, where `postbud serve` answers for signed links and delivery
+    /// reports; `None` when the deployment serves none.
+    pub public_url: Option<&'a Url>,
+}
+
+impl<'a> BuildContext<'a> {
+    /// The context for instance `name` of `kind`, configured in `figment` (for tests of a
+    /// factory; the registry makes these).
+    pub fn new(figment: &'a Figment, name: &'a str, kind: &'a str) -> Self {
+        Self {
+            config: ChannelConfig {
+                name,
+                kind,
+                figment,
+            },
+            public_url: None,
+        }
+    }
+
+    /// The same, with `server.public_url` set.
+    pub fn with_public_url(mut self, url: &'a Url) -> Self {
+        self.public_url = Some(url);
+        self
+    }
 }
 
 /// One `[channels.<name>]` table, as its factory sees it.
@@ -47,7 +98,7 @@ pub struct BuildContext<'a> {
 pub struct ChannelConfig<'a> {
     name: &'a str,
     kind: &'a str,
-    settings: &'a Settings,
+    figment: &'a Figment,
 }
 
 impl<'a> ChannelConfig<'a> {
@@ -60,7 +111,7 @@ impl<'a> ChannelConfig<'a> {
     /// `#[serde(deny_unknown_fields)]`: a typo is then an error naming the key and its file.
     pub fn extract<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         let key = format!("channels.{}", self.name);
-        let figment: &Figment = self.settings.figment();
+        let figment: &Figment = self.figment;
         let mut value: Value = figment.find_value(&key).map_err(ConfigError::from)?;
         if let Value::Dict(_, dict) = &mut value {
             dict.remove("kind");
@@ -76,7 +127,7 @@ impl<'a> ChannelConfig<'a> {
                 .as_deref()
                 .map(|f| format!("{key}.{f}"))
                 .unwrap_or_else(|| key.clone());
-            let source = self.settings.source_of(&format!("{key}.kind"));
+            let source = config::source_of(self.figment, &format!("{key}.kind"));
             let problem = match &error.kind {
                 Kind::UnknownField(field, expected) => {
                     format!(
@@ -86,10 +137,7 @@ impl<'a> ChannelConfig<'a> {
                 }
                 Kind::MissingField(field) => format!("missing key `{field}`"),
                 Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected)
-                    if error
-                        .path
-                        .last()
-                        .is_some_and(|k| crate::config::is_secret_key(k)) =>
+                    if error.path.last().is_some_and(|k| config::is_secret_key(k)) =>
                 {
                     let _ = actual;
                     format!("expected {expected} (the value is not shown: it is a secret)")
@@ -108,15 +156,18 @@ impl<'a> ChannelConfig<'a> {
         let key = format!("channels.{}.{field}", self.name);
         ConfigError::message(format!(
             "{key} (in {}): {message}",
-            self.settings.source_of(&key)
+            config::source_of(self.figment, &key)
         ))
     }
 
     /// Resolves the path `raw` set at `field` of this table: relative to the configuration
-    /// file's directory when it was written there (see [`Settings::resolve_path`]).
+    /// file's directory when it was written there, as it was given otherwise.
     pub fn path(&self, field: &str, raw: &str) -> PathBuf {
-        self.settings
-            .resolve_path(&format!("channels.{}.{field}", self.name), raw)
+        config::resolve_path(
+            self.figment,
+            &format!("channels.{}.{field}", self.name),
+            raw,
+        )
     }
 }
 
@@ -152,10 +203,9 @@ pub struct DuplicateKind {
 }
 
 impl Registry {
-    /// The built-in `folder` kind and every kind submitted through `inventory`.
+    /// Every kind submitted through `inventory` (the engine adds its built-in `folder`).
     pub fn discover() -> Result<Self, DuplicateKind> {
         let mut registry = Self::empty();
-        registry.add(&crate::folder::FACTORY)?;
         for registration in inventory::iter::<Registration> {
             registry.add(registration.0)?;
         }
@@ -199,23 +249,25 @@ impl Registry {
     /// Builds every configured channel instance.
     pub fn build_all(
         &self,
-        settings: &Settings,
+        settings: &dyn Configuration,
     ) -> Result<BTreeMap<String, Arc<dyn Channel>>, ConfigError> {
         let mut channels = BTreeMap::new();
         let mut problems = Vec::new();
-        for (name, table) in &settings.channels {
-            let Some(factory) = self.factories.get(table.kind.as_str()) else {
-                problems.push(self.unknown_kind(name, &table.kind, settings));
+        let figment = settings.figment();
+        for (name, kind) in settings.channel_kinds() {
+            let Some(factory) = self.factories.get(kind) else {
+                problems.push(self.unknown_kind(name, kind, figment));
                 continue;
             };
             let config = ChannelConfig {
                 name,
                 kind: factory.kind,
-                settings,
+                figment,
             };
-            match (factory.build)(BuildContext { config, settings }) {
+            let public_url = settings.public_url();
+            match (factory.build)(BuildContext { config, public_url }) {
                 Ok(channel) => {
-                    channels.insert(name.clone(), Arc::from(channel));
+                    channels.insert(name.to_owned(), Arc::from(channel));
                 }
                 Err(e) => problems.extend(e.messages().iter().cloned()),
             }
@@ -227,9 +279,9 @@ impl Registry {
         }
     }
 
-    fn unknown_kind(&self, name: &str, kind: &str, settings: &Settings) -> String {
+    fn unknown_kind(&self, name: &str, kind: &str, figment: &Figment) -> String {
         let known: Vec<&str> = self.factories.keys().copied().collect();
-        let source = settings.source_of(&format!("channels.{name}.kind"));
+        let source = config::source_of(figment, &format!("channels.{name}.kind"));
         let hint = match KNOWN_CRATES.iter().find(|(k, _)| *k == kind) {
             Some((_, krate)) => {
                 let module = krate.replace('-', "_");

@@ -4,7 +4,7 @@ use std::{fmt, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::invoice::Invoice;
+use crate::Invoice;
 
 /// A way to hand an invoice to its recipient: an inbox, a phone, an ERP folder, a platform.
 ///
@@ -53,6 +53,7 @@ pub trait Channel: Send + Sync + fmt::Debug {
 
 /// A status callback as `postbud serve` received it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct InboundReport {
     /// The public URL the provider called, query included (what signatures cover).
     pub url: String,
@@ -63,6 +64,18 @@ pub struct InboundReport {
 }
 
 impl InboundReport {
+    /// A callback received at `url` with its headers (any case) and raw body.
+    pub fn new(url: impl Into<String>, headers: Vec<(String, String)>, body: bytes::Bytes) -> Self {
+        Self {
+            url: url.into(),
+            headers: headers
+                .into_iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                .collect(),
+            body,
+        }
+    }
+
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -83,6 +96,7 @@ impl InboundReport {
 
 /// What a delivery report says about one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeliveryReport {
     /// The delivery it concerns.
     pub delivery_id: String,
@@ -93,8 +107,25 @@ pub struct DeliveryReport {
     pub detail: String,
 }
 
+impl DeliveryReport {
+    /// What the provider said of `delivery_id`: `Some(true)` delivered, `Some(false)` failed,
+    /// `None` still on its way.
+    pub fn new(
+        delivery_id: impl Into<String>,
+        delivered: Option<bool>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            delivery_id: delivery_id.into(),
+            delivered,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// What the engine tells a channel about the attempt at hand.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DeliveryContext {
     /// Deterministic id of this delivery: the same on every retry and after a restart.
     pub delivery_id: String,
@@ -107,8 +138,33 @@ pub struct DeliveryContext {
     pub report_url: Option<String>,
 }
 
+impl DeliveryContext {
+    /// The first attempt of the delivery `delivery_id` through the instance `channel`.
+    pub fn new(delivery_id: impl Into<String>, channel: impl Into<String>) -> Self {
+        Self {
+            delivery_id: delivery_id.into(),
+            channel: channel.into(),
+            attempt: 1,
+            report_url: None,
+        }
+    }
+
+    /// The same delivery, at attempt `attempt` (1 for the first).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Where the provider should send status callbacks.
+    pub fn with_report_url(mut self, url: impl Into<String>) -> Self {
+        self.report_url = Some(url.into());
+        self
+    }
+}
+
 /// Proof of a delivery, kept in the delivery's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Receipt {
     /// Human-readable: where it went ("wrote /srv/invoices/A-1.pdf", "250 queued as 4f2a").
     pub detail: String,
@@ -134,6 +190,8 @@ impl Receipt {
 }
 
 /// Whether trying again can help.
+///
+/// Exhaustive on purpose: the engine's retry policy is a decision over exactly these two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorKind {
@@ -156,12 +214,9 @@ impl fmt::Display for ErrorKind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct ChannelError {
-    /// Temporary or permanent.
-    pub kind: ErrorKind,
-    /// What went wrong, with the sink's own words (status, reply) where it gave any.
-    pub message: String,
-    /// The sink asked us to wait this long (HTTP `Retry-After`).
-    pub retry_after: Option<Duration>,
+    kind: ErrorKind,
+    message: String,
+    retry_after: Option<Duration>,
 }
 
 impl ChannelError {
@@ -189,8 +244,32 @@ impl ChannelError {
         self
     }
 
+    /// A failure of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
     /// True for [`ErrorKind::Temporary`].
     pub fn is_temporary(&self) -> bool {
         self.kind == ErrorKind::Temporary
+    }
+
+    /// Temporary or permanent.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// What went wrong, with the sink's own words (status, reply) where it gave any.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// How long the sink asked us to wait (HTTP `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }

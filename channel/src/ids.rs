@@ -1,7 +1,7 @@
 //! Deterministic ids: the same transaction and channel always give the same id, so every sink
 //! can recognise a repeat (SMTP `Message-ID`, `webhook-id`, file name, SMS client reference).
 
-use crate::invoice::sha256_hex;
+use crate::sha256_hex;
 
 fn derived(prefix: &str, parts: &[&str]) -> String {
     let digest = sha256_hex(parts.join("\n").as_bytes());

@@ -8,7 +8,7 @@
 //! second silently replace the first. So does a name ending like the files channels add beside
 //! an invoice (`X.voided` would otherwise write `X.voided.json`, invoice `X`'s void notice).
 
-use crate::invoice::sha256_hex;
+use crate::sha256_hex;
 
 /// Longest stem (the part before an extension).
 pub const MAX_STEM: usize = 100;
@@ -21,7 +21,7 @@ const RESERVED_ENDINGS: [&str; 7] = [
 /// A safe stem for `name` (an invoice number, a reference): unchanged when it already is one.
 ///
 /// ```
-/// use postbud::file_name::stem;
+/// use postbud_channel::file_name::stem;
 ///
 /// assert_eq!(stem("SBX123-000001"), "SBX123-000001");
 /// assert_ne!(stem("Ø-100"), stem("Å-100"));
@@ -52,6 +52,15 @@ pub fn stem(name: &str) -> String {
     } else {
         format!("{keep}~{digest}")
     }
+}
+
+/// An octal file mode (`"0640"`, `"640"`, `"0o640"`), at most `0o777`: the `mode` key of the
+/// channels that write files.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim().trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal file mode such as \"0640\""))
 }
 
 /// `stem(name)` with `extension` (given without its dot).

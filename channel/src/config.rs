@@ -1,4 +1,13 @@
-use std::fmt;
+//! Configuration errors that name the key and the file or variable it came from, and the two
+//! questions every part of the configuration asks figment: where was a key set, and what does a
+//! relative path set there mean.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use figment::Figment;
 
 /// A configuration problem, with the key and the file or variable it came from.
 #[derive(Debug, Clone)]
@@ -15,7 +24,7 @@ impl ConfigError {
     }
 
     /// Several problems at once, one per entry.
-    pub(crate) fn messages_of(messages: Vec<String>) -> Self {
+    pub fn messages_of(messages: Vec<String>) -> Self {
         Self { messages }
     }
 
@@ -87,3 +96,34 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Where `key` was set: `TOML file /etc/postbud.toml`, `environment variable POSTBUD_X`, or
+/// `defaults`.
+pub fn source_of(figment: &Figment, key: &str) -> String {
+    figment
+        .find_metadata(key)
+        .map(|md| match &md.source {
+            Some(source) => format!("{} {source}", md.name),
+            None => md.name.to_string(),
+        })
+        .unwrap_or_else(|| "defaults".into())
+}
+
+/// `raw`, a path set at `key`, as the process must open it: a relative path written in a
+/// configuration file is relative to that file's directory (so `postbud status` run from
+/// another directory reads the same store); one from the environment, or absolute, is kept.
+pub fn resolve_path(figment: &Figment, key: &str, raw: &str) -> PathBuf {
+    let path = PathBuf::from(raw);
+    if path.is_absolute() {
+        return path;
+    }
+    let file = figment
+        .find_metadata(key)
+        .and_then(|md| md.source.as_ref())
+        .and_then(|source| source.file_path())
+        .and_then(Path::parent);
+    match file {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+        _ => path,
+    }
+}
