@@ -29,7 +29,9 @@ pub mod limit;
 pub mod links;
 pub mod metrics;
 pub mod reconcile;
+mod records;
 pub mod retention;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod store;
 pub mod triage;

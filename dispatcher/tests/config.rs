@@ -442,3 +442,43 @@ fn retention_shorter_than_a_link_or_a_day_is_refused_naming_the_key() {
     let settings = Settings::load(Some(&path)).expect("a live retention");
     assert_eq!(settings.store.retain.as_secs(), 90 * 86_400);
 }
+
+/// A merchant's own provider (its secret store) merged over the usual sources: its values win,
+/// relative paths still resolve against the file, and an error names that provider.
+#[test]
+fn settings_from_any_provider_merged_over_the_file() {
+    use figment::providers::Serialized;
+
+    let (dir, path) = write(&format!(
+        "{DINTERO}\n[store]\nurl = \"sqlite://state/postbud.db\"\n[channels.archive]\nkind = \"folder\"\npath = \"out\"\n[[routes]]\ndeliver = [\"archive\"]\n"
+    ));
+    let vault = Serialized::defaults(serde_json::json!({
+        "dintero": { "client_secret": "from-the-vault" }
+    }));
+    let figment = Settings::sources(Some(&path))
+        .expect("sources")
+        .merge(vault);
+    let settings = Settings::from_provider(figment).expect("loads");
+    let dintero = settings.dintero.as_ref().expect("[dintero]");
+    use secrecy::ExposeSecret as _;
+    assert_eq!(dintero.client_secret.expose_secret(), "from-the-vault");
+    assert_eq!(dintero.client_id, "client", "the file's other keys stay");
+    assert_eq!(settings.file(), Some(path.as_path()));
+    assert_eq!(
+        settings.store_url(),
+        format!("sqlite://{}", dir.path().join("state/postbud.db").display()),
+        "a path from the file resolves against the file"
+    );
+    assert!(!format!("{settings:?}").contains("from-the-vault"));
+
+    let bad = Serialized::defaults(serde_json::json!({ "engine": { "workers": 0 } }));
+    let error =
+        Settings::from_provider(Settings::sources(Some(&path)).expect("sources").merge(bad))
+            .expect_err("no workers")
+            .to_string();
+    assert!(error.contains("engine.workers"), "{error}");
+    assert!(
+        !error.contains("defaults)"),
+        "names the provider, not defaults: {error}"
+    );
+}

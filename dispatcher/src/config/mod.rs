@@ -107,13 +107,29 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     /// Loads from `file` (or `POSTBUD_CONFIG`), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        // Absolute, so every path resolved against it (and `status`'s "store ...") is too.
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
-            .map(|f| std::path::absolute(&f).unwrap_or(f));
+        let file = config_file(file);
+        Self::from_figment(Self::sources_of(file.as_deref())?, file)
+    }
+
+    /// The sources [`Settings::load`] reads (the file or `POSTBUD_CONFIG`, then `POSTBUD_*`
+    /// variables), as a figment to merge more providers into before
+    /// [`Settings::from_provider`]: a merchant's secret store, say.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), postbud::ConfigError> {
+    /// let secret = "from the vault";
+    /// let figment = postbud::Settings::sources(Some("postbud.toml".as_ref()))?
+    ///     .merge(("dintero.client_secret", secret));
+    /// let settings = postbud::Settings::from_provider(figment)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sources(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        Self::sources_of(config_file(file).as_deref())
+    }
+
+    fn sources_of(file: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::new();
-        if let Some(path) = &file {
+        if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::message(format!(
                     "configuration file `{}` does not exist{}",
@@ -128,7 +144,16 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         let dashed = dashed_channel_names(&figment);
-        Self::from_figment(figment.merge(environment(dashed)), file)
+        Ok(figment.merge(environment(dashed)))
+    }
+
+    /// Settings from any figment [`Provider`](figment::Provider) (a `Figment` is one): keys it
+    /// does not set take their defaults, errors name the key and the provider it came from. Relative
+    /// paths resolve against the directory of the file that set them, when a file did.
+    pub fn from_provider(provider: impl figment::Provider) -> Result<Self, ConfigError> {
+        let figment = Figment::from(provider);
+        let file = first_file(&figment);
+        Self::from_figment(figment, file)
     }
 
     /// Loads from a TOML string (and no environment): for tests and embedded defaults.
@@ -245,6 +270,23 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `file`, else the one `POSTBUD_CONFIG` names, made absolute so that every path resolved
+/// against it (and `status`'s "store ...") is too.
+fn config_file(file: Option<&Path>) -> Option<PathBuf> {
+    file.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .map(|f| std::path::absolute(&f).unwrap_or(f))
+}
+
+/// The configuration file a figment read, if it read one: what `status` names.
+fn first_file(figment: &Figment) -> Option<PathBuf> {
+    figment
+        .metadata()
+        .filter_map(|md| md.source.as_ref()?.file_path())
+        .map(Path::to_path_buf)
+        .next()
 }
 
 /// Channel names with a dash, from the file: a shell cannot set a variable with a dash in its
