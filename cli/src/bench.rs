@@ -395,8 +395,8 @@ async fn measure(
     }
     let mut latencies = Vec::with_capacity(paced);
     for id in &paced_ids {
-        let dispatch = app.store().dispatch(id).await.map_err(io)?;
-        let jobs = app.store().jobs(id).await.map_err(io)?;
+        let dispatch = app.dispatch(id).await.map_err(io)?;
+        let jobs = app.jobs(id).await.map_err(io)?;
         if let (Some(d), Some(delivered)) =
             (dispatch, jobs.iter().find(|j| j.kind == JobKind::Deliver))
         {

@@ -372,7 +372,7 @@ pub async fn retry(
 ) -> CommandResult {
     let app = existing_app(config).await?;
     let transaction_id = app.transaction_id(transaction_id)?;
-    if app.store().dispatch(transaction_id).await?.is_none() {
+    if app.dispatch(transaction_id).await?.is_none() {
         return Err(Failure {
             message: format!(
                 "{transaction_id} is not in this store: nothing to retry (`postbud deliver {transaction_id}` submits it)"
@@ -380,7 +380,7 @@ pub async fn retry(
             code: exit::NOT_OURS,
         });
     }
-    let requeued = app.store().retry(transaction_id, channel).await?;
+    let requeued = app.retry(transaction_id, channel).await?;
     if requeued == 0 {
         say!(
             "nothing to retry for {transaction_id}{}",

@@ -211,7 +211,7 @@ async fn drive(
     let mut kills = 0;
     let mut last_kill = Instant::now();
     loop {
-        let totals = app.store().totals().await.expect("totals");
+        let totals = app.totals().await.expect("totals");
         if totals.delivered >= ids.len() as u64 && totals.queued == 0 && totals.in_flight == 0 {
             break;
         }
@@ -245,13 +245,8 @@ async fn drive(
     let seconds = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     for id in ids {
-        let dispatch = app
-            .store()
-            .dispatch(id)
-            .await
-            .expect("dispatch")
-            .expect("exists");
-        let jobs = app.store().jobs(id).await.expect("jobs");
+        let dispatch = app.dispatch(id).await.expect("dispatch").expect("exists");
+        let jobs = app.jobs(id).await.expect("jobs");
         let done = jobs
             .iter()
             .filter(|j| j.kind == postbud::store::JobKind::Deliver)
@@ -465,7 +460,7 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
     // Wait until the delivery is claimed by the first worker.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let jobs = app.store().jobs(&ids[0]).await.expect("jobs");
+        let jobs = app.jobs(&ids[0]).await.expect("jobs");
         if jobs.iter().any(|j| {
             j.kind == postbud::store::JobKind::Deliver
                 && j.state == postbud::store::JobState::Running
@@ -479,7 +474,7 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
     // Past the 1 s lease, a second worker takes the delivery over and finishes it.
     let mut second = worker(&config, &[]);
     loop {
-        let jobs = app.store().jobs(&ids[0]).await.expect("jobs");
+        let jobs = app.jobs(&ids[0]).await.expect("jobs");
         if jobs.iter().any(|j| {
             j.kind == postbud::store::JobKind::Deliver && j.state == postbud::store::JobState::Done
         }) {
@@ -490,7 +485,7 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
     }
     signal(&first, "CONT");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let history = app.store().history(&ids[0]).await.expect("history");
+    let history = app.history(&ids[0]).await.expect("history");
     let delivered: Vec<_> = history.iter().filter(|e| e.event == "delivered").collect();
     println!(
         "paused worker: {} 'delivered' records, {} sends seen by the platform",
@@ -503,7 +498,6 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
         "the resumed worker's late write was refused: {history:?}"
     );
     let job = app
-        .store()
         .jobs(&ids[0])
         .await
         .expect("jobs")

@@ -18,6 +18,9 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("postbud needs a store: enable the `sqlite` feature (a default) or `postgres`");
+
 pub mod app;
 pub mod config;
 pub mod dintero;

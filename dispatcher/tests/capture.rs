@@ -57,7 +57,7 @@ async fn repeated_submits_capture_once() {
         app.deliver_now(&id).await.expect("deliver");
     }
     assert_eq!(h.sandbox.captures(&id), 1);
-    let jobs = app.store().jobs(&id).await.expect("jobs");
+    let jobs = app.jobs(&id).await.expect("jobs");
     assert_eq!(jobs.len(), 2, "one dispatch and one delivery: {jobs:?}");
 }
 
@@ -102,7 +102,7 @@ async fn a_capture_whose_response_is_lost_is_not_repeated() {
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     assert!(
         history
             .iter()
@@ -155,7 +155,7 @@ async fn a_permanent_capture_failure_delivers_nothing() {
                 .is_none()
     );
     // Once the cause is fixed (here: the fault is gone), `retry` captures and delivers.
-    assert_eq!(app.store().retry(&id, None).await.expect("retry"), 1);
+    assert_eq!(app.retry(&id, None).await.expect("retry"), 1);
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
@@ -204,7 +204,7 @@ async fn a_capture_body_fits_the_schema_whatever_the_lines_lack() {
     let event = capture_event(&unnamed);
     assert!(event.get("items").is_none(), "{event}");
     assert_eq!(event["amount"], 50000);
-    let history = app.store().history(&unnamed).await.expect("history");
+    let history = app.history(&unnamed).await.expect("history");
     assert!(
         history
             .iter()
@@ -232,7 +232,7 @@ async fn a_pdf_that_changes_at_capture_is_delivered_in_its_post_capture_form() {
         .expect("number");
     let written = std::fs::read(h.invoices().join(format!("{number}.pdf"))).expect("written");
     assert_eq!(sha256(&written), sha256(&after), "the post-capture bytes");
-    let invoice = app.store().invoice(&id).await.expect("read").expect("kept");
+    let invoice = app.invoice(&id).await.expect("read").expect("kept");
     assert_eq!(invoice.pdf.sha256, sha256(&after));
     let due = jiff::Zoned::now()
         .date()
@@ -243,7 +243,7 @@ async fn a_pdf_that_changes_at_capture_is_delivered_in_its_post_capture_form() {
         Some(due),
         "facts from the post-capture transaction"
     );
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     let line = format!("differs from sha256 {}", sha256(&before));
     assert!(
         history.iter().any(|e| e.detail.contains(&line)),
@@ -311,7 +311,7 @@ async fn an_accepted_202_capture_is_confirmed_by_its_event_and_not_repeated() {
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     assert!(
         history.iter().any(|e| e.event == "capture accepted"),
         "{history:?}"
@@ -345,7 +345,7 @@ async fn transient_dintero_errors_are_retried_then_succeed() {
         started.elapsed() >= std::time::Duration::from_secs(1),
         "Retry-After: 1 was honoured"
     );
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     let retries: Vec<_> = history
         .iter()
         .filter(|e| e.event == "retry")
@@ -400,7 +400,7 @@ async fn an_invoice_paid_before_its_capture_is_confirmed_is_still_delivered() {
         .deliver_waiting(&id, std::time::Duration::from_secs(10))
         .await
         .expect("deliver");
-    let history = app.store().history(&id).await.expect("h");
+    let history = app.history(&id).await.expect("h");
     assert_eq!(
         outcome.verdict(),
         Verdict::Delivered,

@@ -306,7 +306,7 @@ async fn an_endless_error_body_from_a_document_host_is_read_only_in_part() {
         .expect("lease");
     app.engine().process(lease).await.expect("attempt");
     let elapsed = started.elapsed();
-    let job = app.store().jobs(&id).await.expect("jobs").remove(0);
+    let job = app.jobs(&id).await.expect("jobs").remove(0);
     let error = job.last_error.unwrap_or_default();
     assert!(
         error.contains("HTTP 500") && error.contains("disk on fire"),
@@ -341,7 +341,7 @@ async fn invoice_numbers_that_sanitise_alike_never_share_a_file() {
             Verdict::Delivered,
             "{number:?}: {outcome}"
         );
-        let kept = app.store().invoice(&id).await.expect("read").expect("kept");
+        let kept = app.invoice(&id).await.expect("read").expect("kept");
         assert!(
             kept.pdf
                 .file_name

@@ -176,7 +176,7 @@ async fn precedence_matrix_with_each_level_where_dintero_keeps_it() {
         if delivered {
             assert_eq!(outcome.verdict(), Verdict::Delivered, "{case}: {outcome}");
             assert_eq!(h.sandbox.captures(&id), 1, "{case}");
-            let history = app.store().history(&id).await.expect("history");
+            let history = app.history(&id).await.expect("history");
             assert!(
                 history
                     .iter()

@@ -127,7 +127,7 @@ async fn temporary_failures_are_retried_with_the_same_delivery_id() {
             .contains("attempt 3"),
         "{job:?}"
     );
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     let retries = history
         .iter()
         .filter(|e| e.event == "retry" && e.job_id.as_deref() == Some(job.id.as_str()))
@@ -161,13 +161,10 @@ async fn retries_run_out_into_a_dead_letter_and_the_fallback_delivers() {
         Verdict::Delivered,
         "the fallback delivered: {outcome}"
     );
-    let totals = app.store().totals().await.expect("totals");
+    let totals = app.totals().await.expect("totals");
     assert_eq!((totals.dead, totals.delivered), (1, 1), "{totals:?}");
     // An operator's retry requeues the dead letter.
-    assert_eq!(
-        app.store().retry(&id, Some("flaky")).await.expect("retry"),
-        1
-    );
+    assert_eq!(app.retry(&id, Some("flaky")).await.expect("retry"), 1);
 }
 
 #[tokio::test]
@@ -385,12 +382,7 @@ async fn a_void_dintero_refuses_sends_no_notice_and_says_why() {
         "{err}"
     );
     assert!(!notice.exists());
-    let dispatch = app
-        .store()
-        .dispatch(&id)
-        .await
-        .expect("read")
-        .expect("dispatch");
+    let dispatch = app.dispatch(&id).await.expect("read").expect("dispatch");
     assert_eq!(dispatch.stage, "routed", "the deliveries stay as they were");
     // The same, found by the job after the command stopped waiting.
     let (id, notice) = delivered(&h, &app).await;
@@ -509,7 +501,7 @@ async fn merchant_initiated_invoices_go_through_the_same_flow() {
     let outcome = app.deliver_now(&tx.id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&tx.id), 1);
-    let history = app.store().history(&tx.id).await.expect("history");
+    let history = app.history(&tx.id).await.expect("history");
     assert!(
         history.iter().any(|e| e
             .detail
@@ -677,13 +669,7 @@ async fn an_order_whose_reference_belongs_to_a_checkout_invoice_is_never_taken_o
         .await
         .expect_err("refused by Dintero");
     assert!(err.to_string().contains("already used"), "{err}");
-    assert!(
-        app.store()
-            .dispatch(&checkout)
-            .await
-            .expect("read")
-            .is_none()
-    );
+    assert!(app.dispatch(&checkout).await.expect("read").is_none());
     assert_eq!(h.sandbox.captures(&checkout), 0);
 }
 
@@ -795,7 +781,7 @@ async fn a_void_that_lands_mid_send_still_sends_that_channel_a_notice() {
     assert_eq!(sending.len(), 1);
     let effect = app.engine().voided(&id).await.expect("void");
     assert_eq!(effect.delivered_channels, vec!["archive".to_owned()]);
-    let jobs = app.store().jobs(&id).await.expect("jobs");
+    let jobs = app.jobs(&id).await.expect("jobs");
     assert!(
         jobs.iter()
             .any(|j| j.kind == JobKind::Cancel && j.channel.as_deref() == Some("archive")),

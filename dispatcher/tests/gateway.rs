@@ -31,7 +31,7 @@ async fn the_token_is_cached_and_refreshed_once_on_401() {
         2,
         "refreshed once after the 401"
     );
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     assert!(
         !history.iter().any(|e| e.event == "retry"),
         "the refresh needed no retry: {history:?}"
@@ -86,12 +86,7 @@ async fn capture_sends_the_full_amount_the_items_a_stable_reference_and_system_h
         Some(env!("CARGO_PKG_VERSION"))
     );
     // The invoice the channels get carries the amounts and lines of the transaction.
-    let invoice = app
-        .store()
-        .invoice(&id)
-        .await
-        .expect("store")
-        .expect("invoice");
+    let invoice = app.invoice(&id).await.expect("store").expect("invoice");
     assert_eq!(
         (invoice.amount, invoice.vat_amount, invoice.lines.len()),
         (45000, 7607, 2)

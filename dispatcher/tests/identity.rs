@@ -76,11 +76,10 @@ async fn a_spelling_dintero_resolves_to_another_id_is_dispatched_under_dintero_s
     let again = app.deliver_now(&alias).await.expect("alias again");
     assert_eq!(again.verdict(), Verdict::Skipped, "{again}");
     assert_eq!(h.sandbox.captures(&real), 1);
-    let jobs = app.store().jobs(&real).await.expect("jobs");
+    let jobs = app.jobs(&real).await.expect("jobs");
     assert_eq!(jobs.iter().filter(|j| j.channel.is_some()).count(), 1);
     assert!(
-        app.store()
-            .jobs(&alias)
+        app.jobs(&alias)
             .await
             .expect("jobs")
             .iter()

@@ -63,7 +63,7 @@ async fn account_webhooks_are_verified_and_start_a_dispatch() {
     let unsigned = post(body.clone(), None).await.expect("post");
     assert_eq!(unsigned.status(), 401);
     assert!(
-        app.store().dispatch(&id).await.expect("read").is_none(),
+        app.dispatch(&id).await.expect("read").is_none(),
         "nothing stored"
     );
     let good = post(body.clone(), Some(signature)).await.expect("post");
@@ -73,7 +73,7 @@ async fn account_webhooks_are_verified_and_start_a_dispatch() {
         "{}",
         good.text().await.unwrap_or_default()
     );
-    assert!(app.store().dispatch(&id).await.expect("read").is_some());
+    assert!(app.dispatch(&id).await.expect("read").is_some());
     // A signed body that is neither kind of webhook: a clear 400, never a silent 200.
     let other = serde_json::json!({"event": "payout_created"}).to_string();
     let signature = node_hmac_sha1("wh-secret", &other).expect("node");
@@ -109,7 +109,7 @@ async fn an_invoice_voided_at_dintero_while_its_delivery_waits_is_not_sent() {
                 .is_none(),
         "nothing delivered"
     );
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     assert!(
         history
             .iter()
@@ -203,12 +203,7 @@ async fn the_sweep_stops_deliveries_of_invoices_voided_at_dintero() {
     h.sandbox.set_status(&id, "AUTHORIZATION_VOIDED");
     let sweep = app.reconcile().await.expect("sweep");
     assert_eq!(sweep.voided, 1, "{sweep:?}");
-    let dispatch = app
-        .store()
-        .dispatch(&id)
-        .await
-        .expect("read")
-        .expect("dispatch");
+    let dispatch = app.dispatch(&id).await.expect("read").expect("dispatch");
     assert_eq!(dispatch.stage, "voided");
 }
 
@@ -248,13 +243,7 @@ async fn the_sweep_leaves_alone_invoices_captured_by_another_deployment() {
         (2, 1, 1, 1),
         "{sweep:?}"
     );
-    assert!(
-        app.store()
-            .dispatch(&delivered)
-            .await
-            .expect("read")
-            .is_none()
-    );
+    assert!(app.dispatch(&delivered).await.expect("read").is_none());
     assert_eq!(
         app.deliver_now(&missed).await.expect("deliver").verdict(),
         Verdict::Delivered

@@ -95,7 +95,7 @@ async fn delivers_once_on_postgres() {
     let again = app.deliver_now(&id).await.expect("again");
     assert!(!again.newly_queued);
     assert_eq!(h.sandbox.captures(&id), 1);
-    let totals = app.store().totals().await.expect("totals");
+    let totals = app.totals().await.expect("totals");
     assert_eq!((totals.dispatches, totals.delivered), (1, 1));
 }
 
@@ -191,7 +191,7 @@ async fn new_work_wakes_another_instance_through_listen_notify() {
     let started = std::time::Instant::now();
     submitter.submit(&id).await.expect("submit");
     loop {
-        let jobs = submitter.store().jobs(&id).await.expect("jobs");
+        let jobs = submitter.jobs(&id).await.expect("jobs");
         if jobs.iter().any(|j| {
             j.kind == postbud::store::JobKind::Deliver && j.state == postbud::store::JobState::Done
         }) {
@@ -228,12 +228,7 @@ async fn created_invoices_post_capture_pdfs_and_confirmed_voids_on_postgres() {
     let id = created.transaction.id.clone();
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
-    let dispatch = app
-        .store()
-        .dispatch(&id)
-        .await
-        .expect("read")
-        .expect("dispatch");
+    let dispatch = app.dispatch(&id).await.expect("read").expect("dispatch");
     assert_eq!(
         dispatch.origin.as_deref(),
         Some(postbud::store::ORIGIN_CREATED)
@@ -246,7 +241,6 @@ async fn created_invoices_post_capture_pdfs_and_confirmed_voids_on_postgres() {
     });
     app.deliver_now(&changing).await.expect("deliver");
     let kept = app
-        .store()
         .invoice(&changing)
         .await
         .expect("read")
@@ -288,20 +282,18 @@ async fn prune_and_triage_on_postgres() {
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    let counts = postbud::triage::count(app.store().as_ref())
-        .await
-        .expect("count");
+    let counts = app.verdicts().await.expect("count");
     assert_eq!(counts[&Verdict::Delivered], 1);
-    let (listed, more) = postbud::triage::list(
-        app.store().as_ref(),
-        &postbud::triage::Filter {
-            channel: Some("archive".into()),
-            ..Default::default()
-        },
-        10,
-    )
-    .await
-    .expect("list");
+    let (listed, more) = app
+        .invoices(
+            &postbud::triage::Filter {
+                channel: Some("archive".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .expect("list");
     assert_eq!((listed.len(), more), (1, false));
     // The page carries the transaction's jobs, dispatch first, so the verdict is the full one.
     let kinds: Vec<_> = listed[0].jobs.iter().map(|j| j.kind).collect();
@@ -314,7 +306,6 @@ async fn prune_and_triage_on_postgres() {
     );
     assert_eq!(listed[0].assessment.verdict, Verdict::Delivered);
     let sha = app
-        .store()
         .document(&id)
         .await
         .expect("document")

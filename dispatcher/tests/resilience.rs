@@ -82,8 +82,7 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_worker_goes_on() {
     let state = |id: String| {
         let app = Arc::clone(&app);
         async move {
-            app.store()
-                .jobs(&id)
+            app.jobs(&id)
                 .await
                 .expect("jobs")
                 .into_iter()

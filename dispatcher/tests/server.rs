@@ -42,7 +42,6 @@ async fn signed_callbacks_are_accepted_and_unsigned_ones_refused() {
         .expect("callback");
     assert_eq!(status, 200);
     let dispatch = app
-        .store()
         .dispatch(&id)
         .await
         .expect("store")
@@ -74,8 +73,7 @@ async fn signed_callbacks_are_accepted_and_unsigned_ones_refused() {
         .expect("request");
     assert_eq!(wrong.status(), 401);
     assert!(
-        app.store()
-            .dispatch("T12345678.other")
+        app.dispatch("T12345678.other")
             .await
             .expect("store")
             .is_none()
@@ -119,7 +117,7 @@ async fn a_callback_with_repeated_parameters_signed_as_dintero_signs_is_accepted
         "{}",
         response.text().await.unwrap_or_default()
     );
-    assert!(app.store().dispatch(&id).await.expect("store").is_some());
+    assert!(app.dispatch(&id).await.expect("store").is_some());
     // The same parameters in the other order are another signed string: refused.
     let swapped = url.replace(
         "report_event=VOID&report_event=CAPTURE",
@@ -149,7 +147,7 @@ async fn a_transaction_id_only_in_the_unsigned_body_is_checked_at_dintero_first(
     };
     let known = post(serde_json::json!({"id": id})).await.expect("request");
     assert_eq!(known.status(), 200);
-    assert!(app.store().dispatch(&id).await.expect("store").is_some());
+    assert!(app.dispatch(&id).await.expect("store").is_some());
     let unknown = post(serde_json::json!({"id": "T12345678.NotAtDintero"}))
         .await
         .expect("request");
@@ -205,12 +203,7 @@ async fn signed_links_serve_the_stored_pdf_and_refuse_tampering() {
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    let invoice = app
-        .store()
-        .invoice(&id)
-        .await
-        .expect("store")
-        .expect("invoice");
+    let invoice = app.invoice(&id).await.expect("store").expect("invoice");
     let link = invoice
         .link
         .expect("a signed link, since server.public_url is set");
@@ -235,7 +228,6 @@ async fn signed_links_serve_the_stored_pdf_and_refuse_tampering() {
         Verdict::Delivered
     );
     let link = app
-        .store()
         .invoice(&odd)
         .await
         .expect("store")
@@ -320,16 +312,9 @@ async fn a_merchant_initiated_invoice_comes_back_through_the_callback() {
         .expect("created");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let done = app
-            .store()
-            .jobs(&tx.id)
-            .await
-            .expect("jobs")
-            .iter()
-            .any(|j| {
-                j.kind == postbud::store::JobKind::Deliver
-                    && j.state == postbud::store::JobState::Done
-            });
+        let done = app.jobs(&tx.id).await.expect("jobs").iter().any(|j| {
+            j.kind == postbud::store::JobKind::Deliver && j.state == postbud::store::JobState::Done
+        });
         if done {
             break;
         }

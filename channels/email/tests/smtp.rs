@@ -189,7 +189,7 @@ async fn a_451_is_retried_and_the_message_id_stays_the_same() {
         .find(|j| j.channel.as_deref() == Some("mail"))
         .expect("job");
     assert_eq!(job.attempts, 2);
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     let retry = history
         .iter()
         .find(|e| e.event == "retry")

@@ -245,12 +245,7 @@ async fn a_redelivery_finds_its_files_and_does_not_duplicate_them() {
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    let invoice = app
-        .store()
-        .invoice(&id)
-        .await
-        .expect("store")
-        .expect("invoice");
+    let invoice = app.invoice(&id).await.expect("store").expect("invoice");
     let listing = || {
         let mut names: Vec<_> = std::fs::read_dir(sshd.inbound())
             .expect("dir")
@@ -547,7 +542,7 @@ async fn a_server_that_stalls_after_the_handshake_is_given_up_on_in_time() {
     );
     // Once the server answers again, a retry delivers.
     server.stall_authentication(false);
-    app.store().retry(&id, None).await.expect("retry");
+    app.retry(&id, None).await.expect("retry");
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
 }

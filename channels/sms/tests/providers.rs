@@ -319,8 +319,7 @@ async fn twilio_delivery_reports_are_verified_and_recorded() {
         let app = Arc::clone(&s.app);
         let id = id.to_owned();
         async move {
-            app.store()
-                .history(&id)
+            app.history(&id)
                 .await
                 .expect("history")
                 .into_iter()
@@ -408,7 +407,7 @@ async fn reports_of_providers_that_do_not_sign_are_accepted_only_on_the_url_post
     // Signed, but for a delivery of another channel: refused too.
     let archive = s.app.links().expect("links").report_url("sms", &other);
     assert_eq!(report(archive).await.expect("post").status(), 404);
-    let history = s.app.store().history(&id).await.expect("history");
+    let history = s.app.history(&id).await.expect("history");
     assert!(
         !history.iter().any(|e| e.event.starts_with("report")),
         "{history:?}"
@@ -416,7 +415,7 @@ async fn reports_of_providers_that_do_not_sign_are_accepted_only_on_the_url_post
     // The URL Postbud gave the provider: recorded.
     let signed = s.app.links().expect("links").report_url("sms", &delivery);
     assert_eq!(report(signed).await.expect("post").status(), 200);
-    let history = s.app.store().history(&id).await.expect("history");
+    let history = s.app.history(&id).await.expect("history");
     assert!(
         history.iter().any(|e| e.event == "report: delivered"),
         "{history:?}"
@@ -501,7 +500,7 @@ async fn a_gateway_key_in_the_url_never_reaches_errors_history_or_the_store() {
         .expect("job");
     let error = job.last_error.clone().unwrap_or_default();
     assert!(error.contains("api_key=***"), "{error}");
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     let everything = format!("{error} {history:?}");
     assert!(!everything.contains("KEY-0123456789"), "{everything}");
     drop(app);

@@ -262,7 +262,7 @@ async fn two_503s_then_200_is_three_attempts_with_one_webhook_id() {
         )
         .expect("base64");
     assert_eq!(sha256(&pdf), sha256(&sandbox.pdf(&id).expect("pdf")));
-    let history = app.store().history(&id).await.expect("history");
+    let history = app.history(&id).await.expect("history");
     assert!(
         history
             .iter()

@@ -6,17 +6,41 @@
 //! every write made under a claim checks it, so a worker whose lease lapsed cannot overwrite
 //! the work of the one that rescued the job.
 
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use serde::Serialize;
 
-pub use self::{
-    postgres::{PgStore, redact},
-    sqlite::{SqliteStore, fmt_ms},
-};
+#[cfg(feature = "postgres")]
+pub use self::postgres::PgStore;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteStore;
+
+/// A URL without its password or credential parameters, for messages.
+pub fn redact(url: &str) -> String {
+    crate::http::redact_url(url)
+}
+
+/// A store time as RFC 3339.
+pub fn fmt_ms(ms: Millis) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// The error for a store URL whose backend this build of `postbud` left out.
+#[cfg_attr(all(feature = "sqlite", feature = "postgres"), allow(dead_code))]
+fn not_built(url: &str, feature: &str) -> StoreError {
+    StoreError::Missing(format!(
+        "store.url `{}` needs the `{feature}` feature of postbud, which this build leaves out: \
+         `postbud = {{ version = \"…\", features = [\"{feature}\"] }}` in Cargo.toml",
+        redact(url)
+    ))
+}
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
@@ -50,7 +74,10 @@ pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// schema version.
 pub async fn probe(url: &str) -> Result<String, StoreError> {
     if is_postgres(url) {
+        #[cfg(feature = "postgres")]
         return postgres::probe(url).await;
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built(url, "postgres"));
     }
     let file = sqlite_file(url).unwrap_or(url);
     let path = std::path::Path::new(file);
@@ -86,10 +113,15 @@ pub async fn probe(url: &str) -> Result<String, StoreError> {
 /// Opens the store `url` names: `sqlite://FILE` or `postgres://...`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if is_postgres(url) {
-        Ok(Arc::new(PgStore::open(url).await?))
-    } else {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        #[cfg(feature = "postgres")]
+        return Ok(Arc::new(PgStore::open(url).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built(url, "postgres"));
     }
+    #[cfg(feature = "sqlite")]
+    return Ok(Arc::new(SqliteStore::open(url).await?));
+    #[cfg(not(feature = "sqlite"))]
+    Err(not_built(url, "sqlite"))
 }
 use crate::invoice::{Invoice, Pdf};
 
@@ -571,4 +603,35 @@ pub struct DispatchPatch {
     pub route: Option<usize>,
     /// A history line written in the same transaction: (event, detail).
     pub note: Option<(&'static str, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each backend this build leaves out is refused by name, with the feature that brings it
+    /// (CI builds and runs this without `sqlite`, and the default set without `postgres`).
+    #[tokio::test]
+    async fn a_url_for_a_backend_left_out_names_the_feature_to_enable() {
+        let message = not_built("postgres://app:hunter2@db/postbud", "postgres").to_string();
+        assert!(message.contains("`postgres` feature"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        #[cfg(not(feature = "postgres"))]
+        {
+            let e = open("postgres://app:hunter2@127.0.0.1:1/postbud").await;
+            let e = e.expect_err("no PostgreSQL in this build").to_string();
+            assert!(e.contains("features = [\"postgres\"]"), "{e}");
+        }
+        #[cfg(not(feature = "sqlite"))]
+        {
+            let dir = std::env::temp_dir().join(format!("postbud-nosqlite-{}", std::process::id()));
+            let url = format!("sqlite://{}", dir.join("x.db").display());
+            let e = open(&url)
+                .await
+                .expect_err("no SQLite in this build")
+                .to_string();
+            assert!(e.contains("features = [\"sqlite\"]"), "{e}");
+            assert!(!dir.exists(), "nothing was created");
+        }
+    }
 }

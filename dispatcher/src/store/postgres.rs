@@ -112,7 +112,12 @@ async fn connect(url: &str, connections: u32) -> Result<PgPool, StoreError> {
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
-        .map_err(|e| StoreError::Database(format!("connect to PostgreSQL ({}): {e}", redact(url))))
+        .map_err(|e| {
+            StoreError::Database(format!(
+                "connect to PostgreSQL ({}): {e}",
+                crate::http::redact_url(url)
+            ))
+        })
 }
 
 /// [`super::probe`] for PostgreSQL: connects once and reads the schema version, changing
@@ -217,11 +222,6 @@ impl PgStore {
     async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.pool.begin().await
     }
-}
-
-/// A URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    crate::http::redact_url(url)
 }
 
 fn job_from(row: &PgRow) -> Result<Job, StoreError> {

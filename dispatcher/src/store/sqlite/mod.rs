@@ -12,7 +12,7 @@ use self::db::Db;
 use super::{
     CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
     HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob, Store, StoreError, Totals,
-    VoidEffect, now_ms,
+    VoidEffect, fmt_ms, now_ms,
 };
 use crate::{
     ids,
@@ -995,13 +995,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-}
-
-/// A store time as RFC 3339.
-pub fn fmt_ms(ms: Millis) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| ms.to_string())
 }
 
 #[cfg(test)]
