@@ -98,6 +98,17 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
+/// Whether `url` names this machine (`localhost`, `127.0.0.0/8`, `::1`): the one place plain
+/// HTTP is accepted for a credential or a document.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Characters of a body quoted in an error or a receipt.
 pub const EXCERPT_CHARS: usize = 200;
 

@@ -172,6 +172,7 @@ impl<'a> ChannelConfig<'a> {
 }
 
 /// The known channel kinds.
+#[derive(Clone)]
 pub struct Registry {
     factories: BTreeMap<&'static str, &'static ChannelFactory>,
 }

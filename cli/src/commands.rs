@@ -2,13 +2,7 @@
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
-use postbud::{
-    App, Registry, Settings,
-    app::AppError,
-    engine::{Outcome, Verdict},
-    store::fmt_ms,
-    triage,
-};
+use postbud::{App, AppError, Outcome, Records, Registry, Settings, Verdict, fmt_ms};
 
 /// Exit codes, one table for every command (`postbud --help` prints it).
 pub mod exit {
@@ -40,12 +34,12 @@ impl From<postbud::ConfigError> for Failure {
 impl From<AppError> for Failure {
     fn from(e: AppError) -> Self {
         let code = match e {
-            AppError::Store(postbud::store::StoreError::Missing(_)) => exit::CONFIG,
+            AppError::Store(postbud::StoreError::Missing(_)) => exit::CONFIG,
             AppError::Config(_)
             | AppError::Registry(_)
             | AppError::InvalidId(_)
             | AppError::UnknownTransaction(_) => exit::CONFIG,
-            AppError::Store(_) | AppError::Gateway(_) | AppError::Busy(_) => exit::UNAVAILABLE,
+            AppError::Store(_) | AppError::Dintero(_) | AppError::Busy(_) => exit::UNAVAILABLE,
             AppError::VoidRefused(_) => exit::FAILED,
         };
         Self {
@@ -64,10 +58,10 @@ impl From<postbud::dintero::transaction_id::InvalidTransactionId> for Failure {
     }
 }
 
-impl From<postbud::store::StoreError> for Failure {
-    fn from(e: postbud::store::StoreError) -> Self {
+impl From<postbud::StoreError> for Failure {
+    fn from(e: postbud::StoreError) -> Self {
         let code = match e {
-            postbud::store::StoreError::Missing(_) => exit::CONFIG,
+            postbud::StoreError::Missing(_) => exit::CONFIG,
             _ => exit::UNAVAILABLE,
         };
         Self {
@@ -77,40 +71,29 @@ impl From<postbud::store::StoreError> for Failure {
     }
 }
 
-type CommandResult = Result<ExitCode, Failure>;
+pub type CommandResult = Result<ExitCode, Failure>;
 
 fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
     Ok(Settings::load(config)?)
 }
 
-/// The channel kinds this binary links: the core's and each channel crate's, named explicitly
-/// so the linker cannot drop them.
-pub fn registry() -> Result<Registry, Failure> {
-    let duplicate = |e: postbud::DuplicateKind| Failure {
-        message: e.to_string(),
-        code: exit::CONFIG,
-    };
-    let mut registry = Registry::discover().map_err(duplicate)?;
-    postbud_email::register(&mut registry).map_err(duplicate)?;
-    postbud_webhook::register(&mut registry).map_err(duplicate)?;
-    postbud_sms::register(&mut registry).map_err(duplicate)?;
-    postbud_sftp::register(&mut registry).map_err(duplicate)?;
-    Ok(registry)
+/// The app with the channel kinds of `registry`.
+pub async fn open(settings: &Settings, registry: &Registry) -> Result<App, Failure> {
+    Ok(App::builder(settings)
+        .registry(registry.clone())
+        .open()
+        .await?)
 }
 
-pub async fn open(settings: &Settings) -> Result<App, Failure> {
-    Ok(App::builder(settings).registry(registry()?).open().await?)
-}
-
-async fn app(config: Option<&Path>) -> Result<App, Failure> {
-    open(&settings(config)?).await
+async fn app(config: Option<&Path>, registry: &Registry) -> Result<App, Failure> {
+    open(&settings(config)?, registry).await
 }
 
 /// The app for a command that acts on what the store holds: it never creates one.
-async fn existing_app(config: Option<&Path>) -> Result<App, Failure> {
+async fn existing_app(config: Option<&Path>, registry: &Registry) -> Result<App, Failure> {
     let settings = settings(config)?;
     Ok(App::builder(&settings)
-        .registry(registry()?)
+        .registry(registry.clone())
         .existing_store()
         .open()
         .await?)
@@ -133,13 +116,14 @@ pub fn verdict_code(outcome: &Outcome) -> ExitCode {
 
 pub async fn deliver(
     config: Option<&Path>,
+    registry: &Registry,
     transaction_id: &str,
     wait: Duration,
     json: bool,
 ) -> CommandResult {
-    let app = app(config).await?;
+    let app = app(config, registry).await?;
     // Bad credentials are the operator's to fix, not this transaction's failure: say so at once.
-    app.probe_gateway().await.map_err(|e| Failure {
+    app.probe_dintero().await.map_err(|e| Failure {
         message: format!("Dintero: {e}"),
         code: exit::UNAVAILABLE,
     })?;
@@ -167,8 +151,13 @@ pub async fn deliver(
     Ok(verdict_code(&outcome))
 }
 
-pub async fn void(config: Option<&Path>, transaction_id: &str, wait: Duration) -> CommandResult {
-    let app = existing_app(config).await?;
+pub async fn void(
+    config: Option<&Path>,
+    registry: &Registry,
+    transaction_id: &str,
+    wait: Duration,
+) -> CommandResult {
+    let app = existing_app(config, registry).await?;
     let report = app.void(transaction_id, wait).await?;
     if report.pending {
         say!(
@@ -194,27 +183,24 @@ pub async fn void(config: Option<&Path>, transaction_id: &str, wait: Duration) -
 }
 
 /// The store a command that reads it opens: never created here.
-async fn existing_store(
-    settings: &Settings,
-) -> Result<(Arc<dyn postbud::store::Store>, String), Failure> {
-    let url = settings.store_url();
-    let store = postbud::store::open_existing(&url).await?;
-    Ok((store, postbud::store::redact(&url)))
+async fn records(settings: &Settings) -> Result<(Records, String), Failure> {
+    let records = Records::open(settings).await?;
+    let shown = records.location().to_owned();
+    Ok((records, shown))
 }
 
 /// `postbud status`: the verdict counts and the invoices `filter` picks.
 pub async fn status(
     config: Option<&Path>,
-    filter: &triage::Filter,
+    filter: &postbud::Filter,
     limit: usize,
     json: bool,
 ) -> CommandResult {
     let settings = settings(config)?;
-    let (store, shown) = existing_store(&settings).await?;
-    let store = store.as_ref();
-    let counts = triage::count(store).await?;
-    let (listed, more) = triage::list(store, filter, limit).await?;
-    let sweep = postbud::reconcile::last_sweep(store).await?;
+    let (records, shown) = records(&settings).await?;
+    let counts = records.verdicts().await?;
+    let (listed, more) = records.invoices(filter, limit).await?;
+    let sweep = records.last_sweep().await?;
     if json {
         let counts: serde_json::Map<String, serde_json::Value> = counts
             .iter()
@@ -257,7 +243,7 @@ pub async fn status(
                 .unwrap_or_default()
         );
     }
-    let counted: Vec<String> = triage::Verdict::ALL
+    let counted: Vec<String> = postbud::Verdict::ALL
         .iter()
         .map(|v| format!("{v} {}", counts.get(v).copied().unwrap_or(0)))
         .collect();
@@ -272,7 +258,7 @@ pub async fn status(
         return Ok(ExitCode::SUCCESS);
     }
     say!("{heading}{}, newest first:", narrowed(filter));
-    let now = postbud::store::now_ms();
+    let now = postbud::now_ms();
     for l in &listed {
         say!(
             "  {:<34} {:<15} {:<16} {:>6}  {}",
@@ -293,7 +279,7 @@ pub async fn status(
 }
 
 /// The store-side conditions of a status listing, as words after its heading.
-fn narrowed(filter: &triage::Filter) -> String {
+fn narrowed(filter: &postbud::Filter) -> String {
     let mut parts = Vec::new();
     if let Some(channel) = &filter.channel {
         parts.push(format!("on channel {channel}"));
@@ -327,7 +313,7 @@ pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) 
     let settings = settings(config)?;
     let account = settings.dintero.as_ref().map(|d| d.account_id.as_str());
     let id = postbud::dintero::transaction_id::check(transaction_id, account)?;
-    let (store, shown) = existing_store(&settings).await?;
+    let (store, shown) = records(&settings).await?;
     let Some(dispatch) = store.dispatch(id).await? else {
         return Err(Failure {
             message: format!(
@@ -367,10 +353,11 @@ pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) 
 
 pub async fn retry(
     config: Option<&Path>,
+    registry: &Registry,
     transaction_id: &str,
     channel: Option<&str>,
 ) -> CommandResult {
-    let app = existing_app(config).await?;
+    let app = existing_app(config, registry).await?;
     let transaction_id = app.transaction_id(transaction_id)?;
     if app.dispatch(transaction_id).await?.is_none() {
         return Err(Failure {
@@ -396,7 +383,11 @@ pub async fn retry(
     Ok(verdict_code(&outcome))
 }
 
-pub async fn create_invoice(config: Option<&Path>, order: &Path) -> CommandResult {
+pub async fn create_invoice(
+    config: Option<&Path>,
+    registry: &Registry,
+    order: &Path,
+) -> CommandResult {
     let text = std::fs::read_to_string(order).map_err(|e| Failure {
         message: format!("read {}: {e}", order.display()),
         code: exit::CONFIG,
@@ -405,7 +396,7 @@ pub async fn create_invoice(config: Option<&Path>, order: &Path) -> CommandResul
         message: format!("{} is not JSON: {e}", order.display()),
         code: exit::CONFIG,
     })?;
-    let app = app(config).await?;
+    let app = app(config, registry).await?;
     let created = app.create_invoice(&order).await?;
     let tx = &created.transaction;
     let what = if created.existing {
@@ -425,8 +416,7 @@ pub async fn create_invoice(config: Option<&Path>, order: &Path) -> CommandResul
     Ok(verdict_code(&outcome))
 }
 
-pub fn channels(config: Option<&Path>) -> CommandResult {
-    let registry = registry()?;
+pub fn channels(config: Option<&Path>, registry: &Registry) -> CommandResult {
     say!("channel kinds:");
     for factory in registry.factories() {
         say!(
@@ -449,9 +439,9 @@ pub fn channels(config: Option<&Path>) -> CommandResult {
 
 /// `postbud check`: the configuration, what it cannot deliver, the store, Dintero and every
 /// channel, probed without delivering and without changing anything on disk.
-pub async fn check(config: Option<&Path>) -> CommandResult {
+pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult {
     let settings = settings(config)?;
-    let channels = registry()?.build_all(&settings)?;
+    let channels = registry.build_all(&settings)?;
     say!(
         "✓ configuration{} is valid, its channels build",
         settings
@@ -484,21 +474,21 @@ pub async fn check(config: Option<&Path>) -> CommandResult {
         );
     }
     let url = settings.store_url();
-    match postbud::store::probe(&url).await {
-        Ok(what) => say!("✓ store {}: {what}", postbud::store::redact(&url)),
+    match postbud::probe_store(&url).await {
+        Ok(what) => say!("✓ store {}: {what}", postbud::http::redact_url(&url)),
         Err(e) => {
             worst(match e {
-                postbud::store::StoreError::Missing(_) => exit::CONFIG,
+                postbud::StoreError::Missing(_) => exit::CONFIG,
                 _ => exit::UNAVAILABLE,
             });
-            say!("✗ store {}: {e}", postbud::store::redact(&url));
+            say!("✗ store {}: {e}", postbud::http::redact_url(&url));
         }
     }
-    let gateway = postbud::dintero::DinteroGateway::new(dintero.clone()).map_err(|e| Failure {
+    let gateway = postbud::dintero::DinteroClient::new(dintero.clone()).map_err(|e| Failure {
         message: format!("dintero: {e}"),
         code: exit::CONFIG,
     })?;
-    match postbud::PaymentGateway::probe(&gateway).await {
+    match postbud::dintero::DinteroApi::probe(&gateway).await {
         Ok(what) => say!("✓ dintero: {what}"),
         Err(e) => {
             worst(match e.kind {
@@ -523,8 +513,8 @@ pub async fn check(config: Option<&Path>) -> CommandResult {
     Ok(ExitCode::from(code))
 }
 
-pub async fn serve(config: Option<&Path>) -> CommandResult {
-    let app = Arc::new(app(config).await?);
+pub async fn serve(config: Option<&Path>, registry: &Registry) -> CommandResult {
+    let app = Arc::new(app(config, registry).await?);
     let listen = app.settings().server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -568,8 +558,12 @@ pub async fn serve(config: Option<&Path>) -> CommandResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn prune(config: Option<&Path>, older_than: Option<Duration>) -> CommandResult {
-    let app = existing_app(config).await?;
+pub async fn prune(
+    config: Option<&Path>,
+    registry: &Registry,
+    older_than: Option<Duration>,
+) -> CommandResult {
+    let app = existing_app(config, registry).await?;
     let older_than = older_than.unwrap_or(app.settings().store.retain);
     let bar = spinner(format!(
         "pruning invoices finished more than {} ago",
@@ -585,8 +579,8 @@ pub async fn prune(config: Option<&Path>, older_than: Option<Duration>) -> Comma
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn reconcile(config: Option<&Path>) -> CommandResult {
-    let app = app(config).await?;
+pub async fn reconcile(config: Option<&Path>, registry: &Registry) -> CommandResult {
+    let app = app(config, registry).await?;
     let bar = spinner("listing the account's authorized Kravia transactions at Dintero".into());
     let sweep = app.reconcile().await;
     bar.finish_and_clear();
@@ -611,7 +605,7 @@ pub async fn reconcile(config: Option<&Path>) -> CommandResult {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -629,53 +623,10 @@ async fn shutdown_signal() {
 pub async fn migrate(config: Option<&Path>) -> CommandResult {
     let settings = settings(config)?;
     // Opening a store applies the migrations it does not have yet.
-    let url = settings.store_url();
-    postbud::store::open(&url).await?;
+    let records = Records::migrate(&settings).await?;
     say!(
         "the store at {} is migrated to the current schema",
-        postbud::store::redact(&url)
+        records.location()
     );
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn sandbox(
-    listen: std::net::SocketAddr,
-    seed: u32,
-    callback_secret: Option<String>,
-    callback_url: Option<String>,
-) -> CommandResult {
-    let config = postbud_sandbox::SandboxConfig {
-        callback_secret,
-        ..Default::default()
-    };
-    let sandbox = postbud_sandbox::Sandbox::start_on(listen, config)
-        .await
-        .map_err(|e| Failure {
-            message: format!("sandbox on {listen}: {e}"),
-            code: exit::CONFIG,
-        })?;
-    let c = sandbox.config();
-    say!("Dintero sandbox on {}\n", sandbox.url());
-    say!(
-        "[dintero]\naccount_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauth_url = \"{}\"\n",
-        c.account_id,
-        c.client_id,
-        c.client_secret,
-        sandbox.api_url(),
-        sandbox.api_url()
-    );
-    for _ in 0..seed {
-        let seed = postbud_sandbox::Seed {
-            callback_url: callback_url.clone(),
-            ..Default::default()
-        };
-        say!("seeded transaction {}", sandbox.seed(seed));
-    }
-    say!(
-        "\nseed more: curl -X POST {}/sandbox/transactions -H 'content-type: application/json' -d '{{}}'",
-        sandbox.url()
-    );
-    say!("counters:  curl {}/sandbox/stats", sandbox.url());
-    shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -249,7 +249,7 @@ async fn drive(
         let jobs = app.jobs(id).await.expect("jobs");
         let done = jobs
             .iter()
-            .filter(|j| j.kind == postbud::store::JobKind::Deliver)
+            .filter(|j| j.kind == postbud::JobKind::Deliver)
             .map(|j| j.updated_at)
             .max()
             .expect("a delivery");
@@ -461,10 +461,10 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let jobs = app.jobs(&ids[0]).await.expect("jobs");
-        if jobs.iter().any(|j| {
-            j.kind == postbud::store::JobKind::Deliver
-                && j.state == postbud::store::JobState::Running
-        }) {
+        if jobs
+            .iter()
+            .any(|j| j.kind == postbud::JobKind::Deliver && j.state == postbud::JobState::Running)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "never claimed: {jobs:?}");
@@ -475,9 +475,10 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
     let mut second = worker(&config, &[]);
     loop {
         let jobs = app.jobs(&ids[0]).await.expect("jobs");
-        if jobs.iter().any(|j| {
-            j.kind == postbud::store::JobKind::Deliver && j.state == postbud::store::JobState::Done
-        }) {
+        if jobs
+            .iter()
+            .any(|j| j.kind == postbud::JobKind::Deliver && j.state == postbud::JobState::Done)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "not rescued: {jobs:?}");
@@ -502,7 +503,7 @@ async fn a_worker_paused_past_its_lease_cannot_write_late() {
         .await
         .expect("jobs")
         .into_iter()
-        .find(|j| j.kind == postbud::store::JobKind::Deliver)
+        .find(|j| j.kind == postbud::JobKind::Deliver)
         .expect("job");
     assert_eq!(job.attempts, 2, "the rescue is the second attempt");
     for child in [&mut first, &mut second] {

@@ -10,12 +10,12 @@ use crate::{
     channel::{Channel, ChannelError},
     config::{ConfigError, Settings},
     dintero::{
-        DinteroGateway,
+        DinteroClient,
         model::Transaction,
         transaction_id::{self, InvalidTransactionId},
     },
     engine::{DefaultDispatcher, Dispatcher, Engine, Outcome},
-    gateway::{GatewayError, PaymentGateway, VoidOutcome},
+    dintero::{DinteroError, DinteroApi, VoidOutcome},
     limit::TokenBucket,
     links::LinkSigner,
     registry::{DuplicateKind, Registry},
@@ -36,7 +36,7 @@ pub enum AppError {
     Store(#[from] StoreError),
     /// Dintero refused or could not be reached.
     #[error("Dintero: {0}")]
-    Gateway(#[from] GatewayError),
+    Dintero(#[from] DinteroError),
     /// A transaction id that is not a Dintero id of this account.
     #[error(transparent)]
     InvalidId(#[from] InvalidTransactionId),
@@ -57,7 +57,7 @@ pub enum AppError {
 pub struct App {
     settings: Settings,
     engine: Arc<Engine>,
-    gateway: Arc<dyn PaymentGateway>,
+    gateway: Arc<dyn DinteroApi>,
     links: Option<LinkSigner>,
     unverified: TokenBucket,
 }
@@ -68,7 +68,7 @@ pub struct AppBuilder {
     settings: Settings,
     registry: Option<Registry>,
     dispatcher: Arc<dyn Dispatcher>,
-    gateway: Option<Arc<dyn PaymentGateway>>,
+    gateway: Option<Arc<dyn DinteroApi>>,
     existing_store: bool,
 }
 
@@ -92,8 +92,9 @@ impl AppBuilder {
         self
     }
 
-    /// Use another payment gateway than Dintero.
-    pub fn gateway(mut self, gateway: Arc<dyn PaymentGateway>) -> Self {
+    /// Talk to this implementation of Dintero's API instead of the HTTP client (a test's
+    /// Dintero that misbehaves on purpose).
+    pub fn dintero(mut self, gateway: Arc<dyn DinteroApi>) -> Self {
         self.gateway = Some(gateway);
         self
     }
@@ -107,9 +108,9 @@ impl AppBuilder {
         };
         registry.add(&crate::folder::FACTORY)?;
         let channels: BTreeMap<String, Arc<dyn Channel>> = registry.build_all(&settings)?;
-        let gateway: Arc<dyn PaymentGateway> = match self.gateway {
+        let gateway: Arc<dyn DinteroApi> = match self.gateway {
             Some(g) => g,
-            None => Arc::new(DinteroGateway::new(settings.require_dintero()?.clone())?),
+            None => Arc::new(DinteroClient::new(settings.require_dintero()?.clone())?),
         };
         let url = settings.store_url();
         let store: Arc<dyn Store> = if self.existing_store {
@@ -201,8 +202,15 @@ impl App {
         &self.settings
     }
 
-    /// The store.
+    /// The outbox; writes to it bypass the engine's rules. Public with the feature `unstable-internals` only (this workspace's tests).
+    #[cfg(feature = "unstable-internals")]
+    #[doc(hidden)]
     pub fn store(&self) -> &Arc<dyn Store> {
+        self.engine.store()
+    }
+
+    #[cfg(not(feature = "unstable-internals"))]
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         self.engine.store()
     }
 
@@ -211,17 +219,25 @@ impl App {
         self.engine.metrics()
     }
 
-    /// The engine.
+    /// The engine. Public with the feature `unstable-internals` only (this workspace's tests).
+    #[cfg(feature = "unstable-internals")]
+    #[doc(hidden)]
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 
-    /// The payment gateway.
-    pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
+    #[cfg(not(feature = "unstable-internals"))]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Dintero's API as the engine calls it.
+    pub fn dintero(&self) -> &Arc<dyn DinteroApi> {
         &self.gateway
     }
 
-    /// The link signer, when `server.public_url` is set.
+    /// The signer of invoice links and report URLs, when `server.public_url` is set: for a
+    /// merchant's own message that links the PDF `postbud serve` serves.
     pub fn links(&self) -> Option<&LinkSigner> {
         self.links.as_ref()
     }
@@ -461,7 +477,7 @@ impl App {
         let order = &request["session"]["order"];
         let reference = order["merchant_reference"].as_str().unwrap_or_default();
         let product_type = request["payment"]["payment_product_type"].as_str();
-        let filter = crate::gateway::TransactionFilter {
+        let filter = crate::dintero::TransactionFilter {
             merchant_reference: Some(reference.to_owned()),
             limit: 100,
             ..Default::default()
@@ -479,13 +495,13 @@ impl App {
             return Ok(None);
         };
         let tx = self.gateway.transaction(&candidate.id).await?;
-        Ok(crate::eligibility::session_level(&tx)
+        Ok(crate::dintero::eligibility::session_level(&tx)
             .is_none()
             .then_some(tx))
     }
 
     /// Checks the Dintero credentials.
-    pub async fn probe_gateway(&self) -> Result<String, GatewayError> {
+    pub async fn probe_dintero(&self) -> Result<String, DinteroError> {
         self.gateway.probe().await
     }
 

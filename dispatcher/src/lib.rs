@@ -21,23 +21,40 @@
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("postbud needs a store: enable the `sqlite` feature (a default) or `postgres`");
 
-pub mod app;
+/// Modules this workspace's own tests and tools reach into (the outbox, the engine's parts,
+/// fault injection) with the feature `unstable-internals`; private otherwise, so a merchant's
+/// code depends only on what the crate root exports.
+macro_rules! internal {
+    ($($(#[$meta:meta])* mod $name:ident;)*) => {$(
+        $(#[$meta])*
+        #[cfg(feature = "unstable-internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "unstable-internals"))]
+        mod $name;
+    )*};
+}
+
 pub mod config;
 pub mod dintero;
-pub mod eligibility;
-pub mod engine;
-pub mod folder;
-pub mod gateway;
-pub mod limit;
-pub mod links;
-pub mod metrics;
-pub mod reconcile;
-mod records;
-pub mod retention;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod store;
-pub mod triage;
+
+internal! {
+    mod app;
+    mod engine;
+    mod folder;
+    mod limit;
+    mod links;
+    mod metrics;
+    mod reconcile;
+    mod retention;
+    mod store;
+    mod sweeps;
+    mod triage;
+}
+mod records;
 
 // The channel SDK's parts, under the names the engine's modules use.
 use postbud_channel as channel;
@@ -45,10 +62,20 @@ use postbud_channel as invoice;
 use postbud_channel as registry;
 pub use postbud_channel::{file_name, format, http, ids};
 
-pub use app::App;
-pub use config::{ConfigError, Settings};
-pub use engine::{DefaultDispatcher, Dispatcher, Outcome};
-pub use gateway::{GatewayError, PaymentGateway};
+pub use self::{
+    app::{App, AppBuilder, AppError, CreatedInvoice, VoidReport},
+    config::{ConfigError, Settings},
+    engine::{DefaultDispatcher, Dispatcher, Outcome},
+    links::LinkSigner,
+    metrics::Metrics,
+    records::Records,
+    store::{
+        Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, StoreError, Totals, fmt_ms, now_ms,
+        probe as probe_store,
+    },
+    sweeps::Sweep,
+    triage::{Assessment, Filter, Listed, Verdict},
+};
 pub use postbud_channel::{
     BuildContext, Channel, ChannelConfig, ChannelError, ChannelFactory, Customer, DeliveryContext,
     DeliveryReport, DuplicateKind, ErrorKind, InboundReport, Invoice, InvoiceLine, Pdf, Receipt,

@@ -252,7 +252,7 @@ impl Metrics {
         self.jobs_in_flight.set(totals.in_flight as i64);
         // Always there, 0 before the first sweep: an alert on its age fires when sweeps never
         // ran.
-        let sweep = crate::reconcile::last_sweep(store)
+        let sweep = crate::sweeps::last_sweep(store)
             .await
             .ok()
             .flatten()

@@ -7,12 +7,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::{
     app::{App, AppError},
-    gateway::TransactionFilter,
-    store::{Millis, now_ms},
+    dintero::TransactionFilter,
+    store::now_ms,
+    sweeps::{LAST_SWEEP_KEY, Sweep, last_sweep},
 };
 
 /// Dintero's largest page.
@@ -20,31 +19,6 @@ const PAGE: u32 = 100;
 /// Pages one listing reads at most (100,000 transactions): a bound on a sweep's work, whatever
 /// the account holds or the listing does.
 const MAX_PAGES: u64 = 1000;
-/// Where the last sweep's report is kept, for `status` and `/metrics`.
-pub const LAST_SWEEP_KEY: &str = "reconcile:last";
-
-/// What one sweep saw and did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Sweep {
-    /// When it ran (store milliseconds).
-    pub at: Millis,
-    /// Authorized Kravia transactions listed.
-    pub found: u64,
-    /// Of those, transactions the store did not know.
-    pub new: u64,
-    /// Of those, transactions queued for dispatch.
-    pub submitted: u64,
-    /// Unknown here but captured already (by another deployment, a store restored from an old
-    /// backup): left alone, since whoever captured them delivers them; count them to look.
-    pub captured_elsewhere: u64,
-    /// Voided transactions whose pending deliveries were stopped.
-    pub voided: u64,
-    /// Pages read.
-    pub pages: u64,
-    /// Why the sweep stopped early, if it did.
-    pub error: Option<String>,
-}
-
 impl App {
     /// Runs one sweep now: every page of `AUTHORIZED` Kravia transactions created within
     /// `dintero.reconcile_lookback`, submitting those not known; then the voided ones, stopping
@@ -92,7 +66,7 @@ impl App {
             let mut pages = 0;
             let mut seen = std::collections::HashSet::new();
             loop {
-                let page = self.gateway().transactions(&filter).await?;
+                let page = self.dintero().transactions(&filter).await?;
                 sweep.pages += 1;
                 pages += 1;
                 for tx in &page {
@@ -133,7 +107,7 @@ impl App {
                     break;
                 };
                 if !seen.insert(last.id.clone()) || pages >= MAX_PAGES {
-                    return Err(AppError::Gateway(crate::gateway::GatewayError::permanent(
+                    return Err(AppError::Dintero(crate::dintero::DinteroError::permanent(
                         "list transactions",
                         format!(
                             "the listing did not end after {pages} pages (last id {}); the sweep stopped",
@@ -182,14 +156,4 @@ impl App {
             }
         }
     }
-}
-
-/// The last sweep's report kept in `store`.
-pub async fn last_sweep(
-    store: &dyn crate::store::Store,
-) -> Result<Option<Sweep>, crate::store::StoreError> {
-    Ok(store
-        .meta(LAST_SWEEP_KEY)
-        .await?
-        .and_then(|json| serde_json::from_str(&json).ok()))
 }

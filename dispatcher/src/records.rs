@@ -1,18 +1,121 @@
-//! What the store holds, read through the app: for operators' commands, a merchant's own status
-//! page and tests. Reading only, apart from [`App::retry`], the operator's one lever; the outbox
-//! itself stays the engine's.
+//! What the store holds, opened for reading: what `postbud status` shows and a merchant's own
+//! status page needs, without Dintero credentials or channels. The outbox itself stays the
+//! engine's: nothing here writes but [`App::retry`], the operator's one lever.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use postbud_channel::{Invoice, Pdf};
 
 use crate::{
-    App,
-    store::{Dispatch, HistoryEntry, Job, StoreError, Totals},
+    App, Settings,
+    store::{self, Dispatch, HistoryEntry, Job, Store, StoreError, Totals},
+    sweeps::{self, Sweep},
     triage::{self, Filter, Listed, Verdict},
 };
 
+/// The store, read-only.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = postbud::Settings::load(Some("postbud.toml".as_ref()))?;
+/// let records = postbud::Records::open(&settings).await?;
+/// for (verdict, count) in records.verdicts().await? {
+///     println!("{verdict}: {count}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Records {
+    store: Arc<dyn Store>,
+    location: String,
+}
+
+impl Records {
+    /// Opens the store `settings` names; never creates one ([`StoreError::Missing`] says where
+    /// it looked), so a configuration pointing at the wrong place is not hidden by an empty
+    /// store.
+    pub async fn open(settings: &Settings) -> Result<Self, StoreError> {
+        let url = settings.store_url();
+        Ok(Self::of(store::open_existing(&url).await?, &url))
+    }
+
+    /// Opens the store `settings` names, creating it or applying the migrations it lacks
+    /// (`postbud migrate`).
+    pub async fn migrate(settings: &Settings) -> Result<Self, StoreError> {
+        let url = settings.store_url();
+        Ok(Self::of(store::open(&url).await?, &url))
+    }
+
+    pub(crate) fn of(store: Arc<dyn Store>, url: &str) -> Self {
+        Self {
+            store,
+            location: crate::http::redact_url(url),
+        }
+    }
+
+    /// Where the store is, fit to print (credentials left out).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The transaction's dispatch record; `None` when this store has not seen it.
+    pub async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError> {
+        self.store.dispatch(transaction_id).await
+    }
+
+    /// The transaction's jobs: its dispatch, deliveries, cancellation notices, void.
+    pub async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
+        self.store.jobs(transaction_id).await
+    }
+
+    /// What happened to the transaction, oldest first.
+    pub async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.store.history(transaction_id).await
+    }
+
+    /// The invoice as the channels got it, PDF included; `None` before it was routed or after
+    /// retention pruned it.
+    pub async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {
+        self.store.invoice(transaction_id).await
+    }
+
+    /// The invoice PDF as fetched and checked before the capture.
+    pub async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
+        self.store.document(transaction_id).await
+    }
+
+    /// Counts of jobs by state, for health checks.
+    pub async fn totals(&self) -> Result<Totals, StoreError> {
+        self.store.totals().await
+    }
+
+    /// How many invoices stand under each verdict.
+    pub async fn verdicts(&self) -> Result<BTreeMap<Verdict, u64>, StoreError> {
+        triage::count(self.store.as_ref()).await
+    }
+
+    /// Up to `limit` invoices matching `filter`, newest first, with their verdicts, and whether
+    /// more match.
+    pub async fn invoices(
+        &self,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<(Vec<Listed>, bool), StoreError> {
+        triage::list(self.store.as_ref(), filter, limit).await
+    }
+
+    /// The last reconciliation sweep's report, if one ran.
+    pub async fn last_sweep(&self) -> Result<Option<Sweep>, StoreError> {
+        sweeps::last_sweep(self.store.as_ref()).await
+    }
+}
+
 impl App {
+    /// The store, read-only.
+    pub fn records(&self) -> Records {
+        Records::of(self.store().clone(), &self.settings().store_url())
+    }
+
     /// The transaction's dispatch record; `None` when this store has not seen it.
     pub async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError> {
         self.store().dispatch(transaction_id).await
@@ -28,8 +131,7 @@ impl App {
         self.store().history(transaction_id).await
     }
 
-    /// The invoice as the channels got it, PDF included; `None` before it was routed or after
-    /// retention pruned it.
+    /// The invoice as the channels got it (see [`Records::invoice`]).
     pub async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {
         self.store().invoice(transaction_id).await
     }
@@ -42,21 +144,6 @@ impl App {
     /// Counts of jobs by state, for health checks.
     pub async fn totals(&self) -> Result<Totals, StoreError> {
         self.store().totals().await
-    }
-
-    /// How many invoices stand under each verdict.
-    pub async fn verdicts(&self) -> Result<BTreeMap<Verdict, u64>, StoreError> {
-        triage::count(self.store().as_ref()).await
-    }
-
-    /// Up to `limit` invoices matching `filter`, newest first, with their verdicts, and whether
-    /// more match.
-    pub async fn invoices(
-        &self,
-        filter: &Filter,
-        limit: usize,
-    ) -> Result<(Vec<Listed>, bool), StoreError> {
-        triage::list(self.store().as_ref(), filter, limit).await
     }
 
     /// Requeues the transaction's failed, dead-lettered or cancelled jobs (of one channel

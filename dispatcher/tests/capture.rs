@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Harness, sha256};
-use postbud::{App, engine::Verdict};
+use postbud::{App, Verdict};
 use postbud_sandbox::{Fault, FaultKind, Operation, Seed};
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Harness, sha256};
-use postbud::engine::Verdict;
+use postbud::Verdict;
 use postbud_sandbox::Seed;
 
 async fn deliver(h: &Harness, extra: &str, seed: Seed) -> (String, postbud::Outcome) {

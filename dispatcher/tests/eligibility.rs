@@ -6,7 +6,7 @@
 mod common;
 
 use common::Harness;
-use postbud::engine::Verdict;
+use postbud::Verdict;
 use postbud_sandbox::{Fault, FaultKind, Operation, Seed};
 use serde_json::json;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::Harness;
 use postbud::{
-    engine::Verdict,
+    Verdict,
     store::{Finish, JobKind, JobState},
 };
 use postbud_sandbox::{Fault, FaultKind, Operation, Seed};

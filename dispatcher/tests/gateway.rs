@@ -3,7 +3,7 @@
 mod common;
 
 use common::Harness;
-use postbud::engine::Verdict;
+use postbud::Verdict;
 use postbud_sandbox::Seed;
 
 #[tokio::test]

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::Harness;
 use postbud::{
-    App, GatewayError, PaymentGateway,
-    app::AppError,
-    dintero::{DinteroGateway, model::Transaction},
-    engine::Verdict,
-    gateway::{CaptureOutcome, CaptureRequest, VoidOutcome},
+    App, AppError, Verdict,
+    dintero::{
+        CaptureOutcome, CaptureRequest, DinteroApi, DinteroClient, DinteroError, VoidOutcome,
+        model::Transaction,
+    },
 };
 use postbud_sandbox::Seed;
 use serde_json::Value;
@@ -20,7 +20,7 @@ use serde_json::Value;
 /// Dintero as a server that is lenient about spelling: `alias` reads transaction `real`.
 #[derive(Debug)]
 struct Lenient {
-    inner: DinteroGateway,
+    inner: DinteroClient,
     alias: String,
     real: String,
 }
@@ -32,20 +32,20 @@ impl Lenient {
 }
 
 #[async_trait::async_trait]
-impl PaymentGateway for Lenient {
-    async fn transaction(&self, id: &str) -> Result<Transaction, GatewayError> {
+impl DinteroApi for Lenient {
+    async fn transaction(&self, id: &str) -> Result<Transaction, DinteroError> {
         self.inner.transaction(self.resolve(id)).await
     }
-    async fn capture(&self, id: &str, r: &CaptureRequest) -> Result<CaptureOutcome, GatewayError> {
+    async fn capture(&self, id: &str, r: &CaptureRequest) -> Result<CaptureOutcome, DinteroError> {
         self.inner.capture(self.resolve(id), r).await
     }
-    async fn void(&self, id: &str) -> Result<VoidOutcome, GatewayError> {
+    async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
         self.inner.void(self.resolve(id)).await
     }
-    async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError> {
+    async fn fetch_document(&self, url: &str) -> Result<Bytes, DinteroError> {
         self.inner.fetch_document(url).await
     }
-    async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError> {
+    async fn create_invoice(&self, request: &Value) -> Result<Transaction, DinteroError> {
         self.inner.create_invoice(request).await
     }
 }
@@ -57,13 +57,13 @@ async fn a_spelling_dintero_resolves_to_another_id_is_dispatched_under_dintero_s
     let real = h.sandbox.seed(Seed::default());
     let alias = format!("{}X", real);
     let gateway = Lenient {
-        inner: DinteroGateway::new(settings.require_dintero().expect("dintero").clone())
+        inner: DinteroClient::new(settings.require_dintero().expect("dintero").clone())
             .expect("gateway"),
         alias: alias.clone(),
         real: real.clone(),
     };
     let app = App::builder(&settings)
-        .gateway(Arc::new(gateway))
+        .dintero(Arc::new(gateway))
         .open()
         .await
         .expect("app");

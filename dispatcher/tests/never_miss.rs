@@ -6,7 +6,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::Harness;
-use postbud::engine::Verdict;
+use postbud::Verdict;
 use postbud_sandbox::Seed;
 
 async fn serve(app: Arc<postbud::App>) -> String {

@@ -6,7 +6,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::Harness;
-use postbud::{App, Settings, engine::Verdict, store::Finish};
+use postbud::{App, Settings, Verdict, store::Finish};
 use postbud_sandbox::Seed;
 
 /// A fresh database on the local server, dropped afterwards.
@@ -282,9 +282,10 @@ async fn prune_and_triage_on_postgres() {
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    let counts = app.verdicts().await.expect("count");
+    let counts = app.records().verdicts().await.expect("count");
     assert_eq!(counts[&Verdict::Delivered], 1);
     let (listed, more) = app
+        .records()
         .invoices(
             &postbud::triage::Filter {
                 channel: Some("archive".into()),

@@ -14,8 +14,8 @@ use std::{
 use common::Harness;
 use postbud::{
     App, BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
-    Registry,
-    engine::{DefaultDispatcher, Engine, Verdict},
+    Registry, Verdict,
+    engine::{DefaultDispatcher, Engine},
     store::{Finish, JobKind, JobState, Lease, NewJob, Store, StoreError},
 };
 use postbud_sandbox::Seed;
@@ -242,7 +242,7 @@ async fn engine(h: &Harness, store: Arc<dyn Store>, max_attempts: u32) -> Engine
     let settings = h.settings("");
     let app = App::open(&settings).await.expect("app");
     let gateway =
-        postbud::dintero::DinteroGateway::new(settings.require_dintero().expect("d").clone())
+        postbud::dintero::DinteroClient::new(settings.require_dintero().expect("d").clone())
             .expect("gateway");
     let channels = Registry::discover()
         .expect("registry")

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Harness, sha256};
-use postbud::engine::Verdict;
+use postbud::Verdict;
 use postbud_sandbox::{SandboxConfig, Seed};
 
 async fn serve(app: Arc<postbud::App>) -> String {
@@ -305,9 +305,9 @@ async fn a_merchant_initiated_invoice_comes_back_through_the_callback() {
             {"type": "kravia.invoice_b2c", "details": {"invoice_channel": "merchant"}}
         ]}));
     let request = postbud::app::pay_request(&order).expect("request");
-    let gateway = postbud::dintero::DinteroGateway::new(h.settings("").dintero.expect("dintero"))
+    let gateway = postbud::dintero::DinteroClient::new(h.settings("").dintero.expect("dintero"))
         .expect("gateway");
-    let tx = postbud::PaymentGateway::create_invoice(&gateway, &request)
+    let tx = postbud::dintero::DinteroApi::create_invoice(&gateway, &request)
         .await
         .expect("created");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

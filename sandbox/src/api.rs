@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     Shared,
     state::{FaultKind, Operation, Stored},
+    wire::{authorized, error, now, uuid},
 };
 
 type Shared_ = State<Arc<Shared>>;
@@ -35,31 +36,6 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/v1/invoices/{file}", get(direct_pdf))
         .route("/cdn/files/{file}", get(cdn_pdf))
         .route("/v1/sessions/pay", post(crate::control::pay))
-}
-
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
-}
-
-pub(crate) fn now() -> String {
-    jiff::Timestamp::now().to_string()
-}
-
-pub(crate) fn uuid() -> String {
-    let r = || fastrand::u64(..);
-    let hex = format!("{:016x}{:016x}", r(), r());
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[13..16],
-        &hex[17..20],
-        &hex[20..32]
-    )
 }
 
 /// Applies a status fault; returns the response to send instead, if any.
@@ -85,32 +61,6 @@ fn fault_response(kind: &Option<FaultKind>) -> Option<Response> {
 async fn slow(kind: &Option<FaultKind>) {
     if let Some(FaultKind::SlowResponse { ms }) = kind {
         tokio::time::sleep(Duration::from_millis(*ms)).await;
-    }
-}
-
-pub(crate) fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let system: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with("dintero-system-"))
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect();
-    if !system.is_empty() {
-        shared.state.lock().stats.system_headers = system.into_iter().collect();
-    }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
-    let now = jiff::Timestamp::now().as_second() as u64;
-    match bearer.and_then(|t| shared.state.lock().tokens.get(t).copied()) {
-        Some(expires) if expires > now => Ok(()),
-        _ => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_TOKEN",
-            "Access forbidden, invalid JWT token was used",
-        )),
     }
 }
 

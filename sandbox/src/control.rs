@@ -16,9 +16,9 @@ use sha2::Sha256;
 
 use crate::{
     Shared,
-    api::{error, now, uuid},
     pdf::invoice_pdf,
     state::{Fault, Operation, Seed, Stored, default_billing, default_items},
+    wire::{error, now, uuid},
 };
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
@@ -408,7 +408,7 @@ pub(crate) async fn pay(
         }))
         .into_response();
     }
-    if let Err(refused) = crate::api::authorized(&shared, &headers) {
+    if let Err(refused) = crate::wire::authorized(&shared, &headers) {
         return refused;
     }
     let Some(Json(body)) = body else {

@@ -28,6 +28,7 @@ pub mod sms;
 pub mod smtp;
 pub mod sshd;
 mod state;
+mod wire;
 
 use std::{net::SocketAddr, sync::Arc};
 

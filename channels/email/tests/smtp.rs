@@ -2,7 +2,7 @@
 //! Dintero sandbox, through the library's public face.
 
 use mail_parser::{MessageParser, MimeHeaders};
-use postbud::{App, Settings, engine::Verdict, store::JobState};
+use postbud::{App, JobState, Settings, Verdict};
 use postbud_sandbox::{Sandbox, Seed, smtp::SmtpServer};
 
 struct Setup {

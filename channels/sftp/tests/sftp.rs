@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use postbud::{App, Settings, engine::Verdict, store::JobState};
+use postbud::{App, JobState, Settings, Verdict};
 use postbud_sandbox::{Sandbox, Seed, sshd::Sshd};
 
 const SELLER: &str = r#"
@@ -477,7 +477,7 @@ async fn amounts_that_would_wrap_the_totals_fail_permanently_with_the_reason() {
     let job = outcome
         .jobs
         .iter()
-        .find(|j| j.kind == postbud::store::JobKind::Deliver)
+        .find(|j| j.kind == postbud::JobKind::Deliver)
         .expect("delivery");
     assert_eq!(job.state, JobState::Failed, "{outcome}");
     assert!(
@@ -525,7 +525,7 @@ async fn a_server_that_stalls_after_the_handshake_is_given_up_on_in_time() {
     let job = outcome
         .jobs
         .iter()
-        .find(|j| j.kind == postbud::store::JobKind::Deliver)
+        .find(|j| j.kind == postbud::JobKind::Deliver)
         .expect("delivery");
     assert_eq!(job.state, JobState::Dead, "{outcome}");
     assert!(

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use postbud::{App, Settings, engine::Verdict, store::JobState};
+use postbud::{App, JobState, Settings, Verdict};
 use postbud_sandbox::{Sandbox, Seed, sms};
 
 struct Setup {

@@ -6,7 +6,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use postbud::{App, Settings, engine::Verdict, store::JobState};
+use postbud::{App, JobState, Settings, Verdict};
 use postbud_sandbox::{Sandbox, Seed};
 
 const OLD: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";

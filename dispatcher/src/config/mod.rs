@@ -5,6 +5,7 @@
 //!
 //! Errors name the key and where its value came from.
 
+mod dintero;
 mod lint;
 mod route;
 mod secret_files;
@@ -24,11 +25,11 @@ use serde::Deserialize;
 pub use postbud_channel::{ConfigError, is_secret_key};
 
 pub use self::{
+    dintero::DinteroSettings,
     lint::DeadEnd,
-    route::{Route, SendWindow, When},
+    route::{Route, RouteFacts, SendWindow, When},
     sections::{EngineSettings, ServerSettings, StoreSettings},
 };
-use crate::dintero::DinteroSettings;
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "POSTBUD_CONFIG";

@@ -3,8 +3,6 @@ use std::{fmt, time::Duration};
 use jiff::{Timestamp, civil::Time, tz::TimeZone};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::dintero::model::Transaction;
-
 /// `[[routes]]`: which channel instances deliver which invoices. The first route whose `when`
 /// matches wins.
 ///
@@ -76,24 +74,29 @@ fn listed(list: &[String], value: Option<&str>) -> bool {
     list.is_empty() || value.is_some_and(|v| list.iter().any(|l| l.eq_ignore_ascii_case(v)))
 }
 
+/// What a route's `when` looks at in an invoice about to be routed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteFacts<'a> {
+    /// `kravia.invoice_b2b`, `kravia.invoice_b2c`, ...
+    pub product_type: &'a str,
+    /// ISO 4217.
+    pub currency: &'a str,
+    /// The billing country, ISO 3166 alpha-2.
+    pub country: Option<&'a str>,
+    /// The customer has an email address.
+    pub has_email: bool,
+    /// The customer has a phone number.
+    pub has_phone: bool,
+}
+
 impl When {
-    /// Whether the transaction meets every condition.
-    pub fn matches(&self, tx: &Transaction) -> bool {
-        let billing = tx.billing_address.as_ref();
-        let customer = tx.customer.as_ref();
-        let has_email = billing
-            .and_then(|b| b.email.as_ref())
-            .or(customer.and_then(|c| c.email.as_ref()))
-            .is_some();
-        let has_phone = billing
-            .and_then(|b| b.phone_number.as_ref())
-            .or(customer.and_then(|c| c.phone_number.as_ref()))
-            .is_some();
-        listed(&self.product_type, Some(&tx.payment_product_type))
-            && listed(&self.currency, Some(&tx.currency))
-            && listed(&self.country, billing.and_then(|b| b.country.as_deref()))
-            && self.has_email.is_none_or(|want| want == has_email)
-            && self.has_phone.is_none_or(|want| want == has_phone)
+    /// Whether the invoice meets every condition.
+    pub fn matches(&self, facts: &RouteFacts<'_>) -> bool {
+        listed(&self.product_type, Some(facts.product_type))
+            && listed(&self.currency, Some(facts.currency))
+            && listed(&self.country, facts.country)
+            && self.has_email.is_none_or(|want| want == facts.has_email)
+            && self.has_phone.is_none_or(|want| want == facts.has_phone)
     }
 }
 

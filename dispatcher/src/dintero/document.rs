@@ -7,10 +7,10 @@
 use bytes::{Bytes, BytesMut};
 use reqwest::StatusCode;
 use serde::Deserialize;
-use url::{Host, Origin, Url};
+use url::{Origin, Url};
 
 use super::{DinteroSettings, excerpt, status_error, token::TokenCache, transport_error};
-use crate::gateway::GatewayError;
+use crate::dintero::DinteroError;
 
 const OPERATION: &str = "fetch invoice PDF";
 
@@ -34,16 +34,6 @@ struct FileDescriptor {
     mime_type: Option<String>,
     #[serde(default)]
     expires_at: Option<jiff::Timestamp>,
-}
-
-/// True for `localhost`, 127.0.0.0/8 and `::1`.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 /// An origin for messages: `https://cdn.dintero.com`, `http://127.0.0.1:8080`.
@@ -87,18 +77,18 @@ impl DocumentPolicy {
     }
 
     /// Refuses a URL outside the policy, saying why.
-    pub fn check_url(&self, raw: &str) -> Result<Url, GatewayError> {
+    pub fn check_url(&self, raw: &str) -> Result<Url, DinteroError> {
         let url = Url::parse(raw).map_err(|e| {
-            GatewayError::permanent(
+            DinteroError::permanent(
                 OPERATION,
                 format!("`{}` is not a URL: {e}", crate::http::redact_url(raw)),
             )
         })?;
         match url.scheme() {
             "https" => {}
-            "http" if is_loopback(&url) => {}
+            "http" if postbud_channel::http::is_loopback(&url) => {}
             "http" => {
-                return Err(GatewayError::permanent(
+                return Err(DinteroError::permanent(
                     OPERATION,
                     format!(
                         "refused plain http URL `{}`: https is required except on loopback",
@@ -107,7 +97,7 @@ impl DocumentPolicy {
                 ));
             }
             other => {
-                return Err(GatewayError::permanent(
+                return Err(DinteroError::permanent(
                     OPERATION,
                     format!(
                         "refused `{other}:` URL `{}`: only https is fetched",
@@ -117,7 +107,7 @@ impl DocumentPolicy {
             }
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(GatewayError::permanent(
+            return Err(DinteroError::permanent(
                 OPERATION,
                 "refused a URL with user information: credentials never travel in a document URL",
             ));
@@ -125,7 +115,7 @@ impl DocumentPolicy {
         let origin = url.origin();
         if !self.origins.contains(&origin) {
             let host = url.host_str().unwrap_or_default();
-            return Err(GatewayError::permanent(
+            return Err(DinteroError::permanent(
                 OPERATION,
                 format!(
                     "refused host `{host}` (origin {}): not in the allow-list [{}] (add it to dintero.document_hosts if it is yours)",
@@ -152,7 +142,7 @@ impl DocumentPolicy {
         tokens: &TokenCache,
         settings: &DinteroSettings,
         raw: &str,
-    ) -> Result<Bytes, GatewayError> {
+    ) -> Result<Bytes, DinteroError> {
         let url = self.check_url(raw)?;
         let (content_type, body) = self.get(http, tokens, settings, &url).await?;
         if body.starts_with(b"%PDF-") {
@@ -164,7 +154,7 @@ impl DocumentPolicy {
             return Err(not_a_pdf(content_type.as_deref(), &body));
         }
         let descriptor: FileDescriptor = serde_json::from_slice(&body).map_err(|e| {
-            GatewayError::permanent(
+            DinteroError::permanent(
                 OPERATION,
                 format!(
                     "neither a PDF nor a Files descriptor ({e}): {}",
@@ -175,7 +165,7 @@ impl DocumentPolicy {
         if let Some(mime) = descriptor.mime_type.as_deref()
             && mime != "application/pdf"
         {
-            return Err(GatewayError::permanent(
+            return Err(DinteroError::permanent(
                 OPERATION,
                 format!("the file is `{mime}`, not application/pdf"),
             ));
@@ -184,7 +174,7 @@ impl DocumentPolicy {
             && expires_at < jiff::Timestamp::now()
         {
             // A fresh descriptor comes with the next GET; worth a retry.
-            return Err(GatewayError::temporary(
+            return Err(DinteroError::temporary(
                 OPERATION,
                 format!("the file URL expired at {expires_at}"),
             ));
@@ -207,7 +197,7 @@ impl DocumentPolicy {
         tokens: &TokenCache,
         settings: &DinteroSettings,
         url: &Url,
-    ) -> Result<(Option<String>, Bytes), GatewayError> {
+    ) -> Result<(Option<String>, Bytes), DinteroError> {
         let mut url = url.clone();
         let mut redirects = 0;
         let mut response = loop {
@@ -234,7 +224,7 @@ impl DocumentPolicy {
             }
             redirects += 1;
             if redirects > MAX_REDIRECTS {
-                return Err(GatewayError::permanent(
+                return Err(DinteroError::permanent(
                     OPERATION,
                     format!(
                         "refused: more than {MAX_REDIRECTS} redirects, the last to `{}`",
@@ -247,7 +237,7 @@ impl DocumentPolicy {
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
-                    GatewayError::permanent(
+                    DinteroError::permanent(
                         OPERATION,
                         format!(
                             "HTTP {} from `{}` without a Location",
@@ -257,9 +247,9 @@ impl DocumentPolicy {
                     )
                 })?;
             let next = url.join(location).map_err(|e| {
-                GatewayError::permanent(OPERATION, format!("redirect to `{location}`: {e}"))
+                DinteroError::permanent(OPERATION, format!("redirect to `{location}`: {e}"))
             })?;
-            url = self.check_url(next.as_str()).map_err(|e| GatewayError {
+            url = self.check_url(next.as_str()).map_err(|e| DinteroError {
                 message: format!(
                     "redirect {redirects} from `{}`: {}",
                     crate::http::redact_url(url.as_str()),
@@ -295,8 +285,8 @@ impl DocumentPolicy {
         Ok((content_type, body.freeze()))
     }
 
-    fn too_large(&self, size: u64) -> GatewayError {
-        GatewayError::permanent(
+    fn too_large(&self, size: u64) -> DinteroError {
+        DinteroError::permanent(
             OPERATION,
             format!(
                 "refused: the document is over the limit ({size} bytes or more > dintero.max_document_bytes = {})",
@@ -306,12 +296,12 @@ impl DocumentPolicy {
     }
 }
 
-fn check_pdf(body: Bytes) -> Result<Bytes, GatewayError> {
+fn check_pdf(body: Bytes) -> Result<Bytes, DinteroError> {
     let tail = &body[body.len().saturating_sub(1024)..];
     if tail.windows(5).any(|w| w == b"%%EOF") {
         Ok(body)
     } else {
-        Err(GatewayError::permanent(
+        Err(DinteroError::permanent(
             OPERATION,
             format!(
                 "the PDF is truncated: no %%EOF marker at its end ({} bytes)",
@@ -321,8 +311,8 @@ fn check_pdf(body: Bytes) -> Result<Bytes, GatewayError> {
     }
 }
 
-fn not_a_pdf(content_type: Option<&str>, body: &[u8]) -> GatewayError {
-    GatewayError::permanent(
+fn not_a_pdf(content_type: Option<&str>, body: &[u8]) -> DinteroError {
+    DinteroError::permanent(
         OPERATION,
         format!(
             "refused: the body is not a PDF (Content-Type {}, starts with {:?})",

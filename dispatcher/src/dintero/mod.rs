@@ -1,10 +1,11 @@
 //! Dintero Checkout API client: token cache, transactions, capture, void, `sessions/pay`, and
 //! the invoice PDF behind `kravia:invoice_url`.
 
+mod api;
 pub mod document;
+pub mod eligibility;
 mod invoice;
 pub mod model;
-pub mod settings;
 pub mod signature;
 mod token;
 pub mod transaction_id;
@@ -16,15 +17,15 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, header::HeaderMap};
 use serde_json::Value;
 use url::Url;
 
-use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
-pub use self::{invoice::invoice_of, settings::DinteroSettings};
-use crate::{
-    channel::ErrorKind,
-    gateway::{
-        CaptureOutcome, CaptureRequest, GatewayError, PaymentGateway, TransactionFilter,
-        VoidOutcome,
+pub use self::{
+    api::{
+        CaptureOutcome, CaptureRequest, DinteroApi, DinteroError, TransactionFilter, VoidOutcome,
     },
+    invoice::invoice_of,
 };
+use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
+use crate::channel::ErrorKind;
+pub use crate::config::DinteroSettings;
 
 /// How many times a read (GET, token) is retried in place on 429/503 before the engine's own
 /// backoff takes over. Writes (capture, void, pay) are never retried in place.
@@ -37,9 +38,9 @@ const BODY_EXCERPT: usize = 300;
 /// Most of a Dintero API response that is read (a transaction with its events, a list page).
 pub const API_LIMIT: usize = 8 * 1024 * 1024;
 
-/// [`PaymentGateway`] over Dintero's HTTP API.
+/// [`DinteroApi`] over Dintero's HTTP API.
 #[derive(Debug)]
-pub struct DinteroGateway {
+pub struct DinteroClient {
     settings: DinteroSettings,
     http: reqwest::Client,
     tokens: TokenCache,
@@ -70,9 +71,9 @@ impl ConfigurationCache {
     }
 }
 
-impl DinteroGateway {
+impl DinteroClient {
     /// Builds the client. Fails only when the TLS stack cannot start.
-    pub fn new(settings: DinteroSettings) -> Result<Self, GatewayError> {
+    pub fn new(settings: DinteroSettings) -> Result<Self, DinteroError> {
         postbud_channel::http::ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -80,7 +81,7 @@ impl DinteroGateway {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("postbud/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| GatewayError::permanent("start HTTP client", e.to_string()))?;
+            .map_err(|e| DinteroError::permanent("start HTTP client", e.to_string()))?;
         let documents = DocumentPolicy::from_settings(&settings);
         Ok(Self {
             tokens: TokenCache::default(),
@@ -120,7 +121,7 @@ impl DinteroGateway {
         method: Method,
         url: &str,
         body: Option<&Value>,
-    ) -> Result<Response, GatewayError> {
+    ) -> Result<Response, DinteroError> {
         self.call_with(operation, method, url, body, &[]).await
     }
 
@@ -132,7 +133,7 @@ impl DinteroGateway {
         url: &str,
         body: Option<&Value>,
         headers: &[(&str, &str)],
-    ) -> Result<Response, GatewayError> {
+    ) -> Result<Response, DinteroError> {
         let is_read = method == Method::GET;
         let mut refreshed = false;
         let mut attempt = 0;
@@ -141,7 +142,7 @@ impl DinteroGateway {
                 .tokens
                 .get(&self.http, &self.settings)
                 .await
-                .map_err(|e| GatewayError {
+                .map_err(|e| DinteroError {
                     operation: operation.to_owned(),
                     ..e
                 })?;
@@ -188,7 +189,7 @@ impl DinteroGateway {
         &self,
         operation: &str,
         url: &str,
-    ) -> Result<Option<Value>, GatewayError> {
+    ) -> Result<Option<Value>, DinteroError> {
         let ttl = self.settings.configuration_cache;
         if let Some(cached) = self.configurations.get(url, ttl) {
             return Ok(cached);
@@ -208,10 +209,10 @@ impl DinteroGateway {
     async fn transaction_from(
         operation: &str,
         response: Response,
-    ) -> Result<Transaction, GatewayError> {
+    ) -> Result<Transaction, DinteroError> {
         let bytes = read_body(operation, response).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            GatewayError::permanent(
+            DinteroError::permanent(
                 operation,
                 format!(
                     "the response is not a transaction ({e}): {}",
@@ -223,8 +224,8 @@ impl DinteroGateway {
 }
 
 #[async_trait::async_trait]
-impl PaymentGateway for DinteroGateway {
-    async fn transaction(&self, id: &str) -> Result<Transaction, GatewayError> {
+impl DinteroApi for DinteroClient {
+    async fn transaction(&self, id: &str) -> Result<Transaction, DinteroError> {
         let operation = format!("GET transaction {id}");
         let url = format!(
             "{}?includes=session",
@@ -238,10 +239,10 @@ impl PaymentGateway for DinteroGateway {
         &self,
         id: &str,
         request: &CaptureRequest,
-    ) -> Result<CaptureOutcome, GatewayError> {
+    ) -> Result<CaptureOutcome, DinteroError> {
         let operation = format!("capture {id}");
         let body = serde_json::to_value(request)
-            .map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
+            .map_err(|e| DinteroError::permanent(&operation, e.to_string()))?;
         let url = self.api(&format!("/transactions/{id}/capture"));
         let response = self
             .call(&operation, Method::POST, &url, Some(&body))
@@ -254,7 +255,7 @@ impl PaymentGateway for DinteroGateway {
         Ok(CaptureOutcome::Done(Box::new(tx)))
     }
 
-    async fn void(&self, id: &str) -> Result<VoidOutcome, GatewayError> {
+    async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
         let operation = format!("void {id}");
         let url = self.api(&format!("/transactions/{id}/void"));
         let response = self.call(&operation, Method::POST, &url, None).await?;
@@ -267,13 +268,13 @@ impl PaymentGateway for DinteroGateway {
         Ok(VoidOutcome::Done(Box::new(tx)))
     }
 
-    async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError> {
+    async fn fetch_document(&self, url: &str) -> Result<Bytes, DinteroError> {
         self.documents
             .fetch(&self.http, &self.tokens, &self.settings, url)
             .await
     }
 
-    async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError> {
+    async fn create_invoice(&self, request: &Value) -> Result<Transaction, DinteroError> {
         let operation = "create invoice (POST /sessions/pay)";
         let url = self.api("/sessions/pay");
         // Dintero refuses a second session for the same merchant_reference: a retried request
@@ -291,7 +292,7 @@ impl PaymentGateway for DinteroGateway {
         let failed = body.get("success") == Some(&Value::Bool(false))
             || body.get("status").and_then(Value::as_str) == Some("FAILED");
         if failed {
-            return Err(GatewayError::permanent(
+            return Err(DinteroError::permanent(
                 operation,
                 format!(
                     "Dintero did not authorize the invoice: {}",
@@ -300,7 +301,7 @@ impl PaymentGateway for DinteroGateway {
             ));
         }
         <Transaction as serde::Deserialize>::deserialize(&body).map_err(|e| {
-            GatewayError::permanent(
+            DinteroError::permanent(
                 operation,
                 format!(
                     "the response is not a transaction ({e}): {}",
@@ -310,20 +311,20 @@ impl PaymentGateway for DinteroGateway {
         })
     }
 
-    async fn checkout_configuration(&self) -> Result<Option<Value>, GatewayError> {
+    async fn checkout_configuration(&self) -> Result<Option<Value>, DinteroError> {
         let url = self.api("/admin/checkout");
         self.configuration("GET checkout configuration (/admin/checkout)", &url)
             .await
     }
 
-    async fn payment_profile(&self, profile_id: &str) -> Result<Option<Value>, GatewayError> {
+    async fn payment_profile(&self, profile_id: &str) -> Result<Option<Value>, DinteroError> {
         let operation = format!("GET payment profile {profile_id}");
         let mut url = Url::parse(&self.api("/admin/session/profiles"))
-            .map_err(|e| GatewayError::permanent(&operation, e.to_string()))?;
+            .map_err(|e| DinteroError::permanent(&operation, e.to_string()))?;
         // One path segment, escaped: the id comes from transaction metadata.
         url.path_segments_mut()
             .map_err(|()| {
-                GatewayError::permanent(&operation, "dintero.api_url cannot have a path")
+                DinteroError::permanent(&operation, "dintero.api_url cannot have a path")
             })?
             .push(profile_id);
         self.configuration(&operation, url.as_str()).await
@@ -332,10 +333,10 @@ impl PaymentGateway for DinteroGateway {
     async fn transactions(
         &self,
         filter: &TransactionFilter,
-    ) -> Result<Vec<Transaction>, GatewayError> {
+    ) -> Result<Vec<Transaction>, DinteroError> {
         let operation = "list transactions (GET /transactions)";
         let mut url = Url::parse(&self.api("/transactions"))
-            .map_err(|e| GatewayError::permanent(operation, e.to_string()))?;
+            .map_err(|e| DinteroError::permanent(operation, e.to_string()))?;
         {
             let mut query = url.query_pairs_mut();
             for status in &filter.statuses {
@@ -359,7 +360,7 @@ impl PaymentGateway for DinteroGateway {
             .await?;
         let bytes = read_body(operation, response).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            GatewayError::permanent(
+            DinteroError::permanent(
                 operation,
                 format!(
                     "the response is not a list of transactions ({e}): {}",
@@ -369,7 +370,7 @@ impl PaymentGateway for DinteroGateway {
         })
     }
 
-    async fn probe(&self) -> Result<String, GatewayError> {
+    async fn probe(&self) -> Result<String, DinteroError> {
         self.tokens.invalidate().await;
         self.tokens.get(&self.http, &self.settings).await?;
         Ok(format!(
@@ -435,11 +436,11 @@ pub(crate) fn kind_for_status(status: StatusCode) -> ErrorKind {
     }
 }
 
-pub(crate) async fn status_error(operation: &str, response: Response) -> GatewayError {
+pub(crate) async fn status_error(operation: &str, response: Response) -> DinteroError {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let body = crate::http::read_prefix(response, crate::http::ANSWER_LIMIT).await;
-    GatewayError {
+    DinteroError {
         operation: operation.to_owned(),
         kind: kind_for_status(status),
         message: format!("HTTP {status}: {}", error_message(&body)),
@@ -449,20 +450,20 @@ pub(crate) async fn status_error(operation: &str, response: Response) -> Gateway
 }
 
 /// A Dintero API response body, within [`API_LIMIT`].
-async fn read_body(operation: &str, response: Response) -> Result<Bytes, GatewayError> {
+async fn read_body(operation: &str, response: Response) -> Result<Bytes, DinteroError> {
     crate::http::read_limited(response, API_LIMIT)
         .await
         .map_err(|e| match e {
             crate::http::ReadError::Transport(e) => transport_error(operation, &e),
-            too_large => GatewayError::permanent(operation, too_large.to_string()),
+            too_large => DinteroError::permanent(operation, too_large.to_string()),
         })
 }
 
 /// A Dintero API response body as JSON, within [`API_LIMIT`].
-async fn read_json(operation: &str, response: Response) -> Result<Value, GatewayError> {
+async fn read_json(operation: &str, response: Response) -> Result<Value, DinteroError> {
     let bytes = read_body(operation, response).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        GatewayError::permanent(
+        DinteroError::permanent(
             operation,
             format!("the response is not JSON ({e}): {}", excerpt(&bytes)),
         )
@@ -482,7 +483,7 @@ fn error_message(body: &[u8]) -> String {
     }
 }
 
-pub(crate) fn transport_error(operation: &str, error: &reqwest::Error) -> GatewayError {
+pub(crate) fn transport_error(operation: &str, error: &reqwest::Error) -> DinteroError {
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -502,5 +503,5 @@ pub(crate) fn transport_error(operation: &str, error: &reqwest::Error) -> Gatewa
         cause = format!(": {e}");
         source = e.source();
     }
-    GatewayError::temporary(operation, format!("{what}{url}{cause}"))
+    DinteroError::temporary(operation, format!("{what}{url}{cause}"))
 }

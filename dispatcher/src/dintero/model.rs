@@ -245,6 +245,26 @@ open_enum!(
 );
 
 impl Transaction {
+    /// What a route's `when` looks at: product type, currency, billing country, and whether
+    /// the billing address or the customer has an email address and a phone number.
+    pub fn route_facts(&self) -> crate::config::RouteFacts<'_> {
+        let billing = self.billing_address.as_ref();
+        let customer = self.customer.as_ref();
+        crate::config::RouteFacts {
+            product_type: &self.payment_product_type,
+            currency: &self.currency,
+            country: billing.and_then(|b| b.country.as_deref()),
+            has_email: billing
+                .and_then(|b| b.email.as_ref())
+                .or(customer.and_then(|c| c.email.as_ref()))
+                .is_some(),
+            has_phone: billing
+                .and_then(|b| b.phone_number.as_ref())
+                .or(customer.and_then(|c| c.phone_number.as_ref()))
+                .is_some(),
+        }
+    }
+
     /// A string value of `metadata`.
     pub fn metadata_str(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)

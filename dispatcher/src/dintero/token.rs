@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::{DinteroSettings, status_error, transport_error};
-use crate::gateway::GatewayError;
+use crate::dintero::DinteroError;
 
 #[derive(Debug, Default)]
 pub(super) struct TokenCache {
@@ -37,7 +37,7 @@ impl TokenCache {
         &self,
         http: &reqwest::Client,
         settings: &DinteroSettings,
-    ) -> Result<Token, GatewayError> {
+    ) -> Result<Token, DinteroError> {
         let mut current = self.current.lock().await;
         if let Some((token, valid_until)) = current.as_ref()
             && Instant::now() < *valid_until
@@ -59,7 +59,7 @@ impl TokenCache {
 async fn fetch(
     http: &reqwest::Client,
     settings: &DinteroSettings,
-) -> Result<(SecretString, Duration), GatewayError> {
+) -> Result<(SecretString, Duration), DinteroError> {
     let operation = "get access token";
     let url = format!(
         "{}/accounts/{}/auth/token",
@@ -86,9 +86,9 @@ async fn fetch(
         if status == StatusCode::OK {
             let body = crate::http::read_limited(response, crate::http::ANSWER_LIMIT)
                 .await
-                .map_err(|e| GatewayError::temporary(operation, e.to_string()))?;
+                .map_err(|e| DinteroError::temporary(operation, e.to_string()))?;
             let token: AccessToken = serde_json::from_slice(&body).map_err(|e| {
-                GatewayError::permanent(operation, format!("the token response is malformed: {e}"))
+                DinteroError::permanent(operation, format!("the token response is malformed: {e}"))
             })?;
             return Ok((
                 token.access_token,

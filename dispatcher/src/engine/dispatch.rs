@@ -6,8 +6,8 @@ use super::Engine;
 use crate::{
     channel::ErrorKind,
     dintero::model::{EventName, Transaction},
-    eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
-    gateway::{CaptureOutcome, CaptureRequest, GatewayError},
+    dintero::eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
+    dintero::{CaptureOutcome, CaptureRequest, DinteroError},
     ids,
     invoice::Pdf,
     store::{
@@ -49,7 +49,7 @@ impl Engine {
 
     /// A gateway error before capture: temporary ones retry; permanent ones (and retries run
     /// out) fail the dispatch, and nothing is captured or delivered.
-    async fn gateway_failure(&self, lease: &Lease, e: GatewayError) -> Result<Finish, StoreError> {
+    async fn gateway_failure(&self, lease: &Lease, e: DinteroError) -> Result<Finish, StoreError> {
         let finish = self.failure(lease, e.kind, e.retry_after, e.to_string());
         if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
             self.mark_failed(lease, reason).await?;
@@ -105,7 +105,7 @@ impl Engine {
             .is_some_and(|d| d.captured_at.is_some() || d.capture_request_id.is_some());
         let skip = |reason: String| async move { Ok(Err(self.skip(lease, reason).await?)) };
         let not_yet = |reason: String| async move {
-            let e = GatewayError::temporary(format!("GET transaction {id}"), reason);
+            let e = DinteroError::temporary(format!("GET transaction {id}"), reason);
             Ok::<_, StoreError>(Err(self.gateway_failure(lease, e).await?))
         };
         if started {
@@ -130,7 +130,7 @@ impl Engine {
         let configuration = match self.channel_configuration(tx, created_as_merchant).await {
             Ok(configuration) => configuration,
             Err(e) => {
-                let e = GatewayError {
+                let e = DinteroError {
                     message: format!(
                         "{}; without it Postbud cannot tell who sends this invoice, and nothing was captured",
                         e.message
@@ -185,7 +185,7 @@ impl Engine {
         let pdf = match self.pdf(lease, &tx, &invoice_number, &invoice_url).await? {
             Ok(pdf) => pdf,
             Err(e) => {
-                let e = GatewayError {
+                let e = DinteroError {
                     message: format!("{}; nothing was captured", e.message),
                     ..e
                 };
@@ -297,7 +297,7 @@ impl Engine {
         &self,
         tx: &Transaction,
         created_as_merchant: bool,
-    ) -> Result<ChannelConfiguration, GatewayError> {
+    ) -> Result<ChannelConfiguration, DinteroError> {
         let mut configuration = ChannelConfiguration {
             created_as_merchant,
             ..ChannelConfiguration::default()
@@ -325,7 +325,7 @@ impl Engine {
         tx: &Transaction,
         number: &str,
         url: &str,
-    ) -> Result<Result<Pdf, GatewayError>, StoreError> {
+    ) -> Result<Result<Pdf, DinteroError>, StoreError> {
         if let Some(pdf) = self.store.document(&tx.id).await? {
             return Ok(Ok(pdf));
         }

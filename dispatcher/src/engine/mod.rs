@@ -20,13 +20,12 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 pub use self::outcome::Outcome;
-pub use crate::triage::Verdict;
 use crate::{
     channel::{Channel, ErrorKind},
     config::{EngineSettings, Route},
     dintero::model::Transaction,
-    eligibility::{self, ChannelConfiguration, Eligibility},
-    gateway::{GatewayError, PaymentGateway},
+    dintero::eligibility::{self, ChannelConfiguration, Eligibility},
+    dintero::{DinteroError, DinteroApi},
     invoice::Pdf,
     links::LinkSigner,
     store::{Finish, Lease, Store, StoreError, now_ms},
@@ -44,11 +43,11 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
     /// The invoice PDF. Default: the document behind `kravia:invoice_url`.
     async fn document(
         &self,
-        gateway: &dyn PaymentGateway,
+        gateway: &dyn DinteroApi,
         _tx: &Transaction,
         invoice_number: &str,
         invoice_url: &str,
-    ) -> Result<Pdf, GatewayError> {
+    ) -> Result<Pdf, DinteroError> {
         let bytes = gateway.fetch_document(invoice_url).await?;
         Ok(Pdf::new(
             crate::file_name::with_extension(invoice_number, "pdf"),
@@ -58,7 +57,8 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
 
     /// Index of the route for this transaction. Default: the first whose `when` matches.
     fn route(&self, routes: &[Route], tx: &Transaction) -> Option<usize> {
-        routes.iter().position(|r| r.when.matches(tx))
+        let facts = tx.route_facts();
+        routes.iter().position(|r| r.when.matches(&facts))
     }
 }
 
@@ -80,7 +80,7 @@ impl Dispatcher for DefaultDispatcher {}
 /// Runs jobs from the store.
 pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) gateway: Arc<dyn PaymentGateway>,
+    pub(crate) gateway: Arc<dyn DinteroApi>,
     pub(crate) channels: BTreeMap<String, Arc<dyn Channel>>,
     pub(crate) routes: Vec<Route>,
     pub(crate) settings: EngineSettings,
@@ -105,7 +105,7 @@ impl Engine {
     /// Assembles an engine.
     pub fn new(
         store: Arc<dyn Store>,
-        gateway: Arc<dyn PaymentGateway>,
+        gateway: Arc<dyn DinteroApi>,
         channels: BTreeMap<String, Arc<dyn Channel>>,
         routes: Vec<Route>,
         settings: EngineSettings,

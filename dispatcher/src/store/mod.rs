@@ -6,6 +6,10 @@
 //! every write made under a claim checks it, so a worker whose lease lapsed cannot overwrite
 //! the work of the one that rescued the job.
 
+#[cfg(test)]
+mod contract;
+mod kernel;
+mod schema;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -20,11 +24,6 @@ pub use self::postgres::PgStore;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 
-/// A URL without its password or credential parameters, for messages.
-pub fn redact(url: &str) -> String {
-    crate::http::redact_url(url)
-}
-
 /// A store time as RFC 3339.
 pub fn fmt_ms(ms: Millis) -> String {
     jiff::Timestamp::from_millisecond(ms)
@@ -38,7 +37,7 @@ fn not_built(url: &str, feature: &str) -> StoreError {
     StoreError::Missing(format!(
         "store.url `{}` needs the `{feature}` feature of postbud, which this build leaves out: \
          `postbud = {{ version = \"…\", features = [\"{feature}\"] }}` in Cargo.toml",
-        redact(url)
+        crate::http::redact_url(url)
     ))
 }
 

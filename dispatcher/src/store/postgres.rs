@@ -12,8 +12,10 @@ use sqlx::{
 use tokio::sync::Notify;
 
 use super::{
+    schema::{Dialect, migrations},
+    kernel::{Columns, FinishPlan, RETRY, dispatch_from, job_from, lease_lost, retry_note},
     CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
-    HistoryEntry, Job, JobKind, JobState, Lease, NewJob, Store, StoreError, Totals, VoidEffect,
+    HistoryEntry, Job, Lease, NewJob, Store, StoreError, Totals, VoidEffect,
     fmt_ms, now_ms,
 };
 use crate::{
@@ -26,84 +28,6 @@ impl From<sqlx::Error> for StoreError {
         Self::Database(e.to_string())
     }
 }
-
-/// Schema migrations, applied in order; `postbud_schema.version` is the number applied.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE dispatches (
-    transaction_id     TEXT PRIMARY KEY,
-    stage              TEXT NOT NULL,
-    reason             TEXT,
-    capture_reference  TEXT,
-    capture_request_id TEXT,
-    captured_at        BIGINT,
-    invoice_number     TEXT,
-    route              BIGINT,
-    invoice            TEXT,
-    created_at         BIGINT NOT NULL,
-    updated_at         BIGINT NOT NULL
-);
-CREATE TABLE documents (
-    transaction_id TEXT PRIMARY KEY,
-    file_name      TEXT NOT NULL,
-    sha256         TEXT NOT NULL,
-    bytes          BYTEA NOT NULL,
-    fetched_at     BIGINT NOT NULL
-);
-CREATE TABLE jobs (
-    id             TEXT PRIMARY KEY,
-    transaction_id TEXT NOT NULL,
-    kind           TEXT NOT NULL,
-    channel        TEXT,
-    role           TEXT,
-    state          TEXT NOT NULL,
-    attempts       BIGINT NOT NULL DEFAULT 0,
-    next_at        BIGINT NOT NULL,
-    lease_owner    TEXT,
-    lease_until    BIGINT,
-    fence          BIGINT NOT NULL DEFAULT 0,
-    last_error     TEXT,
-    receipt        TEXT,
-    created_at     BIGINT NOT NULL,
-    updated_at     BIGINT NOT NULL
-);
-CREATE INDEX jobs_due ON jobs (state, next_at);
-CREATE INDEX jobs_lease ON jobs (state, lease_until);
-CREATE INDEX jobs_transaction ON jobs (transaction_id);
-CREATE TABLE history (
-    id             BIGSERIAL PRIMARY KEY,
-    transaction_id TEXT NOT NULL,
-    job_id         TEXT,
-    at             BIGINT NOT NULL,
-    event          TEXT NOT NULL,
-    detail         TEXT NOT NULL
-);
-CREATE INDEX history_transaction ON history (transaction_id, id);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"#,
-    // Every state change leaves a dead index entry behind until vacuum; a bitmap scan of the
-    // whole-table indexes visited all of them on every claim (3 ms with 15,000 jobs done).
-    // Partial indexes walked in order stop after the first live rows and mark the dead ones
-    // they pass, so a claim stays cheap however much history the table holds.
-    r#"
-CREATE INDEX jobs_queued ON jobs (next_at) WHERE state = 'queued';
-CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'running';
-DROP INDEX jobs_due;
-DROP INDEX jobs_lease;
-"#,
-    r#"
-ALTER TABLE dispatches ADD COLUMN origin TEXT;
-ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
-CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until BIGINT NOT NULL);
-"#,
-    r#"
-ALTER TABLE dispatches ADD COLUMN pruned_at BIGINT;
-ALTER TABLE dispatches ADD COLUMN pdf_sha256 TEXT;
-"#,
-    r#"
-ALTER TABLE dispatches ADD COLUMN route_snapshot TEXT;
-"#,
-];
 
 /// A pool of up to `connections` to `url`; the error names the server, never the password.
 async fn connect(url: &str, connections: u32) -> Result<PgPool, StoreError> {
@@ -138,7 +62,7 @@ pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
             format!(
                 "reachable; schema version {} of {}",
                 version.unwrap_or(0),
-                MIGRATIONS.len()
+                migrations(Dialect::Postgres).len()
             )
         }
     };
@@ -184,10 +108,10 @@ impl PgStore {
                 .await?;
         }
         let version = version.unwrap_or(0);
-        for migration in MIGRATIONS.iter().skip(version as usize) {
+        for migration in migrations(Dialect::Postgres).iter().skip(version as usize) {
             sqlx::raw_sql(migration).execute(&mut *tx).await?;
         }
-        let applied = MIGRATIONS.len() as i64;
+        let applied = migrations(Dialect::Postgres).len() as i64;
         sqlx::query("UPDATE postbud_schema SET version = $1")
             .bind(applied.max(version))
             .execute(&mut *tx)
@@ -224,50 +148,13 @@ impl PgStore {
     }
 }
 
-fn job_from(row: &PgRow) -> Result<Job, StoreError> {
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    Ok(Job {
-        id: row.try_get("id")?,
-        transaction_id: row.try_get("transaction_id")?,
-        kind: JobKind::parse(&kind)
-            .ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
-        channel: row.try_get("channel")?,
-        role: row.try_get("role")?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        next_at: row.try_get("next_at")?,
-        fence: row.try_get("fence")?,
-        last_error: row.try_get("last_error")?,
-        receipt: row.try_get("receipt")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn dispatch_from(row: &PgRow) -> Result<Dispatch, StoreError> {
-    Ok(Dispatch {
-        transaction_id: row.try_get("transaction_id")?,
-        stage: row.try_get("stage")?,
-        reason: row.try_get("reason")?,
-        capture_reference: row.try_get("capture_reference")?,
-        capture_request_id: row.try_get("capture_request_id")?,
-        captured_at: row.try_get("captured_at")?,
-        invoice_number: row.try_get("invoice_number")?,
-        route: row.try_get::<Option<i64>, _>("route")?.map(|r| r as usize),
-        origin: row.try_get("origin")?,
-        void_request_id: row.try_get("void_request_id")?,
-        pruned_at: row.try_get("pruned_at")?,
-        pdf_sha256: row.try_get("pdf_sha256")?,
-        route_snapshot: row.try_get("route_snapshot")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-fn lease_lost(lease: &Lease) -> StoreError {
-    StoreError::LeaseLost(lease.job.id.clone())
+impl Columns for PgRow {
+    fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
 }
 
 #[async_trait::async_trait]
@@ -490,42 +377,18 @@ impl Store for PgStore {
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
         let now = now_ms();
-        let (state, next_at, event) = match &finish {
-            Finish::Done(_) => (JobState::Done, now, "done"),
-            Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
-            Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
-            Finish::Failed(_) => (JobState::Failed, now, "failed"),
-            Finish::Dead(_) => (JobState::Dead, now, "dead"),
-            Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
-            Finish::Recorded => return Ok(()),
-        };
-        let (error, receipt) = match &finish {
-            Finish::Done(receipt) => (None, Some(receipt.as_str())),
-            Finish::Retry { error, .. }
-            | Finish::Failed(error)
-            | Finish::Dead(error)
-            | Finish::Skipped(error) => (Some(error.as_str()), None),
-            Finish::Postpone(_) | Finish::Recorded => (None, None),
-        };
-        // Waiting for a send window is not an attempt; the claim counted one.
-        let attempt_delta = if matches!(finish, Finish::Postpone(_)) {
-            -1
-        } else {
-            0
-        };
-        let detail = match &finish {
-            Finish::Postpone(at) => format!("until {}", fmt_ms(*at)),
-            _ => error.or(receipt).unwrap_or_default().to_owned(),
+        let Some(plan) = FinishPlan::of(lease, &finish, now) else {
+            return Ok(());
         };
         let mut tx = self.write().await?;
         let updated = sqlx::query("UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
                     attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
              WHERE id = $7 AND fence = $8 AND state = 'running'")
-        .bind(state.as_str())
-        .bind(next_at)
-        .bind(error)
-        .bind(receipt)
-        .bind(attempt_delta)
+        .bind(plan.state.as_str())
+        .bind(plan.next_at)
+        .bind(plan.error)
+        .bind(plan.receipt)
+        .bind(plan.attempt_delta)
         .bind(now)
         .bind(&lease.job.id)
         .bind(lease.job.fence)
@@ -534,23 +397,7 @@ impl Store for PgStore {
         if updated.rows_affected() != 1 {
             return Err(lease_lost(lease));
         }
-        let label = match (lease.job.kind, event) {
-            (JobKind::Deliver, "done") => "delivered".to_owned(),
-            (JobKind::Cancel, "done") => "cancellation sent".to_owned(),
-            (_, e) => e.to_owned(),
-        };
-        let detail = match &lease.job.channel {
-            Some(channel) => format!("[{channel}] attempt {}: {detail}", lease.job.attempts),
-            None => format!("attempt {}: {detail}", lease.job.attempts),
-        };
-        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&lease.job.transaction_id)
-            .bind(&lease.job.id)
-            .bind(now)
-            .bind(label)
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
+        history(&mut tx, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -822,30 +669,19 @@ impl Store for PgStore {
     }
 
     async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, updated_at = $2
-             WHERE transaction_id = $3 AND state IN ('failed', 'dead', 'queued')
-               AND ($4::text IS NULL OR channel = $5)
-               AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(transaction_id)
-        .bind(channel)
-        .bind(channel)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        // The requeue and its history line commit together, as on SQLite.
+        let mut tx = self.write().await?;
+        let done = sqlx::query(RETRY)
+            .bind(now_ms())
+            .bind(transaction_id)
+            .bind(channel)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if done > 0 {
-            self.record(
-                transaction_id,
-                None,
-                "retry requested",
-                &format!("{done} job(s) requeued by an operator"),
-            )
-            .await?;
+            history(&mut tx, transaction_id, None, "retry requested", &retry_note(done)).await?;
         }
+        tx.commit().await?;
         Ok(done)
     }
 

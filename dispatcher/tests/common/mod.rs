@@ -89,11 +89,7 @@ path = "{dir}/invoices"
             .deliver_waiting(&id, std::time::Duration::ZERO)
             .await
             .expect("deliver");
-        assert_eq!(
-            outcome.verdict(),
-            postbud::engine::Verdict::Pending,
-            "{outcome}"
-        );
+        assert_eq!(outcome.verdict(), postbud::Verdict::Pending, "{outcome}");
         assert_eq!(self.sandbox.captures(&id), 1);
         (app, id)
     }

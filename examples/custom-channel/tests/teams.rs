@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::{Json, Router, http::StatusCode, routing::post};
-use postbud::{App, Settings, engine::Verdict, store::JobState};
+use postbud::{App, JobState, Settings, Verdict};
 use postbud_sandbox::{Sandbox, Seed};
 
 /// A chat webhook that answers with the given statuses in turn (then 200) and keeps the bodies.

@@ -54,8 +54,7 @@ async fn invoice_status(
     State(app): State<Arc<App>>,
     Path(transaction_id): Path<String>,
 ) -> Response {
-    let store = app.store();
-    let dispatch = match store.dispatch(&transaction_id).await {
+    let dispatch = match app.dispatch(&transaction_id).await {
         Ok(Some(dispatch)) => dispatch,
         Ok(None) => {
             return (
@@ -72,10 +71,10 @@ async fn invoice_status(
                 .into_response();
         }
     };
-    let jobs = store.jobs(&transaction_id).await.unwrap_or_default();
+    let jobs = app.jobs(&transaction_id).await.unwrap_or_default();
     let deliveries: Vec<Value> = jobs
         .iter()
-        .filter(|j| j.kind != postbud::store::JobKind::Dispatch)
+        .filter(|j| j.kind != postbud::JobKind::Dispatch)
         .map(|j| json!({"channel": j.channel, "kind": j.kind, "state": j.state, "attempts": j.attempts, "last_error": j.last_error, "receipt": j.receipt}))
         .collect();
     Json(json!({

@@ -10,84 +10,16 @@ use rusqlite::{Connection, Row, params};
 use self::db::Db;
 
 use super::{
+    schema::{Dialect, migrations},
+    kernel::{Columns, FinishPlan, RETRY, dispatch_from, job_from, lease_lost, retry_note},
     CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
-    HistoryEntry, Job, JobKind, JobState, Lease, Millis, NewJob, Store, StoreError, Totals,
+    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, Totals,
     VoidEffect, fmt_ms, now_ms,
 };
 use crate::{
     ids,
     invoice::{Invoice, Pdf},
 };
-
-/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE dispatches (
-    transaction_id     TEXT PRIMARY KEY,
-    stage              TEXT NOT NULL,
-    reason             TEXT,
-    capture_reference  TEXT,
-    capture_request_id TEXT,
-    captured_at        INTEGER,
-    invoice_number     TEXT,
-    route              INTEGER,
-    invoice            TEXT,
-    created_at         INTEGER NOT NULL,
-    updated_at         INTEGER NOT NULL
-);
-CREATE TABLE documents (
-    transaction_id TEXT PRIMARY KEY,
-    file_name      TEXT NOT NULL,
-    sha256         TEXT NOT NULL,
-    bytes          BLOB NOT NULL,
-    fetched_at     INTEGER NOT NULL
-);
-CREATE TABLE jobs (
-    id             TEXT PRIMARY KEY,
-    transaction_id TEXT NOT NULL,
-    kind           TEXT NOT NULL,
-    channel        TEXT,
-    role           TEXT,
-    state          TEXT NOT NULL,
-    attempts       INTEGER NOT NULL DEFAULT 0,
-    next_at        INTEGER NOT NULL,
-    lease_owner    TEXT,
-    lease_until    INTEGER,
-    fence          INTEGER NOT NULL DEFAULT 0,
-    last_error     TEXT,
-    receipt        TEXT,
-    created_at     INTEGER NOT NULL,
-    updated_at     INTEGER NOT NULL
-);
-CREATE INDEX jobs_due ON jobs (state, next_at);
-CREATE INDEX jobs_transaction ON jobs (transaction_id);
-CREATE TABLE history (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    transaction_id TEXT NOT NULL,
-    job_id         TEXT,
-    at             INTEGER NOT NULL,
-    event          TEXT NOT NULL,
-    detail         TEXT NOT NULL
-);
-CREATE INDEX history_transaction ON history (transaction_id, id);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"#,
-    r#"
-CREATE INDEX jobs_lease ON jobs (state, lease_until);
-"#,
-    r#"
-ALTER TABLE dispatches ADD COLUMN origin TEXT;
-ALTER TABLE dispatches ADD COLUMN void_request_id TEXT;
-CREATE TABLE turns (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL);
-"#,
-    r#"
-ALTER TABLE dispatches ADD COLUMN pruned_at INTEGER;
-ALTER TABLE dispatches ADD COLUMN pdf_sha256 TEXT;
-"#,
-    r#"
-ALTER TABLE dispatches ADD COLUMN route_snapshot TEXT;
-"#,
-];
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -129,53 +61,20 @@ impl SqliteStore {
 /// processes starting together migrate one after the other.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (index, migration) in migrations(Dialect::Sqlite).iter().enumerate().skip(version as usize) {
         conn.execute_batch(migration)?;
         conn.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
     }
     Ok(())
 }
 
-fn job_from(row: &Row<'_>) -> Result<Job, StoreError> {
-    let kind: String = row.get("kind")?;
-    let state: String = row.get("state")?;
-    Ok(Job {
-        id: row.get("id")?,
-        transaction_id: row.get("transaction_id")?,
-        kind: JobKind::parse(&kind)
-            .ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
-        channel: row.get("channel")?,
-        role: row.get("role")?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
-        attempts: row.get::<_, i64>("attempts")? as u32,
-        next_at: row.get("next_at")?,
-        fence: row.get("fence")?,
-        last_error: row.get("last_error")?,
-        receipt: row.get("receipt")?,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
-    })
-}
-
-fn dispatch_from(row: &Row<'_>) -> Result<Dispatch, StoreError> {
-    Ok(Dispatch {
-        transaction_id: row.get("transaction_id")?,
-        stage: row.get("stage")?,
-        reason: row.get("reason")?,
-        capture_reference: row.get("capture_reference")?,
-        capture_request_id: row.get("capture_request_id")?,
-        captured_at: row.get("captured_at")?,
-        invoice_number: row.get("invoice_number")?,
-        route: row.get::<_, Option<i64>>("route")?.map(|r| r as usize),
-        origin: row.get("origin")?,
-        void_request_id: row.get("void_request_id")?,
-        pruned_at: row.get("pruned_at")?,
-        pdf_sha256: row.get("pdf_sha256")?,
-        route_snapshot: row.get("route_snapshot")?,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
-    })
+impl Columns for Row<'_> {
+    fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(column)?)
+    }
 }
 
 /// Every row `sql` returns, mapped by `from`.
@@ -186,7 +85,7 @@ fn jobs_of(conn: &Connection, transaction_id: &str) -> Result<Vec<Job>, StoreErr
         "SELECT * FROM jobs WHERE transaction_id = ?
          ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
         [transaction_id],
-        job_from,
+        |r| job_from(r),
     )
 }
 
@@ -220,10 +119,6 @@ fn row<T>(
 /// Runs one statement; the number of rows it changed.
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
     Ok(conn.prepare_cached(sql)?.execute(params)?)
-}
-
-fn lease_lost(lease: &Lease) -> StoreError {
-    StoreError::LeaseLost(lease.job.id.clone())
 }
 
 /// Fails unless `lease` still holds its job.
@@ -488,41 +383,8 @@ impl Store for SqliteStore {
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
         let now = now_ms();
-        let (state, next_at, event) = match &finish {
-            Finish::Done(_) => (JobState::Done, now, "done"),
-            Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
-            Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
-            Finish::Failed(_) => (JobState::Failed, now, "failed"),
-            Finish::Dead(_) => (JobState::Dead, now, "dead"),
-            Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
-            Finish::Recorded => return Ok(()),
-        };
-        let (error, receipt) = match &finish {
-            Finish::Done(receipt) => (None, Some(receipt.clone())),
-            Finish::Retry { error, .. }
-            | Finish::Failed(error)
-            | Finish::Dead(error)
-            | Finish::Skipped(error) => (Some(error.clone()), None),
-            Finish::Postpone(_) | Finish::Recorded => (None, None),
-        };
-        // Waiting for a send window is not an attempt; the claim counted one.
-        let attempt_delta = if matches!(finish, Finish::Postpone(_)) {
-            -1
-        } else {
-            0
-        };
-        let detail = match &finish {
-            Finish::Postpone(at) => format!("until {}", fmt_ms(*at)),
-            _ => error.clone().or(receipt.clone()).unwrap_or_default(),
-        };
-        let label = match (lease.job.kind, event) {
-            (JobKind::Deliver, "done") => "delivered",
-            (JobKind::Cancel, "done") => "cancellation sent",
-            (_, e) => e,
-        };
-        let detail = match &lease.job.channel {
-            Some(channel) => format!("[{channel}] attempt {}: {detail}", lease.job.attempts),
-            None => format!("attempt {}: {detail}", lease.job.attempts),
+        let Some(plan) = FinishPlan::of(lease, &finish, now) else {
+            return Ok(());
         };
         let lease = lease.clone();
         self.db
@@ -534,12 +396,12 @@ impl Store for SqliteStore {
                                 attempts = attempts + ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
                          WHERE {FENCED}"
                     ),
-                    params![state.as_str(), next_at, error, receipt, attempt_delta, now, lease.job.id, lease.job.fence],
+                    params![plan.state.as_str(), plan.next_at, plan.error, plan.receipt, plan.attempt_delta, now, lease.job.id, lease.job.fence],
                 )?;
                 if updated != 1 {
                     return Err(lease_lost(&lease));
                 }
-                history(conn, &lease.job.transaction_id, Some(&lease.job.id), label, &detail)
+                history(conn, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail)
             })
             .await
     }
@@ -736,7 +598,7 @@ impl Store for SqliteStore {
                     conn,
                     "SELECT * FROM dispatches WHERE transaction_id = ?",
                     [transaction_id],
-                    dispatch_from,
+                    |r| dispatch_from(r),
                 )
             })
             .await
@@ -745,7 +607,7 @@ impl Store for SqliteStore {
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         let id = id.to_owned();
         self.db
-            .read(move |conn| row(conn, "SELECT * FROM jobs WHERE id = ?", [id], job_from))
+            .read(move |conn| row(conn, "SELECT * FROM jobs WHERE id = ?", [id], |r| job_from(r)))
             .await
     }
 
@@ -795,20 +657,11 @@ impl Store for SqliteStore {
         let (transaction_id, channel) = (transaction_id.to_owned(), channel.map(str::to_owned));
         self.db
             .write(move |conn| {
-                let now = now_ms();
-                let done = exec(
-                    conn,
-                    "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, updated_at = ?
-                     WHERE transaction_id = ? AND state IN ('failed', 'dead', 'queued')
-                       AND (? IS NULL OR channel = ?)
-                       AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))",
-                    params![now, now, transaction_id, channel, channel],
-                )?;
+                let done = exec(conn, RETRY, params![now_ms(), transaction_id, channel])? as u64;
                 if done > 0 {
-                    let detail = format!("{done} job(s) requeued by an operator");
-                    history(conn, &transaction_id, None, "retry requested", &detail)?;
+                    history(conn, &transaction_id, None, "retry requested", &retry_note(done))?;
                 }
-                Ok(done as u64)
+                Ok(done)
             })
             .await
     }
@@ -871,7 +724,7 @@ impl Store for SqliteStore {
                         after_id,
                         query.limit
                     ],
-                    dispatch_from,
+                    |r| dispatch_from(r),
                 )?;
                 found
                     .into_iter()

@@ -11,8 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use postbud::{Settings, store::JobKind};
+use postbud::{JobKind, Settings};
 
+use super::stock_registry;
 use crate::commands::{Failure, exit};
 
 fn io(e: impl std::fmt::Display) -> Failure {
@@ -261,7 +262,7 @@ impl ScratchDatabase {
     async fn create(admin: &str) -> Result<Self, Failure> {
         use sqlx::Connection as _;
         let unreachable = |e: sqlx::Error| Failure {
-            message: format!("--postgres {}: {e}", postbud::store::redact(admin)),
+            message: format!("--postgres {}: {e}", postbud::http::redact_url(admin)),
             code: exit::UNAVAILABLE,
         };
         let mut conn = sqlx::PgConnection::connect(admin)
@@ -315,7 +316,7 @@ pub async fn run(
     let scratch = ScratchDatabase::create(admin).await?;
     let label = format!(
         "PostgreSQL database {} (dropped afterwards)",
-        postbud::store::redact(&scratch.url)
+        postbud::http::redact_url(&scratch.url)
     );
     let result = measure(invoices, workers, &scratch.url, &label).await;
     scratch.drop_now().await;
@@ -337,7 +338,8 @@ async fn measure(
          [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
         dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
     );
-    let app = Arc::new(crate::commands::open(&Settings::from_toml(&toml)?).await?);
+    let app =
+        Arc::new(crate::commands::open(&Settings::from_toml(&toml)?, &stock_registry()?).await?);
     say!(
         "postbud bench: {invoices} invoices, {workers} workers, {label}, sandbox and receiver on loopback\n"
     );

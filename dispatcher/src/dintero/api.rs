@@ -1,5 +1,6 @@
-//! The payment provider as the engine sees it. Dintero is the implementation
-//! ([`crate::dintero::DinteroGateway`]); tests and other providers can bring their own.
+//! Dintero's API as the engine uses it: the seam between the flow and the HTTP client
+//! ([`DinteroClient`](super::DinteroClient)). Tests bring their own implementation to play a
+//! Dintero that misbehaves in ways the sandbox does not.
 
 use std::time::Duration;
 
@@ -7,44 +8,45 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{channel::ErrorKind, dintero::model::Transaction};
+use super::model::Transaction;
+use crate::channel::ErrorKind;
 
-/// Transaction operations Postbud needs from the provider.
+/// The Dintero operations the engine needs.
 #[async_trait::async_trait]
-pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
+pub trait DinteroApi: Send + Sync + std::fmt::Debug {
     /// The transaction with its events and session (for eligibility).
-    async fn transaction(&self, id: &str) -> Result<Transaction, GatewayError>;
+    async fn transaction(&self, id: &str) -> Result<Transaction, DinteroError>;
     /// Starts collection. Must not be called when [`Transaction::capture_event`] is present.
     async fn capture(
         &self,
         id: &str,
         request: &CaptureRequest,
-    ) -> Result<CaptureOutcome, GatewayError>;
+    ) -> Result<CaptureOutcome, DinteroError>;
     /// Cancels the invoice.
-    async fn void(&self, id: &str) -> Result<VoidOutcome, GatewayError>;
+    async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError>;
     /// Downloads the document behind `kravia:invoice_url`, following a Files API descriptor.
-    async fn fetch_document(&self, url: &str) -> Result<Bytes, GatewayError>;
+    async fn fetch_document(&self, url: &str) -> Result<Bytes, DinteroError>;
     /// Creates a merchant-initiated invoice (`POST /v1/sessions/pay`).
-    async fn create_invoice(&self, request: &Value) -> Result<Transaction, GatewayError>;
+    async fn create_invoice(&self, request: &Value) -> Result<Transaction, DinteroError>;
     /// The `configuration` of the account's checkout (`GET /v1/admin/checkout`), where the
     /// account-wide `payment_options` live; `None` when the provider has none.
-    async fn checkout_configuration(&self) -> Result<Option<Value>, GatewayError> {
+    async fn checkout_configuration(&self) -> Result<Option<Value>, DinteroError> {
         Ok(None)
     }
     /// The `configuration` of a payment profile (`GET /v1/admin/session/profiles/{id}`);
     /// `None` when it does not exist.
-    async fn payment_profile(&self, _profile_id: &str) -> Result<Option<Value>, GatewayError> {
+    async fn payment_profile(&self, _profile_id: &str) -> Result<Option<Value>, DinteroError> {
         Ok(None)
     }
     /// One page of the account's transactions (`GET /v1/transactions`), newest first.
     async fn transactions(
         &self,
         _filter: &TransactionFilter,
-    ) -> Result<Vec<Transaction>, GatewayError> {
+    ) -> Result<Vec<Transaction>, DinteroError> {
         Ok(Vec::new())
     }
     /// Checks the credentials without changing anything; says what was checked.
-    async fn probe(&self) -> Result<String, GatewayError> {
+    async fn probe(&self) -> Result<String, DinteroError> {
         Ok("no probe for this gateway".into())
     }
 }
@@ -99,7 +101,7 @@ impl CaptureRequest {
     }
 }
 
-/// Which transactions [`PaymentGateway::transactions`] lists; every field that is set must hold.
+/// Which transactions [`DinteroApi::transactions`] lists; every field that is set must hold.
 #[derive(Debug, Clone, Default)]
 pub struct TransactionFilter {
     /// Any of these statuses.
@@ -141,10 +143,10 @@ pub enum VoidOutcome {
     },
 }
 
-/// A failed call to the provider, classified like a channel error.
+/// A failed call to Dintero, classified like a channel error.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation}: {message}")]
-pub struct GatewayError {
+pub struct DinteroError {
     /// What was attempted: `GET transaction T1.x`, `capture T1.x`, `fetch invoice PDF`.
     pub operation: String,
     /// Temporary (retry) or permanent.
@@ -157,7 +159,7 @@ pub struct GatewayError {
     pub status: Option<u16>,
 }
 
-impl GatewayError {
+impl DinteroError {
     /// A permanent error without an HTTP status (a refused URL, a body that is not a PDF).
     pub fn permanent(operation: impl Into<String>, message: impl Into<String>) -> Self {
         Self {

@@ -120,7 +120,7 @@ impl DinteroSettings {
             ("dintero.api_url", &self.api_url),
             ("dintero.auth_url", &self.auth_url),
         ] {
-            if url.scheme() != "https" && !crate::dintero::document::is_loopback(url) {
+            if url.scheme() != "https" && !postbud_channel::http::is_loopback(url) {
                 return Err(format!(
                     "{key}: `{url}` must use https (plain http only on loopback)"
                 ));

@@ -2,10 +2,11 @@
 
 use std::{path::Path, process::ExitCode};
 
-use postbud::{Settings, engine::Verdict, store::JobKind};
+use postbud::{JobKind, Settings, Verdict};
 use postbud_sandbox::{Sandbox, Seed, hooks::HookReceiver, mailbox::Mailbox, sftp::SftpServer};
 use serde_json::json;
 
+use super::stock_registry;
 use crate::commands::{Failure, exit};
 
 const DEMO_TOML: &str = include_str!("demo.toml");
@@ -119,7 +120,9 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         .replace("{sftp_port}", &sftp.addr().port().to_string())
         .replace("{sftp_key}", &sftp.client_key().display().to_string())
         .replace("{sftp_fingerprint}", sftp.host_fingerprint());
-    let app = std::sync::Arc::new(crate::commands::open(&Settings::from_toml(&toml)?).await?);
+    let app = std::sync::Arc::new(
+        crate::commands::open(&Settings::from_toml(&toml)?, &stock_registry()?).await?,
+    );
     tokio::spawn({
         let app = std::sync::Arc::clone(&app);
         async move { axum::serve(listener, postbud::server::router(app)).await }
@@ -251,7 +254,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         sandbox.captures(first_id)
     );
     say!(
-        "Look closer: POSTBUD_STORE__URL=sqlite://{}/postbud.db cargo run --release -p postbud-cli -- status {first_id}",
+        "Look closer: POSTBUD_STORE__URL=sqlite://{}/postbud.db cargo run --release -p postbud-cli --features dev -- status {first_id}",
         dir.display()
     );
     let all_ok = rows.iter().all(|(_, _, o)| {

@@ -1,0 +1,317 @@
+//! One contract, run against every store (River's way): each test below is written once
+//! against `dyn Store` and runs on a SQLite file and on a fresh PostgreSQL database. A backend
+//! that drifts from the other fails here, not in production.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Finish, JobKind, JobState, NewJob, Store, StoreError, now_ms};
+
+const TX: &str = "T12345678.contractTx1";
+
+async fn submitted(store: &Arc<dyn Store>, id: &str) {
+    assert!(store.submit(id).await.expect("submit"), "{id} is new");
+}
+
+/// A lapsed lease loses every write to the worker that rescued the job.
+async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
+    submitted(&store, TX).await;
+    let old = store
+        .claim("slow", Duration::from_millis(100), 1, Some(TX))
+        .await
+        .expect("claim")
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let new = store
+        .claim("fast", Duration::from_secs(30), 1, Some(TX))
+        .await
+        .expect("rescue")
+        .remove(0);
+    assert!(new.job.fence > old.job.fence, "a claim bumps the fence");
+    assert!(matches!(
+        store.finish(&old, Finish::Failed("late".into())).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.renew(&old, Duration::from_secs(30)).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    store
+        .finish(&new, Finish::Done("ok".into()))
+        .await
+        .expect("the holder writes");
+    let job = store.jobs(TX).await.expect("jobs").remove(0);
+    assert_eq!((job.state, job.receipt.as_deref()), (JobState::Done, Some("ok")));
+}
+
+/// Claims come in due order, never before a job is due, never twice while leased.
+async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Store>) {
+    let ids = ["T12345678.contractA", "T12345678.contractB", "T12345678.contractC"];
+    for id in ids {
+        submitted(&store, id).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = store
+        .claim("w", Duration::from_secs(30), 1, None)
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].job.transaction_id, ids[0], "the oldest due first");
+    store
+        .finish(
+            &first[0],
+            Finish::Retry {
+                at: now_ms() + 60_000,
+                error: "later".into(),
+            },
+        )
+        .await
+        .expect("retry later");
+    let rest = store
+        .claim("w", Duration::from_secs(30), 10, None)
+        .await
+        .expect("claim");
+    let claimed: Vec<&str> = rest.iter().map(|l| l.job.transaction_id.as_str()).collect();
+    assert_eq!(claimed, vec![ids[1], ids[2]], "not the one due in a minute");
+    assert!(
+        store
+            .claim("other", Duration::from_secs(30), 10, None)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "leased jobs are not claimed again"
+    );
+}
+
+/// Submitting or enqueueing the same work twice makes one job.
+async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
+    submitted(&store, TX).await;
+    assert!(!store.submit(TX).await.expect("again"), "known already");
+    let lease = store
+        .claim("w", Duration::from_secs(30), 1, Some(TX))
+        .await
+        .expect("claim")
+        .remove(0);
+    let delivery = NewJob {
+        id: crate::ids::delivery_id(TX, "archive"),
+        kind: JobKind::Deliver,
+        channel: "archive".into(),
+        role: "primary",
+        next_at: now_ms(),
+    };
+    store
+        .enqueue(&lease, &[delivery.clone(), delivery.clone()])
+        .await
+        .expect("enqueue");
+    store.enqueue(&lease, &[delivery]).await.expect("again");
+    let deliveries = store
+        .jobs(TX)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .filter(|j| j.kind == JobKind::Deliver)
+        .count();
+    assert_eq!(deliveries, 1);
+}
+
+/// A void stops a job mid-attempt: the running worker's end is refused.
+async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
+    submitted(&store, TX).await;
+    let lease = store
+        .claim("w", Duration::from_secs(30), 1, Some(TX))
+        .await
+        .expect("claim")
+        .remove(0);
+    let effect = store.void(TX).await.expect("void");
+    assert!(effect.delivered_channels.is_empty());
+    assert!(matches!(
+        store.finish(&lease, Finish::Done("too late".into())).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let job = store.jobs(TX).await.expect("jobs").remove(0);
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(
+        store.dispatch(TX).await.expect("dispatch").expect("kept").stage,
+        "voided"
+    );
+}
+
+/// Retries that race leave one job, queued to run now, and a history line for each retry that
+/// requeued something, written with it.
+async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
+    submitted(&store, TX).await;
+    let lease = store
+        .claim("w", Duration::from_secs(30), 1, Some(TX))
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .finish(&lease, Finish::Failed("refused".into()))
+        .await
+        .expect("failed");
+    assert_eq!(store.retry(TX, Some("no-such-channel")).await.expect("retry"), 0);
+    let (a, b, c) = tokio::join!(
+        store.retry(TX, None),
+        store.retry(TX, None),
+        store.retry(TX, None)
+    );
+    let counts = [a.expect("retry"), b.expect("retry"), c.expect("retry")];
+    assert!(counts.iter().all(|n| *n <= 1), "{counts:?}");
+    let jobs = store.jobs(TX).await.expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!((jobs[0].state, jobs[0].attempts), (JobState::Queued, 0));
+    let notes = store
+        .history(TX)
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| h.event == "retry requested")
+        .count() as u64;
+    assert_eq!(notes, counts.iter().sum::<u64>(), "one line per requeue, never apart");
+    assert_eq!(
+        store
+            .claim("w", Duration::from_secs(30), 10, None)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+}
+
+/// History reads back in the order it was written; a turn has one holder until it ends.
+async fn history_keeps_its_order_and_a_turn_one_holder(store: Arc<dyn Store>) {
+    for event in ["first", "second", "third"] {
+        store.record(TX, None, event, "").await.expect("record");
+    }
+    let events: Vec<String> = store
+        .history(TX)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|h| h.event)
+        .collect();
+    assert_eq!(events, ["first", "second", "third"]);
+    let until = now_ms() + 150;
+    assert!(store.take_turn("sweep", "a", until).await.expect("turn"));
+    assert!(!store.take_turn("sweep", "b", until).await.expect("turn"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        store
+            .take_turn("sweep", "b", now_ms() + 1000)
+            .await
+            .expect("turn")
+    );
+}
+
+/// Generates one test per contract function for a store made by `$open`.
+macro_rules! contract {
+    ($open:path: $($test:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let Some((store, _keep)) = $open(stringify!($test)).await else { return };
+            super::$test(store).await;
+        }
+    )*};
+}
+
+macro_rules! every_contract {
+    ($open:path) => {
+        contract!($open:
+            a_lapsed_lease_is_fenced_out,
+            claims_follow_the_due_order_and_skip_what_is_not_due,
+            the_same_work_twice_is_one_job,
+            a_void_fences_out_the_running_attempt,
+            concurrent_retries_requeue_one_job,
+            history_keeps_its_order_and_a_turn_one_holder,
+            migrations_applied_twice_change_nothing,
+        );
+    };
+}
+
+/// Opening a store again applies no migration twice and keeps what it holds.
+async fn migrations_applied_twice_change_nothing(store: Arc<dyn Store>) {
+    submitted(&store, TX).await;
+    // The second open of the same URL happens in each backend's module below; here the store
+    // still answers after it.
+    assert_eq!(store.jobs(TX).await.expect("jobs").len(), 1);
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+
+    async fn open(_test: &str) -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("postbud.db").display());
+        let first = crate::store::open(&url).await.expect("open");
+        drop(first);
+        // Every test runs on a store opened a second time: its migrations must be no-ops.
+        let store = crate::store::open(&url).await.expect("open again");
+        Some((store, dir))
+    }
+
+    every_contract!(open);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    /// A fresh database on the local server, dropped with the guard.
+    pub(super) struct Database {
+        admin: String,
+        name: String,
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&pool)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    async fn open(test: &str) -> Option<(Arc<dyn Store>, Database)> {
+        let admin = std::env::var("POSTBUD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "postbud_contract_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let pool = match sqlx::PgPool::connect(&admin).await {
+            Ok(pool) => pool,
+            Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("{test}: PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable at {admin}: {e}")
+            }
+            Err(e) => {
+                postbud_sandbox::skipped(&format!("{test}: no PostgreSQL at {admin}: {e}"));
+                return None;
+            }
+        };
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .expect("create database");
+        let database = Database { admin, name };
+        let (base, _) = database.admin.rsplit_once('/').expect("a database in the URL");
+        let url = format!("{base}/{}", database.name);
+        drop(crate::store::open(&url).await.expect("open"));
+        let store = crate::store::open(&url).await.expect("open again");
+        Some((store, database))
+    }
+
+    every_contract!(open);
+}

@@ -1,0 +1,148 @@
+//! What both stores do the same way, written once: reading a row into a [`Job`] or a
+//! [`Dispatch`], what a [`Finish`] does to a job and the history line it writes. Each backend
+//! keeps only its execution (SQLite's writer thread, PostgreSQL's pool) and the statements
+//! where the dialects really differ.
+
+use super::{Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, StoreError, fmt_ms};
+
+/// Requeues a transaction's failed, dead-lettered or waiting jobs (of one channel, or all) to
+/// run now, except deliveries of a voided invoice. Parameters: now, transaction, channel or
+/// NULL. Numbered placeholders read the same in SQLite and PostgreSQL.
+pub(super) const RETRY: &str = "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, updated_at = $1
+     WHERE transaction_id = $2 AND state IN ('failed', 'dead', 'queued')
+       AND (CAST($3 AS TEXT) IS NULL OR channel = $3)
+       AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))";
+
+/// The history line of an operator's retry that requeued `count` jobs.
+pub(super) fn retry_note(count: u64) -> String {
+    format!("{count} job(s) requeued by an operator")
+}
+
+/// A result row, whichever driver read it: a column is text or an integer, or NULL.
+pub(super) trait Columns {
+    fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError>;
+
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.text_opt(column)?.ok_or_else(|| null(column))
+    }
+
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.int_opt(column)?.ok_or_else(|| null(column))
+    }
+}
+
+fn null(column: &str) -> StoreError {
+    StoreError::Database(format!("column {column} is NULL where the schema forbids it"))
+}
+
+pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
+    let kind = row.text("kind")?;
+    let state = row.text("state")?;
+    Ok(Job {
+        id: row.text("id")?,
+        transaction_id: row.text("transaction_id")?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
+        channel: row.text_opt("channel")?,
+        role: row.text_opt("role")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
+        attempts: row.int("attempts")? as u32,
+        next_at: row.int("next_at")?,
+        fence: row.int("fence")?,
+        last_error: row.text_opt("last_error")?,
+        receipt: row.text_opt("receipt")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub(super) fn dispatch_from(row: &impl Columns) -> Result<Dispatch, StoreError> {
+    Ok(Dispatch {
+        transaction_id: row.text("transaction_id")?,
+        stage: row.text("stage")?,
+        reason: row.text_opt("reason")?,
+        capture_reference: row.text_opt("capture_reference")?,
+        capture_request_id: row.text_opt("capture_request_id")?,
+        captured_at: row.int_opt("captured_at")?,
+        invoice_number: row.text_opt("invoice_number")?,
+        route: row.int_opt("route")?.map(|r| r as usize),
+        origin: row.text_opt("origin")?,
+        void_request_id: row.text_opt("void_request_id")?,
+        pruned_at: row.int_opt("pruned_at")?,
+        pdf_sha256: row.text_opt("pdf_sha256")?,
+        route_snapshot: row.text_opt("route_snapshot")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+/// The refusal of a write made under a lease that is no longer held.
+pub(super) fn lease_lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost(lease.job.id.clone())
+}
+
+/// What finishing an attempt writes: the job's new state and due time, the error or receipt it
+/// keeps, the correction to its attempt count, and the history line.
+#[derive(Debug)]
+pub(super) struct FinishPlan {
+    pub state: JobState,
+    pub next_at: Millis,
+    pub error: Option<String>,
+    pub receipt: Option<String>,
+    /// Waiting for a send window is not an attempt, though the claim counted one.
+    pub attempt_delta: i64,
+    pub event: &'static str,
+    pub detail: String,
+}
+
+impl FinishPlan {
+    /// The plan for `finish` of the attempt `lease` holds, at `now`; `None` when the attempt
+    /// recorded its end itself ([`Finish::Recorded`]).
+    pub(super) fn of(lease: &Lease, finish: &Finish, now: Millis) -> Option<Self> {
+        let (state, next_at, event) = match finish {
+            Finish::Done(_) => (JobState::Done, now, "done"),
+            Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
+            Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
+            Finish::Failed(_) => (JobState::Failed, now, "failed"),
+            Finish::Dead(_) => (JobState::Dead, now, "dead"),
+            Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
+            Finish::Recorded => return None,
+        };
+        let (error, receipt) = match finish {
+            Finish::Done(receipt) => (None, Some(receipt.clone())),
+            Finish::Retry { error, .. }
+            | Finish::Failed(error)
+            | Finish::Dead(error)
+            | Finish::Skipped(error) => (Some(error.clone()), None),
+            Finish::Postpone(_) | Finish::Recorded => (None, None),
+        };
+        let said = match finish {
+            Finish::Postpone(at) => format!("until {}", fmt_ms(*at)),
+            _ => error.clone().or(receipt.clone()).unwrap_or_default(),
+        };
+        let event = match (lease.job.kind, event) {
+            (JobKind::Deliver, "done") => "delivered",
+            (JobKind::Cancel, "done") => "cancellation sent",
+            (_, e) => e,
+        };
+        let detail = match &lease.job.channel {
+            Some(channel) => format!("[{channel}] attempt {}: {said}", lease.job.attempts),
+            None => format!("attempt {}: {said}", lease.job.attempts),
+        };
+        Some(Self {
+            state,
+            next_at,
+            error,
+            receipt,
+            attempt_delta: if matches!(finish, Finish::Postpone(_)) {
+                -1
+            } else {
+                0
+            },
+            event,
+            detail,
+        })
+    }
+}
