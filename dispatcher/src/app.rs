@@ -6,6 +6,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::store::Stage;
 use crate::{
     channel::{Channel, ChannelError},
     config::{ConfigError, Settings},
@@ -269,7 +270,7 @@ impl App {
         let id = self.transaction_id(transaction_id)?;
         match self.store().dispatch(id).await? {
             // Known and being handled: a repeat costs one read of the store.
-            Some(d) if d.stage != "skipped" => return Ok(self.engine.submit(id).await?),
+            Some(d) if d.stage != Stage::Skipped => return Ok(self.engine.submit(id).await?),
             // A skipped one is looked at again, which reads Dintero: within the limit.
             Some(_) => {
                 self.unverified.try_acquire().map_err(AppError::Busy)?;
@@ -298,7 +299,7 @@ impl App {
             .store()
             .dispatch(id)
             .await?
-            .is_none_or(|d| d.stage == "voided")
+            .is_none_or(|d| d.stage == Stage::Voided)
         {
             // Nothing of ours is pending for it.
             return Ok(false);

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::store::Stage;
 use crate::{
     app::{App, AppError},
     dintero::TransactionFilter,
@@ -81,7 +82,7 @@ impl App {
                         match known {
                             // A dispatch recorded but never queued (a crash between recording an
                             // invoice Postbud created and queueing it): submitting is idempotent.
-                            Some(d) if d.stage == "new" => {
+                            Some(d) if d.stage == Stage::New => {
                                 if self.engine().submit(id).await? {
                                     sweep.submitted += 1;
                                 }
@@ -95,7 +96,7 @@ impl App {
                                 }
                             }
                         }
-                    } else if known.is_some_and(|d| d.stage != "voided")
+                    } else if known.is_some_and(|d| d.stage != Stage::Voided)
                         && self.voided_elsewhere(id, true).await?
                     {
                         sweep.voided += 1;

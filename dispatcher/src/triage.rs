@@ -8,6 +8,7 @@ use std::{collections::BTreeMap, fmt};
 
 use serde::Serialize;
 
+use crate::store::{Role, Stage};
 use crate::store::{
     CensusRow, Dispatch, DispatchJobs, DispatchQuery, Job, JobKind, JobState, Millis, Store,
     StoreError, fmt_ms,
@@ -93,11 +94,11 @@ impl Assessment {
 /// ([`CensusRow::troubled`] rows need [`assess`]). Agrees with [`assess`] on every state the
 /// engine leaves behind.
 fn untroubled(row: &CensusRow) -> Verdict {
-    match (row.stage.as_str(), row.active) {
+    match (row.stage, row.active) {
         (_, true) => Verdict::Pending,
-        ("voided", false) => Verdict::Voided,
-        ("skipped", false) => Verdict::Skipped,
-        ("routed", false) => Verdict::Delivered,
+        (Stage::Voided, false) => Verdict::Voided,
+        (Stage::Skipped, false) => Verdict::Skipped,
+        (Stage::Routed, false) => Verdict::Delivered,
         // Not a state the engine leaves; [`assess`] says the invoice reached nobody.
         _ => Verdict::NeedsAttention,
     }
@@ -254,7 +255,7 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
     // confirmed some other way (a webhook, a callback, the sweep).
     if let Some(void) = jobs
         .iter()
-        .filter(|j| j.kind == JobKind::Void && dispatch.stage != "voided")
+        .filter(|j| j.kind == JobKind::Void && dispatch.stage != Stage::Voided)
         .find(given_up)
     {
         return Assessment::new(
@@ -276,7 +277,7 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
             ),
         );
     }
-    if dispatch.stage == "voided" {
+    if dispatch.stage == Stage::Voided {
         return match jobs.iter().find(|j| !j.state.is_final()) {
             Some(job) => Assessment::new(
                 Verdict::Pending,
@@ -303,7 +304,7 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
         return Assessment::new(Verdict::Pending, reason);
     }
     let dispatch_job = jobs.iter().find(|j| j.kind == JobKind::Dispatch);
-    if dispatch.stage == "skipped" || dispatch_job.is_some_and(|j| j.state == JobState::Skipped) {
+    if dispatch.stage == Stage::Skipped || dispatch_job.is_some_and(|j| j.state == JobState::Skipped) {
         return Assessment::new(
             Verdict::Skipped,
             dispatch.reason.clone().unwrap_or_else(|| "not ours".into()),
@@ -337,9 +338,9 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
         };
     }
     let deliveries: Vec<&Job> = jobs.iter().filter(|j| j.kind == JobKind::Deliver).collect();
-    let role = |job: &&&Job, role: &str| job.role.as_deref() == Some(role);
-    let primaries: Vec<&&Job> = deliveries.iter().filter(|j| role(j, "primary")).collect();
-    let fallbacks: Vec<&&Job> = deliveries.iter().filter(|j| role(j, "fallback")).collect();
+    let role = |job: &&&Job, role: Role| job.role == Some(role);
+    let primaries: Vec<&&Job> = deliveries.iter().filter(|j| role(j, Role::Primary)).collect();
+    let fallbacks: Vec<&&Job> = deliveries.iter().filter(|j| role(j, Role::Fallback)).collect();
     let done = |jobs: &[&&Job]| {
         jobs.iter()
             .filter(|j| j.state == JobState::Done)
@@ -413,7 +414,7 @@ mod tests {
     fn dispatch(stage: &str) -> Dispatch {
         Dispatch {
             transaction_id: "T12345678.abc".into(),
-            stage: stage.into(),
+            stage: Stage::parse(stage).expect("a stage"),
             reason: None,
             capture_reference: None,
             capture_request_id: None,
@@ -436,7 +437,7 @@ mod tests {
             transaction_id: "T12345678.abc".into(),
             kind,
             channel: channel.map(str::to_owned),
-            role: role.map(str::to_owned),
+            role: role.map(|r| Role::parse(r).expect("a role")),
             state,
             attempts: 3,
             next_at: 0,

@@ -49,8 +49,8 @@ async fn a_permanent_failure_falls_back_and_is_kept_visible() {
         .find(|j| j.channel.as_deref() == Some("archive"))
         .expect("fallback job");
     assert_eq!(
-        (fallback.state, fallback.role.as_deref()),
-        (JobState::Done, Some("fallback"))
+        (fallback.state, fallback.role),
+        (JobState::Done, Some(postbud::Role::Fallback))
     );
     assert_eq!(h.sandbox.captures(&id), 1);
 }
@@ -383,7 +383,11 @@ async fn a_void_dintero_refuses_sends_no_notice_and_says_why() {
     );
     assert!(!notice.exists());
     let dispatch = app.dispatch(&id).await.expect("read").expect("dispatch");
-    assert_eq!(dispatch.stage, "routed", "the deliveries stay as they were");
+    assert_eq!(
+        dispatch.stage,
+        postbud::Stage::Routed,
+        "the deliveries stay as they were"
+    );
     // The same, found by the job after the command stopped waiting.
     let (id, notice) = delivered(&h, &app).await;
     h.sandbox.inject(accepted_void(&id, 3, true));
@@ -695,7 +699,7 @@ async fn recording_an_invoice_as_created_fences_out_an_attempt_that_read_too_ear
         .await
         .expect("mark");
     let skip = postbud::store::DispatchPatch {
-        stage: Some("skipped"),
+        stage: Some(postbud::Stage::Skipped),
         reason: Some(Some("resolves to `kravia`".into())),
         ..Default::default()
     };

@@ -204,7 +204,7 @@ async fn the_sweep_stops_deliveries_of_invoices_voided_at_dintero() {
     let sweep = app.reconcile().await.expect("sweep");
     assert_eq!(sweep.voided, 1, "{sweep:?}");
     let dispatch = app.dispatch(&id).await.expect("read").expect("dispatch");
-    assert_eq!(dispatch.stage, "voided");
+    assert_eq!(dispatch.stage, postbud::Stage::Voided);
 }
 
 #[tokio::test]

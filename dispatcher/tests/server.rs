@@ -46,7 +46,7 @@ async fn signed_callbacks_are_accepted_and_unsigned_ones_refused() {
         .await
         .expect("store")
         .expect("queued by the callback");
-    assert_eq!(dispatch.stage, "new");
+    assert_eq!(dispatch.stage, postbud::Stage::New);
 
     let unsigned = reqwest::get(format!("{base}/dintero/callback?transaction_id={id}"))
         .await

@@ -190,7 +190,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         for (index, job) in deliveries.iter().enumerate() {
             let label = if index == 0 { *label } else { "" };
             let id = if index == 0 { id.as_str() } else { "" };
-            let channel = match (job.kind, job.role.as_deref()) {
+            let channel = match (job.kind, job.role.map(|r| r.as_str())) {
                 (JobKind::Cancel, _) => {
                     format!("{} (cancel)", job.channel.as_deref().unwrap_or(""))
                 }

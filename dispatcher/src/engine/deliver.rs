@@ -1,6 +1,7 @@
 //! Delivery and cancellation jobs: one channel instance, one attempt.
 
 use super::{Engine, dispatch::window_open};
+use crate::store::Role;
 use crate::config::Route;
 use crate::{
     channel::DeliveryContext,
@@ -115,7 +116,7 @@ impl Engine {
     ) -> Result<Finish, StoreError> {
         let job = &lease.job;
         let gave_up = matches!(finish, Finish::Failed(_) | Finish::Dead(_));
-        if !gave_up || job.kind != JobKind::Deliver || job.role.as_deref() != Some("primary") {
+        if !gave_up || job.kind != JobKind::Deliver || job.role != Some(Role::Primary) {
             return Ok(finish);
         }
         let route = self.route_of(&job.transaction_id).await?;
@@ -129,7 +130,7 @@ impl Engine {
                 id: ids::delivery_id(&job.transaction_id, channel),
                 kind: JobKind::Deliver,
                 channel: channel.clone(),
-                role: "fallback",
+                role: Role::Fallback,
                 next_at: now_ms(),
             })
             .collect();

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::Engine;
+use crate::store::{Role, Stage};
 use crate::{
     channel::ErrorKind,
     dintero::model::{EventName, Transaction},
@@ -35,7 +36,7 @@ impl Engine {
     /// Records the dispatch as failed for good, with the reason `status` shows.
     pub(super) async fn mark_failed(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
         let patch = DispatchPatch {
-            stage: Some("failed"),
+            stage: Some(Stage::Failed),
             reason: Some(Some(reason.to_owned())),
             ..DispatchPatch::default()
         };
@@ -80,7 +81,7 @@ impl Engine {
             .update_dispatch(
                 lease,
                 DispatchPatch {
-                    stage: Some("skipped"),
+                    stage: Some(Stage::Skipped),
                     reason: Some(Some(reason.clone())),
                     ..DispatchPatch::default()
                 },
@@ -228,7 +229,7 @@ impl Engine {
                 id: ids::delivery_id(id, channel),
                 kind: JobKind::Deliver,
                 channel: channel.clone(),
-                role: "primary",
+                role: Role::Primary,
                 next_at: due,
             })
             .collect();
@@ -386,7 +387,7 @@ impl Engine {
             .update_dispatch(
                 lease,
                 DispatchPatch {
-                    stage: Some("capturing"),
+                    stage: Some(Stage::Capturing),
                     capture_reference: Some(reference.clone()),
                     note: Some((
                         "capture requested",
@@ -487,7 +488,7 @@ impl Engine {
             .update_dispatch(
                 lease,
                 DispatchPatch {
-                    stage: Some("captured"),
+                    stage: Some(Stage::Captured),
                     captured_at: Some(now_ms()),
                     capture_request_id: Some(None),
                     note: Some((

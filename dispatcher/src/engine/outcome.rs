@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::store::Role;
 use crate::{
     store::{Dispatch, Job, JobKind, JobState},
     triage::{Assessment, Verdict},
@@ -54,7 +55,7 @@ impl fmt::Display for Outcome {
             )?;
         }
         for job in self.jobs.iter().filter(|j| j.kind != JobKind::Dispatch) {
-            let what = match (&job.kind, job.role.as_deref()) {
+            let what = match (&job.kind, job.role.map(Role::as_str)) {
                 (JobKind::Cancel, _) => "cancel",
                 (_, Some("fallback")) => "fallback",
                 _ => "deliver",

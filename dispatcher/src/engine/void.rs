@@ -1,6 +1,7 @@
 //! Voids: only Dintero's confirmation stops pending deliveries and sends cancellation notices.
 
 use super::Engine;
+use crate::store::Role;
 use crate::{
     channel::ErrorKind,
     ids,
@@ -24,7 +25,7 @@ impl Engine {
                 id: ids::cancel_id(transaction_id, name),
                 kind: JobKind::Cancel,
                 channel: name.clone(),
-                role: "cancel",
+                role: Role::Cancel,
                 next_at: now_ms(),
             })
             .collect();
@@ -45,7 +46,7 @@ impl Engine {
             id: ids::void_id(transaction_id),
             kind: JobKind::Void,
             channel: "dintero".into(),
-            role: "confirm",
+            role: Role::Confirm,
             next_at: now_ms(),
         };
         self.store

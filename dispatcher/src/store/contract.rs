@@ -95,7 +95,7 @@ async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
         id: crate::ids::delivery_id(TX, "archive"),
         kind: JobKind::Deliver,
         channel: "archive".into(),
-        role: "primary",
+        role: super::Role::Primary,
         next_at: now_ms(),
     };
     store
@@ -131,7 +131,7 @@ async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(
         store.dispatch(TX).await.expect("dispatch").expect("kept").stage,
-        "voided"
+        super::Stage::Voided
     );
 }
 

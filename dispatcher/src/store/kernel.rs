@@ -3,7 +3,16 @@
 //! keeps only its execution (SQLite's writer thread, PostgreSQL's pool) and the statements
 //! where the dialects really differ.
 
-use super::{Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, StoreError, fmt_ms};
+use super::{Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, fmt_ms};
+
+/// A stored name read back as its enum; a name no version wrote is a database error.
+pub(super) fn parse<T>(
+    what: &str,
+    name: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    parse(name).ok_or_else(|| StoreError::Database(format!("unknown {what} {name}")))
+}
 
 /// Requeues a transaction's failed, dead-lettered or waiting jobs (of one channel, or all) to
 /// run now, except deliveries of a voided invoice. Parameters: now, transaction, channel or
@@ -37,17 +46,16 @@ fn null(column: &str) -> StoreError {
 }
 
 pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
-    let kind = row.text("kind")?;
-    let state = row.text("state")?;
     Ok(Job {
         id: row.text("id")?,
         transaction_id: row.text("transaction_id")?,
-        kind: JobKind::parse(&kind)
-            .ok_or_else(|| StoreError::Database(format!("unknown job kind {kind}")))?,
+        kind: parse("job kind", &row.text("kind")?, JobKind::parse)?,
         channel: row.text_opt("channel")?,
-        role: row.text_opt("role")?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Database(format!("unknown job state {state}")))?,
+        role: match row.text_opt("role")? {
+            Some(role) => Some(parse("job role", &role, Role::parse)?),
+            None => None,
+        },
+        state: parse("job state", &row.text("state")?, JobState::parse)?,
         attempts: row.int("attempts")? as u32,
         next_at: row.int("next_at")?,
         fence: row.int("fence")?,
@@ -61,7 +69,7 @@ pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
 pub(super) fn dispatch_from(row: &impl Columns) -> Result<Dispatch, StoreError> {
     Ok(Dispatch {
         transaction_id: row.text("transaction_id")?,
-        stage: row.text("stage")?,
+        stage: parse("dispatch stage", &row.text("stage")?, Stage::parse)?,
         reason: row.text_opt("reason")?,
         capture_reference: row.text_opt("capture_reference")?,
         capture_request_id: row.text_opt("capture_request_id")?,

@@ -195,6 +195,58 @@ text_enum!(JobState {
     Skipped = "skipped"
 });
 
+/// Where a dispatch stands: what was decided and done for the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Submitted; nothing decided yet.
+    New,
+    /// Not ours to deliver (Kravia sends it, not AUTHORIZED, ...).
+    Skipped,
+    /// Stopped for good before the capture (no route, a PDF that is not a PDF).
+    Failed,
+    /// The capture was sent; its answer is not recorded yet.
+    Capturing,
+    /// Dintero confirmed the capture.
+    Captured,
+    /// Captured and routed: the deliveries are queued.
+    Routed,
+    /// A void was accepted (202) and awaits Dintero's confirmation.
+    Voiding,
+    /// Voided at Dintero.
+    Voided,
+}
+text_enum!(Stage {
+    New = "new",
+    Skipped = "skipped",
+    Failed = "failed",
+    Capturing = "capturing",
+    Captured = "captured",
+    Routed = "routed",
+    Voiding = "voiding",
+    Voided = "voided"
+});
+
+/// Why a job exists beside its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A delivery the route names first.
+    Primary,
+    /// A delivery the route names for when the primaries failed for good.
+    Fallback,
+    /// A cancellation notice after a void.
+    Cancel,
+    /// The job that waits for Dintero to confirm a void.
+    Confirm,
+}
+text_enum!(Role {
+    Primary = "primary",
+    Fallback = "fallback",
+    Cancel = "cancel",
+    Confirm = "confirm"
+});
+
 impl JobState {
     /// No more attempts will be made.
     pub fn is_final(self) -> bool {
@@ -213,8 +265,8 @@ pub struct Job {
     pub kind: JobKind,
     /// Channel instance (deliver/cancel).
     pub channel: Option<String>,
-    /// `primary` or `fallback` (deliver).
-    pub role: Option<String>,
+    /// Primary or fallback (deliver), cancel, confirm (void).
+    pub role: Option<Role>,
     /// Where it stands.
     pub state: JobState,
     /// Attempts started so far.
@@ -247,8 +299,8 @@ pub struct Lease {
 pub struct Dispatch {
     /// Dintero transaction id.
     pub transaction_id: String,
-    /// `new`, `skipped`, `failed`, `capturing`, `captured`, `routed`, `voided`.
-    pub stage: String,
+    /// Where it stands.
+    pub stage: Stage,
     /// Why it was skipped or failed.
     pub reason: Option<String>,
     /// Our `capture_reference`.
@@ -353,7 +405,7 @@ pub struct DispatchJobs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CensusRow {
     /// [`Dispatch::stage`].
-    pub stage: String,
+    pub stage: Stage,
     /// A job is queued or running.
     pub active: bool,
     /// A job failed for good or was dead-lettered.
@@ -419,8 +471,8 @@ pub struct NewJob {
     pub kind: JobKind,
     /// Channel instance.
     pub channel: String,
-    /// `primary` or `fallback`.
-    pub role: &'static str,
+    /// Primary or fallback (deliver), cancel, confirm (void).
+    pub role: Role,
     /// First due time.
     pub next_at: Millis,
 }
@@ -587,7 +639,7 @@ pub const ORIGIN_CREATED: &str = "sessions/pay";
 #[derive(Debug, Clone, Default)]
 pub struct DispatchPatch {
     /// New stage.
-    pub stage: Option<&'static str>,
+    pub stage: Option<Stage>,
     /// New reason (`Some(None)` clears it).
     pub reason: Option<Option<String>>,
     /// Our capture reference.

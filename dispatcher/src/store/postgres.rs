@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use super::{
     schema::{Dialect, migrations},
+    Stage,
     kernel::{Columns, FinishPlan, RETRY, dispatch_from, job_from, lease_lost, retry_note},
     CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
     HistoryEntry, Job, Lease, NewJob, Store, StoreError, Totals, VoidEffect,
@@ -415,7 +416,7 @@ impl Store for PgStore {
                 route = COALESCE($9, route),
                 updated_at = $10
              WHERE transaction_id = $11 AND EXISTS (SELECT 1 FROM jobs WHERE id = $12 AND fence = $13 AND state = 'running')")
-        .bind(patch.stage)
+        .bind(patch.stage.map(Stage::as_str))
         .bind(patch.reason.is_some())
         .bind(patch.reason.flatten())
         .bind(patch.capture_reference)
@@ -813,7 +814,7 @@ impl Store for PgStore {
             .iter()
             .map(|row| {
                 Ok(CensusRow {
-                    stage: row.try_get(0)?,
+                    stage: super::kernel::parse("dispatch stage", &row.try_get::<String, _>(0)?, Stage::parse)?,
                     active: row.try_get(1)?,
                     troubled: row.try_get(2)?,
                     count: row.try_get::<i64, _>(3)? as u64,
@@ -895,7 +896,7 @@ async fn insert_jobs(
         .bind(transaction_id)
         .bind(job.kind.as_str())
         .bind(&job.channel)
-        .bind(job.role)
+        .bind(job.role.as_str())
         .bind(job.next_at)
         .bind(now)
         .bind(now)

@@ -11,6 +11,7 @@ use self::db::Db;
 
 use super::{
     schema::{Dialect, migrations},
+    Stage,
     kernel::{Columns, FinishPlan, RETRY, dispatch_from, job_from, lease_lost, retry_note},
     CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
     HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, Totals,
@@ -154,14 +155,14 @@ fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Resu
             conn,
             "INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            params![job.id, transaction_id, job.kind.as_str(), job.channel, job.role, job.next_at, now, now],
+            params![job.id, transaction_id, job.kind.as_str(), job.channel, job.role.as_str(), job.next_at, now, now],
         )?;
         if inserted == 1 {
             let detail = format!(
                 "[{}] {} ({}) due {}",
                 job.channel,
                 job.kind,
-                job.role,
+                job.role.as_str(),
                 fmt_ms(job.next_at)
             );
             history(conn, transaction_id, Some(&job.id), "queued", &detail)?;
@@ -425,7 +426,7 @@ impl Store for SqliteStore {
                          WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
                     ),
                     params![
-                        patch.stage,
+                        patch.stage.map(Stage::as_str),
                         patch.reason.is_some(),
                         patch.reason.flatten(),
                         patch.capture_reference,
@@ -773,7 +774,7 @@ impl Store for SqliteStore {
             .read(|conn| {
                 rows(conn, super::CENSUS, [], |row| {
                     Ok(CensusRow {
-                        stage: row.get(0)?,
+                        stage: super::kernel::parse("dispatch stage", &row.get::<_, String>(0)?, Stage::parse)?,
                         active: row.get(1)?,
                         troubled: row.get(2)?,
                         count: row.get::<_, i64>(3)? as u64,
