@@ -53,7 +53,7 @@ pub trait DinteroApi: Send + Sync + std::fmt::Debug {
 
 /// Body of `POST /transactions/{id}/capture`. It never carries a JSON `null`: Dintero's schema
 /// has no nullable field there and answers 400.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CaptureRequest {
     /// The full authorized amount.
     pub amount: i64,

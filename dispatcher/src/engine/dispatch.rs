@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
-use super::Engine;
+use super::{
+    Engine,
+    capture::{self, CaptureDecision},
+};
 use crate::store::{Role, Stage};
 use crate::{
     channel::ErrorKind,
     dintero::model::{EventName, Transaction},
     dintero::eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
-    dintero::{CaptureOutcome, CaptureRequest, DinteroError},
+    dintero::{CaptureOutcome, DinteroError},
     ids,
     invoice::Pdf,
     store::{
@@ -346,43 +349,24 @@ impl Engine {
     async fn capture(&self, lease: &Lease, tx: &Transaction) -> Result<Capture, StoreError> {
         let id = tx.id.as_str();
         let dispatch = self.store.dispatch(id).await?;
-        if let Some(event) = tx.capture_event() {
-            if dispatch.as_ref().is_none_or(|d| d.captured_at.is_none()) {
-                self.confirm_capture(
-                    lease,
-                    event.event.as_str(),
-                    event.event_reference.as_deref(),
-                )
-                .await?;
+        let (request, lines) = match capture::decide(tx, dispatch.as_ref()) {
+            CaptureDecision::Started { record } => {
+                if let Some((event, reference)) = record {
+                    self.confirm_capture(lease, &event, reference.as_deref())
+                        .await?;
+                }
+                return Ok(Capture::Started);
             }
-            return Ok(Capture::Started);
-        }
-        if let Some(request_id) = dispatch.as_ref().and_then(|d| d.capture_request_id.clone()) {
-            // A 202 is pending: never capture again, wait for its event.
-            if let Some(event) = tx.event_for_request(&request_id).filter(|e| !e.success) {
-                let reason = format!(
-                    "capture was refused by Dintero: {}",
-                    event
-                        .error
-                        .as_ref()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default()
-                );
+            CaptureDecision::Refused(reason) => {
                 return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
             }
-            let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
-            return Ok(Capture::Stop(finish));
-        }
-        let reference = ids::capture_reference(id);
-        let request = CaptureRequest::full(tx, reference.clone());
-        let lines = match &request.items {
-            Some(items) => format!("{} line(s)", items.len()),
-            None if tx.items.is_empty() => "no lines".to_owned(),
-            None => {
-                "without items: a line has no line_id, so the full amount is captured without lines"
-                    .to_owned()
+            CaptureDecision::Waiting { request_id } => {
+                let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+                return Ok(Capture::Stop(finish));
             }
+            CaptureDecision::Capture { request, lines } => (request, lines),
         };
+        let reference = request.capture_reference.clone();
         self.store
             .update_dispatch(
                 lease,

@@ -6,6 +6,7 @@
 //! fall back when they fail for good, and end delivered, failed or dead-lettered, never dropped.
 
 pub mod backoff;
+mod capture;
 mod deliver;
 mod dispatch;
 mod outcome;

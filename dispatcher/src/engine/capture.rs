@@ -1,0 +1,181 @@
+//! Whether to capture: decided from what Dintero says of the transaction and what the store
+//! says was done, before anything is sent. A capture is sent only when neither shows one under
+//! way, so a retry after a timeout, a crash or a 202 never captures twice.
+
+use crate::{
+    dintero::{CaptureRequest, model::Transaction},
+    ids,
+    store::Dispatch,
+};
+
+/// What a dispatch does about the capture.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum CaptureDecision {
+    /// Collection has started (`INITIATE_CAPTURE` or `CAPTURE` succeeded at Dintero, whoever
+    /// sent it); `record` says the store does not know it yet.
+    Started {
+        /// The capture event's name and reference, to record.
+        record: Option<(String, Option<String>)>,
+    },
+    /// A capture Dintero accepted (202) was refused by its event: stop, with Dintero's words.
+    Refused(String),
+    /// A capture Dintero accepted (202) has no event yet: wait, never send another.
+    Waiting {
+        /// The accepted request.
+        request_id: String,
+    },
+    /// Nothing captured or pending: send this request.
+    Capture {
+        /// The body: the full amount, with its lines when every line has a `line_id`.
+        request: CaptureRequest,
+        /// How the lines went into it, for the history.
+        lines: String,
+    },
+}
+
+/// The decision for `tx`, given the dispatch the store holds for it.
+pub(super) fn decide(tx: &Transaction, dispatch: Option<&Dispatch>) -> CaptureDecision {
+    if let Some(event) = tx.capture_event() {
+        let known = dispatch.is_some_and(|d| d.captured_at.is_some());
+        return CaptureDecision::Started {
+            record: (!known).then(|| (event.event.as_str().to_owned(), event.event_reference.clone())),
+        };
+    }
+    if let Some(request_id) = dispatch.and_then(|d| d.capture_request_id.clone()) {
+        if let Some(event) = tx.event_for_request(&request_id).filter(|e| !e.success) {
+            let why = event.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+            return CaptureDecision::Refused(format!("capture was refused by Dintero: {why}"));
+        }
+        return CaptureDecision::Waiting { request_id };
+    }
+    let request = CaptureRequest::full(tx, ids::capture_reference(&tx.id));
+    let lines = match &request.items {
+        Some(items) => format!("{} line(s)", items.len()),
+        None if tx.items.is_empty() => "no lines".to_owned(),
+        None => "without items: a line has no line_id, so the full amount is captured without lines"
+            .to_owned(),
+    };
+    CaptureDecision::Capture { request, lines }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::store::Stage;
+
+    const ID: &str = "T12345678.capTure";
+
+    fn tx(events: Value, items: Value) -> Transaction {
+        serde_json::from_value(json!({
+            "id": ID, "status": "AUTHORIZED", "amount": 50000, "currency": "NOK",
+            "payment_product": "kravia", "payment_product_type": "kravia.invoice_b2c",
+            "items": items, "events": events,
+        }))
+        .expect("a transaction")
+    }
+
+    fn lines() -> Value {
+        json!([{"line_id": "1", "amount": 30000, "description": "a"}, {"line_id": "2", "amount": 20000}])
+    }
+
+    fn dispatch(captured: bool, request_id: Option<&str>) -> Dispatch {
+        Dispatch {
+            transaction_id: ID.into(),
+            stage: Stage::Capturing,
+            reason: None,
+            capture_reference: Some(ids::capture_reference(ID)),
+            capture_request_id: request_id.map(str::to_owned),
+            captured_at: captured.then_some(1),
+            invoice_number: None,
+            route: None,
+            origin: None,
+            void_request_id: None,
+            pruned_at: None,
+            pdf_sha256: None,
+            route_snapshot: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_fresh_authorization_is_captured_with_its_lines() {
+        let decision = decide(&tx(json!([]), lines()), None);
+        let CaptureDecision::Capture { request, lines } = decision else {
+            panic!("{decision:?}")
+        };
+        assert_eq!(request.amount, 50000);
+        assert_eq!(request.capture_reference, ids::capture_reference(ID));
+        assert_eq!(request.items.as_ref().map(Vec::len), Some(2));
+        assert_eq!(lines, "2 line(s)");
+    }
+
+    #[test]
+    fn a_line_without_line_id_captures_the_amount_without_items() {
+        let items = json!([{"line_id": "1", "amount": 30000}, {"amount": 20000}]);
+        let CaptureDecision::Capture { request, lines } = decide(&tx(json!([]), items), None) else {
+            panic!("a capture")
+        };
+        assert!(request.items.is_none());
+        assert!(lines.starts_with("without items"), "{lines}");
+        let CaptureDecision::Capture { lines, .. } = decide(&tx(json!([]), json!([])), None) else {
+            panic!("a capture")
+        };
+        assert_eq!(lines, "no lines");
+    }
+
+    #[test]
+    fn a_capture_event_at_dintero_is_never_captured_again() {
+        for name in ["INITIATE_CAPTURE", "CAPTURE"] {
+            let events = json!([{"event": name, "success": true, "event_reference": "elsewhere"}]);
+            // Unknown to the store (sent by an attempt that died, or by another system): record.
+            assert_eq!(
+                decide(&tx(events.clone(), lines()), None),
+                CaptureDecision::Started {
+                    record: Some((name.to_owned(), Some("elsewhere".to_owned())))
+                }
+            );
+            // Known: nothing to record. A pending 202 does not matter once the event is there.
+            assert_eq!(
+                decide(&tx(events, lines()), Some(&dispatch(true, Some("r-1")))),
+                CaptureDecision::Started { record: None }
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_capture_event_is_not_a_capture() {
+        let events = json!([{"event": "INITIATE_CAPTURE", "success": false}]);
+        assert!(matches!(
+            decide(&tx(events, lines()), None),
+            CaptureDecision::Capture { .. }
+        ));
+    }
+
+    #[test]
+    fn an_accepted_capture_is_waited_for_or_refused_never_repeated() {
+        let pending = dispatch(false, Some("r-1"));
+        assert_eq!(
+            decide(&tx(json!([]), lines()), Some(&pending)),
+            CaptureDecision::Waiting {
+                request_id: "r-1".into()
+            }
+        );
+        let other = json!([{"event": "INITIATE_CAPTURE", "success": false, "request_id": "r-0"}]);
+        assert_eq!(
+            decide(&tx(other, lines()), Some(&pending)),
+            CaptureDecision::Waiting {
+                request_id: "r-1".into()
+            },
+            "another request's failure says nothing of this one"
+        );
+        let refused = json!([{"event": "CAPTURE", "success": false, "correlation_request_id": "r-1",
+                              "error": {"message": "amount mismatch"}}]);
+        let CaptureDecision::Refused(reason) = decide(&tx(refused, lines()), Some(&pending)) else {
+            panic!("refused")
+        };
+        assert!(reason.contains("amount mismatch"), "{reason}");
+    }
+}
