@@ -1,9 +1,37 @@
-//! Retry delays: exponential with jitter, never shorter than the sink's `Retry-After` and never
-//! longer than `backoff_max` (a `Retry-After` of years parks nothing for years).
+//! The retry policy: a permanent failure ends the job, a temporary one is retried after a delay
+//! (exponential with jitter, never shorter than the sink's `Retry-After` and never longer than
+//! `backoff_max`: a `Retry-After` of years parks nothing for years) until `max_attempts`.
 
 use std::time::Duration;
 
-use crate::config::EngineSettings;
+use crate::{
+    channel::ErrorKind,
+    config::EngineSettings,
+    store::{Finish, now_ms},
+};
+
+/// How an attempt that failed with `kind` after `attempts` attempts ends.
+pub fn after_failure(
+    settings: &EngineSettings,
+    attempts: u32,
+    kind: ErrorKind,
+    retry_after: Option<Duration>,
+    error: String,
+) -> Finish {
+    match kind {
+        ErrorKind::Permanent => Finish::Failed(error),
+        ErrorKind::Temporary if attempts >= settings.max_attempts => {
+            Finish::Dead(format!("gave up after {attempts} attempts: {error}"))
+        }
+        ErrorKind::Temporary => {
+            let wait = delay(settings, attempts, retry_after);
+            Finish::Retry {
+                at: now_ms() + wait.as_millis() as i64,
+                error,
+            }
+        }
+    }
+}
 
 /// The delay before attempt `attempt + 1`, after `attempt` attempts failed.
 ///

@@ -8,6 +8,7 @@
 pub mod backoff;
 mod capture;
 mod deliver;
+mod dispatcher;
 mod dispatch;
 mod outcome;
 mod void;
@@ -20,48 +21,17 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-pub use self::outcome::Outcome;
+pub use self::{
+    dispatcher::{DefaultDispatcher, Dispatcher},
+    outcome::Outcome,
+};
 use crate::{
     channel::{Channel, ErrorKind},
     config::{EngineSettings, Route},
-    dintero::model::Transaction,
-    dintero::eligibility::{self, ChannelConfiguration, Eligibility},
-    dintero::{DinteroError, DinteroApi},
-    invoice::Pdf,
+    dintero::DinteroApi,
     links::LinkSigner,
-    store::{Finish, Lease, Store, StoreError, now_ms},
+    store::{Finish, Lease, Store, StoreError},
 };
-
-/// The steps of the flow a merchant may replace: wrap [`DefaultDispatcher`] and override what
-/// differs (its own eligibility rule, its own PDF, its own routing).
-#[async_trait::async_trait]
-pub trait Dispatcher: Send + Sync + fmt::Debug {
-    /// Whether Postbud delivers this transaction. Default: [`eligibility::check`].
-    fn eligibility(&self, tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibility {
-        eligibility::check(tx, configuration)
-    }
-
-    /// The invoice PDF. Default: the document behind `kravia:invoice_url`.
-    async fn document(
-        &self,
-        gateway: &dyn DinteroApi,
-        _tx: &Transaction,
-        invoice_number: &str,
-        invoice_url: &str,
-    ) -> Result<Pdf, DinteroError> {
-        let bytes = gateway.fetch_document(invoice_url).await?;
-        Ok(Pdf::new(
-            crate::file_name::with_extension(invoice_number, "pdf"),
-            bytes,
-        ))
-    }
-
-    /// Index of the route for this transaction. Default: the first whose `when` matches.
-    fn route(&self, routes: &[Route], tx: &Transaction) -> Option<usize> {
-        let facts = tx.route_facts();
-        routes.iter().position(|r| r.when.matches(&facts))
-    }
-}
 
 /// The text of a panic payload.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -72,11 +42,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 
-/// The flow as `design.md` describes it.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DefaultDispatcher;
-
-impl Dispatcher for DefaultDispatcher {}
 
 /// Runs jobs from the store.
 pub struct Engine {
@@ -268,21 +233,6 @@ impl Engine {
         retry_after: Option<Duration>,
         error: String,
     ) -> Finish {
-        match kind {
-            ErrorKind::Permanent => Finish::Failed(error),
-            ErrorKind::Temporary if lease.job.attempts >= self.settings.max_attempts => {
-                Finish::Dead(format!(
-                    "gave up after {} attempts: {error}",
-                    lease.job.attempts
-                ))
-            }
-            ErrorKind::Temporary => {
-                let wait = backoff::delay(&self.settings, lease.job.attempts, retry_after);
-                Finish::Retry {
-                    at: now_ms() + wait.as_millis() as i64,
-                    error,
-                }
-            }
-        }
+        backoff::after_failure(&self.settings, lease.job.attempts, kind, retry_after, error)
     }
 }
