@@ -215,7 +215,7 @@ impl App {
         self.engine.store()
     }
 
-    /// This app's figures: what `/metrics` answers ([`crate::metrics`]).
+    /// This app's figures: what `/metrics` answers.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         self.engine.metrics()
     }

@@ -16,8 +16,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(3600);
 const PASS_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 impl App {
-    /// Prunes every finished dispatch not changed for `older_than` (see [`crate::store::Store::prune`]);
-    /// returns how many.
+    /// Prunes every finished dispatch not changed for `older_than`: deletes its PDF and personal
+    /// data and keeps the record; returns how many.
     pub async fn prune(&self, older_than: Duration) -> Result<u64, StoreError> {
         let before =
             now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));

@@ -299,7 +299,12 @@ async fn an_endless_error_body_from_a_document_host_is_read_only_in_part() {
     assert!(submitted);
     let lease = app
         .store()
-        .claim("t", std::time::Duration::from_secs(30), 1, Some(&id))
+        .claim(&postbud::store::Claim {
+            owner: "t",
+            lease: std::time::Duration::from_secs(30),
+            limit: 1,
+            only: Some(&id),
+        })
         .await
         .expect("claim")
         .pop()

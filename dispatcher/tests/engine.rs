@@ -177,7 +177,12 @@ async fn a_restarted_process_finishes_the_work_left() {
         app.submit(&id).await.expect("submit");
         let leases = app
             .store()
-            .claim("first", Duration::from_secs(30), 1, Some(&id))
+            .claim(&postbud::store::Claim {
+                owner: "first",
+                lease: Duration::from_secs(30),
+                limit: 1,
+                only: Some(&id),
+            })
             .await
             .expect("claim");
         assert_eq!(leases[0].job.kind, JobKind::Dispatch);
@@ -188,7 +193,12 @@ async fn a_restarted_process_finishes_the_work_left() {
         // ...and claims the delivery, then dies holding it (lease 1 s).
         let leases = app
             .store()
-            .claim("first", Duration::from_secs(1), 1, Some(&id))
+            .claim(&postbud::store::Claim {
+                owner: "first",
+                lease: Duration::from_secs(1),
+                limit: 1,
+                only: Some(&id),
+            })
             .await
             .expect("claim");
         assert_eq!(leases[0].job.kind, JobKind::Deliver);
@@ -240,13 +250,23 @@ async fn a_worker_whose_lease_lapsed_cannot_overwrite_the_newer_attempt() {
     app.submit(&id).await.expect("submit");
     let store = app.store();
     let old = store
-        .claim("slow", Duration::from_millis(100), 1, Some(&id))
+        .claim(&postbud::store::Claim {
+            owner: "slow",
+            lease: Duration::from_millis(100),
+            limit: 1,
+            only: Some(&id),
+        })
         .await
         .expect("claim")
         .remove(0);
     tokio::time::sleep(Duration::from_millis(150)).await;
     let new = store
-        .claim("fast", Duration::from_secs(30), 1, Some(&id))
+        .claim(&postbud::store::Claim {
+            owner: "fast",
+            lease: Duration::from_secs(30),
+            limit: 1,
+            only: Some(&id),
+        })
         .await
         .expect("rescue")
         .remove(0);
@@ -625,7 +645,12 @@ async fn an_attempt_that_took_over_uses_the_pdf_kept_first() {
         let store = store.clone();
         async move {
             store
-                .claim(owner, lease, 1, None)
+                .claim(&postbud::store::Claim {
+                    owner,
+                    lease,
+                    limit: 1,
+                    only: None,
+                })
                 .await
                 .expect("claim")
                 .remove(0)
@@ -689,7 +714,12 @@ async fn recording_an_invoice_as_created_fences_out_an_attempt_that_read_too_ear
     // A callback's attempt is under way and has read the dispatch before its origin was known.
     store.submit(&id).await.expect("submit");
     let early = store
-        .claim("callback-worker", Duration::from_secs(60), 1, Some(&id))
+        .claim(&postbud::store::Claim {
+            owner: "callback-worker",
+            lease: Duration::from_secs(60),
+            limit: 1,
+            only: Some(&id),
+        })
         .await
         .expect("claim")
         .pop()
@@ -779,7 +809,12 @@ async fn a_void_that_lands_mid_send_still_sends_that_channel_a_notice() {
     // A worker is sending right now; its end will never be recorded once the void lands.
     let sending = app
         .store()
-        .claim("sender", Duration::from_secs(60), 1, Some(&id))
+        .claim(&postbud::store::Claim {
+            owner: "sender",
+            lease: Duration::from_secs(60),
+            limit: 1,
+            only: Some(&id),
+        })
         .await
         .expect("claim");
     assert_eq!(sending.len(), 1);

@@ -137,13 +137,23 @@ async fn a_lapsed_lease_cannot_overwrite_the_newer_attempt() {
     app.submit(&id).await.expect("submit");
     let store = app.store();
     let old = store
-        .claim("slow", Duration::from_millis(100), 1, Some(&id))
+        .claim(&postbud::store::Claim {
+            owner: "slow",
+            lease: Duration::from_millis(100),
+            limit: 1,
+            only: Some(&id),
+        })
         .await
         .expect("claim")
         .remove(0);
     tokio::time::sleep(Duration::from_millis(150)).await;
     let new = store
-        .claim("fast", Duration::from_secs(30), 1, None)
+        .claim(&postbud::store::Claim {
+            owner: "fast",
+            lease: Duration::from_secs(30),
+            limit: 1,
+            only: None,
+        })
         .await
         .expect("rescue")
         .remove(0);

@@ -144,17 +144,11 @@ impl Store for Failing {
     async fn take_turn(&self, n: &str, o: &str, u: i64) -> Result<bool, StoreError> {
         self.0.take_turn(n, o, u).await
     }
-    async fn void_accepted(&self, t: &str, r: Option<&str>, j: &NewJob) -> Result<(), StoreError> {
-        self.0.void_accepted(t, r, j).await
+    async fn void_accepted(&self, v: &postbud::store::AcceptedVoid<'_>) -> Result<(), StoreError> {
+        self.0.void_accepted(v).await
     }
-    async fn claim(
-        &self,
-        o: &str,
-        l: Duration,
-        n: u32,
-        only: Option<&str>,
-    ) -> Result<Vec<Lease>, StoreError> {
-        self.0.claim(o, l, n, only).await
+    async fn claim(&self, c: &postbud::store::Claim<'_>) -> Result<Vec<Lease>, StoreError> {
+        self.0.claim(c).await
     }
     async fn renew(&self, l: &Lease, d: Duration) -> Result<(), StoreError> {
         self.0.renew(l, d).await
@@ -175,10 +169,7 @@ impl Store for Failing {
     async fn complete_dispatch(
         &self,
         _: &Lease,
-        _: &Invoice,
-        _: &postbud::store::ChosenRoute,
-        _: &[NewJob],
-        _: &str,
+        _: &postbud::store::Completion<'_>,
     ) -> Result<(), StoreError> {
         Err(StoreError::Database("disk I/O error (injected)".into()))
     }
@@ -200,8 +191,8 @@ impl Store for Failing {
     async fn jobs(&self, t: &str) -> Result<Vec<postbud::store::Job>, StoreError> {
         self.0.jobs(t).await
     }
-    async fn record(&self, t: &str, j: Option<&str>, e: &str, d: &str) -> Result<(), StoreError> {
-        self.0.record(t, j, e, d).await
+    async fn record(&self, l: &postbud::store::HistoryLine<'_>) -> Result<(), StoreError> {
+        self.0.record(l).await
     }
     async fn history(&self, t: &str) -> Result<Vec<postbud::store::HistoryEntry>, StoreError> {
         self.0.history(t).await
@@ -310,7 +301,12 @@ async fn attempts_that_die_before_recording_their_end_are_counted_too() {
     // Three claims whose workers die at once (the lease lapses, nobody records anything).
     for _ in 0..3 {
         let leases = store
-            .claim("doomed", Duration::from_millis(1), 1, Some(&id))
+            .claim(&postbud::store::Claim {
+                owner: "doomed",
+                lease: Duration::from_millis(1),
+                limit: 1,
+                only: Some(&id),
+            })
             .await
             .expect("claim");
         assert_eq!(leases.len(), 1);

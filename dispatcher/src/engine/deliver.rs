@@ -69,7 +69,7 @@ impl Engine {
                         .finish(lease, Finish::Failed(why.clone()))
                         .await?;
                     self.store
-                        .record(&job.transaction_id, Some(&job.id), "not sent", &why)
+                        .record(&crate::store::HistoryLine { transaction_id: &job.transaction_id, job_id: Some(&job.id), event: "not sent", detail: &why })
                         .await?;
                     self.voided(&job.transaction_id).await?;
                     return Ok(Finish::Recorded);
@@ -136,16 +136,11 @@ impl Engine {
             .collect();
         self.store.enqueue(lease, &jobs).await?;
         self.store
-            .record(
-                &job.transaction_id,
-                Some(&job.id),
-                "fallback",
-                &format!(
+            .record(&crate::store::HistoryLine { transaction_id: &job.transaction_id, job_id: Some(&job.id), event: "fallback", detail: &format!(
                     "[{}] failed for good; falling back to {}",
                     job.channel.as_deref().unwrap_or(""),
                     route.fallback.join(", ")
-                ),
-            )
+                ) })
             .await?;
         Ok(finish)
     }

@@ -247,7 +247,7 @@ impl Engine {
             })?,
         };
         self.store
-            .complete_dispatch(lease, &invoice, &chosen, &jobs, &detail)
+            .complete_dispatch(lease, &crate::store::Completion { invoice: &invoice, route: &chosen, jobs: &jobs, detail: &detail })
             .await?;
         Ok(Finish::Recorded)
     }

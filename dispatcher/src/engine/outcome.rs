@@ -10,7 +10,7 @@ use crate::{
     triage::{Assessment, Verdict},
 };
 
-/// Where a transaction's work stands after [`super::Engine::deliver_now`].
+/// Where a transaction's work stands after it was submitted or delivered.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// The transaction.
@@ -24,7 +24,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The overall verdict, as `status` shows it: see [`crate::triage`].
+    /// The overall verdict, as `status` shows it.
     pub fn verdict(&self) -> Verdict {
         self.assessment().verdict
     }

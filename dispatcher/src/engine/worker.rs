@@ -21,7 +21,7 @@ impl Engine {
                 while !*shutdown.borrow() {
                     match engine
                         .store
-                        .claim(&owner, engine.settings.lease, 1, None)
+                        .claim(&crate::store::Claim { owner: &owner, lease: engine.settings.lease, limit: 1, only: None })
                         .await
                     {
                         Ok(leases) if !leases.is_empty() => {
@@ -71,7 +71,7 @@ impl Engine {
         loop {
             let leases = self
                 .store
-                .claim(&self.owner, self.settings.lease, 1, Some(transaction_id))
+                .claim(&crate::store::Claim { owner: &self.owner, lease: self.settings.lease, limit: 1, only: Some(transaction_id) })
                 .await?;
             if !leases.is_empty() {
                 for lease in leases {

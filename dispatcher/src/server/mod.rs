@@ -455,7 +455,12 @@ async fn delivery_report(
     };
     let detail = format!("[{channel}] {}", report.detail);
     match store
-        .record(&job.transaction_id, Some(&job.id), event, &detail)
+        .record(&crate::store::HistoryLine {
+            transaction_id: &job.transaction_id,
+            job_id: Some(&job.id),
+            event,
+            detail: &detail,
+        })
         .await
     {
         Ok(()) => (StatusCode::OK, "recorded").into_response(),

@@ -16,13 +16,13 @@ async fn submitted(store: &Arc<dyn Store>, id: &str) {
 async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let old = store
-        .claim("slow", Duration::from_millis(100), 1, Some(TX))
+        .claim(&super::Claim { owner: "slow", lease: Duration::from_millis(100), limit: 1, only: Some(TX) })
         .await
         .expect("claim")
         .remove(0);
     tokio::time::sleep(Duration::from_millis(150)).await;
     let new = store
-        .claim("fast", Duration::from_secs(30), 1, Some(TX))
+        .claim(&super::Claim { owner: "fast", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
         .await
         .expect("rescue")
         .remove(0);
@@ -51,7 +51,7 @@ async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Sto
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let first = store
-        .claim("w", Duration::from_secs(30), 1, None)
+        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: None })
         .await
         .expect("claim");
     assert_eq!(first.len(), 1);
@@ -67,14 +67,14 @@ async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Sto
         .await
         .expect("retry later");
     let rest = store
-        .claim("w", Duration::from_secs(30), 10, None)
+        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 10, only: None })
         .await
         .expect("claim");
     let claimed: Vec<&str> = rest.iter().map(|l| l.job.transaction_id.as_str()).collect();
     assert_eq!(claimed, vec![ids[1], ids[2]], "not the one due in a minute");
     assert!(
         store
-            .claim("other", Duration::from_secs(30), 10, None)
+            .claim(&super::Claim { owner: "other", lease: Duration::from_secs(30), limit: 10, only: None })
             .await
             .expect("claim")
             .is_empty(),
@@ -87,7 +87,7 @@ async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     assert!(!store.submit(TX).await.expect("again"), "known already");
     let lease = store
-        .claim("w", Duration::from_secs(30), 1, Some(TX))
+        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
         .await
         .expect("claim")
         .remove(0);
@@ -117,7 +117,7 @@ async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
 async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let lease = store
-        .claim("w", Duration::from_secs(30), 1, Some(TX))
+        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
         .await
         .expect("claim")
         .remove(0);
@@ -140,7 +140,7 @@ async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
 async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let lease = store
-        .claim("w", Duration::from_secs(30), 1, Some(TX))
+        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
         .await
         .expect("claim")
         .remove(0);
@@ -169,7 +169,7 @@ async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
     assert_eq!(notes, counts.iter().sum::<u64>(), "one line per requeue, never apart");
     assert_eq!(
         store
-            .claim("w", Duration::from_secs(30), 10, None)
+            .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 10, only: None })
             .await
             .expect("claim")
             .len(),
@@ -180,7 +180,7 @@ async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
 /// History reads back in the order it was written; a turn has one holder until it ends.
 async fn history_keeps_its_order_and_a_turn_one_holder(store: Arc<dyn Store>) {
     for event in ["first", "second", "third"] {
-        store.record(TX, None, event, "").await.expect("record");
+        store.record(&super::HistoryLine { transaction_id: TX, job_id: None, event, detail: "" }).await.expect("record");
     }
     let events: Vec<String> = store
         .history(TX)

@@ -3,7 +3,9 @@
 //! keeps only its execution (SQLite's writer thread, PostgreSQL's pool) and the statements
 //! where the dialects really differ.
 
-use super::{Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, fmt_ms};
+use super::{
+    Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
+};
 
 /// A stored name read back as its enum; a name no version wrote is a database error.
 pub(super) fn parse<T>(
@@ -21,6 +23,40 @@ pub(super) const RETRY: &str = "UPDATE jobs SET state = 'queued', next_at = $1, 
      WHERE transaction_id = $2 AND state IN ('failed', 'dead', 'queued')
        AND (CAST($3 AS TEXT) IS NULL OR channel = $3)
        AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))";
+
+/// One history line. Parameters: transaction, job or NULL, time, event, detail.
+pub(super) const HISTORY: &str =
+    "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)";
+
+/// Takes the turn `name` for `owner` until a time, unless another holds it past now.
+/// Parameters: name, owner, until, now.
+pub(super) const TAKE_TURN: &str = "INSERT INTO turns (name, owner, until) VALUES ($1, $2, $3)
+     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+     WHERE turns.until <= $4";
+
+/// The counts `/healthz` shows, in one row.
+pub(super) const TOTALS: &str = "SELECT
+        (SELECT COUNT(*) FROM dispatches) AS dispatches,
+        COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0) AS queued,
+        COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS in_flight,
+        COALESCE(SUM(CASE WHEN state = 'done' AND kind = 'deliver' THEN 1 ELSE 0 END), 0) AS delivered,
+        COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS failed,
+        COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
+        COALESCE(SUM(CASE WHEN state = 'skipped' THEN 1 ELSE 0 END), 0) AS skipped
+     FROM jobs";
+
+pub(super) fn totals_from(row: &impl Columns) -> Result<Totals, StoreError> {
+    let count = |column: &str| row.int(column).map(|n| n as u64);
+    Ok(Totals {
+        dispatches: count("dispatches")?,
+        queued: count("queued")?,
+        in_flight: count("in_flight")?,
+        delivered: count("delivered")?,
+        failed: count("failed")?,
+        dead: count("dead")?,
+        skipped: count("skipped")?,
+    })
+}
 
 /// The history line of an operator's retry that requeued `count` jobs.
 pub(super) fn retry_note(count: u64) -> String {

@@ -314,11 +314,11 @@ pub struct Dispatch {
     /// Index of the route chosen, once routed.
     pub route: Option<usize>,
     /// How Postbud learnt of the transaction when that decides who sends it:
-    /// [`ORIGIN_CREATED`] for an invoice Postbud created with `invoice_channel: "merchant"`.
+    /// `"sessions/pay"` for an invoice Postbud created with `invoice_channel: "merchant"`.
     pub origin: Option<String>,
     /// `event-request-id` of a void Dintero accepted (202) and has not confirmed yet.
     pub void_request_id: Option<String>,
-    /// When [`Store::prune`] deleted its PDF and personal data (the record stays).
+    /// When pruning deleted its PDF and personal data (the record stays).
     pub pruned_at: Option<Millis>,
     /// The PDF's SHA-256, kept when the PDF itself was pruned.
     pub pdf_sha256: Option<String>,
@@ -477,6 +477,56 @@ pub struct NewJob {
     pub next_at: Millis,
 }
 
+/// What a worker asks [`Store::claim`] for.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    /// Who claims (written with the lease).
+    pub owner: &'a str,
+    /// How long the lease lasts.
+    pub lease: Duration,
+    /// At most this many jobs.
+    pub limit: u32,
+    /// Only jobs of this transaction.
+    pub only: Option<&'a str>,
+}
+
+/// One history line to append.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLine<'a> {
+    /// The transaction it concerns.
+    pub transaction_id: &'a str,
+    /// The job it concerns, if one.
+    pub job_id: Option<&'a str>,
+    /// What happened, in a few words.
+    pub event: &'a str,
+    /// The details.
+    pub detail: &'a str,
+}
+
+/// What a routed dispatch leaves ([`Store::complete_dispatch`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// The invoice snapshot, with the PDF after capture.
+    pub invoice: &'a Invoice,
+    /// The route chosen.
+    pub route: &'a ChosenRoute,
+    /// The deliveries it queues.
+    pub jobs: &'a [NewJob],
+    /// The dispatch's last history line.
+    pub detail: &'a str,
+}
+
+/// A void Dintero accepted with 202 ([`Store::void_accepted`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptedVoid<'a> {
+    /// The voided transaction.
+    pub transaction_id: &'a str,
+    /// Dintero's `event-request-id`, when it gave one.
+    pub request_id: Option<&'a str>,
+    /// The job that waits for the `VOID` event.
+    pub confirm: &'a NewJob,
+}
+
 /// How a claimed job ends this attempt.
 #[derive(Debug, Clone)]
 pub enum Finish {
@@ -539,24 +589,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Records a void Dintero accepted with 202 (its `event-request-id`, when given) and queues
     /// `job`, the one that waits for its `VOID` event; a job left from an earlier void that
     /// ended is queued again.
-    async fn void_accepted(
-        &self,
-        transaction_id: &str,
-        request_id: Option<&str>,
-        job: &NewJob,
-    ) -> Result<(), StoreError>;
+    async fn void_accepted(&self, void: &AcceptedVoid<'_>) -> Result<(), StoreError>;
     /// Takes the turn called `name` until `until` if nobody holds it now: how one instance of a
     /// fleet sharing the database does a periodic task (the reconciliation sweep) per interval.
     async fn take_turn(&self, name: &str, owner: &str, until: Millis) -> Result<bool, StoreError>;
     /// Claims up to `limit` due jobs (queued and due, or running with a lapsed lease), of one
     /// transaction when `only` names it.
-    async fn claim(
-        &self,
-        owner: &str,
-        lease: Duration,
-        limit: u32,
-        only: Option<&str>,
-    ) -> Result<Vec<Lease>, StoreError>;
+    async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Lease>, StoreError>;
     /// Extends a lease.
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError>;
     /// Ends an attempt.
@@ -572,10 +611,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn complete_dispatch(
         &self,
         lease: &Lease,
-        invoice: &Invoice,
-        route: &ChosenRoute,
-        jobs: &[NewJob],
-        detail: &str,
+        completion: &Completion<'_>,
     ) -> Result<(), StoreError>;
     /// The fetched PDF.
     async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError>;
@@ -590,13 +626,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Every job of a transaction, dispatch first.
     async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError>;
     /// Appends to the history.
-    async fn record(
-        &self,
-        transaction_id: &str,
-        job_id: Option<&str>,
-        event: &str,
-        detail: &str,
-    ) -> Result<(), StoreError>;
+    async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError>;
     /// The history, oldest first.
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
     /// Requeues failed, dead or cancelled jobs (of one channel, or all) for another try now.

@@ -12,11 +12,12 @@ use sqlx::{
 use tokio::sync::Notify;
 
 use super::{
+    AcceptedVoid, Claim, Completion, HistoryLine,
     schema::{Dialect, migrations},
     Stage,
-    kernel::{Columns, FinishPlan, RETRY, dispatch_from, job_from, lease_lost, retry_note},
-    CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
-    HistoryEntry, Job, Lease, NewJob, Store, StoreError, Totals, VoidEffect,
+    kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
+    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
+    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, Totals, VoidEffect,
     fmt_ms, now_ms,
 };
 use crate::{
@@ -192,12 +193,8 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn void_accepted(
-        &self,
-        transaction_id: &str,
-        request_id: Option<&str>,
-        job: &NewJob,
-    ) -> Result<(), StoreError> {
+    async fn void_accepted(&self, void: &AcceptedVoid<'_>) -> Result<(), StoreError> {
+        let (transaction_id, request_id, job) = (void.transaction_id, void.request_id, void.confirm);
         let now = now_ms();
         let mut tx = self.write().await?;
         sqlx::query(
@@ -239,17 +236,8 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn take_turn(
-        &self,
-        name: &str,
-        owner: &str,
-        until: super::Millis,
-    ) -> Result<bool, StoreError> {
-        let taken = sqlx::query(
-            "INSERT INTO turns (name, owner, until) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
-             WHERE turns.until <= $4",
-        )
+    async fn take_turn(&self, name: &str, owner: &str, until: Millis) -> Result<bool, StoreError> {
+        let taken = sqlx::query(kernel::TAKE_TURN)
         .bind(name)
         .bind(owner)
         .bind(until)
@@ -314,13 +302,8 @@ impl Store for PgStore {
         Ok(inserted || requeued)
     }
 
-    async fn claim(
-        &self,
-        owner: &str,
-        lease: Duration,
-        limit: u32,
-        only: Option<&str>,
-    ) -> Result<Vec<Lease>, StoreError> {
+    async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Lease>, StoreError> {
+        let (owner, lease, limit, only) = (claim.owner, claim.lease, claim.limit, claim.only);
         let now = now_ms();
         // Each branch walks its own index in due order and stops after `limit` rows, so a claim
         // costs the same with ten or ten thousand jobs waiting.
@@ -451,11 +434,9 @@ impl Store for PgStore {
     async fn complete_dispatch(
         &self,
         lease: &Lease,
-        invoice: &Invoice,
-        route: &ChosenRoute,
-        jobs: &[NewJob],
-        detail: &str,
+        completion: &Completion<'_>,
     ) -> Result<(), StoreError> {
+        let Completion { invoice, route, jobs, detail } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let now = now_ms();
@@ -632,22 +613,11 @@ impl Store for PgStore {
         rows.iter().map(job_from).collect()
     }
 
-    async fn record(
-        &self,
-        transaction_id: &str,
-        job_id: Option<&str>,
-        event: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(transaction_id)
-            .bind(job_id)
-            .bind(now_ms())
-            .bind(event)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError> {
+        let (transaction_id, job_id, event, detail) = (line.transaction_id, line.job_id, line.event, line.detail);
+        let mut tx = self.write().await?;
+        history(&mut tx, transaction_id, job_id, event, detail).await?;
+        Ok(tx.commit().await?)
     }
 
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -672,7 +642,7 @@ impl Store for PgStore {
     async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError> {
         // The requeue and its history line commit together, as on SQLite.
         let mut tx = self.write().await?;
-        let done = sqlx::query(RETRY)
+        let done = sqlx::query(kernel::RETRY)
             .bind(now_ms())
             .bind(transaction_id)
             .bind(channel)
@@ -680,7 +650,7 @@ impl Store for PgStore {
             .await?
             .rows_affected();
         if done > 0 {
-            history(&mut tx, transaction_id, None, "retry requested", &retry_note(done)).await?;
+            history(&mut tx, transaction_id, None, "retry requested", &kernel::retry_note(done)).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -824,29 +794,7 @@ impl Store for PgStore {
     }
 
     async fn totals(&self) -> Result<Totals, StoreError> {
-        let row = sqlx::query(
-            "SELECT
-                (SELECT COUNT(*) FROM dispatches) AS dispatches,
-                COUNT(*) FILTER (WHERE state = 'queued') AS queued,
-                COUNT(*) FILTER (WHERE state = 'running') AS in_flight,
-                COUNT(*) FILTER (WHERE state = 'done' AND kind = 'deliver') AS delivered,
-                COUNT(*) FILTER (WHERE state = 'failed') AS failed,
-                COUNT(*) FILTER (WHERE state = 'dead') AS dead,
-                COUNT(*) FILTER (WHERE state = 'skipped') AS skipped
-             FROM jobs",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let get = |name: &str| row.try_get::<i64, _>(name).map(|v| v as u64);
-        Ok(Totals {
-            dispatches: get("dispatches")?,
-            queued: get("queued")?,
-            in_flight: get("in_flight")?,
-            delivered: get("delivered")?,
-            failed: get("failed")?,
-            dead: get("dead")?,
-            skipped: get("skipped")?,
-        })
+        kernel::totals_from(&sqlx::query(kernel::TOTALS).fetch_one(&self.pool).await?)
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -926,15 +874,13 @@ async fn history(
     event: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(transaction_id)
-    .bind(job_id)
-    .bind(now_ms())
-    .bind(event)
-    .bind(detail)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(kernel::HISTORY)
+        .bind(transaction_id)
+        .bind(job_id)
+        .bind(now_ms())
+        .bind(event)
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -10,10 +10,11 @@ use rusqlite::{Connection, Row, params};
 use self::db::Db;
 
 use super::{
+    AcceptedVoid, Claim, Completion, HistoryLine,
     schema::{Dialect, migrations},
     Stage,
-    kernel::{Columns, FinishPlan, RETRY, dispatch_from, job_from, lease_lost, retry_note},
-    CensusRow, ChosenRoute, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
+    kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
+    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
     HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, Totals,
     VoidEffect, fmt_ms, now_ms,
 };
@@ -142,7 +143,7 @@ fn history(
 ) -> Result<(), StoreError> {
     exec(
         conn,
-        "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES (?, ?, ?, ?, ?)",
+        kernel::HISTORY,
         params![transaction_id, job_id, now_ms(), event, detail],
     )?;
     Ok(())
@@ -259,12 +260,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn void_accepted(
-        &self,
-        transaction_id: &str,
-        request_id: Option<&str>,
-        job: &NewJob,
-    ) -> Result<(), StoreError> {
+    async fn void_accepted(&self, void: &AcceptedVoid<'_>) -> Result<(), StoreError> {
+        let (transaction_id, request_id, job) = (void.transaction_id, void.request_id, void.confirm);
         let (transaction_id, request_id, job) = (
             transaction_id.to_owned(),
             request_id.map(str::to_owned),
@@ -295,34 +292,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn take_turn(
-        &self,
-        name: &str,
-        owner: &str,
-        until: super::Millis,
-    ) -> Result<bool, StoreError> {
+    async fn take_turn(&self, name: &str, owner: &str, until: Millis) -> Result<bool, StoreError> {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.db
-            .write(move |conn| {
-                let taken = exec(
-                    conn,
-                    "INSERT INTO turns (name, owner, until) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
-                     WHERE turns.until <= ?4",
-                    params![name, owner, until, now_ms()],
-                )?;
-                Ok(taken == 1)
-            })
+            .write(move |conn| Ok(exec(conn, kernel::TAKE_TURN, params![name, owner, until, now_ms()])? == 1))
             .await
     }
 
-    async fn claim(
-        &self,
-        owner: &str,
-        lease: Duration,
-        limit: u32,
-        only: Option<&str>,
-    ) -> Result<Vec<Lease>, StoreError> {
+    async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Lease>, StoreError> {
+        let (owner, lease, limit, only) = (claim.owner, claim.lease, claim.limit, claim.only);
         // Each branch walks its own index in due order and stops after `limit` rows, so a claim
         // costs the same with ten or ten thousand jobs waiting.
         let due = match only {
@@ -461,11 +439,9 @@ impl Store for SqliteStore {
     async fn complete_dispatch(
         &self,
         lease: &Lease,
-        invoice: &Invoice,
-        route: &ChosenRoute,
-        jobs: &[NewJob],
-        detail: &str,
+        completion: &Completion<'_>,
     ) -> Result<(), StoreError> {
+        let (invoice, route, jobs, detail) = (completion.invoice, completion.route, completion.jobs, completion.detail);
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
@@ -619,13 +595,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record(
-        &self,
-        transaction_id: &str,
-        job_id: Option<&str>,
-        event: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
+    async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError> {
+        let (transaction_id, job_id, event, detail) = (line.transaction_id, line.job_id, line.event, line.detail);
         let (transaction_id, job_id) = (transaction_id.to_owned(), job_id.map(str::to_owned));
         let (event, detail) = (event.to_owned(), detail.to_owned());
         self.db
@@ -658,9 +629,9 @@ impl Store for SqliteStore {
         let (transaction_id, channel) = (transaction_id.to_owned(), channel.map(str::to_owned));
         self.db
             .write(move |conn| {
-                let done = exec(conn, RETRY, params![now_ms(), transaction_id, channel])? as u64;
+                let done = exec(conn, kernel::RETRY, params![now_ms(), transaction_id, channel])? as u64;
                 if done > 0 {
-                    history(conn, &transaction_id, None, "retry requested", &retry_note(done))?;
+                    history(conn, &transaction_id, None, "retry requested", &kernel::retry_note(done))?;
                 }
                 Ok(done)
             })
@@ -786,34 +757,7 @@ impl Store for SqliteStore {
 
     async fn totals(&self) -> Result<Totals, StoreError> {
         self.db
-            .read(|conn| {
-                let totals = row(
-                    conn,
-                    "SELECT
-                        (SELECT COUNT(*) FROM dispatches) AS dispatches,
-                        COALESCE(SUM(state = 'queued'), 0) AS queued,
-                        COALESCE(SUM(state = 'running'), 0) AS in_flight,
-                        COALESCE(SUM(state = 'done' AND kind = 'deliver'), 0) AS delivered,
-                        COALESCE(SUM(state = 'failed'), 0) AS failed,
-                        COALESCE(SUM(state = 'dead'), 0) AS dead,
-                        COALESCE(SUM(state = 'skipped'), 0) AS skipped
-                     FROM jobs",
-                    [],
-                    |row| {
-                        let get = |name: &str| row.get::<_, i64>(name).map(|v| v as u64);
-                        Ok(Totals {
-                            dispatches: get("dispatches")?,
-                            queued: get("queued")?,
-                            in_flight: get("in_flight")?,
-                            delivered: get("delivered")?,
-                            failed: get("failed")?,
-                            dead: get("dead")?,
-                            skipped: get("skipped")?,
-                        })
-                    },
-                )?;
-                Ok(totals.unwrap_or_default())
-            })
+            .read(|conn| Ok(row(conn, kernel::TOTALS, [], |r| kernel::totals_from(r))?.unwrap_or_default()))
             .await
     }
 
