@@ -4,9 +4,19 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Finish, JobKind, JobState, NewJob, Store, StoreError, now_ms};
+use super::{Claim, Finish, JobKind, JobState, NewJob, Store, StoreError, now_ms};
 
 const TX: &str = "T12345678.contractTx1";
+
+/// A claim by `owner` for at most `limit` jobs, of `only` that transaction when given.
+fn claim<'a>(owner: &'a str, lease: Duration, limit: u32, only: Option<&'a str>) -> Claim<'a> {
+    Claim {
+        owner,
+        lease,
+        limit,
+        only,
+    }
+}
 
 async fn submitted(store: &Arc<dyn Store>, id: &str) {
     assert!(store.submit(id).await.expect("submit"), "{id} is new");
@@ -16,13 +26,13 @@ async fn submitted(store: &Arc<dyn Store>, id: &str) {
 async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let old = store
-        .claim(&super::Claim { owner: "slow", lease: Duration::from_millis(100), limit: 1, only: Some(TX) })
+        .claim(&claim("slow", Duration::from_millis(100), 1, Some(TX)))
         .await
         .expect("claim")
         .remove(0);
     tokio::time::sleep(Duration::from_millis(150)).await;
     let new = store
-        .claim(&super::Claim { owner: "fast", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
+        .claim(&claim("fast", Duration::from_secs(30), 1, Some(TX)))
         .await
         .expect("rescue")
         .remove(0);
@@ -51,7 +61,7 @@ async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Sto
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let first = store
-        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: None })
+        .claim(&claim("w", Duration::from_secs(30), 1, None))
         .await
         .expect("claim");
     assert_eq!(first.len(), 1);
@@ -67,14 +77,14 @@ async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Sto
         .await
         .expect("retry later");
     let rest = store
-        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 10, only: None })
+        .claim(&claim("w", Duration::from_secs(30), 10, None))
         .await
         .expect("claim");
     let claimed: Vec<&str> = rest.iter().map(|l| l.job.transaction_id.as_str()).collect();
     assert_eq!(claimed, vec![ids[1], ids[2]], "not the one due in a minute");
     assert!(
         store
-            .claim(&super::Claim { owner: "other", lease: Duration::from_secs(30), limit: 10, only: None })
+            .claim(&claim("other", Duration::from_secs(30), 10, None))
             .await
             .expect("claim")
             .is_empty(),
@@ -87,7 +97,7 @@ async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     assert!(!store.submit(TX).await.expect("again"), "known already");
     let lease = store
-        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
+        .claim(&claim("w", Duration::from_secs(30), 1, Some(TX)))
         .await
         .expect("claim")
         .remove(0);
@@ -117,7 +127,7 @@ async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
 async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let lease = store
-        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
+        .claim(&claim("w", Duration::from_secs(30), 1, Some(TX)))
         .await
         .expect("claim")
         .remove(0);
@@ -140,7 +150,7 @@ async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
 async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let lease = store
-        .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 1, only: Some(TX) })
+        .claim(&claim("w", Duration::from_secs(30), 1, Some(TX)))
         .await
         .expect("claim")
         .remove(0);
@@ -169,7 +179,7 @@ async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
     assert_eq!(notes, counts.iter().sum::<u64>(), "one line per requeue, never apart");
     assert_eq!(
         store
-            .claim(&super::Claim { owner: "w", lease: Duration::from_secs(30), limit: 10, only: None })
+            .claim(&claim("w", Duration::from_secs(30), 10, None))
             .await
             .expect("claim")
             .len(),
