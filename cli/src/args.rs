@@ -145,6 +145,13 @@ pub(crate) enum Command {
         /// benchmark creates a database postbud_bench_<pid> there and drops it afterwards.
         #[arg(long, value_name = "URL")]
         postgres: Option<String>,
+        /// Postbud instances sharing the store, each with its own engine and connections.
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        /// Print one JSON object (invoices_per_s, bare_http_per_s, share_of_bare_http, p50_ms,
+        /// p99_ms, rss_queued_mib; cycle_per_s and share_of_cycle with --postgres).
+        #[arg(long)]
+        json: bool,
     },
     #[cfg(feature = "dev")]
     /// Walk through the whole flow on embedded defaults: an in-process sandbox, a few

@@ -181,7 +181,19 @@ pub async fn run(registry: Registry) -> ExitCode {
             workers,
             dir,
             postgres,
-        } => dev::bench::run(invoices, workers, &dir, postgres.as_deref()).await,
+            instances,
+            json,
+        } => {
+            dev::bench::run(dev::bench::Options {
+                invoices,
+                workers,
+                dir,
+                postgres,
+                instances,
+                json,
+            })
+            .await
+        }
     };
     match result {
         Ok(code) => code,

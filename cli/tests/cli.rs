@@ -704,6 +704,58 @@ fn bench_measures_sqlite_and_prints_its_figures() {
     bench_figures(&out, 60);
 }
 
+/// `--json` answers with one object scripts can compare, and nothing else on stdout; two
+/// instances share the store and still capture and deliver each invoice once.
+#[test]
+fn bench_json_prints_one_object_with_its_figures() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = postbud()
+        .args([
+            "bench",
+            "--invoices",
+            "40",
+            "--workers",
+            "2",
+            "--instances",
+            "2",
+            "--json",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"));
+    for key in [
+        "invoices_per_s",
+        "bare_http_per_s",
+        "share_of_bare_http",
+        "p50_ms",
+        "p99_ms",
+        "rss_queued_mib",
+    ] {
+        let figure = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no `{key}` in {report}"));
+        assert!(figure >= 0.0, "{key}: {report}");
+    }
+    assert!(report["invoices_per_s"].as_f64() > Some(0.0), "{report}");
+    let share = report["invoices_per_s"].as_f64().unwrap_or_default()
+        / report["bare_http_per_s"].as_f64().unwrap_or(1.0)
+        * 100.0;
+    assert!(
+        (share - report["share_of_bare_http"].as_f64().unwrap_or_default()).abs() < 1e-6,
+        "{report}"
+    );
+    assert_eq!(report["instances"], 2, "{report}");
+    assert!(
+        report.get("cycle_per_s").is_none(),
+        "no PostgreSQL cycle on SQLite: {report}"
+    );
+}
+
 #[tokio::test]
 async fn bench_measures_postgres_on_a_scratch_database_it_drops() {
     let admin = std::env::var("POSTBUD_TEST_POSTGRES")
@@ -741,6 +793,12 @@ async fn bench_measures_postgres_on_a_scratch_database_it_drops() {
     assert_eq!(output.status.code(), Some(0), "{out}");
     assert!(out.contains("PostgreSQL database"), "{out}");
     bench_figures(&out, 60);
+    assert!(
+        out.lines().any(|l| l.starts_with("cycle:")
+            && l.contains("durable cycles/s")
+            && l.contains("% of it")),
+        "the server's own ceiling measured in the same run:\n{out}"
+    );
     let name = out
         .split_whitespace()
         .find_map(|w| {

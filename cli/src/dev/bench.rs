@@ -2,7 +2,6 @@
 //! sandbox on loopback, beside the bare cost of the same HTTP requests without Postbud.
 
 use std::{
-    path::Path,
     process::ExitCode,
     sync::{
         Arc,
@@ -64,8 +63,10 @@ async fn receiver() -> std::io::Result<(String, Arc<AtomicUsize>)> {
     Ok((url, count))
 }
 
-/// The same requests Postbud makes for one invoice, without Postbud: token once, then per
-/// invoice GET transaction, GET file descriptor, GET PDF, POST capture, POST webhook.
+/// The same requests Postbud makes for one invoice, without Postbud: a token once, then per
+/// invoice what the flow does: GET the transaction, the PDF through its Files descriptor,
+/// POST the capture, GET the transaction and the PDF again (the flow delivers what Dintero
+/// serves after capture), then POST the webhook.
 async fn bare(api: &str, ids: &[String], hook: &str, concurrency: usize) -> Result<f64, Failure> {
     let http = reqwest::Client::new();
     let token: serde_json::Value = http
@@ -94,10 +95,8 @@ async fn bare(api: &str, ids: &[String], hook: &str, concurrency: usize) -> Resu
             hook.to_owned(),
         );
         workers.spawn(async move {
-            loop {
-                let Some(id) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
-                    return Ok::<(), reqwest::Error>(());
-                };
+            // The transaction and its PDF, as the flow reads them before and after capture.
+            let read = async |id: &str| -> Result<(serde_json::Value, usize), reqwest::Error> {
                 let tx: serde_json::Value = http
                     .get(format!("{api}/transactions/{id}?includes=session"))
                     .bearer_auth(&token)
@@ -108,10 +107,9 @@ async fn bare(api: &str, ids: &[String], hook: &str, concurrency: usize) -> Resu
                     .await?;
                 let url = tx["metadata"]["kravia:invoice_url"]
                     .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
+                    .unwrap_or_default();
                 let descriptor: serde_json::Value = http
-                    .get(&url)
+                    .get(url)
                     .send()
                     .await?
                     .error_for_status()?
@@ -124,17 +122,23 @@ async fn bare(api: &str, ids: &[String], hook: &str, concurrency: usize) -> Resu
                     .error_for_status()?
                     .bytes()
                     .await?;
-                if !pdf.starts_with(b"%PDF-") {
-                    panic!("the bare run did not get a PDF");
-                }
+                assert!(pdf.starts_with(b"%PDF-"), "the bare run did not get a PDF");
+                Ok((tx, pdf.len()))
+            };
+            loop {
+                let Some(id) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                    return Ok::<(), reqwest::Error>(());
+                };
+                let (tx, _) = read(&id).await?;
                 http.post(format!("{api}/transactions/{id}/capture"))
                     .bearer_auth(&token)
                     .json(&serde_json::json!({"amount": tx["amount"]}))
                     .send()
                     .await?
                     .error_for_status()?;
+                let (_, size) = read(&id).await?;
                 http.post(&hook)
-                    .json(&serde_json::json!({"id": id, "size": pdf.len()}))
+                    .json(&serde_json::json!({"id": id, "size": size}))
                     .send()
                     .await?
                     .error_for_status()?;
@@ -295,40 +299,160 @@ impl ScratchDatabase {
     }
 }
 
-/// Runs the benchmark on SQLite in `dir`, or on a scratch database on the PostgreSQL server
-/// at `postgres`.
-pub async fn run(
+/// What `postbud bench` is asked to measure.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Invoices through the whole flow (and as many again at half load, and bare).
+    pub invoices: usize,
+    /// Concurrent jobs per instance, and the concurrency of every baseline.
+    pub workers: usize,
+    /// Where the SQLite file goes.
+    pub dir: std::path::PathBuf,
+    /// A PostgreSQL server to measure on instead (a scratch database is made there).
+    pub postgres: Option<String>,
+    /// Postbud instances sharing the store (each its own engine and connections).
+    pub instances: usize,
+    /// One JSON object on stdout instead of the report.
+    pub json: bool,
+}
+
+/// What one run measured; `--json` prints it whole.
+#[derive(Debug, Default, serde::Serialize)]
+struct Report {
+    store: &'static str,
     invoices: usize,
     workers: usize,
-    dir: &Path,
-    postgres: Option<&str>,
-) -> Result<ExitCode, Failure> {
-    postbud::http::ensure_crypto_provider();
-    let Some(admin) = postgres else {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        for file in ["bench.db", "bench.db-wal", "bench.db-shm"] {
-            let _ = std::fs::remove_file(dir.join(file));
+    instances: usize,
+    invoices_per_s: f64,
+    bare_http_per_s: f64,
+    /// Percent.
+    share_of_bare_http: f64,
+    half_load_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_queued_mib: f64,
+    rss_peak_mib: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cycle_per_s: Option<f64>,
+    /// Percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    share_of_cycle: Option<f64>,
+}
+
+/// Prints a report line unless the run answers in JSON.
+macro_rules! report {
+    ($options:expr, $($arg:tt)*) => {
+        if !$options.json {
+            say!($($arg)*);
         }
-        let store = format!("sqlite://{}/bench.db", dir.display());
-        let label = format!("SQLite at {}/bench.db", dir.display());
-        return measure(invoices, workers, &store, &label).await;
+    };
+}
+
+/// Runs the benchmark on SQLite in `dir`, or on a scratch database on the PostgreSQL server
+/// named.
+pub async fn run(options: Options) -> Result<ExitCode, Failure> {
+    postbud::http::ensure_crypto_provider();
+    let Some(admin) = options.postgres.as_deref() else {
+        std::fs::create_dir_all(&options.dir).map_err(io)?;
+        for file in ["bench.db", "bench.db-wal", "bench.db-shm"] {
+            let _ = std::fs::remove_file(options.dir.join(file));
+        }
+        let store = format!("sqlite://{}/bench.db", options.dir.display());
+        let label = format!("SQLite at {}/bench.db", options.dir.display());
+        let mut report = measure(&options, &store, &label).await?;
+        report.store = "sqlite";
+        return finish(&options, &report);
     };
     let scratch = ScratchDatabase::create(admin).await?;
     let label = format!(
         "PostgreSQL database {} (dropped afterwards)",
         postbud::http::redact_url(&scratch.url)
     );
-    let result = measure(invoices, workers, &scratch.url, &label).await;
+    let result = async {
+        let mut report = measure(&options, &scratch.url, &label).await?;
+        report.store = "postgres";
+        let cycle = durable_cycle(&scratch.url, options.invoices, options.workers).await?;
+        report.cycle_per_s = Some(cycle);
+        report.share_of_cycle = Some(report.invoices_per_s / cycle * 100.0);
+        report!(
+            options,
+            "cycle:       {cycle:.0} minimal durable cycles/s on the same server (enqueue, claim with SKIP LOCKED, mark done; three commits) at {} clients: Postbud reaches {:.0} % of it",
+            options.workers * options.instances,
+            report.invoices_per_s / cycle * 100.0
+        );
+        Ok::<_, Failure>(report)
+    }
+    .await;
     scratch.drop_now().await;
-    result
+    finish(&options, &result?)
 }
 
-async fn measure(
-    invoices: usize,
-    workers: usize,
-    store: &str,
-    label: &str,
-) -> Result<ExitCode, Failure> {
+fn finish(options: &Options, report: &Report) -> Result<ExitCode, Failure> {
+    if options.json {
+        say!("{}", serde_json::to_string(report).map_err(io)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The least a durable queue on this server does per item, at `clients` connections: enqueue,
+/// claim with `FOR UPDATE SKIP LOCKED`, mark done, each its own commit. The ceiling Postbud's
+/// PostgreSQL figure is read against.
+async fn durable_cycle(url: &str, items: usize, clients: usize) -> Result<f64, Failure> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(clients as u32)
+        .connect(url)
+        .await
+        .map_err(io)?;
+    sqlx::raw_sql(
+        "CREATE TABLE bench_cycle (id BIGSERIAL PRIMARY KEY, state TEXT NOT NULL, owner TEXT);
+         CREATE INDEX bench_cycle_queued ON bench_cycle (id) WHERE state = 'queued';",
+    )
+    .execute(&pool)
+    .await
+    .map_err(io)?;
+    let left = Arc::new(AtomicUsize::new(items));
+    let started = Instant::now();
+    let mut clients_running = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let (pool, left) = (pool.clone(), Arc::clone(&left));
+        clients_running.spawn(async move {
+            let owner = format!("c{client}");
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                sqlx::query("INSERT INTO bench_cycle (state) VALUES ('queued')")
+                    .execute(&pool)
+                    .await?;
+                let claimed: Option<(i64,)> = sqlx::query_as(
+                    "UPDATE bench_cycle SET state = 'running', owner = $1 WHERE id =
+                       (SELECT id FROM bench_cycle WHERE state = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING id",
+                )
+                .bind(&owner)
+                .fetch_optional(&pool)
+                .await?;
+                if let Some((id,)) = claimed {
+                    sqlx::query("UPDATE bench_cycle SET state = 'done' WHERE id = $1")
+                        .bind(id)
+                        .execute(&pool)
+                        .await?;
+                }
+            }
+            Ok::<(), sqlx::Error>(())
+        });
+    }
+    while let Some(done) = clients_running.join_next().await {
+        done.map_err(io)?.map_err(io)?;
+    }
+    let rate = items as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    Ok(rate)
+}
+
+async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, Failure> {
+    let (invoices, workers, instances) =
+        (options.invoices, options.workers, options.instances.max(1));
     let sandbox = SandboxProcess::start().await?;
     let (hook, received) = receiver().await.map_err(io)?;
     let toml = format!(
@@ -338,31 +462,48 @@ async fn measure(
          [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
         dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
     );
-    let app =
-        Arc::new(crate::commands::open(&Settings::from_toml(&toml)?, &stock_registry()?).await?);
-    say!(
-        "postbud bench: {invoices} invoices, {workers} workers, {label}, sandbox and receiver on loopback\n"
+    let settings = Settings::from_toml(&toml)?;
+    let registry = stock_registry()?;
+    let mut apps = Vec::with_capacity(instances);
+    for _ in 0..instances {
+        apps.push(Arc::new(crate::commands::open(&settings, &registry).await?));
+    }
+    let app = Arc::clone(&apps[0]);
+    report!(
+        options,
+        "postbud bench: {invoices} invoices, {instances} instance(s) of {workers} workers, {label}, sandbox and receiver on loopback\n"
     );
+    let mut report = Report {
+        invoices,
+        workers,
+        instances,
+        ..Report::default()
+    };
 
     // Phase 1: everything queued at once, nothing running yet.
-    let bar = indicatif::ProgressBar::new(invoices as u64).with_message("seeding and submitting");
+    let bar = progress(options, invoices, "seeding and submitting");
     let ids = sandbox.seed(invoices).await?;
     for id in &ids {
         app.submit(id).await.map_err(io)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let (_, queued_rss) = memory();
-    say!("queued:      {invoices} invoices submitted; resident memory {queued_rss:.1} MiB");
+    (_, report.rss_queued_mib) = memory();
+    report!(
+        options,
+        "queued:      {invoices} invoices submitted; resident memory {:.1} MiB",
+        report.rss_queued_mib
+    );
 
     // Phase 2: drain at full speed.
-    let bar = indicatif::ProgressBar::new(invoices as u64).with_message("capturing and delivering");
+    let bar = progress(options, invoices, "capturing and delivering");
     let started = Instant::now();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runner = tokio::spawn({
-        let app = Arc::clone(&app);
-        async move { app.run_workers(stopped).await }
-    });
+    let mut runners = tokio::task::JoinSet::new();
+    for app in &apps {
+        let (app, stopped) = (Arc::clone(app), stopped.clone());
+        runners.spawn(async move { app.run_workers(stopped).await });
+    }
     while received.load(Ordering::Relaxed) < invoices {
         bar.set_position(received.load(Ordering::Relaxed) as u64);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -372,20 +513,22 @@ async fn measure(
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let rate = invoices as f64 / elapsed.as_secs_f64();
+    report.invoices_per_s = invoices as f64 / elapsed.as_secs_f64();
     let captures = sandbox.captures().await;
-    say!(
-        "throughput:  {rate:.0} invoices/s ({invoices} in {:.2} s; {captures} captures, {} webhooks)",
+    report!(
+        options,
+        "throughput:  {:.0} invoices/s ({invoices} in {:.2} s; {captures} captures, {} webhooks)",
+        report.invoices_per_s,
         elapsed.as_secs_f64(),
         received.load(Ordering::Relaxed)
     );
 
     // Phase 3: latency at half that load, submitted at a steady pace.
-    let half = (rate / 2.0).max(1.0);
+    report.half_load_per_s = (report.invoices_per_s / 2.0).max(1.0);
     let paced = (invoices / 2).clamp(50, 5_000);
     let paced_ids = sandbox.seed(paced).await?;
     let before = received.load(Ordering::Relaxed);
-    let gap = Duration::from_secs_f64(1.0 / half);
+    let gap = Duration::from_secs_f64(1.0 / report.half_load_per_s);
     let pace_start = Instant::now();
     for (n, id) in paced_ids.iter().enumerate() {
         let due = pace_start + gap * n as u32;
@@ -406,23 +549,43 @@ async fn measure(
         }
     }
     latencies.sort_by(f64::total_cmp);
-    say!(
-        "latency:     at {half:.0} invoices/s, submit to delivered p50 {:.1} ms, p99 {:.1} ms ({} invoices)",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+    report.p50_ms = percentile(&latencies, 0.5);
+    report.p99_ms = percentile(&latencies, 0.99);
+    report!(
+        options,
+        "latency:     at {:.0} invoices/s, submit to delivered p50 {:.1} ms, p99 {:.1} ms ({} invoices)",
+        report.half_load_per_s,
+        report.p50_ms,
+        report.p99_ms,
         latencies.len()
     );
     let _ = stop.send(true);
-    let _ = runner.await;
+    while runners.join_next().await.is_some() {}
 
-    // Phase 4: the same HTTP requests without Postbud, same concurrency.
+    // Phase 4: the same HTTP requests without Postbud, at the same concurrency.
     let bare_ids = sandbox.seed(invoices).await?;
-    let bare_rate = bare(&sandbox.api_url(), &bare_ids, &hook, workers).await?;
-    let (peak, _) = memory();
-    say!(
-        "bare HTTP:   {bare_rate:.0} invoices/s for the same requests without Postbud (Postbud reaches {:.0} % of it)",
-        rate / bare_rate * 100.0
+    report.bare_http_per_s =
+        bare(&sandbox.api_url(), &bare_ids, &hook, workers * instances).await?;
+    report.share_of_bare_http = report.invoices_per_s / report.bare_http_per_s * 100.0;
+    (report.rss_peak_mib, _) = memory();
+    report!(
+        options,
+        "bare HTTP:   {:.0} invoices/s for the same requests without Postbud (Postbud reaches {:.0} % of it)",
+        report.bare_http_per_s,
+        report.share_of_bare_http
     );
-    say!("memory:      peak resident {peak:.1} MiB");
-    Ok(ExitCode::SUCCESS)
+    report!(
+        options,
+        "memory:      peak resident {:.1} MiB",
+        report.rss_peak_mib
+    );
+    Ok(report)
+}
+
+/// A progress bar on stderr, hidden when the run answers in JSON.
+fn progress(options: &Options, len: usize, message: &'static str) -> indicatif::ProgressBar {
+    match options.json {
+        true => indicatif::ProgressBar::hidden(),
+        false => indicatif::ProgressBar::new(len as u64).with_message(message),
+    }
 }
