@@ -131,28 +131,7 @@ pub(crate) enum Command {
     #[cfg(feature = "dev")]
     /// Measure: N invoices through capture, PDF fetch and a webhook delivery against the sandbox
     /// on loopback, beside the same HTTP requests without Postbud.
-    Bench {
-        /// How many invoices.
-        #[arg(long, default_value_t = 2000)]
-        invoices: usize,
-        /// Concurrent jobs.
-        #[arg(long, default_value_t = 16)]
-        workers: usize,
-        /// Where the benchmark's database goes.
-        #[arg(long, default_value = "postbud-bench")]
-        dir: PathBuf,
-        /// Measure PostgreSQL instead: a server URL (postgres://user@host/database); the
-        /// benchmark creates a database postbud_bench_<pid> there and drops it afterwards.
-        #[arg(long, value_name = "URL")]
-        postgres: Option<String>,
-        /// Postbud instances sharing the store, each with its own engine and connections.
-        #[arg(long, default_value_t = 1)]
-        instances: usize,
-        /// Print one JSON object (invoices_per_s, bare_http_per_s, share_of_bare_http, p50_ms,
-        /// p99_ms, rss_queued_mib; cycle_per_s and share_of_cycle with --postgres).
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(crate::dev::bench::Options),
     #[cfg(feature = "dev")]
     /// Walk through the whole flow on embedded defaults: an in-process sandbox, a few
     /// invoices, capture, delivery, a fallback and a void.

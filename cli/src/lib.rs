@@ -101,7 +101,7 @@ pub async fn run(registry: Registry) -> ExitCode {
         #[cfg(feature = "dev")]
         Command::Sandbox { .. } => Some("sandbox"),
         #[cfg(feature = "dev")]
-        Command::Bench { .. } => Some("bench"),
+        Command::Bench(_) => Some("bench"),
         _ => None,
     };
     if let (Some(command), Some(_)) = (own_defaults, config) {
@@ -176,24 +176,7 @@ pub async fn run(registry: Registry) -> ExitCode {
         #[cfg(feature = "dev")]
         Command::Demo { dir } => dev::demo::run(&dir).await,
         #[cfg(feature = "dev")]
-        Command::Bench {
-            invoices,
-            workers,
-            dir,
-            postgres,
-            instances,
-            json,
-        } => {
-            dev::bench::run(dev::bench::Options {
-                invoices,
-                workers,
-                dir,
-                postgres,
-                instances,
-                json,
-            })
-            .await
-        }
+        Command::Bench(options) => dev::bench::run(options).await,
     };
     match result {
         Ok(code) => code,

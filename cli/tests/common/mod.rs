@@ -106,7 +106,8 @@ impl Serve {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: on a loaded 2-core machine `serve` once took longer than 20 s to answer.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while reqwest::get(format!("{}/healthz", serve.base))
             .await
             .map(|r| r.status().as_u16())
