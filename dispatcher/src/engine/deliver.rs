@@ -6,7 +6,7 @@ use crate::config::Route;
 use crate::{
     channel::DeliveryContext,
     ids,
-    store::{Finish, JobKind, Lease, NewJob, StoreError, now_ms},
+    store::{Finish, HistoryLine, JobKind, Lease, NewJob, StoreError, now_ms},
 };
 
 impl Engine {
@@ -69,7 +69,12 @@ impl Engine {
                         .finish(lease, Finish::Failed(why.clone()))
                         .await?;
                     self.store
-                        .record(&crate::store::HistoryLine { transaction_id: &job.transaction_id, job_id: Some(&job.id), event: "not sent", detail: &why })
+                        .record(&HistoryLine {
+                            transaction_id: &job.transaction_id,
+                            job_id: Some(&job.id),
+                            event: "not sent",
+                            detail: &why,
+                        })
                         .await?;
                     self.voided(&job.transaction_id).await?;
                     return Ok(Finish::Recorded);
@@ -135,12 +140,18 @@ impl Engine {
             })
             .collect();
         self.store.enqueue(lease, &jobs).await?;
+        let detail = format!(
+            "[{}] failed for good; falling back to {}",
+            job.channel.as_deref().unwrap_or(""),
+            route.fallback.join(", ")
+        );
         self.store
-            .record(&crate::store::HistoryLine { transaction_id: &job.transaction_id, job_id: Some(&job.id), event: "fallback", detail: &format!(
-                    "[{}] failed for good; falling back to {}",
-                    job.channel.as_deref().unwrap_or(""),
-                    route.fallback.join(", ")
-                ) })
+            .record(&HistoryLine {
+                transaction_id: &job.transaction_id,
+                job_id: Some(&job.id),
+                event: "fallback",
+                detail: &detail,
+            })
             .await?;
         Ok(finish)
     }

@@ -15,7 +15,7 @@ use crate::{
     ids,
     invoice::Pdf,
     store::{
-        ChosenRoute, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError,
+        ChosenRoute, Completion, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError,
         now_ms,
     },
 };
@@ -247,7 +247,15 @@ impl Engine {
             })?,
         };
         self.store
-            .complete_dispatch(lease, &crate::store::Completion { invoice: &invoice, route: &chosen, jobs: &jobs, detail: &detail })
+            .complete_dispatch(
+                lease,
+                &Completion {
+                    invoice: &invoice,
+                    route: &chosen,
+                    jobs: &jobs,
+                    detail: &detail,
+                },
+            )
             .await?;
         Ok(Finish::Recorded)
     }

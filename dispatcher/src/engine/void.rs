@@ -50,7 +50,11 @@ impl Engine {
             next_at: now_ms(),
         };
         self.store
-            .void_accepted(&crate::store::AcceptedVoid { transaction_id, request_id, confirm: &job })
+            .void_accepted(&crate::store::AcceptedVoid {
+                transaction_id,
+                request_id,
+                confirm: &job,
+            })
             .await?;
         self.wake.notify_waiters();
         Ok(())

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 
 use super::{Engine, Outcome};
-use crate::store::{StoreError, now_ms};
+use crate::store::{Claim, StoreError, now_ms};
 
 impl Engine {
     /// Runs `settings.workers` workers until `shutdown` turns true. Each claims one job at a
@@ -21,7 +21,12 @@ impl Engine {
                 while !*shutdown.borrow() {
                     match engine
                         .store
-                        .claim(&crate::store::Claim { owner: &owner, lease: engine.settings.lease, limit: 1, only: None })
+                        .claim(&Claim {
+                            owner: &owner,
+                            lease: engine.settings.lease,
+                            limit: 1,
+                            only: None,
+                        })
                         .await
                     {
                         Ok(leases) if !leases.is_empty() => {
@@ -71,7 +76,12 @@ impl Engine {
         loop {
             let leases = self
                 .store
-                .claim(&crate::store::Claim { owner: &self.owner, lease: self.settings.lease, limit: 1, only: Some(transaction_id) })
+                .claim(&Claim {
+                    owner: &self.owner,
+                    lease: self.settings.lease,
+                    limit: 1,
+                    only: Some(transaction_id),
+                })
                 .await?;
             if !leases.is_empty() {
                 for lease in leases {

@@ -188,7 +188,7 @@ impl Store for PgStore {
         .bind(transaction_id)
         .execute(&mut *tx)
         .await?;
-        history(&mut tx, transaction_id, None, "created", detail).await?;
+        history(&mut *tx, transaction_id, None, "created", detail).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -222,7 +222,7 @@ impl Store for PgStore {
             request_id.unwrap_or("not given")
         );
         history(
-            &mut tx,
+            &mut *tx,
             transaction_id,
             Some(&job.id),
             "void accepted",
@@ -381,7 +381,7 @@ impl Store for PgStore {
         if updated.rows_affected() != 1 {
             return Err(lease_lost(lease));
         }
-        history(&mut tx, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail).await?;
+        history(&mut *tx, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -419,7 +419,7 @@ impl Store for PgStore {
         }
         if let Some((event, detail)) = note {
             history(
-                &mut tx,
+                &mut *tx,
                 &lease.job.transaction_id,
                 Some(&lease.job.id),
                 event,
@@ -478,7 +478,7 @@ impl Store for PgStore {
         .await?;
         let line = format!("attempt {}: {detail}", lease.job.attempts);
         history(
-            &mut tx,
+            &mut *tx,
             &lease.job.transaction_id,
             Some(&lease.job.id),
             "done",
@@ -511,7 +511,7 @@ impl Store for PgStore {
                 pdf.sha256
             );
             history(
-                &mut tx,
+                &mut *tx,
                 &lease.job.transaction_id,
                 Some(&lease.job.id),
                 "pdf fetched",
@@ -614,10 +614,8 @@ impl Store for PgStore {
     }
 
     async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError> {
-        let (transaction_id, job_id, event, detail) = (line.transaction_id, line.job_id, line.event, line.detail);
-        let mut tx = self.write().await?;
-        history(&mut tx, transaction_id, job_id, event, detail).await?;
-        Ok(tx.commit().await?)
+        // One statement: it commits on its own.
+        history(&self.pool, line.transaction_id, line.job_id, line.event, line.detail).await
     }
 
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -650,7 +648,7 @@ impl Store for PgStore {
             .await?
             .rows_affected();
         if done > 0 {
-            history(&mut tx, transaction_id, None, "retry requested", &kernel::retry_note(done)).await?;
+            history(&mut *tx, transaction_id, None, "retry requested", &kernel::retry_note(done)).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -867,8 +865,8 @@ async fn insert_jobs(
     Ok(())
 }
 
-async fn history(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+async fn history<'e>(
+    on: impl sqlx::PgExecutor<'e>,
     transaction_id: &str,
     job_id: Option<&str>,
     event: &str,
@@ -880,7 +878,7 @@ async fn history(
         .bind(now_ms())
         .bind(event)
         .bind(detail)
-        .execute(&mut **tx)
+        .execute(on)
         .await?;
     Ok(())
 }

@@ -261,11 +261,10 @@ impl Store for SqliteStore {
     }
 
     async fn void_accepted(&self, void: &AcceptedVoid<'_>) -> Result<(), StoreError> {
-        let (transaction_id, request_id, job) = (void.transaction_id, void.request_id, void.confirm);
         let (transaction_id, request_id, job) = (
-            transaction_id.to_owned(),
-            request_id.map(str::to_owned),
-            job.clone(),
+            void.transaction_id.to_owned(),
+            void.request_id.map(str::to_owned),
+            void.confirm.clone(),
         );
         self.db
             .write(move |conn| {
@@ -441,7 +440,7 @@ impl Store for SqliteStore {
         lease: &Lease,
         completion: &Completion<'_>,
     ) -> Result<(), StoreError> {
-        let (invoice, route, jobs, detail) = (completion.invoice, completion.route, completion.jobs, completion.detail);
+        let Completion { invoice, route, jobs, detail } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
@@ -596,9 +595,8 @@ impl Store for SqliteStore {
     }
 
     async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError> {
-        let (transaction_id, job_id, event, detail) = (line.transaction_id, line.job_id, line.event, line.detail);
-        let (transaction_id, job_id) = (transaction_id.to_owned(), job_id.map(str::to_owned));
-        let (event, detail) = (event.to_owned(), detail.to_owned());
+        let (transaction_id, job_id) = (line.transaction_id.to_owned(), line.job_id.map(str::to_owned));
+        let (event, detail) = (line.event.to_owned(), line.detail.to_owned());
         self.db
             .write(move |conn| history(conn, &transaction_id, job_id.as_deref(), &event, &detail))
             .await
