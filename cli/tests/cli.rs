@@ -707,6 +707,41 @@ fn bench_measures_sqlite_and_prints_its_figures() {
 /// `--json` answers with one object scripts can compare, and nothing else on stdout; two
 /// instances share the store and still capture and deliver each invoice once.
 #[test]
+fn bench_history_times_the_operators_reads_as_the_store_grows() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = postbud()
+        .args([
+            "bench",
+            "--invoices",
+            "30",
+            "--workers",
+            "2",
+            "--history",
+            "1500",
+            "--json",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim())
+            .expect("one JSON object");
+    let history = report["history"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no history: {report}"));
+    assert_eq!(history.len(), 1, "{report}");
+    assert_eq!(
+        history[0]["invoices"], 1500,
+        "the store was grown and checked: {report}"
+    );
+    for key in ["metrics_ms", "healthz_ms", "status_ms", "http_floor_ms"] {
+        assert!(history[0][key].as_f64() > Some(0.0), "{key}: {report}");
+    }
+}
+
+#[test]
 fn bench_json_prints_one_object_with_its_figures() {
     let dir = tempfile::tempdir().expect("dir");
     let output = postbud()

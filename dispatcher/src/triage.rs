@@ -117,7 +117,7 @@ pub async fn count(store: &dyn Store) -> Result<BTreeMap<Verdict, u64>, StoreErr
         troubled: true,
         ..DispatchQuery::default()
     };
-    let mut pages = Pages::new(store, query);
+    let mut pages = Pages::new(store, query, Pages::SIZE);
     while let Some(listed) = pages.next().await? {
         *counts
             .entry(assess(Some(&listed.dispatch), &listed.jobs).verdict)
@@ -170,7 +170,12 @@ pub async fn list(
         created_before: filter.created_before,
         ..DispatchQuery::default()
     };
-    let mut pages = Pages::new(store, query);
+    // Unfiltered, every invoice read is listed: read no more than that.
+    let size = match filter.verdicts.is_empty() {
+        true => u32::try_from(limit.saturating_add(1)).map_or(Pages::SIZE, |n| n.min(Pages::SIZE)),
+        false => Pages::SIZE,
+    };
+    let mut pages = Pages::new(store, query, size);
     let mut found = Vec::new();
     while let Some(DispatchJobs { dispatch, jobs }) = pages.next().await? {
         let assessment = assess(Some(&dispatch), &jobs);
@@ -199,11 +204,12 @@ struct Pages<'a> {
 impl<'a> Pages<'a> {
     const SIZE: u32 = 200;
 
-    fn new(store: &'a dyn Store, query: DispatchQuery) -> Self {
+    /// Reads `size` dispatches a page.
+    fn new(store: &'a dyn Store, query: DispatchQuery, size: u32) -> Self {
         Self {
             store,
             query: DispatchQuery {
-                limit: Self::SIZE,
+                limit: size.max(1),
                 ..query
             },
             page: Vec::new().into_iter(),
@@ -219,7 +225,7 @@ impl<'a> Pages<'a> {
             return Ok(None);
         }
         let page = self.store.dispatches(&self.query).await?;
-        self.done = page.len() < Self::SIZE as usize;
+        self.done = page.len() < self.query.limit as usize;
         if let Some(last) = page.last() {
             self.query.after = Some((
                 last.dispatch.created_at,

@@ -15,7 +15,7 @@ use postbud::{JobKind, Settings};
 use super::stock_registry;
 use crate::commands::{Failure, exit};
 
-fn io(e: impl std::fmt::Display) -> Failure {
+pub(super) fn io(e: impl std::fmt::Display) -> Failure {
     Failure {
         message: e.to_string(),
         code: exit::FAILED,
@@ -34,6 +34,25 @@ fn memory() -> (f64, f64) {
             .map_or(0.0, |kb| kb / 1024.0)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU time this process has used, user and system, in milliseconds (Linux, 10 ms steps).
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are the 14th and 15th fields: 12th and 13th after the name.
+    (ticks(11) + ticks(12)) * 10.0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -319,9 +338,14 @@ pub struct Options {
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
     /// Print one JSON object (invoices_per_s, bare_http_per_s, share_of_bare_http, p50_ms,
-    /// p99_ms, rss_queued_mib; cycle_per_s and share_of_cycle with --postgres).
+    /// p99_ms, rss_queued_mib; cycle_per_s and share_of_cycle with --postgres; history with
+    /// --history).
     #[arg(long)]
     pub json: bool,
+    /// Afterwards, grow the store to this many finished invoices (copies of one delivered) and
+    /// time `/metrics`, `/healthz` and `status` at each power of ten on the way.
+    #[arg(long, default_value_t = 0, value_name = "INVOICES")]
+    pub history: u64,
 }
 
 /// What one run measured; `--json` prints it whole.
@@ -335,6 +359,9 @@ struct Report {
     bare_http_per_s: f64,
     /// Percent.
     share_of_bare_http: f64,
+    /// CPU time of this process (Postbud; not the sandbox nor a database server) per invoice
+    /// while draining.
+    cpu_ms_per_invoice: f64,
     half_load_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -345,6 +372,8 @@ struct Report {
     /// Percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     share_of_cycle: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    history: Vec<super::history::Figures>,
 }
 
 /// Prints a report line unless the run answers in JSON.
@@ -517,6 +546,7 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
     // Phase 2: drain at full speed.
     let bar = progress(options, invoices, "capturing and delivering");
     let started = Instant::now();
+    let cpu_before = cpu_ms();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut runners = tokio::task::JoinSet::new();
     for app in &apps {
@@ -531,15 +561,17 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
         }
     }
     let elapsed = started.elapsed();
+    report.cpu_ms_per_invoice = (cpu_ms() - cpu_before) / invoices as f64;
     bar.finish_and_clear();
     report.invoices_per_s = invoices as f64 / elapsed.as_secs_f64();
     let captures = sandbox.captures().await;
     report!(
         options,
-        "throughput:  {:.0} invoices/s ({invoices} in {:.2} s; {captures} captures, {} webhooks)",
+        "throughput:  {:.0} invoices/s ({invoices} in {:.2} s; {captures} captures, {} webhooks), {:.2} ms of Postbud's CPU each",
         report.invoices_per_s,
         elapsed.as_secs_f64(),
-        received.load(Ordering::Relaxed)
+        received.load(Ordering::Relaxed),
+        report.cpu_ms_per_invoice
     );
 
     // Phase 3: latency at half that load, submitted at a steady pace.
@@ -598,11 +630,39 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
         "memory:      peak resident {:.1} MiB",
         report.rss_peak_mib
     );
+
+    // Phase 5, on request: the reads operators make, as the history grows.
+    if options.history > 0 {
+        let grower = match store.strip_prefix("sqlite://") {
+            Some(path) => super::history::Grower::Sqlite(path.into()),
+            None => {
+                super::history::Grower::Postgres(sqlx::PgPool::connect(store).await.map_err(io)?)
+            }
+        };
+        let held = (invoices + paced) as u64;
+        report.history =
+            super::history::measure(options, &app, &grower, &paced_ids[0], held).await?;
+        for f in &report.history {
+            report!(
+                options,
+                "history:     {:>9} invoices: /metrics {:.2} ms, /healthz {:.2} ms, status {:.2} ms (a bare HTTP GET {:.2} ms; target under 5 ms, flat)",
+                f.invoices,
+                f.metrics_ms,
+                f.healthz_ms,
+                f.status_ms,
+                f.http_floor_ms
+            );
+        }
+    }
     Ok(report)
 }
 
 /// A progress bar on stderr, hidden when the run answers in JSON.
-fn progress(options: &Options, len: usize, message: &'static str) -> indicatif::ProgressBar {
+pub(super) fn progress(
+    options: &Options,
+    len: usize,
+    message: &'static str,
+) -> indicatif::ProgressBar {
     match options.json {
         true => indicatif::ProgressBar::hidden(),
         false => indicatif::ProgressBar::new(len as u64).with_message(message),

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod demo;
+mod history;
 
 use std::process::ExitCode;
 

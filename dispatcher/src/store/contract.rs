@@ -212,6 +212,107 @@ async fn history_keeps_its_order_and_a_turn_one_holder(store: Arc<dyn Store>) {
     );
 }
 
+/// The census and totals counted from every row, through the listing: what the kept counts
+/// must equal.
+async fn counted_row_by_row(store: &Arc<dyn Store>) -> (Vec<super::CensusRow>, super::Totals) {
+    let mut census: Vec<super::CensusRow> = Vec::new();
+    let mut totals = super::Totals::default();
+    let all = super::DispatchQuery::latest(10_000);
+    for listed in store.dispatches(&all).await.expect("every dispatch") {
+        let has = |states: &[JobState]| listed.jobs.iter().any(|j| states.contains(&j.state));
+        let (active, troubled) = (
+            has(&[JobState::Queued, JobState::Running]),
+            has(&[JobState::Failed, JobState::Dead]),
+        );
+        let stage = listed.dispatch.stage;
+        match census.iter_mut().find(|r| (r.stage, r.active, r.troubled) == (stage, active, troubled)) {
+            Some(row) => row.count += 1,
+            None => census.push(super::CensusRow { stage, active, troubled, count: 1 }),
+        }
+        totals.dispatches += 1;
+        for job in &listed.jobs {
+            match (job.kind, job.state) {
+                (_, JobState::Queued) => totals.queued += 1,
+                (_, JobState::Running) => totals.in_flight += 1,
+                (JobKind::Deliver, JobState::Done) => totals.delivered += 1,
+                (_, JobState::Failed) => totals.failed += 1,
+                (_, JobState::Dead) => totals.dead += 1,
+                (_, JobState::Skipped) => totals.skipped += 1,
+                _ => {}
+            }
+        }
+    }
+    (census, totals)
+}
+
+/// The kept counts equal a count of every row.
+async fn assert_counts_agree(store: &Arc<dyn Store>, when: &str) {
+    let sorted = |mut rows: Vec<super::CensusRow>| {
+        rows.sort_by_key(|r| (r.stage.as_str(), r.active, r.troubled));
+        rows
+    };
+    let (census, totals) = counted_row_by_row(store).await;
+    let kept = store.census().await.expect("census");
+    assert_eq!(sorted(kept), sorted(census), "census {when}");
+    let kept = store.totals().await.expect("totals");
+    assert_eq!(format!("{kept:?}"), format!("{totals:?}"), "totals {when}");
+}
+
+/// The counts `/metrics`, `/healthz` and `status` show are kept as rows change, not counted
+/// from the history; whatever moved a row, they equal a count of every row: deliveries done,
+/// failed, dead-lettered and retried, a dispatch skipped and submitted again, voids of a
+/// delivered and of an unknown transaction, a prune.
+async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
+    let lease = Duration::from_secs(30);
+    let id = |n: u32| format!("T12345678.count{n}");
+    let claimed = async |id: &str| store.claim(&claim("w", lease, 10, Some(id))).await.expect("claim");
+    // Dispatched and routed to one channel; the delivery ends as `end` (None: still queued).
+    let routed = async |id: &str, end: Option<Finish>| {
+        submitted(&store, id).await;
+        let dispatch = claimed(id).await.remove(0);
+        let patch = super::DispatchPatch { stage: Some(super::Stage::Routed), ..Default::default() };
+        store.update_dispatch(&dispatch, patch).await.expect("routed");
+        let delivery = NewJob {
+            id: crate::ids::delivery_id(id, "archive"),
+            kind: JobKind::Deliver,
+            channel: "archive".into(),
+            role: super::Role::Primary,
+            next_at: now_ms(),
+        };
+        store.enqueue(&dispatch, &[delivery]).await.expect("enqueue");
+        store.finish(&dispatch, Finish::Done("routed".into())).await.expect("done");
+        if let Some(end) = end {
+            let attempt = claimed(id).await.remove(0);
+            store.finish(&attempt, end).await.expect("delivery ends");
+        }
+    };
+    assert_counts_agree(&store, "when empty").await;
+    submitted(&store, &id(0)).await;
+    routed(&id(1), Some(Finish::Done("sent".into()))).await;
+    routed(&id(2), Some(Finish::Failed("refused".into()))).await;
+    routed(&id(3), Some(Finish::Dead("gave up".into()))).await;
+    routed(&id(4), None).await;
+    routed(&id(5), Some(Finish::Done("sent".into()))).await;
+    submitted(&store, &id(6)).await;
+    let skipped = claimed(&id(6)).await.remove(0);
+    let patch = super::DispatchPatch { stage: Some(super::Stage::Skipped), ..Default::default() };
+    store.update_dispatch(&skipped, patch).await.expect("skipped");
+    store.finish(&skipped, Finish::Skipped("not ours".into())).await.expect("skip");
+    let running = claimed(&id(4)).await;
+    assert_eq!(running.len(), 1, "the queued delivery is running");
+    assert_counts_agree(&store, "with every state held").await;
+
+    assert_eq!(store.retry(&id(2), None).await.expect("retry"), 1);
+    store.void(&id(5)).await.expect("void a delivered one");
+    store.void("T12345678.countUnknown").await.expect("void an unknown one");
+    store.finish(&running[0], Finish::Done("sent".into())).await.expect("done");
+    assert!(store.submit(&id(6)).await.expect("again"), "a skipped one is submitted again");
+    assert_counts_agree(&store, "after retry, voids, a resubmission").await;
+
+    store.prune(now_ms() + 60_000).await.expect("prune");
+    assert_counts_agree(&store, "after a prune").await;
+}
+
 /// Generates one test per contract function for a store made by `$open`.
 macro_rules! contract {
     ($open:path: $($test:ident),* $(,)?) => {$(
@@ -233,6 +334,7 @@ macro_rules! every_contract {
             concurrent_retries_requeue_one_job,
             history_keeps_its_order_and_a_turn_one_holder,
             migrations_applied_twice_change_nothing,
+            kept_counts_agree_with_every_row_counted,
         );
     };
 }

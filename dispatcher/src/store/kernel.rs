@@ -4,7 +4,7 @@
 //! where the dialects really differ.
 
 use super::{
-    Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
+    CensusRow, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
 };
 
 /// A stored name read back as its enum; a name no version wrote is a database error.
@@ -34,28 +34,92 @@ pub(super) const TAKE_TURN: &str = "INSERT INTO turns (name, owner, until) VALUE
      ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
      WHERE turns.until <= $4";
 
-/// The counts `/healthz` shows, in one row.
-pub(super) const TOTALS: &str = "SELECT
-        (SELECT COUNT(*) FROM dispatches) AS dispatches,
-        COALESCE(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END), 0) AS queued,
-        COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0) AS in_flight,
-        COALESCE(SUM(CASE WHEN state = 'done' AND kind = 'deliver' THEN 1 ELSE 0 END), 0) AS delivered,
-        COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS failed,
-        COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0) AS dead,
-        COALESCE(SUM(CASE WHEN state = 'skipped' THEN 1 ELSE 0 END), 0) AS skipped
-     FROM jobs";
+/// The kept counts (see [`super::schema`]), one row per name.
+pub(super) const TALLIES: &str = "SELECT name, CAST(SUM(count) AS BIGINT) FROM tallies GROUP BY name";
 
-pub(super) fn totals_from(row: &impl Columns) -> Result<Totals, StoreError> {
-    let count = |column: &str| row.int(column).map(|n| n as u64);
-    Ok(Totals {
-        dispatches: count("dispatches")?,
-        queued: count("queued")?,
-        in_flight: count("in_flight")?,
-        delivered: count("delivered")?,
-        failed: count("failed")?,
-        dead: count("dead")?,
-        skipped: count("skipped")?,
-    })
+/// The census of the dispatches the tallies leave out: those at an unsettled stage or with a
+/// job queued, running, failed or dead. Each part is read through its own index; how many
+/// there are grows with the queue and the failures, never with the history.
+pub(super) const UNSETTLED_CENSUS: &str = "WITH counted AS (
+        SELECT transaction_id FROM dispatches WHERE stage IN ('new', 'capturing', 'captured', 'voiding')
+        UNION SELECT transaction_id FROM jobs WHERE state = 'queued'
+        UNION SELECT transaction_id FROM jobs WHERE state = 'running'
+        UNION SELECT transaction_id FROM jobs WHERE state IN ('failed', 'dead'))
+     SELECT d.stage,
+       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running')),
+       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')),
+       COUNT(*)
+     FROM counted JOIN dispatches d ON d.transaction_id = counted.transaction_id
+     GROUP BY 1, 2, 3";
+
+/// The jobs in the states the tallies leave out, by state, each through its own index.
+pub(super) const OPEN_JOBS: &str = "SELECT 'queued', COUNT(*) FROM jobs WHERE state = 'queued'
+     UNION ALL SELECT 'running', COUNT(*) FROM jobs WHERE state = 'running'
+     UNION ALL SELECT state, COUNT(*) FROM jobs WHERE state IN ('failed', 'dead') GROUP BY state";
+
+/// Everything the store's counts are made of, read in one snapshot: the tallies, the census
+/// of what they leave out, and the open jobs by state.
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    pub(super) tallies: Vec<(String, i64)>,
+    pub(super) unsettled: Vec<CensusRow>,
+    pub(super) open_jobs: Vec<(String, i64)>,
+}
+
+impl Counts {
+    fn tally(&self, name: &str) -> u64 {
+        let found = self.tallies.iter().find(|(n, _)| n == name);
+        found.map_or(0, |(_, count)| (*count).max(0) as u64)
+    }
+
+    /// Dispatches by stage, with or without active and troubled jobs: the unsettled census,
+    /// and for each settled stage its tally less the dispatches the census already counted.
+    pub(super) fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
+        let mut census = self.unsettled.clone();
+        for (name, tallied) in &self.tallies {
+            let Some(stage) = name.strip_prefix("stage:") else {
+                continue;
+            };
+            let stage = parse("dispatch stage", stage, Stage::parse)?;
+            let counted: u64 = (self.unsettled.iter())
+                .filter(|row| row.stage == stage)
+                .map(|row| row.count)
+                .sum();
+            // Only settled stages are tallied, and a dispatch at one with an open job is in
+            // the census already.
+            let rest = ((*tallied).max(0) as u64).saturating_sub(counted);
+            if rest > 0 {
+                census.push(CensusRow {
+                    stage,
+                    active: false,
+                    troubled: false,
+                    count: rest,
+                });
+            }
+        }
+        Ok(census)
+    }
+
+    /// The counts `/healthz` and `/metrics` show.
+    pub(super) fn totals(&self) -> Result<Totals, StoreError> {
+        let open = |state: &str| {
+            let found = self.open_jobs.iter().find(|(s, _)| s == state);
+            found.map_or(0, |(_, count)| (*count).max(0) as u64)
+        };
+        let skipped = (self.tallies.iter())
+            .filter(|(name, _)| name.starts_with("job:") && name.ends_with(":skipped"))
+            .map(|(_, count)| (*count).max(0) as u64)
+            .sum();
+        Ok(Totals {
+            dispatches: self.census()?.iter().map(|row| row.count).sum(),
+            queued: open("queued"),
+            in_flight: open("running"),
+            delivered: self.tally("job:deliver:done"),
+            failed: open("failed"),
+            dead: open("dead"),
+            skipped,
+        })
+    }
 }
 
 /// The history line of an operator's retry that requeued `count` jobs.

@@ -414,21 +414,26 @@ pub struct CensusRow {
     pub count: u64,
 }
 
-/// The conditions of [`DispatchQuery`] (`?1`..`?6`) and its order, written for SQLite;
-/// PostgreSQL's store writes the placeholders `$n`.
-pub(crate) const LISTED: &str = "(NOT ?1 OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')))
-     AND (?2 IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.channel = ?2))
-     AND (?3 IS NULL OR d.created_at >= ?3)
-     AND (?4 IS NULL OR d.created_at < ?4)
-     AND (?5 IS NULL OR (d.created_at, d.transaction_id) < (?5, ?6))
-     ORDER BY d.created_at DESC, d.transaction_id DESC";
-
-/// Dispatches by stage, with or without active and troubled jobs.
-pub(crate) const CENSUS: &str = "SELECT d.stage,
-       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running')),
-       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')),
-       COUNT(*)
-     FROM dispatches d GROUP BY 1, 2, 3";
+/// The statement [`Store::dispatches`] runs for `query`, written for SQLite; PostgreSQL's
+/// store writes the placeholders `$n`. Parameters: channel, created from, created before, the
+/// page's last `(created_at, transaction_id)`, limit. A troubled listing starts from the
+/// failed and dead jobs' index (`CROSS JOIN` keeps SQLite's planner there) rather than walk
+/// every dispatch for the few that have one.
+pub(crate) fn listed(query: &DispatchQuery) -> String {
+    let source = match query.troubled {
+        true => "(SELECT DISTINCT transaction_id FROM jobs WHERE state IN ('failed', 'dead')) t
+                 CROSS JOIN dispatches d WHERE d.transaction_id = t.transaction_id AND",
+        false => "dispatches d WHERE",
+    };
+    format!(
+        "SELECT d.* FROM {source}
+             (?1 IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.channel = ?1))
+         AND (?2 IS NULL OR d.created_at >= ?2)
+         AND (?3 IS NULL OR d.created_at < ?3)
+         AND (?4 IS NULL OR (d.created_at, d.transaction_id) < (?4, ?5))
+         ORDER BY d.created_at DESC, d.transaction_id DESC LIMIT ?6"
+    )
+}
 
 /// The dispatches [`Store::prune`] anonymises (`?1`: the cutoff).
 /// Data written again after a prune (a retried dispatch stores its snapshot anew) is pruned

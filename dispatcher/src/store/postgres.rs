@@ -150,6 +150,45 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// The counts' parts, read in one snapshot, after folding the tallies' rows into one per
+    /// name (each change appended one; see [`super::schema`]). Folds run concurrently safely:
+    /// a row another fold took is gone when this one comes to it.
+    async fn counts(&self) -> Result<kernel::Counts, StoreError> {
+        sqlx::query(
+            "WITH folded AS (DELETE FROM tallies RETURNING name, count)
+             INSERT INTO tallies (name, count) SELECT name, SUM(count) FROM folded GROUP BY name",
+        )
+        .execute(&self.pool)
+        .await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let tallies = sqlx::query_as(kernel::TALLIES).fetch_all(&mut *tx).await?;
+        let unsettled = sqlx::query(kernel::UNSETTLED_CENSUS)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(CensusRow {
+                    stage: kernel::parse("dispatch stage", &row.try_get::<String, _>(0)?, Stage::parse)?,
+                    active: row.try_get(1)?,
+                    troubled: row.try_get(2)?,
+                    count: row.try_get::<i64, _>(3)? as u64,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let open_jobs = sqlx::query_as(kernel::OPEN_JOBS).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(kernel::Counts {
+            tallies,
+            unsettled,
+            open_jobs,
+        })
+    }
+}
+
 impl Columns for PgRow {
     fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError> {
         Ok(self.try_get(column)?)
@@ -249,57 +288,31 @@ impl Store for PgStore {
     }
 
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let job_id = ids::dispatch_id(transaction_id);
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES ($1, 'new', $2, $3)
-             ON CONFLICT (transaction_id) DO NOTHING",
+        // One statement, so one round trip and one commit; the history line and the wake-up
+        // come only with a job queued (new, or skipped before and looked at again).
+        let queued = sqlx::query(
+            "WITH dispatch AS (
+                 INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES ($1, 'new', $2, $2)
+                 ON CONFLICT (transaction_id) DO NOTHING),
+             inserted AS (
+                 INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at)
+                 VALUES ($3, $1, 'dispatch', 'queued', $2, $2, $2) ON CONFLICT (id) DO NOTHING
+                 RETURNING 'queued for dispatch' AS detail),
+             requeued AS (
+                 UPDATE jobs SET state = 'queued', next_at = $2, attempts = 0, updated_at = $2
+                 WHERE id = $3 AND state = 'skipped' RETURNING 'skipped before; looking again' AS detail),
+             queued AS (SELECT detail FROM inserted UNION ALL SELECT detail FROM requeued),
+             noted AS (
+                 INSERT INTO history (transaction_id, job_id, at, event, detail)
+                 SELECT $1, $3, $2, 'submitted', detail FROM queued)
+             SELECT pg_notify('postbud_jobs', '') FROM queued",
         )
         .bind(transaction_id)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
+        .bind(now_ms())
+        .bind(ids::dispatch_id(transaction_id))
+        .fetch_all(&self.pool)
         .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at)
-             VALUES ($1, $2, 'dispatch', 'queued', $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&job_id)
-        .bind(transaction_id)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let requeued = !inserted
-            && sqlx::query(
-                "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, updated_at = $2
-                 WHERE id = $3 AND state = 'skipped'",
-            )
-            .bind(now)
-            .bind(now)
-            .bind(&job_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-        if inserted || requeued {
-            sqlx::query("SELECT pg_notify('postbud_jobs', '')")
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, 'submitted', $4)")
-                .bind(transaction_id)
-                .bind(&job_id)
-                .bind(now)
-                .bind(if inserted { "queued for dispatch" } else { "skipped before; looking again" })
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(inserted || requeued)
+        Ok(!queued.is_empty())
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Lease>, StoreError> {
@@ -364,10 +377,15 @@ impl Store for PgStore {
         let Some(plan) = FinishPlan::of(lease, &finish, now) else {
             return Ok(());
         };
-        let mut tx = self.write().await?;
-        let updated = sqlx::query("UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
-                    attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
-             WHERE id = $7 AND fence = $8 AND state = 'running'")
+        // The end and its history line in one statement: one round trip, one commit.
+        let updated = sqlx::query(
+            "WITH finished AS (
+                 UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
+                        attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
+                 WHERE id = $7 AND fence = $8 AND state = 'running' RETURNING transaction_id, id)
+             INSERT INTO history (transaction_id, job_id, at, event, detail)
+             SELECT transaction_id, id, $6, $9, $10 FROM finished",
+        )
         .bind(plan.state.as_str())
         .bind(plan.next_at)
         .bind(plan.error)
@@ -376,29 +394,36 @@ impl Store for PgStore {
         .bind(now)
         .bind(&lease.job.id)
         .bind(lease.job.fence)
-        .execute(&mut *tx)
+        .bind(plan.event)
+        .bind(&plan.detail)
+        .execute(&self.pool)
         .await?;
         if updated.rows_affected() != 1 {
             return Err(lease_lost(lease));
         }
-        history(&mut *tx, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail).await?;
-        tx.commit().await?;
         Ok(())
     }
 
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let note = patch.note.clone();
-        let updated = sqlx::query("UPDATE dispatches SET
-                stage = COALESCE($1, stage),
-                reason = CASE WHEN $2::boolean THEN $3 ELSE reason END,
-                capture_reference = COALESCE($4, capture_reference),
-                capture_request_id = CASE WHEN $5::boolean THEN $6 ELSE capture_request_id END,
-                captured_at = COALESCE($7, captured_at),
-                invoice_number = COALESCE($8, invoice_number),
-                route = COALESCE($9, route),
-                updated_at = $10
-             WHERE transaction_id = $11 AND EXISTS (SELECT 1 FROM jobs WHERE id = $12 AND fence = $13 AND state = 'running')")
+        let (event, detail) = patch.note.clone().unzip();
+        let now = now_ms();
+        // The change and its history line in one statement: one round trip, one commit.
+        let updated: i64 = sqlx::query_scalar("WITH updated AS (
+                 UPDATE dispatches SET
+                    stage = COALESCE($1, stage),
+                    reason = CASE WHEN $2::boolean THEN $3 ELSE reason END,
+                    capture_reference = COALESCE($4, capture_reference),
+                    capture_request_id = CASE WHEN $5::boolean THEN $6 ELSE capture_request_id END,
+                    captured_at = COALESCE($7, captured_at),
+                    invoice_number = COALESCE($8, invoice_number),
+                    route = COALESCE($9, route),
+                    updated_at = $10
+                 WHERE transaction_id = $11 AND EXISTS (SELECT 1 FROM jobs WHERE id = $12 AND fence = $13 AND state = 'running')
+                 RETURNING transaction_id),
+             noted AS (
+                 INSERT INTO history (transaction_id, job_id, at, event, detail)
+                 SELECT transaction_id, $12, $10, $14, $15 FROM updated WHERE $14::text IS NOT NULL)
+             SELECT COUNT(*) FROM updated")
         .bind(patch.stage.map(Stage::as_str))
         .bind(patch.reason.is_some())
         .bind(patch.reason.flatten())
@@ -408,26 +433,17 @@ impl Store for PgStore {
         .bind(patch.captured_at)
         .bind(patch.invoice_number)
         .bind(patch.route.map(|r| r as i64))
-        .bind(now_ms())
+        .bind(now)
         .bind(&lease.job.transaction_id)
         .bind(&lease.job.id)
         .bind(lease.job.fence)
-        .execute(&mut *tx)
+        .bind(event)
+        .bind(detail)
+        .fetch_one(&self.pool)
         .await?;
-        if updated.rows_affected() != 1 {
+        if updated != 1 {
             return Err(lease_lost(lease));
         }
-        if let Some((event, detail)) = note {
-            history(
-                &mut *tx,
-                &lease.job.transaction_id,
-                Some(&lease.job.id),
-                event,
-                &detail,
-            )
-            .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -440,9 +456,42 @@ impl Store for PgStore {
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let now = now_ms();
-        let mut tx = self.write().await?;
-        let updated = sqlx::query("UPDATE dispatches SET invoice = $1, invoice_number = $2, stage = 'routed', route = $3, reason = NULL, updated_at = $4, route_snapshot = $8
-             WHERE transaction_id = $5 AND EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')")
+        let column = |f: fn(&NewJob) -> String| jobs.iter().map(f).collect::<Vec<String>>();
+        // All of it in one statement, so one round trip and one commit: the snapshot and the
+        // route, the PDF, the deliveries with their history lines (before the dispatch's own, as
+        // they are written in SQLite), the dispatch job done, and one wake-up for the new jobs.
+        let (routed, _woken): (i64, i64) = sqlx::query_as(
+            "WITH routed AS (
+                 UPDATE dispatches SET invoice = $1, invoice_number = $2, stage = 'routed', route = $3, reason = NULL,
+                        updated_at = $4, route_snapshot = $8
+                 WHERE transaction_id = $5 AND EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')
+                 RETURNING transaction_id),
+             kept AS (
+                 INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
+                 SELECT transaction_id, $9, $10, $11, $4 FROM routed
+                 ON CONFLICT (transaction_id) DO UPDATE SET file_name = excluded.file_name, sha256 = excluded.sha256,
+                     bytes = excluded.bytes, fetched_at = excluded.fetched_at),
+             done AS (
+                 UPDATE jobs SET state = 'done', receipt = $12, lease_owner = NULL, lease_until = NULL, updated_at = $4
+                 WHERE id = $6 AND fence = $7 AND state = 'running' AND EXISTS (SELECT 1 FROM routed)),
+             planned AS (
+                 SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::text[])
+                     WITH ORDINALITY AS j(id, kind, channel, role, next_at, detail, n)),
+             queued AS (
+                 INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
+                 SELECT p.id, r.transaction_id, p.kind, p.channel, p.role, 'queued', p.next_at, $4, $4
+                 FROM routed r, planned p ORDER BY p.n
+                 ON CONFLICT (id) DO NOTHING RETURNING id),
+             noted AS (
+                 INSERT INTO history (transaction_id, job_id, at, event, detail)
+                 SELECT transaction_id, job_id, $4, event, detail FROM (
+                     SELECT 0 AS part, p.n, $5 AS transaction_id, p.id AS job_id, 'queued' AS event, p.detail
+                         FROM queued q JOIN planned p ON p.id = q.id
+                     UNION ALL SELECT 1, 0, transaction_id, $6, 'done', $13 FROM routed) lines
+                 ORDER BY part, n)
+             SELECT (SELECT COUNT(*) FROM routed),
+                    (SELECT COUNT(*) FROM (SELECT pg_notify('postbud_jobs', '') FROM queued LIMIT 1) woken)",
+        )
         .bind(json)
         .bind(&invoice.invoice_number)
         .bind(route.index as i64)
@@ -451,49 +500,41 @@ impl Store for PgStore {
         .bind(&lease.job.id)
         .bind(lease.job.fence)
         .bind(&route.snapshot)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            return Err(lease_lost(lease));
-        }
-        sqlx::query(
-            "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (transaction_id) DO UPDATE SET file_name = excluded.file_name, sha256 = excluded.sha256,
-                 bytes = excluded.bytes, fetched_at = excluded.fetched_at",
-        )
-        .bind(&lease.job.transaction_id)
         .bind(&invoice.pdf.file_name)
         .bind(&invoice.pdf.sha256)
         .bind(invoice.pdf.bytes.as_ref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        insert_jobs(&mut tx, &lease.job.transaction_id, jobs).await?;
-        sqlx::query("UPDATE jobs SET state = 'done', receipt = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $3 AND fence = $4 AND state = 'running'")
         .bind(detail)
-        .bind(now)
-        .bind(&lease.job.id)
-        .bind(lease.job.fence)
-        .execute(&mut *tx)
+        .bind(format!("attempt {}: {detail}", lease.job.attempts))
+        .bind(column(|j| j.id.clone()))
+        .bind(column(|j| j.kind.as_str().to_owned()))
+        .bind(column(|j| j.channel.clone()))
+        .bind(column(|j| j.role.as_str().to_owned()))
+        .bind(jobs.iter().map(|j| j.next_at).collect::<Vec<i64>>())
+        .bind(column(queued_line))
+        .fetch_one(&self.pool)
         .await?;
-        let line = format!("attempt {}: {detail}", lease.job.attempts);
-        history(
-            &mut *tx,
-            &lease.job.transaction_id,
-            Some(&lease.job.id),
-            "done",
-            &line,
-        )
-        .await?;
-        tx.commit().await?;
+        if routed != 1 {
+            return Err(lease_lost(lease));
+        }
         Ok(())
     }
 
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError> {
-        let mut tx = self.write().await?;
-        let saved = sqlx::query("INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')
-             ON CONFLICT (transaction_id) DO NOTHING")
+        let detail = format!(
+            "{} ({} bytes, sha256 {})",
+            pdf.file_name,
+            pdf.bytes.len(),
+            pdf.sha256
+        );
+        // Kept and noted in one statement: one round trip, one commit.
+        let saved = sqlx::query(
+            "WITH saved AS (
+                 INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
+                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')
+                 ON CONFLICT (transaction_id) DO NOTHING RETURNING transaction_id)
+             INSERT INTO history (transaction_id, job_id, at, event, detail)
+             SELECT transaction_id, $6, $5, 'pdf fetched', $8 FROM saved",
+        )
         .bind(&lease.job.transaction_id)
         .bind(&pdf.file_name)
         .bind(&pdf.sha256)
@@ -501,27 +542,12 @@ impl Store for PgStore {
         .bind(now_ms())
         .bind(&lease.job.id)
         .bind(lease.job.fence)
-        .execute(&mut *tx)
+        .bind(&detail)
+        .execute(&self.pool)
         .await?;
         if saved.rows_affected() == 1 {
-            let detail = format!(
-                "{} ({} bytes, sha256 {})",
-                pdf.file_name,
-                pdf.bytes.len(),
-                pdf.sha256
-            );
-            history(
-                &mut *tx,
-                &lease.job.transaction_id,
-                Some(&lease.job.id),
-                "pdf fetched",
-                &detail,
-            )
-            .await?;
-            tx.commit().await?;
             return Ok(pdf.clone());
         }
-        tx.commit().await?;
         // Kept already (by an earlier attempt); otherwise our lease is gone.
         self.document(&lease.job.transaction_id)
             .await?
@@ -698,13 +724,9 @@ impl Store for PgStore {
     }
 
     async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError> {
-        let sql = format!(
-            "SELECT * FROM dispatches d WHERE {} LIMIT $7",
-            super::LISTED.replace('?', "$")
-        );
+        let sql = super::listed(query).replace('?', "$");
         let (after_at, after_id) = query.after.clone().unzip();
         let found = sqlx::query(&sql)
-            .bind(query.troubled)
             .bind(query.channel.as_deref())
             .bind(query.created_from)
             .bind(query.created_before)
@@ -777,22 +799,11 @@ impl Store for PgStore {
     }
 
     async fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
-        let found = sqlx::query(super::CENSUS).fetch_all(&self.pool).await?;
-        found
-            .iter()
-            .map(|row| {
-                Ok(CensusRow {
-                    stage: super::kernel::parse("dispatch stage", &row.try_get::<String, _>(0)?, Stage::parse)?,
-                    active: row.try_get(1)?,
-                    troubled: row.try_get(2)?,
-                    count: row.try_get::<i64, _>(3)? as u64,
-                })
-            })
-            .collect()
+        self.counts().await?.census()
     }
 
     async fn totals(&self) -> Result<Totals, StoreError> {
-        kernel::totals_from(&sqlx::query(kernel::TOTALS).fetch_one(&self.pool).await?)
+        self.counts().await?.totals()
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -834,9 +845,16 @@ async fn insert_jobs(
 ) -> Result<(), StoreError> {
     let now = now_ms();
     for job in jobs {
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        // The job, its history line and the wake-up in one statement; the last two only for a
+        // job not there before.
+        sqlx::query(
+            "WITH inserted AS (
+                 INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7) ON CONFLICT (id) DO NOTHING RETURNING id),
+             noted AS (
+                 INSERT INTO history (transaction_id, job_id, at, event, detail)
+                 SELECT $2, id, $7, 'queued', $8 FROM inserted)
+             SELECT pg_notify('postbud_jobs', '') FROM inserted",
         )
         .bind(&job.id)
         .bind(transaction_id)
@@ -845,24 +863,16 @@ async fn insert_jobs(
         .bind(job.role.as_str())
         .bind(job.next_at)
         .bind(now)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            sqlx::query("SELECT pg_notify('postbud_jobs', '')")
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, 'queued', $4)")
-                .bind(transaction_id)
-                .bind(&job.id)
-                .bind(now)
-                .bind(format!("[{}] {} ({}) due {}", job.channel, job.kind, job.role, fmt_ms(job.next_at)))
-                .execute(&mut **tx)
-                .await?;
-        }
+        .bind(queued_line(job))
+        .fetch_all(&mut **tx)
+        .await?;
     }
     Ok(())
+}
+
+/// The history line of a job queued.
+fn queued_line(job: &NewJob) -> String {
+    format!("[{}] {} ({}) due {}", job.channel, job.kind, job.role, fmt_ms(job.next_at))
 }
 
 async fn history<'e>(

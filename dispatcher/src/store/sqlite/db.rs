@@ -107,6 +107,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // What is deleted (pruned PDFs and personal data) is overwritten, not left in free pages.
     conn.pragma_update(None, "secure_delete", "ON")?;
     // Without the planner stability guarantee SQLite recompiles the claim on every run, because

@@ -70,6 +70,30 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+impl SqliteStore {
+    /// The counts' parts, read in one snapshot.
+    async fn counts(&self) -> Result<kernel::Counts, StoreError> {
+        self.db
+            .read(|conn| {
+                let _snapshot = conn.unchecked_transaction()?;
+                let named = |sql: &str| rows(conn, sql, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)));
+                Ok(kernel::Counts {
+                    tallies: named(kernel::TALLIES)?,
+                    unsettled: rows(conn, kernel::UNSETTLED_CENSUS, [], |row| {
+                        Ok(CensusRow {
+                            stage: kernel::parse("dispatch stage", &row.get::<_, String>(0)?, Stage::parse)?,
+                            active: row.get(1)?,
+                            troubled: row.get(2)?,
+                            count: row.get::<_, i64>(3)? as u64,
+                        })
+                    })?,
+                    open_jobs: named(kernel::OPEN_JOBS)?,
+                })
+            })
+            .await
+    }
+}
+
 impl Columns for Row<'_> {
     fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError> {
         Ok(self.get(column)?)
@@ -678,15 +702,12 @@ impl Store for SqliteStore {
         let query = query.clone();
         self.db
             .read(move |conn| {
+                let sql = super::listed(&query);
                 let (after_at, after_id) = query.after.unzip();
                 let found = rows(
                     conn,
-                    &format!(
-                        "SELECT * FROM dispatches d WHERE {} LIMIT ?7",
-                        super::LISTED
-                    ),
+                    &sql,
                     rusqlite::params![
-                        query.troubled,
                         query.channel,
                         query.created_from,
                         query.created_before,
@@ -739,24 +760,11 @@ impl Store for SqliteStore {
     }
 
     async fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
-        self.db
-            .read(|conn| {
-                rows(conn, super::CENSUS, [], |row| {
-                    Ok(CensusRow {
-                        stage: super::kernel::parse("dispatch stage", &row.get::<_, String>(0)?, Stage::parse)?,
-                        active: row.get(1)?,
-                        troubled: row.get(2)?,
-                        count: row.get::<_, i64>(3)? as u64,
-                    })
-                })
-            })
-            .await
+        self.counts().await?.census()
     }
 
     async fn totals(&self) -> Result<Totals, StoreError> {
-        self.db
-            .read(|conn| Ok(row(conn, kernel::TOTALS, [], |r| kernel::totals_from(r))?.unwrap_or_default()))
-            .await
+        self.counts().await?.totals()
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -796,6 +804,41 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database made by a version before the kept counts gets them from the rows it holds.
+    #[tokio::test]
+    async fn an_older_database_counts_what_it_holds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("postbud.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for migration in &migrations(Dialect::Sqlite)[..5] {
+                conn.execute_batch(migration).expect("older schema");
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 5;
+                 INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES
+                     ('T1', 'routed', 1, 1), ('T2', 'skipped', 2, 2), ('T3', 'new', 3, 3), ('T4', 'routed', 4, 4);
+                 INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at) VALUES
+                     ('d1', 'T1', 'dispatch', 'done', 0, 1, 1), ('s1', 'T1', 'deliver', 'done', 0, 1, 1),
+                     ('d2', 'T2', 'dispatch', 'skipped', 0, 2, 2), ('d3', 'T3', 'dispatch', 'queued', 0, 3, 3),
+                     ('d4', 'T4', 'dispatch', 'done', 0, 4, 4), ('s4', 'T4', 'deliver', 'failed', 0, 4, 4);",
+            )
+            .expect("rows");
+        }
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.expect("migrated");
+        let totals = store.totals().await.expect("totals");
+        let counted = (totals.dispatches, totals.delivered, totals.skipped, totals.queued, totals.failed);
+        assert_eq!(counted, (4, 1, 1, 1, 1), "{totals:?}");
+        let mut census: Vec<_> = (store.census().await.expect("census").into_iter())
+            .map(|r| (r.stage.as_str(), r.active, r.troubled, r.count))
+            .collect();
+        census.sort();
+        assert_eq!(
+            census,
+            [("new", true, false, 1), ("routed", false, false, 1), ("routed", false, true, 1), ("skipped", false, false, 1)]
+        );
+    }
 
     #[tokio::test]
     async fn a_url_without_a_file_is_refused_with_the_key() {
