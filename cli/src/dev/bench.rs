@@ -437,6 +437,8 @@ fn finish(options: &Options, report: &Report) -> Result<ExitCode, Failure> {
 async fn durable_cycle(url: &str, items: usize, clients: usize) -> Result<f64, Failure> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(clients as u32)
+        // As Postbud's pool: no ping before each statement.
+        .test_before_acquire(false)
         .connect(url)
         .await
         .map_err(io)?;

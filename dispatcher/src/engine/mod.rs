@@ -107,7 +107,7 @@ impl Engine {
     pub async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
         let queued = self.store.submit(transaction_id).await?;
         if queued {
-            self.wake.notify_waiters();
+            self.wake.notify_one();
         }
         Ok(queued)
     }
@@ -190,7 +190,7 @@ impl Engine {
         tracing::info!(outcome = ?finish, "attempt finished");
         self.metrics.attempt(&lease.job, &finish, started.elapsed());
         let result = self.record_finish(&lease, finish).await;
-        self.wake.notify_waiters();
+        self.wake.notify_one();
         result
     }
 

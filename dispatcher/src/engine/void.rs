@@ -31,7 +31,7 @@ impl Engine {
             .collect();
         self.store.enqueue_free(transaction_id, &notices).await?;
         if !notices.is_empty() {
-            self.wake.notify_waiters();
+            self.wake.notify_one();
         }
         Ok(effect)
     }
@@ -56,7 +56,7 @@ impl Engine {
                 confirm: &job,
             })
             .await?;
-        self.wake.notify_waiters();
+        self.wake.notify_one();
         Ok(())
     }
 
