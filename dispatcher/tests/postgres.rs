@@ -365,7 +365,7 @@ async fn check_s_probe_reads_the_schema_without_creating_it() {
     let h = Harness::start().await;
     let _app = App::open(&settings(&h, &db, "")).await.expect("app");
     let after = postbud::store::probe(&db.url()).await.expect("probe");
-    assert!(after.contains("schema version 6 of 6"), "{after}");
+    assert!(after.contains("schema version 7 of 7"), "{after}");
     let wrong = db.url().replace("127.0.0.1:5432", "127.0.0.1:1");
     let refused = postbud::store::probe(&wrong)
         .await

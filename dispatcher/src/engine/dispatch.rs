@@ -6,7 +6,7 @@ use super::{
     Engine,
     capture::{self, CaptureDecision},
 };
-use crate::store::{Role, Stage};
+use crate::store::{Dispatch, Role, Stage};
 use crate::{
     channel::ErrorKind,
     dintero::model::{EventName, Transaction},
@@ -101,9 +101,9 @@ impl Engine {
         &self,
         lease: &Lease,
         tx: &Transaction,
+        dispatch: Option<&Dispatch>,
     ) -> Result<Result<(String, String, String), Finish>, StoreError> {
         let id = tx.id.as_str();
-        let dispatch = self.store.dispatch(id).await?;
         let started = dispatch
             .as_ref()
             .is_some_and(|d| d.captured_at.is_some() || d.capture_request_id.is_some());
@@ -130,7 +130,7 @@ impl Engine {
             };
         }
         let created_as_merchant =
-            dispatch.and_then(|d| d.origin).as_deref() == Some(ORIGIN_CREATED);
+            dispatch.and_then(|d| d.origin.as_deref()) == Some(ORIGIN_CREATED);
         let configuration = match self.channel_configuration(tx, created_as_merchant).await {
             Ok(configuration) => configuration,
             Err(e) => {
@@ -168,7 +168,14 @@ impl Engine {
         if tx.id != id {
             return self.alias(lease, &tx.id).await;
         }
-        let (invoice_number, invoice_url, decided) = match self.decide(lease, &tx).await? {
+        // Read once for both the decision and the capture: only this attempt's lease writes
+        // what they look at, and a writer that fences it out makes this attempt's next write
+        // fail.
+        let dispatch = self.store.dispatch(id).await?;
+        let (invoice_number, invoice_url, decided) = match self
+            .decide(lease, &tx, dispatch.as_ref())
+            .await?
+        {
             Ok(decision) => decision,
             Err(finish) => return Ok(finish),
         };
@@ -196,7 +203,7 @@ impl Engine {
                 return self.gateway_failure(lease, e).await;
             }
         };
-        match self.capture(lease, &tx).await? {
+        match self.capture(lease, &tx, dispatch.as_ref()).await? {
             Capture::Started => {}
             Capture::Stop(finish) => return Ok(finish),
         }
@@ -338,7 +345,11 @@ impl Engine {
         number: &str,
         url: &str,
     ) -> Result<Result<Pdf, DinteroError>, StoreError> {
-        if let Some(pdf) = self.store.document(&tx.id).await? {
+        // A first attempt has nothing kept to look for; were it wrong (an operator's retry
+        // starts the count again), keeping the fetched copy returns the one kept before.
+        if lease.job.attempts > 1
+            && let Some(pdf) = self.store.document(&tx.id).await?
+        {
             return Ok(Ok(pdf));
         }
         match self
@@ -354,10 +365,14 @@ impl Engine {
 
     /// Captures once. Dintero has no idempotency key, so the transaction's events decide:
     /// a successful `INITIATE_CAPTURE`/`CAPTURE` means collection started, whoever asked.
-    async fn capture(&self, lease: &Lease, tx: &Transaction) -> Result<Capture, StoreError> {
+    async fn capture(
+        &self,
+        lease: &Lease,
+        tx: &Transaction,
+        dispatch: Option<&Dispatch>,
+    ) -> Result<Capture, StoreError> {
         let id = tx.id.as_str();
-        let dispatch = self.store.dispatch(id).await?;
-        let (request, lines) = match capture::decide(tx, dispatch.as_ref()) {
+        let (request, lines) = match capture::decide(tx, dispatch) {
             CaptureDecision::Started { record } => {
                 if let Some((event, reference)) = record {
                     self.confirm_capture(lease, &event, reference.as_deref())

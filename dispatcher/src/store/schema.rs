@@ -102,7 +102,34 @@ pub(super) fn migrations(dialect: Dialect) -> Vec<String> {
         ),
         "\nALTER TABLE dispatches ADD COLUMN route_snapshot TEXT;\n".to_owned(),
         tallies(dialect),
+        history_without_autoincrement(dialect),
     ]
+}
+
+/// SQLite's `AUTOINCREMENT` wrote `sqlite_sequence` with every history line. History lines are
+/// never deleted (a prune empties their detail), so the largest id plus one, SQLite's default,
+/// keeps their order. The table is rebuilt with the same ids. PostgreSQL's sequence stays.
+fn history_without_autoincrement(dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => "
+CREATE TABLE history_rebuilt (
+    id             INTEGER PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    job_id         TEXT,
+    at             INTEGER NOT NULL,
+    event          TEXT NOT NULL,
+    detail         TEXT NOT NULL
+);
+INSERT INTO history_rebuilt (id, transaction_id, job_id, at, event, detail)
+    SELECT id, transaction_id, job_id, at, event, detail FROM history;
+DROP TABLE history;
+ALTER TABLE history_rebuilt RENAME TO history;
+CREATE INDEX history_transaction ON history (transaction_id, id);
+DELETE FROM sqlite_sequence WHERE name = 'history';
+"
+        .to_owned(),
+        Dialect::Postgres => "\n-- history keeps its BIGSERIAL id\n".to_owned(),
+    }
 }
 
 /// The stages a dispatch can rest at for good; the others ([`UNSETTLED`]) pass, so the

@@ -822,7 +822,8 @@ mod tests {
                  INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at) VALUES
                      ('d1', 'T1', 'dispatch', 'done', 0, 1, 1), ('s1', 'T1', 'deliver', 'done', 0, 1, 1),
                      ('d2', 'T2', 'dispatch', 'skipped', 0, 2, 2), ('d3', 'T3', 'dispatch', 'queued', 0, 3, 3),
-                     ('d4', 'T4', 'dispatch', 'done', 0, 4, 4), ('s4', 'T4', 'deliver', 'failed', 0, 4, 4);",
+                     ('d4', 'T4', 'dispatch', 'done', 0, 4, 4), ('s4', 'T4', 'deliver', 'failed', 0, 4, 4);
+                 INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ('T1', 'd1', 1, 'submitted', 'first');",
             )
             .expect("rows");
         }
@@ -834,6 +835,15 @@ mod tests {
             .map(|r| (r.stage.as_str(), r.active, r.troubled, r.count))
             .collect();
         census.sort();
+        // The history kept its lines and their order through the table's rebuild.
+        store
+            .record(&HistoryLine { transaction_id: "T1", job_id: None, event: "later", detail: "second" })
+            .await
+            .expect("record");
+        let events: Vec<String> = (store.history("T1").await.expect("history").into_iter())
+            .map(|h| h.detail)
+            .collect();
+        assert_eq!(events, ["first", "second"]);
         assert_eq!(
             census,
             [("new", true, false, 1), ("routed", false, false, 1), ("routed", false, true, 1), ("skipped", false, false, 1)]
