@@ -167,13 +167,50 @@ async fn retries_run_out_into_a_dead_letter_and_the_fallback_delivers() {
     assert_eq!(app.retry(&id, Some("flaky")).await.expect("retry"), 1);
 }
 
+/// A delivery due now runs in the worker that routed it, right after the dispatch, with no
+/// claim of its own; nothing is left for another claim.
+#[tokio::test]
+async fn a_delivery_due_now_runs_in_the_claim_of_its_dispatch() {
+    let h = Harness::start().await;
+    let id = h.sandbox.seed(Seed::default());
+    let app = h.app("").await;
+    app.submit(&id).await.expect("submit");
+    let claim = postbud::store::Claim {
+        owner: "only",
+        lease: Duration::from_secs(30),
+        limit: 10,
+        only: Some(&id),
+    };
+    let leases = app.store().claim(&claim).await.expect("claim");
+    assert_eq!(leases.len(), 1);
+    app.engine()
+        .process(leases[0].clone())
+        .await
+        .expect("dispatch and delivery");
+    let jobs = app.store().jobs(&id).await.expect("jobs");
+    let states: Vec<(JobKind, JobState, u32)> =
+        jobs.iter().map(|j| (j.kind, j.state, j.attempts)).collect();
+    assert_eq!(
+        states,
+        [
+            (JobKind::Dispatch, JobState::Done, 1),
+            (JobKind::Deliver, JobState::Done, 1)
+        ]
+    );
+    assert!(app.store().claim(&claim).await.expect("claim").is_empty());
+    assert_eq!(h.sandbox.captures(&id), 1);
+}
+
 #[tokio::test]
 async fn a_restarted_process_finishes_the_work_left() {
     let h = Harness::start().await;
     let id = h.sandbox.seed(Seed::default());
     {
-        // First process: captures and queues the delivery, then stops before delivering.
-        let app = h.app("").await;
+        // First process: captures and queues the delivery (due a moment later, so the dispatch
+        // does not take it on itself), then stops before delivering.
+        let app = h
+            .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"10ms\"\n")
+            .await;
         app.submit(&id).await.expect("submit");
         let leases = app
             .store()
@@ -191,6 +228,7 @@ async fn a_restarted_process_finishes_the_work_left() {
             .await
             .expect("dispatch");
         // ...and claims the delivery, then dies holding it (lease 1 s).
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let leases = app
             .store()
             .claim(&postbud::store::Claim {

@@ -170,7 +170,7 @@ impl Store for Failing {
         &self,
         _: &Lease,
         _: &postbud::store::Completion<'_>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Lease>, StoreError> {
         Err(StoreError::Database("disk I/O error (injected)".into()))
     }
     async fn document(&self, t: &str) -> Result<Option<postbud::Pdf>, StoreError> {

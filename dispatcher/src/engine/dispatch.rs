@@ -159,7 +159,13 @@ impl Engine {
         }
     }
 
-    pub(super) async fn run_dispatch(&self, lease: &Lease) -> Result<Finish, StoreError> {
+    /// One attempt at the dispatch job. A delivery due now comes back in `next`, leased to this
+    /// worker, to run right after this attempt without another claim.
+    pub(super) async fn run_dispatch(
+        &self,
+        lease: &Lease,
+        next: &mut Option<Lease>,
+    ) -> Result<Finish, StoreError> {
         let id = lease.job.transaction_id.as_str();
         let tx = match self.gateway.transaction(id).await {
             Ok(tx) => tx,
@@ -253,7 +259,8 @@ impl Engine {
                 StoreError::Database(format!("the route could not be recorded: {e}"))
             })?,
         };
-        self.store
+        *next = self
+            .store
             .complete_dispatch(
                 lease,
                 &Completion {
@@ -261,6 +268,7 @@ impl Engine {
                     route: &chosen,
                     jobs: &jobs,
                     detail: &detail,
+                    lease_first_due: Some(self.settings.lease),
                 },
             )
             .await?;

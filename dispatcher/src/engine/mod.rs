@@ -112,20 +112,35 @@ impl Engine {
         Ok(queued)
     }
 
-    /// Runs one claimed job to the end of this attempt, renewing its lease meanwhile.
+    /// Runs one claimed job to the end of this attempt, renewing its lease meanwhile, then the
+    /// delivery the attempt leased to this worker, if it did (a dispatch whose route delivers
+    /// now).
     pub async fn process(&self, lease: Lease) -> Result<(), StoreError> {
-        let span = tracing::info_span!(
-            "job",
-            id = %lease.job.id,
-            kind = %lease.job.kind,
-            transaction = %lease.job.transaction_id,
-            channel = lease.job.channel.as_deref().unwrap_or(""),
-            attempt = lease.job.attempts,
-        );
-        self.process_in_span(lease).instrument(span).await
+        let mut next = Some(lease);
+        let mut result = Ok(());
+        while let Some(lease) = next.take() {
+            let span = tracing::info_span!(
+                "job",
+                id = %lease.job.id,
+                kind = %lease.job.kind,
+                transaction = %lease.job.transaction_id,
+                channel = lease.job.channel.as_deref().unwrap_or(""),
+                attempt = lease.job.attempts,
+            );
+            let done = self
+                .process_in_span(lease, &mut next)
+                .instrument(span)
+                .await;
+            result = result.and(done);
+        }
+        result
     }
 
-    async fn process_in_span(&self, lease: Lease) -> Result<(), StoreError> {
+    async fn process_in_span(
+        &self,
+        lease: Lease,
+        next: &mut Option<Lease>,
+    ) -> Result<(), StoreError> {
         if lease.job.attempts > self.settings.max_attempts {
             // Attempts are counted when claimed: this many claims without a recorded end means
             // every earlier attempt died (a crash, a kill) before it could say so.
@@ -140,7 +155,7 @@ impl Engine {
         // and the worker goes on with the next job.
         let work = AssertUnwindSafe(async {
             match lease.job.kind {
-                crate::store::JobKind::Dispatch => self.run_dispatch(&lease).await,
+                crate::store::JobKind::Dispatch => self.run_dispatch(&lease, next).await,
                 crate::store::JobKind::Void => self.run_void(&lease).await,
                 _ => self.run_delivery(&lease).await,
             }

@@ -519,6 +519,9 @@ pub struct Completion<'a> {
     pub jobs: &'a [NewJob],
     /// The dispatch's last history line.
     pub detail: &'a str,
+    /// Lease the first delivery, when it is due now, to the completing worker for this long,
+    /// as a claim would: it runs next in the same worker, without another claim.
+    pub lease_first_due: Option<Duration>,
 }
 
 /// A void Dintero accepted with 202 ([`Store::void_accepted`]).
@@ -612,12 +615,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError>;
     /// Ends a dispatch in one transaction, all or nothing: keeps the invoice snapshot and its
     /// PDF (the post-capture copy, replacing the one kept before capture), records the route,
-    /// creates the delivery jobs and marks the dispatch job done.
+    /// creates the delivery jobs and marks the dispatch job done. Returns the lease on the first
+    /// delivery when [`Completion::lease_first_due`] asked for it and it is due now.
     async fn complete_dispatch(
         &self,
         lease: &Lease,
         completion: &Completion<'_>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<Lease>, StoreError>;
     /// The fetched PDF.
     async fn document(&self, transaction_id: &str) -> Result<Option<Pdf>, StoreError>;
     /// The invoice snapshot with its PDF.

@@ -465,8 +465,8 @@ impl Store for PgStore {
         &self,
         lease: &Lease,
         completion: &Completion<'_>,
-    ) -> Result<(), StoreError> {
-        let Completion { invoice, route, jobs, detail } = *completion;
+    ) -> Result<Option<Lease>, StoreError> {
+        let Completion { invoice, route, jobs, detail, lease_first_due } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let now = now_ms();
@@ -474,7 +474,7 @@ impl Store for PgStore {
         // All of it in one statement, so one round trip and one commit: the snapshot and the
         // route, the PDF, the deliveries with their history lines (before the dispatch's own, as
         // they are written in SQLite), the dispatch job done, and one wake-up for the new jobs.
-        let (routed, _woken): (i64, i64) = sqlx::query_as(
+        let found = sqlx::query(
             "WITH routed AS (
                  UPDATE dispatches SET invoice = $1, invoice_number = $2, stage = 'routed', route = $3, reason = NULL,
                         updated_at = $4, route_snapshot = $8
@@ -492,10 +492,15 @@ impl Store for PgStore {
                  SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::bigint[], $19::text[])
                      WITH ORDINALITY AS j(id, kind, channel, role, next_at, detail, n)),
              queued AS (
-                 INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
-                 SELECT p.id, r.transaction_id, p.kind, p.channel, p.role, 'queued', p.next_at, $4, $4
-                 FROM routed r, planned p ORDER BY p.n
-                 ON CONFLICT (id) DO NOTHING RETURNING id),
+                 INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at,
+                                   fence, attempts, lease_owner, lease_until)
+                 SELECT p.id, r.transaction_id, p.kind, p.channel, p.role,
+                        CASE WHEN leased THEN 'running' ELSE 'queued' END, p.next_at, $4, $4,
+                        CASE WHEN leased THEN 1 ELSE 0 END, CASE WHEN leased THEN 1 ELSE 0 END,
+                        CASE WHEN leased THEN $20 END, CASE WHEN leased THEN $21::BIGINT END
+                 FROM routed r, planned p, LATERAL (SELECT p.n = 1 AND $21::BIGINT IS NOT NULL AND p.next_at <= $4 AS leased) l
+                 ORDER BY p.n
+                 ON CONFLICT (id) DO NOTHING RETURNING *),
              noted AS (
                  INSERT INTO history (transaction_id, job_id, at, event, detail)
                  SELECT transaction_id, job_id, $4, event, detail FROM (
@@ -503,8 +508,10 @@ impl Store for PgStore {
                          FROM queued q JOIN planned p ON p.id = q.id
                      UNION ALL SELECT 1, 0, transaction_id, $6, 'done', $13 FROM routed) lines
                  ORDER BY part, n)
-             SELECT (SELECT COUNT(*) FROM routed),
-                    (SELECT COUNT(*) FROM (SELECT pg_notify('postbud_jobs', '') FROM queued LIMIT 1) woken)",
+             SELECT (SELECT COUNT(*) FROM routed) AS routed_count,
+                    (SELECT COUNT(*) FROM (SELECT pg_notify('postbud_jobs', '') FROM queued WHERE state = 'queued' LIMIT 1) woken) AS woken,
+                    next.*
+             FROM (SELECT 1) one LEFT JOIN (SELECT * FROM queued WHERE state = 'running') next ON true",
         )
         .bind(json)
         .bind(&invoice.invoice_number)
@@ -525,12 +532,22 @@ impl Store for PgStore {
         .bind(column(|j| j.role.as_str().to_owned()))
         .bind(jobs.iter().map(|j| j.next_at).collect::<Vec<i64>>())
         .bind(column(queued_line))
+        .bind(&lease.owner)
+        .bind(lease_first_due.map(|d| now + d.as_millis() as i64))
         .fetch_one(&self.pool)
         .await?;
+        let routed: i64 = found.try_get("routed_count")?;
         if routed != 1 {
             return Err(lease_lost(lease));
         }
-        Ok(())
+        // The first delivery, leased here when it was due now.
+        match found.try_get::<Option<String>, _>("id")? {
+            Some(_) => Ok(Some(Lease {
+                job: job_from(&found)?,
+                owner: lease.owner.clone(),
+            })),
+            None => Ok(None),
+        }
     }
 
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError> {

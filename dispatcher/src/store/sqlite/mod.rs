@@ -463,8 +463,8 @@ impl Store for SqliteStore {
         &self,
         lease: &Lease,
         completion: &Completion<'_>,
-    ) -> Result<(), StoreError> {
-        let Completion { invoice, route, jobs, detail } = *completion;
+    ) -> Result<Option<Lease>, StoreError> {
+        let Completion { invoice, route, jobs, detail, lease_first_due } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
@@ -501,7 +501,20 @@ impl Store for SqliteStore {
                     ),
                     params![detail, now, lease.job.id, lease.job.fence],
                 )?;
-                history(conn, &lease.job.transaction_id, Some(&lease.job.id), "done", &line)
+                history(conn, &lease.job.transaction_id, Some(&lease.job.id), "done", &line)?;
+                let (Some(duration), Some(first)) = (lease_first_due, jobs.first()) else {
+                    return Ok(None);
+                };
+                // Claimed as `claim` would claim it, by the worker that completed the dispatch.
+                let next = row(
+                    conn,
+                    "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                            lease_owner = ?, lease_until = ?, updated_at = ?
+                     WHERE id = ? AND state = 'queued' AND next_at <= ? RETURNING *",
+                    params![lease.owner, now + duration.as_millis() as i64, now, first.id, now],
+                    |r| job_from(r),
+                )?;
+                Ok(next.map(|job| Lease { job, owner: lease.owner.clone() }))
             })
             .await
     }
