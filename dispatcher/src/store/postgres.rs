@@ -165,13 +165,17 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// The counts' parts, read in one snapshot, after folding the tallies' rows into one per
-    /// name (each change appended one; see [`super::schema`]). Folds run concurrently safely:
-    /// a row another fold took is gone when this one comes to it.
+    /// The counts' parts, read in one snapshot, after folding the tallies of server processes
+    /// gone into stripe 0 (see [`super::schema`]). Folds run concurrently safely: a row another
+    /// fold took is gone when this one comes to it.
     async fn counts(&self) -> Result<kernel::Counts, StoreError> {
         sqlx::query(
-            "WITH folded AS (DELETE FROM tallies RETURNING name, count)
-             INSERT INTO tallies (name, count) SELECT name, SUM(count) FROM folded GROUP BY name",
+            "WITH folded AS (
+                 DELETE FROM tallies WHERE stripe <> 0 AND stripe NOT IN (SELECT pid FROM pg_stat_activity)
+                 RETURNING name, count)
+             INSERT INTO tallies (name, stripe, count)
+             SELECT name, 0, SUM(count) FROM folded GROUP BY name ORDER BY name
+             ON CONFLICT (name, stripe) DO UPDATE SET count = tallies.count + excluded.count",
         )
         .execute(&self.pool)
         .await?;

@@ -147,8 +147,11 @@ pub(super) const FINISHED_JOB: &str = "('done', 'skipped')";
 /// there get indexes of their own, and the newest-first listing an index on its order.
 ///
 /// SQLite has one writer, so each count is one row updated in place. PostgreSQL writes in
-/// parallel: one row per count would queue every commit behind the one before and can
-/// deadlock, so each change appends a row (`SUM` reads them) and a read folds them now and then.
+/// parallel: one row per count would queue every commit behind the one before, so each server
+/// process keeps its own row per count (`stripe` is its pid; no two live processes share one,
+/// so no writer ever waits on another's, and none can deadlock), `SUM` reads them, and a read
+/// folds the rows of processes gone into stripe 0. Rows updated in place stay few: a log of
+/// appended rows instead grew with every change until vacuum, and its scan with it.
 fn tallies(dialect: Dialect) -> String {
     let indexes = format!(
         "CREATE INDEX dispatches_unsettled ON dispatches (stage) WHERE stage IN {UNSETTLED};
@@ -202,24 +205,28 @@ BEGIN {add_job} END;
         }
         Dialect::Postgres => format!(
             "
-CREATE TABLE tallies (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, count BIGINT NOT NULL);
-{backfill}{indexes}CREATE FUNCTION postbud_tally_stage() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE TABLE tallies (name TEXT NOT NULL, stripe INTEGER NOT NULL DEFAULT 0, count BIGINT NOT NULL, PRIMARY KEY (name, stripe));
+{backfill}{indexes}CREATE FUNCTION postbud_tally(counted TEXT, delta BIGINT) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO tallies (name, stripe, count) VALUES (counted, pg_backend_pid(), delta)
+    ON CONFLICT (name, stripe) DO UPDATE SET count = tallies.count + excluded.count
+$$;
+CREATE FUNCTION postbud_tally_stage() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'INSERT' AND OLD.stage IN {SETTLED} THEN
-        INSERT INTO tallies (name, count) VALUES ('stage:' || OLD.stage, -1);
+        PERFORM postbud_tally('stage:' || OLD.stage, -1);
     END IF;
     IF TG_OP <> 'DELETE' AND NEW.stage IN {SETTLED} THEN
-        INSERT INTO tallies (name, count) VALUES ('stage:' || NEW.stage, 1);
+        PERFORM postbud_tally('stage:' || NEW.stage, 1);
     END IF;
     RETURN NULL;
 END $$;
 CREATE FUNCTION postbud_tally_job() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'INSERT' AND OLD.state IN {FINISHED_JOB} THEN
-        INSERT INTO tallies (name, count) VALUES ('job:' || OLD.kind || ':' || OLD.state, -1);
+        PERFORM postbud_tally('job:' || OLD.kind || ':' || OLD.state, -1);
     END IF;
     IF TG_OP <> 'DELETE' AND NEW.state IN {FINISHED_JOB} THEN
-        INSERT INTO tallies (name, count) VALUES ('job:' || NEW.kind || ':' || NEW.state, 1);
+        PERFORM postbud_tally('job:' || NEW.kind || ':' || NEW.state, 1);
     END IF;
     RETURN NULL;
 END $$;
