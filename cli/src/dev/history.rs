@@ -101,6 +101,22 @@ impl Grower {
             }
         }
     }
+
+    /// What autovacuum does soon after a bulk load, done at once: dead row versions cleared
+    /// and the planner's statistics of the tables just grown, so the reads are timed as a
+    /// store in use would run them.
+    async fn settle(&self) -> Result<(), Failure> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(pool) => {
+                sqlx::query("VACUUM ANALYZE")
+                    .execute(pool)
+                    .await
+                    .map_err(io)?;
+                Ok(())
+            }
+        }
+    }
 }
 
 fn columns_of(table: &str, columns: &[String]) -> (String, String) {
@@ -186,6 +202,7 @@ pub async fn measure(
             bar.inc(next - have);
             have = next;
         }
+        grower.settle().await?;
         let held = records.totals().await.map_err(io)?.dispatches;
         if held != size {
             return Err(io(format!(
