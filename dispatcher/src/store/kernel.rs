@@ -40,8 +40,10 @@ pub(super) const TALLIES: &str = "SELECT name, CAST(SUM(count) AS BIGINT) FROM t
 /// The census of the dispatches the tallies leave out: those at an unsettled stage or with a
 /// job queued, running, failed or dead. Each part is read through its own index; how many
 /// there are grows with the queue and the failures, never with the history.
-pub(super) const UNSETTLED_CENSUS: &str = "WITH counted AS (
-        SELECT transaction_id FROM dispatches WHERE stage IN ('new', 'capturing', 'captured', 'voiding')
+pub(super) fn unsettled_census() -> String {
+    format!(
+        "WITH counted AS (
+        SELECT transaction_id FROM dispatches WHERE stage IN {}
         UNION SELECT transaction_id FROM jobs WHERE state = 'queued'
         UNION SELECT transaction_id FROM jobs WHERE state = 'running'
         UNION SELECT transaction_id FROM jobs WHERE state IN ('failed', 'dead'))
@@ -50,7 +52,12 @@ pub(super) const UNSETTLED_CENSUS: &str = "WITH counted AS (
        EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')),
        COUNT(*)
      FROM counted JOIN dispatches d ON d.transaction_id = counted.transaction_id
-     GROUP BY 1, 2, 3";
+     GROUP BY 1, 2, 3",
+        // The same list the partial index `dispatches_unsettled` is written with, so the
+        // planner can use it.
+        super::schema::UNSETTLED
+    )
+}
 
 /// The jobs in the states the tallies leave out, by state, each through its own index.
 pub(super) const OPEN_JOBS: &str = "SELECT 'queued', COUNT(*) FROM jobs WHERE state = 'queued'

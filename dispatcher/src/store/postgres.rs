@@ -184,7 +184,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         let tallies = sqlx::query_as(kernel::TALLIES).fetch_all(&mut *tx).await?;
-        let unsettled = sqlx::query(kernel::UNSETTLED_CENSUS)
+        let unsettled = sqlx::query(&kernel::unsettled_census())
             .fetch_all(&mut *tx)
             .await?
             .iter()

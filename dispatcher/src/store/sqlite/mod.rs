@@ -79,7 +79,7 @@ impl SqliteStore {
                 let named = |sql: &str| rows(conn, sql, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)));
                 Ok(kernel::Counts {
                     tallies: named(kernel::TALLIES)?,
-                    unsettled: rows(conn, kernel::UNSETTLED_CENSUS, [], |row| {
+                    unsettled: rows(conn, &kernel::unsettled_census(), [], |row| {
                         Ok(CensusRow {
                             stage: kernel::parse("dispatch stage", &row.get::<_, String>(0)?, Stage::parse)?,
                             active: row.get(1)?,
