@@ -70,8 +70,8 @@ pub use self::{
     metrics::Metrics,
     records::Records,
     store::{
-        Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage, StoreError, Totals,
-        fmt_ms, now_ms, probe as probe_store,
+        Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage, StoreError,
+        Totals, fmt_ms, now_ms, probe as probe_store,
     },
     sweeps::Sweep,
     triage::{Assessment, Filter, Listed, Verdict},

@@ -236,7 +236,9 @@ impl Metrics {
 
     /// The text `/metrics` answers: the store's gauges read now, then everything encoded.
     pub async fn render(&self, store: &dyn Store) -> Result<String, StoreError> {
-        let counts = triage::count(store).await?;
+        let counts = store.counts().await?;
+        let totals = counts.totals;
+        let counts = triage::count(store, &counts.census).await?;
         for verdict in Verdict::ALL {
             let n = counts.get(&verdict).copied().unwrap_or(0);
             self.invoices
@@ -247,7 +249,6 @@ impl Metrics {
         }
         let attention = counts.get(&Verdict::NeedsAttention).copied().unwrap_or(0);
         self.needing_attention.set(attention as i64);
-        let totals = store.totals().await?;
         self.jobs_queued.set(totals.queued as i64);
         self.jobs_in_flight.set(totals.in_flight as i64);
         // Always there, 0 before the first sweep: an alert on its age fires when sweeps never

@@ -86,12 +86,13 @@ impl Records {
 
     /// Counts of jobs by state, for health checks.
     pub async fn totals(&self) -> Result<Totals, StoreError> {
-        self.store.totals().await
+        Ok(self.store.counts().await?.totals)
     }
 
     /// How many invoices stand under each verdict.
     pub async fn verdicts(&self) -> Result<BTreeMap<Verdict, u64>, StoreError> {
-        triage::count(self.store.as_ref()).await
+        let census = self.store.counts().await?.census;
+        triage::count(self.store.as_ref(), &census).await
     }
 
     /// Up to `limit` invoices matching `filter`, newest first, with their verdicts, and whether
@@ -143,7 +144,7 @@ impl App {
 
     /// Counts of jobs by state, for health checks.
     pub async fn totals(&self) -> Result<Totals, StoreError> {
-        self.store().totals().await
+        Ok(self.store().counts().await?.totals)
     }
 
     /// Requeues the transaction's failed, dead-lettered or cancelled jobs (of one channel

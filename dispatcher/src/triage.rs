@@ -104,13 +104,17 @@ fn untroubled(row: &CensusRow) -> Verdict {
     }
 }
 
-/// How many invoices the store holds under each verdict: one counting query, and [`assess`]
-/// for those with a job that failed for good (a fallback's rescue among them).
-pub async fn count(store: &dyn Store) -> Result<BTreeMap<Verdict, u64>, StoreError> {
+/// How many invoices the store holds under each verdict: the `census` of
+/// [`Store::counts`], and [`assess`] for those with a job that failed for good (a fallback's
+/// rescue among them).
+pub async fn count(
+    store: &dyn Store,
+    census: &[CensusRow],
+) -> Result<BTreeMap<Verdict, u64>, StoreError> {
     let mut counts: BTreeMap<Verdict, u64> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
-    for row in store.census().await? {
+    for row in census {
         if !row.troubled {
-            *counts.entry(untroubled(&row)).or_default() += row.count;
+            *counts.entry(untroubled(row)).or_default() += row.count;
         }
     }
     let query = DispatchQuery {

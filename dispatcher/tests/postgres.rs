@@ -347,7 +347,10 @@ async fn prune_and_triage_on_postgres() {
             .iter()
             .all(|j| j.receipt.is_none() && j.last_error.is_none())
     );
-    let counts = postbud::triage::count(store.as_ref()).await.expect("count");
+    let census = store.counts().await.expect("counts").census;
+    let counts = postbud::triage::count(store.as_ref(), &census)
+        .await
+        .expect("count");
     assert_eq!(counts[&Verdict::Delivered], 1, "the record still answers");
 }
 
@@ -374,4 +377,61 @@ async fn check_s_probe_reads_the_schema_without_creating_it() {
         refused.to_string().contains("connect to PostgreSQL"),
         "{refused}"
     );
+}
+
+/// The counts sum one row per count and server process; the rows of processes gone are folded
+/// into one at most once a minute, and the sums are right before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_fold_the_rows_of_processes_gone_and_stay_right() {
+    let Some(db) = Database::create("counts_fold_the_rows_of_processes_gone_and_stay_right").await
+    else {
+        return;
+    };
+    let h = Harness::start().await;
+    let app = App::open(&settings(&h, &db, "")).await.expect("app");
+    for _ in 0..2 {
+        let id = h.sandbox.seed(Seed::default());
+        app.deliver_now(&id).await.expect("deliver");
+    }
+    let raw = sqlx::PgPool::connect(&db.url()).await.expect("connect");
+    // Two processes gone (no server process has a negative pid), one delivery each way.
+    let gone = "INSERT INTO tallies (name, stripe, count) VALUES ('job:deliver:done', $1, $2)";
+    for (stripe, count) in [(-7, 1i64), (-8, -1)] {
+        sqlx::query(gone)
+            .bind(stripe)
+            .bind(count)
+            .execute(&raw)
+            .await
+            .expect("insert");
+    }
+    let strays = "SELECT COUNT(*) FROM tallies WHERE stripe < 0";
+    let count = |sql: &'static str| {
+        let raw = raw.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&raw)
+                .await
+                .expect("count")
+        }
+    };
+
+    // A new instance folds on its first count.
+    let fresh = App::open(&settings(&h, &db, "")).await.expect("fresh");
+    let totals = fresh.totals().await.expect("totals");
+    assert_eq!((totals.dispatches, totals.delivered), (2, 2));
+    assert_eq!(count(strays).await, 0, "folded");
+
+    // Within the minute it does not fold again, and the sum still holds the row.
+    sqlx::query(gone)
+        .bind(-9)
+        .bind(1i64)
+        .execute(&raw)
+        .await
+        .expect("insert");
+    let totals = fresh.totals().await.expect("totals");
+    assert_eq!(
+        totals.delivered, 3,
+        "a stray row counts before it is folded"
+    );
+    assert_eq!(count(strays).await, 1, "not folded again within the minute");
 }

@@ -215,11 +215,8 @@ impl Store for Failing {
     async fn prune(&self, before: i64) -> Result<u64, StoreError> {
         self.0.prune(before).await
     }
-    async fn census(&self) -> Result<Vec<postbud::store::CensusRow>, StoreError> {
-        self.0.census().await
-    }
-    async fn totals(&self) -> Result<postbud::store::Totals, StoreError> {
-        self.0.totals().await
+    async fn counts(&self) -> Result<postbud::Counts, StoreError> {
+        self.0.counts().await
     }
     async fn meta(&self, k: &str) -> Result<Option<String>, StoreError> {
         self.0.meta(k).await

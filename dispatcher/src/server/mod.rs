@@ -474,7 +474,7 @@ async fn delivery_report(
 }
 
 async fn healthz(State(state): State<ServerState>) -> Response {
-    match state.app.store().totals().await {
+    match state.app.store().counts().await {
         Ok(_) => (StatusCode::OK, "ok").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -4,7 +4,7 @@
 //! where the dialects really differ.
 
 use super::{
-    CensusRow, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
+    CensusRow, Counts, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
 };
 
 /// A stored name read back as its enum; a name no version wrote is a database error.
@@ -34,54 +34,83 @@ pub(super) const TAKE_TURN: &str = "INSERT INTO turns (name, owner, until) VALUE
      ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
      WHERE turns.until <= $4";
 
-/// The kept counts (see [`super::schema`]), one row per name.
-pub(super) const TALLIES: &str = "SELECT name, CAST(SUM(count) AS BIGINT) FROM tallies GROUP BY name";
-
-/// The census of the dispatches the tallies leave out: those at an unsettled stage or with a
-/// job queued, running, failed or dead. Each part is read through its own index; how many
-/// there are grows with the queue and the failures, never with the history.
-pub(super) fn unsettled_census() -> String {
+/// Everything the store's counts are made of, in one statement and so one snapshot. Rows
+/// `(part, name, active, troubled, n)`:
+/// - `tally`: the kept counts (see [`super::schema`]), one row per name;
+/// - `unsettled`: the census of the dispatches the tallies leave out, those at an unsettled
+///   stage or with a job queued, running, failed or dead, by stage and whether a job is active
+///   or troubled (1 or 0);
+/// - `open`: the jobs in the states the tallies leave out, by state.
+///
+/// Each part is read through its own index; how many rows it reads grows with the queue and
+/// the failures, never with the history.
+pub(super) fn count_parts() -> String {
     format!(
         "WITH counted AS (
-        SELECT transaction_id FROM dispatches WHERE stage IN {}
+        SELECT transaction_id FROM dispatches WHERE stage IN {unsettled}
         UNION SELECT transaction_id FROM jobs WHERE state = 'queued'
         UNION SELECT transaction_id FROM jobs WHERE state = 'running'
         UNION SELECT transaction_id FROM jobs WHERE state IN ('failed', 'dead'))
-     SELECT d.stage,
-       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running')),
-       EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')),
-       COUNT(*)
+     SELECT 'tally' AS part, name, CAST(NULL AS BIGINT) AS active, CAST(NULL AS BIGINT) AS troubled,
+       CAST(SUM(count) AS BIGINT) AS n
+     FROM tallies GROUP BY name
+     UNION ALL
+     SELECT 'unsettled', d.stage,
+       CAST(CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running')) THEN 1 ELSE 0 END AS BIGINT),
+       CAST(CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')) THEN 1 ELSE 0 END AS BIGINT),
+       CAST(COUNT(*) AS BIGINT)
      FROM counted JOIN dispatches d ON d.transaction_id = counted.transaction_id
-     GROUP BY 1, 2, 3",
+     GROUP BY 2, 3, 4
+     UNION ALL SELECT 'open', 'queued', NULL, NULL, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE state = 'queued'
+     UNION ALL SELECT 'open', 'running', NULL, NULL, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE state = 'running'
+     UNION ALL SELECT 'open', state, NULL, NULL, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE state IN ('failed', 'dead') GROUP BY state",
         // The same list the partial index `dispatches_unsettled` is written with, so the
         // planner can use it.
-        super::schema::UNSETTLED
+        unsettled = super::schema::UNSETTLED
     )
 }
-
-/// The jobs in the states the tallies leave out, by state, each through its own index.
-pub(super) const OPEN_JOBS: &str = "SELECT 'queued', COUNT(*) FROM jobs WHERE state = 'queued'
-     UNION ALL SELECT 'running', COUNT(*) FROM jobs WHERE state = 'running'
-     UNION ALL SELECT state, COUNT(*) FROM jobs WHERE state IN ('failed', 'dead') GROUP BY state";
 
 /// Everything the store's counts are made of, read in one snapshot: the tallies, the census
 /// of what they leave out, and the open jobs by state.
 #[derive(Debug, Default)]
-pub(super) struct Counts {
-    pub(super) tallies: Vec<(String, i64)>,
-    pub(super) unsettled: Vec<CensusRow>,
-    pub(super) open_jobs: Vec<(String, i64)>,
+pub(super) struct CountParts {
+    tallies: Vec<(String, i64)>,
+    unsettled: Vec<CensusRow>,
+    open_jobs: Vec<(String, i64)>,
 }
 
-impl Counts {
+impl CountParts {
+    /// Adds a row [`count_parts`] returned.
+    pub(super) fn add(&mut self, row: &impl Columns) -> Result<(), StoreError> {
+        let (name, n) = (row.text("name")?, row.int("n")?);
+        match row.text("part")?.as_str() {
+            "tally" => self.tallies.push((name, n)),
+            "open" => self.open_jobs.push((name, n)),
+            _ => self.unsettled.push(CensusRow {
+                stage: parse("dispatch stage", &name, Stage::parse)?,
+                active: row.int("active")? != 0,
+                troubled: row.int("troubled")? != 0,
+                count: n.max(0) as u64,
+            }),
+        }
+        Ok(())
+    }
+
     fn tally(&self, name: &str) -> u64 {
         let found = self.tallies.iter().find(|(n, _)| n == name);
         found.map_or(0, |(_, count)| (*count).max(0) as u64)
     }
 
+    /// The counts these parts make.
+    pub(super) fn counts(&self) -> Result<Counts, StoreError> {
+        let census = self.census()?;
+        let totals = self.totals(&census);
+        Ok(Counts { census, totals })
+    }
+
     /// Dispatches by stage, with or without active and troubled jobs: the unsettled census,
     /// and for each settled stage its tally less the dispatches the census already counted.
-    pub(super) fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
+    fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
         let mut census = self.unsettled.clone();
         for (name, tallied) in &self.tallies {
             let Some(stage) = name.strip_prefix("stage:") else {
@@ -108,7 +137,7 @@ impl Counts {
     }
 
     /// The counts `/healthz` and `/metrics` show.
-    pub(super) fn totals(&self) -> Result<Totals, StoreError> {
+    fn totals(&self, census: &[CensusRow]) -> Totals {
         let open = |state: &str| {
             let found = self.open_jobs.iter().find(|(s, _)| s == state);
             found.map_or(0, |(_, count)| (*count).max(0) as u64)
@@ -117,15 +146,15 @@ impl Counts {
             .filter(|(name, _)| name.starts_with("job:") && name.ends_with(":skipped"))
             .map(|(_, count)| (*count).max(0) as u64)
             .sum();
-        Ok(Totals {
-            dispatches: self.census()?.iter().map(|row| row.count).sum(),
+        Totals {
+            dispatches: census.iter().map(|row| row.count).sum(),
             queued: open("queued"),
             in_flight: open("running"),
             delivered: self.tally("job:deliver:done"),
             failed: open("failed"),
             dead: open("dead"),
             skipped,
-        })
+        }
     }
 }
 

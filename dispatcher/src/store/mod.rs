@@ -343,6 +343,16 @@ pub struct HistoryEntry {
     pub detail: String,
 }
 
+/// What the store holds, counted in one snapshot by [`Store::counts`]; each part is kept or
+/// read through an index, so reading it costs the same at any size of history.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Every dispatch counted by what decides its verdict without reading its jobs.
+    pub census: Vec<CensusRow>,
+    /// The counts `/healthz` and `/metrics` show.
+    pub totals: Totals,
+}
+
 /// Counts per state, for `status` and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Totals {
@@ -654,10 +664,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// reusable (their bytes go as it is reused; `VACUUM FULL` rewrites the files at once).
     /// Returns how many dispatches were pruned.
     async fn prune(&self, before: Millis) -> Result<u64, StoreError>;
-    /// Every dispatch counted by what decides its verdict without reading its jobs.
-    async fn census(&self) -> Result<Vec<CensusRow>, StoreError>;
-    /// Counts.
-    async fn totals(&self) -> Result<Totals, StoreError>;
+    /// What the store holds, counted in one snapshot.
+    async fn counts(&self) -> Result<Counts, StoreError>;
     /// A persistent value (the link-signing key).
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a persistent value, replacing what was there.

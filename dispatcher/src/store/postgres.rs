@@ -2,7 +2,13 @@
 //! with `FOR UPDATE SKIP LOCKED`; new work is announced with `NOTIFY postbud_jobs` so idle
 //! workers in every instance wake at once instead of waiting for their next poll.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use sqlx::{
@@ -16,8 +22,8 @@ use super::{
     schema::{Dialect, migrations},
     Stage,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
-    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
-    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, Totals, VoidEffect,
+    Counts, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
+    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, VoidEffect,
     fmt_ms, now_ms,
 };
 use crate::{
@@ -91,7 +97,14 @@ pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
 pub struct PgStore {
     pool: PgPool,
     work: Arc<Notify>,
+    /// When a count last folded the tallies of server processes gone (ms since the epoch).
+    folded_at: Arc<AtomicI64>,
 }
+
+/// How often a count folds the tallies of server processes gone into stripe 0: their rows make
+/// the sums longer, never wrong, and a pool's connections live long, so once a minute keeps
+/// the table a few rows per count and spares the reads a write each.
+const FOLD_EVERY_MS: Millis = 60_000;
 
 impl PgStore {
     /// Connects to `url` (`postgres://...`), migrates, and listens for new work.
@@ -100,6 +113,7 @@ impl PgStore {
         let store = Self {
             pool,
             work: Arc::new(Notify::new()),
+            folded_at: Arc::new(AtomicI64::new(0)),
         };
         store.migrate().await?;
         store.listen();
@@ -165,10 +179,28 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// The counts' parts, read in one snapshot, after folding the tallies of server processes
-    /// gone into stripe 0 (see [`super::schema`]). Folds run concurrently safely: a row another
-    /// fold took is gone when this one comes to it.
-    async fn counts(&self) -> Result<kernel::Counts, StoreError> {
+    /// The counts' parts, read in one statement and so one snapshot, after folding the tallies
+    /// of server processes gone into stripe 0 (see [`super::schema`]) when [`FOLD_EVERY_MS`]
+    /// has passed since the last fold.
+    async fn count_parts(&self) -> Result<kernel::CountParts, StoreError> {
+        let (now, last) = (now_ms(), self.folded_at.load(Ordering::Relaxed));
+        let due = now - last >= FOLD_EVERY_MS
+            && (self.folded_at)
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if due {
+            self.fold_tallies().await?;
+        }
+        let mut parts = kernel::CountParts::default();
+        for row in sqlx::query(&kernel::count_parts()).fetch_all(&self.pool).await? {
+            parts.add(&row)?;
+        }
+        Ok(parts)
+    }
+
+    /// Moves the tallies of server processes gone into stripe 0. Folds run concurrently
+    /// safely: a row another fold took is gone when this one comes to it.
+    async fn fold_tallies(&self) -> Result<(), StoreError> {
         sqlx::query(
             "WITH folded AS (
                  DELETE FROM tallies WHERE stripe <> 0 AND stripe NOT IN (SELECT pid FROM pg_stat_activity)
@@ -179,31 +211,7 @@ impl PgStore {
         )
         .execute(&self.pool)
         .await?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let tallies = sqlx::query_as(kernel::TALLIES).fetch_all(&mut *tx).await?;
-        let unsettled = sqlx::query(&kernel::unsettled_census())
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(CensusRow {
-                    stage: kernel::parse("dispatch stage", &row.try_get::<String, _>(0)?, Stage::parse)?,
-                    active: row.try_get(1)?,
-                    troubled: row.try_get(2)?,
-                    count: row.try_get::<i64, _>(3)? as u64,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let open_jobs = sqlx::query_as(kernel::OPEN_JOBS).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(kernel::Counts {
-            tallies,
-            unsettled,
-            open_jobs,
-        })
+        Ok(())
     }
 }
 
@@ -833,12 +841,8 @@ impl Store for PgStore {
         Ok(ids.len() as u64)
     }
 
-    async fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
-        self.counts().await?.census()
-    }
-
-    async fn totals(&self) -> Result<Totals, StoreError> {
-        self.counts().await?.totals()
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.count_parts().await?.counts()
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {

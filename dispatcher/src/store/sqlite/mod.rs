@@ -14,8 +14,8 @@ use super::{
     schema::{Dialect, migrations},
     Stage,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
-    CensusRow, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
-    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, Totals,
+    Counts, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
+    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError,
     VoidEffect, fmt_ms, now_ms,
 };
 use crate::{
@@ -71,24 +71,17 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 impl SqliteStore {
-    /// The counts' parts, read in one snapshot.
-    async fn counts(&self) -> Result<kernel::Counts, StoreError> {
+    /// The counts' parts, read in one statement and so one snapshot.
+    async fn count_parts(&self) -> Result<kernel::CountParts, StoreError> {
         self.db
             .read(|conn| {
-                let _snapshot = conn.unchecked_transaction()?;
-                let named = |sql: &str| rows(conn, sql, [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)));
-                Ok(kernel::Counts {
-                    tallies: named(kernel::TALLIES)?,
-                    unsettled: rows(conn, &kernel::unsettled_census(), [], |row| {
-                        Ok(CensusRow {
-                            stage: kernel::parse("dispatch stage", &row.get::<_, String>(0)?, Stage::parse)?,
-                            active: row.get(1)?,
-                            troubled: row.get(2)?,
-                            count: row.get::<_, i64>(3)? as u64,
-                        })
-                    })?,
-                    open_jobs: named(kernel::OPEN_JOBS)?,
-                })
+                let mut statement = conn.prepare_cached(&kernel::count_parts())?;
+                let mut found = statement.query([])?;
+                let mut parts = kernel::CountParts::default();
+                while let Some(row) = found.next()? {
+                    parts.add(row)?;
+                }
+                Ok(parts)
             })
             .await
     }
@@ -772,12 +765,8 @@ impl Store for SqliteStore {
         Ok(pruned)
     }
 
-    async fn census(&self) -> Result<Vec<CensusRow>, StoreError> {
-        self.counts().await?.census()
-    }
-
-    async fn totals(&self) -> Result<Totals, StoreError> {
-        self.counts().await?.totals()
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.count_parts().await?.counts()
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -841,10 +830,11 @@ mod tests {
             .expect("rows");
         }
         let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.expect("migrated");
-        let totals = store.totals().await.expect("totals");
+        let counts = store.counts().await.expect("counts");
+        let totals = counts.totals;
         let counted = (totals.dispatches, totals.delivered, totals.skipped, totals.queued, totals.failed);
         assert_eq!(counted, (4, 1, 1, 1, 1), "{totals:?}");
-        let mut census: Vec<_> = (store.census().await.expect("census").into_iter())
+        let mut census: Vec<_> = (counts.census.into_iter())
             .map(|r| (r.stage.as_str(), r.active, r.troubled, r.count))
             .collect();
         census.sort();
