@@ -6,7 +6,7 @@ mod common;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -126,103 +126,125 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_worker_goes_on() {
     workers.await.expect("workers");
 }
 
-/// A store whose `complete_dispatch` always fails, as a full disk or a broken row would.
+/// A store that counts the reads of invoices and dispatches and, when `failing`, fails every
+/// `complete_dispatch`, as a full disk or a broken row would.
 #[derive(Debug)]
-struct Failing(Arc<dyn Store>);
+struct Watched {
+    store: Arc<dyn Store>,
+    failing: bool,
+    invoice_reads: AtomicUsize,
+    dispatch_reads: AtomicUsize,
+}
+
+impl Watched {
+    fn new(store: Arc<dyn Store>, failing: bool) -> Self {
+        Self {
+            store,
+            failing,
+            invoice_reads: AtomicUsize::new(0),
+            dispatch_reads: AtomicUsize::new(0),
+        }
+    }
+}
 
 #[postbud::async_trait]
-impl Store for Failing {
+impl Store for Watched {
     async fn mark_created(&self, t: &str, d: &str) -> Result<(), StoreError> {
-        self.0.mark_created(t, d).await
+        self.store.mark_created(t, d).await
     }
     async fn submit(&self, t: &str) -> Result<bool, StoreError> {
-        self.0.submit(t).await
+        self.store.submit(t).await
     }
     async fn set_meta(&self, k: &str, v: &str) -> Result<(), StoreError> {
-        self.0.set_meta(k, v).await
+        self.store.set_meta(k, v).await
     }
     async fn take_turn(&self, n: &str, o: &str, u: i64) -> Result<bool, StoreError> {
-        self.0.take_turn(n, o, u).await
+        self.store.take_turn(n, o, u).await
     }
     async fn void_accepted(&self, v: &postbud::store::AcceptedVoid<'_>) -> Result<(), StoreError> {
-        self.0.void_accepted(v).await
+        self.store.void_accepted(v).await
     }
     async fn claim(&self, c: &postbud::store::Claim<'_>) -> Result<Vec<Lease>, StoreError> {
-        self.0.claim(c).await
+        self.store.claim(c).await
     }
     async fn renew(&self, l: &Lease, d: Duration) -> Result<(), StoreError> {
-        self.0.renew(l, d).await
+        self.store.renew(l, d).await
     }
     async fn finish(&self, l: &Lease, f: Finish) -> Result<(), StoreError> {
-        self.0.finish(l, f).await
+        self.store.finish(l, f).await
     }
     async fn update_dispatch(
         &self,
         l: &Lease,
         p: postbud::store::DispatchPatch,
     ) -> Result<(), StoreError> {
-        self.0.update_dispatch(l, p).await
+        self.store.update_dispatch(l, p).await
     }
     async fn save_document(&self, l: &Lease, p: &postbud::Pdf) -> Result<postbud::Pdf, StoreError> {
-        self.0.save_document(l, p).await
+        self.store.save_document(l, p).await
     }
     async fn complete_dispatch(
         &self,
-        _: &Lease,
-        _: &postbud::store::Completion<'_>,
+        l: &Lease,
+        c: &postbud::store::Completion<'_>,
     ) -> Result<Option<Lease>, StoreError> {
-        Err(StoreError::Database("disk I/O error (injected)".into()))
+        if self.failing {
+            return Err(StoreError::Database("disk I/O error (injected)".into()));
+        }
+        self.store.complete_dispatch(l, c).await
     }
     async fn document(&self, t: &str) -> Result<Option<postbud::Pdf>, StoreError> {
-        self.0.document(t).await
+        self.store.document(t).await
     }
     async fn invoice(&self, t: &str) -> Result<Option<Invoice>, StoreError> {
-        self.0.invoice(t).await
+        self.invoice_reads.fetch_add(1, Ordering::SeqCst);
+        self.store.invoice(t).await
     }
     async fn enqueue(&self, l: &Lease, j: &[NewJob]) -> Result<(), StoreError> {
-        self.0.enqueue(l, j).await
+        self.store.enqueue(l, j).await
     }
     async fn dispatch(&self, t: &str) -> Result<Option<postbud::store::Dispatch>, StoreError> {
-        self.0.dispatch(t).await
+        self.dispatch_reads.fetch_add(1, Ordering::SeqCst);
+        self.store.dispatch(t).await
     }
     async fn job(&self, id: &str) -> Result<Option<postbud::store::Job>, StoreError> {
-        self.0.job(id).await
+        self.store.job(id).await
     }
     async fn jobs(&self, t: &str) -> Result<Vec<postbud::store::Job>, StoreError> {
-        self.0.jobs(t).await
+        self.store.jobs(t).await
     }
     async fn record(&self, l: &postbud::store::HistoryLine<'_>) -> Result<(), StoreError> {
-        self.0.record(l).await
+        self.store.record(l).await
     }
     async fn history(&self, t: &str) -> Result<Vec<postbud::store::HistoryEntry>, StoreError> {
-        self.0.history(t).await
+        self.store.history(t).await
     }
     async fn retry(&self, t: &str, c: Option<&str>) -> Result<u64, StoreError> {
-        self.0.retry(t, c).await
+        self.store.retry(t, c).await
     }
     async fn void(&self, t: &str) -> Result<postbud::store::VoidEffect, StoreError> {
-        self.0.void(t).await
+        self.store.void(t).await
     }
     async fn enqueue_free(&self, t: &str, j: &[NewJob]) -> Result<(), StoreError> {
-        self.0.enqueue_free(t, j).await
+        self.store.enqueue_free(t, j).await
     }
     async fn dispatches(
         &self,
         q: &postbud::store::DispatchQuery,
     ) -> Result<Vec<postbud::store::DispatchJobs>, StoreError> {
-        self.0.dispatches(q).await
+        self.store.dispatches(q).await
     }
     async fn prune(&self, before: i64) -> Result<u64, StoreError> {
-        self.0.prune(before).await
+        self.store.prune(before).await
     }
     async fn counts(&self) -> Result<postbud::Counts, StoreError> {
-        self.0.counts().await
+        self.store.counts().await
     }
     async fn meta(&self, k: &str) -> Result<Option<String>, StoreError> {
-        self.0.meta(k).await
+        self.store.meta(k).await
     }
     async fn meta_init(&self, k: &str, v: &str) -> Result<String, StoreError> {
-        self.0.meta_init(k, v).await
+        self.store.meta_init(k, v).await
     }
 }
 
@@ -257,7 +279,7 @@ async fn a_store_error_during_attempts_counts_them_and_ends_in_a_visible_dead_le
     let store = postbud::store::open(&h.settings("").store.url)
         .await
         .expect("store");
-    let engine = engine(&h, Arc::new(Failing(Arc::clone(&store))), 2).await;
+    let engine = engine(&h, Arc::new(Watched::new(Arc::clone(&store), true)), 2).await;
     let id = h.sandbox.seed(Seed::default());
     let outcome = engine
         .deliver_now(&id, Duration::from_secs(10))
@@ -328,4 +350,33 @@ async fn attempts_that_die_before_recording_their_end_are_counted_too() {
         "{dispatch:?}"
     );
     assert_eq!(h.sandbox.captures(&id), 0);
+}
+
+/// A delivery that runs right after the dispatch that routed it delivers what that dispatch
+/// stored, handed over in memory: no read of the invoice or its PDF, and of the dispatch only
+/// the decision's and the one `deliver_now` reports from.
+#[tokio::test]
+async fn a_delivery_run_after_its_dispatch_delivers_what_was_stored_without_reading_it() {
+    let h = Harness::start().await;
+    let store = postbud::store::open(&h.settings("").store.url)
+        .await
+        .expect("store");
+    let watched = Arc::new(Watched::new(Arc::clone(&store), false));
+    let engine = engine(&h, Arc::clone(&watched) as Arc<dyn Store>, 3).await;
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = engine
+        .deliver_now(&id, Duration::from_secs(10))
+        .await
+        .expect("run");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(watched.invoice_reads.load(Ordering::SeqCst), 0);
+    assert_eq!(watched.dispatch_reads.load(Ordering::SeqCst), 2);
+    let stored = store.invoice(&id).await.expect("read").expect("invoice");
+    let delivered = std::fs::read(h.invoices().join(format!("{}.pdf", stored.invoice_number)))
+        .expect("the PDF in the archive");
+    assert_eq!(
+        delivered,
+        stored.pdf.bytes.as_ref(),
+        "the stored PDF was delivered"
+    );
 }

@@ -1,6 +1,6 @@
 //! Delivery and cancellation jobs: one channel instance, one attempt.
 
-use super::{Engine, dispatch::window_open};
+use super::{Engine, Routed, dispatch::window_open};
 use crate::store::Role;
 use crate::config::Route;
 use crate::{
@@ -27,14 +27,26 @@ impl Engine {
         Ok(dispatch.route.and_then(|r| self.routes.get(r)).cloned())
     }
 
-    pub(super) async fn run_delivery(&self, lease: &Lease) -> Result<Finish, StoreError> {
+    /// One attempt at a delivery or cancellation notice: from what the dispatch that leased it
+    /// stored (`routed`), or else from the store.
+    pub(super) async fn run_delivery(
+        &self,
+        lease: &Lease,
+        routed: Option<Routed>,
+    ) -> Result<Finish, StoreError> {
         let job = &lease.job;
         let name = job.channel.clone().unwrap_or_default();
-        let Some(invoice) = self.store.invoice(&job.transaction_id).await? else {
-            return Ok(Finish::Failed(format!(
-                "no invoice is stored for {}",
-                job.transaction_id
-            )));
+        let (invoice, route) = match routed {
+            Some(Routed { invoice, route }) => (invoice, Some(route)),
+            None => {
+                let Some(invoice) = self.store.invoice(&job.transaction_id).await? else {
+                    return Ok(Finish::Failed(format!(
+                        "no invoice is stored for {}",
+                        job.transaction_id
+                    )));
+                };
+                (invoice, self.route_of(&job.transaction_id).await?)
+            }
         };
         let Some(channel) = self.channels.get(&name) else {
             let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
@@ -44,7 +56,6 @@ impl Engine {
             );
             return self.failed_for_good(lease, Finish::Failed(error)).await;
         };
-        let route = self.route_of(&job.transaction_id).await?;
         if let Some(window) = route.as_ref().and_then(|r| r.window.as_ref()) {
             let open = window_open(window, now_ms());
             if open > now_ms() {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{
-    Engine,
+    Engine, Handover, Routed,
     capture::{self, CaptureDecision},
 };
 use crate::store::{Dispatch, Role, Stage};
@@ -160,11 +160,12 @@ impl Engine {
     }
 
     /// One attempt at the dispatch job. A delivery due now comes back in `next`, leased to this
-    /// worker, to run right after this attempt without another claim.
+    /// worker with the invoice and route just stored, to run right after this attempt without
+    /// another claim or a read.
     pub(super) async fn run_dispatch(
         &self,
         lease: &Lease,
-        next: &mut Option<Lease>,
+        next: &mut Option<Handover>,
     ) -> Result<Finish, StoreError> {
         let id = lease.job.transaction_id.as_str();
         let tx = match self.gateway.transaction(id).await {
@@ -259,7 +260,7 @@ impl Engine {
                 StoreError::Database(format!("the route could not be recorded: {e}"))
             })?,
         };
-        *next = self
+        let leased = self
             .store
             .complete_dispatch(
                 lease,
@@ -272,6 +273,13 @@ impl Engine {
                 },
             )
             .await?;
+        *next = leased.map(|lease| Handover {
+            lease,
+            routed: Some(Routed {
+                invoice,
+                route: route_cfg.clone(),
+            }),
+        });
         Ok(Finish::Recorded)
     }
 

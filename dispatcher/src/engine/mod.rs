@@ -26,12 +26,26 @@ pub use self::{
     outcome::Outcome,
 };
 use crate::{
-    channel::{Channel, ErrorKind},
+    channel::{Channel, ErrorKind, Invoice},
     config::{EngineSettings, Route},
     dintero::DinteroApi,
     links::LinkSigner,
     store::{Finish, Lease, Store, StoreError},
 };
+
+/// A job for this worker to run next: a delivery leased by the dispatch that routed it comes
+/// with what that dispatch just stored, so it starts without reading it back.
+struct Handover {
+    lease: Lease,
+    routed: Option<Routed>,
+}
+
+/// What a dispatch stored as it routed the invoice, exactly as stored: the invoice with its PDF
+/// and the route chosen.
+struct Routed {
+    invoice: Invoice,
+    route: Route,
+}
 
 /// The text of a panic payload.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -116,9 +130,12 @@ impl Engine {
     /// delivery the attempt leased to this worker, if it did (a dispatch whose route delivers
     /// now).
     pub async fn process(&self, lease: Lease) -> Result<(), StoreError> {
-        let mut next = Some(lease);
+        let mut next = Some(Handover {
+            lease,
+            routed: None,
+        });
         let mut result = Ok(());
-        while let Some(lease) = next.take() {
+        while let Some(Handover { lease, routed }) = next.take() {
             let span = tracing::info_span!(
                 "job",
                 id = %lease.job.id,
@@ -128,7 +145,7 @@ impl Engine {
                 attempt = lease.job.attempts,
             );
             let done = self
-                .process_in_span(lease, &mut next)
+                .process_in_span(lease, routed, &mut next)
                 .instrument(span)
                 .await;
             result = result.and(done);
@@ -139,7 +156,8 @@ impl Engine {
     async fn process_in_span(
         &self,
         lease: Lease,
-        next: &mut Option<Lease>,
+        routed: Option<Routed>,
+        next: &mut Option<Handover>,
     ) -> Result<(), StoreError> {
         if lease.job.attempts > self.settings.max_attempts {
             // Attempts are counted when claimed: this many claims without a recorded end means
@@ -157,7 +175,7 @@ impl Engine {
             match lease.job.kind {
                 crate::store::JobKind::Dispatch => self.run_dispatch(&lease, next).await,
                 crate::store::JobKind::Void => self.run_void(&lease).await,
-                _ => self.run_delivery(&lease).await,
+                _ => self.run_delivery(&lease, routed).await,
             }
         })
         .catch_unwind();
