@@ -134,6 +134,7 @@ struct Watched {
     failing: bool,
     invoice_reads: AtomicUsize,
     dispatch_reads: AtomicUsize,
+    documents_saved: AtomicUsize,
 }
 
 impl Watched {
@@ -143,6 +144,7 @@ impl Watched {
             failing,
             invoice_reads: AtomicUsize::new(0),
             dispatch_reads: AtomicUsize::new(0),
+            documents_saved: AtomicUsize::new(0),
         }
     }
 }
@@ -181,6 +183,7 @@ impl Store for Watched {
         self.store.update_dispatch(l, p).await
     }
     async fn save_document(&self, l: &Lease, p: &postbud::Pdf) -> Result<postbud::Pdf, StoreError> {
+        self.documents_saved.fetch_add(1, Ordering::SeqCst);
         self.store.save_document(l, p).await
     }
     async fn complete_dispatch(
@@ -352,11 +355,12 @@ async fn attempts_that_die_before_recording_their_end_are_counted_too() {
     assert_eq!(h.sandbox.captures(&id), 0);
 }
 
-/// A delivery that runs right after the dispatch that routed it delivers what that dispatch
-/// stored, handed over in memory: no read of the invoice or its PDF, and of the dispatch only
-/// the decision's and the one `deliver_now` reports from.
+/// The PDF fetched before the capture is kept in the capture's own record (first in the
+/// history, no write of its own), and a delivery that runs right after the dispatch that routed
+/// it delivers what that dispatch stored, handed over in memory: no read of the invoice or its
+/// PDF, and of the dispatch only the decision's and the one `deliver_now` reports from.
 #[tokio::test]
-async fn a_delivery_run_after_its_dispatch_delivers_what_was_stored_without_reading_it() {
+async fn a_dispatch_and_its_delivery_write_and_read_only_what_they_must() {
     let h = Harness::start().await;
     let store = postbud::store::open(&h.settings("").store.url)
         .await
@@ -378,5 +382,15 @@ async fn a_delivery_run_after_its_dispatch_delivers_what_was_stored_without_read
         delivered,
         stored.pdf.bytes.as_ref(),
         "the stored PDF was delivered"
+    );
+    assert_eq!(watched.documents_saved.load(Ordering::SeqCst), 0);
+    let events: Vec<String> = (store.history(&id).await.expect("history").into_iter())
+        .map(|h| h.event)
+        .filter(|e| e.starts_with("pdf") || e.starts_with("capture"))
+        .collect();
+    assert_eq!(
+        events[..2],
+        ["pdf fetched", "capture requested"],
+        "{events:?}"
     );
 }

@@ -28,6 +28,12 @@ const CONFIRM_INTERVAL: Duration = Duration::from_millis(200);
 const NOT_CAPTURED: &str = "capture not confirmed";
 
 /// Where the capture step left the dispatch.
+/// The PDF as fetched before the capture, and whether the store keeps it already.
+struct BeforeCapture {
+    pdf: Pdf,
+    kept: bool,
+}
+
 enum Capture {
     /// Collection has started; go on to delivery.
     Started,
@@ -200,8 +206,8 @@ impl Engine {
                 )
                 .await;
         };
-        let pdf = match self.pdf(lease, &tx, &invoice_number, &invoice_url).await? {
-            Ok(pdf) => pdf,
+        let before = match self.pdf(lease, &tx, &invoice_number, &invoice_url).await? {
+            Ok(before) => before,
             Err(e) => {
                 let e = DinteroError {
                     message: format!("{}; nothing was captured", e.message),
@@ -210,7 +216,7 @@ impl Engine {
                 return self.gateway_failure(lease, e).await;
             }
         };
-        match self.capture(lease, &tx, dispatch.as_ref()).await? {
+        match self.capture(lease, &tx, dispatch.as_ref(), &before).await? {
             Capture::Started => {}
             Capture::Stop(finish) => return Ok(finish),
         }
@@ -221,6 +227,7 @@ impl Engine {
             Ok(found) => found,
             Err(finish) => return Ok(finish),
         };
+        let pdf = before.pdf;
         let pdf_note = if final_pdf.sha256 == pdf.sha256 {
             format!(
                 "PDF after capture sha256 {} (the same as before capture)",
@@ -353,42 +360,47 @@ impl Engine {
         Ok(configuration)
     }
 
-    /// The kept PDF, or a freshly fetched one (then kept), so every attempt sends the same bytes.
+    /// The kept PDF, or a freshly fetched one that [`Self::capture`] keeps before the capture.
     async fn pdf(
         &self,
         lease: &Lease,
         tx: &Transaction,
         number: &str,
         url: &str,
-    ) -> Result<Result<Pdf, DinteroError>, StoreError> {
+    ) -> Result<Result<BeforeCapture, DinteroError>, StoreError> {
         // A first attempt has nothing kept to look for; were it wrong (an operator's retry
-        // starts the count again), keeping the fetched copy returns the one kept before.
+        // starts the count again), keeping the fetched copy keeps the one kept before.
         if lease.job.attempts > 1
             && let Some(pdf) = self.store.document(&tx.id).await?
         {
-            return Ok(Ok(pdf));
+            return Ok(Ok(BeforeCapture { pdf, kept: true }));
         }
-        match self
+        Ok(self
             .dispatcher
             .document(self.gateway.as_ref(), tx, number, url)
             .await
-        {
-            // A concurrent attempt may have kept its copy first; the store returns that one.
-            Ok(pdf) => Ok(Ok(self.store.save_document(lease, &pdf).await?)),
-            Err(e) => Ok(Err(e)),
-        }
+            .map(|pdf| BeforeCapture { pdf, kept: false }))
     }
 
     /// Captures once. Dintero has no idempotency key, so the transaction's events decide:
     /// a successful `INITIATE_CAPTURE`/`CAPTURE` means collection started, whoever asked.
+    /// The PDF fetched `before` is kept first: in the capture's own record when one is sent.
     async fn capture(
         &self,
         lease: &Lease,
         tx: &Transaction,
         dispatch: Option<&Dispatch>,
+        before: &BeforeCapture,
     ) -> Result<Capture, StoreError> {
         let id = tx.id.as_str();
-        let (request, lines) = match capture::decide(tx, dispatch) {
+        let decision = capture::decide(tx, dispatch);
+        let keep = (!before.kept).then(|| before.pdf.clone());
+        if let Some(pdf) = &keep
+            && !matches!(decision, CaptureDecision::Capture { .. })
+        {
+            self.store.save_document(lease, pdf).await?;
+        }
+        let (request, lines) = match decision {
             CaptureDecision::Started { record } => {
                 if let Some((event, reference)) = record {
                     self.confirm_capture(lease, &event, reference.as_deref())
@@ -412,6 +424,7 @@ impl Engine {
                 DispatchPatch {
                     stage: Some(Stage::Capturing),
                     capture_reference: Some(reference.clone()),
+                    document: keep,
                     note: Some((
                         "capture requested",
                         format!(

@@ -4,7 +4,7 @@
 //! where the dialects really differ.
 
 use super::{
-    CensusRow, Counts, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
+    CensusRow, Counts, Dispatch, Finish, Pdf, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
 };
 
 /// A stored name read back as its enum; a name no version wrote is a database error.
@@ -156,6 +156,11 @@ impl CountParts {
             skipped,
         }
     }
+}
+
+/// The history line of a PDF kept before the capture.
+pub(super) fn pdf_note(pdf: &Pdf) -> String {
+    format!("{} ({} bytes, sha256 {})", pdf.file_name, pdf.bytes.len(), pdf.sha256)
 }
 
 /// The history line of an operator's retry that requeued `count` jobs.

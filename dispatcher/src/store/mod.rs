@@ -699,6 +699,9 @@ pub struct DispatchPatch {
     pub invoice_number: Option<String>,
     /// Route chosen.
     pub route: Option<usize>,
+    /// The PDF fetched before the capture, kept in the same transaction unless one is kept
+    /// already, as [`Store::save_document`] keeps it (its history line comes first).
+    pub document: Option<Pdf>,
     /// A history line written in the same transaction: (event, detail).
     pub note: Option<(&'static str, String)>,
 }

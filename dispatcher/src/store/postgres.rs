@@ -433,7 +433,9 @@ impl Store for PgStore {
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
         let (event, detail) = patch.note.clone().unzip();
         let now = now_ms();
-        // The change and its history line in one statement: one round trip, one commit.
+        let document = patch.document.as_ref();
+        // The change, the PDF and their history lines in one statement: one round trip, one
+        // commit.
         let updated: i64 = sqlx::query_scalar("WITH updated AS (
                  UPDATE dispatches SET
                     stage = COALESCE($1, stage),
@@ -446,9 +448,16 @@ impl Store for PgStore {
                     updated_at = $10
                  WHERE transaction_id = $11 AND EXISTS (SELECT 1 FROM jobs WHERE id = $12 AND fence = $13 AND state = 'running')
                  RETURNING transaction_id),
+             kept AS (
+                 INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
+                 SELECT transaction_id, $16, $17, $18, $10 FROM updated WHERE $18::bytea IS NOT NULL
+                 ON CONFLICT (transaction_id) DO NOTHING RETURNING transaction_id),
              noted AS (
                  INSERT INTO history (transaction_id, job_id, at, event, detail)
-                 SELECT transaction_id, $12, $10, $14, $15 FROM updated WHERE $14::text IS NOT NULL)
+                 SELECT transaction_id, $12, $10, event, detail FROM (
+                     SELECT 0 AS part, transaction_id, 'pdf fetched' AS event, $19::text AS detail FROM kept
+                     UNION ALL SELECT 1, transaction_id, $14::text, $15::text FROM updated WHERE $14::text IS NOT NULL) lines
+                 ORDER BY part)
              SELECT COUNT(*) FROM updated")
         .bind(patch.stage.map(Stage::as_str))
         .bind(patch.reason.is_some())
@@ -465,6 +474,10 @@ impl Store for PgStore {
         .bind(lease.job.fence)
         .bind(event)
         .bind(detail)
+        .bind(document.map(|pdf| &pdf.file_name))
+        .bind(document.map(|pdf| &pdf.sha256))
+        .bind(document.map(|pdf| pdf.bytes.as_ref()))
+        .bind(document.map(kernel::pdf_note))
         .fetch_one(&self.pool)
         .await?;
         if updated != 1 {
@@ -563,12 +576,7 @@ impl Store for PgStore {
     }
 
     async fn save_document(&self, lease: &Lease, pdf: &Pdf) -> Result<Pdf, StoreError> {
-        let detail = format!(
-            "{} ({} bytes, sha256 {})",
-            pdf.file_name,
-            pdf.bytes.len(),
-            pdf.sha256
-        );
+        let detail = kernel::pdf_note(pdf);
         // Kept and noted in one statement: one round trip, one commit.
         let saved = sqlx::query(
             "WITH saved AS (

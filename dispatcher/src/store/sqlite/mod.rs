@@ -97,6 +97,32 @@ impl Columns for Row<'_> {
 }
 
 /// Every row `sql` returns, mapped by `from`.
+/// Keeps `pdf` as the transaction's document, with its history line, unless one is kept
+/// already or the lease is gone; whether it was kept now.
+fn keep_document(conn: &Connection, lease: &Lease, pdf: &Pdf) -> Result<bool, StoreError> {
+    let saved = exec(
+        conn,
+        &format!(
+            "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
+             SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCED})
+             ON CONFLICT (transaction_id) DO NOTHING"
+        ),
+        params![
+            lease.job.transaction_id,
+            pdf.file_name,
+            pdf.sha256,
+            pdf.bytes.as_ref(),
+            now_ms(),
+            lease.job.id,
+            lease.job.fence,
+        ],
+    )?;
+    if saved == 1 {
+        history(conn, &lease.job.transaction_id, Some(&lease.job.id), "pdf fetched", &kernel::pdf_note(pdf))?;
+    }
+    Ok(saved == 1)
+}
+
 /// A transaction's jobs, dispatch first.
 fn jobs_of(conn: &Connection, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
     rows(
@@ -405,6 +431,9 @@ impl Store for SqliteStore {
         let lease = lease.clone();
         self.db
             .write(move |conn| {
+                if let Some(pdf) = &patch.document {
+                    keep_document(conn, &lease, pdf)?;
+                }
                 let updated = exec(
                     conn,
                     &format!(
@@ -516,31 +545,7 @@ impl Store for SqliteStore {
         let (lease, pdf) = (lease.clone(), pdf.clone());
         self.db
             .write(move |conn| {
-                let saved = exec(
-                    conn,
-                    &format!(
-                        "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
-                         SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCED})
-                         ON CONFLICT (transaction_id) DO NOTHING"
-                    ),
-                    params![
-                        lease.job.transaction_id,
-                        pdf.file_name,
-                        pdf.sha256,
-                        pdf.bytes.as_ref(),
-                        now_ms(),
-                        lease.job.id,
-                        lease.job.fence,
-                    ],
-                )?;
-                if saved == 1 {
-                    let detail = format!(
-                        "{} ({} bytes, sha256 {})",
-                        pdf.file_name,
-                        pdf.bytes.len(),
-                        pdf.sha256
-                    );
-                    history(conn, &lease.job.transaction_id, Some(&lease.job.id), "pdf fetched", &detail)?;
+                if keep_document(conn, &lease, &pdf)? {
                     return Ok(pdf);
                 }
                 // Kept already (by an earlier attempt); otherwise our lease is gone.
