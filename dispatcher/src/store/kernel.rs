@@ -86,12 +86,13 @@ impl CountParts {
         match row.text("part")?.as_str() {
             "tally" => self.tallies.push((name, n)),
             "open" => self.open_jobs.push((name, n)),
-            _ => self.unsettled.push(CensusRow {
+            "unsettled" => self.unsettled.push(CensusRow {
                 stage: parse("dispatch stage", &name, Stage::parse)?,
                 active: row.int("active")? != 0,
                 troubled: row.int("troubled")? != 0,
                 count: n.max(0) as u64,
             }),
+            other => return Err(StoreError::Database(format!("unknown part {other} of the counts"))),
         }
         Ok(())
     }
