@@ -97,16 +97,7 @@ async fn delivers_once_on_postgres() {
     assert_eq!(h.sandbox.captures(&id), 1);
     let totals = app.totals().await.expect("totals");
     assert_eq!((totals.dispatches, totals.delivered), (1, 1));
-    // The PDF is kept in the capture's own record, its line first.
-    let events: Vec<String> = (app.history(&id).await.expect("history").into_iter())
-        .map(|h| h.event)
-        .filter(|e| e.starts_with("pdf") || e.starts_with("capture"))
-        .collect();
-    assert_eq!(
-        events[..2],
-        ["pdf fetched", "capture requested"],
-        "{events:?}"
-    );
+    common::assert_pdf_kept_with_the_capture(&app.history(&id).await.expect("history"));
     assert!(app.document(&id).await.expect("read").is_some());
 }
 

@@ -384,13 +384,5 @@ async fn a_dispatch_and_its_delivery_write_and_read_only_what_they_must() {
         "the stored PDF was delivered"
     );
     assert_eq!(watched.documents_saved.load(Ordering::SeqCst), 0);
-    let events: Vec<String> = (store.history(&id).await.expect("history").into_iter())
-        .map(|h| h.event)
-        .filter(|e| e.starts_with("pdf") || e.starts_with("capture"))
-        .collect();
-    assert_eq!(
-        events[..2],
-        ["pdf fetched", "capture requested"],
-        "{events:?}"
-    );
+    common::assert_pdf_kept_with_the_capture(&store.history(&id).await.expect("history"));
 }

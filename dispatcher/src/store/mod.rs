@@ -343,8 +343,8 @@ pub struct HistoryEntry {
     pub detail: String,
 }
 
-/// What the store holds, counted in one snapshot by [`Store::counts`]; each part is kept or
-/// read through an index, so reading it costs the same at any size of history.
+/// What the store holds, counted in one snapshot; each part is kept or read through an index,
+/// so reading it costs the same at any size of history.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     /// Every dispatch counted by what decides its verdict without reading its jobs.

@@ -132,3 +132,17 @@ pub fn node(script: &str, args: &[&str]) -> Option<String> {
         }
     }
 }
+
+/// The PDF fetched before the capture is kept in the capture's own record: its history line
+/// comes first, then the capture's.
+pub fn assert_pdf_kept_with_the_capture(history: &[postbud::HistoryEntry]) {
+    let events: Vec<&str> = (history.iter())
+        .map(|h| h.event.as_str())
+        .filter(|e| e.starts_with("pdf") || e.starts_with("capture"))
+        .collect();
+    assert_eq!(
+        events[..2],
+        ["pdf fetched", "capture requested"],
+        "{events:?}"
+    );
+}
