@@ -27,13 +27,13 @@ const CONFIRM_INTERVAL: Duration = Duration::from_millis(200);
 /// A 202 capture is waited for this often (at the retry backoff) before it is dead-lettered.
 const NOT_CAPTURED: &str = "capture not confirmed";
 
-/// Where the capture step left the dispatch.
 /// The PDF as fetched before the capture, and whether the store keeps it already.
 struct BeforeCapture {
     pdf: Pdf,
     kept: bool,
 }
 
+/// Where the capture step left the dispatch.
 enum Capture {
     /// Collection has started; go on to delivery.
     Started,
@@ -368,8 +368,9 @@ impl Engine {
         number: &str,
         url: &str,
     ) -> Result<Result<BeforeCapture, DinteroError>, StoreError> {
-        // A first attempt has nothing kept to look for; were it wrong (an operator's retry
-        // starts the count again), keeping the fetched copy keeps the one kept before.
+        // A first attempt has nothing kept to look for. Were it wrong (an operator's retry
+        // starts the count again), the copy kept before stays kept, and this attempt compares
+        // the PDF after capture with the one it fetched now.
         if lease.job.attempts > 1
             && let Some(pdf) = self.store.document(&tx.id).await?
         {

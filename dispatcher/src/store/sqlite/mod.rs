@@ -96,7 +96,6 @@ impl Columns for Row<'_> {
     }
 }
 
-/// Every row `sql` returns, mapped by `from`.
 /// Keeps `pdf` as the transaction's document, with its history line, unless one is kept
 /// already or the lease is gone; whether it was kept now.
 fn keep_document(conn: &Connection, lease: &Lease, pdf: &Pdf) -> Result<bool, StoreError> {
@@ -134,6 +133,7 @@ fn jobs_of(conn: &Connection, transaction_id: &str) -> Result<Vec<Job>, StoreErr
     )
 }
 
+/// Every row `sql` returns, mapped by `from`.
 fn rows<T>(
     conn: &Connection,
     sql: &str,
