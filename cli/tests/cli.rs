@@ -704,30 +704,28 @@ fn bench_measures_sqlite_and_prints_its_figures() {
     bench_figures(&out, 60);
 }
 
-/// `--json` answers with one object scripts can compare, and nothing else on stdout; two
-/// instances share the store and still capture and deliver each invoice once.
-#[test]
-fn bench_history_times_the_operators_reads_as_the_store_grows() {
+/// `postbud bench --json` with `args` on a SQLite file of its own: the one JSON object it prints,
+/// after checking it exited 0 and printed nothing else on stdout.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("dir");
     let output = postbud()
-        .args([
-            "bench",
-            "--invoices",
-            "30",
-            "--workers",
-            "2",
-            "--history",
-            "1500",
-            "--json",
-            "--dir",
-        ])
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--dir"])
         .arg(dir.path())
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim())
-            .expect("one JSON object");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"))
+}
+
+/// `--history` grows the store to the size asked, checks it counts exactly that, and times the
+/// operators' reads there.
+#[test]
+fn bench_history_times_the_operators_reads_as_the_store_grows() {
+    let report = bench_json(&["--invoices", "30", "--workers", "2", "--history", "1500"]);
     let history = report["history"]
         .as_array()
         .unwrap_or_else(|| panic!("no history: {report}"));
@@ -741,28 +739,11 @@ fn bench_history_times_the_operators_reads_as_the_store_grows() {
     }
 }
 
+/// `--json` answers with one object scripts can compare, and nothing else on stdout; two
+/// instances share the store and still capture and deliver each invoice once.
 #[test]
 fn bench_json_prints_one_object_with_its_figures() {
-    let dir = tempfile::tempdir().expect("dir");
-    let output = postbud()
-        .args([
-            "bench",
-            "--invoices",
-            "40",
-            "--workers",
-            "2",
-            "--instances",
-            "2",
-            "--json",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let stdout = String::from_utf8(output.stdout).expect("utf-8");
-    let report: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{stdout}"));
+    let report = bench_json(&["--invoices", "40", "--workers", "2", "--instances", "2"]);
     for key in [
         "invoices_per_s",
         "bare_http_per_s",

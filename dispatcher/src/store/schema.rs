@@ -150,7 +150,7 @@ pub(super) const FINISHED_JOB: &str = "('done', 'skipped')";
 /// parallel: one row per count would queue every commit behind the one before, so each server
 /// process keeps its own row per count (`stripe` is its pid; no two live processes share one,
 /// so no writer ever waits on another's, and none can deadlock), `SUM` reads them, and a read
-/// folds the rows of processes gone into stripe 0. Rows updated in place stay few: a log of
+/// folds the rows of processes gone into stripe 0 (at most once a minute per store). Rows updated in place stay few: a log of
 /// appended rows instead grew with every change until vacuum, and its scan with it.
 fn tallies(dialect: Dialect) -> String {
     let indexes = format!(
