@@ -408,3 +408,42 @@ async fn an_invoice_paid_before_its_capture_is_confirmed_is_still_delivered() {
     );
     assert_eq!(h.sandbox.captures(&id), 1);
 }
+
+/// A capture whose answer was lost leaves only the record before it; if the invoice is paid
+/// before the retry (Dintero's status moves on to `CAPTURED`), the retry still finds the capture
+/// it asked for and delivers, once.
+#[tokio::test]
+async fn an_invoice_paid_after_a_capture_whose_answer_was_lost_is_still_delivered() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    let id = h.sandbox.seed(Seed::default());
+    h.sandbox.inject(Fault {
+        operation: Operation::Capture,
+        transaction: Some(id.clone()),
+        kind: FaultKind::SlowResponse { ms: 3_000 },
+        times: 1,
+        skip: 0,
+    });
+    let outcome = app
+        .deliver_waiting(&id, std::time::Duration::from_millis(10))
+        .await
+        .expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    let dispatch = outcome.dispatch.expect("dispatch");
+    assert!(
+        dispatch.capture_reference.is_some() && dispatch.captured_at.is_none(),
+        "{dispatch:?}"
+    );
+    h.sandbox.set_status(&id, "CAPTURED");
+    let outcome = app
+        .deliver_waiting(&id, std::time::Duration::from_secs(10))
+        .await
+        .expect("deliver");
+    let history = app.history(&id).await.expect("history");
+    assert_eq!(
+        outcome.verdict(),
+        Verdict::Delivered,
+        "{outcome} {history:#?}"
+    );
+    assert_eq!(h.sandbox.captures(&id), 1);
+}

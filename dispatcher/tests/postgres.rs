@@ -97,7 +97,7 @@ async fn delivers_once_on_postgres() {
     assert_eq!(h.sandbox.captures(&id), 1);
     let totals = app.totals().await.expect("totals");
     assert_eq!((totals.dispatches, totals.delivered), (1, 1));
-    common::assert_pdf_kept_with_the_capture(&app.history(&id).await.expect("history"));
+    common::assert_dispatch_history_in_order(&app.history(&id).await.expect("history"));
     assert!(app.document(&id).await.expect("read").is_some());
 }
 

@@ -15,7 +15,7 @@ use crate::{
     ids,
     invoice::Pdf,
     store::{
-        ChosenRoute, Completion, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError,
+        ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError,
         now_ms,
     },
 };
@@ -35,8 +35,9 @@ struct BeforeCapture {
 
 /// Where the capture step left the dispatch.
 enum Capture {
-    /// Collection has started; go on to delivery.
-    Started,
+    /// Collection has started; go on to delivery, with the record after the capture when this
+    /// attempt is the one to write it.
+    Started(Option<Confirmation>),
     /// Stop this attempt with this finish.
     Stop(Finish),
 }
@@ -110,9 +111,13 @@ impl Engine {
         dispatch: Option<&Dispatch>,
     ) -> Result<Result<(String, String, String), Finish>, StoreError> {
         let id = tx.id.as_str();
-        let started = dispatch
-            .as_ref()
-            .is_some_and(|d| d.captured_at.is_some() || d.capture_request_id.is_some());
+        // Asked for and shown by Dintero counts as recorded: an attempt may end between the
+        // capture and its record (a lost response, a crash, the reads after the capture).
+        let started = dispatch.as_ref().is_some_and(|d| {
+            d.captured_at.is_some()
+                || d.capture_request_id.is_some()
+                || (d.capture_reference.is_some() && tx.capture_event().is_some())
+        });
         let skip = |reason: String| async move { Ok(Err(self.skip(lease, reason).await?)) };
         let not_yet = |reason: String| async move {
             let e = DinteroError::temporary(format!("GET transaction {id}"), reason);
@@ -216,12 +221,12 @@ impl Engine {
                 return self.gateway_failure(lease, e).await;
             }
         };
-        match self.capture(lease, &tx, dispatch.as_ref(), &before).await? {
-            Capture::Started => {}
+        let mut confirmation = match self.capture(lease, &tx, dispatch.as_ref(), &before).await? {
+            Capture::Started(confirmation) => confirmation,
             Capture::Stop(finish) => return Ok(finish),
-        }
+        };
         let (tx, invoice_number, final_pdf) = match self
-            .read_after_capture(lease, &invoice_number, &invoice_url)
+            .read_after_capture(lease, &invoice_number, &invoice_url, &mut confirmation)
             .await?
         {
             Ok(found) => found,
@@ -277,6 +282,7 @@ impl Engine {
                     jobs: &jobs,
                     detail: &detail,
                     lease_first_due: Some(self.settings.lease),
+                    confirmation: confirmation.as_ref(),
                 },
             )
             .await?;
@@ -293,12 +299,14 @@ impl Engine {
     /// Dintero's order is capture, then retrieve: the transaction is read again and the PDF
     /// fetched again, and those are what every channel delivers. Collection has started, so a
     /// failure here is retried (and dead-lettered, visibly, when retries run out); the capture is
-    /// never repeated, because the next attempt finds its event.
+    /// never repeated, because the next attempt finds its event. On a failure the record after
+    /// the capture (`confirmation`) is written here; otherwise it goes with the routing.
     async fn read_after_capture(
         &self,
         lease: &Lease,
         number: &str,
         url: &str,
+        confirmation: &mut Option<Confirmation>,
     ) -> Result<Result<(Transaction, String, Pdf), Finish>, StoreError> {
         let id = lease.job.transaction_id.as_str();
         let fetched = match self.gateway.transaction(id).await {
@@ -321,6 +329,9 @@ impl Engine {
         match fetched {
             Ok(found) => Ok(Ok(found)),
             Err(e) => {
+                if let Some(confirmation) = confirmation.take() {
+                    self.store.update_dispatch(lease, confirmation.patch()).await?;
+                }
                 let error = format!(
                     "captured, but reading the invoice after capture failed: {e}; retried, never captured again"
                 );
@@ -403,11 +414,9 @@ impl Engine {
         }
         let (request, lines) = match decision {
             CaptureDecision::Started { record } => {
-                if let Some((event, reference)) = record {
-                    self.confirm_capture(lease, &event, reference.as_deref())
-                        .await?;
-                }
-                return Ok(Capture::Started);
+                let confirmation =
+                    record.map(|(event, reference)| confirmed(&event, reference.as_deref()));
+                return Ok(Capture::Started(confirmation));
             }
             CaptureDecision::Refused(reason) => {
                 return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
@@ -484,13 +493,10 @@ impl Engine {
 
     async fn after_capture(&self, lease: &Lease, tx: &Transaction) -> Result<Capture, StoreError> {
         if let Some(event) = tx.capture_event() {
-            self.confirm_capture(
-                lease,
+            return Ok(Capture::Started(Some(confirmed(
                 event.event.as_str(),
                 event.event_reference.as_deref(),
-            )
-            .await?;
-            return Ok(Capture::Started);
+            ))));
         }
         let refused = tx.events.iter().rev().find(|e| {
             !e.success && matches!(e.event, EventName::InitiateCapture | EventName::Capture)
@@ -514,31 +520,16 @@ impl Engine {
         );
         Ok(Capture::Stop(finish))
     }
+}
 
-    async fn confirm_capture(
-        &self,
-        lease: &Lease,
-        event: &str,
-        reference: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.store
-            .update_dispatch(
-                lease,
-                DispatchPatch {
-                    stage: Some(Stage::Captured),
-                    captured_at: Some(now_ms()),
-                    capture_request_id: Some(None),
-                    note: Some((
-                        "captured",
-                        format!(
-                            "{event} event present (capture_reference {})",
-                            reference.unwrap_or("none")
-                        ),
-                    )),
-                    ..DispatchPatch::default()
-                },
-            )
-            .await
+/// The record after a capture whose `event` (with our `reference`) Dintero shows.
+fn confirmed(event: &str, reference: Option<&str>) -> Confirmation {
+    Confirmation {
+        captured_at: now_ms(),
+        detail: format!(
+            "{event} event present (capture_reference {})",
+            reference.unwrap_or("none")
+        ),
     }
 }
 

@@ -313,6 +313,73 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
     assert_counts_agree(&store, "after a prune").await;
 }
 
+/// The record after a capture, kept with the routing, comes first in its transaction: the
+/// dispatch shows collection started and no 202 pending, and its history line precedes the
+/// deliveries queued and the dispatch done. A lapsed lease writes none of it.
+async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
+    use super::{ChosenRoute, Completion, Confirmation, DispatchPatch, Role, Stage};
+    submitted(&store, TX).await;
+    let old = store
+        .claim(&claim("slow", Duration::from_millis(100), 1, Some(TX)))
+        .await
+        .expect("claim")
+        .remove(0);
+    let capturing = DispatchPatch {
+        stage: Some(Stage::Capturing),
+        capture_reference: Some("ref".into()),
+        capture_request_id: Some(Some("req-1".into())),
+        ..DispatchPatch::default()
+    };
+    store.update_dispatch(&old, capturing).await.expect("capturing");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let new = store
+        .claim(&claim("fast", Duration::from_secs(30), 1, Some(TX)))
+        .await
+        .expect("rescue")
+        .remove(0);
+    let pdf = crate::invoice::Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 contract"));
+    let invoice = crate::channel::Invoice::new(TX, "1001", "NOK", pdf);
+    let route = ChosenRoute { index: 0, snapshot: "{}".into() };
+    let jobs = [NewJob {
+        id: format!("{TX}:deliver:email"),
+        kind: JobKind::Deliver,
+        channel: "email".into(),
+        role: Role::Primary,
+        next_at: now_ms(),
+    }];
+    let confirmation = Confirmation { captured_at: 1_234, detail: "INITIATE_CAPTURE event present".into() };
+    let completion = |confirmation| Completion {
+        invoice: &invoice,
+        route: &route,
+        jobs: &jobs,
+        detail: "routed",
+        lease_first_due: Some(Duration::from_secs(30)),
+        confirmation,
+    };
+    assert!(matches!(
+        store.complete_dispatch(&old, &completion(Some(&confirmation))).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let dispatch = store.dispatch(TX).await.expect("read").expect("dispatch");
+    assert_eq!((dispatch.captured_at, dispatch.capture_request_id.as_deref()), (None, Some("req-1")));
+    let leased = store
+        .complete_dispatch(&new, &completion(Some(&confirmation)))
+        .await
+        .expect("the holder completes")
+        .expect("the delivery due now is leased");
+    assert_eq!((leased.job.kind, leased.owner.as_str()), (JobKind::Deliver, "fast"));
+    let dispatch = store.dispatch(TX).await.expect("read").expect("dispatch");
+    assert_eq!(
+        (dispatch.stage, dispatch.captured_at, dispatch.capture_request_id),
+        (Stage::Routed, Some(1_234), None)
+    );
+    let history = store.history(TX).await.expect("history");
+    let events: Vec<&str> = history.iter().map(|h| h.event.as_str()).collect();
+    let captured = events.iter().position(|e| *e == "captured").expect("a captured line");
+    assert_eq!(events[captured..], ["captured", "queued", "done"], "{events:?}");
+    assert_eq!(history[captured].detail, "INITIATE_CAPTURE event present");
+}
+
 /// Generates one test per contract function for a store made by `$open`.
 macro_rules! contract {
     ($open:path: $($test:ident),* $(,)?) => {$(
@@ -335,6 +402,7 @@ macro_rules! every_contract {
             history_keeps_its_order_and_a_turn_one_holder,
             migrations_applied_twice_change_nothing,
             kept_counts_agree_with_every_row_counted,
+            a_completion_keeps_the_capture_record_first,
         );
     };
 }

@@ -532,6 +532,37 @@ pub struct Completion<'a> {
     /// Lease the first delivery, when it is due now, to the completing worker for this long,
     /// as a claim would: it runs next in the same worker, without another claim.
     pub lease_first_due: Option<Duration>,
+    /// The record after the capture, when this attempt saw collection start and has not
+    /// written it yet: kept first, in the same transaction.
+    pub confirmation: Option<&'a Confirmation>,
+}
+
+/// The record after a capture: collection seen started, with the `captured` history line.
+///
+/// An attempt that captures reads the invoice back before it routes it; the record goes with
+/// the routing ([`Completion::confirmation`]) or, when the attempt stops before that, on its own
+/// ([`Confirmation::patch`]). Nothing but reads comes between the capture and either write, and
+/// an attempt that dies before them leaves the `capturing` record, from which the next attempt
+/// finds the capture among Dintero's events and never sends another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    /// When collection was seen started.
+    pub captured_at: Millis,
+    /// The `captured` history line.
+    pub detail: String,
+}
+
+impl Confirmation {
+    /// The same record as a patch of its own.
+    pub fn patch(&self) -> DispatchPatch {
+        DispatchPatch {
+            stage: Some(Stage::Captured),
+            captured_at: Some(self.captured_at),
+            capture_request_id: Some(None),
+            note: Some(("captured", self.detail.clone())),
+            ..DispatchPatch::default()
+        }
+    }
 }
 
 /// A void Dintero accepted with 202 ([`Store::void_accepted`]).

@@ -491,18 +491,20 @@ impl Store for PgStore {
         lease: &Lease,
         completion: &Completion<'_>,
     ) -> Result<Option<Lease>, StoreError> {
-        let Completion { invoice, route, jobs, detail, lease_first_due } = *completion;
+        let Completion { invoice, route, jobs, detail, lease_first_due, confirmation } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let now = now_ms();
         let column = |f: fn(&NewJob) -> String| jobs.iter().map(f).collect::<Vec<String>>();
-        // All of it in one statement, so one round trip and one commit: the snapshot and the
-        // route, the PDF, the deliveries with their history lines (before the dispatch's own, as
-        // they are written in SQLite), the dispatch job done, and one wake-up for the new jobs.
+        // All of it in one statement, so one round trip and one commit: the capture's record
+        // after it, the snapshot and the route, the PDF, the deliveries with their history lines
+        // (after the capture's and before the dispatch's own, as they are written in SQLite), the
+        // dispatch job done, and one wake-up for the new jobs.
         let found = sqlx::query(
             "WITH routed AS (
                  UPDATE dispatches SET invoice = $1, invoice_number = $2, stage = 'routed', route = $3, reason = NULL,
-                        updated_at = $4, route_snapshot = $8
+                        updated_at = $4, route_snapshot = $8, captured_at = COALESCE($22, captured_at),
+                        capture_request_id = CASE WHEN $22::bigint IS NULL THEN capture_request_id END
                  WHERE transaction_id = $5 AND EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND fence = $7 AND state = 'running')
                  RETURNING transaction_id),
              kept AS (
@@ -529,7 +531,9 @@ impl Store for PgStore {
              noted AS (
                  INSERT INTO history (transaction_id, job_id, at, event, detail)
                  SELECT transaction_id, job_id, $4, event, detail FROM (
-                     SELECT 0 AS part, p.n, $5 AS transaction_id, p.id AS job_id, 'queued' AS event, p.detail
+                     SELECT -1 AS part, 0::bigint AS n, transaction_id, $6 AS job_id, 'captured' AS event, $23::text AS detail
+                         FROM routed WHERE $23::text IS NOT NULL
+                     UNION ALL SELECT 0, p.n, $5 AS transaction_id, p.id AS job_id, 'queued' AS event, p.detail
                          FROM queued q JOIN planned p ON p.id = q.id
                      UNION ALL SELECT 1, 0, transaction_id, $6, 'done', $13 FROM routed) lines
                  ORDER BY part, n)
@@ -559,6 +563,8 @@ impl Store for PgStore {
         .bind(column(queued_line))
         .bind(&lease.owner)
         .bind(lease_first_due.map(|d| now + d.as_millis() as i64))
+        .bind(confirmation.map(|c| c.captured_at))
+        .bind(confirmation.map(|c| &c.detail))
         .fetch_one(&self.pool)
         .await?;
         let routed: i64 = found.try_get("routed_count")?;

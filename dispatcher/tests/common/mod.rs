@@ -133,16 +133,23 @@ pub fn node(script: &str, args: &[&str]) -> Option<String> {
     }
 }
 
-/// The PDF fetched before the capture is kept in the capture's own record: its history line
-/// comes first, then the capture's.
-pub fn assert_pdf_kept_with_the_capture(history: &[postbud::HistoryEntry]) {
-    let events: Vec<&str> = (history.iter())
-        .map(|h| h.event.as_str())
-        .filter(|e| e.starts_with("pdf") || e.starts_with("capture"))
-        .collect();
+/// A dispatch's history says what it did in the order it did it: the PDF kept with the capture's
+/// request, the capture's record after it (written with the routing), the delivery queued and
+/// the dispatch done.
+pub fn assert_dispatch_history_in_order(history: &[postbud::HistoryEntry]) {
+    let events: Vec<&str> = history.iter().map(|h| h.event.as_str()).collect();
+    let from = events.iter().position(|e| *e == "pdf fetched");
     assert_eq!(
-        events[..2],
-        ["pdf fetched", "capture requested"],
+        from.map(|from| &events[from..from + 5]),
+        Some(
+            &[
+                "pdf fetched",
+                "capture requested",
+                "captured",
+                "queued",
+                "done"
+            ][..]
+        ),
         "{events:?}"
     );
 }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, Row, params};
 use self::db::Db;
 
 use super::{
-    AcceptedVoid, Claim, Completion, HistoryLine,
+    AcceptedVoid, Claim, Completion, Confirmation, HistoryLine,
     schema::{Dialect, migrations},
     Stage,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
@@ -120,6 +120,50 @@ fn keep_document(conn: &Connection, lease: &Lease, pdf: &Pdf) -> Result<bool, St
         history(conn, &lease.job.transaction_id, Some(&lease.job.id), "pdf fetched", &kernel::pdf_note(pdf))?;
     }
     Ok(saved == 1)
+}
+
+/// Applies `patch` to the dispatch `lease` holds, with the PDF it keeps and its history line.
+fn patch_dispatch(conn: &Connection, lease: &Lease, patch: &DispatchPatch) -> Result<(), StoreError> {
+    if let Some(pdf) = &patch.document {
+        keep_document(conn, lease, pdf)?;
+    }
+    let updated = exec(
+        conn,
+        &format!(
+            "UPDATE dispatches SET
+                stage = COALESCE(?, stage),
+                reason = CASE WHEN ? THEN ? ELSE reason END,
+                capture_reference = COALESCE(?, capture_reference),
+                capture_request_id = CASE WHEN ? THEN ? ELSE capture_request_id END,
+                captured_at = COALESCE(?, captured_at),
+                invoice_number = COALESCE(?, invoice_number),
+                route = COALESCE(?, route),
+                updated_at = ?
+             WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
+        ),
+        params![
+            patch.stage.map(Stage::as_str),
+            patch.reason.is_some(),
+            patch.reason.as_ref().and_then(Option::as_deref),
+            patch.capture_reference,
+            patch.capture_request_id.is_some(),
+            patch.capture_request_id.as_ref().and_then(Option::as_deref),
+            patch.captured_at,
+            patch.invoice_number,
+            patch.route.map(|r| r as i64),
+            now_ms(),
+            lease.job.transaction_id,
+            lease.job.id,
+            lease.job.fence,
+        ],
+    )?;
+    if updated != 1 {
+        return Err(lease_lost(lease));
+    }
+    match &patch.note {
+        Some((event, detail)) => history(conn, &lease.job.transaction_id, Some(&lease.job.id), event, detail),
+        None => Ok(()),
+    }
 }
 
 /// A transaction's jobs, dispatch first.
@@ -430,54 +474,7 @@ impl Store for SqliteStore {
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
         let lease = lease.clone();
         self.db
-            .write(move |conn| {
-                if let Some(pdf) = &patch.document {
-                    keep_document(conn, &lease, pdf)?;
-                }
-                let updated = exec(
-                    conn,
-                    &format!(
-                        "UPDATE dispatches SET
-                            stage = COALESCE(?, stage),
-                            reason = CASE WHEN ? THEN ? ELSE reason END,
-                            capture_reference = COALESCE(?, capture_reference),
-                            capture_request_id = CASE WHEN ? THEN ? ELSE capture_request_id END,
-                            captured_at = COALESCE(?, captured_at),
-                            invoice_number = COALESCE(?, invoice_number),
-                            route = COALESCE(?, route),
-                            updated_at = ?
-                         WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
-                    ),
-                    params![
-                        patch.stage.map(Stage::as_str),
-                        patch.reason.is_some(),
-                        patch.reason.flatten(),
-                        patch.capture_reference,
-                        patch.capture_request_id.is_some(),
-                        patch.capture_request_id.flatten(),
-                        patch.captured_at,
-                        patch.invoice_number,
-                        patch.route.map(|r| r as i64),
-                        now_ms(),
-                        lease.job.transaction_id,
-                        lease.job.id,
-                        lease.job.fence,
-                    ],
-                )?;
-                if updated != 1 {
-                    return Err(lease_lost(&lease));
-                }
-                match &patch.note {
-                    Some((event, detail)) => history(
-                        conn,
-                        &lease.job.transaction_id,
-                        Some(&lease.job.id),
-                        event,
-                        detail,
-                    ),
-                    None => Ok(()),
-                }
-            })
+            .write(move |conn| patch_dispatch(conn, &lease, &patch))
             .await
     }
 
@@ -486,16 +483,20 @@ impl Store for SqliteStore {
         lease: &Lease,
         completion: &Completion<'_>,
     ) -> Result<Option<Lease>, StoreError> {
-        let Completion { invoice, route, jobs, detail, lease_first_due } = *completion;
+        let Completion { invoice, route, jobs, detail, lease_first_due, confirmation } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
+        let confirmation = confirmation.map(Confirmation::patch);
         let route = route.clone();
         let pdf = invoice.pdf.clone();
         let line = format!("attempt {}: {detail}", lease.job.attempts);
         let detail = detail.to_owned();
         self.db
             .write(move |conn| {
+                if let Some(patch) = &confirmation {
+                    patch_dispatch(conn, &lease, patch)?;
+                }
                 let now = now_ms();
                 let updated = exec(
                     conn,
