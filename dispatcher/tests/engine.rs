@@ -921,3 +921,52 @@ async fn a_routed_invoice_keeps_its_route_when_the_configuration_changes() {
         "nothing went where today's configuration would have sent it"
     );
 }
+
+/// Workers stopped while busy leave nothing leased: a job claimed with the end of the previous
+/// attempt is run, not left for its lease to lapse, and every invoice is either finished or
+/// still queued for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_stopped_while_busy_leave_no_job_leased() {
+    let h = Harness::start().await;
+    let app = std::sync::Arc::new(h.app("").await);
+    let ids: Vec<String> = (0..60).map(|_| h.sandbox.seed(Seed::default())).collect();
+    for id in &ids {
+        app.submit(id).await.expect("submit");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn({
+        let app = std::sync::Arc::clone(&app);
+        async move { app.run_workers(stopped).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let jobs = app.jobs(&ids[10]).await.expect("jobs");
+        if jobs
+            .iter()
+            .any(|j| j.kind == JobKind::Deliver && j.state == JobState::Done)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(true).expect("stop");
+    workers.await.expect("workers");
+    let (mut finished, mut queued) = (0, 0);
+    for id in &ids {
+        for job in app.jobs(id).await.expect("jobs") {
+            assert_ne!(job.state, JobState::Running, "left leased: {job:?}");
+            match job.state {
+                JobState::Queued => queued += 1,
+                _ => finished += 1,
+            }
+        }
+    }
+    assert!(
+        finished > 0 && queued > 0,
+        "stopped part way: {finished} finished, {queued} queued"
+    );
+}

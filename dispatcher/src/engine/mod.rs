@@ -30,7 +30,7 @@ use crate::{
     config::{EngineSettings, Route},
     dintero::DinteroApi,
     links::LinkSigner,
-    store::{Finish, Lease, Store, StoreError},
+    store::{Claim, Finish, Lease, Store, StoreError},
 };
 
 /// A job for this worker to run next: a delivery leased by the dispatch that routed it comes
@@ -130,11 +130,22 @@ impl Engine {
     /// delivery the attempt leased to this worker, if it did (a dispatch whose route delivers
     /// now).
     pub async fn process(&self, lease: Lease) -> Result<(), StoreError> {
+        self.process_then_claim(lease, None).await.0
+    }
+
+    /// As [`Self::process`], then claims with `then` in the same write as the last attempt's
+    /// end: the jobs this worker runs next.
+    pub(crate) async fn process_then_claim(
+        &self,
+        lease: Lease,
+        then: Option<&Claim<'_>>,
+    ) -> (Result<(), StoreError>, Vec<Lease>) {
         let mut next = Some(Handover {
             lease,
             routed: None,
         });
         let mut result = Ok(());
+        let mut claimed = Vec::new();
         while let Some(Handover { lease, routed }) = next.take() {
             let span = tracing::info_span!(
                 "job",
@@ -145,19 +156,23 @@ impl Engine {
                 attempt = lease.job.attempts,
             );
             let done = self
-                .process_in_span(lease, routed, &mut next)
+                .process_in_span(lease, routed, &mut next, then, &mut claimed)
                 .instrument(span)
                 .await;
             result = result.and(done);
         }
-        result
+        (result, claimed)
     }
 
+    /// One attempt. Unless it hands over a delivery in `next`, its end is written with the
+    /// claim `then`, whose leases land in `claimed`.
     async fn process_in_span(
         &self,
         lease: Lease,
         routed: Option<Routed>,
         next: &mut Option<Handover>,
+        then: Option<&Claim<'_>>,
+        claimed: &mut Vec<Lease>,
     ) -> Result<(), StoreError> {
         if lease.job.attempts > self.settings.max_attempts {
             // Attempts are counted when claimed: this many claims without a recorded end means
@@ -167,7 +182,7 @@ impl Engine {
                 lease.job.attempts - 1
             ));
             let finish = self.given_up(&lease, finish).await?;
-            return self.record_finish(&lease, finish).await;
+            return self.record_finish(&lease, finish, None).await.map(drop);
         }
         // A panic is a bug in a channel or in Postbud: it ends this attempt, recorded as failed,
         // and the worker goes on with the next job.
@@ -222,9 +237,10 @@ impl Engine {
         };
         tracing::info!(outcome = ?finish, "attempt finished");
         self.metrics.attempt(&lease.job, &finish, started.elapsed());
-        let result = self.record_finish(&lease, finish).await;
+        let then = then.filter(|_| next.is_none());
+        let result = self.record_finish(&lease, finish, then).await;
         self.wake.notify_one();
-        result
+        result.map(|leases| claimed.extend(leases))
     }
 
     /// The bookkeeping of a job that ended for good outside its own code (a panic, attempts that
@@ -240,14 +256,24 @@ impl Engine {
         }
     }
 
-    /// Records the end of an attempt. The side effect has happened; if the store is briefly
-    /// unreachable, keep trying for a while: the fenced write still lands as long as nobody took
-    /// the job over, and every write that lands is a repeat avoided.
-    async fn record_finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
+    /// Records the end of an attempt, with the claim `then` when given. The side effect has
+    /// happened; if the store is briefly unreachable, keep trying for a while: the fenced write
+    /// still lands as long as nobody took the job over, and every write that lands is a repeat
+    /// avoided.
+    async fn record_finish(
+        &self,
+        lease: &Lease,
+        finish: Finish,
+        then: Option<&Claim<'_>>,
+    ) -> Result<Vec<Lease>, StoreError> {
         let deadline = tokio::time::Instant::now() + self.settings.lease * 5;
         let mut wait = Duration::from_millis(100);
         loop {
-            match self.store.finish(lease, finish.clone()).await {
+            let recorded = match then {
+                Some(claim) => self.store.finish_then_claim(lease, finish.clone(), claim).await,
+                None => self.store.finish(lease, finish.clone()).await.map(|()| Vec::new()),
+            };
+            match recorded {
                 Err(StoreError::Database(e)) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "recording the attempt failed; retrying");
                     tokio::time::sleep(wait).await;

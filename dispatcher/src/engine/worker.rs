@@ -9,7 +9,8 @@ use crate::store::{Claim, StoreError, now_ms};
 
 impl Engine {
     /// Runs `settings.workers` workers until `shutdown` turns true. Each claims one job at a
-    /// time; idle workers wake on new work or every `poll_interval`.
+    /// time, a busy one with the end of its previous attempt; idle workers wake on new work or
+    /// every `poll_interval`.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let mut workers = tokio::task::JoinSet::new();
         for index in 0..self.settings.workers.max(1) {
@@ -17,24 +18,34 @@ impl Engine {
             let mut shutdown = shutdown.clone();
             workers.spawn(async move {
                 let owner = format!("{}-w{index}", engine.owner);
+                let claim = Claim {
+                    owner: &owner,
+                    lease: engine.settings.lease,
+                    limit: 1,
+                    only: None,
+                };
                 let mut failures = 0u32;
-                while !*shutdown.borrow() {
-                    match engine
-                        .store
-                        .claim(&Claim {
-                            owner: &owner,
-                            lease: engine.settings.lease,
-                            limit: 1,
-                            only: None,
-                        })
-                        .await
-                    {
+                // Jobs claimed with the end of the previous attempt: run even when shutting
+                // down, as an attempt under way is, rather than left leased until it lapses.
+                let mut claimed = Vec::new();
+                while !*shutdown.borrow() || !claimed.is_empty() {
+                    let leases = match claimed.is_empty() {
+                        true => engine.store.claim(&claim).await,
+                        false => Ok(std::mem::take(&mut claimed)),
+                    };
+                    match leases {
                         Ok(leases) if !leases.is_empty() => {
                             failures = 0;
-                            for lease in leases {
-                                if let Err(e) = engine.process(lease).await {
+                            let last = leases.len() - 1;
+                            for (n, lease) in leases.into_iter().enumerate() {
+                                // The next claim rides on the last attempt's end, unless
+                                // shutting down, when nothing new should start.
+                                let then = (n == last && !*shutdown.borrow()).then_some(&claim);
+                                let (result, next) = engine.process_then_claim(lease, then).await;
+                                if let Err(e) = result {
                                     tracing::warn!(error = %e, "job attempt not recorded");
                                 }
+                                claimed.extend(next);
                             }
                             continue;
                         }

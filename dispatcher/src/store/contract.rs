@@ -380,6 +380,54 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
     assert_eq!(history[captured].detail, "INITIATE_CAPTURE event present");
 }
 
+/// Ending an attempt and claiming the next job is one write: refused whole to a lapsed lease
+/// (nothing claimed), and for the holder the end is recorded and the next due job leased.
+async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
+    let (first, second) = ("T12345678.contractEnd1", "T12345678.contractEnd2");
+    submitted(&store, first).await;
+    let old = store
+        .claim(&claim("slow", Duration::from_millis(100), 1, Some(first)))
+        .await
+        .expect("claim")
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let new = store
+        .claim(&claim("fast", Duration::from_secs(30), 1, Some(first)))
+        .await
+        .expect("rescue")
+        .remove(0);
+    submitted(&store, second).await;
+    let next = claim("slow", Duration::from_secs(30), 1, None);
+    assert!(matches!(
+        store.finish_then_claim(&old, Finish::Done("late".into()), &next).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let waiting = store.jobs(second).await.expect("jobs").remove(0);
+    assert_eq!(waiting.state, JobState::Queued, "nothing claimed with a refused end");
+
+    let next = claim("fast", Duration::from_secs(30), 1, None);
+    let leased = store
+        .finish_then_claim(&new, Finish::Done("sent".into()), &next)
+        .await
+        .expect("the holder ends and claims");
+    assert_eq!(leased.len(), 1, "{leased:?}");
+    assert_eq!((leased[0].job.transaction_id.as_str(), leased[0].owner.as_str()), (second, "fast"));
+    let ended = store.jobs(first).await.expect("jobs").remove(0);
+    assert_eq!((ended.state, ended.receipt.as_deref()), (JobState::Done, Some("sent")));
+    let history = store.history(first).await.expect("history");
+    assert_eq!(history.last().map(|h| h.event.as_str()), Some("done"), "{history:?}");
+    let running = store.jobs(second).await.expect("jobs").remove(0);
+    assert_eq!((running.state, running.fence), (JobState::Running, leased[0].job.fence));
+
+    let none = store
+        .finish_then_claim(&leased[0], Finish::Retry { at: now_ms() + 60_000, error: "later".into() }, &next)
+        .await
+        .expect("the last one ends");
+    assert!(none.is_empty(), "nothing else is due: {none:?}");
+    let retried = store.jobs(second).await.expect("jobs").remove(0);
+    assert_eq!(retried.state, JobState::Queued);
+}
+
 /// Generates one test per contract function for a store made by `$open`.
 macro_rules! contract {
     ($open:path: $($test:ident),* $(,)?) => {$(
@@ -403,6 +451,7 @@ macro_rules! every_contract {
             migrations_applied_twice_change_nothing,
             kept_counts_agree_with_every_row_counted,
             a_completion_keeps_the_capture_record_first,
+            an_end_and_the_next_claim_are_one_write,
         );
     };
 }

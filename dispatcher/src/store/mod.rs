@@ -649,6 +649,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn renew(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError>;
     /// Ends an attempt.
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError>;
+    /// Ends an attempt and, once that is written, claims as [`Store::claim`] would: a busy
+    /// worker goes from one job to the next in one write. An error means the end was not
+    /// recorded (and nothing claimed); a claim that fails after the end is recorded claims
+    /// nothing, and the worker claims again on its own.
+    async fn finish_then_claim(
+        &self,
+        lease: &Lease,
+        finish: Finish,
+        next: &Claim<'_>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.finish(lease, finish).await?;
+        Ok(self.claim(next).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "claiming the next job failed");
+            Vec::new()
+        }))
+    }
     /// Updates the dispatch record under the dispatch job's lease.
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError>;
     /// Keeps the fetched PDF (once) before capture, with a history line, and returns the copy

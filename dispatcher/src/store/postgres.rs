@@ -430,6 +430,83 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn finish_then_claim(
+        &self,
+        lease: &Lease,
+        finish: Finish,
+        next: &Claim<'_>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let now = now_ms();
+        let Some(plan) = FinishPlan::of(lease, &finish, now) else {
+            return self.claim(next).await;
+        };
+        let only_clause = if next.only.is_some() {
+            "AND transaction_id = $12"
+        } else {
+            "AND $12::text IS NULL"
+        };
+        // The end, its history line and the next claim in one statement: one round trip, one
+        // commit. The claim runs only if the end is written, and never picks the job just
+        // finished (one statement must not change a row twice).
+        let rows = sqlx::query(&format!(
+            "WITH finished AS (
+                 UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
+                        attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
+                 WHERE id = $7 AND fence = $8 AND state = 'running' RETURNING transaction_id, id),
+             noted AS (
+                 INSERT INTO history (transaction_id, job_id, at, event, detail)
+                 SELECT transaction_id, id, $6, $9, $10 FROM finished),
+             due AS (SELECT id, next_at AS at FROM jobs
+                     WHERE state = 'queued' AND next_at <= $6 AND id <> $7 {only_clause} AND EXISTS (SELECT 1 FROM finished)
+                     ORDER BY next_at LIMIT $11 FOR UPDATE SKIP LOCKED),
+             lapsed AS (SELECT id, lease_until AS at FROM jobs
+                        WHERE state = 'running' AND lease_until < $6 AND id <> $7 {only_clause} AND EXISTS (SELECT 1 FROM finished)
+                        ORDER BY lease_until LIMIT $11 FOR UPDATE SKIP LOCKED),
+             picked AS (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) both_kinds
+                        ORDER BY at LIMIT $11),
+             claimed AS (
+                 UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                        lease_owner = $13, lease_until = $14, updated_at = $6
+                 WHERE id IN (SELECT id FROM picked)
+                 RETURNING *)
+             SELECT (SELECT COUNT(*) FROM finished) AS finished_count, claimed.*
+             FROM (SELECT 1) one LEFT JOIN claimed ON true"
+        ))
+        .bind(plan.state.as_str())
+        .bind(plan.next_at)
+        .bind(plan.error)
+        .bind(plan.receipt)
+        .bind(plan.attempt_delta)
+        .bind(now)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .bind(plan.event)
+        .bind(&plan.detail)
+        .bind(i64::from(next.limit))
+        .bind(next.only)
+        .bind(next.owner)
+        .bind(now + next.lease.as_millis() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let finished: i64 = match rows.first() {
+            Some(row) => row.try_get("finished_count")?,
+            None => 0,
+        };
+        if finished != 1 {
+            return Err(lease_lost(lease));
+        }
+        let mut leases = Vec::new();
+        for row in &rows {
+            if row.try_get::<Option<String>, _>("id")?.is_some() {
+                leases.push(Lease {
+                    job: job_from(row)?,
+                    owner: next.owner.to_owned(),
+                });
+            }
+        }
+        Ok(leases)
+    }
+
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
         let (event, detail) = patch.note.clone().unzip();
         let now = now_ms();

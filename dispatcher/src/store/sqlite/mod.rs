@@ -122,6 +122,83 @@ fn keep_document(conn: &Connection, lease: &Lease, pdf: &Pdf) -> Result<bool, St
     Ok(saved == 1)
 }
 
+/// A claim's statement with what it binds, owned, to run on the writer.
+struct ClaimPlan {
+    sql: String,
+    owner: String,
+    only: Option<String>,
+    limit: u32,
+    lease_ms: i64,
+}
+
+impl ClaimPlan {
+    fn of(claim: &Claim<'_>) -> Self {
+        // Each branch walks its own index in due order and stops after `limit` rows, so a claim
+        // costs the same with ten or ten thousand jobs waiting.
+        let due = match claim.only {
+            None => {
+                "SELECT id FROM (
+                     SELECT id, due FROM (SELECT id, next_at AS due FROM jobs
+                                          WHERE state = 'queued' AND next_at <= ?1 ORDER BY next_at LIMIT ?2)
+                     UNION ALL
+                     SELECT id, due FROM (SELECT id, lease_until AS due FROM jobs
+                                          WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2))
+                 ORDER BY due LIMIT ?2"
+            }
+            Some(_) => {
+                "SELECT id FROM jobs
+                 WHERE transaction_id = ?3
+                   AND ((state = 'queued' AND next_at <= ?1) OR (state = 'running' AND lease_until < ?1))
+                 ORDER BY next_at LIMIT ?2"
+            }
+        };
+        Self {
+            sql: format!(
+                "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                        lease_owner = ?4, lease_until = ?5, updated_at = ?1
+                 WHERE id IN ({due})
+                 RETURNING *"
+            ),
+            owner: claim.owner.to_owned(),
+            only: claim.only.map(str::to_owned),
+            limit: claim.limit,
+            lease_ms: claim.lease.as_millis() as i64,
+        }
+    }
+
+    fn run(&self, conn: &Connection) -> Result<Vec<Lease>, StoreError> {
+        let now = now_ms();
+        rows(
+            conn,
+            &self.sql,
+            params![now, self.limit, self.only, self.owner, now + self.lease_ms],
+            |row| {
+                Ok(Lease {
+                    job: job_from(row)?,
+                    owner: self.owner.clone(),
+                })
+            },
+        )
+    }
+}
+
+/// Writes the end of the attempt `lease` holds, as `plan` says.
+fn finish_in(conn: &Connection, lease: &Lease, plan: &FinishPlan) -> Result<(), StoreError> {
+    let updated = exec(
+        conn,
+        &format!(
+            "UPDATE jobs SET state = ?, next_at = ?, last_error = COALESCE(?, last_error), receipt = COALESCE(?, receipt),
+                    attempts = attempts + ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+             WHERE {FENCED}"
+        ),
+        params![plan.state.as_str(), plan.next_at, plan.error, plan.receipt, plan.attempt_delta, now_ms(), lease.job.id, lease.job.fence],
+    )?;
+    if updated != 1 {
+        return Err(lease_lost(lease));
+    }
+    history(conn, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail)
+}
+
 /// Applies `patch` to the dispatch `lease` holds, with the PDF it keeps and its history line.
 fn patch_dispatch(conn: &Connection, lease: &Lease, patch: &DispatchPatch) -> Result<(), StoreError> {
     if let Some(pdf) = &patch.document {
@@ -386,48 +463,24 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Lease>, StoreError> {
-        let (owner, lease, limit, only) = (claim.owner, claim.lease, claim.limit, claim.only);
-        // Each branch walks its own index in due order and stops after `limit` rows, so a claim
-        // costs the same with ten or ten thousand jobs waiting.
-        let due = match only {
-            None => {
-                "SELECT id FROM (
-                     SELECT id, due FROM (SELECT id, next_at AS due FROM jobs
-                                          WHERE state = 'queued' AND next_at <= ?1 ORDER BY next_at LIMIT ?2)
-                     UNION ALL
-                     SELECT id, due FROM (SELECT id, lease_until AS due FROM jobs
-                                          WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2))
-                 ORDER BY due LIMIT ?2"
-            }
-            Some(_) => {
-                "SELECT id FROM jobs
-                 WHERE transaction_id = ?3
-                   AND ((state = 'queued' AND next_at <= ?1) OR (state = 'running' AND lease_until < ?1))
-                 ORDER BY next_at LIMIT ?2"
-            }
-        };
-        let sql = format!(
-            "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
-                    lease_owner = ?4, lease_until = ?5, updated_at = ?1
-             WHERE id IN ({due})
-             RETURNING *"
-        );
-        let (owner, only) = (owner.to_owned(), only.map(str::to_owned));
-        let lease = lease.as_millis() as i64;
+        let claim = ClaimPlan::of(claim);
+        self.db.write(move |conn| claim.run(conn)).await
+    }
+
+    async fn finish_then_claim(
+        &self,
+        lease: &Lease,
+        finish: Finish,
+        next: &Claim<'_>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let plan = FinishPlan::of(lease, &finish, now_ms());
+        let (lease, claim) = (lease.clone(), ClaimPlan::of(next));
         self.db
             .write(move |conn| {
-                let now = now_ms();
-                rows(
-                    conn,
-                    &sql,
-                    params![now, limit, only, owner, now + lease],
-                    |row| {
-                        Ok(Lease {
-                            job: job_from(row)?,
-                            owner: owner.clone(),
-                        })
-                    },
-                )
+                if let Some(plan) = &plan {
+                    finish_in(conn, &lease, plan)?;
+                }
+                claim.run(conn)
             })
             .await
     }
@@ -447,28 +500,11 @@ impl Store for SqliteStore {
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
-        let now = now_ms();
-        let Some(plan) = FinishPlan::of(lease, &finish, now) else {
+        let Some(plan) = FinishPlan::of(lease, &finish, now_ms()) else {
             return Ok(());
         };
         let lease = lease.clone();
-        self.db
-            .write(move |conn| {
-                let updated = exec(
-                    conn,
-                    &format!(
-                        "UPDATE jobs SET state = ?, next_at = ?, last_error = COALESCE(?, last_error), receipt = COALESCE(?, receipt),
-                                attempts = attempts + ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-                         WHERE {FENCED}"
-                    ),
-                    params![plan.state.as_str(), plan.next_at, plan.error, plan.receipt, plan.attempt_delta, now, lease.job.id, lease.job.fence],
-                )?;
-                if updated != 1 {
-                    return Err(lease_lost(&lease));
-                }
-                history(conn, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail)
-            })
-            .await
+        self.db.write(move |conn| finish_in(conn, &lease, &plan)).await
     }
 
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
