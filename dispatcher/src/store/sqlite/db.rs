@@ -257,7 +257,10 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Runs `batch` in as few transactions as it can: one, unless SQLite itself abandons a
 /// transaction part way (then what ran in it is answered with that error and the rest goes on
-/// in a new one).
+/// in a new one). Each write after the first of a transaction runs in a savepoint, so a failing
+/// one rolls back alone; the first needs none (SQLite copies every page a savepoint changes
+/// aside first): when it fails, the transaction, which holds nothing else, is rolled back and the
+/// rest goes on in a new one.
 fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
     let mut pending = batch.into_iter().peekable();
     while pending.peek().is_some() {
@@ -270,9 +273,10 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
         }
         let mut replies = Vec::new();
         let mut abandoned = None;
+        let mut first_failed = false;
         for op in pending.by_ref() {
-            let savepoint = run(conn, "SAVEPOINT op");
-            if let Err(e) = savepoint {
+            let first = replies.is_empty();
+            if !first && let Err(e) = run(conn, "SAVEPOINT op") {
                 let e = StoreError::from(e);
                 replies.push(op(Err(&e)).1);
                 abandoned = Some(e);
@@ -290,6 +294,13 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
                 ));
                 break;
             }
+            if first {
+                first_failed = !ok;
+                if first_failed {
+                    break;
+                }
+                continue;
+            }
             let end = match ok {
                 true => run(conn, "RELEASE op"),
                 false => run(conn, "ROLLBACK TO op").and_then(|()| run(conn, "RELEASE op")),
@@ -299,11 +310,13 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
                 break;
             }
         }
-        let committed = match abandoned {
-            Some(e) => Err(e),
-            None => run(conn, "COMMIT").map_err(StoreError::from),
+        let committed = match (abandoned, first_failed) {
+            (Some(e), _) => Err(e),
+            // The failed write answers with its own error whatever this says.
+            (None, true) => run(conn, "ROLLBACK").map_err(StoreError::from),
+            (None, false) => run(conn, "COMMIT").map_err(StoreError::from),
         };
-        if committed.is_err() && !conn.is_autocommit() {
+        if (committed.is_err() || first_failed) && !conn.is_autocommit() {
             let _ = run(conn, "ROLLBACK");
         }
         for reply in replies {
@@ -316,8 +329,8 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
 mod tests {
     use super::*;
 
-    /// Writes queued behind a slow one are committed together; each failing one is rolled back
-    /// alone and answers with its own error.
+    /// Writes queued behind a slow one are committed together; each failing one, first of its
+    /// transaction or not, is rolled back alone and answers with its own error.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_write_in_a_batch_rolls_back_alone() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -325,13 +338,15 @@ mod tests {
         db.write(|conn| Ok(conn.execute_batch("CREATE TABLE t (n INTEGER)")?))
             .await
             .expect("create");
-        // Hold the writer so the next writes queue up and form one batch.
+        // Hold the writer so the next writes queue up and form one batch; this one, first of
+        // its own transaction, fails after writing.
         let slow = tokio::spawn({
             let db = Arc::clone(&db);
             async move {
-                db.write(|_| {
+                db.write(|conn| -> Result<(), StoreError> {
+                    conn.execute("INSERT INTO t (n) VALUES (100)", [])?;
                     std::thread::sleep(Duration::from_millis(200));
-                    Ok(())
+                    Err(StoreError::Database("slow and failing".into()))
                 })
                 .await
             }
@@ -352,7 +367,11 @@ mod tests {
                 })
             })
             .collect();
-        slow.await.expect("join").expect("slow write");
+        let failed = slow.await.expect("join");
+        assert!(
+            matches!(&failed, Err(StoreError::Database(m)) if m == "slow and failing"),
+            "{failed:?}"
+        );
         for (n, write) in writes.into_iter().enumerate() {
             let result = write.await.expect("join");
             match n % 2 {
