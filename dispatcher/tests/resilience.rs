@@ -359,10 +359,10 @@ async fn attempts_that_die_before_recording_their_end_are_counted_too() {
 }
 
 /// The PDF fetched before the capture is kept in the capture's own record (first in the
-/// history, no write of its own), the record after the capture goes with the routing, and a
-/// delivery that runs right after the dispatch that routed
-/// it delivers what that dispatch stored, handed over in memory: no read of the invoice or its
-/// PDF, and of the dispatch only the decision's and the one `deliver_now` reports from.
+/// history, no write of its own), the record after the capture goes with the routing, the
+/// dispatch record comes with the claim, and a delivery that runs right after the dispatch that
+/// routed it delivers what that dispatch stored, handed over in memory: no read of the invoice
+/// or its PDF, and of the dispatch only the one `deliver_now` reports from.
 #[tokio::test]
 async fn a_dispatch_and_its_delivery_write_and_read_only_what_they_must() {
     let h = Harness::start().await;
@@ -378,7 +378,7 @@ async fn a_dispatch_and_its_delivery_write_and_read_only_what_they_must() {
         .expect("run");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(watched.invoice_reads.load(Ordering::SeqCst), 0);
-    assert_eq!(watched.dispatch_reads.load(Ordering::SeqCst), 2);
+    assert_eq!(watched.dispatch_reads.load(Ordering::SeqCst), 1);
     let stored = store.invoice(&id).await.expect("read").expect("invoice");
     let delivered = std::fs::read(h.invoices().join(format!("{}.pdf", stored.invoice_number)))
         .expect("the PDF in the archive");

@@ -186,10 +186,13 @@ impl Engine {
         if tx.id != id {
             return self.alias(lease, &tx.id).await;
         }
-        // Read once for both the decision and the capture: only this attempt's lease writes
-        // what they look at, and a writer that fences it out makes this attempt's next write
-        // fail.
-        let dispatch = self.store.dispatch(id).await?;
+        // Read once (by the claim, where the store does) for both the decision and the capture:
+        // only this attempt's lease writes what they look at, and a writer that fences it out
+        // makes this attempt's next write fail.
+        let dispatch = match &lease.dispatch {
+            Some(claimed) => Some(claimed.clone()),
+            None => self.store.dispatch(id).await?,
+        };
         let (invoice_number, invoice_url, decided) = match self
             .decide(lease, &tx, dispatch.as_ref())
             .await?

@@ -337,6 +337,12 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
         .await
         .expect("rescue")
         .remove(0);
+    let seen = new.dispatch.as_ref().expect("a dispatch job comes with its dispatch");
+    assert_eq!(
+        (seen.stage, seen.capture_reference.as_deref(), seen.capture_request_id.as_deref()),
+        (Stage::Capturing, Some("ref"), Some("req-1")),
+        "as the claim found it"
+    );
     let pdf = crate::invoice::Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 contract"));
     let invoice = crate::channel::Invoice::new(TX, "1001", "NOK", pdf);
     let route = ChosenRoute { index: 0, snapshot: "{}".into() };
@@ -368,6 +374,7 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
         .expect("the holder completes")
         .expect("the delivery due now is leased");
     assert_eq!((leased.job.kind, leased.owner.as_str()), (JobKind::Deliver, "fast"));
+    assert!(leased.dispatch.is_none(), "a delivery comes without one");
     let dispatch = store.dispatch(TX).await.expect("read").expect("dispatch");
     assert_eq!(
         (dispatch.stage, dispatch.captured_at, dispatch.capture_request_id),
@@ -412,6 +419,8 @@ async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
         .expect("the holder ends and claims");
     assert_eq!(leased.len(), 1, "{leased:?}");
     assert_eq!((leased[0].job.transaction_id.as_str(), leased[0].owner.as_str()), (second, "fast"));
+    let seen = leased[0].dispatch.as_ref().map(|d| d.transaction_id.as_str());
+    assert_eq!(seen, Some(second), "the next dispatch comes with its record");
     let ended = store.jobs(first).await.expect("jobs").remove(0);
     assert_eq!((ended.state, ended.receipt.as_deref()), (JobState::Done, Some("sent")));
     let history = store.history(first).await.expect("history");

@@ -187,6 +187,39 @@ fn null(column: &str) -> StoreError {
     StoreError::Database(format!("column {column} is NULL where the schema forbids it"))
 }
 
+/// The dispatch columns a claim returns beside a dispatch job's own, each named
+/// `dispatch_<column>` ([`dispatch_of_claim`] reads them back).
+#[cfg(feature = "postgres")]
+pub(super) fn dispatch_columns(table: &str) -> String {
+    const COLUMNS: [&str; 15] = [
+        "transaction_id", "stage", "reason", "capture_reference", "capture_request_id",
+        "captured_at", "invoice_number", "route", "origin", "void_request_id", "pruned_at",
+        "pdf_sha256", "route_snapshot", "created_at", "updated_at",
+    ];
+    let named: Vec<String> = COLUMNS.iter().map(|c| format!("{table}.{c} AS dispatch_{c}")).collect();
+    named.join(", ")
+}
+
+/// The dispatch a claim returned with a dispatch job ([`dispatch_columns`]); `None` for any
+/// other job.
+#[cfg(feature = "postgres")]
+pub(super) fn dispatch_of_claim(row: &impl Columns) -> Result<Option<Dispatch>, StoreError> {
+    /// A row's `dispatch_`-named columns under their own names.
+    struct Prefixed<'a, C>(&'a C);
+    impl<C: Columns> Columns for Prefixed<'_, C> {
+        fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError> {
+            self.0.text_opt(&format!("dispatch_{column}"))
+        }
+        fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError> {
+            self.0.int_opt(&format!("dispatch_{column}"))
+        }
+    }
+    match row.text_opt("dispatch_transaction_id")? {
+        Some(_) => dispatch_from(&Prefixed(row)).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
     Ok(Job {
         id: row.text("id")?,

@@ -292,6 +292,12 @@ pub struct Lease {
     pub job: Job,
     /// Who holds it.
     pub owner: String,
+    /// For a dispatch job, its dispatch record as the claim found it, read in the claim's own
+    /// transaction so the attempt need not read it again; `None` for other jobs, or where the
+    /// store did not read it. A copy made stale by another writer is harmless: every writer of a
+    /// dispatch under way (a void, `mark_created`) moves its fence, so the attempt's next write
+    /// is refused.
+    pub dispatch: Option<Dispatch>,
 }
 
 /// The dispatch record: what was decided and done for one transaction.

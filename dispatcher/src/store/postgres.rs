@@ -359,11 +359,15 @@ impl Store for PgStore {
                              WHERE state = 'running' AND lease_until < $1 {only_clause}
                              ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
                   picked AS (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) both_kinds
-                             ORDER BY at LIMIT $2)
-             UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
-                    lease_owner = $4, lease_until = $5, updated_at = $1
-             WHERE id IN (SELECT id FROM picked)
-             RETURNING *"
+                             ORDER BY at LIMIT $2),
+                  claimed AS (
+                      UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                             lease_owner = $4, lease_until = $5, updated_at = $1
+                      WHERE id IN (SELECT id FROM picked)
+                      RETURNING *)
+             SELECT claimed.*, {dispatch}
+             FROM claimed LEFT JOIN dispatches d ON d.transaction_id = claimed.transaction_id AND claimed.kind = 'dispatch'",
+            dispatch = kernel::dispatch_columns("d"),
         ))
         .bind(now)
         .bind(i64::from(limit))
@@ -377,6 +381,7 @@ impl Store for PgStore {
                 Ok(Lease {
                     job: job_from(row)?,
                     owner: owner.to_owned(),
+                    dispatch: kernel::dispatch_of_claim(row)?,
                 })
             })
             .collect()
@@ -469,8 +474,10 @@ impl Store for PgStore {
                         lease_owner = $13, lease_until = $14, updated_at = $6
                  WHERE id IN (SELECT id FROM picked)
                  RETURNING *)
-             SELECT (SELECT COUNT(*) FROM finished) AS finished_count, claimed.*
-             FROM (SELECT 1) one LEFT JOIN claimed ON true"
+             SELECT (SELECT COUNT(*) FROM finished) AS finished_count, claimed.*, {dispatch}
+             FROM (SELECT 1) one LEFT JOIN claimed ON true
+                  LEFT JOIN dispatches d ON d.transaction_id = claimed.transaction_id AND claimed.kind = 'dispatch'",
+            dispatch = kernel::dispatch_columns("d"),
         ))
         .bind(plan.state.as_str())
         .bind(plan.next_at)
@@ -501,6 +508,7 @@ impl Store for PgStore {
                 leases.push(Lease {
                     job: job_from(row)?,
                     owner: next.owner.to_owned(),
+                    dispatch: kernel::dispatch_of_claim(row)?,
                 });
             }
         }
@@ -653,6 +661,7 @@ impl Store for PgStore {
             Some(_) => Ok(Some(Lease {
                 job: job_from(&found)?,
                 owner: lease.owner.clone(),
+                dispatch: None,
             })),
             None => Ok(None),
         }

@@ -168,7 +168,7 @@ impl ClaimPlan {
 
     fn run(&self, conn: &Connection) -> Result<Vec<Lease>, StoreError> {
         let now = now_ms();
-        rows(
+        let mut leases = rows(
             conn,
             &self.sql,
             params![now, self.limit, self.only, self.owner, now + self.lease_ms],
@@ -176,9 +176,19 @@ impl ClaimPlan {
                 Ok(Lease {
                     job: job_from(row)?,
                     owner: self.owner.clone(),
+                    dispatch: None,
                 })
             },
-        )
+        )?;
+        for lease in leases.iter_mut().filter(|l| l.job.kind == super::JobKind::Dispatch) {
+            lease.dispatch = row(
+                conn,
+                "SELECT * FROM dispatches WHERE transaction_id = ?",
+                [&lease.job.transaction_id],
+                |r| dispatch_from(r),
+            )?;
+        }
+        Ok(leases)
     }
 }
 
@@ -573,7 +583,7 @@ impl Store for SqliteStore {
                     params![lease.owner, now + duration.as_millis() as i64, now, first.id, now],
                     |r| job_from(r),
                 )?;
-                Ok(next.map(|job| Lease { job, owner: lease.owner.clone() }))
+                Ok(next.map(|job| Lease { job, owner: lease.owner.clone(), dispatch: None }))
             })
             .await
     }
