@@ -23,7 +23,7 @@ use crate::store::StoreError;
 /// Writes committed together at most; bounds the latency a batch adds to its first write.
 const MAX_BATCH: usize = 64;
 /// How long the checkpointer lets writes gather before it copies them into the database file.
-const CHECKPOINT_AFTER: Duration = Duration::from_millis(20);
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(10);
 /// Reader connections kept open between reads.
 const IDLE_READERS: usize = 4;
 
