@@ -215,6 +215,62 @@ impl PgStore {
     }
 }
 
+/// The `finished` clause: the end of the attempt `$7` holds under fence `$8` (state `$1`, due
+/// `$2`, error `$3`, receipt `$4`, attempts corrected by `$5`, at `$6`), returning its
+/// transaction and id; nothing when the lease is gone.
+const FINISHED: &str = "finished AS (
+    UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
+           attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
+    WHERE id = $7 AND fence = $8 AND state = 'running' RETURNING transaction_id, id)";
+
+/// Binds [`FINISHED`]'s placeholders `$1` to `$8` and the history line's event and detail
+/// (`$9`, `$10`).
+fn bind_finished<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    plan: &'q FinishPlan,
+    now: Millis,
+    lease: &'q Lease,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(plan.state.as_str())
+        .bind(plan.next_at)
+        .bind(plan.error.as_deref())
+        .bind(plan.receipt.as_deref())
+        .bind(plan.attempt_delta)
+        .bind(now)
+        .bind(&lease.job.id)
+        .bind(lease.job.fence)
+        .bind(plan.event)
+        .bind(&plan.detail)
+}
+
+/// The clauses of a claim, ending in `claimed` (the jobs leased, every column): at most
+/// `limit` jobs due at `now`, of the transaction `only` when `by_transaction`, leased to `owner`
+/// until `until` (the placeholders, in that order); `also` narrows which jobs it may take. Each
+/// branch walks its own index in due order and stops after `limit` rows, so a claim costs the
+/// same with ten or ten thousand jobs waiting.
+fn claimed_cte(by_transaction: bool, [now, limit, only, owner, until]: [&str; 5], also: &str) -> String {
+    let only = match by_transaction {
+        true => format!("AND transaction_id = {only}"),
+        false => format!("AND {only}::text IS NULL"),
+    };
+    format!(
+        "due AS (SELECT id, next_at AS at FROM jobs
+                 WHERE state = 'queued' AND next_at <= {now} {only} {also}
+                 ORDER BY next_at LIMIT {limit} FOR UPDATE SKIP LOCKED),
+         lapsed AS (SELECT id, lease_until AS at FROM jobs
+                    WHERE state = 'running' AND lease_until < {now} {only} {also}
+                    ORDER BY lease_until LIMIT {limit} FOR UPDATE SKIP LOCKED),
+         picked AS (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) both_kinds
+                    ORDER BY at LIMIT {limit}),
+         claimed AS (
+             UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+                    lease_owner = {owner}, lease_until = {until}, updated_at = {now}
+             WHERE id IN (SELECT id FROM picked)
+             RETURNING *)"
+    )
+}
+
 impl Columns for PgRow {
     fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError> {
         Ok(self.try_get(column)?)
@@ -344,29 +400,11 @@ impl Store for PgStore {
     async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Lease>, StoreError> {
         let (owner, lease, limit, only) = (claim.owner, claim.lease, claim.limit, claim.only);
         let now = now_ms();
-        // Each branch walks its own index in due order and stops after `limit` rows, so a claim
-        // costs the same with ten or ten thousand jobs waiting.
-        let only_clause = if only.is_some() {
-            "AND transaction_id = $3"
-        } else {
-            "AND $3::text IS NULL"
-        };
         let rows = sqlx::query(&format!(
-            "WITH due AS (SELECT id, next_at AS at FROM jobs
-                          WHERE state = 'queued' AND next_at <= $1 {only_clause}
-                          ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED),
-                  lapsed AS (SELECT id, lease_until AS at FROM jobs
-                             WHERE state = 'running' AND lease_until < $1 {only_clause}
-                             ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED),
-                  picked AS (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) both_kinds
-                             ORDER BY at LIMIT $2),
-                  claimed AS (
-                      UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
-                             lease_owner = $4, lease_until = $5, updated_at = $1
-                      WHERE id IN (SELECT id FROM picked)
-                      RETURNING *)
+            "WITH {claimed}
              SELECT claimed.*, {dispatch}
              FROM claimed LEFT JOIN dispatches d ON d.transaction_id = claimed.transaction_id AND claimed.kind = 'dispatch'",
+            claimed = claimed_cte(only.is_some(), ["$1", "$2", "$3", "$4", "$5"], ""),
             dispatch = kernel::dispatch_columns("d"),
         ))
         .bind(now)
@@ -409,24 +447,12 @@ impl Store for PgStore {
             return Ok(());
         };
         // The end and its history line in one statement: one round trip, one commit.
-        let updated = sqlx::query(
-            "WITH finished AS (
-                 UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
-                        attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
-                 WHERE id = $7 AND fence = $8 AND state = 'running' RETURNING transaction_id, id)
+        let sql = format!(
+            "WITH {FINISHED}
              INSERT INTO history (transaction_id, job_id, at, event, detail)
-             SELECT transaction_id, id, $6, $9, $10 FROM finished",
-        )
-        .bind(plan.state.as_str())
-        .bind(plan.next_at)
-        .bind(plan.error)
-        .bind(plan.receipt)
-        .bind(plan.attempt_delta)
-        .bind(now)
-        .bind(&lease.job.id)
-        .bind(lease.job.fence)
-        .bind(plan.event)
-        .bind(&plan.detail)
+             SELECT transaction_id, id, $6, $9, $10 FROM finished"
+        );
+        let updated = bind_finished(sqlx::query(&sql), &plan, now, lease)
         .execute(&self.pool)
         .await?;
         if updated.rows_affected() != 1 {
@@ -445,50 +471,26 @@ impl Store for PgStore {
         let Some(plan) = FinishPlan::of(lease, &finish, now) else {
             return self.claim(next).await;
         };
-        let only_clause = if next.only.is_some() {
-            "AND transaction_id = $12"
-        } else {
-            "AND $12::text IS NULL"
-        };
         // The end, its history line and the next claim in one statement: one round trip, one
         // commit. The claim runs only if the end is written, and never picks the job just
         // finished (one statement must not change a row twice).
-        let rows = sqlx::query(&format!(
-            "WITH finished AS (
-                 UPDATE jobs SET state = $1, next_at = $2, last_error = COALESCE($3, last_error), receipt = COALESCE($4, receipt),
-                        attempts = attempts + $5, lease_owner = NULL, lease_until = NULL, updated_at = $6
-                 WHERE id = $7 AND fence = $8 AND state = 'running' RETURNING transaction_id, id),
+        let sql = format!(
+            "WITH {FINISHED},
              noted AS (
                  INSERT INTO history (transaction_id, job_id, at, event, detail)
                  SELECT transaction_id, id, $6, $9, $10 FROM finished),
-             due AS (SELECT id, next_at AS at FROM jobs
-                     WHERE state = 'queued' AND next_at <= $6 AND id <> $7 {only_clause} AND EXISTS (SELECT 1 FROM finished)
-                     ORDER BY next_at LIMIT $11 FOR UPDATE SKIP LOCKED),
-             lapsed AS (SELECT id, lease_until AS at FROM jobs
-                        WHERE state = 'running' AND lease_until < $6 AND id <> $7 {only_clause} AND EXISTS (SELECT 1 FROM finished)
-                        ORDER BY lease_until LIMIT $11 FOR UPDATE SKIP LOCKED),
-             picked AS (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) both_kinds
-                        ORDER BY at LIMIT $11),
-             claimed AS (
-                 UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
-                        lease_owner = $13, lease_until = $14, updated_at = $6
-                 WHERE id IN (SELECT id FROM picked)
-                 RETURNING *)
+             {claimed}
              SELECT (SELECT COUNT(*) FROM finished) AS finished_count, claimed.*, {dispatch}
              FROM (SELECT 1) one LEFT JOIN claimed ON true
                   LEFT JOIN dispatches d ON d.transaction_id = claimed.transaction_id AND claimed.kind = 'dispatch'",
+            claimed = claimed_cte(
+                next.only.is_some(),
+                ["$6", "$11", "$12", "$13", "$14"],
+                "AND id <> $7 AND EXISTS (SELECT 1 FROM finished)",
+            ),
             dispatch = kernel::dispatch_columns("d"),
-        ))
-        .bind(plan.state.as_str())
-        .bind(plan.next_at)
-        .bind(plan.error)
-        .bind(plan.receipt)
-        .bind(plan.attempt_delta)
-        .bind(now)
-        .bind(&lease.job.id)
-        .bind(lease.job.fence)
-        .bind(plan.event)
-        .bind(&plan.detail)
+        );
+        let rows = bind_finished(sqlx::query(&sql), &plan, now, lease)
         .bind(i64::from(next.limit))
         .bind(next.only)
         .bind(next.owner)
