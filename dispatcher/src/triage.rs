@@ -331,7 +331,9 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
         } else if dispatch.capture_reference.is_some() {
             Assessment::new(
                 Verdict::NeedsAttention,
-                format!("capture not made: {reason}"),
+                format!(
+                    "capture requested, its outcome not recorded (Dintero's events for this transaction say whether collection started): {reason}"
+                ),
             )
         } else if job.state == JobState::Dead {
             Assessment::new(

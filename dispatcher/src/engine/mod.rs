@@ -18,7 +18,7 @@ use std::{collections::BTreeMap, fmt, panic::AssertUnwindSafe, sync::Arc, time::
 
 use futures_util::FutureExt;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 pub use self::{
@@ -134,11 +134,11 @@ impl Engine {
     }
 
     /// As [`Self::process`], then claims with `then` in the same write as the last attempt's
-    /// end: the jobs this worker runs next.
+    /// end, unless its shutdown signal has turned true by then: the jobs this worker runs next.
     pub(crate) async fn process_then_claim(
         &self,
         lease: Lease,
-        then: Option<&Claim<'_>>,
+        then: Option<(&Claim<'_>, &watch::Receiver<bool>)>,
     ) -> (Result<(), StoreError>, Vec<Lease>) {
         let mut next = Some(Handover {
             lease,
@@ -164,14 +164,15 @@ impl Engine {
         (result, claimed)
     }
 
-    /// One attempt. Unless it hands over a delivery in `next`, its end is written with the
-    /// claim `then`, whose leases land in `claimed`.
+    /// One attempt. When it ends as attempts do (not given up unrecorded, not fenced out) and
+    /// hands over no delivery in `next`, its end is written with the claim `then` (unless
+    /// shutting down), whose leases land in `claimed`.
     async fn process_in_span(
         &self,
         lease: Lease,
         routed: Option<Routed>,
         next: &mut Option<Handover>,
-        then: Option<&Claim<'_>>,
+        then: Option<(&Claim<'_>, &watch::Receiver<bool>)>,
         claimed: &mut Vec<Lease>,
     ) -> Result<(), StoreError> {
         if lease.job.attempts > self.settings.max_attempts {
@@ -237,7 +238,9 @@ impl Engine {
         };
         tracing::info!(outcome = ?finish, "attempt finished");
         self.metrics.attempt(&lease.job, &finish, started.elapsed());
-        let then = then.filter(|_| next.is_none());
+        let then = then
+            .filter(|(_, shutdown)| next.is_none() && !*shutdown.borrow())
+            .map(|(claim, _)| claim);
         let result = self.record_finish(&lease, finish, then).await;
         self.wake.notify_one();
         result.map(|leases| claimed.extend(leases))

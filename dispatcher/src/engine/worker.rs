@@ -39,8 +39,8 @@ impl Engine {
                             let last = leases.len() - 1;
                             for (n, lease) in leases.into_iter().enumerate() {
                                 // The next claim rides on the last attempt's end, unless
-                                // shutting down, when nothing new should start.
-                                let then = (n == last && !*shutdown.borrow()).then_some(&claim);
+                                // shutting down (by then), when nothing new should start.
+                                let then = (n == last).then_some((&claim, &shutdown));
                                 let (result, next) = engine.process_then_claim(lease, then).await;
                                 if let Err(e) = result {
                                     tracing::warn!(error = %e, "job attempt not recorded");

@@ -294,7 +294,7 @@ pub struct Lease {
     pub owner: String,
     /// For a dispatch job, its dispatch record as the claim found it, read in the claim's own
     /// transaction so the attempt need not read it again; `None` for other jobs, or where the
-    /// store did not read it. A copy made stale by another writer is harmless: every writer of a
+    /// store did not read it. It is as fresh as a read right after the claim: a writer of a
     /// dispatch under way (a void, `mark_created`) moves its fence, so the attempt's next write
     /// is refused.
     pub dispatch: Option<Dispatch>,
@@ -656,9 +656,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Ends an attempt.
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError>;
     /// Ends an attempt and, once that is written, claims as [`Store::claim`] would: a busy
-    /// worker goes from one job to the next in one write. An error means the end was not
-    /// recorded (and nothing claimed); a claim that fails after the end is recorded claims
-    /// nothing, and the worker claims again on its own.
+    /// worker goes from one job to the next in one write. An error means nothing was claimed
+    /// and, unless the answer alone was lost, the end was not recorded either; a claim that
+    /// fails after the end is recorded claims nothing, and the worker claims again on its own.
     async fn finish_then_claim(
         &self,
         lease: &Lease,

@@ -140,7 +140,7 @@ pub fn assert_dispatch_history_in_order(history: &[postbud::HistoryEntry]) {
     let events: Vec<&str> = history.iter().map(|h| h.event.as_str()).collect();
     let from = events.iter().position(|e| *e == "pdf fetched");
     assert_eq!(
-        from.map(|from| &events[from..from + 5]),
+        from.and_then(|from| events.get(from..from + 5)),
         Some(
             &[
                 "pdf fetched",
