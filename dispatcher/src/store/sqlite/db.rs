@@ -378,21 +378,23 @@ mod tests {
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let writes: Vec<_> = (0..10i64)
-            .map(|n| {
-                let db = Arc::clone(&db);
-                tokio::spawn(async move {
-                    db.write(move |conn| {
-                        conn.execute("INSERT INTO t (n) VALUES (?)", [n])?;
-                        if n % 2 == 1 {
-                            return Err(StoreError::Database(format!("odd {n}")));
-                        }
-                        Ok(n)
-                    })
-                    .await
+        // Queued in order (each sent before the next is spawned), so the batch after the slow
+        // write starts with a failing one (0) and has failing ones after the first.
+        let mut writes = Vec::new();
+        for n in 0..10i64 {
+            let db = Arc::clone(&db);
+            writes.push(tokio::spawn(async move {
+                db.write(move |conn| {
+                    conn.execute("INSERT INTO t (n) VALUES (?)", [n])?;
+                    if n % 2 == 0 {
+                        return Err(StoreError::Database(format!("even {n}")));
+                    }
+                    Ok(n)
                 })
-            })
-            .collect();
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let failed = slow.await.expect("join");
         assert!(
             matches!(&failed, Err(StoreError::Database(m)) if m == "slow and failing"),
@@ -401,9 +403,9 @@ mod tests {
         for (n, write) in writes.into_iter().enumerate() {
             let result = write.await.expect("join");
             match n % 2 {
-                0 => assert_eq!(result.expect("even write"), n as i64),
+                1 => assert_eq!(result.expect("odd write"), n as i64),
                 _ => assert!(
-                    matches!(&result, Err(StoreError::Database(m)) if *m == format!("odd {n}")),
+                    matches!(&result, Err(StoreError::Database(m)) if *m == format!("even {n}")),
                     "{result:?}"
                 ),
             }
@@ -416,7 +418,7 @@ mod tests {
             })
             .await
             .expect("read");
-        assert_eq!(kept, vec![0, 2, 4, 6, 8]);
+        assert_eq!(kept, vec![1, 3, 5, 7, 9]);
     }
 
     /// The checkpointer copies the WAL into the database file soon after a few writes, far
