@@ -92,13 +92,7 @@ async fn a_capture_whose_response_is_lost_is_not_repeated() {
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
-    h.sandbox.inject(Fault {
-        operation: Operation::Capture,
-        transaction: Some(id.clone()),
-        kind: FaultKind::SlowResponse { ms: 3_000 },
-        times: 1,
-        skip: 0,
-    });
+    lose_the_capture_answer(&h, &id);
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(h.sandbox.captures(&id), 1);
@@ -406,13 +400,7 @@ async fn an_invoice_paid_after_a_capture_whose_answer_was_lost_is_still_delivere
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
-    h.sandbox.inject(Fault {
-        operation: Operation::Capture,
-        transaction: Some(id.clone()),
-        kind: FaultKind::SlowResponse { ms: 3_000 },
-        times: 1,
-        skip: 0,
-    });
+    lose_the_capture_answer(&h, &id);
     let outcome = app
         .deliver_waiting(&id, std::time::Duration::from_millis(10))
         .await
@@ -424,6 +412,17 @@ async fn an_invoice_paid_after_a_capture_whose_answer_was_lost_is_still_delivere
         "{dispatch:?}"
     );
     paid_then_delivered_once(&h, &app, &id).await;
+}
+
+/// The next capture of `id` takes effect, but its answer comes after the client's 2 s timeout.
+fn lose_the_capture_answer(h: &Harness, id: &str) {
+    h.sandbox.inject(Fault {
+        operation: Operation::Capture,
+        transaction: Some(id.to_owned()),
+        kind: FaultKind::SlowResponse { ms: 3_000 },
+        times: 1,
+        skip: 0,
+    });
 }
 
 /// Kravia reports the invoice paid (Dintero's status moves on to `CAPTURED`); the next attempt

@@ -18,6 +18,13 @@ fn claim<'a>(owner: &'a str, lease: Duration, limit: u32, only: Option<&'a str>)
     }
 }
 
+/// The job of `id` that is due, claimed by `owner` for `lease`.
+async fn claim_one(store: &Arc<dyn Store>, id: &str, owner: &str, lease: Duration) -> super::Lease {
+    let mut leases = store.claim(&claim(owner, lease, 1, Some(id))).await.expect("claim");
+    assert_eq!(leases.len(), 1, "one job of {id} is due: {leases:?}");
+    leases.remove(0)
+}
+
 async fn submitted(store: &Arc<dyn Store>, id: &str) {
     assert!(store.submit(id).await.expect("submit"), "{id} is new");
 }
@@ -25,17 +32,9 @@ async fn submitted(store: &Arc<dyn Store>, id: &str) {
 /// A lapsed lease loses every write to the worker that rescued the job.
 async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
-    let old = store
-        .claim(&claim("slow", Duration::from_millis(100), 1, Some(TX)))
-        .await
-        .expect("claim")
-        .remove(0);
+    let old = claim_one(&store, TX, "slow", Duration::from_millis(100)).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let new = store
-        .claim(&claim("fast", Duration::from_secs(30), 1, Some(TX)))
-        .await
-        .expect("rescue")
-        .remove(0);
+    let new = claim_one(&store, TX, "fast", Duration::from_secs(30)).await;
     assert!(new.job.fence > old.job.fence, "a claim bumps the fence");
     assert!(matches!(
         store.finish(&old, Finish::Failed("late".into())).await,
@@ -96,11 +95,7 @@ async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Sto
 async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     assert!(!store.submit(TX).await.expect("again"), "known already");
-    let lease = store
-        .claim(&claim("w", Duration::from_secs(30), 1, Some(TX)))
-        .await
-        .expect("claim")
-        .remove(0);
+    let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
     let delivery = NewJob {
         id: crate::ids::delivery_id(TX, "archive"),
         kind: JobKind::Deliver,
@@ -126,11 +121,7 @@ async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
 /// A void stops a job mid-attempt: the running worker's end is refused.
 async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
-    let lease = store
-        .claim(&claim("w", Duration::from_secs(30), 1, Some(TX)))
-        .await
-        .expect("claim")
-        .remove(0);
+    let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
     let effect = store.void(TX).await.expect("void");
     assert!(effect.delivered_channels.is_empty());
     assert!(matches!(
@@ -149,11 +140,7 @@ async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
 /// requeued something, written with it.
 async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
-    let lease = store
-        .claim(&claim("w", Duration::from_secs(30), 1, Some(TX)))
-        .await
-        .expect("claim")
-        .remove(0);
+    let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
     store
         .finish(&lease, Finish::Failed("refused".into()))
         .await
@@ -319,11 +306,7 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
 async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
     use super::{ChosenRoute, Completion, Confirmation, DispatchPatch, Role, Stage};
     submitted(&store, TX).await;
-    let old = store
-        .claim(&claim("slow", Duration::from_millis(100), 1, Some(TX)))
-        .await
-        .expect("claim")
-        .remove(0);
+    let old = claim_one(&store, TX, "slow", Duration::from_millis(100)).await;
     let capturing = DispatchPatch {
         stage: Some(Stage::Capturing),
         capture_reference: Some("ref".into()),
@@ -332,11 +315,7 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
     };
     store.update_dispatch(&old, capturing).await.expect("capturing");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let new = store
-        .claim(&claim("fast", Duration::from_secs(30), 1, Some(TX)))
-        .await
-        .expect("rescue")
-        .remove(0);
+    let new = claim_one(&store, TX, "fast", Duration::from_secs(30)).await;
     let seen = new.dispatch.as_ref().expect("a dispatch job comes with its dispatch");
     assert_eq!(
         (seen.stage, seen.capture_reference.as_deref(), seen.capture_request_id.as_deref()),
@@ -392,17 +371,9 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
 async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
     let (first, second) = ("T12345678.contractEnd1", "T12345678.contractEnd2");
     submitted(&store, first).await;
-    let old = store
-        .claim(&claim("slow", Duration::from_millis(100), 1, Some(first)))
-        .await
-        .expect("claim")
-        .remove(0);
+    let old = claim_one(&store, first, "slow", Duration::from_millis(100)).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let new = store
-        .claim(&claim("fast", Duration::from_secs(30), 1, Some(first)))
-        .await
-        .expect("rescue")
-        .remove(0);
+    let new = claim_one(&store, first, "fast", Duration::from_secs(30)).await;
     submitted(&store, second).await;
     let next = claim("slow", Duration::from_secs(30), 1, None);
     assert!(matches!(
