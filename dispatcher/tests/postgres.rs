@@ -440,3 +440,39 @@ async fn counts_fold_the_rows_of_processes_gone_and_stay_right() {
     );
     assert_eq!(count(strays).await, 1, "not folded again within the minute");
 }
+
+/// A store dropped leaves no connection behind: its pool and its LISTEN connection go with it
+/// (a merchant service that reopens its store, or a test, would otherwise keep them open; and
+/// a database dropped under the listener made it reconnect and warn every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_store_leaves_no_connection_behind() {
+    let Some(db) = Database::create("a_dropped_store_leaves_no_connection_behind").await else {
+        return;
+    };
+    let h = Harness::start().await;
+    let id = h.sandbox.seed(Seed::default());
+    let app = App::open(&settings(&h, &db, "")).await.expect("app");
+    app.deliver_now(&id).await.expect("delivered");
+    let admin = sqlx::PgPool::connect(&db.admin).await.expect("admin");
+    let connections = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&db.name)
+            .fetch_one(&admin)
+            .await
+            .expect("count connections")
+    };
+    assert!(
+        connections().await >= 2,
+        "the pool and the listener are connected"
+    );
+    drop(app);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connections().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections left 10 s after the store was dropped",
+            connections().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

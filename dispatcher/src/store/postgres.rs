@@ -15,7 +15,7 @@ use sqlx::{
     PgPool, Row,
     postgres::{PgListener, PgPoolOptions, PgRow},
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use super::{
     AcceptedVoid, Claim, Completion, HistoryLine,
@@ -99,6 +99,9 @@ pub struct PgStore {
     work: Arc<Notify>,
     /// When a count last folded the tallies of server processes gone (ms since the epoch).
     folded_at: Arc<AtomicI64>,
+    /// Dropped with the last clone of the store, which ends the listener task and with it the
+    /// pool: a store dropped leaves no connection behind.
+    _listening: Arc<oneshot::Sender<()>>,
 }
 
 /// How often a count folds the tallies of server processes gone into stripe 0: their rows make
@@ -110,13 +113,15 @@ impl PgStore {
     /// Connects to `url` (`postgres://...`), migrates, and listens for new work.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = connect(url, 10).await?;
+        let (listening, dropped) = oneshot::channel();
         let store = Self {
             pool,
             work: Arc::new(Notify::new()),
             folded_at: Arc::new(AtomicI64::new(0)),
+            _listening: Arc::new(listening),
         };
         store.migrate().await?;
-        store.listen();
+        store.listen(dropped);
         Ok(store)
     }
 
@@ -151,10 +156,10 @@ impl PgStore {
     }
 
     /// Wakes this instance's idle workers when any instance announces work; reconnects after
-    /// the database goes away.
-    fn listen(&self) {
+    /// the database goes away; ends when the store is dropped.
+    fn listen(&self, dropped: oneshot::Receiver<()>) {
         let (pool, work) = (self.pool.clone(), Arc::clone(&self.work));
-        tokio::spawn(async move {
+        let relisten = async move {
             loop {
                 match PgListener::connect_with(&pool).await {
                     Ok(mut listener) => {
@@ -169,6 +174,12 @@ impl PgStore {
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = dropped => {}
+                _ = relisten => {}
             }
         });
     }
