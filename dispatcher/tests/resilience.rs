@@ -126,8 +126,9 @@ async fn a_panicking_job_is_recorded_as_failed_and_the_worker_goes_on() {
     workers.await.expect("workers");
 }
 
-/// A store that counts the reads of invoices and dispatches and, when `failing`, fails every
-/// `complete_dispatch`, as a full disk or a broken row would.
+/// A store that counts the reads of invoices and dispatches, the claims that found work and
+/// the ends that claimed the next job, and, when `failing`, fails every `complete_dispatch`, as
+/// a full disk or a broken row would.
 #[derive(Debug)]
 struct Watched {
     store: Arc<dyn Store>,
@@ -136,6 +137,8 @@ struct Watched {
     dispatch_reads: AtomicUsize,
     documents_saved: AtomicUsize,
     dispatch_updates: AtomicUsize,
+    claims_that_found_work: AtomicUsize,
+    ends_that_claimed: AtomicUsize,
 }
 
 impl Watched {
@@ -147,6 +150,8 @@ impl Watched {
             dispatch_reads: AtomicUsize::new(0),
             documents_saved: AtomicUsize::new(0),
             dispatch_updates: AtomicUsize::new(0),
+            claims_that_found_work: AtomicUsize::new(0),
+            ends_that_claimed: AtomicUsize::new(0),
         }
     }
 }
@@ -169,7 +174,20 @@ impl Store for Watched {
         self.store.void_accepted(v).await
     }
     async fn claim(&self, c: &postbud::store::Claim<'_>) -> Result<Vec<Lease>, StoreError> {
-        self.store.claim(c).await
+        let leases = self.store.claim(c).await?;
+        if !leases.is_empty() {
+            self.claims_that_found_work.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(leases)
+    }
+    async fn finish_then_claim(
+        &self,
+        l: &Lease,
+        f: Finish,
+        next: &postbud::store::Claim<'_>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.ends_that_claimed.fetch_add(1, Ordering::SeqCst);
+        self.store.finish_then_claim(l, f, next).await
     }
     async fn renew(&self, l: &Lease, d: Duration) -> Result<(), StoreError> {
         self.store.renew(l, d).await
@@ -255,7 +273,17 @@ impl Store for Watched {
 }
 
 async fn engine(h: &Harness, store: Arc<dyn Store>, max_attempts: u32) -> Engine {
+    engine_with(h, store, |s| s.max_attempts = max_attempts).await
+}
+
+async fn engine_with(
+    h: &Harness,
+    store: Arc<dyn Store>,
+    tune: impl FnOnce(&mut postbud::config::EngineSettings),
+) -> Engine {
     let settings = h.settings("");
+    let mut engine_settings = settings.engine.clone();
+    tune(&mut engine_settings);
     let app = App::open(&settings).await.expect("app");
     let gateway =
         postbud::dintero::DinteroClient::new(settings.require_dintero().expect("d").clone())
@@ -270,10 +298,7 @@ async fn engine(h: &Harness, store: Arc<dyn Store>, max_attempts: u32) -> Engine
         Arc::new(gateway),
         channels,
         settings.routes.clone(),
-        postbud::config::EngineSettings {
-            max_attempts,
-            ..settings.engine.clone()
-        },
+        engine_settings,
         None,
         Arc::new(DefaultDispatcher),
     )
@@ -391,4 +416,54 @@ async fn a_dispatch_and_its_delivery_write_and_read_only_what_they_must() {
     // The record before the capture is a write of its own; the one after goes with the routing.
     assert_eq!(watched.dispatch_updates.load(Ordering::SeqCst), 1);
     common::assert_dispatch_history_in_order(&store.history(&id).await.expect("history"));
+}
+
+/// A busy worker claims its next job with the end of its attempt, and a dispatch leases its
+/// delivery to the worker that routed it: with 24 invoices queued and 2 workers, a claim of its
+/// own finds work only for a worker's first job; every other job comes with an end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_workers_claim_their_next_job_with_the_end_of_the_last() {
+    let h = Harness::start().await;
+    let store = postbud::store::open(&h.settings("").store.url)
+        .await
+        .expect("store");
+    let watched = Arc::new(Watched::new(Arc::clone(&store), false));
+    let engine = Arc::new(
+        engine_with(&h, Arc::clone(&watched) as Arc<dyn Store>, |s| {
+            s.workers = 2
+        })
+        .await,
+    );
+    let ids: Vec<String> = (0..24).map(|_| h.sandbox.seed(Seed::default())).collect();
+    for id in &ids {
+        engine.submit(id).await.expect("submit");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(Arc::clone(&engine).run(stopped));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in &ids {
+        loop {
+            let jobs = store.jobs(id).await.expect("jobs");
+            let delivered = jobs
+                .iter()
+                .any(|j| j.kind == JobKind::Deliver && j.state == JobState::Done);
+            if delivered {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id}: {jobs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop.send(true).expect("stop");
+    workers.await.expect("workers");
+    let found = watched.claims_that_found_work.load(Ordering::SeqCst);
+    let ends = watched.ends_that_claimed.load(Ordering::SeqCst);
+    assert!(
+        found <= 2,
+        "{found} claims of their own found work (ends that claimed: {ends})"
+    );
+    assert!(ends >= 22, "{ends} ends claimed the next job");
+    for id in &ids {
+        assert_eq!(h.sandbox.captures(id), 1, "{id}");
+    }
 }
