@@ -770,6 +770,32 @@ fn bench_json_prints_one_object_with_its_figures() {
         report.get("cycle_per_s").is_none(),
         "no PostgreSQL cycle on SQLite: {report}"
     );
+    assert!(report.get("dintero_latency_ms").is_none(), "{report}");
+}
+
+/// `--dintero-latency` holds every answer of the sandbox's Dintero API, as a Dintero far away
+/// does: each invoice then waits at least for the reads before the capture, the capture and
+/// the reads after it, one after the other.
+#[test]
+fn bench_holds_dintero_s_answers_when_asked() {
+    let report = bench_json(&[
+        "--invoices",
+        "20",
+        "--workers",
+        "4",
+        "--dintero-latency",
+        "25ms",
+    ]);
+    assert_eq!(report["dintero_latency_ms"], 25, "{report}");
+    let p50 = report["p50_ms"].as_f64().unwrap_or_default();
+    assert!(
+        p50 >= 100.0,
+        "four held answers in a row at least: {report}"
+    );
+    // Without Postbud the same requests wait just as long: 20 invoices of at least four held
+    // answers each at a concurrency of 4 take at least half a second.
+    let bare = report["bare_http_per_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(bare <= 40.0, "{report}");
 }
 
 #[tokio::test]

@@ -223,6 +223,25 @@ impl SandboxProcess {
         Ok(sandbox)
     }
 
+    /// Makes the sandbox hold every answer of the API calls the flow makes for `latency`.
+    async fn hold_answers(&self, latency: Duration) -> Result<(), Failure> {
+        for operation in ["token", "get", "capture", "file", "pdf"] {
+            self.http
+                .post(format!("{}/sandbox/faults", self.base))
+                .json(&serde_json::json!({
+                    "operation": operation,
+                    "kind": "slow_response",
+                    "ms": latency.as_millis() as u64,
+                    "times": u32::MAX,
+                }))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
     fn api_url(&self) -> String {
         format!("{}/v1", self.base)
     }
@@ -337,6 +356,11 @@ pub struct Options {
     /// Postbud instances sharing the store, each with its own engine and connections.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
+    /// Hold every answer of the sandbox's Dintero API this long (the transaction, the capture,
+    /// the PDF's descriptor and bytes), as a real Dintero far away does: the run is then bound
+    /// by waiting, not by the machine's cores, which is what shows whether instances scale.
+    #[arg(long, value_name = "DURATION", value_parser = crate::args::humantime_duration)]
+    pub dintero_latency: Option<Duration>,
     /// Print one JSON object (invoices_per_s, bare_http_per_s, share_of_bare_http, p50_ms,
     /// p99_ms, rss_queued_mib; cycle_per_s and share_of_cycle with --postgres; history with
     /// --history).
@@ -355,6 +379,8 @@ struct Report {
     invoices: usize,
     workers: usize,
     instances: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dintero_latency_ms: Option<u128>,
     invoices_per_s: f64,
     bare_http_per_s: f64,
     /// Percent.
@@ -504,6 +530,9 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
     let (invoices, workers, instances) =
         (options.invoices, options.workers, options.instances.max(1));
     let sandbox = SandboxProcess::start().await?;
+    if let Some(latency) = options.dintero_latency {
+        sandbox.hold_answers(latency).await?;
+    }
     let (hook, received) = receiver().await.map_err(io)?;
     let toml = format!(
         "{dintero}\n\
@@ -521,12 +550,17 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
     let app = Arc::clone(&apps[0]);
     report!(
         options,
-        "postbud bench: {invoices} invoices, {instances} instance(s) of {workers} workers, {label}, sandbox and receiver on loopback\n"
+        "postbud bench: {invoices} invoices, {instances} instance(s) of {workers} workers, {label}, sandbox and receiver on loopback{held}\n",
+        held = options
+            .dintero_latency
+            .map(|d| format!(", every answer of Dintero's API held {} ms", d.as_millis()))
+            .unwrap_or_default()
     );
     let mut report = Report {
         invoices,
         workers,
         instances,
+        dintero_latency_ms: options.dintero_latency.map(|d| d.as_millis()),
         ..Report::default()
     };
 
