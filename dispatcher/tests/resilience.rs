@@ -458,9 +458,16 @@ async fn busy_workers_claim_their_next_job_with_the_end_of_the_last() {
     workers.await.expect("workers");
     let found = watched.claims_that_found_work.load(Ordering::SeqCst);
     let ends = watched.ends_that_claimed.load(Ordering::SeqCst);
+    // A job retried (a slow answer on a loaded machine) comes due later and may be found by an
+    // idle worker's own claim: it is allowed for, not the rule.
+    let mut retried = 0;
+    for id in &ids {
+        let jobs = store.jobs(id).await.expect("jobs");
+        retried += jobs.iter().filter(|j| j.attempts > 1).count();
+    }
     assert!(
-        found <= 2,
-        "{found} claims of their own found work (ends that claimed: {ends})"
+        found <= 2 + retried,
+        "{found} claims of their own found work ({retried} jobs retried, {ends} ends claimed)"
     );
     assert!(ends >= 22, "{ends} ends claimed the next job");
     for id in &ids {

@@ -569,6 +569,7 @@ async fn checkout_configuration(State(shared): Shared_, headers: HeaderMap) -> R
         Value::Null => json!({"payment_options": []}),
         configured => configured.clone(),
     };
+    slow(&fault).await;
     Json(json!({"configuration": configuration, "updated_at": now()})).into_response()
 }
 
@@ -588,8 +589,10 @@ async fn payment_profile(
     if let Some(r) = fault_response(&fault) {
         return r;
     }
-    match shared.state.lock().profiles.get(&profile_id) {
-        Some(profile) => Json(profile.clone()).into_response(),
+    let profile = shared.state.lock().profiles.get(&profile_id).cloned();
+    slow(&fault).await;
+    match profile {
+        Some(profile) => Json(profile).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -638,23 +641,27 @@ async fn file_descriptor(State(shared): Shared_, Path(fid): Path<String>) -> Res
     if let Some(r) = fault_response(&fault) {
         return r;
     }
-    let inner = shared.state.lock();
-    let Some(stored) = inner
-        .transactions
-        .get(&id)
-        .filter(|s| s.pdf_shape == "descriptor")
-    else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found");
+    let response = {
+        let inner = shared.state.lock();
+        let Some(stored) = inner
+            .transactions
+            .get(&id)
+            .filter(|s| s.pdf_shape == "descriptor")
+        else {
+            return error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found");
+        };
+        let number = stored.transaction["metadata"]["kravia:invoice_number"]
+            .as_str()
+            .unwrap_or("invoice");
+        let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600);
+        Json(json!({
+            "id": fid, "name": format!("{number}.pdf"), "mime_type": "application/pdf",
+            "expires_at": expires.to_string(), "url": format!("{}/cdn/files/{fid}.pdf", shared.base),
+        }))
+        .into_response()
     };
-    let number = stored.transaction["metadata"]["kravia:invoice_number"]
-        .as_str()
-        .unwrap_or("invoice");
-    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600);
-    Json(json!({
-        "id": fid, "name": format!("{number}.pdf"), "mime_type": "application/pdf",
-        "expires_at": expires.to_string(), "url": format!("{}/cdn/files/{fid}.pdf", shared.base),
-    }))
-    .into_response()
+    slow(&fault).await;
+    response
 }
 
 async fn direct_pdf(State(shared): Shared_, Path(file): Path<String>) -> Response {
@@ -663,15 +670,19 @@ async fn direct_pdf(State(shared): Shared_, Path(file): Path<String>) -> Respons
     if let Some(r) = fault_response(&fault) {
         return r;
     }
-    let inner = shared.state.lock();
-    match inner
-        .transactions
-        .get(&id)
-        .filter(|s| s.pdf_shape == "direct")
-    {
-        Some(stored) => pdf_body(stored),
-        None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found"),
-    }
+    let response = {
+        let inner = shared.state.lock();
+        match inner
+            .transactions
+            .get(&id)
+            .filter(|s| s.pdf_shape == "direct")
+        {
+            Some(stored) => pdf_body(stored),
+            None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found"),
+        }
+    };
+    slow(&fault).await;
+    response
 }
 
 async fn cdn_pdf(State(shared): Shared_, Path(file): Path<String>) -> Response {

@@ -356,9 +356,10 @@ pub struct Options {
     /// Postbud instances sharing the store, each with its own engine and connections.
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
-    /// Hold every answer of the sandbox's Dintero API this long (the transaction, the capture,
-    /// the PDF's descriptor and bytes), as a real Dintero far away does: the run is then bound
-    /// by waiting, not by the machine's cores, which is what shows whether instances scale.
+    /// Hold every answer the flow waits for from the sandbox's Dintero API this long (the
+    /// token, the transaction, the capture, the PDF's descriptor and bytes), as a real Dintero
+    /// far away does: the run is then bound by waiting, not by the machine's cores, which is
+    /// what shows whether instances scale. Must stay under the Dintero client's timeout.
     #[arg(long, value_name = "DURATION", value_parser = crate::args::humantime_duration)]
     pub dintero_latency: Option<Duration>,
     /// Print one JSON object (invoices_per_s, bare_http_per_s, share_of_bare_http, p50_ms,
@@ -542,6 +543,15 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
         dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
     );
     let settings = Settings::from_toml(&toml)?;
+    let timeout = settings.require_dintero()?.timeout;
+    if let Some(latency) = options.dintero_latency.filter(|l| *l >= timeout) {
+        return Err(Failure {
+            message: format!(
+                "--dintero-latency {latency:?} is at or above the Dintero client's timeout ({timeout:?}): every call would time out"
+            ),
+            code: exit::CONFIG,
+        });
+    }
     let registry = stock_registry()?;
     let mut apps = Vec::with_capacity(instances);
     for _ in 0..instances {

@@ -159,6 +159,7 @@ impl PgStore {
     /// the database goes away; ends when the store is dropped.
     fn listen(&self, dropped: oneshot::Receiver<()>) {
         let (pool, work) = (self.pool.clone(), Arc::clone(&self.work));
+        let last = pool.clone();
         let relisten = async move {
             loop {
                 match PgListener::connect_with(&pool).await {
@@ -181,6 +182,9 @@ impl PgStore {
                 _ = dropped => {}
                 _ = relisten => {}
             }
+            // Every clone of the store is gone: say goodbye to the server rather than drop the
+            // sockets.
+            last.close().await;
         });
     }
 
