@@ -223,7 +223,7 @@ impl SandboxProcess {
         Ok(sandbox)
     }
 
-    /// Makes the sandbox hold every answer of the API calls the flow makes for `latency`.
+    /// Makes the sandbox hold every answer the flow waits for (see `--dintero-latency`).
     async fn hold_answers(&self, latency: Duration) -> Result<(), Failure> {
         for operation in ["token", "get", "capture", "file", "pdf"] {
             self.http
@@ -531,9 +531,6 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
     let (invoices, workers, instances) =
         (options.invoices, options.workers, options.instances.max(1));
     let sandbox = SandboxProcess::start().await?;
-    if let Some(latency) = options.dintero_latency {
-        sandbox.hold_answers(latency).await?;
-    }
     let (hook, received) = receiver().await.map_err(io)?;
     let toml = format!(
         "{dintero}\n\
@@ -552,6 +549,9 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
             code: exit::CONFIG,
         });
     }
+    if let Some(latency) = options.dintero_latency {
+        sandbox.hold_answers(latency).await?;
+    }
     let registry = stock_registry()?;
     let mut apps = Vec::with_capacity(instances);
     for _ in 0..instances {
@@ -563,7 +563,7 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
         "postbud bench: {invoices} invoices, {instances} instance(s) of {workers} workers, {label}, sandbox and receiver on loopback{held}\n",
         held = options
             .dintero_latency
-            .map(|d| format!(", every answer of Dintero's API held {} ms", d.as_millis()))
+            .map(|d| format!(", Dintero's answers held {} ms", d.as_millis()))
             .unwrap_or_default()
     );
     let mut report = Report {

@@ -159,32 +159,31 @@ impl PgStore {
     /// the database goes away; ends when the store is dropped.
     fn listen(&self, dropped: oneshot::Receiver<()>) {
         let (pool, work) = (self.pool.clone(), Arc::clone(&self.work));
-        let last = pool.clone();
-        let relisten = async move {
-            loop {
-                match PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if listener.listen("postbud_jobs").await.is_ok() {
-                            while listener.recv().await.is_ok() {
-                                work.notify_one();
+        tokio::spawn(async move {
+            let relisten = async {
+                loop {
+                    match PgListener::connect_with(&pool).await {
+                        Ok(mut listener) => {
+                            if listener.listen("postbud_jobs").await.is_ok() {
+                                while listener.recv().await.is_ok() {
+                                    work.notify_one();
+                                }
                             }
                         }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN postbud_jobs failed; polling until it works again")
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN postbud_jobs failed; polling until it works again")
-                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        };
-        tokio::spawn(async move {
+            };
             tokio::select! {
                 _ = dropped => {}
                 _ = relisten => {}
             }
             // Every clone of the store is gone: say goodbye to the server rather than drop the
             // sockets.
-            last.close().await;
+            pool.close().await;
         });
     }
 

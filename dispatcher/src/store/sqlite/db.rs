@@ -4,9 +4,9 @@
 //! connection and runs each closure as a whole `BEGIN IMMEDIATE … COMMIT` without leaving the
 //! thread. Writes that queue up while one commits are committed together, each after the first
 //! inside its own savepoint, so a busy engine pays one commit for many writes and a failing write
-//! rolls back alone. A checkpointer thread copies the WAL into the database file beside the writer. Reads
-//! run on tokio's blocking pool against their own connections (WAL lets them proceed while the
-//! writer works).
+//! rolls back alone. A checkpointer thread copies the WAL into the database file beside the
+//! writer. Reads run on tokio's blocking pool against their own connections (WAL lets them
+//! proceed while the writer works).
 
 use std::{
     panic::AssertUnwindSafe,
