@@ -28,11 +28,6 @@ pub fn void_id(transaction_id: &str) -> String {
     derived("vd", &["void", transaction_id])
 }
 
-/// Our `capture_reference`: stable per transaction, short enough for settlement reports.
-pub fn capture_reference(transaction_id: &str) -> String {
-    derived("postbud", &["capture", transaction_id])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

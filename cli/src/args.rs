@@ -40,6 +40,15 @@ pub(crate) enum Command {
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
+        /// The merchant's own system created this invoice with `POST /v1/sessions/pay` and
+        /// `invoice_channel: "merchant"`: record that (Dintero does not echo it back) and
+        /// deliver it.
+        #[arg(long, conflicts_with = "adopt_capture")]
+        merchant_initiated: bool,
+        /// Deliver an invoice whose collection was started elsewhere (Dintero shows a capture
+        /// Postbud did not make), once you know the customer does not have it.
+        #[arg(long)]
+        adopt_capture: bool,
     },
     /// Cancel an invoice: void at Dintero, stop pending deliveries, send cancellation notices.
     Void {

@@ -39,6 +39,7 @@ impl From<AppError> for Failure {
             | AppError::Registry(_)
             | AppError::InvalidId(_)
             | AppError::UnknownTransaction(_) => exit::CONFIG,
+            AppError::NotMerchantInitiated(_) | AppError::NothingToAdopt(_) => exit::NOT_OURS,
             AppError::Store(_) | AppError::Dintero(_) | AppError::Busy(_) => exit::UNAVAILABLE,
             AppError::VoidRefused(_) => exit::FAILED,
         };
@@ -114,12 +115,24 @@ pub fn verdict_code(outcome: &Outcome) -> ExitCode {
     })
 }
 
+/// What `deliver` is told about the transaction besides its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverAs {
+    /// Nothing: eligibility decides.
+    Usual,
+    /// `--merchant-initiated`.
+    MerchantInitiated,
+    /// `--adopt-capture`.
+    AdoptingCapture,
+}
+
 pub async fn deliver(
     config: Option<&Path>,
     registry: &Registry,
     transaction_id: &str,
     wait: Duration,
     json: bool,
+    how: DeliverAs,
 ) -> CommandResult {
     let app = app(config, registry).await?;
     // Bad credentials are the operator's to fix, not this transaction's failure: say so at once.
@@ -128,7 +141,11 @@ pub async fn deliver(
         code: exit::UNAVAILABLE,
     })?;
     let bar = spinner(format!("capturing and delivering {transaction_id}"));
-    let outcome = app.deliver_waiting(transaction_id, wait).await;
+    let outcome = match how {
+        DeliverAs::Usual => app.deliver_waiting(transaction_id, wait).await,
+        DeliverAs::MerchantInitiated => app.declare_merchant_initiated(transaction_id, wait).await,
+        DeliverAs::AdoptingCapture => app.adopt_capture(transaction_id, wait).await,
+    };
     bar.finish_and_clear();
     let outcome = outcome?;
     if json {

@@ -121,7 +121,18 @@ pub async fn run(registry: Registry) -> ExitCode {
             transaction_id,
             wait,
             json,
-        } => commands::deliver(config, &registry, &transaction_id, wait, json).await,
+            merchant_initiated,
+            adopt_capture,
+        } => {
+            let how = if merchant_initiated {
+                commands::DeliverAs::MerchantInitiated
+            } else if adopt_capture {
+                commands::DeliverAs::AdoptingCapture
+            } else {
+                commands::DeliverAs::Usual
+            };
+            commands::deliver(config, &registry, &transaction_id, wait, json, how).await
+        }
         Command::Void {
             transaction_id,
             wait,

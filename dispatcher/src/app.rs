@@ -47,6 +47,12 @@ pub enum AppError {
     /// Dintero refused the void (or reported it failed): nothing was cancelled.
     #[error("Dintero refused the void: {0}; nothing was cancelled and no notice was sent")]
     VoidRefused(String),
+    /// `declare_merchant_initiated` on a transaction whose own configuration says who sends it.
+    #[error("{0}")]
+    NotMerchantInitiated(String),
+    /// `adopt_capture` on a transaction with no capture to adopt, or not stopped by one.
+    #[error("{0}")]
+    NothingToAdopt(String),
     /// Too many unverified callbacks for new transactions: try again after this long.
     #[error("too many unverified callbacks for new transactions; try again in {0:?}")]
     Busy(Duration),
@@ -349,6 +355,70 @@ impl App {
         Ok(self.engine.deliver_now(id, wait).await?)
     }
 
+    /// Declares a transaction the merchant's own system created with `POST /v1/sessions/pay`
+    /// and `invoice_channel: "merchant"` (or `invoice_delivery_method`), then runs the flow as
+    /// [`App::deliver_waiting`] does. Dintero does not echo the payment level back, so Postbud
+    /// cannot tell such an invoice from one whose channel resolves to Dintero's default
+    /// (Kravia's); this records the payment level for it. A transaction from a checkout session
+    /// or a payment profile is refused: its own configuration decides. Collection started by
+    /// anyone but Postbud still stops the delivery (see [`App::adopt_capture`]).
+    pub async fn declare_merchant_initiated(
+        &self,
+        transaction_id: &str,
+        wait: Duration,
+    ) -> Result<Outcome, AppError> {
+        let tx = self.read(self.transaction_id(transaction_id)?).await?;
+        let id = self.transaction_id(&tx.id)?;
+        let configured = crate::dintero::eligibility::session_level(&tx)
+            .map(|channel| format!("its session says `{channel}`"))
+            .or_else(|| {
+                tx.metadata_str("session:profile_id")
+                    .map(|p| format!("it was made from payment profile {p}"))
+            });
+        if let Some(why) = configured {
+            return Err(AppError::NotMerchantInitiated(format!(
+                "{id} is not a merchant-initiated invoice: {why}, and that configuration decides who sends it"
+            )));
+        }
+        self.store()
+            .mark_origin(
+                id,
+                crate::store::ORIGIN_DECLARED,
+                "declared merchant-initiated (POST /v1/sessions/pay with invoice_channel merchant, made by the merchant's own system)",
+            )
+            .await?;
+        self.engine.submit(id).await?;
+        Ok(self.engine.deliver_now(id, wait).await?)
+    }
+
+    /// Delivers an invoice whose collection was started elsewhere (a capture Postbud did not
+    /// make: the dispatch stopped and needs attention), on an operator's word that the customer
+    /// does not have it. Dintero must show the capture; the capture is never repeated.
+    pub async fn adopt_capture(
+        &self,
+        transaction_id: &str,
+        wait: Duration,
+    ) -> Result<Outcome, AppError> {
+        let tx = self.read(self.transaction_id(transaction_id)?).await?;
+        let id = self.transaction_id(&tx.id)?;
+        let Some(event) = tx.capture_event() else {
+            return Err(AppError::NothingToAdopt(format!(
+                "Dintero shows no capture for {id}: there is no collection to adopt (`postbud deliver {id}` captures and delivers it)"
+            )));
+        };
+        let detail = format!(
+            "an operator adopted the {} (event_reference {}) Postbud did not make: delivered without capturing again",
+            event.event,
+            event.event_reference.as_deref().unwrap_or("none")
+        );
+        if !self.store().adopt_capture(id, &detail).await? {
+            return Err(AppError::NothingToAdopt(format!(
+                "{id} is not stopped by a collection started elsewhere (`postbud status {id}` says where it stands)"
+            )));
+        }
+        Ok(self.engine.deliver_now(id, wait).await?)
+    }
+
     /// Runs the workers until `shutdown` turns true.
     pub async fn run_workers(&self, shutdown: watch::Receiver<bool>) {
         Arc::clone(&self.engine).run(shutdown).await;
@@ -438,12 +508,24 @@ impl App {
     /// when it does (a re-run after a timeout), the invoice made the first time is found by that
     /// reference and continued instead.
     pub async fn create_invoice(&self, order: &Value) -> Result<CreatedInvoice, AppError> {
-        let request =
+        let mut request =
             pay_request(order).map_err(|m| ConfigError::message(format!("invoice order: {m}")))?;
+        if let Some(callback) = self.void_callback_url()
+            && request["session"]["url"]["callback_url"].is_null()
+        {
+            request["session"]["url"]["callback_url"] = json!(callback);
+        }
         let reference = request["session"]["order"]["merchant_reference"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        // Recorded before Dintero is called: if this process dies between Dintero's answer and
+        // the record below, the sweep finds the invoice by this intent and makes it the
+        // merchant's, instead of leaving it to Dintero's default (Kravia).
+        let intent = InvoiceIntent::of(&request);
+        self.store()
+            .set_meta(&InvoiceIntent::key(&reference), &intent.to_json())
+            .await?;
         let (tx, existing) = match self.gateway.create_invoice(&request).await {
             Ok(tx) => (tx, false),
             Err(e) if e.status == Some(400) => match self.existing_invoice(&request).await? {
@@ -462,12 +544,46 @@ impl App {
                 "created with POST /v1/sessions/pay, invoice_channel merchant, merchant_reference {reference}"
             )
         };
-        self.store().mark_created(id, &detail).await?;
+        self.store()
+            .mark_origin(id, crate::store::ORIGIN_CREATED, &detail)
+            .await?;
         self.engine.submit(id).await?;
         Ok(CreatedInvoice {
             transaction: tx,
             existing,
         })
+    }
+
+    /// `server.public_url` and `server.callback_path`, asking for `VOID` reports too: so a
+    /// void made in Dintero's Backoffice stops an invoice `create_invoice` made.
+    fn void_callback_url(&self) -> Option<String> {
+        let server = &self.settings.server;
+        let base = server.public_url.as_ref()?;
+        let mut url = base.clone();
+        let path = format!(
+            "{}{}",
+            base.path().trim_end_matches('/'),
+            server.callback_path
+        );
+        url.set_path(&path);
+        url.set_query(Some("report_event=VOID"));
+        Some(url.to_string())
+    }
+
+    /// The intent `create_invoice` recorded for the merchant reference of `tx`, if `tx` is the
+    /// invoice it describes: a `sessions/pay` invoice (no session or profile configuration)
+    /// of the same amount, currency and type.
+    pub(crate) async fn recorded_intent(&self, tx: &Transaction) -> Result<bool, AppError> {
+        let Some(reference) = tx.merchant_reference.as_deref() else {
+            return Ok(false);
+        };
+        let Some(json) = self.store().meta(&InvoiceIntent::key(reference)).await? else {
+            return Ok(false);
+        };
+        let Ok(intent) = serde_json::from_str::<InvoiceIntent>(&json) else {
+            return Ok(false);
+        };
+        Ok(intent.describes(tx))
     }
 
     /// The Kravia invoice an earlier `sessions/pay` made for this order: the same merchant
@@ -484,7 +600,7 @@ impl App {
             ..Default::default()
         };
         let found = self.gateway.transactions(&filter).await?;
-        let candidate = found.into_iter().find(|tx| {
+        let candidate = found.transactions.into_iter().find(|tx| {
             tx.payment_product == "kravia"
                 && tx.status != crate::dintero::model::Status::Failed
                 && order["amount"].as_i64() == Some(tx.amount)
@@ -516,7 +632,54 @@ impl App {
     }
 }
 
-/// The `sessions/pay` body for an order, with `invoice_channel: "merchant"` forced.
+/// What `create_invoice` is about to ask Dintero for, recorded first (see
+/// [`App::create_invoice`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct InvoiceIntent {
+    amount: i64,
+    currency: String,
+    payment_product_type: String,
+}
+
+impl InvoiceIntent {
+    /// The store's meta key for a merchant reference.
+    fn key(reference: &str) -> String {
+        format!("invoice-intent:{reference}")
+    }
+
+    fn of(request: &Value) -> Self {
+        let order = &request["session"]["order"];
+        Self {
+            amount: order["amount"].as_i64().unwrap_or_default(),
+            currency: order["currency"].as_str().unwrap_or_default().to_owned(),
+            payment_product_type: request["payment"]["payment_product_type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Whether `tx` is the invoice this intent asked for: Kravia, the same amount, currency
+    /// and type, and none of the configuration a checkout session or payment profile carries.
+    fn describes(&self, tx: &Transaction) -> bool {
+        tx.payment_product == "kravia"
+            && tx.amount == self.amount
+            && tx.currency == self.currency
+            && tx.payment_product_type == self.payment_product_type
+            && tx.metadata_str("session:profile_id").is_none()
+            && crate::dintero::eligibility::session_level(tx).is_none()
+    }
+}
+
+/// The Kravia invoice types whose merchant delivery Dintero documents.
+const MERCHANT_DELIVERABLE_TYPES: [&str; 2] = ["kravia.invoice_b2c", "kravia.invoice_b2b"];
+
+/// The `sessions/pay` body for an order, with `invoice_channel` and `invoice_delivery_method`
+/// forced to `merchant`.
 pub fn pay_request(input: &Value) -> Result<Value, String> {
     let object = input.as_object().ok_or("expected a JSON object")?;
     let order = object
@@ -548,12 +711,25 @@ pub fn pay_request(input: &Value) -> Result<Value, String> {
     let payment_map = payment
         .as_object_mut()
         .ok_or("`payment` must be an object")?;
-    payment_map
+    let product_type = payment_map
         .entry("payment_product_type")
-        .or_insert(json!("kravia.invoice_b2c"));
+        .or_insert(json!("kravia.invoice_b2c"))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if !MERCHANT_DELIVERABLE_TYPES.contains(&product_type.as_str()) {
+        return Err(format!(
+            "`payment.payment_product_type` is `{product_type}`; Dintero documents merchant delivery for {} only (grouped invoices are not), so nothing was sent to Dintero",
+            MERCHANT_DELIVERABLE_TYPES.join(" and ")
+        ));
+    }
     payment_map.insert("operation".into(), json!("invoice_payment"));
     payment_map.entry("days_until_due").or_insert(json!(14));
+    // Both names of the option: the guides say `invoice_channel`, the changelog and the 2026
+    // schema `invoice_delivery_method`. Which one the live API honours is not documented, and
+    // under the one it ignores Kravia would deliver the invoice too.
     payment_map.insert("invoice_channel".into(), json!("merchant"));
+    payment_map.insert("invoice_delivery_method".into(), json!("merchant"));
     let mut session = json!({ "order": order });
     if let Some(url) = object.get("url") {
         session["url"] = url.clone();

@@ -22,6 +22,12 @@ pub struct Sweep {
     /// Unknown here but captured already (by another deployment, a store restored from an old
     /// backup): left alone, since whoever captured them delivers them; count them to look.
     pub captured_elsewhere: u64,
+    /// Skipped transactions looked at again (a status that moved on, Dintero's default).
+    #[serde(default)]
+    pub looked_again: u64,
+    /// Listed transactions Postbud could not read, set aside (each is logged with its id).
+    #[serde(default)]
+    pub unreadable: u64,
     /// Voided transactions whose pending deliveries were stopped.
     pub voided: u64,
     /// Pages read.

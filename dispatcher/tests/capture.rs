@@ -202,7 +202,7 @@ async fn a_capture_body_fits_the_schema_whatever_the_lines_lack() {
     assert!(
         history
             .iter()
-            .any(|e| e.detail.contains("a line has no line_id")),
+            .any(|e| e.detail.contains("a line (items) has no line_id")),
         "{history:?}"
     );
 }

@@ -763,7 +763,7 @@ async fn recording_an_invoice_as_created_fences_out_an_attempt_that_read_too_ear
         .pop()
         .expect("lease");
     store
-        .mark_created(&id, "created by the test")
+        .mark_origin(&id, postbud::store::ORIGIN_CREATED, "created by the test")
         .await
         .expect("mark");
     let skip = postbud::store::DispatchPatch {

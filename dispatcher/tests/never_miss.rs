@@ -255,7 +255,11 @@ async fn the_sweep_leaves_alone_invoices_captured_by_another_deployment() {
         ..Seed::default()
     });
     app.store()
-        .mark_created(&stranded, "created, then the process died")
+        .mark_origin(
+            &stranded,
+            postbud::store::ORIGIN_CREATED,
+            "created, then the process died",
+        )
         .await
         .expect("mark");
     let sweep = app.reconcile().await.expect("sweep");

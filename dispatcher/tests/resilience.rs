@@ -158,8 +158,11 @@ impl Watched {
 
 #[postbud::async_trait]
 impl Store for Watched {
-    async fn mark_created(&self, t: &str, d: &str) -> Result<(), StoreError> {
-        self.store.mark_created(t, d).await
+    async fn mark_origin(&self, t: &str, o: &str, d: &str) -> Result<(), StoreError> {
+        self.store.mark_origin(t, o, d).await
+    }
+    async fn adopt_capture(&self, t: &str, d: &str) -> Result<bool, StoreError> {
+        self.store.adopt_capture(t, d).await
     }
     async fn submit(&self, t: &str) -> Result<bool, StoreError> {
         self.store.submit(t).await

@@ -447,6 +447,12 @@ async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap
                 } else {
                     event
                 };
+                // The accepted request's own event: `event-request-id` is "the request_id of the
+                // event that was accepted for processing"; the VOID completing it comes later,
+                // correlated to it.
+                if let Some(events) = stored.transaction["events"].as_array_mut() {
+                    events.push(json!({"id": uuid(), "event": "INITIATE_VOID", "success": true, "transaction_status": "AUTHORIZED", "request_id": request_id, "created_at": now()}));
+                }
                 (accepted(stored, event, after_gets, &request_id), !fail)
             }
             _ => {

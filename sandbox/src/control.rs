@@ -77,7 +77,11 @@ fn create(shared: &Shared, seed: Seed) -> String {
         .unwrap_or_else(|| "kravia.invoice_b2c".into());
     let currency = seed.currency.clone().unwrap_or_else(|| "NOK".into());
     let items = seed.items.clone().unwrap_or_else(default_items);
-    let amount: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
+    let amount: i64 = items
+        .iter()
+        .chain(seed.shipping_option.iter())
+        .filter_map(|i| i["amount"].as_i64())
+        .sum();
     let billing = seed.billing_address.clone().unwrap_or_else(default_billing);
     let today = jiff::Zoned::now().date();
     // A PDF that changes at capture starts out as a preliminary one, with an earlier due date.
@@ -134,6 +138,16 @@ fn create(shared: &Shared, seed: Seed) -> String {
             {"id": uuid(), "event": "AUTHORIZE", "transaction_status": "AUTHORIZED", "success": true, "amount": amount, "request_id": uuid(), "created_at": now(), "metadata": kravia},
         ],
     });
+    if let Some(shipping) = &seed.shipping_option {
+        transaction["shipping_option"] = shipping.clone();
+    }
+    if seed.kravia_delivered {
+        // "An INITIATE_CAPTURE event marks the start of collection — automatically when Kravia
+        // delivers the invoice" (Dintero's Kravia overview): no capture_reference of anyone's.
+        transaction["events"].as_array_mut().expect("events").push(json!(
+            {"id": uuid(), "event": "INITIATE_CAPTURE", "transaction_status": "AUTHORIZED", "success": true, "amount": amount, "request_id": uuid(), "created_at": now()}
+        ));
+    }
     let key = if seed.use_delivery_method_key {
         "invoice_delivery_method"
     } else {
@@ -148,8 +162,7 @@ fn create(shared: &Shared, seed: Seed) -> String {
         .unwrap_or(&product_type)
         .to_owned();
     let kravia_config = |channel: &str| json!({ type_key.as_str(): { "type": "payment_product_type", "enabled": true, "days_until_due": 14, key: value(channel) } });
-    let options_config =
-        |channel: &str| json!([{ "type": product_type, "details": { key: value(channel) } }]);
+    let options_config = |channel: &str| json!([{ "type": product_type, "currencies": [currency], "details": { key: value(channel) } }]);
     let mut configuration = json!({});
     let session_channel = if seed.no_session_channel {
         None
@@ -505,11 +518,20 @@ pub(crate) async fn pay(
     } else {
         items
     };
-    // The payment-level invoice_channel steers Kravia; the session this call creates has no
+    // The payment-level option steers Kravia; the session this call creates has no
     // `configuration.kravia`, and nothing shows the value when the transaction is read back.
+    let says_merchant = |key: &str| payment[key].as_str() == Some("merchant");
+    let merchant_delivers = match shared.config.pay_reads {
+        crate::PayChannelKey::Either => {
+            says_merchant("invoice_channel") || says_merchant("invoice_delivery_method")
+        }
+        crate::PayChannelKey::InvoiceChannel => says_merchant("invoice_channel"),
+        crate::PayChannelKey::InvoiceDeliveryMethod => says_merchant("invoice_delivery_method"),
+    };
     let id = seed(
         &shared,
         Seed {
+            kravia_delivered: !merchant_delivers,
             product_type: Some(product_type.to_owned()),
             currency: Some(currency.to_owned()),
             billing_address: Some(order["billing_address"].clone()),

@@ -57,6 +57,24 @@ pub struct SandboxConfig {
     pub callback_secret: Option<String>,
     /// Token lifetime in seconds (3600).
     pub token_ttl: u64,
+    /// Which key of `payment` `POST /v1/sessions/pay` honours for who delivers the invoice.
+    pub pay_reads: PayChannelKey,
+}
+
+/// Which name of the delivery option the sandbox's `sessions/pay` honours. Dintero's guides
+/// name it `invoice_channel` (`kravia` | `merchant`), its changelog and 2026 schema
+/// `invoice_delivery_method` (`provider` | `merchant`); which one the live API honours is not
+/// documented, so a client must be right under each reading. An invoice the merchant does not
+/// deliver is Kravia's: Kravia sends it and starts collection (its own `INITIATE_CAPTURE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PayChannelKey {
+    /// `merchant` under either name.
+    #[default]
+    Either,
+    /// Only `invoice_channel` (the guides).
+    InvoiceChannel,
+    /// Only `invoice_delivery_method` (the changelog and the 2026 schema).
+    InvoiceDeliveryMethod,
 }
 
 impl Default for SandboxConfig {
@@ -67,6 +85,7 @@ impl Default for SandboxConfig {
             client_secret: "sandbox-secret".into(),
             callback_secret: None,
             token_ttl: 3600,
+            pay_reads: PayChannelKey::default(),
         }
     }
 }

@@ -121,6 +121,12 @@ pub struct Seed {
     pub billing_address: Option<Value>,
     /// Order lines; one 500 NOK line at 25 % unless set.
     pub items: Option<Vec<Value>>,
+    /// The chosen shipping option (`line_id`, `amount`, `vat`, ...), kept beside the items as
+    /// Dintero keeps it; its amount is part of the transaction's.
+    pub shipping_option: Option<Value>,
+    /// Kravia sent this invoice itself and started collection: the transaction carries
+    /// Kravia's own `INITIATE_CAPTURE` (no `event_reference`), as Dintero's overview describes.
+    pub kravia_delivered: bool,
     /// Merchant reference.
     pub merchant_reference: Option<String>,
     /// `kravia:invoice_number`; a sandbox number unless set.

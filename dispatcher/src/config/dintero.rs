@@ -43,9 +43,13 @@ pub struct DinteroSettings {
     /// does not know (`"0s"` turns the sweep off).
     #[serde(default = "default_reconcile_every", with = "humantime_serde")]
     pub reconcile_every: Duration,
-    /// How far back a sweep looks.
+    /// How far back a sweep looks for authorized transactions.
     #[serde(default = "default_reconcile_lookback", with = "humantime_serde")]
     pub reconcile_lookback: Duration,
+    /// How far back a sweep looks for voided transactions: a void may come long after the
+    /// invoice (Dintero lists by creation time), and must still stop what is pending for it.
+    #[serde(default = "default_void_lookback", with = "humantime_serde")]
+    pub void_lookback: Duration,
     /// Hosts the invoice PDF may come from, besides those of `api_url`, `auth_url` and
     /// `cdn.dintero.com`.
     #[serde(default)]
@@ -85,6 +89,9 @@ fn default_reconcile_every() -> Duration {
 }
 fn default_reconcile_lookback() -> Duration {
     Duration::from_secs(14 * 24 * 3600)
+}
+fn default_void_lookback() -> Duration {
+    Duration::from_secs(180 * 24 * 3600)
 }
 fn default_configuration_cache() -> Duration {
     Duration::from_secs(60)

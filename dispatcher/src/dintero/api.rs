@@ -42,8 +42,8 @@ pub trait DinteroApi: Send + Sync + std::fmt::Debug {
     async fn transactions(
         &self,
         _filter: &TransactionFilter,
-    ) -> Result<Vec<Transaction>, DinteroError> {
-        Ok(Vec::new())
+    ) -> Result<TransactionPage, DinteroError> {
+        Ok(TransactionPage::default())
     }
     /// Checks the credentials without changing anything; says what was checked.
     async fn probe(&self) -> Result<String, DinteroError> {
@@ -57,46 +57,169 @@ pub trait DinteroApi: Send + Sync + std::fmt::Debug {
 pub struct CaptureRequest {
     /// The full authorized amount.
     pub amount: i64,
-    /// Stable per transaction, so our capture is recognisable in `event_reference`.
-    pub capture_reference: String,
-    /// Every line (`line_id`, `amount` and the optional fields the line has), or nothing when a
-    /// line lacks its `line_id`: `items` is optional, and the full amount is captured.
+    /// The merchant's own reference for the settlement report (see [`CaptureRequest::full`]);
+    /// left out when the transaction has none. Postbud recognises its capture by its own
+    /// record of the request, never by this value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_reference: Option<String>,
+    /// Every line, the shipping option among them, when they can be sent as Dintero checks
+    /// them (see [`CaptureLines`]); otherwise left out, and the full amount is captured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<Value>>,
 }
 
+/// How the transaction's lines went into a capture, for the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureLines {
+    /// Sent: this many lines (the shipping option counted), summing to the amount.
+    Sent(usize),
+    /// The transaction has no lines: the amount alone is captured.
+    None,
+    /// Left out, and why: the full amount is captured without lines.
+    LeftOut(String),
+}
+
+impl std::fmt::Display for CaptureLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sent(n) => write!(f, "{n} line(s)"),
+            Self::None => f.write_str("no lines"),
+            Self::LeftOut(why) => write!(
+                f,
+                "without items: {why}, so the full amount is captured without lines"
+            ),
+        }
+    }
+}
+
 impl CaptureRequest {
-    /// The full capture of `tx`, with its lines when every line can be named.
-    pub fn full(tx: &Transaction, capture_reference: String) -> Self {
-        let items = tx
-            .items
-            .iter()
-            .map(|item| {
-                let line_id = item.line_id.as_ref().filter(|l| !l.is_empty())?;
-                let mut line = serde_json::Map::new();
-                line.insert("line_id".into(), Value::from(line_id.as_str()));
-                line.insert("amount".into(), Value::from(item.amount));
-                let optional = [
-                    ("quantity", item.quantity.map(Value::from)),
-                    ("vat", item.vat.map(Value::from)),
-                    ("vat_amount", item.vat_amount.map(Value::from)),
-                    ("id", item.id.as_deref().map(Value::from)),
-                    ("description", item.description.as_deref().map(Value::from)),
-                ];
-                for (key, value) in optional {
-                    // A NaN would serialise as null.
-                    if let Some(value) = value.filter(|v| !v.is_null()) {
-                        line.insert(key.into(), value);
-                    }
-                }
-                Some(Value::Object(line))
-            })
-            .collect::<Option<Vec<_>>>()
-            .filter(|items| !items.is_empty());
-        Self {
+    /// The full capture of `tx`.
+    ///
+    /// The lines are the items and the shipping option ("include all the captured items in the
+    /// call to /capture, also the shipping option", Dintero's integration checklist). Dintero
+    /// refuses lines whose `line_id`s repeat or whose amounts do not add up to `amount` (its own
+    /// WooCommerce plugin adds a rounding line for that reason); `items` is optional, so lines
+    /// that cannot be sent as they are are left out rather than altered, and the amount alone
+    /// is captured.
+    ///
+    /// `capture_reference` is the merchant's own: it "overrides" `order.event_reference` on the
+    /// settlement report, so it is that value (`metadata.event_reference`), else the
+    /// `merchant_reference`.
+    pub fn full(tx: &Transaction) -> (Self, CaptureLines) {
+        let capture_reference = tx
+            .metadata_str("event_reference")
+            .or(tx.merchant_reference.as_deref())
+            .filter(|r| !r.trim().is_empty())
+            .map(str::to_owned);
+        let (items, lines) = match capture_lines(tx) {
+            Ok(items) if items.is_empty() => (None, CaptureLines::None),
+            Ok(items) => {
+                let n = items.len();
+                (Some(items), CaptureLines::Sent(n))
+            }
+            Err(why) => (None, CaptureLines::LeftOut(why)),
+        };
+        let request = Self {
             amount: tx.amount,
             capture_reference,
             items,
+        };
+        (request, lines)
+    }
+}
+
+/// The capture lines of `tx` (its items, then its shipping option), or why they cannot be sent.
+fn capture_lines(tx: &Transaction) -> Result<Vec<Value>, String> {
+    let mut lines = Vec::with_capacity(tx.items.len() + 1);
+    let mut seen = std::collections::HashSet::new();
+    let mut total: i64 = 0;
+    let all = tx
+        .items
+        .iter()
+        .map(|item| ("items", item))
+        .chain(tx.shipping_option.iter().map(|s| ("shipping_option", s)));
+    for (source, item) in all {
+        let Some(line_id) = item.line_id.as_deref().filter(|l| !l.is_empty()) else {
+            return Err(format!("a line ({source}) has no line_id"));
+        };
+        if !seen.insert(line_id) {
+            return Err(format!("line_id `{line_id}` is used twice"));
+        }
+        total = total.saturating_add(item.amount);
+        let mut line = serde_json::Map::new();
+        line.insert("line_id".into(), Value::from(line_id));
+        line.insert("amount".into(), Value::from(item.amount));
+        let quantity = item
+            .quantity
+            .or((source == "shipping_option").then_some(1.0));
+        let optional = [
+            ("quantity", quantity.map(Value::from)),
+            ("vat", item.vat.map(Value::from)),
+            ("vat_amount", item.vat_amount.map(Value::from)),
+            ("id", item.id.as_deref().map(Value::from)),
+            ("description", item.description.as_deref().map(Value::from)),
+        ];
+        for (key, value) in optional {
+            // A NaN would serialise as null.
+            if let Some(value) = value.filter(|v| !v.is_null()) {
+                line.insert(key.into(), value);
+            }
+        }
+        lines.push(Value::Object(line));
+    }
+    if !lines.is_empty() && total != tx.amount {
+        return Err(format!(
+            "the lines sum to {total}, the amount is {}",
+            tx.amount
+        ));
+    }
+    Ok(lines)
+}
+
+/// One page of `GET /v1/transactions`. An entry Postbud cannot read is set aside with the
+/// reason, so one odd transaction never hides the rest of the page, nor the pages after it.
+#[derive(Debug, Clone, Default)]
+pub struct TransactionPage {
+    /// The transactions read.
+    pub transactions: Vec<Transaction>,
+    /// The entries that could not be read as transactions: their `id` when they have one, and
+    /// why.
+    pub unreadable: Vec<(Option<String>, String)>,
+    /// Entries on the page, read or not: a full page means another may follow.
+    pub len: usize,
+    /// The `id` of the page's last entry, read or not: where the next page starts.
+    pub last_id: Option<String>,
+}
+
+impl TransactionPage {
+    /// Reads a page from Dintero's JSON array, entry by entry.
+    pub fn from_entries(entries: Vec<Value>) -> Self {
+        let len = entries.len();
+        let id_of = |entry: &Value| entry.get("id").and_then(Value::as_str).map(str::to_owned);
+        let last_id = entries.last().and_then(id_of);
+        let mut page = Self {
+            len,
+            last_id,
+            ..Self::default()
+        };
+        for entry in entries {
+            let id = id_of(&entry);
+            match serde_json::from_value::<Transaction>(entry) {
+                Ok(tx) => page.transactions.push(tx),
+                Err(e) => page.unreadable.push((id, e.to_string())),
+            }
+        }
+        page
+    }
+}
+
+impl From<Vec<Transaction>> for TransactionPage {
+    fn from(transactions: Vec<Transaction>) -> Self {
+        Self {
+            len: transactions.len(),
+            last_id: transactions.last().map(|t| t.id.clone()),
+            transactions,
+            unreadable: Vec::new(),
         }
     }
 }

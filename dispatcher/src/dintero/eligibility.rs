@@ -101,15 +101,23 @@ fn kravia_level(configuration: Option<&Value>, tx: &Transaction) -> Option<Strin
     channel_value(configuration?.get("kravia")?.get(type_key))
 }
 
-/// `configuration.payment_options[]` entry for the transaction's type.
+/// `configuration.payment_options[]` entry for the transaction's type and currency. Each
+/// option names the `currencies` it accepts (required by the 2026 schema); one that names none
+/// is taken to accept any, so an older configuration still counts.
 fn options_level(configuration: Option<&Value>, tx: &Transaction) -> Option<String> {
+    let accepts = |option: &&Value| match option.get("currencies").and_then(Value::as_array) {
+        Some(currencies) => currencies.iter().any(|c| {
+            c.as_str()
+                .is_some_and(|c| c.eq_ignore_ascii_case(&tx.currency))
+        }),
+        None => true,
+    };
     let option = configuration?
         .get("payment_options")?
         .as_array()?
         .iter()
-        .find(|o| {
-            o.get("type").and_then(Value::as_str) == Some(tx.payment_product_type.as_str())
-        })?;
+        .filter(|o| o.get("type").and_then(Value::as_str) == Some(tx.payment_product_type.as_str()))
+        .find(accepts)?;
     channel_value(option.get("details"))
 }
 
@@ -157,6 +165,16 @@ pub fn resolve_channel(tx: &Transaction, configuration: &ChannelConfiguration) -
         })
 }
 
+/// Ends the reason of a skip that can change while Dintero lists the transaction as
+/// authorized (a status that moves on, Dintero's default when a level could not be read or was
+/// set later): the sweep looks at such a transaction again ([`may_change`]).
+pub const MAY_CHANGE: &str = "looked at again while Dintero lists it AUTHORIZED";
+
+/// Whether a skip's `reason` is one that can change ([`MAY_CHANGE`]).
+pub fn may_change(reason: &str) -> bool {
+    reason.ends_with(MAY_CHANGE)
+}
+
 /// Decides whether Postbud delivers this transaction.
 pub fn check(tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibility {
     if tx.payment_product != "kravia" {
@@ -170,15 +188,30 @@ pub fn check(tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibil
             "kravia.invoice_b2b_grouped: merchant delivery of grouped invoices is not documented by Dintero and not supported".into(),
         );
     }
+    // The session is asked for with every read; an answer without it says nothing of the
+    // session level, which outranks every level below it.
+    if !configuration.created_as_merchant && tx.session_id.is_some() && tx.session.is_none() {
+        return Eligibility::NotYet(
+            "Dintero's answer lacks the session asked for (includes=session): who sends this invoice cannot be told yet".into(),
+        );
+    }
     let resolved = resolve_channel(tx, configuration);
     if resolved.channel != "merchant" {
+        let again = if resolved.source == ChannelSource::Default {
+            format!("; {MAY_CHANGE}")
+        } else {
+            String::new()
+        };
         return Eligibility::Skip(format!(
-            "invoice channel resolves to `{}` (from {}): Kravia delivers this invoice",
+            "invoice channel resolves to `{}` (from {}): Kravia delivers this invoice{again}",
             resolved.channel, resolved.source
         ));
     }
     if tx.status != Status::Authorized {
-        return Eligibility::Skip(format!("status is {}, not AUTHORIZED", tx.status));
+        return Eligibility::Skip(format!(
+            "status is {}, not AUTHORIZED; {MAY_CHANGE}",
+            tx.status
+        ));
     }
     let number = tx.metadata_str("kravia:invoice_number");
     let url = tx.metadata_str("kravia:invoice_url");

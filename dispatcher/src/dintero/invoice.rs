@@ -11,9 +11,12 @@ pub fn invoice_of(tx: &Transaction, invoice_number: &str, pdf: Pdf) -> Invoice {
     let billing = tx.billing_address.clone().unwrap_or_default();
     let kravia_date = |key: &str| tx.kravia_event_value(key).and_then(|d| d.parse().ok());
     let mut invoice = Invoice::new(&tx.id, invoice_number, &tx.currency, pdf);
+    // The shipping option is a line of the invoice as it is of the capture: without it the
+    // lines would not add up to the amount the customer owes.
     invoice.lines = tx
         .items
         .iter()
+        .chain(tx.shipping_option.iter())
         .map(|item| {
             let mut line =
                 InvoiceLine::new(item.description.clone().unwrap_or_default(), item.amount);

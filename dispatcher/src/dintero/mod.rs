@@ -19,7 +19,8 @@ use url::Url;
 
 pub use self::{
     api::{
-        CaptureOutcome, CaptureRequest, DinteroApi, DinteroError, TransactionFilter, VoidOutcome,
+        CaptureLines, CaptureOutcome, CaptureRequest, DinteroApi, DinteroError, TransactionFilter,
+        TransactionPage, VoidOutcome,
     },
     invoice::invoice_of,
 };
@@ -246,7 +247,8 @@ impl DinteroApi for DinteroClient {
         let url = self.api(&format!("/transactions/{id}/capture"));
         let response = self
             .call(&operation, Method::POST, &url, Some(&body))
-            .await?;
+            .await
+            .map_err(conflict_is_unknown)?;
         if response.status() == StatusCode::ACCEPTED {
             let request_id = header_str(response.headers(), "event-request-id");
             return Ok(CaptureOutcome::Accepted { request_id });
@@ -258,7 +260,14 @@ impl DinteroApi for DinteroClient {
     async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
         let operation = format!("void {id}");
         let url = self.api(&format!("/transactions/{id}/void"));
-        let response = self.call(&operation, Method::POST, &url, None).await?;
+        let response = match self.call(&operation, Method::POST, &url, None).await {
+            // A conflict (another operation on the transaction under way) leaves the void's
+            // outcome unknown: wait for the events to say, as after a 202.
+            Err(e) if e.status == Some(409) => {
+                return Ok(VoidOutcome::Accepted { request_id: None });
+            }
+            other => other?,
+        };
         if response.status() == StatusCode::ACCEPTED {
             // The body of a 202 is the transaction as it was: only the VOID event settles it.
             let request_id = header_str(response.headers(), "event-request-id");
@@ -333,7 +342,7 @@ impl DinteroApi for DinteroClient {
     async fn transactions(
         &self,
         filter: &TransactionFilter,
-    ) -> Result<Vec<Transaction>, DinteroError> {
+    ) -> Result<TransactionPage, DinteroError> {
         let operation = "list transactions (GET /transactions)";
         let mut url = Url::parse(&self.api("/transactions"))
             .map_err(|e| DinteroError::permanent(operation, e.to_string()))?;
@@ -359,7 +368,7 @@ impl DinteroApi for DinteroClient {
             .call(operation, Method::GET, url.as_str(), None)
             .await?;
         let bytes = read_body(operation, response).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        let entries: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| {
             DinteroError::permanent(
                 operation,
                 format!(
@@ -367,7 +376,8 @@ impl DinteroApi for DinteroClient {
                     excerpt(&bytes)
                 ),
             )
-        })
+        })?;
+        Ok(TransactionPage::from_entries(entries))
     }
 
     async fn probe(&self) -> Result<String, DinteroError> {
@@ -421,6 +431,22 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None if text.is_empty() => "(empty body)".into(),
         None => text.to_owned(),
+    }
+}
+
+/// A 409 on a capture leaves its outcome unknown (Dintero may be applying this very capture):
+/// temporary, so the next attempt reads the events before anything is sent again.
+fn conflict_is_unknown(e: DinteroError) -> DinteroError {
+    if e.status != Some(409) {
+        return e;
+    }
+    DinteroError {
+        kind: ErrorKind::Temporary,
+        message: format!(
+            "{}; a conflict leaves the outcome unknown: the transaction's events are read again before any capture is sent",
+            e.message
+        ),
+        ..e
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Transaction {
     /// Order lines.
     #[serde(default)]
     pub items: Vec<Item>,
+    /// The shipping option chosen (`id`, `line_id`, `amount`, `vat`, `vat_amount`, ...): a
+    /// line of its own, beside `items`, that a capture must include.
+    #[serde(default)]
+    pub shipping_option: Option<Item>,
     /// Operations applied so far, oldest first.
     #[serde(default)]
     pub events: Vec<Event>,
@@ -126,8 +130,9 @@ pub struct Event {
     /// `CAPTURE`, `INITIATE_CAPTURE`, ... ; unknown names are kept as they are.
     #[serde(alias = "name")]
     pub event: EventName,
-    /// Whether the operation succeeded; absent means it did.
-    #[serde(default = "yes")]
+    /// Whether the operation succeeded. Optional in Dintero's schema ("the event operation
+    /// completed with success"): absent is not yet a success.
+    #[serde(default)]
     pub success: bool,
     /// Status after the event.
     #[serde(default)]
@@ -153,10 +158,6 @@ pub struct Event {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 macro_rules! open_enum {
@@ -287,12 +288,21 @@ impl Transaction {
         })
     }
 
-    /// The event completing an accepted (202) capture request, successful or not.
-    pub fn event_for_request(&self, request_id: &str) -> Option<&Event> {
-        self.events.iter().find(|e| {
-            e.request_id.as_deref() == Some(request_id)
-                || e.correlation_request_id.as_deref() == Some(request_id)
-        })
+    /// The event of one of `names` completing the accepted (202) request `request_id`,
+    /// successful or not: the one whose `correlation_request_id` is the request (how Dintero
+    /// links a completion to its `event-request-id`), else one whose own `request_id` is.
+    pub fn completing_event(&self, request_id: &str, names: &[EventName]) -> Option<&Event> {
+        let of_kind = |e: &&Event| names.contains(&e.event);
+        self.events
+            .iter()
+            .filter(of_kind)
+            .find(|e| e.correlation_request_id.as_deref() == Some(request_id))
+            .or_else(|| {
+                self.events
+                    .iter()
+                    .filter(of_kind)
+                    .find(|e| e.request_id.as_deref() == Some(request_id))
+            })
     }
 
     /// Whether a void has settled: `Some(Ok)` when the transaction is voided, `Some(Err)` with
@@ -305,7 +315,7 @@ impl Transaction {
         // Only the VOID event settles it: an INITIATE_VOID says a void started, not that it held.
         let is_void = |e: &&Event| e.event == EventName::Void;
         let answer = match request_id {
-            Some(id) => self.event_for_request(id).filter(|e| is_void(e)),
+            Some(id) => self.completing_event(id, &[EventName::Void]),
             None => self.events.iter().rev().find(is_void),
         }?;
         if answer.success {
@@ -342,8 +352,9 @@ mod tests {
             "id": "T1.a", "payment_product": "kravia", "payment_product_type": "kravia.invoice_b2c",
             "amount": 100, "currency": "NOK", "status": "SOMETHING_NEW",
             "events": [
-                {"name": "CAPTURE", "metadata": {"kravia:invoice_due_date": "2026-12-01"}},
-                {"event": "FUTURE_EVENT", "success": false, "shiny": 1}
+                {"name": "CAPTURE", "success": true, "metadata": {"kravia:invoice_due_date": "2026-12-01"}},
+                {"event": "FUTURE_EVENT", "success": false, "shiny": 1},
+                {"event": "INITIATE_CAPTURE"}
             ],
             "brand_new_field": {"x": 1}
         }))
@@ -353,6 +364,10 @@ mod tests {
         assert!(tx.events[0].success);
         assert_eq!(tx.events[1].event.as_str(), "FUTURE_EVENT");
         assert!(tx.capture_event().is_some());
+        assert!(
+            !tx.events[2].success,
+            "an event without `success` is not yet a success"
+        );
         assert_eq!(
             tx.kravia_event_value("kravia:invoice_due_date"),
             Some("2026-12-01")
@@ -360,5 +375,31 @@ mod tests {
         let back = serde_json::to_value(&tx).expect("serialises");
         assert_eq!(back["brand_new_field"]["x"], 1);
         assert_eq!(back["events"][1]["shiny"], 1);
+    }
+
+    #[test]
+    fn a_refused_accepted_void_is_found_by_its_correlation_and_its_kind() {
+        let tx: Transaction = serde_json::from_value(serde_json::json!({
+            "id": "T1.a", "payment_product": "kravia", "payment_product_type": "kravia.invoice_b2c",
+            "amount": 100, "currency": "NOK", "status": "AUTHORIZED",
+            "events": [
+                // The accepted request's own event carries its id as `request_id`.
+                {"event": "INITIATE_VOID", "success": true, "request_id": "r-1"},
+                {"event": "VOID", "success": false, "request_id": "r-2", "correlation_request_id": "r-1",
+                 "error": {"message": "the invoice is paid"}}
+            ]
+        }))
+        .expect("parses");
+        assert_eq!(
+            tx.void_result(Some("r-1")),
+            Some(Err("the invoice is paid".to_owned()))
+        );
+        assert_eq!(
+            tx.completing_event("r-1", &[EventName::InitiateVoid])
+                .map(|e| e.event.clone()),
+            Some(EventName::InitiateVoid),
+            "without a correlated event of the kind, the request's own"
+        );
+        assert!(tx.completing_event("r-1", &[EventName::Capture]).is_none());
     }
 }

@@ -3,10 +3,15 @@
 //! way, so a retry after a timeout, a crash or a 202 never captures twice.
 
 use crate::{
-    dintero::{CaptureRequest, model::Transaction},
-    ids,
+    dintero::{
+        CaptureLines, CaptureRequest,
+        model::{EventName, Transaction},
+    },
     store::Dispatch,
 };
+
+/// The events that complete a capture.
+pub(super) const CAPTURE_EVENTS: [EventName; 2] = [EventName::InitiateCapture, EventName::Capture];
 
 /// What a dispatch does about the capture.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,10 +31,10 @@ pub(super) enum CaptureDecision {
     },
     /// Nothing captured or pending: send this request.
     Capture {
-        /// The body: the full amount, with its lines when every line has a `line_id`.
+        /// The body: the full amount, with its lines when they add up to it.
         request: CaptureRequest,
         /// How the lines went into it, for the history.
-        lines: String,
+        lines: CaptureLines,
     },
 }
 
@@ -42,19 +47,16 @@ pub(super) fn decide(tx: &Transaction, dispatch: Option<&Dispatch>) -> CaptureDe
         };
     }
     if let Some(request_id) = dispatch.and_then(|d| d.capture_request_id.clone()) {
-        if let Some(event) = tx.event_for_request(&request_id).filter(|e| !e.success) {
+        if let Some(event) = tx
+            .completing_event(&request_id, &CAPTURE_EVENTS)
+            .filter(|e| !e.success)
+        {
             let why = event.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
             return CaptureDecision::Refused(format!("capture was refused by Dintero: {why}"));
         }
         return CaptureDecision::Waiting { request_id };
     }
-    let request = CaptureRequest::full(tx, ids::capture_reference(&tx.id));
-    let lines = match &request.items {
-        Some(items) => format!("{} line(s)", items.len()),
-        None if tx.items.is_empty() => "no lines".to_owned(),
-        None => "without items: a line has no line_id, so the full amount is captured without lines"
-            .to_owned(),
-    };
+    let (request, lines) = CaptureRequest::full(tx);
     CaptureDecision::Capture { request, lines }
 }
 
@@ -64,6 +66,13 @@ mod tests {
 
     use super::*;
     use crate::store::Stage;
+
+    fn shipped(items: Value, shipping: Value, amount: i64) -> Transaction {
+        let mut tx = tx(json!([]), items);
+        tx.amount = amount;
+        tx.shipping_option = Some(serde_json::from_value(shipping).expect("a shipping option"));
+        tx
+    }
 
     const ID: &str = "T12345678.capTure";
 
@@ -85,7 +94,7 @@ mod tests {
             transaction_id: ID.into(),
             stage: Stage::Capturing,
             reason: None,
-            capture_reference: Some(ids::capture_reference(ID)),
+            capture_reference: Some("order-1".into()),
             capture_request_id: request_id.map(str::to_owned),
             captured_at: captured.then_some(1),
             invoice_number: None,
@@ -107,9 +116,58 @@ mod tests {
             panic!("{decision:?}")
         };
         assert_eq!(request.amount, 50000);
-        assert_eq!(request.capture_reference, ids::capture_reference(ID));
+        assert_eq!(request.capture_reference, None, "no reference of the merchant's to send");
         assert_eq!(request.items.as_ref().map(Vec::len), Some(2));
-        assert_eq!(lines, "2 line(s)");
+        assert_eq!(lines, CaptureLines::Sent(2));
+    }
+
+    #[test]
+    fn the_capture_carries_the_merchant_s_reference() {
+        let mut tx = tx(json!([]), lines());
+        tx.merchant_reference = Some("order-1042".into());
+        let CaptureDecision::Capture { request, .. } = decide(&tx, None) else { panic!("a capture") };
+        assert_eq!(request.capture_reference.as_deref(), Some("order-1042"));
+        // The event reference the merchant set for the settlement report wins.
+        tx.metadata.insert("event_reference".into(), json!("settle-77"));
+        let CaptureDecision::Capture { request, .. } = decide(&tx, None) else { panic!("a capture") };
+        assert_eq!(request.capture_reference.as_deref(), Some("settle-77"));
+        let body = serde_json::to_value(&request).expect("serialises");
+        assert_eq!(body["capture_reference"], "settle-77");
+    }
+
+    #[test]
+    fn the_shipping_option_is_a_capture_line() {
+        let shipping = json!({"id": "bring", "line_id": "shipping", "amount": 9900, "vat": 25,
+                              "vat_amount": 1980, "description": "Bring to the door", "operator": "Bring"});
+        let CaptureDecision::Capture { request, lines } = decide(&shipped(lines(), shipping, 59900), None) else {
+            panic!("a capture")
+        };
+        assert_eq!(lines, CaptureLines::Sent(3));
+        let items = request.items.expect("items");
+        assert_eq!(
+            items[2],
+            json!({"line_id": "shipping", "amount": 9900, "quantity": 1.0, "vat": 25.0,
+                   "vat_amount": 1980, "id": "bring", "description": "Bring to the door"})
+        );
+        let sum: i64 = items.iter().map(|i| i["amount"].as_i64().expect("amount")).sum();
+        assert_eq!(sum, request.amount);
+    }
+
+    #[test]
+    fn lines_that_do_not_add_up_or_repeat_an_id_are_left_out() {
+        // A rounding difference: the lines miss the amount by one øre.
+        let CaptureDecision::Capture { request, lines } = decide(&shipped(lines(), json!({"line_id": "s", "amount": 100}), 50101), None) else {
+            panic!("a capture")
+        };
+        assert!(request.items.is_none());
+        assert_eq!(request.amount, 50101);
+        assert_eq!(lines.to_string(), "without items: the lines sum to 50100, the amount is 50101, so the full amount is captured without lines");
+        let twice = json!([{"line_id": "1", "amount": 30000}, {"line_id": "1", "amount": 20000}]);
+        let CaptureDecision::Capture { request, lines } = decide(&tx(json!([]), twice), None) else {
+            panic!("a capture")
+        };
+        assert!(request.items.is_none());
+        assert!(lines.to_string().contains("line_id `1` is used twice"), "{lines}");
     }
 
     #[test]
@@ -119,11 +177,11 @@ mod tests {
             panic!("a capture")
         };
         assert!(request.items.is_none());
-        assert!(lines.starts_with("without items"), "{lines}");
+        assert!(lines.to_string().starts_with("without items: a line (items) has no line_id"), "{lines}");
         let CaptureDecision::Capture { lines, .. } = decide(&tx(json!([]), json!([])), None) else {
             panic!("a capture")
         };
-        assert_eq!(lines, "no lines");
+        assert_eq!(lines, CaptureLines::None);
     }
 
     #[test]

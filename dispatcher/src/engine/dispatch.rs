@@ -15,10 +15,13 @@ use crate::{
     ids,
     invoice::Pdf,
     store::{
-        ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, StoreError,
+        ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, ORIGIN_DECLARED, StoreError,
         now_ms,
     },
 };
+
+/// How the reason of a dispatch stopped by a capture Postbud did not make begins.
+pub const COLLECTION_STARTED_ELSEWHERE: &str = "collection was started elsewhere";
 
 /// How often and how long to re-read a transaction after a 202 capture before leaving the
 /// confirmation to a later attempt.
@@ -140,8 +143,9 @@ impl Engine {
                 _ => not_yet("the invoice metadata is missing after capture".into()).await,
             };
         }
-        let created_as_merchant =
-            dispatch.and_then(|d| d.origin.as_deref()) == Some(ORIGIN_CREATED);
+        let created_as_merchant = dispatch
+            .and_then(|d| d.origin.as_deref())
+            .is_some_and(|origin| [ORIGIN_CREATED, ORIGIN_DECLARED].contains(&origin));
         let configuration = match self.channel_configuration(tx, created_as_merchant).await {
             Ok(configuration) => configuration,
             Err(e) => {
@@ -156,6 +160,17 @@ impl Engine {
             }
         };
         match self.dispatcher.eligibility(tx, &configuration) {
+            // A collection Postbud did not ask for (Postbud records its request before sending
+            // it, so its own is `started` above): Kravia delivered the invoice, or another
+            // system captured it. Delivering it too would be a second invoice for one debt.
+            Eligibility::Eligible { .. } if let Some(event) = tx.capture_event() => {
+                let reason = format!(
+                    "{COLLECTION_STARTED_ELSEWHERE}: Dintero shows a successful {} (event_reference {}) that Postbud never asked for; Kravia may have delivered this invoice itself, so Postbud delivered nothing. If the customer does not have it: `postbud deliver --adopt-capture {id}`",
+                    event.event,
+                    event.event_reference.as_deref().unwrap_or("none"),
+                );
+                Ok(Err(self.stop_failed(lease, reason).await?))
+            }
             Eligibility::Eligible {
                 invoice_number,
                 invoice_url,
@@ -430,7 +445,13 @@ impl Engine {
             }
             CaptureDecision::Capture { request, lines } => (request, lines),
         };
-        let reference = request.capture_reference.clone();
+        // Recorded before it is sent: this record is how a later attempt knows the capture
+        // Dintero shows is Postbud's own, even when this attempt never hears the answer.
+        let reference = request.capture_reference.clone().unwrap_or_default();
+        let sent_reference = match &request.capture_reference {
+            Some(r) => format!("capture_reference {r}"),
+            None => "no capture_reference (the transaction has no merchant reference)".to_owned(),
+        };
         self.store
             .update_dispatch(
                 lease,
@@ -441,7 +462,7 @@ impl Engine {
                     note: Some((
                         "capture requested",
                         format!(
-                            "amount {} {}, capture_reference {reference}, {lines}",
+                            "amount {} {}, {sent_reference}, {lines}",
                             tx.amount, tx.currency
                         ),
                     )),
@@ -452,8 +473,8 @@ impl Engine {
         match self.gateway.capture(id, &request).await {
             Ok(CaptureOutcome::Done(after)) => self.after_capture(lease, &after).await,
             Ok(CaptureOutcome::Accepted { request_id }) => {
-                let request_id =
-                    request_id.unwrap_or_else(|| format!("{reference} (no event-request-id)"));
+                let request_id = request_id
+                    .unwrap_or_else(|| format!("capture of {id} (no event-request-id)"));
                 self.store
                     .update_dispatch(
                         lease,
@@ -471,7 +492,9 @@ impl Engine {
                     tokio::time::sleep(CONFIRM_INTERVAL).await;
                     if let Ok(now) = self.gateway.transaction(id).await
                         && (now.capture_event().is_some()
-                            || now.event_for_request(&request_id).is_some())
+                            || now
+                                .completing_event(&request_id, &capture::CAPTURE_EVENTS)
+                                .is_some())
                     {
                         return self.after_capture(lease, &now).await;
                     }

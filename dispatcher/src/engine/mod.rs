@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 pub use self::{
     dispatcher::{DefaultDispatcher, Dispatcher},
+    dispatch::COLLECTION_STARTED_ELSEWHERE,
     outcome::Outcome,
 };
 use crate::{

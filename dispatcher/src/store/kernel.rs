@@ -24,6 +24,15 @@ pub(super) const RETRY: &str = "UPDATE jobs SET state = 'queued', next_at = $1, 
        AND (CAST($3 AS TEXT) IS NULL OR channel = $3)
        AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))";
 
+/// Adopts a capture made elsewhere (see [`super::Store::adopt_capture`]). Parameters: now,
+/// transaction.
+pub(super) const ADOPT_CAPTURE: &str = "UPDATE dispatches SET captured_at = $1, stage = 'captured', reason = NULL, updated_at = $1
+     WHERE transaction_id = $2 AND stage = 'failed' AND captured_at IS NULL AND capture_reference IS NULL";
+
+/// Queues a stopped dispatch job again, as new. Parameters: now, the job's id.
+pub(super) const REQUEUE_DISPATCH: &str = "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, last_error = NULL, fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = $1
+     WHERE id = $2 AND state IN ('failed', 'dead', 'skipped')";
+
 /// One history line. Parameters: transaction, job or NULL, time, event, detail.
 pub(super) const HISTORY: &str =
     "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)";

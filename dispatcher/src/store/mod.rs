@@ -295,7 +295,7 @@ pub struct Lease {
     /// For a dispatch job, its dispatch record as the claim found it, read in the claim's own
     /// transaction so the attempt need not read it again; `None` for other jobs, or where the
     /// store did not read it. It is as fresh as a read right after the claim: a writer of a
-    /// dispatch under way (a void, `mark_created`) moves its fence, so the attempt's next write
+    /// dispatch under way (a void, `mark_origin`) moves its fence, so the attempt's next write
     /// is refused.
     pub dispatch: Option<Dispatch>,
 }
@@ -309,7 +309,9 @@ pub struct Dispatch {
     pub stage: Stage,
     /// Why it was skipped or failed.
     pub reason: Option<String>,
-    /// Our `capture_reference`.
+    /// The `capture_reference` of Postbud's capture request (empty when it carried none),
+    /// recorded before the request is sent: present means Postbud asked Dintero to capture, so
+    /// a capture Dintero shows is Postbud's own even when the answer was lost.
     pub capture_reference: Option<String>,
     /// `event-request-id` of a 202 capture awaiting its event.
     pub capture_request_id: Option<String>,
@@ -638,9 +640,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// (its transaction may have become eligible); anything else is left as it is.
     /// Returns true when work was queued.
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError>;
-    /// Records, before it is submitted, that Postbud created this transaction itself as a
-    /// merchant-delivered invoice ([`ORIGIN_CREATED`]), with a history line.
-    async fn mark_created(&self, transaction_id: &str, detail: &str) -> Result<(), StoreError>;
+    /// Records, before it is submitted, that this transaction is a merchant-delivered invoice
+    /// made with `POST /v1/sessions/pay` (`origin`: [`ORIGIN_CREATED`] when Postbud made it,
+    /// [`ORIGIN_DECLARED`] when the merchant's own system did), with a history line. Dintero
+    /// does not echo the payment level back, so this record is the only place it is kept.
+    async fn mark_origin(&self, transaction_id: &str, origin: &str, detail: &str) -> Result<(), StoreError>;
+    /// An operator's word that the capture Dintero shows for a dispatch stopped because
+    /// collection was started elsewhere is to be delivered anyway: records the capture as
+    /// known, and queues the dispatch job again. False, and nothing changed, when the dispatch
+    /// is not stopped before a capture of Postbud's own.
+    async fn adopt_capture(&self, transaction_id: &str, detail: &str) -> Result<bool, StoreError>;
     /// Records a void Dintero accepted with 202 (its `event-request-id`, when given) and queues
     /// `job`, the one that waits for its `VOID` event; a job left from an earlier void that
     /// ended is queued again.
@@ -734,6 +743,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// [`Dispatch::origin`] of an invoice Postbud created itself through `POST /v1/sessions/pay` with
 /// `invoice_channel: "merchant"`: it is the merchant's to deliver, whatever Dintero echoes back.
 pub const ORIGIN_CREATED: &str = "sessions/pay";
+
+/// [`Dispatch::origin`] of an invoice the merchant's own system created through
+/// `POST /v1/sessions/pay` with `invoice_channel: "merchant"`, as an operator or the merchant's
+/// code declared it (`postbud deliver --merchant-initiated`, [`crate::App::declare_merchant_initiated`]).
+pub const ORIGIN_DECLARED: &str = "sessions/pay, declared";
 
 /// Fields of the dispatch record to change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]

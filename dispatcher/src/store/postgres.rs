@@ -296,7 +296,29 @@ impl Columns for PgRow {
 
 #[async_trait::async_trait]
 impl Store for PgStore {
-    async fn mark_created(&self, transaction_id: &str, detail: &str) -> Result<(), StoreError> {
+    async fn adopt_capture(&self, transaction_id: &str, detail: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.write().await?;
+        let adopted = sqlx::query(kernel::ADOPT_CAPTURE)
+            .bind(now)
+            .bind(transaction_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if adopted == 0 {
+            return Ok(false);
+        }
+        sqlx::query(kernel::REQUEUE_DISPATCH)
+            .bind(now)
+            .bind(ids::dispatch_id(transaction_id))
+            .execute(&mut *tx)
+            .await?;
+        history(&mut *tx, transaction_id, None, "capture adopted", detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn mark_origin(&self, transaction_id: &str, origin: &str, detail: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.write().await?;
         sqlx::query(
@@ -305,7 +327,7 @@ impl Store for PgStore {
              WHERE dispatches.stage IN ('new', 'skipped')",
         )
         .bind(transaction_id)
-        .bind(super::ORIGIN_CREATED)
+        .bind(origin)
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -323,7 +345,7 @@ impl Store for PgStore {
         .bind(transaction_id)
         .execute(&mut *tx)
         .await?;
-        history(&mut *tx, transaction_id, None, "created", detail).await?;
+        history(&mut *tx, transaction_id, None, "merchant-initiated", detail).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -407,8 +407,23 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn mark_created(&self, transaction_id: &str, detail: &str) -> Result<(), StoreError> {
+    async fn adopt_capture(&self, transaction_id: &str, detail: &str) -> Result<bool, StoreError> {
         let (transaction_id, detail) = (transaction_id.to_owned(), detail.to_owned());
+        self.db
+            .write(move |conn| {
+                let now = now_ms();
+                if exec(conn, kernel::ADOPT_CAPTURE, params![now, transaction_id])? == 0 {
+                    return Ok(false);
+                }
+                exec(conn, kernel::REQUEUE_DISPATCH, params![now, ids::dispatch_id(&transaction_id)])?;
+                history(conn, &transaction_id, None, "capture adopted", &detail)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn mark_origin(&self, transaction_id: &str, origin: &str, detail: &str) -> Result<(), StoreError> {
+        let (transaction_id, origin, detail) = (transaction_id.to_owned(), origin.to_owned(), detail.to_owned());
         self.db
             .write(move |conn| {
                 let now = now_ms();
@@ -417,7 +432,7 @@ impl Store for SqliteStore {
                     "INSERT INTO dispatches (transaction_id, stage, origin, created_at, updated_at) VALUES (?, 'new', ?, ?, ?)
                      ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin
                      WHERE dispatches.stage IN ('new', 'skipped')",
-                    params![transaction_id, super::ORIGIN_CREATED, now, now],
+                    params![transaction_id, origin, now, now],
                 )?;
                 // A callback may have started the dispatch before this was recorded: an attempt
                 // that has not captured yet is fenced out and queued again, so it cannot skip
@@ -429,7 +444,7 @@ impl Store for SqliteStore {
                        AND EXISTS (SELECT 1 FROM dispatches WHERE transaction_id = ? AND stage IN ('new', 'skipped'))",
                     params![now, now, ids::dispatch_id(&transaction_id), transaction_id],
                 )?;
-                history(conn, &transaction_id, None, "created", &detail)
+                history(conn, &transaction_id, None, "merchant-initiated", &detail)
             })
             .await
     }
