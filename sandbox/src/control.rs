@@ -141,6 +141,9 @@ fn create(shared: &Shared, seed: Seed) -> String {
     if let Some(shipping) = &seed.shipping_option {
         transaction["shipping_option"] = shipping.clone();
     }
+    for (key, value) in seed.overrides.iter().flatten() {
+        transaction[key.as_str()] = value.clone();
+    }
     if seed.kravia_delivered {
         // "An INITIATE_CAPTURE event marks the start of collection — automatically when Kravia
         // delivers the invoice" (Dintero's Kravia overview): no capture_reference of anyone's.

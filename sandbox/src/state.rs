@@ -124,6 +124,9 @@ pub struct Seed {
     /// The chosen shipping option (`line_id`, `amount`, `vat`, ...), kept beside the items as
     /// Dintero keeps it; its amount is part of the transaction's.
     pub shipping_option: Option<Value>,
+    /// Top-level fields written over the transaction as made (a `created_at` long ago, an
+    /// `amount` of a shape Postbud cannot read): what a test needs that no other option makes.
+    pub overrides: Option<serde_json::Map<String, Value>>,
     /// Kravia sent this invoice itself and started collection: the transaction carries
     /// Kravia's own `INITIATE_CAPTURE` (no `event_reference`), as Dintero's overview describes.
     pub kravia_delivered: bool,
