@@ -880,3 +880,43 @@ async fn bench_measures_postgres_on_a_scratch_database_it_drops() {
     assert_eq!(left, 0, "{name} was dropped");
     assert!(!dir.path().join("bench.db").exists(), "no SQLite file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_declares_a_merchant_initiated_invoice_and_adopts_a_capture_made_elsewhere() {
+    let s = setup("").await;
+    // Made by the merchant's own backend with sessions/pay: Dintero's default says Kravia.
+    let id = s.sandbox.seed(Seed {
+        no_session_channel: true,
+        ..Seed::default()
+    });
+    let skipped = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(skipped.status.code(), Some(3), "{}", text(&skipped));
+    let declared = run(&s.config, &["deliver", "--merchant-initiated", &id], &[]).await;
+    assert_eq!(declared.status.code(), Some(0), "{}", text(&declared));
+    assert_eq!(s.sandbox.captures(&id), 1);
+    // Kravia delivered this one and started collection: nothing is sent, the reason says how
+    // to deliver it anyway.
+    let id = s.sandbox.seed(Seed {
+        kravia_delivered: true,
+        ..Seed::default()
+    });
+    let stopped = run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(stopped.status.code(), Some(1), "{}", text(&stopped));
+    assert!(
+        text(&stopped).contains("collection was started elsewhere")
+            && text(&stopped).contains(&format!("postbud deliver --adopt-capture {id}")),
+        "{}",
+        text(&stopped)
+    );
+    let adopted = run(&s.config, &["deliver", "--adopt-capture", &id], &[]).await;
+    assert_eq!(adopted.status.code(), Some(0), "{}", text(&adopted));
+    assert_eq!(s.sandbox.captures(&id), 0, "never captured by Postbud");
+    // Nothing left to adopt: exit 3 with the reason.
+    let again = run(&s.config, &["deliver", "--adopt-capture", &id], &[]).await;
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    assert!(
+        text(&again).contains("not stopped by a collection started elsewhere"),
+        "{}",
+        text(&again)
+    );
+}
