@@ -137,7 +137,7 @@ impl AppBuilder {
             }
             None => None,
         };
-        let engine = Arc::new(Engine::new(
+        let mut engine = Engine::new(
             store,
             Arc::clone(&gateway),
             channels,
@@ -145,7 +145,11 @@ impl AppBuilder {
             settings.engine.clone(),
             links.clone(),
             self.dispatcher,
-        ));
+        );
+        if let Some(dintero) = &settings.dintero {
+            engine = engine.with_capture_grace(dintero.timeout);
+        }
+        let engine = Arc::new(engine);
         let rate = settings.server.unverified_per_second;
         Ok(App {
             settings,

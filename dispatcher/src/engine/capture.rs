@@ -2,7 +2,10 @@
 //! says was done, before anything is sent. A capture is sent only when neither shows one under
 //! way, so a retry after a timeout, a crash or a 202 never captures twice.
 
+use std::time::Duration;
+
 use crate::{
+    store::{Millis, Stage},
     dintero::{
         CaptureLines, CaptureRequest,
         model::{EventName, Transaction},
@@ -29,6 +32,15 @@ pub(super) enum CaptureDecision {
         /// The accepted request.
         request_id: String,
     },
+    /// A capture was sent and no answer heard (a timeout, a lost connection, a 5xx), and
+    /// Dintero shows no capture yet: it may still be applied. Nothing is sent before `until`;
+    /// then Dintero's events decide.
+    InFlight {
+        /// When the request was recorded, just before it was sent (store milliseconds).
+        requested_at: Millis,
+        /// When a capture may be sent again if Dintero still shows none.
+        until: Millis,
+    },
     /// Nothing captured or pending: send this request.
     Capture {
         /// The body: the full amount, with its lines when they add up to it.
@@ -38,8 +50,15 @@ pub(super) enum CaptureDecision {
     },
 }
 
-/// The decision for `tx`, given the dispatch the store holds for it.
-pub(super) fn decide(tx: &Transaction, dispatch: Option<&Dispatch>) -> CaptureDecision {
+/// The decision for `tx`, given the dispatch the store holds for it, at `now`. A capture
+/// requested and not answered is waited for `grace` (longer than the client waits for an
+/// answer, so a capture Dintero applies late shows before another is sent).
+pub(super) fn decide(
+    tx: &Transaction,
+    dispatch: Option<&Dispatch>,
+    now: Millis,
+    grace: Duration,
+) -> CaptureDecision {
     if let Some(event) = tx.capture_event() {
         let known = dispatch.is_some_and(|d| d.captured_at.is_some());
         return CaptureDecision::Started {
@@ -56,6 +75,19 @@ pub(super) fn decide(tx: &Transaction, dispatch: Option<&Dispatch>) -> CaptureDe
         }
         return CaptureDecision::Waiting { request_id };
     }
+    // Requested (recorded just before sending, which last set `updated_at`), unanswered, and
+    // nothing at Dintero yet. Any later write only moves the wait later.
+    if let Some(d) = dispatch.filter(|d| {
+        d.stage == Stage::Capturing && d.capture_reference.is_some() && d.captured_at.is_none()
+    }) {
+        let until = d.updated_at.saturating_add(grace.as_millis() as Millis);
+        if now < until {
+            return CaptureDecision::InFlight {
+                requested_at: d.updated_at,
+                until,
+            };
+        }
+    }
     let (request, lines) = CaptureRequest::full(tx);
     CaptureDecision::Capture { request, lines }
 }
@@ -65,7 +97,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::store::Stage;
+
+    const GRACE: Duration = Duration::from_secs(60);
+
+    /// The decision long after any request (no grace in the way).
+    fn decide_now(tx: &Transaction, dispatch: Option<&Dispatch>) -> CaptureDecision {
+        decide(tx, dispatch, 1_000_000_000, GRACE)
+    }
 
     fn shipped(items: Value, shipping: Value, amount: i64) -> Transaction {
         let mut tx = tx(json!([]), items);
@@ -111,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_fresh_authorization_is_captured_with_its_lines() {
-        let decision = decide(&tx(json!([]), lines()), None);
+        let decision = decide_now(&tx(json!([]), lines()), None);
         let CaptureDecision::Capture { request, lines } = decision else {
             panic!("{decision:?}")
         };
@@ -125,11 +163,11 @@ mod tests {
     fn the_capture_carries_the_merchant_s_reference() {
         let mut tx = tx(json!([]), lines());
         tx.merchant_reference = Some("order-1042".into());
-        let CaptureDecision::Capture { request, .. } = decide(&tx, None) else { panic!("a capture") };
+        let CaptureDecision::Capture { request, .. } = decide_now(&tx, None) else { panic!("a capture") };
         assert_eq!(request.capture_reference.as_deref(), Some("order-1042"));
         // The event reference the merchant set for the settlement report wins.
         tx.metadata.insert("event_reference".into(), json!("settle-77"));
-        let CaptureDecision::Capture { request, .. } = decide(&tx, None) else { panic!("a capture") };
+        let CaptureDecision::Capture { request, .. } = decide_now(&tx, None) else { panic!("a capture") };
         assert_eq!(request.capture_reference.as_deref(), Some("settle-77"));
         let body = serde_json::to_value(&request).expect("serialises");
         assert_eq!(body["capture_reference"], "settle-77");
@@ -139,7 +177,7 @@ mod tests {
     fn the_shipping_option_is_a_capture_line() {
         let shipping = json!({"id": "bring", "line_id": "shipping", "amount": 9900, "vat": 25,
                               "vat_amount": 1980, "description": "Bring to the door", "operator": "Bring"});
-        let CaptureDecision::Capture { request, lines } = decide(&shipped(lines(), shipping, 59900), None) else {
+        let CaptureDecision::Capture { request, lines } = decide_now(&shipped(lines(), shipping, 59900), None) else {
             panic!("a capture")
         };
         assert_eq!(lines, CaptureLines::Sent(3));
@@ -156,14 +194,14 @@ mod tests {
     #[test]
     fn lines_that_do_not_add_up_or_repeat_an_id_are_left_out() {
         // A rounding difference: the lines miss the amount by one øre.
-        let CaptureDecision::Capture { request, lines } = decide(&shipped(lines(), json!({"line_id": "s", "amount": 100}), 50101), None) else {
+        let CaptureDecision::Capture { request, lines } = decide_now(&shipped(lines(), json!({"line_id": "s", "amount": 100}), 50101), None) else {
             panic!("a capture")
         };
         assert!(request.items.is_none());
         assert_eq!(request.amount, 50101);
         assert_eq!(lines.to_string(), "without items: the lines sum to 50100, the amount is 50101, so the full amount is captured without lines");
         let twice = json!([{"line_id": "1", "amount": 30000}, {"line_id": "1", "amount": 20000}]);
-        let CaptureDecision::Capture { request, lines } = decide(&tx(json!([]), twice), None) else {
+        let CaptureDecision::Capture { request, lines } = decide_now(&tx(json!([]), twice), None) else {
             panic!("a capture")
         };
         assert!(request.items.is_none());
@@ -173,12 +211,12 @@ mod tests {
     #[test]
     fn a_line_without_line_id_captures_the_amount_without_items() {
         let items = json!([{"line_id": "1", "amount": 30000}, {"amount": 20000}]);
-        let CaptureDecision::Capture { request, lines } = decide(&tx(json!([]), items), None) else {
+        let CaptureDecision::Capture { request, lines } = decide_now(&tx(json!([]), items), None) else {
             panic!("a capture")
         };
         assert!(request.items.is_none());
         assert!(lines.to_string().starts_with("without items: a line (items) has no line_id"), "{lines}");
-        let CaptureDecision::Capture { lines, .. } = decide(&tx(json!([]), json!([])), None) else {
+        let CaptureDecision::Capture { lines, .. } = decide_now(&tx(json!([]), json!([])), None) else {
             panic!("a capture")
         };
         assert_eq!(lines, CaptureLines::None);
@@ -190,14 +228,14 @@ mod tests {
             let events = json!([{"event": name, "success": true, "event_reference": "elsewhere"}]);
             // Unknown to the store (sent by an attempt that died, or by another system): record.
             assert_eq!(
-                decide(&tx(events.clone(), lines()), None),
+                decide_now(&tx(events.clone(), lines()), None),
                 CaptureDecision::Started {
                     record: Some((name.to_owned(), Some("elsewhere".to_owned())))
                 }
             );
             // Known: nothing to record. A pending 202 does not matter once the event is there.
             assert_eq!(
-                decide(&tx(events, lines()), Some(&dispatch(true, Some("r-1")))),
+                decide_now(&tx(events, lines()), Some(&dispatch(true, Some("r-1")))),
                 CaptureDecision::Started { record: None }
             );
         }
@@ -207,7 +245,7 @@ mod tests {
     fn a_failed_capture_event_is_not_a_capture() {
         let events = json!([{"event": "INITIATE_CAPTURE", "success": false}]);
         assert!(matches!(
-            decide(&tx(events, lines()), None),
+            decide_now(&tx(events, lines()), None),
             CaptureDecision::Capture { .. }
         ));
     }
@@ -216,14 +254,14 @@ mod tests {
     fn an_accepted_capture_is_waited_for_or_refused_never_repeated() {
         let pending = dispatch(false, Some("r-1"));
         assert_eq!(
-            decide(&tx(json!([]), lines()), Some(&pending)),
+            decide_now(&tx(json!([]), lines()), Some(&pending)),
             CaptureDecision::Waiting {
                 request_id: "r-1".into()
             }
         );
         let other = json!([{"event": "INITIATE_CAPTURE", "success": false, "request_id": "r-0"}]);
         assert_eq!(
-            decide(&tx(other, lines()), Some(&pending)),
+            decide_now(&tx(other, lines()), Some(&pending)),
             CaptureDecision::Waiting {
                 request_id: "r-1".into()
             },
@@ -231,9 +269,43 @@ mod tests {
         );
         let refused = json!([{"event": "CAPTURE", "success": false, "correlation_request_id": "r-1",
                               "error": {"message": "amount mismatch"}}]);
-        let CaptureDecision::Refused(reason) = decide(&tx(refused, lines()), Some(&pending)) else {
+        let CaptureDecision::Refused(reason) = decide_now(&tx(refused, lines()), Some(&pending)) else {
             panic!("refused")
         };
         assert!(reason.contains("amount mismatch"), "{reason}");
+    }
+
+    #[test]
+    fn a_capture_requested_and_unanswered_is_never_sent_again_within_the_grace() {
+        let mut requested = dispatch(false, None);
+        requested.updated_at = 10_000;
+        let tx = tx(json!([]), lines());
+        // Within the grace: wait, whoever runs the attempt.
+        assert_eq!(
+            decide(&tx, Some(&requested), 10_000 + 59_999, GRACE),
+            CaptureDecision::InFlight {
+                requested_at: 10_000,
+                until: 70_000
+            }
+        );
+        // Past it, Dintero still shows nothing: the first one never landed; send.
+        assert!(matches!(
+            decide(&tx, Some(&requested), 70_000, GRACE),
+            CaptureDecision::Capture { .. }
+        ));
+        // Dintero shows it: started, at any time.
+        let landed = json!([{"event": "INITIATE_CAPTURE", "success": true}]);
+        assert!(matches!(
+            decide(&super::tests::tx(landed, lines()), Some(&requested), 10_001, GRACE),
+            CaptureDecision::Started { .. }
+        ));
+        // Never requested: nothing to wait for.
+        let mut fresh = requested.clone();
+        fresh.stage = Stage::New;
+        fresh.capture_reference = None;
+        assert!(matches!(
+            decide(&tx, Some(&fresh), 10_001, GRACE),
+            CaptureDecision::Capture { .. }
+        ));
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     invoice::Pdf,
     store::{
         ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, ORIGIN_DECLARED, StoreError,
-        now_ms,
+        fmt_ms, now_ms,
     },
 };
 
@@ -423,7 +423,7 @@ impl Engine {
         before: &BeforeCapture,
     ) -> Result<Capture, StoreError> {
         let id = tx.id.as_str();
-        let decision = capture::decide(tx, dispatch);
+        let decision = capture::decide(tx, dispatch, now_ms(), self.capture_grace);
         let keep = (!before.kept).then(|| before.pdf.clone());
         if let Some(pdf) = &keep
             && !matches!(decision, CaptureDecision::Capture { .. })
@@ -441,6 +441,21 @@ impl Engine {
             }
             CaptureDecision::Waiting { request_id } => {
                 let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+                return Ok(Capture::Stop(finish));
+            }
+            CaptureDecision::InFlight { requested_at, until } => {
+                let wait = Duration::from_millis(until.saturating_sub(now_ms()).max(0) as u64);
+                let finish = self.failure(
+                    lease,
+                    ErrorKind::Temporary,
+                    Some(wait),
+                    format!(
+                        "capture requested at {} and not answered; Dintero shows no capture yet and may still apply it, so none is sent before {} ({}s after the request: twice the Dintero client's timeout); Dintero's events are read again then",
+                        fmt_ms(requested_at),
+                        fmt_ms(until),
+                        self.capture_grace.as_secs()
+                    ),
+                );
                 return Ok(Capture::Stop(finish));
             }
             CaptureDecision::Capture { request, lines } => (request, lines),
@@ -503,6 +518,14 @@ impl Engine {
                 Ok(Capture::Stop(finish))
             }
             Err(e) if e.kind == ErrorKind::Permanent => {
+                // Refused because collection has already started (a capture of Postbud's that
+                // landed while its answer was lost, now "beyond the authorised amount"): what
+                // Dintero shows decides, and a capture it shows is Postbud's own (requested above).
+                if let Ok(now) = self.gateway.transaction(id).await
+                    && now.capture_event().is_some()
+                {
+                    return self.after_capture(lease, &now).await;
+                }
                 let reason = format!("capture failed permanently, nothing will be delivered: {e}");
                 Ok(Capture::Stop(self.stop_failed(lease, reason).await?))
             }

@@ -34,6 +34,9 @@ use crate::{
     store::{Claim, Finish, Lease, Store, StoreError},
 };
 
+/// The capture grace of an engine built without a Dintero timeout: twice Dintero's default 30 s.
+const DEFAULT_CAPTURE_GRACE: Duration = Duration::from_secs(60);
+
 /// A job for this worker to run next: a delivery leased by the dispatch that routed it comes
 /// with what that dispatch just stored, so it starts without reading it back.
 struct Handover {
@@ -70,6 +73,9 @@ pub struct Engine {
     pub(crate) wake: Notify,
     pub(crate) owner: String,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// How long a capture sent and not answered is waited for before another may be sent:
+    /// longer than the Dintero client waits for an answer (see [`Engine::with_capture_grace`]).
+    pub(crate) capture_grace: Duration,
 }
 
 impl fmt::Debug for Engine {
@@ -105,7 +111,16 @@ impl Engine {
             wake: Notify::new(),
             owner,
             metrics: crate::metrics::Metrics::default(),
+            capture_grace: DEFAULT_CAPTURE_GRACE,
         }
+    }
+
+    /// Waits twice `client_timeout` (the Dintero client's timeout) for a capture sent and not
+    /// answered before another may be sent: a capture Dintero applies late, after the client
+    /// gave up, shows in its events within that time.
+    pub fn with_capture_grace(mut self, client_timeout: Duration) -> Self {
+        self.capture_grace = client_timeout.saturating_mul(2);
+        self
     }
 
     /// The store.
