@@ -560,3 +560,31 @@ async fn metrics(State(state): State<ServerState>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stripped(prefix: &str, uri: &str) -> String {
+        let request = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        strip_prefix(prefix, request).uri().to_string()
+    }
+
+    #[test]
+    fn the_public_path_is_taken_off_whole_segments_only() {
+        assert_eq!(stripped("/postbud", "/postbud/healthz"), "/healthz");
+        assert_eq!(
+            stripped("/postbud", "/postbud/dintero/callback?b=2&a=1"),
+            "/dintero/callback?b=2&a=1"
+        );
+        assert_eq!(stripped("/postbud", "/postbud"), "/");
+        assert_eq!(
+            stripped("/postbud", "/postbudx/healthz"),
+            "/postbudx/healthz"
+        );
+        assert_eq!(stripped("/postbud", "/healthz"), "/healthz");
+    }
+}
