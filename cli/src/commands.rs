@@ -74,6 +74,20 @@ impl From<postbud::StoreError> for Failure {
 
 pub type CommandResult = Result<ExitCode, Failure>;
 
+/// Dintero refused or could not be reached before any work: a scope the API client lacks (403,
+/// the message names it) is the configuration's to fix; anything else may pass.
+fn dintero_failure(e: postbud::dintero::DinteroError) -> Failure {
+    let code = if e.status == Some(403) {
+        exit::CONFIG
+    } else {
+        exit::UNAVAILABLE
+    };
+    Failure {
+        message: format!("Dintero: {e}"),
+        code,
+    }
+}
+
 fn settings(config: Option<&Path>) -> Result<Settings, Failure> {
     Ok(Settings::load(config)?)
 }
@@ -136,10 +150,7 @@ pub async fn deliver(
 ) -> CommandResult {
     let app = app(config, registry).await?;
     // Bad credentials are the operator's to fix, not this transaction's failure: say so at once.
-    app.probe_dintero().await.map_err(|e| Failure {
-        message: format!("Dintero: {e}"),
-        code: exit::UNAVAILABLE,
-    })?;
+    app.probe_dintero().await.map_err(dintero_failure)?;
     let bar = spinner(format!("capturing and delivering {transaction_id}"));
     let outcome = match how {
         DeliverAs::Usual => app.deliver_waiting(transaction_id, wait).await,
@@ -505,10 +516,17 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
         message: format!("dintero: {e}"),
         code: exit::CONFIG,
     })?;
-    match postbud::dintero::DinteroApi::probe(&gateway).await {
+    let probed = match postbud::dintero::DinteroApi::probe(&gateway).await {
+        Ok(what) => postbud::dintero::scopes::check(&gateway)
+            .await
+            .map(|scopes| format!("{what}; {scopes}")),
+        Err(e) => Err(e),
+    };
+    match probed {
         Ok(what) => say!("✓ dintero: {what}"),
         Err(e) => {
             worst(match e.kind {
+                _ if e.status == Some(403) => exit::CONFIG,
                 postbud::ErrorKind::Permanent => exit::FAILED,
                 postbud::ErrorKind::Temporary => exit::UNAVAILABLE,
             });
@@ -532,6 +550,13 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
 
 pub async fn serve(config: Option<&Path>, registry: &Registry) -> CommandResult {
     let app = Arc::new(app(config, registry).await?);
+    // A scope the API client lacks would fail invoice after invoice: refuse to start instead.
+    // Dintero out of reach is no reason not to start: callbacks are still stored, work waits.
+    match app.probe_dintero().await {
+        Ok(what) => tracing::info!(%what, "Dintero"),
+        Err(e) if e.status == Some(403) => return Err(dintero_failure(e)),
+        Err(e) => tracing::warn!(error = %e, "Dintero cannot be checked now; starting anyway"),
+    }
     let listen = app.settings().server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -10,7 +10,7 @@ use postbud_sandbox::{Fault, FaultKind, Operation, Seed};
 
 mod common;
 
-use common::{postbud, run, setup, sha256, text};
+use common::{free_port, postbud, run, setup, sha256, text};
 
 #[test]
 fn channels_lists_the_folder_kind() {
@@ -206,6 +206,56 @@ async fn check_probes_dintero_and_every_channel() {
         out.contains("✓ dintero: got an access token") && out.contains("✓ channel archive"),
         "{out}"
     );
+    assert!(out.contains("(scope `admin:checkout`)"), "{out}");
+}
+
+/// Postbud reads the account's checkout configuration to tell who sends an invoice. A client
+/// not granted `admin:checkout` is told once, naming the scope, before any invoice fails for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_admin_checkout_is_one_configuration_error_naming_the_scope() {
+    let s = setup("").await;
+    s.sandbox
+        .withhold_scope(postbud_sandbox::scopes::ADMIN_CHECKOUT);
+    let names_the_scope =
+        |out: &str| out.contains("HTTP 403") && out.contains("grant the scope `admin:checkout`");
+
+    let check = run(&s.config, &["check"], &[]).await;
+    let out = text(&check);
+    assert_eq!(check.status.code(), Some(2), "{out}");
+    assert!(out.contains("✗ dintero:") && names_the_scope(&out), "{out}");
+
+    // `serve` refuses to start (it would fail invoice after invoice).
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut serve = postbud()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("serve")
+        .env("POSTBUD_SERVER__LISTEN", &listen)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!("serve started without the scope");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served = serve.wait_with_output().expect("output");
+    let out = text(&served);
+    assert_eq!(served.status.code(), Some(2), "{out}");
+    assert!(names_the_scope(&out), "{out}");
+
+    // `deliver` says so before it touches the invoice.
+    let id = s.sandbox.seed(Seed::default());
+    let deliver = run(&s.config, &["deliver", &id], &[]).await;
+    let out = text(&deliver);
+    assert_eq!(deliver.status.code(), Some(2), "{out}");
+    assert!(names_the_scope(&out), "{out}");
+    assert_eq!(s.sandbox.captures(&id), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -621,9 +621,12 @@ impl App {
             .then_some(tx))
     }
 
-    /// Checks the Dintero credentials.
+    /// Checks the Dintero credentials, then the scopes they grant
+    /// ([`crate::dintero::scopes::check`]): an error with `status` 403 names the scope to grant.
     pub async fn probe_dintero(&self) -> Result<String, DinteroError> {
-        self.gateway.probe().await
+        let credentials = self.gateway.probe().await?;
+        let scopes = crate::dintero::scopes::check(self.gateway.as_ref()).await?;
+        Ok(format!("{credentials}; {scopes}"))
     }
 
     /// Probes every channel.

@@ -330,3 +330,111 @@ async fn a_merchant_initiated_invoice_comes_back_through_the_callback() {
     stop.send(true).expect("stop");
     workers.await.expect("workers");
 }
+
+/// Sends a GET callback to `url`, signed by Node.js as Dintero signs `signed_for`; the status.
+/// `None` when Node is not installed.
+async fn callback_signed_for(url: &str, signed_for: &str) -> Option<u16> {
+    let signature = node_signature("cb-secret", "T12345678", signed_for, jiff_now())?;
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("Dintero-Signature", signature)
+        .send()
+        .await
+        .expect("request");
+    Some(response.status().as_u16())
+}
+
+#[tokio::test]
+async fn a_router_nested_in_the_merchant_s_app_verifies_the_path_dintero_called() {
+    let h = Harness::start().await;
+    let settings = h.settings_with_dintero("callback_secret = \"cb-secret\"", "");
+    let app = Arc::new(postbud::App::open(&settings).await.expect("app"));
+    // The merchant's own axum app, with Postbud's routes under /hooks.
+    let merchant = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "the shop" }))
+        .nest("/hooks", postbud::server::router(Arc::clone(&app)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, merchant).await });
+
+    let id = h.sandbox.seed(Seed::default());
+    let url = format!("{base}/hooks/dintero/callback?transaction_id={id}");
+    let Some(status) = callback_signed_for(&url, &url).await else {
+        return;
+    };
+    assert_eq!(status, 200, "signed for the path Dintero called");
+    assert!(app.dispatch(&id).await.expect("store").is_some());
+
+    // Signed for the path without the merchant's prefix: not the URL called, so forged.
+    let other = h.sandbox.seed(Seed::default());
+    let url = format!("{base}/hooks/dintero/callback?transaction_id={other}");
+    let elsewhere = format!("{base}/dintero/callback?transaction_id={other}");
+    assert_eq!(callback_signed_for(&url, &elsewhere).await, Some(401));
+    assert!(app.dispatch(&other).await.expect("store").is_none());
+}
+
+#[tokio::test]
+async fn a_public_url_with_a_path_is_in_links_and_signed_callbacks_behind_any_proxy() {
+    let h = Harness::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let public = format!("{base}/postbud");
+    let settings = h.settings_with_dintero(
+        "callback_secret = \"cb-secret\"",
+        &format!("[server]\npublic_url = \"{public}\"\n"),
+    );
+    let app = Arc::new(postbud::App::open(&settings).await.expect("app"));
+    tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { axum::serve(listener, postbud::server::router(app)).await }
+    });
+
+    let id = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let link = app
+        .invoice(&id)
+        .await
+        .expect("store")
+        .expect("invoice")
+        .link
+        .expect("link");
+    assert!(
+        link.starts_with(&format!("{public}/invoices/{id}.pdf?")),
+        "{link}"
+    );
+    // A proxy that passes the path on, and one that strips it: both reach the PDF.
+    let pdf = sha256(&h.sandbox.pdf(&id).expect("pdf"));
+    for url in [link.clone(), link.replacen("/postbud", "", 1)] {
+        let response = reqwest::get(&url).await.expect("get");
+        assert_eq!(response.status(), 200, "{url}");
+        assert_eq!(sha256(&response.bytes().await.expect("bytes")), pdf);
+    }
+
+    // Dintero signs the path it calls, /postbud/...; verified whether or not a proxy strips it.
+    let other = h.sandbox.seed(Seed::default());
+    let called = format!("{public}/dintero/callback?transaction_id={other}");
+    let Some(status) = callback_signed_for(&called, &called).await else {
+        return;
+    };
+    assert_eq!(status, 200, "the path passed on");
+    let stripped = format!("{base}/dintero/callback?transaction_id={other}");
+    assert_eq!(
+        callback_signed_for(&stripped, &called).await,
+        Some(200),
+        "the path stripped by a proxy"
+    );
+    assert!(app.dispatch(&other).await.expect("store").is_some());
+    // Signed without the public path: not what Dintero was told to call.
+    let third = h.sandbox.seed(Seed::default());
+    let called = format!("{public}/dintero/callback?transaction_id={third}");
+    let unprefixed = format!("{base}/dintero/callback?transaction_id={third}");
+    assert_eq!(callback_signed_for(&called, &unprefixed).await, Some(401));
+    assert!(app.dispatch(&third).await.expect("store").is_none());
+}

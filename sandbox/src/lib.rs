@@ -23,6 +23,7 @@ mod control;
 pub mod hooks;
 pub mod mailbox;
 pub mod pdf;
+pub mod scopes;
 pub mod sftp;
 pub mod sms;
 pub mod smtp;
@@ -96,6 +97,7 @@ pub(crate) struct Shared {
     pub(crate) state: state::State,
     pub(crate) base: String,
     pub(crate) http: reqwest::Client,
+    pub(crate) withheld: scopes::Withheld,
 }
 
 /// The `[dintero]` table for the default [`SandboxConfig`] at `api_url`: what a configuration
@@ -141,10 +143,16 @@ impl Sandbox {
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
                 .map_err(std::io::Error::other)?,
+            withheld: scopes::Withheld::default(),
         });
         let app = api::router()
             .merge(control::router())
             .merge(sms::router())
+            .merge(scopes::router())
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                scopes::enforce,
+            ))
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -218,6 +226,12 @@ impl Sandbox {
         {
             stored.transaction["status"] = Value::from(status);
         }
+    }
+
+    /// Stops granting `scope` to the API client, as a Dintero client created without it: with
+    /// [`scopes::ADMIN_CHECKOUT`] the admin endpoints answer 403.
+    pub fn withhold_scope(&self, scope: &str) {
+        self.shared.withheld.add(scope);
     }
 
     /// Invalidates every issued token: the next API call gets a 401.

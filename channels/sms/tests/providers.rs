@@ -45,12 +45,18 @@ fn credentials(provider: &str) -> String {
 }
 
 async fn setup(provider: &str, extra_keys: &str) -> Setup {
+    setup_under(provider, extra_keys, "").await
+}
+
+/// [`setup`] with `server.public_url` = the router's address + `path` (a proxy that passes the
+/// path on).
+async fn setup_under(provider: &str, extra_keys: &str, path: &str) -> Setup {
     let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("dir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let base = format!("http://{}{path}", listener.local_addr().expect("addr"));
     let channel = if provider == "http" {
         extra_keys.to_owned()
     } else {
@@ -375,6 +381,49 @@ async fn twilio_delivery_reports_are_verified_and_recorded() {
     );
     let history = events(&delivered).await;
     assert!(!history.iter().any(|e| e.contains("SMx")), "{history:?}");
+}
+
+/// `server.public_url` with a path, behind a proxy that passes it on: the link in the SMS and the
+/// report URL Twilio calls carry it, Twilio's signature over that URL verifies, the link serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_public_url_with_a_path_links_and_twilio_reports_carry_it_and_verify() {
+    let s = setup_under("twilio", "", "/postbud").await;
+    assert!(s.base.ends_with("/postbud"), "{}", s.base);
+    let id = s.sandbox.seed(phone("+4791234567"));
+    assert_eq!(
+        s.app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    let text = s.sandbox.stats().sms[0].text.clone();
+    let start = text
+        .find(&format!("{}/invoices/{id}.pdf?", s.base))
+        .unwrap_or_else(|| panic!("the link carries the path: {text}"));
+    let link = text[start..].split_whitespace().next().expect("link");
+    let pdf = reqwest::get(link).await.expect("get");
+    assert_eq!(pdf.status(), 200, "{link}");
+    assert_eq!(
+        sha256(&pdf.bytes().await.expect("bytes")),
+        sha256(&s.sandbox.pdf(&id).expect("pdf"))
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.sandbox.stats().sms_reports.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in sent no report"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        s.sandbox.stats().sms_reports[0].1,
+        200,
+        "the report, at {}/reports/sms?…, signed over that URL",
+        s.base
+    );
+    let history = s.app.history(&id).await.expect("history");
+    assert!(
+        history.iter().any(|e| e.event == "report: delivered"),
+        "{history:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,6 +175,14 @@ fn default_poll() -> Duration {
 }
 
 impl ServerSettings {
+    /// The path of `public_url`, without its trailing `/`, when it is not just `/`: `/postbud`
+    /// for `https://m.example/postbud/`. The routes answer under it too, and the paths Dintero
+    /// and providers sign start with it.
+    pub fn public_path(&self) -> Option<&str> {
+        let path = self.public_url.as_ref()?.path().trim_end_matches('/');
+        (!path.is_empty()).then_some(path)
+    }
+
     /// Refuses paths the router cannot serve, naming the key.
     pub(super) fn validate(&self) -> Result<(), (&'static str, String)> {
         for (key, path) in [

@@ -6,6 +6,7 @@ pub mod document;
 pub mod eligibility;
 mod invoice;
 pub mod model;
+pub mod scopes;
 pub mod signature;
 mod token;
 pub mod transaction_id;

@@ -6,12 +6,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use axum::{
     Router,
     body::Bytes,
-    extract::{Path, Query, RawQuery, State},
+    extract::{OriginalUri, Path, Query, RawQuery, Request, State},
     http::{HeaderMap, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use secrecy::ExposeSecret;
+use tower::ServiceExt;
 
 use crate::app::{App, AppError};
 
@@ -29,11 +30,16 @@ struct ServerState {
 }
 
 /// The routes: `<server.callback_path>` (GET and POST), `<server.webhook_path>` (POST),
-/// `/invoices/{file}`, `/reports/{channel}`, `/healthz`, `/metrics`.
+/// `/invoices/{file}`, `/reports/{channel}`, `/healthz`, `/metrics`; when `server.public_url`
+/// has a path (`https://m.example/postbud`), the same routes answer under it as well.
+///
+/// A merchant's app may nest the router under a prefix of its own: signatures are checked
+/// over the path the caller called, with the prefix (see [`called_path`]).
 pub fn router(app: Arc<App>) -> Router {
     let callback_path = app.settings().server.callback_path.clone();
     let webhook_path = app.settings().server.webhook_path.clone();
-    Router::new()
+    let public_path = app.settings().server.public_path().map(str::to_owned);
+    let routes = Router::new()
         .route(&callback_path, get(callback).post(callback))
         .route(&webhook_path, axum::routing::post(webhook))
         .route("/invoices/{file}", get(invoice_link))
@@ -44,18 +50,63 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn(request_timeout))
-        .with_state(ServerState { app })
+        .with_state(ServerState { app });
+    match public_path {
+        // A proxy may pass the public path on (`/postbud/invoices/…`) or strip it; both reach
+        // the routes. `OriginalUri` keeps the path as it came for the signature checks.
+        Some(prefix) => Router::new().fallback_service(
+            routes.map_request(move |request: Request| strip_prefix(&prefix, request)),
+        ),
+        None => routes,
+    }
+}
+
+/// The request with `prefix` taken off the front of its path, when the path starts with it as
+/// whole segments (`/postbud/healthz` → `/healthz`, never `/postbudx` → `x`).
+fn strip_prefix(prefix: &str, mut request: Request) -> Request {
+    let uri = request.uri();
+    let rest = match uri.path().strip_prefix(prefix) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => return request,
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(stripped) = Uri::from_parts(parts) {
+        *request.uri_mut() = stripped;
+    }
+    request
+}
+
+/// The path the caller (Dintero, a provider) called, which its signature covers. `uri` is the
+/// path within the router. Under `server.public_url`'s path when that has one, since a proxy
+/// or the merchant's app in front may have taken it off; otherwise the path as this process
+/// received it, before a merchant's app that nests the router under a prefix took that off
+/// (`original`).
+fn called_path(app: &App, original: &Uri, uri: &Uri) -> String {
+    match app.settings().server.public_path() {
+        Some(prefix) => format!("{prefix}{}", uri.path()),
+        None => original.path().to_owned(),
+    }
 }
 
 /// Dintero's account webhook deliveries (`checkout_authorization`, `checkout_transaction`),
 /// verified with `dintero.webhook_secret` (`event-signature`: hex HMAC-SHA1 of the body). An
 /// authorization starts a dispatch like a callback; a voided transaction stops its deliveries.
-/// Anything else is answered 400 with the reason, never a silent 200.
+///
+/// Dintero deletes a subscription after consecutive answers outside 2xx, and with it the void
+/// and authorization notices Postbud relies on. So a correctly signed delivery Postbud does not
+/// act on (another event, a body it cannot read, a transaction of another account) is answered
+/// 200 and logged; only a bad signature is refused (401), and 503 asks Dintero to try later.
 async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Bytes) -> Response {
-    let refuse = |status: StatusCode, why: String| {
-        state.app.metrics().callback(false);
-        tracing::warn!(%why, "webhook refused");
-        (status, why).into_response()
+    let ignore = |why: String| {
+        state.app.metrics().callback(true);
+        tracing::warn!(%why, "signed webhook not acted on");
+        (StatusCode::OK, format!("not acted on: {why}")).into_response()
     };
     let secret = state
         .app
@@ -64,10 +115,16 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
         .as_ref()
         .and_then(|d| d.webhook_secret.as_ref());
     let Some(secret) = secret else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "webhooks are not configured here (set dintero.webhook_secret)".into(),
+        // Not a 4xx, which ends the subscription sooner: the operator may be setting the
+        // secret now, and Dintero retries a 5xx.
+        tracing::error!(
+            "a webhook arrived but dintero.webhook_secret is not set, so it cannot be verified"
         );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhooks cannot be verified here yet (dintero.webhook_secret is not set); retry",
+        )
+            .into_response();
     };
     let signature = headers.get("event-signature").and_then(|h| h.to_str().ok());
     if let Err(e) = crate::dintero::signature::verify_webhook(
@@ -75,13 +132,12 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
         signature,
         &body,
     ) {
-        return refuse(StatusCode::UNAUTHORIZED, format!("webhook: {e}"));
+        state.app.metrics().callback(false);
+        tracing::warn!(error = %e, "webhook refused");
+        return (StatusCode::UNAUTHORIZED, format!("webhook: {e}")).into_response();
     }
     let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "webhook: the body is not JSON".into(),
-        );
+        return ignore("the body is not JSON".into());
     };
     let event = payload["event"]
         .as_str()
@@ -107,10 +163,7 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
         }
         "checkout_transaction" => {
             let Some(id) = transaction("/transaction/id") else {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "checkout_transaction without transaction.id".into(),
-                );
+                return ignore("checkout_transaction without transaction.id".into());
             };
             // The status may be masked out of the delivery (a subscription's `fields`): for a
             // transaction of ours, Dintero is asked; otherwise it is submitted like a callback.
@@ -123,15 +176,16 @@ async fn webhook(State(state): State<ServerState>, headers: HeaderMap, body: Byt
             }
         }
         other => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "webhook: event `{other}` is neither checkout_authorization nor checkout_transaction"
-                ),
-            );
+            return ignore(format!(
+                "event `{other}` is neither checkout_authorization nor checkout_transaction"
+            ));
         }
     };
-    answer(&state, done, "webhook")
+    match done {
+        // Dintero signed it, so retrying would bring the same id again: nothing to gain.
+        Err(AppError::InvalidId(e)) => ignore(e.to_string()),
+        done => answer(&state, done, "webhook"),
+    }
 }
 
 /// Answers 503 with `Retry-After` to a request not answered within [`REQUEST_TIMEOUT`] (a body
@@ -163,13 +217,15 @@ async fn request_timeout(
 async fn callback(
     State(state): State<ServerState>,
     method: Method,
+    OriginalUri(original): OriginalUri,
     uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let signed = match verify_callback(&state.app, &method, &uri, &headers, &query) {
+    let path = called_path(&state.app, &original, &uri);
+    let signed = match verify_callback(&state.app, &method, &path, &headers, &query) {
         Ok(signed) => signed,
         Err(why) => {
             state.app.metrics().callback(false);
@@ -262,12 +318,13 @@ fn callback_error(e: &AppError) -> (StatusCode, String) {
     }
 }
 
-/// `Ok(true)` when a configured secret verified the signature, `Ok(false)` when no secret is
-/// configured, `Err` when the signature is missing or wrong.
+/// `Ok(true)` when a configured secret verified the signature over `path` (see
+/// [`called_path`]), `Ok(false)` when no secret is configured, `Err` when the signature is
+/// missing or wrong.
 fn verify_callback(
     app: &App,
     method: &Method,
-    uri: &Uri,
+    path: &str,
     headers: &HeaderMap,
     query: &str,
 ) -> Result<bool, String> {
@@ -295,7 +352,7 @@ fn verify_callback(
         crate::dintero::signature::SignedRequest {
             method: method.as_str(),
             host: &host,
-            path: uri.path(),
+            path,
             query,
         },
         jiff::Timestamp::now().as_second(),
@@ -368,6 +425,7 @@ async fn invoice_link(
 async fn delivery_report(
     State(state): State<ServerState>,
     Path(channel): Path<String>,
+    OriginalUri(original): OriginalUri,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -404,17 +462,18 @@ async fn delivery_report(
             .into_response();
     }
     // Signatures cover the URL the provider called: the public one, not the one behind a proxy.
-    let base = state
+    let origin = state
         .app
         .settings()
         .server
         .public_url
         .as_ref()
-        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
     let url = format!(
-        "{base}{}",
-        uri.path_and_query().map(|p| p.as_str()).unwrap_or_default()
+        "{origin}{}{}",
+        called_path(&state.app, &original, &uri),
+        uri.query().map(|q| format!("?{q}")).unwrap_or_default()
     );
     let report = postbud_channel::InboundReport::new(
         url,
@@ -499,5 +558,33 @@ async fn metrics(State(state): State<ServerState>) -> Response {
             format!("store unavailable: {e}"),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stripped(prefix: &str, uri: &str) -> String {
+        let request = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        strip_prefix(prefix, request).uri().to_string()
+    }
+
+    #[test]
+    fn the_public_path_is_taken_off_whole_segments_only() {
+        assert_eq!(stripped("/postbud", "/postbud/healthz"), "/healthz");
+        assert_eq!(
+            stripped("/postbud", "/postbud/dintero/callback?b=2&a=1"),
+            "/dintero/callback?b=2&a=1"
+        );
+        assert_eq!(stripped("/postbud", "/postbud"), "/");
+        assert_eq!(
+            stripped("/postbud", "/postbudx/healthz"),
+            "/postbudx/healthz"
+        );
+        assert_eq!(stripped("/postbud", "/healthz"), "/healthz");
     }
 }
