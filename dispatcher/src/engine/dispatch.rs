@@ -443,19 +443,18 @@ impl Engine {
                 let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
                 return Ok(Capture::Stop(finish));
             }
+            // Waited for at once, not by the retry backoff (whose ceiling may be shorter) and
+            // not until attempts run out: one more attempt, when the grace is over.
             CaptureDecision::InFlight { requested_at, until } => {
-                let wait = Duration::from_millis(until.saturating_sub(now_ms()).max(0) as u64);
-                let finish = self.failure(
-                    lease,
-                    ErrorKind::Temporary,
-                    Some(wait),
-                    format!(
+                let finish = Finish::Retry {
+                    at: until,
+                    error: format!(
                         "capture requested at {} and not answered; Dintero shows no capture yet and may still apply it, so none is sent before {} ({}s after the request: twice the Dintero client's timeout); Dintero's events are read again then",
                         fmt_ms(requested_at),
                         fmt_ms(until),
                         self.capture_grace.as_secs()
                     ),
-                );
+                };
                 return Ok(Capture::Stop(finish));
             }
             CaptureDecision::Capture { request, lines } => (request, lines),
@@ -529,8 +528,27 @@ impl Engine {
                 let reason = format!("capture failed permanently, nothing will be delivered: {e}");
                 Ok(Capture::Stop(self.stop_failed(lease, reason).await?))
             }
-            // Unknown outcome (timeout, 5xx, 429): the next attempt re-reads the events before
-            // any repeat, so a capture that did land is never made twice.
+            // Refused before it was applied: nothing is in flight, so the next attempt need not
+            // wait out the grace.
+            Err(e) if e.status == Some(429) => {
+                self.store
+                    .update_dispatch(
+                        lease,
+                        DispatchPatch {
+                            stage: Some(Stage::New),
+                            note: Some((
+                                "capture refused",
+                                format!("{e}: Dintero refused it before applying it; retried"),
+                            )),
+                            ..DispatchPatch::default()
+                        },
+                    )
+                    .await?;
+                Ok(Capture::Stop(self.failure(lease, e.kind, e.retry_after, e.to_string())))
+            }
+            // Unknown outcome (timeout, 5xx, 409): the next attempt re-reads the events before
+            // any repeat, and sends none within the grace, so a capture that did land (even
+            // late) is never made twice.
             Err(e) => Ok(Capture::Stop(self.failure(
                 lease,
                 e.kind,
