@@ -503,7 +503,17 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
     }
     let url = settings.store_url();
     match postbud::probe_store(&url).await {
-        Ok(what) => say!("✓ store {}: {what}", postbud::http::redact_url(&url)),
+        Ok(what) => {
+            // A clock that differs from the database's is said on its own line.
+            let (what, warning) = match what.split_once("; ! ") {
+                Some((what, warning)) => (what.to_owned(), Some(warning.to_owned())),
+                None => (what, None),
+            };
+            say!("✓ store {}: {what}", postbud::http::redact_url(&url));
+            if let Some(warning) = warning {
+                say!("! {warning}");
+            }
+        }
         Err(e) => {
             worst(match e {
                 postbud::StoreError::Missing(_) => exit::CONFIG,
@@ -556,6 +566,12 @@ pub async fn serve(config: Option<&Path>, registry: &Registry) -> CommandResult 
         Ok(what) => tracing::info!(%what, "Dintero"),
         Err(e) if e.status == Some(403) => return Err(dintero_failure(e)),
         Err(e) => tracing::warn!(error = %e, "Dintero cannot be checked now; starting anyway"),
+    }
+    if let Some(clock) = app.clock_report() {
+        match clock.strip_prefix("! ") {
+            Some(warning) => tracing::warn!("{warning}"),
+            None => tracing::info!("{clock}"),
+        }
     }
     let listen = app.settings().server.listen;
     let listener = tokio::net::TcpListener::bind(listen)

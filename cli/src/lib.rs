@@ -204,7 +204,9 @@ fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped and counted, never a panic in a worker.
+        .with_writer(|| postbud::log_sink::LossyStderr)
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -77,6 +77,7 @@ pub struct AppBuilder {
     dispatcher: Arc<dyn Dispatcher>,
     gateway: Option<Arc<dyn DinteroApi>>,
     existing_store: bool,
+    clock_skew_ms: i64,
 }
 
 impl AppBuilder {
@@ -96,6 +97,14 @@ impl AppBuilder {
     /// operators' commands that act on what is there).
     pub fn existing_store(mut self) -> Self {
         self.existing_store = true;
+        self
+    }
+
+    /// Play a host whose clock is `ms` milliseconds ahead (behind, when negative) of the true
+    /// time: what a store must correct for (tests of several instances on one database).
+    #[cfg(feature = "unstable-internals")]
+    pub fn clock_skew_ms(mut self, ms: i64) -> Self {
+        self.clock_skew_ms = ms;
         self
     }
 
@@ -120,10 +129,13 @@ impl AppBuilder {
             None => Arc::new(DinteroClient::new(settings.require_dintero()?.clone())?),
         };
         let url = settings.store_url();
+        let skew = self.clock_skew_ms;
+        let local: crate::store::clock::LocalClock =
+            Arc::new(move || crate::store::now_ms().saturating_add(skew));
         let store: Arc<dyn Store> = if self.existing_store {
-            crate::store::open_existing(&url).await?
+            crate::store::open_existing(&url, local).await?
         } else {
-            crate::store::open(&url).await?
+            crate::store::open_with_clock(&url, local).await?
         };
         let links = match &settings.server.public_url {
             Some(base) => {
@@ -200,6 +212,7 @@ impl App {
             dispatcher: Arc::new(DefaultDispatcher),
             gateway: None,
             existing_store: false,
+            clock_skew_ms: 0,
         }
     }
 
@@ -421,6 +434,32 @@ impl App {
             )));
         }
         Ok(self.engine.deliver_now(id, wait).await?)
+    }
+
+    /// Whether this instance can do its work, for `/healthz`: the store takes a write (a full
+    /// disk or a corrupt file fails it), and every configured worker runs once
+    /// [`App::run_workers`] started them. `Err` says what is wrong.
+    pub async fn health(&self) -> Result<String, String> {
+        self.store()
+            .set_meta("healthz", &crate::store::now_ms().to_string())
+            .await
+            .map_err(|e| format!("the store cannot be written: {e}"))?;
+        match self.engine.workers() {
+            Some((running, configured)) if running < configured => Err(format!(
+                "{running} of {configured} workers running"
+            )),
+            Some((running, _)) => Ok(format!("ok: store writable, {running} workers running")),
+            None => Ok("ok: store writable".into()),
+        }
+    }
+
+    /// What the store says of this host's clock against the one it judges leases by (the
+    /// database server's, on PostgreSQL), once measured; a line beyond a few seconds' difference
+    /// starts with `!`.
+    pub fn clock_report(&self) -> Option<String> {
+        self.store()
+            .clock_offset()
+            .map(crate::store::clock::describe)
     }
 
     /// Runs the workers until `shutdown` turns true.

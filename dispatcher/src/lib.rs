@@ -38,6 +38,7 @@ macro_rules! internal {
 
 pub mod config;
 pub mod dintero;
+pub mod log_sink;
 #[cfg(feature = "server")]
 pub mod server;
 

@@ -68,6 +68,10 @@ pub struct Metrics {
     sweep_found: Gauge,
     sweep_submitted: Gauge,
     sweep_captured_elsewhere: Gauge,
+    clock_offset: Gauge,
+    log_writes_dropped: Gauge,
+    pub(crate) workers_running: Gauge,
+    pub(crate) worker_restarts: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -165,7 +169,32 @@ impl Default for Metrics {
             "reconcile_last_captured_elsewhere",
             "Unknown transactions the last sweep found captured already and left alone.",
         );
+        let clock_offset = gauge(
+            &mut registry,
+            "clock_offset_milliseconds",
+            "The database's clock minus this host's, as the store last measured it (PostgreSQL; 0 on SQLite). Leases and due times are judged by the database's clock; alert when beyond a few seconds.",
+        );
+        let log_writes_dropped = gauge(
+            &mut registry,
+            "log_writes_dropped",
+            "Log lines that could not be written (a full disk, a closed pipe) and were dropped, since start: the workers go on.",
+        );
+        let workers_running = gauge(
+            &mut registry,
+            "workers_running",
+            "Workers running now; /healthz fails while fewer run than engine.workers.",
+        );
+        let worker_restarts = Counter::default();
+        registry.register(
+            "worker_restarts",
+            "Workers that died (a panic outside an attempt) and were started again.",
+            worker_restarts.clone(),
+        );
         Self {
+            clock_offset,
+            log_writes_dropped,
+            workers_running,
+            worker_restarts,
             registry,
             attempts,
             attempt_seconds,
@@ -265,6 +294,10 @@ impl Metrics {
         self.sweep_submitted.set(sweep.submitted as i64);
         self.sweep_captured_elsewhere
             .set(sweep.captured_elsewhere as i64);
+        self.clock_offset
+            .set(store.clock_offset().unwrap_or_default());
+        self.log_writes_dropped
+            .set(crate::log_sink::dropped() as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry)
             .map_err(|e| StoreError::Database(format!("encoding the metrics: {e}")))?;

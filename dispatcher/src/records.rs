@@ -36,7 +36,10 @@ impl Records {
     /// store.
     pub async fn open(settings: &Settings) -> Result<Self, StoreError> {
         let url = settings.store_url();
-        Ok(Self::of(store::open_existing(&url).await?, &url))
+        Ok(Self::of(
+            store::open_existing(&url, store::clock::system()).await?,
+            &url,
+        ))
     }
 
     /// Opens the store `settings` names, creating it or applying the migrations it lacks

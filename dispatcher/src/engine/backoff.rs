@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::{
     channel::ErrorKind,
     config::EngineSettings,
-    store::{Finish, now_ms},
+    store::{Finish, Millis},
 };
 
 /// How an attempt that failed with `kind` after `attempts` attempts ends.
@@ -17,6 +17,7 @@ pub fn after_failure(
     kind: ErrorKind,
     retry_after: Option<Duration>,
     error: String,
+    now: Millis,
 ) -> Finish {
     match kind {
         ErrorKind::Permanent => Finish::Failed(error),
@@ -26,7 +27,7 @@ pub fn after_failure(
         ErrorKind::Temporary => {
             let wait = delay(settings, attempts, retry_after);
             Finish::Retry {
-                at: now_ms() + wait.as_millis() as i64,
+                at: now + wait.as_millis() as i64,
                 error,
             }
         }

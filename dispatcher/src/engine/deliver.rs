@@ -6,7 +6,7 @@ use crate::config::Route;
 use crate::{
     channel::DeliveryContext,
     ids,
-    store::{Finish, HistoryLine, JobKind, Lease, NewJob, StoreError, now_ms},
+    store::{Finish, HistoryLine, JobKind, Lease, NewJob, StoreError},
 };
 
 impl Engine {
@@ -57,8 +57,8 @@ impl Engine {
             return self.failed_for_good(lease, Finish::Failed(error)).await;
         };
         if let Some(window) = route.as_ref().and_then(|r| r.window.as_ref()) {
-            let open = window_open(window, now_ms());
-            if open > now_ms() {
+            let open = window_open(window, self.store.now());
+            if open > self.store.now() {
                 return Ok(Finish::Postpone(open));
             }
         }
@@ -147,7 +147,7 @@ impl Engine {
                 kind: JobKind::Deliver,
                 channel: channel.clone(),
                 role: Role::Fallback,
-                next_at: now_ms(),
+                next_at: self.store.now(),
             })
             .collect();
         self.store.enqueue(lease, &jobs).await?;

@@ -265,7 +265,7 @@ impl Engine {
         let mut invoice = crate::dintero::invoice_of(&tx, &invoice_number, final_pdf);
         invoice.link = self.links.as_ref().map(|l| l.link(id));
         let route_cfg = &self.routes[route];
-        let mut due = now_ms() + route_cfg.delay.map_or(0, |d| d.as_millis() as i64);
+        let mut due = self.store.now() + route_cfg.delay.map_or(0, |d| d.as_millis() as i64);
         if let Some(window) = &route_cfg.window {
             due = window_open(window, due);
         }
@@ -423,7 +423,7 @@ impl Engine {
         before: &BeforeCapture,
     ) -> Result<Capture, StoreError> {
         let id = tx.id.as_str();
-        let decision = capture::decide(tx, dispatch, now_ms(), self.capture_grace);
+        let decision = capture::decide(tx, dispatch, self.store.now(), self.capture_grace);
         let keep = (!before.kept).then(|| before.pdf.clone());
         if let Some(pdf) = &keep
             && !matches!(decision, CaptureDecision::Capture { .. })

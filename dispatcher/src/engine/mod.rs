@@ -76,6 +76,8 @@ pub struct Engine {
     /// How long a capture sent and not answered is waited for before another may be sent:
     /// longer than the Dintero client waits for an answer (see [`Engine::with_capture_grace`]).
     pub(crate) capture_grace: Duration,
+    /// Whether [`Engine::run`] started the workers (only then does `/healthz` count them).
+    pub(crate) workers_started: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Engine {
@@ -112,6 +114,7 @@ impl Engine {
             owner,
             metrics: crate::metrics::Metrics::default(),
             capture_grace: DEFAULT_CAPTURE_GRACE,
+            workers_started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -311,6 +314,7 @@ impl Engine {
         retry_after: Option<Duration>,
         error: String,
     ) -> Finish {
-        backoff::after_failure(&self.settings, lease.job.attempts, kind, retry_after, error)
+        let at = self.store.now();
+        backoff::after_failure(&self.settings, lease.job.attempts, kind, retry_after, error, at)
     }
 }

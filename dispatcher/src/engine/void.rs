@@ -5,7 +5,7 @@ use crate::store::Role;
 use crate::{
     channel::ErrorKind,
     ids,
-    store::{Finish, JobKind, Lease, NewJob, StoreError, VoidEffect, now_ms},
+    store::{Finish, JobKind, Lease, NewJob, StoreError, VoidEffect},
 };
 
 impl Engine {
@@ -26,7 +26,7 @@ impl Engine {
                 kind: JobKind::Cancel,
                 channel: name.clone(),
                 role: Role::Cancel,
-                next_at: now_ms(),
+                next_at: self.store.now(),
             })
             .collect();
         self.store.enqueue_free(transaction_id, &notices).await?;
@@ -47,7 +47,7 @@ impl Engine {
             kind: JobKind::Void,
             channel: "dintero".into(),
             role: Role::Confirm,
-            next_at: now_ms(),
+            next_at: self.store.now(),
         };
         self.store
             .void_accepted(&crate::store::AcceptedVoid {

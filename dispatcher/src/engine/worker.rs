@@ -12,67 +12,101 @@ impl Engine {
     /// time, a busy one with the end of its previous attempt; idle workers wake on new work or
     /// every `poll_interval`.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        self.workers_started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut workers = tokio::task::JoinSet::new();
+        let mut indexes = std::collections::HashMap::new();
         for index in 0..self.settings.workers.max(1) {
-            let engine = Arc::clone(&self);
-            let mut shutdown = shutdown.clone();
-            workers.spawn(async move {
-                let owner = format!("{}-w{index}", engine.owner);
-                let claim = Claim {
-                    owner: &owner,
-                    lease: engine.settings.lease,
-                    limit: 1,
-                    only: None,
-                };
-                let mut failures = 0u32;
-                // Jobs claimed with the end of the previous attempt: run even when shutting
-                // down, as an attempt under way is, rather than left leased until it lapses.
-                let mut claimed = Vec::new();
-                while !*shutdown.borrow() || !claimed.is_empty() {
-                    let leases = match claimed.is_empty() {
-                        true => engine.store.claim(&claim).await,
-                        false => Ok(std::mem::take(&mut claimed)),
-                    };
-                    match leases {
-                        Ok(leases) if !leases.is_empty() => {
-                            failures = 0;
-                            let last = leases.len() - 1;
-                            for (n, lease) in leases.into_iter().enumerate() {
-                                // The next claim rides on the last attempt's end, unless
-                                // shutting down (by then), when nothing new should start.
-                                let then = (n == last).then_some((&claim, &shutdown));
-                                let (result, next) = engine.process_then_claim(lease, then).await;
-                                if let Err(e) = result {
-                                    tracing::warn!(error = %e, "job attempt not recorded");
-                                }
-                                claimed.extend(next);
-                            }
-                            continue;
-                        }
-                        Ok(_) => failures = 0,
-                        Err(e) => {
-                            failures += 1;
-                            tracing::error!(error = %e, "claiming work failed; backing off");
-                        }
-                    }
-                    let idle = engine.settings.poll_interval * 2u32.pow(failures.min(6));
-                    let elsewhere = engine.store.work_signal();
-                    let other_process = async {
-                        match &elsewhere {
-                            Some(signal) => signal.notified().await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        () = engine.wake.notified() => {}
-                        () = other_process => {}
-                        () = tokio::time::sleep(idle) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                }
-            });
+            let task = workers.spawn(Arc::clone(&self).worker(index, shutdown.clone()));
+            indexes.insert(task.id(), index);
         }
-        while workers.join_next().await.is_some() {}
+        // A worker that dies (a panic outside an attempt's guard: a log sink, a bug) is
+        // started again, so the engine keeps the workers it was configured with.
+        while let Some(ended) = workers.join_next_with_id().await {
+            let Err(e) = ended else { continue };
+            let Some(index) = indexes.remove(&e.id()) else {
+                continue;
+            };
+            if !e.is_panic() || *shutdown.borrow() {
+                continue;
+            }
+            self.metrics.worker_restarts.inc();
+            tracing::error!(worker = index, "a worker died; starting it again");
+            let task = workers.spawn(Arc::clone(&self).worker(index, shutdown.clone()));
+            indexes.insert(task.id(), index);
+        }
+    }
+
+    /// Workers running and configured, once [`Engine::run`] started them.
+    pub fn workers(&self) -> Option<(usize, usize)> {
+        self.workers_started
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| {
+                (
+                    self.metrics.workers_running.get().max(0) as usize,
+                    self.settings.workers.max(1),
+                )
+            })
+    }
+
+    /// Worker `index`: claims and runs jobs until `shutdown` turns true. Counted in
+    /// `workers_running` while it runs, however it ends.
+    async fn worker(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>) {
+        let engine = self;
+        let _running = Running::start(&engine.metrics.workers_running);
+        let owner = format!("{}-w{index}", engine.owner);
+        let claim = Claim {
+            owner: &owner,
+            lease: engine.settings.lease,
+            limit: 1,
+            only: None,
+        };
+        let mut failures = 0u32;
+        // Jobs claimed with the end of the previous attempt: run even when shutting
+        // down, as an attempt under way is, rather than left leased until it lapses.
+        let mut claimed = Vec::new();
+        while !*shutdown.borrow() || !claimed.is_empty() {
+            let leases = match claimed.is_empty() {
+                true => engine.store.claim(&claim).await,
+                false => Ok(std::mem::take(&mut claimed)),
+            };
+            match leases {
+                Ok(leases) if !leases.is_empty() => {
+                    failures = 0;
+                    let last = leases.len() - 1;
+                    for (n, lease) in leases.into_iter().enumerate() {
+                        // The next claim rides on the last attempt's end, unless
+                        // shutting down (by then), when nothing new should start.
+                        let then = (n == last).then_some((&claim, &shutdown));
+                        let (result, next) = engine.process_then_claim(lease, then).await;
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "job attempt not recorded");
+                        }
+                        claimed.extend(next);
+                    }
+                    continue;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(error = %e, "claiming work failed; backing off");
+                }
+            }
+            let idle = engine.settings.poll_interval * 2u32.pow(failures.min(6));
+            let elsewhere = engine.store.work_signal();
+            let other_process = async {
+                match &elsewhere {
+                    Some(signal) => signal.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = engine.wake.notified() => {}
+                () = other_process => {}
+                () = tokio::time::sleep(idle) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
     }
 
     /// Submits the transaction and works on its jobs now, waiting up to `wait` for retries that
@@ -124,5 +158,21 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Counts a running worker in a gauge until dropped, a panic's unwinding included.
+struct Running(prometheus_client::metrics::gauge::Gauge);
+
+impl Running {
+    fn start(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

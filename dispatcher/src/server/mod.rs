@@ -533,13 +533,9 @@ async fn delivery_report(
 }
 
 async fn healthz(State(state): State<ServerState>) -> Response {
-    match state.app.store().counts().await {
-        Ok(_) => (StatusCode::OK, "ok").into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}"),
-        )
-            .into_response(),
+    match state.app.health().await {
+        Ok(ok) => (StatusCode::OK, ok).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 

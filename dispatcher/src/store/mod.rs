@@ -6,6 +6,7 @@
 //! every write made under a claim checks it, so a worker whose lease lapsed cannot overwrite
 //! the work of the one that rescued the job.
 
+pub mod clock;
 #[cfg(test)]
 mod contract;
 mod kernel;
@@ -56,7 +57,7 @@ fn sqlite_file(url: &str) -> Option<&str> {
 /// Opens the store `url` names, but never creates one: for commands that only read or act on
 /// what is there (`status`, `retry`, `void`), where a new empty store would only hide a
 /// configuration that points at the wrong place.
-pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_existing(url: &str, local: clock::LocalClock) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(file) = sqlite_file(url)
         && !file.is_empty()
         && !std::path::Path::new(file).exists()
@@ -65,7 +66,7 @@ pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             "there is no store at `{file}` (`postbud serve`, `deliver` and `migrate` create it): is this the configuration, and the store.url, you meant?"
         )));
     }
-    open(url).await
+    open_with_clock(url, local).await
 }
 
 /// What `postbud check` says of the store `url` names, without creating, migrating or
@@ -111,12 +112,20 @@ pub async fn probe(url: &str) -> Result<String, StoreError> {
 
 /// Opens the store `url` names: `sqlite://FILE` or `postgres://...`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_clock(url, clock::system()).await
+}
+
+/// [`open`], with this process's clock given: a store corrects it to the clock it judges
+/// leases by (see [`clock`]).
+pub async fn open_with_clock(url: &str, local: clock::LocalClock) -> Result<Arc<dyn Store>, StoreError> {
     if is_postgres(url) {
         #[cfg(feature = "postgres")]
-        return Ok(Arc::new(PgStore::open(url).await?));
+        return Ok(Arc::new(PgStore::open_with_clock(url, local).await?));
         #[cfg(not(feature = "postgres"))]
         return Err(not_built(url, "postgres"));
     }
+    // One host's clock is the only clock of a SQLite store.
+    let _ = local;
     #[cfg(feature = "sqlite")]
     return Ok(Arc::new(SqliteStore::open(url).await?));
     #[cfg(not(feature = "sqlite"))]
@@ -640,6 +649,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// (its transaction may have become eligible); anything else is left as it is.
     /// Returns true when work was queued.
     async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError>;
+    /// Now, by the clock this store judges leases and due times by (see [`clock`]): what the
+    /// engine stamps retries and due times with.
+    fn now(&self) -> Millis {
+        now_ms()
+    }
+    /// This process's clock's offset from that clock (reference minus local, milliseconds),
+    /// when the store measures one.
+    fn clock_offset(&self) -> Option<Millis> {
+        None
+    }
     /// Records, before it is submitted, that this transaction is a merchant-delivered invoice
     /// made with `POST /v1/sessions/pay` (`origin`: [`ORIGIN_CREATED`] when Postbud made it,
     /// [`ORIGIN_DECLARED`] when the merchant's own system did), with a history line. Dintero

@@ -17,6 +17,7 @@ use sqlx::{
 };
 use tokio::sync::{Notify, oneshot};
 
+use super::clock::{LocalClock, MEASURE_EVERY, StoreClock};
 use super::{
     AcceptedVoid, Claim, Completion, HistoryLine,
     schema::{Dialect, migrations},
@@ -24,7 +25,7 @@ use super::{
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
     Counts, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
     HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, VoidEffect,
-    fmt_ms, now_ms,
+    fmt_ms,
 };
 use crate::{
     ids,
@@ -66,6 +67,18 @@ async fn connect(url: &str, connections: u32) -> Result<PgPool, StoreError> {
         })
 }
 
+/// Reads the database server's clock between two readings of this process's, and records the
+/// offset.
+async fn measure(pool: &PgPool, clock: &StoreClock) -> Result<(), StoreError> {
+    let before = clock.local();
+    let reference: i64 =
+        sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint")
+            .fetch_one(pool)
+            .await?;
+    clock.measured(before, reference, clock.local());
+    Ok(())
+}
+
 /// [`super::probe`] for PostgreSQL: connects once and reads the schema version, changing
 /// nothing.
 pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
@@ -88,8 +101,10 @@ pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
             )
         }
     };
+    let clock = StoreClock::new(super::clock::system());
+    measure(&pool, &clock).await?;
     pool.close().await;
-    Ok(answer)
+    Ok(format!("{answer}; {}", super::clock::describe(clock.offset().unwrap_or(0))))
 }
 
 /// The store for several instances.
@@ -102,6 +117,8 @@ pub struct PgStore {
     /// Dropped with the last clone of the store, which ends the listener task and with it the
     /// pool: a store dropped leaves no connection behind.
     _listening: Arc<oneshot::Sender<()>>,
+    /// This process's clock, corrected to the server's: every time the store writes or compares.
+    clock: StoreClock,
 }
 
 /// How often a count folds the tallies of server processes gone into stripe 0: their rows make
@@ -110,8 +127,10 @@ pub struct PgStore {
 const FOLD_EVERY_MS: Millis = 60_000;
 
 impl PgStore {
-    /// Connects to `url` (`postgres://...`), migrates, and listens for new work.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    /// Connects to `url` (`postgres://...`), migrates, and listens for new work. `local` is
+    /// this process's clock: it is corrected to the database server's before the store is used,
+    /// and kept so.
+    pub async fn open_with_clock(url: &str, local: LocalClock) -> Result<Self, StoreError> {
         let pool = connect(url, 10).await?;
         let (listening, dropped) = oneshot::channel();
         let store = Self {
@@ -119,7 +138,9 @@ impl PgStore {
             work: Arc::new(Notify::new()),
             folded_at: Arc::new(AtomicI64::new(0)),
             _listening: Arc::new(listening),
+            clock: StoreClock::new(local),
         };
+        measure(&store.pool, &store.clock).await?;
         store.migrate().await?;
         store.listen(dropped);
         Ok(store)
@@ -158,7 +179,7 @@ impl PgStore {
     /// Wakes this instance's idle workers when any instance announces work; reconnects after
     /// the database goes away; ends when the store is dropped.
     fn listen(&self, dropped: oneshot::Receiver<()>) {
-        let (pool, work) = (self.pool.clone(), Arc::clone(&self.work));
+        let (pool, work, clock) = (self.pool.clone(), Arc::clone(&self.work), self.clock.clone());
         tokio::spawn(async move {
             let relisten = async {
                 loop {
@@ -177,9 +198,20 @@ impl PgStore {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             };
+            // The clock is measured again and again: a host's clock that is stepped (NTP, a
+            // person) is corrected within one interval.
+            let remeasure = async {
+                loop {
+                    tokio::time::sleep(MEASURE_EVERY).await;
+                    if let Err(e) = measure(&pool, &clock).await {
+                        tracing::warn!(error = %e, "could not read the database's clock; the last offset stands");
+                    }
+                }
+            };
             tokio::select! {
                 _ = dropped => {}
                 _ = relisten => {}
+                _ = remeasure => {}
             }
             // Every clone of the store is gone: say goodbye to the server rather than drop the
             // sockets.
@@ -197,7 +229,7 @@ impl PgStore {
     /// of server processes gone into stripe 0 (see [`super::schema`]) when [`FOLD_EVERY_MS`]
     /// has passed since the last fold.
     async fn count_parts(&self) -> Result<kernel::CountParts, StoreError> {
-        let (now, last) = (now_ms(), self.folded_at.load(Ordering::Relaxed));
+        let (now, last) = (self.clock.now(), self.folded_at.load(Ordering::Relaxed));
         let due = now - last >= FOLD_EVERY_MS
             && (self.folded_at)
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -296,8 +328,16 @@ impl Columns for PgRow {
 
 #[async_trait::async_trait]
 impl Store for PgStore {
+    fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    fn clock_offset(&self) -> Option<Millis> {
+        self.clock.offset()
+    }
+
     async fn adopt_capture(&self, transaction_id: &str, detail: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let mut tx = self.write().await?;
         let adopted = sqlx::query(kernel::ADOPT_CAPTURE)
             .bind(now)
@@ -313,13 +353,13 @@ impl Store for PgStore {
             .bind(ids::dispatch_id(transaction_id))
             .execute(&mut *tx)
             .await?;
-        history(&mut *tx, transaction_id, None, "capture adopted", detail).await?;
+        history(&mut *tx, self.clock.now(), transaction_id, None, "capture adopted", detail).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     async fn mark_origin(&self, transaction_id: &str, origin: &str, detail: &str) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO dispatches (transaction_id, stage, origin, created_at, updated_at) VALUES ($1, 'new', $2, $3, $4)
@@ -345,14 +385,14 @@ impl Store for PgStore {
         .bind(transaction_id)
         .execute(&mut *tx)
         .await?;
-        history(&mut *tx, transaction_id, None, "merchant-initiated", detail).await?;
+        history(&mut *tx, self.clock.now(), transaction_id, None, "merchant-initiated", detail).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn void_accepted(&self, void: &AcceptedVoid<'_>) -> Result<(), StoreError> {
         let (transaction_id, request_id, job) = (void.transaction_id, void.request_id, void.confirm);
-        let now = now_ms();
+        let now = self.clock.now();
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO dispatches (transaction_id, stage, void_request_id, created_at, updated_at) VALUES ($1, 'voiding', $2, $3, $4)
@@ -373,13 +413,12 @@ impl Store for PgStore {
         .bind(&job.id)
         .execute(&mut *tx)
         .await?;
-        insert_jobs(&mut tx, transaction_id, std::slice::from_ref(job)).await?;
+        insert_jobs(&mut tx, self.clock.now(), transaction_id, std::slice::from_ref(job)).await?;
         let detail = format!(
             "Dintero accepted the void (202, event-request-id {}); waiting for its VOID event",
             request_id.unwrap_or("not given")
         );
-        history(
-            &mut *tx,
+        history(&mut *tx, self.clock.now(),
             transaction_id,
             Some(&job.id),
             "void accepted",
@@ -398,7 +437,7 @@ impl Store for PgStore {
         .bind(name)
         .bind(owner)
         .bind(until)
-        .bind(now_ms())
+        .bind(self.clock.now())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -426,7 +465,7 @@ impl Store for PgStore {
              SELECT pg_notify('postbud_jobs', '') FROM queued",
         )
         .bind(transaction_id)
-        .bind(now_ms())
+        .bind(self.clock.now())
         .bind(ids::dispatch_id(transaction_id))
         .fetch_all(&self.pool)
         .await?;
@@ -435,7 +474,7 @@ impl Store for PgStore {
 
     async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Lease>, StoreError> {
         let (owner, lease, limit, only) = (claim.owner, claim.lease, claim.limit, claim.only);
-        let now = now_ms();
+        let now = self.clock.now();
         let rows = sqlx::query(&format!(
             "WITH {claimed}
              SELECT claimed.*, {dispatch}
@@ -465,7 +504,7 @@ impl Store for PgStore {
         let done = sqlx::query(
             "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND fence = $3 AND state = 'running'",
         )
-        .bind(now_ms() + duration.as_millis() as i64)
+        .bind(self.clock.now() + duration.as_millis() as i64)
         .bind(&lease.job.id)
         .bind(lease.job.fence)
         .execute(&self.pool)
@@ -478,7 +517,7 @@ impl Store for PgStore {
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let Some(plan) = FinishPlan::of(lease, &finish, now) else {
             return Ok(());
         };
@@ -503,7 +542,7 @@ impl Store for PgStore {
         finish: Finish,
         next: &Claim<'_>,
     ) -> Result<Vec<Lease>, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let Some(plan) = FinishPlan::of(lease, &finish, now) else {
             return self.claim(next).await;
         };
@@ -555,7 +594,7 @@ impl Store for PgStore {
 
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
         let (event, detail) = patch.note.clone().unzip();
-        let now = now_ms();
+        let now = self.clock.now();
         let document = patch.document.as_ref();
         // The change, the PDF and their history lines in one statement: one round trip, one
         // commit.
@@ -617,7 +656,7 @@ impl Store for PgStore {
         let Completion { invoice, route, jobs, detail, lease_first_due, confirmation } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
-        let now = now_ms();
+        let now = self.clock.now();
         let column = |f: fn(&NewJob) -> String| jobs.iter().map(f).collect::<Vec<String>>();
         // All of it in one statement, so one round trip and one commit: the capture's record
         // after it, the snapshot and the route, the PDF, the deliveries with their history lines
@@ -720,7 +759,7 @@ impl Store for PgStore {
         .bind(&pdf.file_name)
         .bind(&pdf.sha256)
         .bind(pdf.bytes.as_ref())
-        .bind(now_ms())
+        .bind(self.clock.now())
         .bind(&lease.job.id)
         .bind(lease.job.fence)
         .bind(&detail)
@@ -781,14 +820,14 @@ impl Store for PgStore {
         if held.is_none() {
             return Err(lease_lost(lease));
         }
-        insert_jobs(&mut tx, &lease.job.transaction_id, jobs).await?;
+        insert_jobs(&mut tx, self.clock.now(), &lease.job.transaction_id, jobs).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        insert_jobs(&mut tx, transaction_id, jobs).await?;
+        insert_jobs(&mut tx, self.clock.now(), transaction_id, jobs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -822,7 +861,7 @@ impl Store for PgStore {
 
     async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError> {
         // One statement: it commits on its own.
-        history(&self.pool, line.transaction_id, line.job_id, line.event, line.detail).await
+        history(&self.pool, self.clock.now(), line.transaction_id, line.job_id, line.event, line.detail).await
     }
 
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -848,21 +887,21 @@ impl Store for PgStore {
         // The requeue and its history line commit together, as on SQLite.
         let mut tx = self.write().await?;
         let done = sqlx::query(kernel::RETRY)
-            .bind(now_ms())
+            .bind(self.clock.now())
             .bind(transaction_id)
             .bind(channel)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         if done > 0 {
-            history(&mut *tx, transaction_id, None, "retry requested", &kernel::retry_note(done)).await?;
+            history(&mut *tx, self.clock.now(), transaction_id, None, "retry requested", &kernel::retry_note(done)).await?;
         }
         tx.commit().await?;
         Ok(done)
     }
 
     async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
-        let now = now_ms();
+        let now = self.clock.now();
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES ($1, 'voided', $2, $3)
@@ -955,7 +994,7 @@ impl Store for PgStore {
             .bind(before)
             .fetch_all(&mut *tx)
             .await?;
-        let now = now_ms();
+        let now = self.clock.now();
         for id in &ids {
             for statement in super::PRUNE {
                 let query = statement.replace('?', "$");
@@ -1017,10 +1056,10 @@ impl Store for PgStore {
 
 async fn insert_jobs(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    now: Millis,
     transaction_id: &str,
     jobs: &[NewJob],
 ) -> Result<(), StoreError> {
-    let now = now_ms();
     for job in jobs {
         // The job, its history line and the wake-up in one statement; the last two only for a
         // job not there before.
@@ -1054,6 +1093,7 @@ fn queued_line(job: &NewJob) -> String {
 
 async fn history<'e>(
     on: impl sqlx::PgExecutor<'e>,
+    at: Millis,
     transaction_id: &str,
     job_id: Option<&str>,
     event: &str,
@@ -1062,7 +1102,7 @@ async fn history<'e>(
     sqlx::query(kernel::HISTORY)
         .bind(transaction_id)
         .bind(job_id)
-        .bind(now_ms())
+        .bind(at)
         .bind(event)
         .bind(detail)
         .execute(on)
