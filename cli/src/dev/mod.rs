@@ -34,16 +34,12 @@ pub async fn sandbox(
             message: format!("sandbox on {listen}: {e}"),
             code: exit::CONFIG,
         })?;
-    let c = sandbox.config();
-    say!("Dintero sandbox on {}\n", sandbox.url());
     say!(
-        "[dintero]\naccount_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauth_url = \"{}\"\n",
-        c.account_id,
-        c.client_id,
-        c.client_secret,
-        sandbox.api_url(),
-        sandbox.api_url()
+        "Dintero sandbox on {} (its CDN on {})\n",
+        sandbox.url(),
+        sandbox.cdn_url()
     );
+    say!("{}", sandbox.dintero_toml());
     for _ in 0..seed {
         let seed = postbud_sandbox::Seed {
             callback_url: callback_url.clone(),
