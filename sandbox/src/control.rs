@@ -432,7 +432,14 @@ pub(crate) async fn pay(
         );
     }
     let items: Vec<Value> = order["items"].as_array().cloned().unwrap_or_default();
-    let items_total: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
+    let mut items_total = 0i64;
+    for (i, item) in items.iter().enumerate() {
+        // Each line's amount an integer: a `true` is not 1, and is not left out of the sum.
+        match crate::wire::int32(&item["amount"], &format!("session.order.items[{i}].amount")) {
+            Ok(amount) => items_total += amount,
+            Err(message) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message),
+        }
+    }
     if !items.is_empty() && items_total != amount {
         return error(
             StatusCode::BAD_REQUEST,

@@ -359,3 +359,29 @@ async fn the_cdn_is_another_origin_whose_links_expire_and_take_no_authorization(
     );
     assert_eq!(sandbox.stats().cdn_expired, 1);
 }
+
+#[tokio::test]
+async fn sessions_pay_takes_no_boolean_for_a_line_amount() {
+    let sandbox = Sandbox::start(SandboxConfig::default())
+        .await
+        .expect("start");
+    let token = token(&sandbox).await;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/sessions/pay", sandbox.api_url()))
+        .bearer_auth(&token)
+        .json(&json!({
+            "payment": {"payment_product_type": "kravia.invoice_b2c", "operation": "invoice_payment", "days_until_due": 14},
+            "session": {"order": {"amount": 100, "currency": "NOK", "merchant_reference": "bool-line",
+                "billing_address": {"first_name": "Kari"},
+                "items": [{"line_id": "1", "amount": 100}, {"line_id": "2", "amount": true}]}},
+        }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 400);
+    let body: Value = answer.json().await.expect("json");
+    assert!(
+        message(&body).contains("`session.order.items[1].amount` must be an integer, not true"),
+        "{body}"
+    );
+}

@@ -23,9 +23,11 @@ pub async fn sandbox(
     seed: u32,
     callback_secret: Option<String>,
     callback_url: Option<String>,
+    token_ttl: u64,
 ) -> CommandResult {
     let config = postbud_sandbox::SandboxConfig {
         callback_secret,
+        token_ttl,
         ..Default::default()
     };
     let sandbox = postbud_sandbox::Sandbox::start_on(listen, config)
