@@ -136,6 +136,9 @@ pub(crate) enum Command {
         /// `url.callback_url` (e.g. http://127.0.0.1:8080/dintero/callback of `postbud serve`).
         #[arg(long)]
         callback_url: Option<String>,
+        /// Token lifetime in seconds (`expires_in`); a token is refused with a 401 after it.
+        #[arg(long, default_value_t = 3600)]
+        token_ttl: u64,
     },
     #[cfg(feature = "dev")]
     /// Measure: N invoices through capture, PDF fetch and a webhook delivery against the sandbox

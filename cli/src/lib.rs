@@ -183,7 +183,8 @@ pub async fn run(registry: Registry) -> ExitCode {
             seed,
             callback_secret,
             callback_url,
-        } => dev::sandbox(listen, seed, callback_secret, callback_url).await,
+            token_ttl,
+        } => dev::sandbox(listen, seed, callback_secret, callback_url, token_ttl).await,
         #[cfg(feature = "dev")]
         Command::Demo { dir } => dev::demo::run(&dir).await,
         #[cfg(feature = "dev")]

@@ -1390,7 +1390,7 @@ async fn the_sandbox_readme_rust_example_compiles_and_runs() {
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("start");
-    let dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()); // the [dintero] table
+    let dintero = sandbox.dintero_toml(); // the [dintero] table
     let id = sandbox.seed(Seed {
         invoice_number: Some("INV-1001".into()),
         pdf_changes_at_capture: true,
@@ -1416,7 +1416,7 @@ async fn the_sandbox_readme_rust_example_compiles_and_runs() {
     let readme = read("sandbox/README.md");
     for call in [
         "Sandbox::start(SandboxConfig::default())",
-        "dintero_toml(&sandbox.api_url())",
+        "sandbox.dintero_toml()",
         "invoice_number: Some(\"INV-1001\".into())",
         "sandbox.inject(Fault {",
         "FaultKind::Status {",

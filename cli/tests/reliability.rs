@@ -25,6 +25,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct SandboxProcess {
     child: Child,
     base: String,
+    /// The `[dintero]` table it serves at `/sandbox/dintero.toml`.
+    dintero: String,
 }
 
 impl Drop for SandboxProcess {
@@ -55,7 +57,18 @@ async fn sandbox() -> SandboxProcess {
         assert!(Instant::now() < deadline, "sandbox did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    SandboxProcess { child, base }
+    // The table names the CDN's origin, another port the process chose.
+    let dintero = reqwest::get(format!("{base}/sandbox/dintero.toml"))
+        .await
+        .expect("the sandbox's [dintero] table")
+        .text()
+        .await
+        .expect("text");
+    SandboxProcess {
+        child,
+        base,
+        dintero,
+    }
 }
 
 impl SandboxProcess {
@@ -147,7 +160,7 @@ fn config(
              [server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://invoices.example\"\nlink_secret = \"reliability\"\n\n[store]\nurl = \"{store}\"\n\n\
              [engine]\nworkers = {workers}\nlease = \"1s\"\nbackoff_base = \"100ms\"\nbackoff_max = \"1s\"\nmax_attempts = 50\npoll_interval = \"100ms\"\n\n\
              [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
-            dintero = postbud_sandbox::dintero_toml(&format!("{}/v1", sandbox.base))
+            dintero = sandbox.dintero
         ),
     )
     .expect("config");

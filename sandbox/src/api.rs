@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 
 use crate::{
     Shared,
+    push::{self, Change},
     state::{FaultKind, Operation, Stored},
-    wire::{authorized, error, now, uuid},
+    wire::{authorized, error, int32, now, uuid},
 };
 
 type Shared_ = State<Arc<Shared>>;
@@ -34,12 +35,19 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/v1/transactions/{id}/void", post(void))
         .route("/v1/files/{fid}", get(file_descriptor))
         .route("/v1/invoices/{file}", get(direct_pdf))
-        .route("/cdn/files/{file}", get(cdn_pdf))
         .route("/v1/sessions/pay", post(crate::control::pay))
+        .route(
+            "/v1/accounts/{aid}/hooks/subscriptions",
+            post(push::create_subscription).get(push::list_subscriptions),
+        )
+        .route(
+            "/v1/accounts/{aid}/hooks/subscriptions/{id}",
+            axum::routing::delete(push::delete_subscription),
+        )
 }
 
 /// Applies a status fault; returns the response to send instead, if any.
-fn fault_response(kind: &Option<FaultKind>) -> Option<Response> {
+pub(crate) fn fault_response(kind: &Option<FaultKind>) -> Option<Response> {
     if let Some(FaultKind::Status {
         status,
         retry_after,
@@ -58,10 +66,36 @@ fn fault_response(kind: &Option<FaultKind>) -> Option<Response> {
     None
 }
 
-async fn slow(kind: &Option<FaultKind>) {
-    if let Some(FaultKind::SlowResponse { ms }) = kind {
-        tokio::time::sleep(Duration::from_millis(*ms)).await;
+/// The answer to a request that was carried out, as the fault it took lets it through: held
+/// back (`slow_response`), replaced by an error status (`status_after_applying`), or never sent
+/// (`drop_after_applying`). In each the operation has happened; only its answer is lost.
+pub(crate) async fn finish(kind: &Option<FaultKind>, response: Response) -> Response {
+    match kind {
+        Some(FaultKind::SlowResponse { ms }) => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            response
+        }
+        Some(FaultKind::StatusAfterApplying { status }) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            error(
+                status,
+                "SANDBOX_FAULT",
+                "injected fault (after the operation was carried out)",
+            )
+        }
+        Some(FaultKind::DropAfterApplying) => dropped(),
+        _ => response,
     }
+}
+
+/// A response whose body fails before its first byte. hyper writes the head only together with
+/// the body, so it closes the connection having sent nothing: the client sees the connection
+/// closed before any answer, as when a connection drops.
+fn dropped() -> Response {
+    let body = futures_util::stream::iter([Err::<bytes::Bytes, _>(std::io::Error::other(
+        "sandbox fault: connection dropped after the operation",
+    ))]);
+    Response::new(axum::body::Body::from_stream(body))
 }
 
 async fn token(
@@ -108,19 +142,27 @@ async fn token(
     let token = format!("sbx.{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     {
         let mut inner = shared.state.lock();
+        // To the millisecond: a token is refused once `expires_in` has passed since it was
+        // issued, not at the next whole second.
         inner.tokens.insert(
             token.clone(),
-            (jiff::Timestamp::now().as_second() as u64).saturating_add(config.token_ttl),
+            crate::wire::now_ms().saturating_add(config.token_ttl.saturating_mul(1000)),
         );
         inner.stats.tokens_issued += 1;
     }
-    slow(&fault).await;
-    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": config.token_ttl}))
-        .into_response()
+    finish(
+        &fault,
+        Json(
+            json!({"access_token": token, "token_type": "Bearer", "expires_in": config.token_ttl}),
+        )
+        .into_response(),
+    )
+    .await
 }
 
-/// The transaction as a reader sees it now: late metadata hidden, pending 202 events released.
-fn read(stored: &mut Stored, include_session: bool) -> Value {
+/// The transaction as a reader sees it now: late metadata hidden, pending 202 events released;
+/// and what the released events changed, for the callbacks and webhooks they cause.
+fn read(stored: &mut Stored, include_session: bool) -> (Value, Vec<Change>) {
     for (_, left) in stored.pending_events.iter_mut() {
         *left = left.saturating_sub(1);
     }
@@ -129,14 +171,19 @@ fn read(stored: &mut Stored, include_session: bool) -> Value {
         .drain(..)
         .partition(|(_, left)| *left == 0);
     stored.pending_events = waiting;
+    let mut changes = Vec::new();
     for (event, _) in ready {
         // A confirmed void changes the status; a capture keeps it (Kravia stays AUTHORIZED).
-        if event["event"] == "VOID"
-            && event["success"] == true
-            && let Some(status) = event.get("transaction_status")
-        {
+        let voided = event["event"] == "VOID" && event["success"] == true;
+        if voided && let Some(status) = event.get("transaction_status") {
             stored.transaction["status"] = status.clone();
         }
+        stored.transaction["updated_at"] = json!(now());
+        changes.push(if voided {
+            Change::Voided
+        } else {
+            Change::Updated
+        });
         if let Some(events) = stored.transaction["events"].as_array_mut() {
             events.push(event);
         }
@@ -151,7 +198,7 @@ fn read(stored: &mut Stored, include_session: bool) -> Value {
     if include_session {
         tx["session"] = stored.session.clone();
     }
-    tx
+    (tx, changes)
 }
 
 async fn transaction(
@@ -168,7 +215,7 @@ async fn transaction(
         return r;
     }
     let include_session = q.iter().any(|(k, v)| k == "includes" && v == "session");
-    let body = {
+    let (body, changes) = {
         let mut inner = shared.state.lock();
         let Some(stored) = inner.transactions.get_mut(&id) else {
             return error(
@@ -179,8 +226,10 @@ async fn transaction(
         };
         read(stored, include_session)
     };
-    slow(&fault).await;
-    Json(body).into_response()
+    for change in changes {
+        push::transaction_changed(&shared, &id, change);
+    }
+    finish(&fault, Json(body).into_response()).await
 }
 
 /// The first `null` in a JSON document, by its path.
@@ -204,7 +253,9 @@ fn first_null(value: &Value, path: &str) -> Option<String> {
 }
 
 /// What the 2026 schema refuses in a capture body: `amount` an integer; `items[]` with a string
-/// `line_id` and an integer `amount`; optional fields of their type; no `null` anywhere.
+/// `line_id` and an integer `amount`; optional fields of their type; no `null` anywhere. And what
+/// Dintero's integration checklist asks of the lines: each `line_id` once, and lines that sum to
+/// `amount` (its WooCommerce plugin adds a rounding line for this reason).
 fn check_capture_body(body: &Value) -> Result<i64, String> {
     if !body.is_object() {
         return Err("the body must be a JSON object".into());
@@ -214,9 +265,7 @@ fn check_capture_body(body: &Value) -> Result<i64, String> {
             "`{path}` is null; no field of a capture is nullable"
         ));
     }
-    let amount = body["amount"]
-        .as_i64()
-        .ok_or("`amount` is required and must be an integer (minor units)")?;
+    let amount = int32(&body["amount"], "amount")?;
     if body
         .get("capture_reference")
         .is_some_and(|r| !r.is_string())
@@ -225,17 +274,20 @@ fn check_capture_body(body: &Value) -> Result<i64, String> {
     }
     if let Some(items) = body.get("items") {
         let items = items.as_array().ok_or("`items` must be an array")?;
+        let mut line_ids = std::collections::HashMap::new();
+        let mut sum = 0i64;
         for (i, item) in items.iter().enumerate() {
-            if item["line_id"].as_str().is_none_or(str::is_empty) {
+            let Some(line_id) = item["line_id"].as_str().filter(|l| !l.is_empty()) else {
                 return Err(format!(
                     "`items[{i}].line_id` is required and must be a string"
                 ));
-            }
-            if item["amount"].as_i64().is_none() {
+            };
+            if let Some(first) = line_ids.insert(line_id, i) {
                 return Err(format!(
-                    "`items[{i}].amount` is required and must be an integer"
+                    "`items[{i}].line_id` \"{line_id}\" repeats `items[{first}].line_id`: line ids must be unique"
                 ));
             }
+            sum += int32(&item["amount"], &format!("items[{i}].amount"))?;
             for (key, ok) in [
                 (
                     "quantity",
@@ -244,7 +296,7 @@ fn check_capture_body(body: &Value) -> Result<i64, String> {
                 ("vat", item.get("vat").is_none_or(Value::is_number)),
                 (
                     "vat_amount",
-                    item.get("vat_amount").is_none_or(|v| v.as_i64().is_some()),
+                    item.get("vat_amount").is_none_or(|v| int32(v, "").is_ok()),
                 ),
                 ("id", item.get("id").is_none_or(Value::is_string)),
                 (
@@ -256,6 +308,11 @@ fn check_capture_body(body: &Value) -> Result<i64, String> {
                     return Err(format!("`items[{i}].{key}` has the wrong type"));
                 }
             }
+        }
+        if sum != amount {
+            return Err(format!(
+                "the items sum to {sum}, not to `amount` {amount}: the lines must add up to the captured amount"
+            ));
         }
     }
     if let Some(metadata) = body.get("metadata") {
@@ -329,13 +386,18 @@ async fn capture(
                 &format!("cannot capture a transaction with status {}", tx["status"]),
             );
         }
-        if amount <= 0 || Some(amount) > tx["amount"].as_i64() {
+        let authorized_amount = tx["amount"].as_i64().unwrap_or(0);
+        let remaining = authorized_amount - captured_amount(stored);
+        if amount <= 0 || amount > remaining {
             return error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_AMOUNT",
-                "amount exceeds the authorized amount",
+                &format!(
+                    "amount {amount} is not within the remaining authorized amount: {remaining} of {authorized_amount} left"
+                ),
             );
         }
+        let tx = &mut stored.transaction;
         let fail = matches!(fault, Some(FaultKind::Accepted { fail: true, .. }));
         let mut metadata = serde_json::Map::new();
         for key in [
@@ -399,8 +461,44 @@ async fn capture(
         }
         response
     };
-    slow(&fault).await;
-    response
+    if response.status() == StatusCode::OK {
+        push::transaction_changed(&shared, &id, Change::Updated);
+    }
+    finish(&fault, response).await
+}
+
+/// How much of a transaction is captured or being captured: successful `INITIATE_CAPTURE` and
+/// `CAPTURE` events (a `CAPTURE` completing an `INITIATE_CAPTURE` counted once), and captures
+/// accepted with a 202 whose event has not shown yet, unless that event will be a failure.
+fn captured_amount(stored: &Stored) -> i64 {
+    let events = stored.transaction["events"].as_array();
+    let initiated: Vec<&Value> = events
+        .into_iter()
+        .flatten()
+        .filter(|e| e["event"] == "INITIATE_CAPTURE" && e["success"] == true)
+        .filter_map(|e| e.get("request_id"))
+        .collect();
+    let done: i64 = events
+        .into_iter()
+        .flatten()
+        .filter(|e| e["success"] == true)
+        .filter(|e| match e["event"].as_str() {
+            Some("INITIATE_CAPTURE") => true,
+            Some("CAPTURE") => e
+                .get("correlation_request_id")
+                .is_none_or(|c| !initiated.contains(&c)),
+            _ => false,
+        })
+        .filter_map(|e| e["amount"].as_i64())
+        .sum();
+    let pending: i64 = stored
+        .pending_events
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| e["event"] == "INITIATE_CAPTURE" && e["success"] == true)
+        .filter_map(|e| e["amount"].as_i64())
+        .sum();
+    done + pending
 }
 
 /// Metadata of the AUTHORIZE event, where Kravia puts the invoice facts.
@@ -470,8 +568,10 @@ async fn void(State(shared): Shared_, Path(id): Path<String>, headers: HeaderMap
         }
         response
     };
-    slow(&fault).await;
-    response
+    if response.status() == StatusCode::OK {
+        push::transaction_changed(&shared, &id, Change::Voided);
+    }
+    finish(&fault, response).await
 }
 
 /// `GET /v1/transactions`: newest first, filtered as Dintero documents, `limit` 1-100 (default
@@ -558,8 +658,7 @@ async fn list(
             .collect();
         page
     };
-    slow(&fault).await;
-    Json(page).into_response()
+    finish(&fault, Json(page).into_response()).await
 }
 
 /// `GET /v1/admin/checkout`: the account's checkout configuration, where `payment_options` live.
@@ -575,8 +674,11 @@ async fn checkout_configuration(State(shared): Shared_, headers: HeaderMap) -> R
         Value::Null => json!({"payment_options": []}),
         configured => configured.clone(),
     };
-    slow(&fault).await;
-    Json(json!({"configuration": configuration, "updated_at": now()})).into_response()
+    finish(
+        &fault,
+        Json(json!({"configuration": configuration, "updated_at": now()})).into_response(),
+    )
+    .await
 }
 
 /// `GET /v1/admin/session/profiles/{profile_id}`.
@@ -596,19 +698,19 @@ async fn payment_profile(
         return r;
     }
     let profile = shared.state.lock().profiles.get(&profile_id).cloned();
-    slow(&fault).await;
-    match profile {
+    let response = match profile {
         Some(profile) => Json(profile).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             &format!("payment profile {profile_id} not found"),
         ),
-    }
+    };
+    finish(&fault, response).await
 }
 
 /// The bytes a transaction's PDF endpoint serves, per its `pdf_content`.
-fn pdf_body(stored: &Stored) -> Response {
+pub(crate) fn pdf_body(stored: &Stored) -> Response {
     let content = stored.pdf_content.as_str();
     if content == "html" {
         return (
@@ -659,15 +761,20 @@ async fn file_descriptor(State(shared): Shared_, Path(fid): Path<String>) -> Res
         let number = stored.transaction["metadata"]["kravia:invoice_number"]
             .as_str()
             .unwrap_or("invoice");
-        let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600);
+        // The link and `expires_at` are one instant: the CDN refuses the link from then on.
+        let ttl = u64::try_from(shared.config.cdn_link_ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires_ms = crate::wire::now_ms().saturating_add(ttl);
+        let expires_at = i64::try_from(expires_ms)
+            .ok()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .unwrap_or(jiff::Timestamp::MAX);
         Json(json!({
             "id": fid, "name": format!("{number}.pdf"), "mime_type": "application/pdf",
-            "expires_at": expires.to_string(), "url": format!("{}/cdn/files/{fid}.pdf", shared.base),
+            "expires_at": expires_at.to_string(), "url": crate::cdn::link(&shared, &fid, expires_ms),
         }))
         .into_response()
     };
-    slow(&fault).await;
-    response
+    finish(&fault, response).await
 }
 
 async fn direct_pdf(State(shared): Shared_, Path(file): Path<String>) -> Response {
@@ -687,24 +794,5 @@ async fn direct_pdf(State(shared): Shared_, Path(file): Path<String>) -> Respons
             None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found"),
         }
     };
-    slow(&fault).await;
-    response
-}
-
-async fn cdn_pdf(State(shared): Shared_, Path(file): Path<String>) -> Response {
-    let fid = file.strip_suffix(".pdf").unwrap_or(&file);
-    let id = fid.strip_prefix("f-").unwrap_or(fid).to_owned();
-    let fault = shared.state.lock().take_fault(Operation::Pdf, Some(&id));
-    if let Some(r) = fault_response(&fault) {
-        return r;
-    }
-    let response = {
-        let inner = shared.state.lock();
-        match inner.transactions.get(&id) {
-            Some(stored) => pdf_body(stored),
-            None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "file not found"),
-        }
-    };
-    slow(&fault).await;
-    response
+    finish(&fault, response).await
 }

@@ -10,9 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::{
     Shared,
@@ -32,6 +30,24 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/sandbox/faults", post(fault_endpoint).delete(clear_faults))
         .route("/sandbox/checkout", axum::routing::put(checkout_endpoint))
         .route("/sandbox/stats", get(stats))
+        .route("/sandbox/dintero.toml", get(dintero_toml_endpoint))
+}
+
+/// The `[dintero]` table for this sandbox, with the CDN's origin in `document_hosts`.
+pub(crate) fn dintero_toml(shared: &Shared) -> String {
+    format!(
+        "{}document_hosts = [\"{}\"]\n",
+        crate::dintero_toml(&format!("{}/v1", shared.base)),
+        shared.cdn_base
+    )
+}
+
+async fn dintero_toml_endpoint(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/toml")],
+        dintero_toml(&shared),
+    )
+        .into_response()
 }
 
 const KRAVIA_TYPES: [&str; 3] = [
@@ -52,18 +68,11 @@ fn format_amount(minor: i64, currency: &str) -> String {
     format!("{}.{:02} {currency}", minor / 100, minor % 100)
 }
 
-/// Creates and stores a transaction; shared by seeding and `sessions/pay`.
+/// Creates and stores a transaction; shared by seeding and `sessions/pay`. Its callback and the
+/// account's webhooks follow, as Dintero sends them once a session is authorized.
 pub(crate) fn seed(shared: &Arc<Shared>, seed: Seed) -> String {
-    let callback_url = seed.callback_url.clone();
     let id = create(shared, seed);
-    if let Some(url) = callback_url {
-        // Dintero calls back after authorization, not inside the request that authorized.
-        let (shared, id) = (Arc::clone(shared), id.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let _ = send_callback(&shared, &id, &url).await;
-        });
-    }
+    crate::push::transaction_changed(shared, &id, crate::push::Change::Created);
     id
 }
 
@@ -209,6 +218,7 @@ fn create(shared: &Shared, seed: Seed) -> String {
             pdf,
             pdf_changes_at_capture: seed.pdf_changes_at_capture,
             seq,
+            callback_url: seed.callback_url.clone(),
         },
     );
     id
@@ -270,6 +280,12 @@ pub(crate) fn invoice_lines(tx: &Value, payment: Option<&str>) -> Vec<String> {
 
 async fn seed_endpoint(State(shared): State<Arc<Shared>>, body: Option<Json<Seed>>) -> Response {
     let seed = body.map(|Json(s)| s).unwrap_or_default();
+    // The transaction's amount is the sum of its lines: each must be an integer.
+    for (i, item) in seed.items.iter().flatten().enumerate() {
+        if let Err(message) = crate::wire::int32(&item["amount"], &format!("items[{i}].amount")) {
+            return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message);
+        }
+    }
     let id = self::seed(&shared, seed);
     let tx = shared
         .state
@@ -322,84 +338,10 @@ async fn callback_endpoint(
     let Some(url) = body.get("url").and_then(Value::as_str) else {
         return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`url` is required");
     };
-    match send_callback(&shared, &id, url).await {
+    match crate::push::send_callback(&shared, &id, url, None).await {
         Ok(status) => Json(json!({"status": status})).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, "CALLBACK_FAILED", &e),
     }
-}
-
-/// `Dintero-Signature` as documented: HMAC-SHA256 over
-/// `t \n account \n METHOD \n host \n path \n query-sorted-by-name`.
-fn signature(secret: &str, account: &str, url: &url::Url, t: i64) -> String {
-    let mut pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    // URLSearchParams.sort(): stable, by name only.
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    let signed = format!(
-        "{t}\n{account}\nGET\n{}\n{}\n{query}",
-        url.host_str().unwrap_or_default(),
-        url.path()
-    );
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(signed.as_bytes());
-    format!(
-        "t={t},v0-hmac-sha256={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
-}
-
-pub(crate) async fn send_callback(
-    shared: &Shared,
-    id: &str,
-    callback_url: &str,
-) -> Result<u16, String> {
-    let (merchant_reference, session_id) = {
-        let inner = shared.state.lock();
-        let stored = inner
-            .transactions
-            .get(id)
-            .ok_or_else(|| format!("no transaction {id}"))?;
-        (
-            stored.transaction["merchant_reference"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            stored.transaction["session_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        )
-    };
-    let mut url = url::Url::parse(callback_url).map_err(|e| format!("callback url: {e}"))?;
-    url.query_pairs_mut()
-        .append_pair("transaction_id", id)
-        .append_pair("session_id", &session_id)
-        .append_pair("merchant_reference", &merchant_reference)
-        .append_pair("time", &now());
-    let mut request = shared.http.get(url.clone());
-    if let Some(secret) = &shared.config.callback_secret {
-        let t = jiff::Timestamp::now().as_second();
-        request = request.header(
-            "Dintero-Signature",
-            signature(secret, &shared.config.account_id, &url, t),
-        );
-    }
-    let status = match request.send().await {
-        Ok(response) => response.status().as_u16(),
-        Err(e) => {
-            shared.state.lock().stats.callbacks.push((id.to_owned(), 0));
-            return Err(e.to_string());
-        }
-    };
-    shared
-        .state
-        .lock()
-        .stats
-        .callbacks
-        .push((id.to_owned(), status));
-    Ok(status)
 }
 
 /// `POST /v1/sessions/pay`: a merchant-initiated Kravia invoice, authorized at once.
@@ -506,7 +448,14 @@ pub(crate) async fn pay(
         );
     }
     let items: Vec<Value> = order["items"].as_array().cloned().unwrap_or_default();
-    let items_total: i64 = items.iter().filter_map(|i| i["amount"].as_i64()).sum();
+    let mut items_total = 0i64;
+    for (i, item) in items.iter().enumerate() {
+        // Each line's amount an integer: a `true` is not 1, and is not left out of the sum.
+        match crate::wire::int32(&item["amount"], &format!("session.order.items[{i}].amount")) {
+            Ok(amount) => items_total += amount,
+            Err(message) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message),
+        }
+    }
     if !items.is_empty() && items_total != amount {
         return error(
             StatusCode::BAD_REQUEST,

@@ -19,11 +19,13 @@
 #![allow(clippy::result_large_err)]
 
 mod api;
+mod cdn;
 mod control;
 pub mod hooks;
 pub mod mailbox;
 pub mod pdf;
 pub mod scopes;
+mod push;
 pub mod sftp;
 pub mod sms;
 pub mod smtp;
@@ -31,7 +33,7 @@ pub mod sshd;
 mod state;
 mod wire;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use serde_json::Value;
 pub use state::{Fault, FaultKind, Operation, Seed, Stats};
@@ -56,10 +58,26 @@ pub struct SandboxConfig {
     pub client_secret: String,
     /// Signs callbacks with `Dintero-Signature` when set.
     pub callback_secret: Option<String>,
-    /// Token lifetime in seconds (3600).
+    /// Token lifetime in seconds (3600): `expires_in`, and a token is answered 401 from then on.
     pub token_ttl: u64,
     /// Which key of `payment` `POST /v1/sessions/pay` honours for who delivers the invoice.
     pub pay_reads: PayChannelKey,
+    /// How long a Files API descriptor's CDN link lives (10 minutes): its `expires_at`, after
+    /// which the CDN refuses the link.
+    pub cdn_link_ttl: Duration,
+    /// Attempts at each session callback the sandbox sends on its own (21: Dintero retries a
+    /// callback 20 times).
+    pub callback_attempts: u32,
+    /// Attempts at each account webhook delivery (6: Dintero retries a webhook 5 times).
+    pub webhook_attempts: u32,
+    /// Wait before the first retry of a callback or webhook (1 s); it doubles with each further
+    /// retry, up to 30 s.
+    pub push_backoff: Duration,
+    /// How long a callback waits for its answer before it counts as failed and is retried
+    /// (10 s, Dintero's).
+    pub callback_timeout: Duration,
+    /// How long a webhook delivery waits for its answer (120 s, Dintero's).
+    pub webhook_timeout: Duration,
 }
 
 /// Which name of the delivery option the sandbox's `sessions/pay` honours. Dintero's guides
@@ -87,6 +105,12 @@ impl Default for SandboxConfig {
             callback_secret: None,
             token_ttl: 3600,
             pay_reads: PayChannelKey::default(),
+            cdn_link_ttl: Duration::from_secs(600),
+            callback_attempts: 21,
+            webhook_attempts: 6,
+            push_backoff: Duration::from_secs(1),
+            callback_timeout: Duration::from_secs(10),
+            webhook_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -96,12 +120,21 @@ pub(crate) struct Shared {
     pub(crate) config: SandboxConfig,
     pub(crate) state: state::State,
     pub(crate) base: String,
+    /// The CDN's own origin, `http://127.0.0.1:<another port>`.
+    pub(crate) cdn_base: String,
+    /// Signs the CDN's links.
+    pub(crate) link_key: [u8; 32],
     pub(crate) http: reqwest::Client,
     pub(crate) withheld: scopes::Withheld,
+    /// Callbacks and webhooks: no redirects followed (Dintero counts them as failures), each
+    /// request's timeout its own.
+    pub(crate) push_http: reqwest::Client,
 }
 
-/// The `[dintero]` table for the default [`SandboxConfig`] at `api_url`: what a configuration
-/// needs to talk to a sandbox, in-process or in its own `postbud sandbox` process.
+/// The `[dintero]` table for the default [`SandboxConfig`] at `api_url`, without the CDN's
+/// origin: enough for the API, but a PDF behind a Files API descriptor is refused by Postbud's
+/// allow-list. Prefer [`Sandbox::dintero_toml`], or read `GET /sandbox/dintero.toml` from a
+/// sandbox in its own `postbud sandbox` process.
 pub fn dintero_toml(api_url: &str) -> String {
     let c = SandboxConfig::default();
     format!(
@@ -116,11 +149,13 @@ pub struct Sandbox {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    cdn: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.server.abort();
+        self.cdn.abort();
     }
 }
 
@@ -130,20 +165,30 @@ impl Sandbox {
         Self::start_on("127.0.0.1:0".parse().expect("valid address"), config).await
     }
 
-    /// Starts on `addr`.
+    /// Starts on `addr`, with the CDN on a free port of the same IP address.
     pub async fn start_on(addr: SocketAddr, config: SandboxConfig) -> std::io::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let cdn_listener = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
+        let cdn_addr = cdn_listener.local_addr()?;
+        let mut link_key = [0u8; 32];
+        getrandom::fill(&mut link_key).map_err(|e| std::io::Error::other(e.to_string()))?;
         let shared = Arc::new(Shared {
             config,
             state: state::State::default(),
             base: format!("http://{addr}"),
+            cdn_base: format!("http://{cdn_addr}"),
+            link_key,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
                 .map_err(std::io::Error::other)?,
             withheld: scopes::Withheld::default(),
+            push_http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(std::io::Error::other)?,
         });
         let app = api::router()
             .merge(control::router())
@@ -159,11 +204,30 @@ impl Sandbox {
                 tracing::error!(error = %e, "sandbox server stopped");
             }
         });
+        let cdn_app = cdn::router().with_state(Arc::clone(&shared));
+        let cdn = tokio::spawn(async move {
+            if let Err(e) = axum::serve(cdn_listener, cdn_app).await {
+                tracing::error!(error = %e, "sandbox CDN stopped");
+            }
+        });
         Ok(Self {
             shared,
             addr,
             server,
+            cdn,
         })
+    }
+
+    /// The CDN's origin, `http://127.0.0.1:<port>`: another origin than the API's, as
+    /// `cdn.dintero.com` is. Postbud needs it in `dintero.document_hosts`.
+    pub fn cdn_url(&self) -> String {
+        self.shared.cdn_base.clone()
+    }
+
+    /// The `[dintero]` table for this sandbox: the account, `api_url` and `auth_url`, and the
+    /// CDN's origin in `document_hosts`.
+    pub fn dintero_toml(&self) -> String {
+        control::dintero_toml(&self.shared)
     }
 
     /// Base URL of an SMS provider stand-in (`twilio`, `vonage`, `sinch`, `linkmobility`,
@@ -217,14 +281,22 @@ impl Sandbox {
     /// Sets a transaction's status, as Dintero does when Kravia reports the invoice paid
     /// (`CAPTURED`).
     pub fn set_status(&self, transaction_id: &str, status: &str) {
-        if let Some(stored) = self
+        let changed = match self
             .shared
             .state
             .lock()
             .transactions
             .get_mut(transaction_id)
         {
-            stored.transaction["status"] = Value::from(status);
+            Some(stored) => {
+                stored.transaction["status"] = Value::from(status);
+                stored.transaction["updated_at"] = Value::from(wire::now());
+                true
+            }
+            None => false,
+        };
+        if changed {
+            push::transaction_changed(&self.shared, transaction_id, push::Change::Updated);
         }
     }
 
@@ -275,6 +347,6 @@ impl Sandbox {
         transaction_id: &str,
         callback_url: &str,
     ) -> Result<u16, String> {
-        control::send_callback(&self.shared, transaction_id, callback_url).await
+        push::send_callback(&self.shared, transaction_id, callback_url, None).await
     }
 }

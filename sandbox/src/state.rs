@@ -22,7 +22,7 @@ pub enum Operation {
     Void,
     /// `GET /files/{fid}` (the descriptor) or the direct invoice URL.
     File,
-    /// The PDF bytes on the CDN.
+    /// The PDF bytes on the CDN (`GET /files/{fid}.pdf` on the CDN's own origin).
     Pdf,
     /// `POST /sessions/pay`.
     Pay,
@@ -67,6 +67,15 @@ pub enum FaultKind {
         /// The error message.
         message: String,
     },
+    /// Do the operation, then answer with this status instead of its result (a gateway in front
+    /// of Dintero failing on the way back): the client is told it failed, yet it happened.
+    StatusAfterApplying {
+        /// HTTP status.
+        status: u16,
+    },
+    /// Do the operation, then close the connection without a byte of answer: the client sees a
+    /// connection error, yet it happened.
+    DropAfterApplying,
 }
 
 fn one() -> u32 {
@@ -164,6 +173,8 @@ pub struct Stored {
     pub pdf_changes_at_capture: bool,
     /// Order of creation, for the list's cursor.
     pub seq: u64,
+    /// `session.url.callback_url`: where Dintero calls back.
+    pub callback_url: Option<String>,
 }
 
 /// Counters a test reads.
@@ -179,12 +190,19 @@ pub struct Stats {
     pub requests: BTreeMap<String, u32>,
     /// `Dintero-System-*` headers of the last capture, void or pay request.
     pub system_headers: BTreeMap<String, String>,
-    /// Callbacks sent, with the HTTP status they got (0: no answer).
+    /// Callback attempts: the transaction, and the HTTP status each got (0: no answer).
     pub callbacks: Vec<(String, u16)>,
+    /// Webhook delivery attempts: the event, the transaction (empty for `ping`), and the HTTP
+    /// status each got (0: no answer).
+    pub webhooks: Vec<(String, String, u16)>,
     /// Messages the SMS provider stand-ins accepted.
     pub sms: Vec<crate::sms::Sms>,
     /// Twilio status callbacks sent: (MessageSid, HTTP status they got).
     pub sms_reports: Vec<(String, u16)>,
+    /// Requests to the CDN that carried an `Authorization` header (each refused with a 400).
+    pub cdn_with_authorization: u32,
+    /// Requests to the CDN with a link past its `expires_at` (each refused with a 403).
+    pub cdn_expired: u32,
 }
 
 #[derive(Debug, Default)]
@@ -196,8 +214,11 @@ pub struct Inner {
     pub profiles: HashMap<String, Value>,
     /// Merchant references of the sessions made so far.
     pub merchant_references: HashMap<String, String>,
+    /// Issued tokens and when each expires (Unix milliseconds).
     pub tokens: HashMap<String, u64>,
     pub faults: Vec<Fault>,
+    /// Account webhook subscriptions.
+    pub subscriptions: Vec<crate::push::Subscription>,
     pub stats: Stats,
     pub invoice_counter: u32,
     pub seq: u64,

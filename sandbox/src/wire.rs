@@ -18,6 +18,24 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// Dintero's `int32`: a JSON integer in range. A boolean, a fraction (`1.0` included), a string
+/// or a number past 2^31 - 1 is refused, saying which field (`path`) and what it held.
+pub(crate) fn int32(value: &serde_json::Value, path: &str) -> Result<i64, String> {
+    match value.as_i64() {
+        // `as_i64` is `None` for booleans, strings and any number written with a fraction or an
+        // exponent, so `true` is never taken for 1.
+        Some(n) if i32::try_from(n).is_ok() => Ok(n),
+        Some(n) => Err(format!("`{path}` is {n}, outside int32")),
+        None if value.is_null() => Err(format!("`{path}` is required and must be an integer")),
+        None => Err(format!("`{path}` must be an integer, not {value}")),
+    }
+}
+
+/// Unix time in milliseconds: when tokens and CDN links expire.
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0)
+}
+
 pub(crate) fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -50,7 +68,7 @@ pub(crate) fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Res
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
-    let now = jiff::Timestamp::now().as_second() as u64;
+    let now = now_ms();
     match bearer.and_then(|t| shared.state.lock().tokens.get(t).copied()) {
         Some(expires) if expires > now => Ok(()),
         _ => Err(error(

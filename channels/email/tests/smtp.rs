@@ -55,7 +55,7 @@ timeout = "5s"
 {extra}
 {routes}
 "#,
-            dintero = postbud_sandbox::dintero_toml(&self.sandbox.api_url()),
+            dintero = self.sandbox.dintero_toml(),
             dir = self.dir.path().display(),
             smtp = self.smtp.url(),
             ca = self.smtp.ca_file().display(),

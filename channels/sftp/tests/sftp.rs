@@ -33,7 +33,7 @@ async fn app(sandbox: &Sandbox, dir: &Path, sshd: &Sshd, host_keys: &str, extra:
          [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\nmax_attempts = 2\n\n\
          [channels.erp]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"{user}\"\nprivate_key = \"{key}\"\n{host_keys}\nremote_dir = \"{inbound}\"\ntimeout = \"10s\"\n{extra}\n{SELLER}\n\n\
          [[routes]]\ndeliver = [\"erp\"]\n",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml(),
         dir = dir.display(),
         port = sshd.port(),
         user = sshd.user(),
@@ -504,7 +504,7 @@ async fn a_server_that_stalls_after_the_handshake_is_given_up_on_in_time() {
          [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\nmax_attempts = 2\n\n\
          [channels.erp]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"erp\"\nprivate_key = \"{key}\"\nhost_key = [\"{fingerprint}\"]\nremote_dir = \"/erp\"\ntimeout = \"1s\"\nformats = [\"pdf\"]\n\n\
          [[routes]]\ndeliver = [\"erp\"]\n",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml(),
         dir = dir.path().display(),
         port = server.addr().port(),
         key = server.client_key().display(),

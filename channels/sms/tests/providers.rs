@@ -71,7 +71,7 @@ async fn setup_under(provider: &str, extra_keys: &str, path: &str) -> Setup {
          [server]\npublic_url = \"{base}\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
          [engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\nmax_attempts = 2\n\n[channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n\
          [channels.sms]\nkind = \"sms\"\nprovider = \"{provider}\"\nfrom = \"Merchant\"\n{channel}\n\n[[routes]]\ndeliver = [\"sms\"]\nfallback = [\"archive\"]\n",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml(),
         dir = dir.path().display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");
@@ -249,7 +249,7 @@ async fn setup_with_sandbox(sandbox: &Sandbox, preset: &str) -> (App, tempfile::
         "{dintero}\n\
          [server]\npublic_url = \"http://127.0.0.1:9\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
          [channels.sms]\nkind = \"sms\"\nprovider = \"http\"\nfrom = \"Merchant\"\n\n{preset}\n\n[[routes]]\ndeliver = [\"sms\"]\n",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml(),
         dir = dir.path().display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");

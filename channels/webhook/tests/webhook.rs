@@ -106,7 +106,7 @@ async fn app(sandbox: &Sandbox, dir: &std::path::Path, hook: &str, extra: &str) 
          [server]\npublic_url = \"https://invoices.merchant.example\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
          [engine]\nbackoff_base = \"50ms\"\nbackoff_max = \"1s\"\n\n[channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n\
          [channels.platform]\nkind = \"webhook\"\n{hook}\n\n{extra}\n{routes}",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml(),
         dir = dir.display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");

@@ -242,6 +242,20 @@ impl SandboxProcess {
         Ok(())
     }
 
+    /// The `[dintero]` table the process serves: its account, and its CDN's origin, a port the
+    /// process chose.
+    async fn dintero_toml(&self) -> Result<String, Failure> {
+        self.http
+            .get(format!("{}/sandbox/dintero.toml", self.base))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(io)?
+            .text()
+            .await
+            .map_err(io)
+    }
+
     fn api_url(&self) -> String {
         format!("{}/v1", self.base)
     }
@@ -537,7 +551,7 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
          [server]\npublic_url = \"https://invoices.merchant.example\"\nlink_secret = \"bench\"\n[store]\nurl = \"{store}\"\n\
          [engine]\nworkers = {workers}\npoll_interval = \"20ms\"\n\n\
          [channels.platform]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\n[[routes]]\ndeliver = [\"platform\"]\n",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml().await?,
     );
     let settings = Settings::from_toml(&toml)?;
     let timeout = settings.require_dintero()?.timeout;

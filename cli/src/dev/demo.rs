@@ -109,6 +109,7 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
     let public = format!("http://{}", listener.local_addr().map_err(io)?);
     let toml = DEMO_TOML
         .replace("{api}", &sandbox.api_url())
+        .replace("{cdn}", &sandbox.cdn_url())
         .replace("{dir}", &dir.display().to_string())
         .replace("{public}", &public)
         .replace("{smtp}", &mailbox.url())

@@ -23,9 +23,11 @@ pub async fn sandbox(
     seed: u32,
     callback_secret: Option<String>,
     callback_url: Option<String>,
+    token_ttl: u64,
 ) -> CommandResult {
     let config = postbud_sandbox::SandboxConfig {
         callback_secret,
+        token_ttl,
         ..Default::default()
     };
     let sandbox = postbud_sandbox::Sandbox::start_on(listen, config)
@@ -34,16 +36,12 @@ pub async fn sandbox(
             message: format!("sandbox on {listen}: {e}"),
             code: exit::CONFIG,
         })?;
-    let c = sandbox.config();
-    say!("Dintero sandbox on {}\n", sandbox.url());
     say!(
-        "[dintero]\naccount_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\napi_url = \"{}\"\nauth_url = \"{}\"\n",
-        c.account_id,
-        c.client_id,
-        c.client_secret,
-        sandbox.api_url(),
-        sandbox.api_url()
+        "Dintero sandbox on {} (its CDN on {})\n",
+        sandbox.url(),
+        sandbox.cdn_url()
     );
+    say!("{}", sandbox.dintero_toml());
     for _ in 0..seed {
         let seed = postbud_sandbox::Seed {
             callback_url: callback_url.clone(),

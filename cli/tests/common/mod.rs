@@ -31,7 +31,7 @@ pub async fn setup(extra: &str) -> Setup {
             "{dintero}\n\
              [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"50ms\"\nbackoff_max = \"300ms\"\n\n\
              [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n{extra}\n{routes}",
-            dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+            dintero = sandbox.dintero_toml(),
             dir = dir.path().display()
         ),
     )

@@ -180,7 +180,26 @@ impl DocumentPolicy {
             ));
         }
         let file_url = self.check_url(&descriptor.url)?;
-        let (content_type, body) = self.get(http, tokens, settings, &file_url).await?;
+        let (content_type, body) = self
+            .get(http, tokens, settings, &file_url)
+            .await
+            .map_err(|e| match e.status {
+                // A CDN refuses a signed link past its time with a 403, and the link may expire
+                // between the check above and its arrival (or by the CDN's clock): the next
+                // attempt reads a fresh descriptor, so this is worth a retry, not the end.
+                Some(403) => DinteroError {
+                    kind: crate::channel::ErrorKind::Temporary,
+                    message: format!(
+                        "{} (the file URL was refused; its descriptor said it expires at {}; a fresh one is read on the next attempt)",
+                        e.message,
+                        descriptor
+                            .expires_at
+                            .map_or_else(|| "an unknown time".to_owned(), |t| t.to_string())
+                    ),
+                    ..e
+                },
+                _ => e,
+            })?;
         if body.starts_with(b"%PDF-") {
             check_pdf(body)
         } else {

@@ -55,7 +55,7 @@ path = "{dir}/invoices"
 {extra}
 {routes}
 "#,
-            dintero = postbud_sandbox::dintero_toml(&self.sandbox.api_url()),
+            dintero = self.sandbox.dintero_toml(),
             dir = self.dir.path().display(),
         )
     }

@@ -84,7 +84,7 @@ async fn the_merchants_binary_runs_every_operator_command_with_its_own_kind() {
         format!(
             "{dintero}\n[server]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
              [channels.finance]\nkind = \"teams\"\nwebhook_url = \"{webhook}\"\n\n[[routes]]\ndeliver = [\"finance\"]\n",
-            dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+            dintero = sandbox.dintero_toml(),
             dir = dir.path().display()
         ),
     )

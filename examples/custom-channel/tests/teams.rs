@@ -44,7 +44,7 @@ async fn app(sandbox: &Sandbox, dir: &std::path::Path, url: &str) -> App {
          [server]\npublic_url = \"https://invoices.merchant.example\"\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n[engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\n\n\
          [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n[channels.finance]\nkind = \"teams\"\nwebhook_url = \"{url}\"\n\n\
          [[routes]]\ndeliver = [\"finance\"]\nfallback = [\"archive\"]\n",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml(),
         dir = dir.display()
     );
     let settings = Settings::from_toml(&toml).expect("settings");

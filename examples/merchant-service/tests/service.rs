@@ -17,7 +17,7 @@ async fn an_order_is_invoiced_captured_delivered_and_reported() {
         "{dintero}\n\
          [server]\npublic_url = \"{base}\"\n[store]\nurl = \"sqlite://{dir}/shop.db\"\n[engine]\npoll_interval = \"20ms\"\n\n\
          [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n\n[[routes]]\ndeliver = [\"archive\"]\n",
-        dintero = postbud_sandbox::dintero_toml(&sandbox.api_url()),
+        dintero = sandbox.dintero_toml(),
         dir = dir.path().display()
     );
     let settings = postbud::Settings::from_toml(&toml).expect("settings");
