@@ -35,6 +35,9 @@ impl Engine {
             let task = workers.spawn(Arc::clone(&self).worker(index, shutdown.clone()));
             indexes.insert(task.id(), index);
         }
+        // Stopped on purpose: no longer a count for `/healthz` to hold the engine to.
+        self.workers_started
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Workers running and configured, once [`Engine::run`] started them.
