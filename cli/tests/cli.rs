@@ -970,3 +970,81 @@ async fn deliver_declares_a_merchant_initiated_invoice_and_adopts_a_capture_made
         text(&again)
     );
 }
+
+/// The log pipe goes away under a running `serve` (a log shipper that died): every invoice is
+/// still delivered, `/healthz` answers 200 throughout, and the lines dropped are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_outlives_a_closed_log_pipe() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let s = setup(&format!("[server]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    let mut child = postbud()
+        .arg("--config")
+        .arg(&s.config)
+        .arg("serve")
+        .env("POSTBUD_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    let health = || async {
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health().await != 200 {
+        assert!(Instant::now() < deadline, "serve never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The reader of its logs goes away: every later write to stderr fails (EPIPE).
+    drop(child.stderr.take());
+    let ids: Vec<String> = (0..20).map(|_| s.sandbox.seed(Seed::default())).collect();
+    for id in &ids {
+        let status = s
+            .sandbox
+            .send_callback(id, &format!("{base}/dintero/callback"))
+            .await
+            .expect("callback");
+        assert_eq!(status, 200);
+    }
+    let pdfs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let number =
+                s.sandbox.transaction(id).expect("tx")["metadata"]["kravia:invoice_number"]
+                    .as_str()
+                    .expect("n")
+                    .to_owned();
+            s.dir.path().join(format!("invoices/{number}.pdf"))
+        })
+        .collect();
+    while !pdfs.iter().all(|p| p.exists()) {
+        assert!(Instant::now() < deadline, "the workers stopped delivering");
+        assert_eq!(health().await, 200, "/healthz while delivering");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &ids {
+        assert_eq!(s.sandbox.captures(id), 1, "{id}");
+    }
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("postbud_log_writes_dropped "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "{metrics}");
+    assert!(metrics.contains("postbud_workers_running 4"), "{metrics}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
