@@ -139,6 +139,9 @@ struct Watched {
     dispatch_updates: AtomicUsize,
     claims_that_found_work: AtomicUsize,
     ends_that_claimed: AtomicUsize,
+    /// Claims that panic, outside any attempt (a bug, a log sink that panics), before claims
+    /// work again.
+    claims_that_panic: AtomicUsize,
 }
 
 impl Watched {
@@ -152,6 +155,7 @@ impl Watched {
             dispatch_updates: AtomicUsize::new(0),
             claims_that_found_work: AtomicUsize::new(0),
             ends_that_claimed: AtomicUsize::new(0),
+            claims_that_panic: AtomicUsize::new(0),
         }
     }
 }
@@ -177,6 +181,13 @@ impl Store for Watched {
         self.store.void_accepted(v).await
     }
     async fn claim(&self, c: &postbud::store::Claim<'_>) -> Result<Vec<Lease>, StoreError> {
+        let panics = &self.claims_that_panic;
+        if panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("a claim that panics outside any attempt");
+        }
         let leases = self.store.claim(c).await?;
         if !leases.is_empty() {
             self.claims_that_found_work.fetch_add(1, Ordering::SeqCst);
@@ -476,4 +487,61 @@ async fn busy_workers_claim_their_next_job_with_the_end_of_the_last() {
     for id in &ids {
         assert_eq!(h.sandbox.captures(id), 1, "{id}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_is_started_again() {
+    let h = Harness::start().await;
+    let store = postbud::store::open(&h.settings("").store.url)
+        .await
+        .expect("store");
+    let watched = Arc::new(Watched::new(Arc::clone(&store), false));
+    // Both workers die at their first claim.
+    watched.claims_that_panic.store(2, Ordering::SeqCst);
+    let engine = Arc::new(
+        engine_with(&h, Arc::clone(&watched) as Arc<dyn Store>, |s| {
+            s.workers = 2
+        })
+        .await,
+    );
+    assert_eq!(engine.workers(), None, "not started");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(Arc::clone(&engine).run(stopped));
+    let ids: Vec<String> = (0..6).map(|_| h.sandbox.seed(Seed::default())).collect();
+    for id in &ids {
+        engine.submit(id).await.expect("submit");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for id in &ids {
+        loop {
+            let done = store
+                .jobs(id)
+                .await
+                .expect("jobs")
+                .iter()
+                .any(|j| j.kind == JobKind::Deliver && j.state == JobState::Done);
+            if done {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} was not delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(watched.claims_that_panic.load(Ordering::SeqCst), 0);
+    assert_eq!(engine.workers(), Some((2, 2)), "both workers running again");
+    let metrics = engine
+        .metrics()
+        .render(store.as_ref())
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("postbud_worker_restarts_total 2"),
+        "{metrics}"
+    );
+    stop.send(true).expect("stop");
+    run.await.expect("stopped");
+    assert_eq!(engine.workers(), None, "stopped on purpose");
 }
