@@ -66,7 +66,11 @@ pub struct App {
     engine: Arc<Engine>,
     gateway: Arc<dyn DinteroApi>,
     links: Option<LinkSigner>,
+    /// Reads of Dintero for unsigned callbacks that may announce a new invoice.
     unverified: TokenBucket,
+    /// Reads of Dintero for every other unsigned hint (a void): a budget of its own, so a flood
+    /// of them never holds back a new invoice's callback.
+    unverified_hints: TokenBucket,
 }
 
 /// Replaces parts of the default assembly.
@@ -169,6 +173,7 @@ impl AppBuilder {
             gateway,
             links,
             unverified: TokenBucket::new(rate, rate),
+            unverified_hints: TokenBucket::new(rate, rate),
         })
     }
 }
@@ -311,7 +316,7 @@ impl App {
     /// `checkout_transaction` webhook): it is read again to be sure, then its pending deliveries
     /// stop and cancellation notices go out, as after `postbud void`. Returns true when that
     /// happened now. `trusted` is false for a hint nobody signed: it is read within
-    /// `server.unverified_per_second`.
+    /// `server.unverified_per_second`, a budget apart from the one for new invoices.
     pub async fn voided_elsewhere(
         &self,
         transaction_id: &str,
@@ -328,7 +333,9 @@ impl App {
             return Ok(false);
         }
         if !trusted {
-            self.unverified.try_acquire().map_err(AppError::Busy)?;
+            self.unverified_hints
+                .try_acquire()
+                .map_err(AppError::Busy)?;
         }
         let tx = self.gateway.transaction(id).await?;
         let id = self.transaction_id(&tx.id)?;

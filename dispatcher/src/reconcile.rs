@@ -19,6 +19,8 @@ use crate::{
 const PAGE: u32 = 100;
 /// Skipped transactions a sweep looks at again at most: each costs reads of Dintero.
 const LOOK_AGAIN_PER_SWEEP: u64 = 100;
+/// Transactions new to the store one sweep submits at most.
+const NEW_PER_SWEEP: u64 = 1_000;
 /// Pages one listing reads at most (100,000 transactions): a bound on a sweep's work, whatever
 /// the account holds or the listing does.
 const MAX_PAGES: u64 = 1000;
@@ -185,6 +187,16 @@ impl App {
             Some(_) => {}
             None if tx.capture_event().is_some() && !intended => sweep.captured_elsewhere += 1,
             None => {
+                // A listing gone wrong (one that never ends, another account's transactions)
+                // must not fill the store in one sweep: the next sweep goes on from here.
+                if sweep.new >= NEW_PER_SWEEP {
+                    return Err(AppError::Dintero(crate::dintero::DinteroError::temporary(
+                        "list transactions",
+                        format!(
+                            "more than {NEW_PER_SWEEP} transactions new to this store in one sweep; the sweep stopped there, and the next one goes on"
+                        ),
+                    )));
+                }
                 sweep.new += 1;
                 if self.engine().submit(id).await? {
                     sweep.submitted += 1;

@@ -414,3 +414,27 @@ pub fn credit_note(seller: &Seller, invoice: &Invoice) -> Result<String, String>
     out.push_str("</CreditNote>\n");
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use postbud_channel::{InvoiceLine, Pdf};
+
+    use super::*;
+
+    /// Dintero's amounts are int32, so no transaction brings such sums; a channel crate is
+    /// given invoices by other code too, and the totals must never wrap.
+    #[test]
+    fn amounts_that_would_wrap_the_totals_are_refused_with_the_reason() {
+        let mut invoice =
+            Invoice::new("T1.a", "INV-1", "NOK", Pdf::new("INV-1", Vec::new().into()));
+        invoice.amount = 9_223_372_036_854_775_000;
+        let mut line = InvoiceLine::new("Everything", 9_223_372_036_854_775_000);
+        line.vat_amount = -9_223_372_036_854_775_000;
+        invoice.lines = vec![line];
+        let refused = check_amounts(&invoice).expect_err("refused");
+        assert!(refused.contains("out of the range"), "{refused}");
+        invoice.amount = 50_000;
+        invoice.lines = vec![InvoiceLine::new("Chair", 50_000)];
+        assert!(check_amounts(&invoice).is_ok());
+    }
+}

@@ -4,7 +4,7 @@ use super::{Engine, Routed, dispatch::window_open};
 use crate::store::Role;
 use crate::config::Route;
 use crate::{
-    channel::DeliveryContext,
+    channel::{DeliveryContext, Invoice},
     ids,
     store::{Finish, HistoryLine, JobKind, Lease, NewJob, StoreError},
 };
@@ -27,6 +27,43 @@ impl Engine {
         Ok(dispatch.route.and_then(|r| self.routes.get(r)).cloned())
     }
 
+    /// The invoice the store keeps for the job's transaction, or, once retention pruned it
+    /// (`store.retain`), the invoice read again from Dintero with its PDF: a retry of an invoice
+    /// that needs attention, or the notices of a void long after, still have what they need.
+    async fn stored_or_read_again(
+        &self,
+        lease: &Lease,
+    ) -> Result<Result<Invoice, Finish>, StoreError> {
+        let id = lease.job.transaction_id.as_str();
+        if let Some(invoice) = self.store.invoice(id).await? {
+            return Ok(Ok(invoice));
+        }
+        let why = format!("no invoice is stored for {id} (pruned by store.retain?), and reading it again from Dintero failed");
+        let tx = match self.gateway.transaction(id).await {
+            Ok(tx) => tx,
+            Err(e) => return Ok(Err(self.failure(lease, e.kind, e.retry_after, format!("{why}: {e}")))),
+        };
+        let (Some(number), Some(url)) = (
+            tx.metadata_str("kravia:invoice_number"),
+            tx.metadata_str("kravia:invoice_url"),
+        ) else {
+            return Ok(Err(Finish::Failed(format!(
+                "{why}: Dintero's transaction has no kravia:invoice_number or kravia:invoice_url"
+            ))));
+        };
+        let pdf = match self
+            .dispatcher
+            .document(self.gateway.as_ref(), &tx, number, url)
+            .await
+        {
+            Ok(pdf) => pdf,
+            Err(e) => return Ok(Err(self.failure(lease, e.kind, e.retry_after, format!("{why}: {e}")))),
+        };
+        let mut invoice = crate::dintero::invoice_of(&tx, number, pdf);
+        invoice.link = self.links.as_ref().map(|l| l.link(id));
+        Ok(Ok(invoice))
+    }
+
     /// One attempt at a delivery or cancellation notice: from what the dispatch that leased it
     /// stored (`routed`), or else from the store.
     pub(super) async fn run_delivery(
@@ -38,15 +75,10 @@ impl Engine {
         let name = job.channel.clone().unwrap_or_default();
         let (invoice, route) = match routed {
             Some(Routed { invoice, route }) => (invoice, Some(route)),
-            None => {
-                let Some(invoice) = self.store.invoice(&job.transaction_id).await? else {
-                    return Ok(Finish::Failed(format!(
-                        "no invoice is stored for {}",
-                        job.transaction_id
-                    )));
-                };
-                (invoice, self.route_of(&job.transaction_id).await?)
-            }
+            None => match self.stored_or_read_again(lease).await? {
+                Ok(invoice) => (invoice, self.route_of(&job.transaction_id).await?),
+                Err(finish) => return Ok(finish),
+            },
         };
         let Some(channel) = self.channels.get(&name) else {
             let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();

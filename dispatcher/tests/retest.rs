@@ -1,0 +1,154 @@
+//! What an adversarial re-test found at the edges: an invoice pruned by retention is still
+//! retried and cancelled, unsigned hints of one kind cannot starve another, and a listing gone
+//! wrong cannot fill the store in one sweep.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::Harness;
+use postbud::{
+    App, AppError, Verdict,
+    dintero::{
+        CaptureOutcome, CaptureRequest, DinteroApi, DinteroClient, DinteroError, TransactionFilter,
+        TransactionPage, VoidOutcome, model::Transaction,
+    },
+};
+use postbud_sandbox::Seed;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn an_invoice_pruned_by_retention_is_still_retried_and_cancelled() {
+    let h = Harness::start().await;
+    // The archive is down when the invoice is captured: it is dead-lettered, needs attention.
+    let toml = h
+        .toml("")
+        .replace("max_attempts = 6", "max_attempts = 1")
+        .replace(
+            &format!("path = \"{}/invoices\"", h.dir.path().display()),
+            &format!(
+                "path = \"{}/invoices\"\ncreate = false",
+                h.dir.path().display()
+            ),
+        );
+    let app = App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+        .await
+        .expect("app");
+    let id = h.sandbox.seed(Seed::default());
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
+    // Retention runs before anybody looks: the PDF and the invoice are deleted.
+    assert!(app.prune(Duration::ZERO).await.expect("prune") >= 1);
+    assert!(app.invoice(&id).await.expect("store").is_none(), "pruned");
+    // The share is back; the operator retries: the invoice is read again from Dintero.
+    std::fs::create_dir_all(h.invoices()).expect("share back");
+    app.retry(&id, None).await.expect("retry");
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(h.sandbox.captures(&id), 1, "never captured again");
+    // Delivered from what was read again, nothing kept anew: voided long after, the
+    // cancellation notice still goes out.
+    assert!(
+        app.invoice(&id).await.expect("store").is_none(),
+        "still pruned"
+    );
+    let report = app.void(&id, Duration::from_secs(5)).await.expect("void");
+    assert_eq!(
+        report.outcome.verdict(),
+        Verdict::Voided,
+        "{}",
+        report.outcome
+    );
+    assert!(h.void_notice(&id).exists(), "the cancellation notice");
+}
+
+#[tokio::test]
+async fn a_flood_of_unsigned_void_hints_never_holds_back_a_new_invoice() {
+    let h = Harness::start().await;
+    let app = h.app("[server]\nunverified_per_second = 2\n").await;
+    let delivered = h.sandbox.seed(Seed::default());
+    app.deliver_now(&delivered).await.expect("deliver");
+    // Unsigned `event=VOID` hints for a known invoice, each read at Dintero, until the budget
+    // for such hints is spent.
+    let mut refused = false;
+    for _ in 0..10 {
+        if let Err(AppError::Busy(_)) = app.voided_elsewhere(&delivered, false).await {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the hints have a budget");
+    // A new invoice's unsigned callback still gets its read.
+    let new = h.sandbox.seed(Seed::default());
+    assert!(app.submit_unverified(&new).await.expect("not busy"));
+}
+
+/// A Dintero whose listing never ends: every page is full of transactions never seen before.
+#[derive(Debug)]
+struct EndlessListing {
+    inner: DinteroClient,
+    account: String,
+}
+
+#[async_trait::async_trait]
+impl DinteroApi for EndlessListing {
+    async fn transaction(&self, id: &str) -> Result<Transaction, DinteroError> {
+        self.inner.transaction(id).await
+    }
+    async fn capture(&self, id: &str, r: &CaptureRequest) -> Result<CaptureOutcome, DinteroError> {
+        self.inner.capture(id, r).await
+    }
+    async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
+        self.inner.void(id).await
+    }
+    async fn fetch_document(&self, url: &str) -> Result<bytes::Bytes, DinteroError> {
+        self.inner.fetch_document(url).await
+    }
+    async fn create_invoice(&self, request: &Value) -> Result<Transaction, DinteroError> {
+        self.inner.create_invoice(request).await
+    }
+    async fn transactions(
+        &self,
+        filter: &TransactionFilter,
+    ) -> Result<TransactionPage, DinteroError> {
+        if filter.statuses != ["AUTHORIZED"] {
+            return Ok(TransactionPage::default());
+        }
+        let entries = (0..filter.limit)
+            .map(|_| {
+                json!({"id": format!("{}.n{}", self.account, fastrand::u64(..)),
+                       "payment_product": "kravia", "payment_product_type": "kravia.invoice_b2c",
+                       "amount": 100, "currency": "NOK", "status": "AUTHORIZED"})
+            })
+            .collect();
+        Ok(TransactionPage::from_entries(entries))
+    }
+}
+
+#[tokio::test]
+async fn a_listing_that_never_ends_cannot_fill_the_store_in_one_sweep() {
+    let h = Harness::start().await;
+    let settings = h.settings("");
+    let dintero = settings.dintero.clone().expect("dintero");
+    let gateway = Arc::new(EndlessListing {
+        account: dintero.account_id.clone(),
+        inner: DinteroClient::new(dintero).expect("client"),
+    });
+    let app = App::builder(&settings)
+        .dintero(gateway)
+        .open()
+        .await
+        .expect("app");
+    let failed = app.reconcile().await;
+    assert!(failed.is_err(), "stopped");
+    let sweep = app.last_sweep().await.expect("read").expect("kept");
+    assert_eq!(sweep.new, 1_000, "{sweep:?}");
+    assert!(
+        sweep
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("more than 1000 transactions new")),
+        "{sweep:?}"
+    );
+    assert_eq!(app.totals().await.expect("totals").dispatches, 1_000);
+}
