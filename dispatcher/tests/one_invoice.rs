@@ -407,3 +407,34 @@ async fn invoice_create_says_merchant_both_ways_asks_for_void_reports_and_refuse
         "Dintero was not called"
     );
 }
+
+#[tokio::test]
+async fn a_conflict_on_void_is_an_unknown_outcome_waited_for_not_a_refusal() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    let id = h.sandbox.seed(Seed::default());
+    assert_eq!(
+        app.deliver_now(&id).await.expect("deliver").verdict(),
+        Verdict::Delivered
+    );
+    h.sandbox.inject(Fault {
+        operation: Operation::Void,
+        transaction: Some(id.clone()),
+        kind: FaultKind::Status {
+            status: 409,
+            retry_after: None,
+        },
+        times: 1,
+        skip: 0,
+    });
+    // Dintero's events decide; until they say, nothing is cancelled and nothing refused.
+    let report = app
+        .void(&id, Duration::from_millis(300))
+        .await
+        .expect("not a refusal");
+    assert!(report.pending, "{}", report.outcome);
+    assert!(
+        !h.void_notice(&id).exists(),
+        "no notice before Dintero says"
+    );
+}

@@ -235,3 +235,72 @@ pub fn check(tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibil
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn tx(session: Option<Value>, currency: &str) -> Transaction {
+        let mut tx = json!({
+            "id": "T12345678.a", "payment_product": "kravia", "payment_product_type": "kravia.invoice_b2c",
+            "amount": 100, "currency": currency, "status": "AUTHORIZED", "session_id": "T12345678.s",
+            "metadata": {"kravia:invoice_number": "1", "kravia:invoice_url": "https://x/1"},
+        });
+        if let Some(session) = session {
+            tx["session"] = session;
+        }
+        serde_json::from_value(tx).expect("a transaction")
+    }
+
+    #[test]
+    fn a_session_asked_for_and_absent_is_cannot_tell_never_not_ours() {
+        let verdict = check(&tx(None, "NOK"), &ChannelConfiguration::default());
+        assert!(
+            matches!(&verdict, Eligibility::NotYet(why) if why.contains("lacks the session")),
+            "{verdict:?}"
+        );
+        // Made by Postbud: the payment level decides, the session is not needed.
+        let created = ChannelConfiguration {
+            created_as_merchant: true,
+            ..ChannelConfiguration::default()
+        };
+        assert!(matches!(
+            check(&tx(None, "NOK"), &created),
+            Eligibility::Eligible { .. }
+        ));
+        // A session that says nothing: the levels below decide, here Dintero's default.
+        let verdict = check(
+            &tx(Some(json!({"configuration": {}})), "NOK"),
+            &ChannelConfiguration::default(),
+        );
+        assert!(
+            matches!(&verdict, Eligibility::Skip(why) if may_change(why)),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn payment_options_match_on_type_and_currency() {
+        let checkout = json!({"payment_options": [
+            {"type": "kravia.invoice_b2c", "currencies": ["SEK"], "details": {"invoice_channel": "kravia"}},
+            {"type": "kravia.invoice_b2c", "currencies": ["NOK"], "details": {"invoice_delivery_method": "merchant"}},
+        ]});
+        let configuration = ChannelConfiguration {
+            checkout: Some(checkout),
+            ..ChannelConfiguration::default()
+        };
+        let session = Some(json!({"configuration": {}}));
+        let nok = resolve_channel(&tx(session.clone(), "NOK"), &configuration);
+        assert_eq!(
+            (nok.channel.as_str(), nok.source),
+            ("merchant", ChannelSource::CheckoutPaymentOptions)
+        );
+        let sek = resolve_channel(&tx(session.clone(), "SEK"), &configuration);
+        assert_eq!(sek.channel, "kravia");
+        // No option for the currency: Dintero's default.
+        let eur = resolve_channel(&tx(session, "EUR"), &configuration);
+        assert_eq!(eur.source, ChannelSource::Default);
+    }
+}
