@@ -34,7 +34,7 @@ struct ServerState {
 /// has a path (`https://m.example/postbud`), the same routes answer under it as well.
 ///
 /// A merchant's app may nest the router under a prefix of its own: signatures are checked
-/// over the path the caller called, with the prefix (see [`called_path`]).
+/// over the path the caller called, with the prefix (axum's `OriginalUri`).
 pub fn router(app: Arc<App>) -> Router {
     let callback_path = app.settings().server.callback_path.clone();
     let webhook_path = app.settings().server.webhook_path.clone();
