@@ -5,18 +5,15 @@
 
 mod common;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use common::Harness;
+use common::{
+    Harness,
+    quirky::{Quirks, QuirkyDintero},
+};
 use postbud::{
     App, AppError, Verdict,
-    dintero::{
-        CaptureOutcome, CaptureRequest, DinteroApi, DinteroClient, DinteroError, TransactionFilter,
-        TransactionPage, VoidOutcome, model::Transaction,
-    },
+    dintero::{DinteroApi, TransactionFilter},
 };
 use postbud_sandbox::{Fault, FaultKind, Operation, PayChannelKey, SandboxConfig, Seed};
 use serde_json::{Value, json};
@@ -286,65 +283,9 @@ async fn a_conflict_on_capture_is_an_unknown_outcome_read_again_not_a_failure() 
     assert_eq!(h.sandbox.captures(&id), 1);
 }
 
-/// The real client, except that `create_invoice` can lose Dintero's answer (the call lands,
-/// the process hears nothing), and every `sessions/pay` body is kept.
-#[derive(Debug)]
-struct LosesPayAnswers {
-    inner: DinteroClient,
-    lose: bool,
-    bodies: Mutex<Vec<Value>>,
-}
-
-#[async_trait::async_trait]
-impl DinteroApi for LosesPayAnswers {
-    async fn transaction(&self, id: &str) -> Result<Transaction, DinteroError> {
-        self.inner.transaction(id).await
-    }
-    async fn capture(
-        &self,
-        id: &str,
-        request: &CaptureRequest,
-    ) -> Result<CaptureOutcome, DinteroError> {
-        self.inner.capture(id, request).await
-    }
-    async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
-        self.inner.void(id).await
-    }
-    async fn fetch_document(&self, url: &str) -> Result<bytes::Bytes, DinteroError> {
-        self.inner.fetch_document(url).await
-    }
-    async fn create_invoice(&self, request: &Value) -> Result<Transaction, DinteroError> {
-        self.bodies.lock().expect("lock").push(request.clone());
-        let made = self.inner.create_invoice(request).await?;
-        if self.lose {
-            return Err(DinteroError::temporary(
-                "create invoice (POST /sessions/pay)",
-                "connection reset before the answer",
-            ));
-        }
-        Ok(made)
-    }
-    async fn checkout_configuration(&self) -> Result<Option<Value>, DinteroError> {
-        self.inner.checkout_configuration().await
-    }
-    async fn payment_profile(&self, id: &str) -> Result<Option<Value>, DinteroError> {
-        self.inner.payment_profile(id).await
-    }
-    async fn transactions(
-        &self,
-        filter: &TransactionFilter,
-    ) -> Result<TransactionPage, DinteroError> {
-        self.inner.transactions(filter).await
-    }
-}
-
-async fn app_losing_answers(h: &Harness, lose: bool, extra: &str) -> (App, Arc<LosesPayAnswers>) {
+async fn app_with(h: &Harness, quirks: Quirks, extra: &str) -> (App, Arc<QuirkyDintero>) {
     let settings = h.settings(extra);
-    let gateway = Arc::new(LosesPayAnswers {
-        inner: DinteroClient::new(settings.dintero.clone().expect("dintero")).expect("client"),
-        lose,
-        bodies: Mutex::new(Vec::new()),
-    });
+    let gateway = Arc::new(QuirkyDintero::new(&settings, quirks));
     let app = App::builder(&settings)
         .dintero(Arc::clone(&gateway) as Arc<dyn DinteroApi>)
         .open()
@@ -356,7 +297,11 @@ async fn app_losing_answers(h: &Harness, lose: bool, extra: &str) -> (App, Arc<L
 #[tokio::test]
 async fn an_invoice_whose_creation_record_was_lost_is_found_by_its_intent() {
     let h = Harness::start().await;
-    let (app, _) = app_losing_answers(&h, true, "").await;
+    let quirks = Quirks {
+        lose_pay_answers: true,
+        ..Quirks::default()
+    };
+    let (app, _) = app_with(&h, quirks, "").await;
     let lost = app.create_invoice(&order("inv-lost")).await;
     assert!(lost.is_err(), "the answer was lost");
     // Dintero made it; nothing on it says the merchant delivers it.
@@ -380,14 +325,14 @@ async fn an_invoice_whose_creation_record_was_lost_is_found_by_its_intent() {
 #[tokio::test]
 async fn invoice_create_says_merchant_both_ways_asks_for_void_reports_and_refuses_grouped_types() {
     let h = Harness::start().await;
-    let (app, gateway) = app_losing_answers(
+    let (app, gateway) = app_with(
         &h,
-        false,
+        Quirks::default(),
         "[server]\npublic_url = \"https://m.example/postbud\"\n",
     )
     .await;
     app.create_invoice(&order("inv-9")).await.expect("created");
-    let body = gateway.bodies.lock().expect("lock")[0].clone();
+    let body = gateway.pay_bodies.lock().expect("lock")[0].clone();
     assert_eq!(body["payment"]["invoice_channel"], "merchant");
     assert_eq!(body["payment"]["invoice_delivery_method"], "merchant");
     assert_eq!(
@@ -402,7 +347,7 @@ async fn invoice_create_says_merchant_both_ways_asks_for_void_reports_and_refuse
         "{refused:?}"
     );
     assert_eq!(
-        gateway.bodies.lock().expect("lock").len(),
+        gateway.pay_bodies.lock().expect("lock").len(),
         1,
         "Dintero was not called"
     );

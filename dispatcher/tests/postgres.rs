@@ -483,52 +483,6 @@ async fn a_dropped_store_leaves_no_connection_behind() {
     }
 }
 
-/// The real client, except that Dintero takes `delay` to apply a capture: the request is in
-/// flight that long before it lands. `sent` counts the capture requests.
-#[derive(Debug)]
-struct SlowCapture {
-    inner: postbud::dintero::DinteroClient,
-    delay: Duration,
-    sent: Arc<std::sync::atomic::AtomicU32>,
-}
-
-#[async_trait::async_trait]
-impl postbud::dintero::DinteroApi for SlowCapture {
-    async fn transaction(
-        &self,
-        id: &str,
-    ) -> Result<postbud::dintero::model::Transaction, postbud::dintero::DinteroError> {
-        self.inner.transaction(id).await
-    }
-    async fn capture(
-        &self,
-        id: &str,
-        request: &postbud::dintero::CaptureRequest,
-    ) -> Result<postbud::dintero::CaptureOutcome, postbud::dintero::DinteroError> {
-        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::time::sleep(self.delay).await;
-        self.inner.capture(id, request).await
-    }
-    async fn void(
-        &self,
-        id: &str,
-    ) -> Result<postbud::dintero::VoidOutcome, postbud::dintero::DinteroError> {
-        self.inner.void(id).await
-    }
-    async fn fetch_document(
-        &self,
-        url: &str,
-    ) -> Result<bytes::Bytes, postbud::dintero::DinteroError> {
-        self.inner.fetch_document(url).await
-    }
-    async fn create_invoice(
-        &self,
-        request: &serde_json::Value,
-    ) -> Result<postbud::dintero::model::Transaction, postbud::dintero::DinteroError> {
-        self.inner.create_invoice(request).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_whose_clocks_disagree_capture_once() {
     let Some(db) = Database::create("instances_whose_clocks_disagree_capture_once").await else {
@@ -536,30 +490,24 @@ async fn instances_whose_clocks_disagree_capture_once() {
     };
     let h = Harness::start().await;
     // Leases of 3 s; one host's clock is 90 s ahead, far past a lease.
-    let captures_sent = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let open = |skew_ms: i64| {
         let settings = settings(&h, &db, "");
-        let sent = Arc::clone(&captures_sent);
         async move {
-            let gateway = Arc::new(SlowCapture {
-                inner: postbud::dintero::DinteroClient::new(
-                    settings.dintero.clone().expect("dintero"),
-                )
-                .expect("client"),
-                delay: Duration::from_millis(1500),
-                sent,
-            });
-            Arc::new(
-                App::builder(&settings)
-                    .dintero(gateway)
-                    .clock_skew_ms(skew_ms)
-                    .open()
-                    .await
-                    .expect("app"),
-            )
+            let quirks = common::quirky::Quirks {
+                capture_delay: Duration::from_millis(1500),
+                ..Default::default()
+            };
+            let gateway = Arc::new(common::quirky::QuirkyDintero::new(&settings, quirks));
+            let app = App::builder(&settings)
+                .dintero(Arc::clone(&gateway) as Arc<dyn postbud::dintero::DinteroApi>)
+                .clock_skew_ms(skew_ms)
+                .open()
+                .await
+                .expect("app");
+            (Arc::new(app), gateway)
         }
     };
-    let (slow, fast) = (open(0).await, open(90_000).await);
+    let ((slow, slow_dintero), (fast, fast_dintero)) = (open(0).await, open(90_000).await);
     assert!(
         fast.clock_report()
             .is_some_and(|r| r.starts_with("! this host's clock is 90.")),
@@ -589,7 +537,7 @@ async fn instances_whose_clocks_disagree_capture_once() {
     }
     stop.send(true).expect("stop");
     while workers.join_next().await.is_some() {}
-    let sent = captures_sent.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = slow_dintero.captures() + fast_dintero.captures();
     assert_eq!(
         sent,
         ids.len() as u32,

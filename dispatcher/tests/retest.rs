@@ -6,16 +6,12 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::Harness;
-use postbud::{
-    App, AppError, Verdict,
-    dintero::{
-        CaptureOutcome, CaptureRequest, DinteroApi, DinteroClient, DinteroError, TransactionFilter,
-        TransactionPage, VoidOutcome, model::Transaction,
-    },
+use common::{
+    Harness,
+    quirky::{Quirks, QuirkyDintero},
 };
+use postbud::{App, AppError, Verdict};
 use postbud_sandbox::Seed;
-use serde_json::{Value, json};
 
 #[tokio::test]
 async fn an_invoice_pruned_by_retention_is_still_retried_and_cancelled() {
@@ -83,57 +79,23 @@ async fn a_flood_of_unsigned_void_hints_never_holds_back_a_new_invoice() {
     assert!(app.submit_unverified(&new).await.expect("not busy"));
 }
 
-/// A Dintero whose listing never ends: every page is full of transactions never seen before.
-#[derive(Debug)]
-struct EndlessListing {
-    inner: DinteroClient,
-    account: String,
-}
-
-#[async_trait::async_trait]
-impl DinteroApi for EndlessListing {
-    async fn transaction(&self, id: &str) -> Result<Transaction, DinteroError> {
-        self.inner.transaction(id).await
-    }
-    async fn capture(&self, id: &str, r: &CaptureRequest) -> Result<CaptureOutcome, DinteroError> {
-        self.inner.capture(id, r).await
-    }
-    async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
-        self.inner.void(id).await
-    }
-    async fn fetch_document(&self, url: &str) -> Result<bytes::Bytes, DinteroError> {
-        self.inner.fetch_document(url).await
-    }
-    async fn create_invoice(&self, request: &Value) -> Result<Transaction, DinteroError> {
-        self.inner.create_invoice(request).await
-    }
-    async fn transactions(
-        &self,
-        filter: &TransactionFilter,
-    ) -> Result<TransactionPage, DinteroError> {
-        if filter.statuses != ["AUTHORIZED"] {
-            return Ok(TransactionPage::default());
-        }
-        let entries = (0..filter.limit)
-            .map(|_| {
-                json!({"id": format!("{}.n{}", self.account, fastrand::u64(..)),
-                       "payment_product": "kravia", "payment_product_type": "kravia.invoice_b2c",
-                       "amount": 100, "currency": "NOK", "status": "AUTHORIZED"})
-            })
-            .collect();
-        Ok(TransactionPage::from_entries(entries))
-    }
-}
-
 #[tokio::test]
 async fn a_listing_that_never_ends_cannot_fill_the_store_in_one_sweep() {
     let h = Harness::start().await;
     let settings = h.settings("");
-    let dintero = settings.dintero.clone().expect("dintero");
-    let gateway = Arc::new(EndlessListing {
-        account: dintero.account_id.clone(),
-        inner: DinteroClient::new(dintero).expect("client"),
-    });
+    let account = settings
+        .dintero
+        .as_ref()
+        .expect("dintero")
+        .account_id
+        .clone();
+    let gateway = Arc::new(QuirkyDintero::new(
+        &settings,
+        Quirks {
+            endless_listing_of: Some(account),
+            ..Quirks::default()
+        },
+    ));
     let app = App::builder(&settings)
         .dintero(gateway)
         .open()

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod quirky;
+
 use postbud::{App, Settings};
 use postbud_sandbox::{Sandbox, SandboxConfig};
 use tempfile::TempDir;
