@@ -498,6 +498,9 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
         worst(exit::CONFIG);
         say!("✗ {dead}");
     }
+    for warning in settings.warnings() {
+        say!("! {warning}");
+    }
     let dintero = settings.require_dintero()?;
     if dintero.callback_secret.is_none() && dintero.webhook_secret.is_none() {
         say!(

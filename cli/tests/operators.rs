@@ -540,6 +540,31 @@ async fn prune_below_the_link_lifetime_is_refused_unless_forced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_when_a_secret_file_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = tempfile::tempdir().expect("dir");
+    let file = secrets.path().join("link-secret");
+    std::fs::write(&file, "link-secret-value-R2D7\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let s = setup(&format!(
+        "[server]\nlink_secret_file = \"{}\"\n",
+        file.display()
+    ))
+    .await;
+    let output = common::run(&s.config, &["check"], &[]).await;
+    let said = text(&output);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("! server.link_secret_file"))
+        .unwrap_or_else(|| panic!("a line about the file: {said}"));
+    assert!(
+        line.contains(&file.display().to_string()) && line.contains("mode 0644"),
+        "{said}"
+    );
+    assert!(!said.contains("R2D7"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_paths_in_the_file_are_relative_to_the_file() {
     let s = setup("").await;
     let deployment = s.dir.path().join("deployment");
