@@ -599,3 +599,41 @@ fn a_secret_file_others_may_read_is_accepted_with_a_warning_naming_key_path_and_
     assert!(settings.expect("accepted").warnings().is_empty());
     assert!(!log.contains("client_secret_file"), "{log}");
 }
+
+#[test]
+fn a_toml_syntax_error_names_file_line_and_column_and_never_shows_a_secret() {
+    // (a key whose value is a secret, the TOML written; the line and column of the error).
+    let cases = [
+        (
+            "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"client\"\nclient_secret = \"abc-H1DD3N-7QX\n",
+            "line 4",
+        ),
+        (
+            "[channels.hook]\nkind = \"webhook\"\nsecret = [\n  \"whsec_H1DD3N-7QX,\n]\n",
+            "line 4",
+        ),
+        ("[server]\nlink_secret = H1DD3N-7QX\n", "line 2"),
+        (
+            "[channels.mail]\nkind = \"email\"\nsmtp_url = \"smtp://u:H1DD3N-7QX@host:25\" x\n",
+            "line 3",
+        ),
+    ];
+    for (toml, line) in cases {
+        let (_dir, path) = write(toml);
+        let e = Settings::load(Some(&path)).expect_err("syntax").to_string();
+        assert!(
+            e.contains("postbud.toml") && e.contains(line) && e.contains("column"),
+            "{e}"
+        );
+        assert!(!e.contains("H1DD3N"), "{e}");
+    }
+    // A line with no secret on it is still quoted: it shows what is wrong.
+    let (_dir, path) = write("[store]\nurl = \"sqlite://postbud.db\n");
+    let e = Settings::load(Some(&path)).expect_err("syntax").to_string();
+    assert!(e.contains("url = \"sqlite://postbud.db"), "{e}");
+    // The same from a string.
+    let e = Settings::from_toml("[dintero]\nclient_secret = \"abc-H1DD3N-7QX\n")
+        .expect_err("syntax")
+        .to_string();
+    assert!(e.contains("line 2") && !e.contains("H1DD3N"), "{e}");
+}
