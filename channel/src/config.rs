@@ -65,11 +65,14 @@ pub fn is_secret_key(key: &str) -> bool {
 /// figment's message, with the value left out when the key holds a credential: a secret of the
 /// wrong type must not end up in a terminal or a log.
 fn describe(error: figment::Error) -> String {
+    use figment::error::Kind;
     let message = error.to_string();
+    if matches!(&error.kind, Kind::Message(m) if m.starts_with("TOML parse error")) {
+        return without_secret_lines(&message);
+    }
     if !error.path.last().is_some_and(|k| is_secret_key(k)) {
         return message;
     }
-    use figment::error::Kind;
     match &error.kind {
         Kind::InvalidType(actual, _)
         | Kind::InvalidValue(actual, _)
@@ -78,6 +81,60 @@ fn describe(error: figment::Error) -> String {
         }
         _ => message,
     }
+}
+
+/// A TOML parser's message with each quoted line of the file (`4 | client_secret = "abc`) kept
+/// only when it cannot hold a secret: it starts a key or a table (a line inside a multi-line
+/// value may be part of a secret whose key is lines above), names no secret word, and carries no
+/// URL with a password. The position (`line 4, column 17`), the caret and the reason stay.
+fn without_secret_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| {
+            let Some((number, quoted)) = line.split_once(" | ") else {
+                return line.to_owned();
+            };
+            let number = number.trim();
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return line.to_owned();
+            }
+            if may_hold_a_secret(quoted) {
+                format!("{number} | (this line is not shown: it may hold a secret)")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether a line of a TOML file may show a secret (see [`without_secret_lines`]).
+fn may_hold_a_secret(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    let starts_a_key = trimmed.split_once('=').is_some_and(|(key, _)| {
+        !key.trim().is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+    });
+    let starts_a_table = trimmed.starts_with('[');
+    if !(starts_a_key || starts_a_table || trimmed.is_empty() || trimmed.starts_with('#')) {
+        return true;
+    }
+    if is_secret_key(line) {
+        return true;
+    }
+    // `scheme://user:password@host`
+    line.match_indices("://").any(|(at, _)| {
+        let rest = &line[at + 3..];
+        let authority = rest
+            .split(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .next()
+            .unwrap_or_default();
+        authority
+            .split_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
 }
 
 impl fmt::Display for ConfigError {

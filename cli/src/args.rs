@@ -108,6 +108,10 @@ pub(crate) enum Command {
         /// Prune invoices finished and unchanged for this long instead of `store.retain`.
         #[arg(long, value_parser = humantime_duration)]
         older_than: Option<Duration>,
+        /// Prune even when `--older-than` is shorter than `server.link_ttl`: the invoice links
+        /// already sent to customers for those invoices stop working.
+        #[arg(long)]
+        force: bool,
     },
     /// Merchant-initiated invoices.
     Invoice {

@@ -106,8 +106,11 @@ async fn app(config: Option<&Path>, registry: &Registry) -> Result<App, Failure>
 
 /// The app for a command that acts on what the store holds: it never creates one.
 async fn existing_app(config: Option<&Path>, registry: &Registry) -> Result<App, Failure> {
-    let settings = settings(config)?;
-    Ok(App::builder(&settings)
+    existing_app_of(&settings(config)?, registry).await
+}
+
+async fn existing_app_of(settings: &Settings, registry: &Registry) -> Result<App, Failure> {
+    Ok(App::builder(settings)
         .registry(registry.clone())
         .existing_store()
         .open()
@@ -495,6 +498,9 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
         worst(exit::CONFIG);
         say!("✗ {dead}");
     }
+    for warning in settings.warnings() {
+        say!("! {warning}");
+    }
     let dintero = settings.require_dintero()?;
     if dintero.callback_secret.is_none() && dintero.webhook_secret.is_none() {
         say!(
@@ -620,8 +626,30 @@ pub async fn prune(
     config: Option<&Path>,
     registry: &Registry,
     older_than: Option<Duration>,
+    force: bool,
 ) -> CommandResult {
-    let app = existing_app(config, registry).await?;
+    let settings = settings(config)?;
+    // A signed invoice link is served from the PDF in the store: pruning an invoice younger
+    // than the links' lifetime breaks links customers hold, with nothing to tell them. The
+    // configuration refuses such a `store.retain` for the same reason; a one-off
+    // `--older-than` is refused the same way unless the operator says they mean it.
+    if let Some(older_than) = older_than
+        && settings.server.public_url.is_some()
+        && older_than < settings.server.link_ttl
+        && !force
+    {
+        return Err(Failure {
+            message: format!(
+                "--older-than {} is shorter than server.link_ttl ({}, from {}): the signed invoice links already sent to customers for the invoices it prunes would stop working before they expire; prune with --older-than {} or more, or add --force to break those links",
+                humantime::format_duration(older_than),
+                humantime::format_duration(settings.server.link_ttl),
+                settings.source_of("server.link_ttl"),
+                humantime::format_duration(settings.server.link_ttl),
+            ),
+            code: exit::CONFIG,
+        });
+    }
+    let app = existing_app_of(&settings, registry).await?;
     let older_than = older_than.unwrap_or(app.settings().store.retain);
     let bar = spinner(format!(
         "pruning invoices finished more than {} ago",

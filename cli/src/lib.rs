@@ -174,7 +174,9 @@ pub async fn run(registry: Registry) -> ExitCode {
         } => commands::create_invoice(config, &registry, &order).await,
         Command::Channels => commands::channels(config, &registry),
         Command::Migrate => commands::migrate(config).await,
-        Command::Prune { older_than } => commands::prune(config, &registry, older_than).await,
+        Command::Prune { older_than, force } => {
+            commands::prune(config, &registry, older_than, force).await
+        }
         Command::Reconcile => commands::reconcile(config, &registry).await,
         Command::Check => commands::check(config, &registry).await,
         #[cfg(feature = "dev")]

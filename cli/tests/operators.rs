@@ -505,6 +505,66 @@ async fn prune_deletes_pdfs_and_personal_data_from_the_files_and_keeps_the_recor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_below_the_link_lifetime_is_refused_unless_forced() {
+    let s =
+        setup("[server]\npublic_url = \"https://invoices.merchant.example\"\nlink_ttl = \"30d\"\n")
+            .await;
+    let id = s.sandbox.seed(Seed::default());
+    let output = common::run(&s.config, &["deliver", &id], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+
+    // Shorter than the links customers hold: refused, naming both values and both keys.
+    let output = common::run(&s.config, &["prune", "--older-than", "1d"], &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    for needed in ["--older-than 1day", "server.link_ttl (30days", "--force"] {
+        assert!(
+            text(&output).contains(needed),
+            "{needed}: {}",
+            text(&output)
+        );
+    }
+    assert!(
+        !text(&output).contains("pruned"),
+        "nothing was pruned: {}",
+        text(&output)
+    );
+    // As long as the links: pruned as asked (nothing that young here).
+    let output = common::run(&s.config, &["prune", "--older-than", "30d"], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("pruned 0"), "{}", text(&output));
+    // Forced: the operator breaks those links knowingly.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let output = common::run(&s.config, &["prune", "--older-than", "1ms", "--force"], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("pruned 1 "), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_when_a_secret_file_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = tempfile::tempdir().expect("dir");
+    let file = secrets.path().join("link-secret");
+    std::fs::write(&file, "link-secret-value-R2D7\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let s = setup(&format!(
+        "[server]\nlink_secret_file = \"{}\"\n",
+        file.display()
+    ))
+    .await;
+    let output = common::run(&s.config, &["check"], &[]).await;
+    let said = text(&output);
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("! server.link_secret_file"))
+        .unwrap_or_else(|| panic!("a line about the file: {said}"));
+    assert!(
+        line.contains(&file.display().to_string()) && line.contains("mode 0644"),
+        "{said}"
+    );
+    assert!(!said.contains("R2D7"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_paths_in_the_file_are_relative_to_the_file() {
     let s = setup("").await;
     let deployment = s.dir.path().join("deployment");

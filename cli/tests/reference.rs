@@ -919,7 +919,7 @@ fn the_readme_names_every_key_of_every_kind_and_no_other() {
 /// The checks above fail for the mistakes they are there for.
 #[test]
 fn the_checks_catch_a_wrong_block() {
-    let good = "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\ncreate = true\n# mode = \"0600\"\n";
+    let good = "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\ncreate = true\n# mode = \"0600\"\n# dir_mode = \"0700\"\n";
     assert_eq!(build_block(good), Ok(true));
     assert!(key_problems(good, schema(), true).is_empty());
 

@@ -374,7 +374,7 @@ fn an_unusable_secret_file_is_named_with_its_key_source_and_path_never_its_conte
         ("missing", "does not exist"),
         ("empty", "is empty"),
         ("binary", "is not UTF-8"),
-        ("secrets-dir", "cannot read"),
+        ("secrets-dir", "is not a regular file (a directory)"),
     ] {
         std::fs::write(
             &path,
@@ -481,4 +481,159 @@ fn settings_from_any_provider_merged_over_the_file() {
         !error.contains("defaults)"),
         "names the provider, not defaults: {error}"
     );
+}
+
+/// `Settings::load` of `path` on a thread of its own: a load that blocks fails the test
+/// instead of hanging it.
+fn load_within(path: &std::path::Path, seconds: u64) -> Result<Settings, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let _ = tx.send(Settings::load(Some(&path)).map_err(|e| e.to_string()));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(seconds))
+        .expect("loading the configuration must not block")
+}
+
+#[test]
+fn a_secret_file_must_be_a_regular_file_of_bounded_size() {
+    let (dir, path) = write("");
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // Just over the limit, and a character device that never ends.
+    secret(dir.path(), "huge", &vec![b'Q'; 64 * 1024 + 1]);
+    secret(dir.path(), "at-limit", &vec![b'Q'; 64 * 1024]);
+    for (file, problem) in [
+        ("fifo", "is not a regular file (a FIFO)"),
+        ("huge", "is larger than 64 KiB"),
+        ("/dev/zero", "is not a regular file (a character device)"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("[channels.customer-email]\nkind = \"probe\"\npassword_file = \"{file}\"\n"),
+        )
+        .expect("write");
+        let e = load_within(&path, 10).expect_err(file);
+        let resolved = dir.path().join(file);
+        assert!(
+            e.contains("channels.customer-email.password_file")
+                && e.contains("postbud.toml")
+                && e.contains(&format!("`{}`", resolved.display()))
+                && e.contains(problem),
+            "{file}: {e}"
+        );
+        assert!(!e.contains("QQQQ"), "{e}");
+    }
+    // The limit itself is accepted.
+    std::fs::write(
+        &path,
+        "[channels.customer-email]\nkind = \"probe\"\npassword_file = \"at-limit\"\n",
+    )
+    .expect("write");
+    load_within(&path, 10).expect("64 KiB is a secret file still");
+}
+
+/// Everything logged at `warn` and above while `f` runs, as text.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&sink.0.lock().expect("sink")).into_owned();
+    (result, text)
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_file_others_may_read_is_accepted_with_a_warning_naming_key_path_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, path) = write(
+        "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"client\"\n\
+         client_secret_file = \"secrets/dintero\"\n",
+    );
+    let file = secret(dir.path(), "secrets/dintero", b"file-secret-K9PX\n");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (settings, log) = logged(|| Settings::load(Some(&path)));
+    let settings = settings.expect("accepted");
+    let shown = format!("{file}", file = file.display());
+    assert!(
+        log.contains("dintero.client_secret_file") && log.contains(&shown) && log.contains("0644"),
+        "{log}"
+    );
+    let warnings = settings.warnings().join("\n");
+    assert!(
+        warnings.contains("dintero.client_secret_file")
+            && warnings.contains("postbud.toml")
+            && warnings.contains(&format!("`{shown}`"))
+            && warnings.contains("mode 0644"),
+        "{warnings}"
+    );
+    assert!(
+        !log.contains("K9PX") && !warnings.contains("K9PX"),
+        "{log}{warnings}"
+    );
+    // The owner's alone: nothing to say.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (settings, log) = logged(|| Settings::load(Some(&path)));
+    assert!(settings.expect("accepted").warnings().is_empty());
+    assert!(!log.contains("client_secret_file"), "{log}");
+}
+
+#[test]
+fn a_toml_syntax_error_names_file_line_and_column_and_never_shows_a_secret() {
+    // (a key whose value is a secret, the TOML written; the line and column of the error).
+    let cases = [
+        (
+            "[dintero]\naccount_id = \"T12345678\"\nclient_id = \"client\"\nclient_secret = \"abc-H1DD3N-7QX\n",
+            "line 4",
+        ),
+        (
+            "[channels.hook]\nkind = \"webhook\"\nsecret = [\n  \"whsec_H1DD3N-7QX,\n]\n",
+            "line 4",
+        ),
+        ("[server]\nlink_secret = H1DD3N-7QX\n", "line 2"),
+        (
+            "[channels.mail]\nkind = \"email\"\nsmtp_url = \"smtp://u:H1DD3N-7QX@host:25\" x\n",
+            "line 3",
+        ),
+    ];
+    for (toml, line) in cases {
+        let (_dir, path) = write(toml);
+        let e = Settings::load(Some(&path)).expect_err("syntax").to_string();
+        assert!(
+            e.contains("postbud.toml") && e.contains(line) && e.contains("column"),
+            "{e}"
+        );
+        assert!(!e.contains("H1DD3N"), "{e}");
+    }
+    // A line with no secret on it is still quoted: it shows what is wrong.
+    let (_dir, path) = write("[store]\nurl = \"sqlite://postbud.db\n");
+    let e = Settings::load(Some(&path)).expect_err("syntax").to_string();
+    assert!(e.contains("url = \"sqlite://postbud.db"), "{e}");
+    // The same from a string.
+    let e = Settings::from_toml("[dintero]\nclient_secret = \"abc-H1DD3N-7QX\n")
+        .expect_err("syntax")
+        .to_string();
+    assert!(e.contains("line 2") && !e.contains("H1DD3N"), "{e}");
 }

@@ -64,6 +64,8 @@ pub struct Settings {
     figment: Figment,
     #[serde(skip)]
     file: Option<PathBuf>,
+    #[serde(skip)]
+    warnings: Vec<String>,
 }
 
 /// What every channel table has; the rest belongs to the channel's factory.
@@ -164,10 +166,11 @@ impl Settings {
 
     fn from_figment(figment: Figment, file: Option<PathBuf>) -> Result<Self, ConfigError> {
         // `K_file` becomes `K` before anything typed sees the tree.
-        let figment = secret_files::resolve(figment)?;
+        let (figment, warnings) = secret_files::resolve(figment)?;
         let mut settings: Settings = figment.extract().map_err(ConfigError::from)?;
         settings.figment = figment;
         settings.file = file;
+        settings.warnings = warnings;
         settings.validate()?;
         Ok(settings)
     }
@@ -175,6 +178,13 @@ impl Settings {
     /// The file the settings came from, if any.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
+    }
+
+    /// What loading found worth a look but accepted, each naming the key, where it was set and
+    /// the path (a secret file others may read); already logged at `warn`. `postbud check`
+    /// prints them.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// `[dintero]`, or an error saying where to set it.

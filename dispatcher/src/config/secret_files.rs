@@ -7,6 +7,10 @@
 //! content with one trailing newline trimmed. A relative path is relative to the directory of
 //! the configuration file that set it; one from the environment, to the current directory.
 //! Errors name the key, where it was set and the path, never the content.
+//!
+//! The file must be a regular file (a FIFO would block the start for ever, a device such as
+//! `/dev/zero` be read until memory runs out) of at most [`LIMIT`] bytes. One its group or
+//! others may read is accepted with a warning: it is logged, and kept for `postbud check`.
 
 use std::{
     collections::BTreeMap,
@@ -22,6 +26,10 @@ use super::{ConfigError, is_secret_key};
 
 const SUFFIX: &str = "_file";
 
+/// The largest secret file read, in bytes: far more than any key, token or PEM, far less than
+/// a mistaken path to a log or an archive.
+pub(super) const LIMIT: u64 = 64 * 1024;
+
 /// `K` when `key` is `K_file` and `K` names a secret. (`K_file` itself always looks secret:
 /// it contains the secret word; what matters is the stem.)
 fn secret_stem(key: &str) -> Option<&str> {
@@ -29,43 +37,46 @@ fn secret_stem(key: &str) -> Option<&str> {
         .filter(|stem| !stem.is_empty() && is_secret_key(stem))
 }
 
-/// `figment` with every secret `K_file` replaced by `K`; the same figment when there is none.
-pub(super) fn resolve(figment: Figment) -> Result<Figment, ConfigError> {
+/// `figment` with every secret `K_file` replaced by `K` (the same figment when there is none),
+/// and the warnings about the files read (each already logged).
+pub(super) fn resolve(figment: Figment) -> Result<(Figment, Vec<String>), ConfigError> {
     // A figment that does not even parse is reported by the extraction that follows.
     let Ok(mut data) = figment.data() else {
-        return Ok(figment);
+        return Ok((figment, Vec::new()));
     };
-    let mut errors = Vec::new();
+    let mut found = Found::default();
     let mut changed = false;
     for dict in data.values_mut() {
-        changed |= walk(&figment, dict, &mut Vec::new(), &mut errors);
+        changed |= walk(&figment, dict, &mut Vec::new(), &mut found);
     }
-    if !errors.is_empty() {
-        return Err(ConfigError::messages_of(errors));
+    if !found.errors.is_empty() {
+        return Err(ConfigError::messages_of(found.errors));
     }
     if !changed {
-        return Ok(figment);
+        return Ok((figment, found.warnings));
     }
-    Ok(rebuild(&figment, data))
+    Ok((rebuild(&figment, data), found.warnings))
+}
+
+/// What reading the secret files found besides their contents.
+#[derive(Default)]
+struct Found {
+    errors: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// Replaces the secret `K_file` keys of `dict` (at `path`) and of every table below it.
-fn walk(
-    figment: &Figment,
-    dict: &mut Dict,
-    path: &mut Vec<String>,
-    errors: &mut Vec<String>,
-) -> bool {
+fn walk(figment: &Figment, dict: &mut Dict, path: &mut Vec<String>, found: &mut Found) -> bool {
     let mut changed = false;
     for (key, value) in dict.iter_mut() {
         path.push(key.clone());
         match value {
-            Value::Dict(_, inner) => changed |= walk(figment, inner, path, errors),
+            Value::Dict(_, inner) => changed |= walk(figment, inner, path, found),
             Value::Array(_, items) => {
                 for (index, item) in items.iter_mut().enumerate() {
                     if let Value::Dict(_, inner) = item {
                         path.push(index.to_string());
-                        changed |= walk(figment, inner, path, errors);
+                        changed |= walk(figment, inner, path, found);
                         path.pop();
                     }
                 }
@@ -90,7 +101,7 @@ fn walk(
         let file_origin = origin(figment, value.tag(), &file_key);
         if let Some(inline) = dict.get(&stem) {
             let stem_key = at(&stem);
-            errors.push(format!(
+            found.errors.push(format!(
                 "{} (in {}) and {} (in {file_origin}) are both set: set one of them",
                 stem_key.join("."),
                 origin(figment, inline.tag(), &stem_key),
@@ -99,11 +110,29 @@ fn walk(
             continue;
         }
         match read(figment, &value) {
-            Ok(content) => {
+            Ok(Secret {
+                content,
+                path,
+                mode,
+            }) => {
                 // Tagged as the `K_file` was: `K` is then reported as set where `K_file` was.
                 dict.insert(stem, Value::String(value.tag(), content));
+                if let Some(mode) = mode.filter(|m| m & 0o077 != 0) {
+                    let key = file_key.join(".");
+                    let mode = format!("{mode:04o}");
+                    tracing::warn!(
+                        key = %key,
+                        path = %path.display(),
+                        mode = %mode,
+                        "a secret file is readable by users other than its owner"
+                    );
+                    found.warnings.push(format!(
+                        "{key} (in {file_origin}): `{}` holds a secret and is readable by its group or others (mode {mode}): make it readable by the service's user alone (chmod 600, or 400)",
+                        path.display()
+                    ));
+                }
             }
-            Err(problem) => errors.push(format!(
+            Err(problem) => found.errors.push(format!(
                 "{} (in {file_origin}): {problem}",
                 file_key.join(".")
             )),
@@ -112,9 +141,18 @@ fn walk(
     changed
 }
 
+/// A secret file read: its content, where it was, and its permissions (on Unix).
+struct Secret {
+    content: String,
+    path: PathBuf,
+    mode: Option<u32>,
+}
+
 /// The content of the file `value` names, one trailing newline trimmed. The problem, if any,
 /// names the path and never the content.
-fn read(figment: &Figment, value: &Value) -> Result<String, String> {
+fn read(figment: &Figment, value: &Value) -> Result<Secret, String> {
+    use std::io::Read as _;
+
     let raw = value
         .deserialize::<String>()
         .map_err(|_| "expected the path of a file (a string)".to_owned())?;
@@ -122,10 +160,48 @@ fn read(figment: &Figment, value: &Value) -> Result<String, String> {
         return Err("names no file (the path is empty)".into());
     }
     let path = resolve_path(figment, value.tag(), &raw);
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+    let cannot_read = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => format!("`{}` does not exist", path.display()),
         _ => format!("cannot read `{}`: {e}", path.display()),
-    })?;
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO for reading waits for a writer; without blocking it opens at once and is
+    // refused below. A regular file ignores the flag.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    // What is checked is the file opened (a symlink's target, as mounted secrets are), not a
+    // name that could be replaced between a look and the open.
+    let file = options.open(&path).map_err(cannot_read)?;
+    let metadata = file.metadata().map_err(cannot_read)?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "`{}` is not a regular file ({}): a secret file must be one",
+            path.display(),
+            file_type(&metadata.file_type())
+        ));
+    }
+    if metadata.len() > LIMIT {
+        return Err(too_large(&path));
+    }
+    // Bounded even when the size said otherwise (a file growing, or one of /proc).
+    let mut bytes = Vec::new();
+    file.take(LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > LIMIT {
+        return Err(too_large(&path));
+    }
+    #[cfg(unix)]
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        Some(metadata.permissions().mode() & 0o777)
+    };
+    #[cfg(not(unix))]
+    let mode = None;
     let mut content =
         String::from_utf8(bytes).map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
     if content.ends_with("\r\n") {
@@ -136,7 +212,44 @@ fn read(figment: &Figment, value: &Value) -> Result<String, String> {
     if content.is_empty() {
         return Err(format!("`{}` is empty", path.display()));
     }
-    Ok(content)
+    Ok(Secret {
+        content,
+        path,
+        mode,
+    })
+}
+
+fn too_large(path: &Path) -> String {
+    format!(
+        "`{}` is larger than {} KiB: a secret file holds a key, a token or a password",
+        path.display(),
+        LIMIT / 1024
+    )
+}
+
+/// What a file that is not a regular one is, for the error.
+fn file_type(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// As `Settings::resolve_path`: relative to the directory of the configuration file that set

@@ -38,8 +38,70 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// The query parameters sqlx 0.8's PostgreSQL driver reads from a URL (`options[...]` too).
+/// It ignores any other and logs it at `warn` with its value: libpq's `sslpassword`, say, in
+/// clear.
+const DRIVER_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// `url` without the query parameters the driver would ignore (and log with their values);
+/// each one left out is logged by its name alone.
+fn for_driver(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    type Pairs = Vec<(String, String)>;
+    let (kept, ignored): (Pairs, Pairs) =
+        parsed.query_pairs().into_owned().partition(|(key, _)| {
+            DRIVER_PARAMETERS.contains(&key.as_str()) || key.starts_with("options[")
+        });
+    if ignored.is_empty() {
+        return url.to_owned();
+    }
+    for (key, _) in &ignored {
+        // A name that does not look like one may be a value written without its `key=`.
+        let plausible = key.len() <= 40
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        tracing::warn!(
+            parameter = if plausible {
+                key.as_str()
+            } else {
+                "(a parameter that is not a name)"
+            },
+            "store.url: the PostgreSQL driver does not support this parameter; it is left out (its value is not shown)"
+        );
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    parsed.to_string()
+}
+
 /// A pool of up to `connections` to `url`; the error names the server, never the password.
 async fn connect(url: &str, connections: u32) -> Result<PgPool, StoreError> {
+    let driver_url = for_driver(url);
     PgPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -57,7 +119,7 @@ async fn connect(url: &str, connections: u32) -> Result<PgPool, StoreError> {
                 Ok(true)
             })
         })
-        .connect(url)
+        .connect(&driver_url)
         .await
         .map_err(|e| {
             StoreError::Database(format!(
