@@ -393,6 +393,12 @@ impl App {
     ) -> Result<Outcome, AppError> {
         let tx = self.read(self.transaction_id(transaction_id)?).await?;
         let id = self.transaction_id(&tx.id)?;
+        if tx.session_id.is_some() && tx.session.is_none() {
+            return Err(AppError::Dintero(DinteroError::temporary(
+                format!("GET transaction {id}"),
+                "Dintero's answer lacks the session asked for: whether it says who sends the invoice cannot be told; try again",
+            )));
+        }
         let configured = crate::dintero::eligibility::session_level(&tx)
             .map(|channel| format!("its session says `{channel}`"))
             .or_else(|| {
@@ -492,6 +498,11 @@ impl App {
                     None => Some(None),
                 },
                 Ok(VoidOutcome::Accepted { request_id }) => Some(request_id),
+                // A conflict: whether it voided is unknown. Dintero's transaction says.
+                Err(e) if e.status == Some(409) => match self.gateway.transaction(id).await {
+                    Ok(now) if now.is_voided() => None,
+                    _ => return Err(e.into()),
+                },
                 Err(e) if !e.is_temporary() => return Err(AppError::VoidRefused(e.to_string())),
                 Err(e) => return Err(e.into()),
             };
@@ -576,11 +587,17 @@ impl App {
         self.store()
             .set_meta(&InvoiceIntent::key(&reference), &intent.to_json())
             .await?;
+        let intent_key = InvoiceIntent::key(&reference);
         let (tx, existing) = match self.gateway.create_invoice(&request).await {
             Ok(tx) => (tx, false),
             Err(e) if e.status == Some(400) => match self.existing_invoice(&request).await? {
                 Some(tx) => (tx, true),
-                None => return Err(e.into()),
+                None => {
+                    // Refused, and no invoice of this order exists: nothing for the sweep to
+                    // find, and a later transaction with this reference is not this intent's.
+                    self.store().set_meta(&intent_key, "").await?;
+                    return Err(e.into());
+                }
             },
             Err(e) => return Err(e.into()),
         };
@@ -597,6 +614,7 @@ impl App {
         self.store()
             .mark_origin(id, crate::store::ORIGIN_CREATED, &detail)
             .await?;
+        self.store().set_meta(&intent_key, "").await?;
         self.engine.submit(id).await?;
         Ok(CreatedInvoice {
             transaction: tx,
@@ -630,10 +648,17 @@ impl App {
         let Some(json) = self.store().meta(&InvoiceIntent::key(reference)).await? else {
             return Ok(false);
         };
+        // An empty intent was consumed: the invoice was recorded, or Dintero refused it.
         let Ok(intent) = serde_json::from_str::<InvoiceIntent>(&json) else {
             return Ok(false);
         };
-        Ok(intent.describes(tx))
+        if !intent.describes(tx) {
+            return Ok(false);
+        }
+        // A listed transaction has no session: read it whole, so a checkout session's own
+        // configuration is seen before anything is taken for the merchant's.
+        let whole = self.gateway.transaction(&tx.id).await?;
+        Ok(intent.describes(&whole) && whole.session.is_some())
     }
 
     /// The Kravia invoice an earlier `sessions/pay` made for this order: the same merchant

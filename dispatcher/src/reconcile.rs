@@ -11,7 +11,6 @@ use crate::store::{Millis, Stage};
 use crate::{
     app::{App, AppError},
     dintero::{TransactionFilter, eligibility, model::Transaction},
-    store::now_ms,
     sweeps::{LAST_SWEEP_KEY, Sweep, last_sweep},
 };
 
@@ -42,18 +41,19 @@ impl App {
                 .to_string()
         };
         let mut sweep = Sweep {
-            at: now_ms(),
+            at: self.store().now(),
             ..Sweep::default()
         };
         let every = dintero.reconcile_every;
-        let mut result = self
+        // The voids are swept whatever stopped the first listing: a stop there must never keep
+        // a voided invoice's deliveries going.
+        let authorized = self
             .sweep_status("AUTHORIZED", &since(dintero.reconcile_lookback), every, &mut sweep)
             .await;
-        if result.is_ok() {
-            result = self
-                .sweep_status("AUTHORIZATION_VOIDED", &since(dintero.void_lookback), every, &mut sweep)
-                .await;
-        }
+        let voided = self
+            .sweep_status("AUTHORIZATION_VOIDED", &since(dintero.void_lookback), every, &mut sweep)
+            .await;
+        let result = authorized.and(voided);
         if let Err(e) = &result {
             sweep.error = Some(e.to_string());
         }
@@ -94,13 +94,22 @@ impl App {
             sweep.pages += 1;
             pages += 1;
             for (id, why) in &page.unreadable {
-                // One transaction Postbud cannot read must not hide the others: set aside, said.
+                // One transaction Postbud cannot read must not hide the others: set aside, said,
+                // and, when it has an id of this account that the store does not know, submitted
+                // so that its dispatch shows it (read on its own, it may well be readable).
                 sweep.unreadable += 1;
                 tracing::warn!(
                     transaction = id.as_deref().unwrap_or("(no id)"),
                     %why,
-                    "the sweep skipped a listed transaction it cannot read"
+                    "the sweep set aside a listed transaction it cannot read"
                 );
+                if status == "AUTHORIZED"
+                    && let Some(id) = id.as_deref().and_then(|id| self.transaction_id(id).ok())
+                    && self.store().dispatch(id).await?.is_none()
+                    && self.engine().submit(id).await?
+                {
+                    sweep.submitted += 1;
+                }
             }
             for tx in &page.transactions {
                 // Ids from a listing are Dintero's own; one of another shape is skipped, not
@@ -177,7 +186,7 @@ impl App {
                     d.reason.as_deref().unwrap_or_default(),
                     d.created_at,
                     d.updated_at,
-                    now_ms(),
+                    self.store().now(),
                     every,
                 );
                 if due && sweep.looked_again < LOOK_AGAIN_PER_SWEEP && self.engine().submit(id).await? {
@@ -225,7 +234,7 @@ impl App {
         };
         let owner = format!("{}-{}", std::process::id(), fastrand::u32(..));
         while !*shutdown.borrow() {
-            let until = now_ms() + every.as_millis() as i64 - 50;
+            let until = self.store().now() + every.as_millis() as i64 - 50;
             match self.store().take_turn("reconcile", &owner, until).await {
                 Ok(true) => {
                     if let Err(e) = self.reconcile().await {

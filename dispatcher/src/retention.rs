@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     App,
-    store::{StoreError, now_ms},
+    store::StoreError,
 };
 
 /// How often `serve` looks whether the day's pass is due (one instance of a fleet takes it).
@@ -20,7 +20,7 @@ impl App {
     /// data and keeps the record; returns how many.
     pub async fn prune(&self, older_than: Duration) -> Result<u64, StoreError> {
         let before =
-            now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+            self.store().now().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
         let span =
             tracing::info_span!("prune", older_than = %humantime::format_duration(older_than));
         let pruned = tracing::Instrument::instrument(self.store().prune(before), span).await?;
@@ -34,7 +34,7 @@ impl App {
         let retain = self.settings().store.retain;
         let owner = format!("{}-{}", std::process::id(), fastrand::u32(..));
         while !*shutdown.borrow() {
-            let until = now_ms() + PASS_EVERY.as_millis() as i64;
+            let until = self.store().now() + PASS_EVERY.as_millis() as i64;
             match self.store().take_turn("prune", &owner, until).await {
                 Ok(true) => {
                     if let Err(e) = self.prune(retain).await {

@@ -223,7 +223,8 @@ async fn a_sweep_page_with_an_unreadable_transaction_still_delivers_the_others()
     });
     let last = h.sandbox.seed(Seed::default());
     let sweep = app.reconcile().await.expect("sweep");
-    assert_eq!((sweep.unreadable, sweep.submitted), (1, 2), "{sweep:?}");
+    // The odd one is set aside and still submitted, so that its dispatch shows it.
+    assert_eq!((sweep.unreadable, sweep.submitted), (1, 3), "{sweep:?}");
     assert!(sweep.error.is_none(), "{sweep:?}");
     for id in [&first, &last] {
         assert_eq!(
@@ -232,6 +233,8 @@ async fn a_sweep_page_with_an_unreadable_transaction_still_delivers_the_others()
         );
     }
     assert_eq!(h.sandbox.captures(&odd), 0);
+    let outcome = app.deliver_now(&odd).await.expect("its dispatch");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
 }
 
 #[tokio::test]
@@ -354,7 +357,7 @@ async fn invoice_create_says_merchant_both_ways_asks_for_void_reports_and_refuse
 }
 
 #[tokio::test]
-async fn a_conflict_on_void_is_an_unknown_outcome_waited_for_not_a_refusal() {
+async fn a_conflict_on_void_is_an_unknown_outcome_read_again_not_a_refusal() {
     let h = Harness::start().await;
     let app = h.app("").await;
     let id = h.sandbox.seed(Seed::default());
@@ -372,14 +375,35 @@ async fn a_conflict_on_void_is_an_unknown_outcome_waited_for_not_a_refusal() {
         times: 1,
         skip: 0,
     });
-    // Dintero's events decide; until they say, nothing is cancelled and nothing refused.
-    let report = app
-        .void(&id, Duration::from_millis(300))
-        .await
-        .expect("not a refusal");
-    assert!(report.pending, "{}", report.outcome);
+    // Dintero's transaction decides: not voided, so "try again" (exit 4), never "refused".
+    let unknown = app.void(&id, Duration::from_millis(300)).await;
+    assert!(
+        matches!(&unknown, Err(AppError::Dintero(e)) if e.is_temporary() && e.to_string().contains("outcome unknown")),
+        "{unknown:?}"
+    );
     assert!(
         !h.void_notice(&id).exists(),
         "no notice before Dintero says"
     );
+    // Had the void landed despite the conflict, Dintero shows it, and the void is done.
+    let landed = h.sandbox.seed(Seed::default());
+    app.deliver_now(&landed).await.expect("deliver");
+    h.sandbox.inject(Fault {
+        operation: Operation::Void,
+        transaction: Some(landed.clone()),
+        kind: FaultKind::StatusAfterApplying { status: 409 },
+        times: 1,
+        skip: 0,
+    });
+    let report = app
+        .void(&landed, Duration::from_secs(5))
+        .await
+        .expect("voided");
+    assert_eq!(
+        report.outcome.verdict(),
+        Verdict::Voided,
+        "{}",
+        report.outcome
+    );
+    assert!(h.void_notice(&landed).exists());
 }

@@ -187,7 +187,7 @@ pub struct TransactionPage {
     pub unreadable: Vec<(Option<String>, String)>,
     /// Entries on the page, read or not: a full page means another may follow.
     pub len: usize,
-    /// The `id` of the page's last entry, read or not: where the next page starts.
+    /// The `id` of the page's last entry that has one, read or not: where the next page starts.
     pub last_id: Option<String>,
 }
 
@@ -196,7 +196,9 @@ impl TransactionPage {
     pub fn from_entries(entries: Vec<Value>) -> Self {
         let len = entries.len();
         let id_of = |entry: &Value| entry.get("id").and_then(Value::as_str).map(str::to_owned);
-        let last_id = entries.last().and_then(id_of);
+        // The cursor: the last entry's id, or the last id on the page when it has none (a page
+        // must never end a listing because one entry is odd).
+        let last_id = entries.iter().rev().find_map(id_of);
         let mut page = Self {
             len,
             last_id,

@@ -254,21 +254,29 @@ impl DinteroApi for DinteroClient {
             let request_id = header_str(response.headers(), "event-request-id");
             return Ok(CaptureOutcome::Accepted { request_id });
         }
-        let tx = Self::transaction_from(&operation, response).await?;
+        // A 2xx whose body cannot be read is still a capture that happened: never a refusal.
+        let tx = Self::transaction_from(&operation, response)
+            .await
+            .map_err(|e| DinteroError {
+                kind: ErrorKind::Temporary,
+                message: format!(
+                    "{}; the capture was answered 2xx, so it is read again, never sent again",
+                    e.message
+                ),
+                ..e
+            })?;
         Ok(CaptureOutcome::Done(Box::new(tx)))
     }
 
     async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
         let operation = format!("void {id}");
         let url = self.api(&format!("/transactions/{id}/void"));
-        let response = match self.call(&operation, Method::POST, &url, None).await {
-            // A conflict (another operation on the transaction under way) leaves the void's
-            // outcome unknown: wait for the events to say, as after a 202.
-            Err(e) if e.status == Some(409) => {
-                return Ok(VoidOutcome::Accepted { request_id: None });
-            }
-            other => other?,
-        };
+        // A conflict (another operation on the transaction under way) leaves the void's outcome
+        // unknown: the caller reads the transaction again.
+        let response = self
+            .call(&operation, Method::POST, &url, None)
+            .await
+            .map_err(conflict_is_unknown)?;
         if response.status() == StatusCode::ACCEPTED {
             // The body of a 202 is the transaction as it was: only the VOID event settles it.
             let request_id = header_str(response.headers(), "event-request-id");
@@ -435,8 +443,8 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
     }
 }
 
-/// A 409 on a capture leaves its outcome unknown (Dintero may be applying this very capture):
-/// temporary, so the next attempt reads the events before anything is sent again.
+/// A 409 on a capture or void leaves its outcome unknown (Dintero may be applying this very
+/// operation): temporary, so the events are read before anything is sent again.
 fn conflict_is_unknown(e: DinteroError) -> DinteroError {
     if e.status != Some(409) {
         return e;
@@ -444,7 +452,7 @@ fn conflict_is_unknown(e: DinteroError) -> DinteroError {
     DinteroError {
         kind: ErrorKind::Temporary,
         message: format!(
-            "{}; a conflict leaves the outcome unknown: the transaction's events are read again before any capture is sent",
+            "{}; a conflict leaves the outcome unknown: the transaction's events are read again before anything is sent again",
             e.message
         ),
         ..e

@@ -37,8 +37,10 @@ pub struct Transaction {
     #[serde(default)]
     pub items: Vec<Item>,
     /// The shipping option chosen (`id`, `line_id`, `amount`, `vat`, `vat_amount`, ...): a
-    /// line of its own, beside `items`, that a capture must include.
-    #[serde(default)]
+    /// line of its own, beside `items`, that a capture must include. One that cannot be read as
+    /// a line is left out (the capture's lines then do not add up, and the full amount is
+    /// captured without them) rather than make the whole transaction unreadable.
+    #[serde(default, deserialize_with = "lenient_line")]
     pub shipping_option: Option<Item>,
     /// Operations applied so far, oldest first.
     #[serde(default)]
@@ -52,6 +54,12 @@ pub struct Transaction {
     /// Everything else Dintero sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A line, or `None` when the value is not one.
+fn lenient_line<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Item>, D::Error> {
+    let value = Option::<Value>::deserialize(d)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 /// `customer` on a transaction.
@@ -131,9 +139,9 @@ pub struct Event {
     #[serde(alias = "name")]
     pub event: EventName,
     /// Whether the operation succeeded. Optional in Dintero's schema ("the event operation
-    /// completed with success"): absent is not yet a success.
+    /// completed with success"): absent is neither a success nor a failure, not yet.
     #[serde(default)]
-    pub success: bool,
+    pub success: Option<bool>,
     /// Status after the event.
     #[serde(default)]
     pub transaction_status: Option<Status>,
@@ -245,6 +253,23 @@ open_enum!(
     }
 );
 
+impl Event {
+    /// `success: true`.
+    pub fn succeeded(&self) -> bool {
+        self.success == Some(true)
+    }
+
+    /// `success: false`: Dintero refused the operation.
+    pub fn failed(&self) -> bool {
+        self.success == Some(false)
+    }
+
+    /// `INITIATE_CAPTURE` or `CAPTURE`.
+    pub fn is_capture(&self) -> bool {
+        matches!(self.event, EventName::InitiateCapture | EventName::Capture)
+    }
+}
+
 impl Transaction {
     /// What a route's `when` looks at: product type, currency, billing country, and whether
     /// the billing address or the customer has an email address and a phone number.
@@ -283,9 +308,15 @@ impl Transaction {
 
     /// The successful `INITIATE_CAPTURE` or `CAPTURE` event, if collection has started.
     pub fn capture_event(&self) -> Option<&Event> {
-        self.events.iter().find(|e| {
-            e.success && matches!(e.event, EventName::InitiateCapture | EventName::Capture)
-        })
+        self.events.iter().find(|e| e.succeeded() && e.is_capture())
+    }
+
+    /// An `INITIATE_CAPTURE` or `CAPTURE` event that says neither success nor failure: collection
+    /// may have started, so nobody may capture or deliver on the belief that it has not.
+    pub fn undecided_capture_event(&self) -> Option<&Event> {
+        self.events
+            .iter()
+            .find(|e| e.success.is_none() && e.is_capture())
     }
 
     /// The event of one of `names` completing the accepted (202) request `request_id`,
@@ -318,8 +349,11 @@ impl Transaction {
             Some(id) => self.completing_event(id, &[EventName::Void]),
             None => self.events.iter().rev().find(is_void),
         }?;
-        if answer.success {
-            return Some(Ok(()));
+        match answer.success {
+            Some(true) => return Some(Ok(())),
+            // Not settled yet: neither a success nor a refusal.
+            None => return None,
+            Some(false) => {}
         }
         let reason = answer.error.as_ref().map_or_else(
             || "Dintero reported the void as failed, without a reason".to_owned(),
@@ -338,7 +372,7 @@ impl Transaction {
             || self
                 .events
                 .iter()
-                .any(|e| e.success && e.event == EventName::Void)
+                .any(|e| e.succeeded() && e.event == EventName::Void)
     }
 }
 
@@ -361,11 +395,11 @@ mod tests {
         .expect("parses");
         assert_eq!(tx.status, Status::Other("SOMETHING_NEW".into()));
         assert_eq!(tx.events[0].event, EventName::Capture);
-        assert!(tx.events[0].success);
+        assert!(tx.events[0].succeeded());
         assert_eq!(tx.events[1].event.as_str(), "FUTURE_EVENT");
         assert!(tx.capture_event().is_some());
         assert!(
-            !tx.events[2].success,
+            tx.events[2].success.is_none() && tx.undecided_capture_event().is_some(),
             "an event without `success` is not yet a success"
         );
         assert_eq!(

@@ -41,6 +41,9 @@ pub(super) enum CaptureDecision {
         /// When a capture may be sent again if Dintero still shows none.
         until: Millis,
     },
+    /// Dintero shows a capture event that says neither success nor failure: collection may have
+    /// started. Nothing is sent; Dintero is read again later.
+    Undecided,
     /// Nothing captured or pending: send this request.
     Capture {
         /// The body: the full amount, with its lines when they add up to it.
@@ -65,10 +68,13 @@ pub(super) fn decide(
             record: (!known).then(|| (event.event.as_str().to_owned(), event.event_reference.clone())),
         };
     }
+    if tx.undecided_capture_event().is_some() {
+        return CaptureDecision::Undecided;
+    }
     if let Some(request_id) = dispatch.and_then(|d| d.capture_request_id.clone()) {
         if let Some(event) = tx
             .completing_event(&request_id, &CAPTURE_EVENTS)
-            .filter(|e| !e.success)
+            .filter(|e| e.failed())
         {
             let why = event.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
             return CaptureDecision::Refused(format!("capture was refused by Dintero: {why}"));

@@ -77,6 +77,10 @@ impl Engine {
             Some(Routed { invoice, route }) => (invoice, Some(route)),
             None => match self.stored_or_read_again(lease).await? {
                 Ok(invoice) => (invoice, self.route_of(&job.transaction_id).await?),
+                // Given up: the route's fallbacks run, as after any delivery failed for good.
+                Err(finish @ (Finish::Failed(_) | Finish::Dead(_))) => {
+                    return self.failed_for_good(lease, finish).await;
+                }
                 Err(finish) => return Ok(finish),
             },
         };

@@ -9,7 +9,7 @@ use super::{
 use crate::store::{Dispatch, Role, Stage};
 use crate::{
     channel::ErrorKind,
-    dintero::model::{EventName, Transaction},
+    dintero::model::Transaction,
     dintero::eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
     dintero::{CaptureOutcome, DinteroError},
     ids,
@@ -119,7 +119,7 @@ impl Engine {
         let started = dispatch.as_ref().is_some_and(|d| {
             d.captured_at.is_some()
                 || d.capture_request_id.is_some()
-                || (d.capture_reference.is_some() && tx.capture_event().is_some())
+                || tx.capture_event().is_some_and(|e| may_be_ours(e, d))
         });
         let skip = |reason: String| async move { Ok(Err(self.skip(lease, reason).await?)) };
         let not_yet = |reason: String| async move {
@@ -164,12 +164,7 @@ impl Engine {
             // it, so its own is `started` above): Kravia delivered the invoice, or another
             // system captured it. Delivering it too would be a second invoice for one debt.
             Eligibility::Eligible { .. } if let Some(event) = tx.capture_event() => {
-                let reason = format!(
-                    "{COLLECTION_STARTED_ELSEWHERE}: Dintero shows a successful {} (event_reference {}) that Postbud never asked for; Kravia may have delivered this invoice itself, so Postbud delivered nothing. If the customer does not have it: `postbud deliver --adopt-capture {id}`",
-                    event.event,
-                    event.event_reference.as_deref().unwrap_or("none"),
-                );
-                Ok(Err(self.stop_failed(lease, reason).await?))
+                Ok(Err(self.stop_failed(lease, started_elsewhere(id, event)).await?))
             }
             Eligibility::Eligible {
                 invoice_number,
@@ -443,19 +438,35 @@ impl Engine {
                 let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
                 return Ok(Capture::Stop(finish));
             }
+            CaptureDecision::Undecided => {
+                let finish = self.failure(
+                    lease,
+                    ErrorKind::Temporary,
+                    None,
+                    format!("{NOT_CAPTURED}: Dintero shows a capture event without `success`; collection may have started, so nothing is sent until Dintero says"),
+                );
+                return Ok(Capture::Stop(finish));
+            }
             // Waited for at once, not by the retry backoff (whose ceiling may be shorter) and
             // not until attempts run out: one more attempt, when the grace is over.
             CaptureDecision::InFlight { requested_at, until } => {
-                let finish = Finish::Retry {
-                    at: until,
-                    error: format!(
-                        "capture requested at {} and not answered; Dintero shows no capture yet and may still apply it, so none is sent before {} ({}s after the request: twice the Dintero client's timeout); Dintero's events are read again then",
-                        fmt_ms(requested_at),
-                        fmt_ms(until),
-                        self.capture_grace.as_secs()
-                    ),
-                };
-                return Ok(Capture::Stop(finish));
+                let detail = format!(
+                    "capture requested at {} and not answered; Dintero shows no capture yet and may still apply it, so none is sent before {} ({}s after the request: three times the Dintero client's timeout); Dintero's events are read again then",
+                    fmt_ms(requested_at),
+                    fmt_ms(until),
+                    self.capture_grace.as_secs()
+                );
+                self.store
+                    .record(&crate::store::HistoryLine {
+                        transaction_id: id,
+                        job_id: Some(&lease.job.id),
+                        event: "capture in flight",
+                        detail: &detail,
+                    })
+                    .await?;
+                // The attempt is given back: waiting out the grace must never use up the
+                // attempts of an invoice whose capture may be landing.
+                return Ok(Capture::Stop(Finish::Postpone(until)));
             }
             CaptureDecision::Capture { request, lines } => (request, lines),
         };
@@ -471,7 +482,7 @@ impl Engine {
                 lease,
                 DispatchPatch {
                     stage: Some(Stage::Capturing),
-                    capture_reference: Some(reference.clone()),
+                    capture_reference: Some(Some(reference.clone())),
                     document: keep,
                     note: Some((
                         "capture requested",
@@ -517,16 +528,43 @@ impl Engine {
                 Ok(Capture::Stop(finish))
             }
             Err(e) if e.kind == ErrorKind::Permanent => {
-                // Refused because collection has already started (a capture of Postbud's that
-                // landed while its answer was lost, now "beyond the authorised amount"): what
-                // Dintero shows decides, and a capture it shows is Postbud's own (requested above).
-                if let Ok(now) = self.gateway.transaction(id).await
-                    && now.capture_event().is_some()
-                {
-                    return self.after_capture(lease, &now).await;
+                // Refused, perhaps because collection has already started: what Dintero shows
+                // decides. A capture it shows is Postbud's own only if an earlier attempt asked
+                // for one (its answer lost, now "beyond the authorised amount"); if this was the
+                // first request, someone else started collection meanwhile.
+                let earlier = dispatch.filter(|d| d.capture_reference.is_some());
+                match self.gateway.transaction(id).await {
+                    Ok(now) => match now.capture_event() {
+                        Some(event) if earlier.is_some_and(|d| may_be_ours(event, d)) => {
+                            self.after_capture(lease, &now).await
+                        }
+                        Some(event) => {
+                            let reason = started_elsewhere(id, event);
+                            self.store
+                                .update_dispatch(
+                                    lease,
+                                    DispatchPatch {
+                                        capture_reference: Some(None),
+                                        ..DispatchPatch::default()
+                                    },
+                                )
+                                .await?;
+                            Ok(Capture::Stop(self.stop_failed(lease, reason).await?))
+                        }
+                        None => {
+                            let reason =
+                                format!("capture failed permanently, nothing will be delivered: {e}");
+                            Ok(Capture::Stop(self.stop_failed(lease, reason).await?))
+                        }
+                    },
+                    // Whether it was captured is unknown: read again before anything else.
+                    Err(read) => Ok(Capture::Stop(self.failure(
+                        lease,
+                        ErrorKind::Temporary,
+                        read.retry_after,
+                        format!("capture refused ({e}), and reading the transaction after it failed ({read}); Dintero is read again before anything is sent"),
+                    ))),
                 }
-                let reason = format!("capture failed permanently, nothing will be delivered: {e}");
-                Ok(Capture::Stop(self.stop_failed(lease, reason).await?))
             }
             // Refused before it was applied: nothing is in flight, so the next attempt need not
             // wait out the grace.
@@ -536,6 +574,7 @@ impl Engine {
                         lease,
                         DispatchPatch {
                             stage: Some(Stage::New),
+                            capture_reference: Some(None),
                             note: Some((
                                 "capture refused",
                                 format!("{e}: Dintero refused it before applying it; retried"),
@@ -565,9 +604,13 @@ impl Engine {
                 event.event_reference.as_deref(),
             ))));
         }
-        let refused = tx.events.iter().rev().find(|e| {
-            !e.success && matches!(e.event, EventName::InitiateCapture | EventName::Capture)
-        });
+        // The newest capture event answers this capture; an older refusal says nothing of it.
+        let refused = tx
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.is_capture())
+            .filter(|e| e.failed());
         if let Some(event) = refused {
             let reason = format!(
                 "capture was refused by Dintero: {}",
@@ -587,6 +630,25 @@ impl Engine {
         );
         Ok(Capture::Stop(finish))
     }
+}
+
+/// Whether a capture `event` Dintero shows may be the one `dispatch` asked for: a request was
+/// recorded, and the event does not carry another reference than the one sent.
+fn may_be_ours(event: &crate::dintero::model::Event, dispatch: &Dispatch) -> bool {
+    match (dispatch.capture_reference.as_deref(), event.event_reference.as_deref()) {
+        (None, _) => false,
+        (Some(sent), Some(shown)) if !sent.is_empty() => sent == shown,
+        _ => true,
+    }
+}
+
+/// Why a dispatch stops when Dintero shows a collection Postbud did not start.
+fn started_elsewhere(id: &str, event: &crate::dintero::model::Event) -> String {
+    format!(
+        "{COLLECTION_STARTED_ELSEWHERE}: Dintero shows a successful {} (event_reference {}) that Postbud never asked for; Kravia may have delivered this invoice itself, so Postbud delivered nothing. If the customer does not have it: `postbud deliver --adopt-capture {id}`",
+        event.event,
+        event.event_reference.as_deref().unwrap_or("none"),
+    )
 }
 
 /// The record after a capture whose `event` (with our `reference`) Dintero shows.

@@ -34,8 +34,9 @@ use crate::{
     store::{Claim, Finish, Lease, Store, StoreError},
 };
 
-/// The capture grace of an engine built without a Dintero timeout: twice Dintero's default 30 s.
-const DEFAULT_CAPTURE_GRACE: Duration = Duration::from_secs(60);
+/// The capture grace of an engine built without a Dintero timeout: three times Dintero's
+/// default 30 s.
+const DEFAULT_CAPTURE_GRACE: Duration = Duration::from_secs(90);
 
 /// A job for this worker to run next: a delivery leased by the dispatch that routed it comes
 /// with what that dispatch just stored, so it starts without reading it back.
@@ -118,11 +119,12 @@ impl Engine {
         }
     }
 
-    /// Waits twice `client_timeout` (the Dintero client's timeout) for a capture sent and not
-    /// answered before another may be sent: a capture Dintero applies late, after the client
-    /// gave up, shows in its events within that time.
+    /// Waits three times `client_timeout` (the Dintero client's timeout) for a capture sent and
+    /// not answered before another may be sent: the request is recorded before a token is
+    /// fetched (up to one timeout), then may be in flight up to another, and a capture Dintero
+    /// applies late, after the client gave up, shows in its events within the third.
     pub fn with_capture_grace(mut self, client_timeout: Duration) -> Self {
-        self.capture_grace = client_timeout.saturating_mul(2);
+        self.capture_grace = client_timeout.saturating_mul(3);
         self
     }
 

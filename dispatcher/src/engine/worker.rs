@@ -5,13 +5,13 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 
 use super::{Engine, Outcome};
-use crate::store::{Claim, StoreError, now_ms};
+use crate::store::{Claim, StoreError};
 
 impl Engine {
     /// Runs `settings.workers` workers until `shutdown` turns true. Each claims one job at a
     /// time, a busy one with the end of its previous attempt; idle workers wake on new work or
     /// every `poll_interval`.
-    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         self.workers_started
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut workers = tokio::task::JoinSet::new();
@@ -31,7 +31,15 @@ impl Engine {
                 continue;
             }
             self.metrics.worker_restarts.inc();
-            tracing::error!(worker = index, "a worker died; starting it again");
+            tracing::error!(worker = index, "a worker died; starting it again in a second");
+            // Not at once: a worker that dies on every claim must not spin a core.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                continue;
+            }
             let task = workers.spawn(Arc::clone(&self).worker(index, shutdown.clone()));
             indexes.insert(task.id(), index);
         }
@@ -120,7 +128,7 @@ impl Engine {
         wait: Duration,
     ) -> Result<Outcome, StoreError> {
         let newly_queued = self.submit(transaction_id).await?;
-        let deadline = now_ms() + wait.as_millis() as i64;
+        let deadline = self.store.now() + wait.as_millis() as i64;
         loop {
             let leases = self
                 .store
@@ -147,7 +155,7 @@ impl Engine {
                 .min();
             match next {
                 Some(at) if at <= deadline => {
-                    let pause = (at - now_ms()).clamp(10, 1_000) as u64;
+                    let pause = (at - self.store.now()).clamp(10, 1_000) as u64;
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
                 _ => {

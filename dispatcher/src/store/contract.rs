@@ -309,7 +309,7 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
     let old = claim_one(&store, TX, "slow", Duration::from_millis(100)).await;
     let capturing = DispatchPatch {
         stage: Some(Stage::Capturing),
-        capture_reference: Some("ref".into()),
+        capture_reference: Some(Some("ref".into())),
         capture_request_id: Some(Some("req-1".into())),
         ..DispatchPatch::default()
     };

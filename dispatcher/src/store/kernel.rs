@@ -26,8 +26,20 @@ pub(super) const RETRY: &str = "UPDATE jobs SET state = 'queued', next_at = $1, 
 
 /// Adopts a capture made elsewhere (see [`super::Store::adopt_capture`]). Parameters: now,
 /// transaction.
+/// Only a dispatch the engine stopped for that reason (the reason begins with
+/// `engine::COLLECTION_STARTED_ELSEWHERE`, checked by a test) is adopted.
 pub(super) const ADOPT_CAPTURE: &str = "UPDATE dispatches SET captured_at = $1, stage = 'captured', reason = NULL, updated_at = $1
-     WHERE transaction_id = $2 AND stage = 'failed' AND captured_at IS NULL AND capture_reference IS NULL";
+     WHERE transaction_id = $2 AND stage = 'failed' AND captured_at IS NULL
+       AND reason LIKE 'collection was started elsewhere%'";
+
+#[cfg(test)]
+#[test]
+fn adopting_looks_for_the_reason_the_engine_writes() {
+    assert!(ADOPT_CAPTURE.contains(&format!(
+        "'{}%'",
+        crate::engine::COLLECTION_STARTED_ELSEWHERE
+    )));
+}
 
 /// Queues a stopped dispatch job again, as new. Parameters: now, the job's id.
 pub(super) const REQUEUE_DISPATCH: &str = "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, last_error = NULL, fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = $1

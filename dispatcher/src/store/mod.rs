@@ -775,8 +775,9 @@ pub struct DispatchPatch {
     pub stage: Option<Stage>,
     /// New reason (`Some(None)` clears it).
     pub reason: Option<Option<String>>,
-    /// Our capture reference.
-    pub capture_reference: Option<String>,
+    /// The capture request's reference, recorded before it is sent (`Some(None)` clears it: a
+    /// request Dintero refused before applying it is no longer a request of Postbud's).
+    pub capture_reference: Option<Option<String>>,
     /// 202 request id (`Some(None)` clears it).
     pub capture_request_id: Option<Option<String>>,
     /// Collection confirmed.

@@ -132,12 +132,20 @@ async fn connect(url: &str, connections: u32) -> Result<PgPool, StoreError> {
 /// Reads the database server's clock between two readings of this process's, and records the
 /// offset.
 async fn measure(pool: &PgPool, clock: &StoreClock) -> Result<(), StoreError> {
+    // The connection first: a wait for one would count as the server's answer taking long.
+    let mut conn = pool.acquire().await?;
     let before = clock.local();
     let reference: i64 =
         sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
-    clock.measured(before, reference, clock.local());
+    let after = clock.local();
+    // A round trip this slow says little of when the server read its clock: keep the last
+    // offset rather than one that may be off by half of it.
+    if after - before > 1_000 && clock.offset().is_some() {
+        return Ok(());
+    }
+    clock.measured(before, reference, after);
     Ok(())
 }
 
@@ -664,7 +672,7 @@ impl Store for PgStore {
                  UPDATE dispatches SET
                     stage = COALESCE($1, stage),
                     reason = CASE WHEN $2::boolean THEN $3 ELSE reason END,
-                    capture_reference = COALESCE($4, capture_reference),
+                    capture_reference = CASE WHEN $20::boolean THEN $4 ELSE capture_reference END,
                     capture_request_id = CASE WHEN $5::boolean THEN $6 ELSE capture_request_id END,
                     captured_at = COALESCE($7, captured_at),
                     invoice_number = COALESCE($8, invoice_number),
@@ -686,7 +694,7 @@ impl Store for PgStore {
         .bind(patch.stage.map(Stage::as_str))
         .bind(patch.reason.is_some())
         .bind(patch.reason.flatten())
-        .bind(patch.capture_reference)
+        .bind(patch.capture_reference.clone().flatten())
         .bind(patch.capture_request_id.is_some())
         .bind(patch.capture_request_id.flatten())
         .bind(patch.captured_at)
@@ -702,6 +710,7 @@ impl Store for PgStore {
         .bind(document.map(|pdf| &pdf.sha256))
         .bind(document.map(|pdf| pdf.bytes.as_ref()))
         .bind(document.map(kernel::pdf_note))
+        .bind(patch.capture_reference.is_some())
         .fetch_one(&self.pool)
         .await?;
         if updated != 1 {

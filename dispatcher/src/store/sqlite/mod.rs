@@ -220,7 +220,7 @@ fn patch_dispatch(conn: &Connection, lease: &Lease, patch: &DispatchPatch) -> Re
             "UPDATE dispatches SET
                 stage = COALESCE(?, stage),
                 reason = CASE WHEN ? THEN ? ELSE reason END,
-                capture_reference = COALESCE(?, capture_reference),
+                capture_reference = CASE WHEN ? THEN ? ELSE capture_reference END,
                 capture_request_id = CASE WHEN ? THEN ? ELSE capture_request_id END,
                 captured_at = COALESCE(?, captured_at),
                 invoice_number = COALESCE(?, invoice_number),
@@ -232,7 +232,8 @@ fn patch_dispatch(conn: &Connection, lease: &Lease, patch: &DispatchPatch) -> Re
             patch.stage.map(Stage::as_str),
             patch.reason.is_some(),
             patch.reason.as_ref().and_then(Option::as_deref),
-            patch.capture_reference,
+            patch.capture_reference.is_some(),
+            patch.capture_reference.as_ref().and_then(Option::as_deref),
             patch.capture_request_id.is_some(),
             patch.capture_request_id.as_ref().and_then(Option::as_deref),
             patch.captured_at,
