@@ -407,3 +407,27 @@ async fn a_conflict_on_void_is_an_unknown_outcome_read_again_not_a_refusal() {
     );
     assert!(h.void_notice(&landed).exists());
 }
+
+#[tokio::test]
+async fn a_capture_refused_because_another_system_captured_first_is_not_taken_for_ours() {
+    let h = Harness::start().await;
+    let quirks = Quirks {
+        captured_elsewhere_first: Some("erp-77".into()),
+        ..Quirks::default()
+    };
+    let (app, _) = app_with(&h, quirks, "").await;
+    let id = h.sandbox.seed(Seed::default());
+    // Postbud's capture comes second and is refused (beyond the authorised amount); the capture
+    // Dintero shows is the other system's.
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
+    assert!(
+        outcome
+            .assessment()
+            .reason
+            .starts_with("collection was started elsewhere"),
+        "{outcome}"
+    );
+    assert_eq!(capture_references(&h, &id), vec![json!("erp-77")]);
+    assert_eq!(archived(&h), 0, "nothing delivered");
+}

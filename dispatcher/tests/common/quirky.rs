@@ -24,6 +24,9 @@ pub struct Quirks {
     pub lose_pay_answers: bool,
     /// Every page of authorized transactions is full of ids never seen before, of this account.
     pub endless_listing_of: Option<String>,
+    /// Another system captures the transaction, with this reference, just before Postbud's
+    /// capture arrives.
+    pub captured_elsewhere_first: Option<String>,
 }
 
 /// The client and its quirks, counting what was sent.
@@ -67,6 +70,14 @@ impl DinteroApi for QuirkyDintero {
     ) -> Result<CaptureOutcome, DinteroError> {
         self.captures_sent.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.quirks.capture_delay).await;
+        if let Some(reference) = &self.quirks.captured_elsewhere_first {
+            let theirs = CaptureRequest {
+                amount: request.amount,
+                capture_reference: Some(reference.clone()),
+                items: None,
+            };
+            self.inner.capture(id, &theirs).await?;
+        }
         self.inner.capture(id, request).await
     }
     async fn void(&self, id: &str) -> Result<VoidOutcome, DinteroError> {
