@@ -10,13 +10,13 @@ use crate::store::Stage;
 use crate::{
     channel::{Channel, ChannelError},
     config::{ConfigError, Settings},
+    dintero::{DinteroApi, DinteroError, VoidOutcome},
     dintero::{
         DinteroClient,
         model::Transaction,
         transaction_id::{self, InvalidTransactionId},
     },
     engine::{DefaultDispatcher, Dispatcher, Engine, Outcome},
-    dintero::{DinteroError, DinteroApi, VoidOutcome},
     limit::TokenBucket,
     links::LinkSigner,
     registry::{DuplicateKind, Registry},
@@ -458,9 +458,9 @@ impl App {
             .await
             .map_err(|e| format!("the store cannot be written: {e}"))?;
         match self.engine.workers() {
-            Some((running, configured)) if running < configured => Err(format!(
-                "{running} of {configured} workers running"
-            )),
+            Some((running, configured)) if running < configured => {
+                Err(format!("{running} of {configured} workers running"))
+            }
             Some((running, _)) => Ok(format!("ok: store writable, {running} workers running")),
             None => Ok("ok: store writable".into()),
         }

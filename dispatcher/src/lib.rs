@@ -21,41 +21,72 @@
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!("postbud needs a store: enable the `sqlite` feature (a default) or `postgres`");
 
-/// Modules this workspace's own tests and tools reach into (the outbox, the engine's parts,
-/// fault injection) with the feature `unstable-internals`; private otherwise, so a merchant's
-/// code depends only on what the crate root exports.
-macro_rules! internal {
-    ($($(#[$meta:meta])* mod $name:ident;)*) => {$(
-        $(#[$meta])*
-        #[cfg(feature = "unstable-internals")]
-        #[doc(hidden)]
-        pub mod $name;
-        $(#[$meta])*
-        #[cfg(not(feature = "unstable-internals"))]
-        mod $name;
-    )*};
-}
-
 pub mod config;
 pub mod dintero;
 pub mod log_sink;
 #[cfg(feature = "server")]
 pub mod server;
 
-internal! {
-    mod app;
-    mod engine;
-    mod folder;
-    mod limit;
-    mod links;
-    mod metrics;
-    mod reconcile;
-    mod retention;
-    mod store;
-    mod sweeps;
-    mod triage;
-}
+// Modules this workspace's own tests and tools reach into (the outbox, the engine's parts,
+// fault injection) with the feature `unstable-internals`; private otherwise, so a merchant's
+// code depends only on what the crate root exports. Written out, not made by a macro: rustfmt
+// and every other tool see each module.
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod app;
+#[cfg(not(feature = "unstable-internals"))]
+mod app;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod engine;
+#[cfg(not(feature = "unstable-internals"))]
+mod engine;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod folder;
+#[cfg(not(feature = "unstable-internals"))]
+mod folder;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod limit;
+#[cfg(not(feature = "unstable-internals"))]
+mod limit;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod links;
+#[cfg(not(feature = "unstable-internals"))]
+mod links;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod metrics;
+#[cfg(not(feature = "unstable-internals"))]
+mod metrics;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod reconcile;
+#[cfg(not(feature = "unstable-internals"))]
+mod reconcile;
 mod records;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod retention;
+#[cfg(not(feature = "unstable-internals"))]
+mod retention;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod store;
+#[cfg(not(feature = "unstable-internals"))]
+mod store;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod sweeps;
+#[cfg(not(feature = "unstable-internals"))]
+mod sweeps;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod triage;
+#[cfg(not(feature = "unstable-internals"))]
+mod triage;
 
 // The channel SDK's parts, under the names the engine's modules use.
 use postbud_channel as channel;

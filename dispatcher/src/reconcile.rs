@@ -48,10 +48,20 @@ impl App {
         // The voids are swept whatever stopped the first listing: a stop there must never keep
         // a voided invoice's deliveries going.
         let authorized = self
-            .sweep_status("AUTHORIZED", &since(dintero.reconcile_lookback), every, &mut sweep)
+            .sweep_status(
+                "AUTHORIZED",
+                &since(dintero.reconcile_lookback),
+                every,
+                &mut sweep,
+            )
             .await;
         let voided = self
-            .sweep_status("AUTHORIZATION_VOIDED", &since(dintero.void_lookback), every, &mut sweep)
+            .sweep_status(
+                "AUTHORIZATION_VOIDED",
+                &since(dintero.void_lookback),
+                every,
+                &mut sweep,
+            )
             .await;
         let result = authorized.and(voided);
         if let Err(e) = &result {
@@ -189,7 +199,10 @@ impl App {
                     self.store().now(),
                     every,
                 );
-                if due && sweep.looked_again < LOOK_AGAIN_PER_SWEEP && self.engine().submit(id).await? {
+                if due
+                    && sweep.looked_again < LOOK_AGAIN_PER_SWEEP
+                    && self.engine().submit(id).await?
+                {
                     sweep.looked_again += 1;
                 }
             }
@@ -258,7 +271,13 @@ impl App {
 /// at again less often as the skip ages (not before a quarter of its age has passed since the
 /// last look, and never more than once a sweep): a configuration set later is found within
 /// hours, while an account whose invoices are Kravia's costs a few reads per invoice in all.
-fn look_again(reason: &str, created_at: Millis, last_look: Millis, now: Millis, every: Duration) -> bool {
+fn look_again(
+    reason: &str,
+    created_at: Millis,
+    last_look: Millis,
+    now: Millis,
+    every: Duration,
+) -> bool {
     if !eligibility::may_change(reason) {
         return false;
     }
@@ -279,7 +298,10 @@ mod tests {
 
     #[test]
     fn a_status_skip_is_looked_at_again_at_once() {
-        let reason = format!("status is ON_HOLD, not AUTHORIZED; {}", eligibility::MAY_CHANGE);
+        let reason = format!(
+            "status is ON_HOLD, not AUTHORIZED; {}",
+            eligibility::MAY_CHANGE
+        );
         assert!(look_again(&reason, 0, 10 * MIN, 10 * MIN, EVERY));
     }
 

@@ -5,10 +5,7 @@
 
 use std::time::Duration;
 
-use crate::{
-    App,
-    store::StoreError,
-};
+use crate::{App, store::StoreError};
 
 /// How often `serve` looks whether the day's pass is due (one instance of a fleet takes it).
 const LOOK_EVERY: Duration = Duration::from_secs(3600);
@@ -19,8 +16,10 @@ impl App {
     /// Prunes every finished dispatch not changed for `older_than`: deletes its PDF and personal
     /// data and keeps the record; returns how many.
     pub async fn prune(&self, older_than: Duration) -> Result<u64, StoreError> {
-        let before =
-            self.store().now().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let before = self
+            .store()
+            .now()
+            .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
         let span =
             tracing::info_span!("prune", older_than = %humantime::format_duration(older_than));
         let pruned = tracing::Instrument::instrument(self.store().prune(before), span).await?;

@@ -37,9 +37,7 @@ pub struct Sweep {
 }
 
 /// The last sweep's report kept in `store`.
-pub async fn last_sweep(
-    store: &dyn Store,
-) -> Result<Option<Sweep>, StoreError> {
+pub async fn last_sweep(store: &dyn Store) -> Result<Option<Sweep>, StoreError> {
     Ok(store
         .meta(LAST_SWEEP_KEY)
         .await?

@@ -8,11 +8,11 @@ use std::{collections::BTreeMap, fmt};
 
 use serde::Serialize;
 
-use crate::store::{Role, Stage};
 use crate::store::{
     CensusRow, Dispatch, DispatchJobs, DispatchQuery, Job, JobKind, JobState, Millis, Store,
     StoreError, fmt_ms,
 };
+use crate::store::{Role, Stage};
 
 /// Where an invoice stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -314,7 +314,9 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
         return Assessment::new(Verdict::Pending, reason);
     }
     let dispatch_job = jobs.iter().find(|j| j.kind == JobKind::Dispatch);
-    if dispatch.stage == Stage::Skipped || dispatch_job.is_some_and(|j| j.state == JobState::Skipped) {
+    if dispatch.stage == Stage::Skipped
+        || dispatch_job.is_some_and(|j| j.state == JobState::Skipped)
+    {
         return Assessment::new(
             Verdict::Skipped,
             dispatch.reason.clone().unwrap_or_else(|| "not ours".into()),
@@ -354,8 +356,14 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
     }
     let deliveries: Vec<&Job> = jobs.iter().filter(|j| j.kind == JobKind::Deliver).collect();
     let role = |job: &&&Job, role: Role| job.role == Some(role);
-    let primaries: Vec<&&Job> = deliveries.iter().filter(|j| role(j, Role::Primary)).collect();
-    let fallbacks: Vec<&&Job> = deliveries.iter().filter(|j| role(j, Role::Fallback)).collect();
+    let primaries: Vec<&&Job> = deliveries
+        .iter()
+        .filter(|j| role(j, Role::Primary))
+        .collect();
+    let fallbacks: Vec<&&Job> = deliveries
+        .iter()
+        .filter(|j| role(j, Role::Fallback))
+        .collect();
     let done = |jobs: &[&&Job]| {
         jobs.iter()
             .filter(|j| j.state == JobState::Done)

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use crate::{
-    store::{Millis, Stage},
     dintero::{
         CaptureLines, CaptureRequest,
         model::{EventName, Transaction},
     },
     store::Dispatch,
+    store::{Millis, Stage},
 };
 
 /// The events that complete a capture.
@@ -65,7 +65,12 @@ pub(super) fn decide(
     if let Some(event) = tx.capture_event() {
         let known = dispatch.is_some_and(|d| d.captured_at.is_some());
         return CaptureDecision::Started {
-            record: (!known).then(|| (event.event.as_str().to_owned(), event.event_reference.clone())),
+            record: (!known).then(|| {
+                (
+                    event.event.as_str().to_owned(),
+                    event.event_reference.clone(),
+                )
+            }),
         };
     }
     if tx.undecided_capture_event().is_some() {
@@ -76,7 +81,11 @@ pub(super) fn decide(
             .completing_event(&request_id, &CAPTURE_EVENTS)
             .filter(|e| e.failed())
         {
-            let why = event.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+            let why = event
+                .error
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             return CaptureDecision::Refused(format!("capture was refused by Dintero: {why}"));
         }
         return CaptureDecision::Waiting { request_id };
@@ -160,7 +169,10 @@ mod tests {
             panic!("{decision:?}")
         };
         assert_eq!(request.amount, 50000);
-        assert_eq!(request.capture_reference, None, "no reference of the merchant's to send");
+        assert_eq!(
+            request.capture_reference, None,
+            "no reference of the merchant's to send"
+        );
         assert_eq!(request.items.as_ref().map(Vec::len), Some(2));
         assert_eq!(lines, CaptureLines::Sent(2));
     }
@@ -169,11 +181,16 @@ mod tests {
     fn the_capture_carries_the_merchant_s_reference() {
         let mut tx = tx(json!([]), lines());
         tx.merchant_reference = Some("order-1042".into());
-        let CaptureDecision::Capture { request, .. } = decide_now(&tx, None) else { panic!("a capture") };
+        let CaptureDecision::Capture { request, .. } = decide_now(&tx, None) else {
+            panic!("a capture")
+        };
         assert_eq!(request.capture_reference.as_deref(), Some("order-1042"));
         // The event reference the merchant set for the settlement report wins.
-        tx.metadata.insert("event_reference".into(), json!("settle-77"));
-        let CaptureDecision::Capture { request, .. } = decide_now(&tx, None) else { panic!("a capture") };
+        tx.metadata
+            .insert("event_reference".into(), json!("settle-77"));
+        let CaptureDecision::Capture { request, .. } = decide_now(&tx, None) else {
+            panic!("a capture")
+        };
         assert_eq!(request.capture_reference.as_deref(), Some("settle-77"));
         let body = serde_json::to_value(&request).expect("serialises");
         assert_eq!(body["capture_reference"], "settle-77");
@@ -183,7 +200,9 @@ mod tests {
     fn the_shipping_option_is_a_capture_line() {
         let shipping = json!({"id": "bring", "line_id": "shipping", "amount": 9900, "vat": 25,
                               "vat_amount": 1980, "description": "Bring to the door", "operator": "Bring"});
-        let CaptureDecision::Capture { request, lines } = decide_now(&shipped(lines(), shipping, 59900), None) else {
+        let CaptureDecision::Capture { request, lines } =
+            decide_now(&shipped(lines(), shipping, 59900), None)
+        else {
             panic!("a capture")
         };
         assert_eq!(lines, CaptureLines::Sent(3));
@@ -193,36 +212,56 @@ mod tests {
             json!({"line_id": "shipping", "amount": 9900, "quantity": 1.0, "vat": 25.0,
                    "vat_amount": 1980, "id": "bring", "description": "Bring to the door"})
         );
-        let sum: i64 = items.iter().map(|i| i["amount"].as_i64().expect("amount")).sum();
+        let sum: i64 = items
+            .iter()
+            .map(|i| i["amount"].as_i64().expect("amount"))
+            .sum();
         assert_eq!(sum, request.amount);
     }
 
     #[test]
     fn lines_that_do_not_add_up_or_repeat_an_id_are_left_out() {
         // A rounding difference: the lines miss the amount by one øre.
-        let CaptureDecision::Capture { request, lines } = decide_now(&shipped(lines(), json!({"line_id": "s", "amount": 100}), 50101), None) else {
+        let CaptureDecision::Capture { request, lines } = decide_now(
+            &shipped(lines(), json!({"line_id": "s", "amount": 100}), 50101),
+            None,
+        ) else {
             panic!("a capture")
         };
         assert!(request.items.is_none());
         assert_eq!(request.amount, 50101);
-        assert_eq!(lines.to_string(), "without items: the lines sum to 50100, the amount is 50101, so the full amount is captured without lines");
+        assert_eq!(
+            lines.to_string(),
+            "without items: the lines sum to 50100, the amount is 50101, so the full amount is captured without lines"
+        );
         let twice = json!([{"line_id": "1", "amount": 30000}, {"line_id": "1", "amount": 20000}]);
-        let CaptureDecision::Capture { request, lines } = decide_now(&tx(json!([]), twice), None) else {
+        let CaptureDecision::Capture { request, lines } = decide_now(&tx(json!([]), twice), None)
+        else {
             panic!("a capture")
         };
         assert!(request.items.is_none());
-        assert!(lines.to_string().contains("line_id `1` is used twice"), "{lines}");
+        assert!(
+            lines.to_string().contains("line_id `1` is used twice"),
+            "{lines}"
+        );
     }
 
     #[test]
     fn a_line_without_line_id_captures_the_amount_without_items() {
         let items = json!([{"line_id": "1", "amount": 30000}, {"amount": 20000}]);
-        let CaptureDecision::Capture { request, lines } = decide_now(&tx(json!([]), items), None) else {
+        let CaptureDecision::Capture { request, lines } = decide_now(&tx(json!([]), items), None)
+        else {
             panic!("a capture")
         };
         assert!(request.items.is_none());
-        assert!(lines.to_string().starts_with("without items: a line (items) has no line_id"), "{lines}");
-        let CaptureDecision::Capture { lines, .. } = decide_now(&tx(json!([]), json!([])), None) else {
+        assert!(
+            lines
+                .to_string()
+                .starts_with("without items: a line (items) has no line_id"),
+            "{lines}"
+        );
+        let CaptureDecision::Capture { lines, .. } = decide_now(&tx(json!([]), json!([])), None)
+        else {
             panic!("a capture")
         };
         assert_eq!(lines, CaptureLines::None);
@@ -275,7 +314,8 @@ mod tests {
         );
         let refused = json!([{"event": "CAPTURE", "success": false, "correlation_request_id": "r-1",
                               "error": {"message": "amount mismatch"}}]);
-        let CaptureDecision::Refused(reason) = decide_now(&tx(refused, lines()), Some(&pending)) else {
+        let CaptureDecision::Refused(reason) = decide_now(&tx(refused, lines()), Some(&pending))
+        else {
             panic!("refused")
         };
         assert!(reason.contains("amount mismatch"), "{reason}");
@@ -302,7 +342,12 @@ mod tests {
         // Dintero shows it: started, at any time.
         let landed = json!([{"event": "INITIATE_CAPTURE", "success": true}]);
         assert!(matches!(
-            decide(&super::tests::tx(landed, lines()), Some(&requested), 10_001, GRACE),
+            decide(
+                &super::tests::tx(landed, lines()),
+                Some(&requested),
+                10_001,
+                GRACE
+            ),
             CaptureDecision::Started { .. }
         ));
         // Never requested: nothing to wait for.

@@ -1,8 +1,8 @@
 //! Delivery and cancellation jobs: one channel instance, one attempt.
 
 use super::{Engine, Routed, dispatch::window_open};
-use crate::store::Role;
 use crate::config::Route;
+use crate::store::Role;
 use crate::{
     channel::{DeliveryContext, Invoice},
     ids,
@@ -38,10 +38,19 @@ impl Engine {
         if let Some(invoice) = self.store.invoice(id).await? {
             return Ok(Ok(invoice));
         }
-        let why = format!("no invoice is stored for {id} (pruned by store.retain?), and reading it again from Dintero failed");
+        let why = format!(
+            "no invoice is stored for {id} (pruned by store.retain?), and reading it again from Dintero failed"
+        );
         let tx = match self.gateway.transaction(id).await {
             Ok(tx) => tx,
-            Err(e) => return Ok(Err(self.failure(lease, e.kind, e.retry_after, format!("{why}: {e}")))),
+            Err(e) => {
+                return Ok(Err(self.failure(
+                    lease,
+                    e.kind,
+                    e.retry_after,
+                    format!("{why}: {e}"),
+                )));
+            }
         };
         let (Some(number), Some(url)) = (
             tx.metadata_str("kravia:invoice_number"),
@@ -57,7 +66,14 @@ impl Engine {
             .await
         {
             Ok(pdf) => pdf,
-            Err(e) => return Ok(Err(self.failure(lease, e.kind, e.retry_after, format!("{why}: {e}")))),
+            Err(e) => {
+                return Ok(Err(self.failure(
+                    lease,
+                    e.kind,
+                    e.retry_after,
+                    format!("{why}: {e}"),
+                )));
+            }
         };
         let mut invoice = crate::dintero::invoice_of(&tx, number, pdf);
         invoice.link = self.links.as_ref().map(|l| l.link(id));

@@ -9,14 +9,14 @@ use super::{
 use crate::store::{Dispatch, Role, Stage};
 use crate::{
     channel::ErrorKind,
-    dintero::model::Transaction,
     dintero::eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
+    dintero::model::Transaction,
     dintero::{CaptureOutcome, DinteroError},
     ids,
     invoice::Pdf,
     store::{
-        ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob, ORIGIN_CREATED, ORIGIN_DECLARED, StoreError,
-        fmt_ms, now_ms,
+        ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob,
+        ORIGIN_CREATED, ORIGIN_DECLARED, StoreError, fmt_ms, now_ms,
     },
 };
 
@@ -163,9 +163,9 @@ impl Engine {
             // A collection Postbud did not ask for (Postbud records its request before sending
             // it, so its own is `started` above): Kravia delivered the invoice, or another
             // system captured it. Delivering it too would be a second invoice for one debt.
-            Eligibility::Eligible { .. } if let Some(event) = tx.capture_event() => {
-                Ok(Err(self.stop_failed(lease, started_elsewhere(id, event)).await?))
-            }
+            Eligibility::Eligible { .. } if let Some(event) = tx.capture_event() => Ok(Err(self
+                .stop_failed(lease, started_elsewhere(id, event))
+                .await?)),
             Eligibility::Eligible {
                 invoice_number,
                 invoice_url,
@@ -203,13 +203,11 @@ impl Engine {
             Some(claimed) => Some(claimed.clone()),
             None => self.store.dispatch(id).await?,
         };
-        let (invoice_number, invoice_url, decided) = match self
-            .decide(lease, &tx, dispatch.as_ref())
-            .await?
-        {
-            Ok(decision) => decision,
-            Err(finish) => return Ok(finish),
-        };
+        let (invoice_number, invoice_url, decided) =
+            match self.decide(lease, &tx, dispatch.as_ref()).await? {
+                Ok(decision) => decision,
+                Err(finish) => return Ok(finish),
+            };
         // Route before capture: collection must not start for an invoice nobody will deliver.
         let Some(route) = self.dispatcher.route(&self.routes, &tx) else {
             return self
@@ -343,7 +341,9 @@ impl Engine {
             Ok(found) => Ok(Ok(found)),
             Err(e) => {
                 if let Some(confirmation) = confirmation.take() {
-                    self.store.update_dispatch(lease, confirmation.patch()).await?;
+                    self.store
+                        .update_dispatch(lease, confirmation.patch())
+                        .await?;
                 }
                 let error = format!(
                     "captured, but reading the invoice after capture failed: {e}; retried, never captured again"
@@ -449,7 +449,10 @@ impl Engine {
             }
             // Waited for at once, not by the retry backoff (whose ceiling may be shorter) and
             // not until attempts run out: one more attempt, when the grace is over.
-            CaptureDecision::InFlight { requested_at, until } => {
+            CaptureDecision::InFlight {
+                requested_at,
+                until,
+            } => {
                 let detail = format!(
                     "capture requested at {} and not answered; Dintero shows no capture yet and may still apply it, so none is sent before {} ({}s after the request: three times the Dintero client's timeout); Dintero's events are read again then",
                     fmt_ms(requested_at),
@@ -498,8 +501,8 @@ impl Engine {
         match self.gateway.capture(id, &request).await {
             Ok(CaptureOutcome::Done(after)) => self.after_capture(lease, &after).await,
             Ok(CaptureOutcome::Accepted { request_id }) => {
-                let request_id = request_id
-                    .unwrap_or_else(|| format!("capture of {id} (no event-request-id)"));
+                let request_id =
+                    request_id.unwrap_or_else(|| format!("capture of {id} (no event-request-id)"));
                 self.store
                     .update_dispatch(
                         lease,
@@ -583,7 +586,12 @@ impl Engine {
                         },
                     )
                     .await?;
-                Ok(Capture::Stop(self.failure(lease, e.kind, e.retry_after, e.to_string())))
+                Ok(Capture::Stop(self.failure(
+                    lease,
+                    e.kind,
+                    e.retry_after,
+                    e.to_string(),
+                )))
             }
             // Unknown outcome (timeout, 5xx, 409): the next attempt re-reads the events before
             // any repeat, and sends none within the grace, so a capture that did land (even
@@ -635,7 +643,10 @@ impl Engine {
 /// Whether a capture `event` Dintero shows may be the one `dispatch` asked for: a request was
 /// recorded, and the event does not carry another reference than the one sent.
 fn may_be_ours(event: &crate::dintero::model::Event, dispatch: &Dispatch) -> bool {
-    match (dispatch.capture_reference.as_deref(), event.event_reference.as_deref()) {
+    match (
+        dispatch.capture_reference.as_deref(),
+        event.event_reference.as_deref(),
+    ) {
         (None, _) => false,
         (Some(sent), Some(shown)) if !sent.is_empty() => sent == shown,
         _ => true,

@@ -8,8 +8,8 @@
 pub mod backoff;
 mod capture;
 mod deliver;
-mod dispatcher;
 mod dispatch;
+mod dispatcher;
 mod outcome;
 mod void;
 mod worker;
@@ -22,8 +22,8 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 pub use self::{
-    dispatcher::{DefaultDispatcher, Dispatcher},
     dispatch::COLLECTION_STARTED_ELSEWHERE,
+    dispatcher::{DefaultDispatcher, Dispatcher},
     outcome::Outcome,
 };
 use crate::{
@@ -60,7 +60,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into())
 }
-
 
 /// Runs jobs from the store.
 pub struct Engine {
@@ -294,8 +293,16 @@ impl Engine {
         let mut wait = Duration::from_millis(100);
         loop {
             let recorded = match then {
-                Some(claim) => self.store.finish_then_claim(lease, finish.clone(), claim).await,
-                None => self.store.finish(lease, finish.clone()).await.map(|()| Vec::new()),
+                Some(claim) => {
+                    self.store
+                        .finish_then_claim(lease, finish.clone(), claim)
+                        .await
+                }
+                None => self
+                    .store
+                    .finish(lease, finish.clone())
+                    .await
+                    .map(|()| Vec::new()),
             };
             match recorded {
                 Err(StoreError::Database(e)) if tokio::time::Instant::now() < deadline => {
@@ -317,6 +324,13 @@ impl Engine {
         error: String,
     ) -> Finish {
         let at = self.store.now();
-        backoff::after_failure(&self.settings, lease.job.attempts, kind, retry_after, error, at)
+        backoff::after_failure(
+            &self.settings,
+            lease.job.attempts,
+            kind,
+            retry_after,
+            error,
+            at,
+        )
     }
 }

@@ -31,7 +31,10 @@ impl Engine {
                 continue;
             }
             self.metrics.worker_restarts.inc();
-            tracing::error!(worker = index, "a worker died; starting it again in a second");
+            tracing::error!(
+                worker = index,
+                "a worker died; starting it again in a second"
+            );
             // Not at once: a worker that dies on every claim must not spin a core.
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}

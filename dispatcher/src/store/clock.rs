@@ -28,13 +28,19 @@ pub const TOLERATED_OFFSET: Duration = Duration::from_secs(2);
 /// What an offset means for an operator: within [`TOLERATED_OFFSET`] a plain statement,
 /// beyond it a warning that starts with `!`.
 pub fn describe(offset: Millis) -> String {
-    let (seconds, way) = (offset.unsigned_abs() as f64 / 1000.0, if offset > 0 { "behind" } else { "ahead of" });
+    let (seconds, way) = (
+        offset.unsigned_abs() as f64 / 1000.0,
+        if offset > 0 { "behind" } else { "ahead of" },
+    );
     if offset.unsigned_abs() as u128 > TOLERATED_OFFSET.as_millis() {
         format!(
             "! this host's clock is {seconds:.1} s {way} the database's: leases and due times are judged by the database's clock, so work is safe, but fix this host's time (NTP)"
         )
     } else {
-        format!("this host's clock is within {:.1} s of the database's", seconds.max(0.1))
+        format!(
+            "this host's clock is within {:.1} s of the database's",
+            seconds.max(0.1)
+        )
     }
 }
 
@@ -104,7 +110,11 @@ mod tests {
     fn a_clock_ahead_is_corrected_to_the_reference() {
         let ahead: LocalClock = Arc::new(|| 1_090_000);
         let clock = StoreClock::new(ahead);
-        assert_eq!((clock.now(), clock.offset()), (1_090_000, None), "unmeasured: local");
+        assert_eq!(
+            (clock.now(), clock.offset()),
+            (1_090_000, None),
+            "unmeasured: local"
+        );
         // The reference said 1,000,010 while the local clock read 1,090,000 .. 1,090,020.
         clock.measured(1_090_000, 1_000_010, 1_090_020);
         assert_eq!(clock.offset(), Some(-90_000));

@@ -20,7 +20,10 @@ fn claim<'a>(owner: &'a str, lease: Duration, limit: u32, only: Option<&'a str>)
 
 /// The job of `id` that is due, claimed by `owner` for `lease`.
 async fn claim_one(store: &Arc<dyn Store>, id: &str, owner: &str, lease: Duration) -> super::Lease {
-    let mut leases = store.claim(&claim(owner, lease, 1, Some(id))).await.expect("claim");
+    let mut leases = store
+        .claim(&claim(owner, lease, 1, Some(id)))
+        .await
+        .expect("claim");
     assert_eq!(leases.len(), 1, "one job of {id} is due: {leases:?}");
     leases.remove(0)
 }
@@ -49,12 +52,19 @@ async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
         .await
         .expect("the holder writes");
     let job = store.jobs(TX).await.expect("jobs").remove(0);
-    assert_eq!((job.state, job.receipt.as_deref()), (JobState::Done, Some("ok")));
+    assert_eq!(
+        (job.state, job.receipt.as_deref()),
+        (JobState::Done, Some("ok"))
+    );
 }
 
 /// Claims come in due order, never before a job is due, never twice while leased.
 async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Store>) {
-    let ids = ["T12345678.contractA", "T12345678.contractB", "T12345678.contractC"];
+    let ids = [
+        "T12345678.contractA",
+        "T12345678.contractB",
+        "T12345678.contractC",
+    ];
     for id in ids {
         submitted(&store, id).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -131,7 +141,12 @@ async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
     let job = store.jobs(TX).await.expect("jobs").remove(0);
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(
-        store.dispatch(TX).await.expect("dispatch").expect("kept").stage,
+        store
+            .dispatch(TX)
+            .await
+            .expect("dispatch")
+            .expect("kept")
+            .stage,
         super::Stage::Voided
     );
 }
@@ -145,7 +160,13 @@ async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
         .finish(&lease, Finish::Failed("refused".into()))
         .await
         .expect("failed");
-    assert_eq!(store.retry(TX, Some("no-such-channel")).await.expect("retry"), 0);
+    assert_eq!(
+        store
+            .retry(TX, Some("no-such-channel"))
+            .await
+            .expect("retry"),
+        0
+    );
     let (a, b, c) = tokio::join!(
         store.retry(TX, None),
         store.retry(TX, None),
@@ -163,7 +184,11 @@ async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
         .iter()
         .filter(|h| h.event == "retry requested")
         .count() as u64;
-    assert_eq!(notes, counts.iter().sum::<u64>(), "one line per requeue, never apart");
+    assert_eq!(
+        notes,
+        counts.iter().sum::<u64>(),
+        "one line per requeue, never apart"
+    );
     assert_eq!(
         store
             .claim(&claim("w", Duration::from_secs(30), 10, None))
@@ -177,7 +202,15 @@ async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
 /// History reads back in the order it was written; a turn has one holder until it ends.
 async fn history_keeps_its_order_and_a_turn_one_holder(store: Arc<dyn Store>) {
     for event in ["first", "second", "third"] {
-        store.record(&super::HistoryLine { transaction_id: TX, job_id: None, event, detail: "" }).await.expect("record");
+        store
+            .record(&super::HistoryLine {
+                transaction_id: TX,
+                job_id: None,
+                event,
+                detail: "",
+            })
+            .await
+            .expect("record");
     }
     let events: Vec<String> = store
         .history(TX)
@@ -212,9 +245,17 @@ async fn counted_row_by_row(store: &Arc<dyn Store>) -> (Vec<super::CensusRow>, s
             has(&[JobState::Failed, JobState::Dead]),
         );
         let stage = listed.dispatch.stage;
-        match census.iter_mut().find(|r| (r.stage, r.active, r.troubled) == (stage, active, troubled)) {
+        match census
+            .iter_mut()
+            .find(|r| (r.stage, r.active, r.troubled) == (stage, active, troubled))
+        {
             Some(row) => row.count += 1,
-            None => census.push(super::CensusRow { stage, active, troubled, count: 1 }),
+            None => census.push(super::CensusRow {
+                stage,
+                active,
+                troubled,
+                count: 1,
+            }),
         }
         totals.dispatches += 1;
         for job in &listed.jobs {
@@ -252,13 +293,24 @@ async fn assert_counts_agree(store: &Arc<dyn Store>, when: &str) {
 async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
     let lease = Duration::from_secs(30);
     let id = |n: u32| format!("T12345678.count{n}");
-    let claimed = async |id: &str| store.claim(&claim("w", lease, 10, Some(id))).await.expect("claim");
+    let claimed = async |id: &str| {
+        store
+            .claim(&claim("w", lease, 10, Some(id)))
+            .await
+            .expect("claim")
+    };
     // Dispatched and routed to one channel; the delivery ends as `end` (None: still queued).
     let routed = async |id: &str, end: Option<Finish>| {
         submitted(&store, id).await;
         let dispatch = claimed(id).await.remove(0);
-        let patch = super::DispatchPatch { stage: Some(super::Stage::Routed), ..Default::default() };
-        store.update_dispatch(&dispatch, patch).await.expect("routed");
+        let patch = super::DispatchPatch {
+            stage: Some(super::Stage::Routed),
+            ..Default::default()
+        };
+        store
+            .update_dispatch(&dispatch, patch)
+            .await
+            .expect("routed");
         let delivery = NewJob {
             id: crate::ids::delivery_id(id, "archive"),
             kind: JobKind::Deliver,
@@ -266,8 +318,14 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
             role: super::Role::Primary,
             next_at: now_ms(),
         };
-        store.enqueue(&dispatch, &[delivery]).await.expect("enqueue");
-        store.finish(&dispatch, Finish::Done("routed".into())).await.expect("done");
+        store
+            .enqueue(&dispatch, &[delivery])
+            .await
+            .expect("enqueue");
+        store
+            .finish(&dispatch, Finish::Done("routed".into()))
+            .await
+            .expect("done");
         if let Some(end) = end {
             let attempt = claimed(id).await.remove(0);
             store.finish(&attempt, end).await.expect("delivery ends");
@@ -282,18 +340,36 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
     routed(&id(5), Some(Finish::Done("sent".into()))).await;
     submitted(&store, &id(6)).await;
     let skipped = claimed(&id(6)).await.remove(0);
-    let patch = super::DispatchPatch { stage: Some(super::Stage::Skipped), ..Default::default() };
-    store.update_dispatch(&skipped, patch).await.expect("skipped");
-    store.finish(&skipped, Finish::Skipped("not ours".into())).await.expect("skip");
+    let patch = super::DispatchPatch {
+        stage: Some(super::Stage::Skipped),
+        ..Default::default()
+    };
+    store
+        .update_dispatch(&skipped, patch)
+        .await
+        .expect("skipped");
+    store
+        .finish(&skipped, Finish::Skipped("not ours".into()))
+        .await
+        .expect("skip");
     let running = claimed(&id(4)).await;
     assert_eq!(running.len(), 1, "the queued delivery is running");
     assert_counts_agree(&store, "with every state held").await;
 
     assert_eq!(store.retry(&id(2), None).await.expect("retry"), 1);
     store.void(&id(5)).await.expect("void a delivered one");
-    store.void("T12345678.countUnknown").await.expect("void an unknown one");
-    store.finish(&running[0], Finish::Done("sent".into())).await.expect("done");
-    assert!(store.submit(&id(6)).await.expect("again"), "a skipped one is submitted again");
+    store
+        .void("T12345678.countUnknown")
+        .await
+        .expect("void an unknown one");
+    store
+        .finish(&running[0], Finish::Done("sent".into()))
+        .await
+        .expect("done");
+    assert!(
+        store.submit(&id(6)).await.expect("again"),
+        "a skipped one is submitted again"
+    );
     assert_counts_agree(&store, "after retry, voids, a resubmission").await;
 
     store.prune(now_ms() + 60_000).await.expect("prune");
@@ -313,18 +389,31 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
         capture_request_id: Some(Some("req-1".into())),
         ..DispatchPatch::default()
     };
-    store.update_dispatch(&old, capturing).await.expect("capturing");
+    store
+        .update_dispatch(&old, capturing)
+        .await
+        .expect("capturing");
     tokio::time::sleep(Duration::from_millis(150)).await;
     let new = claim_one(&store, TX, "fast", Duration::from_secs(30)).await;
-    let seen = new.dispatch.as_ref().expect("a dispatch job comes with its dispatch");
+    let seen = new
+        .dispatch
+        .as_ref()
+        .expect("a dispatch job comes with its dispatch");
     assert_eq!(
-        (seen.stage, seen.capture_reference.as_deref(), seen.capture_request_id.as_deref()),
+        (
+            seen.stage,
+            seen.capture_reference.as_deref(),
+            seen.capture_request_id.as_deref()
+        ),
         (Stage::Capturing, Some("ref"), Some("req-1")),
         "as the claim found it"
     );
     let pdf = crate::invoice::Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 contract"));
     let invoice = crate::channel::Invoice::new(TX, "1001", "NOK", pdf);
-    let route = ChosenRoute { index: 0, snapshot: "{}".into() };
+    let route = ChosenRoute {
+        index: 0,
+        snapshot: "{}".into(),
+    };
     let jobs = [NewJob {
         id: format!("{TX}:deliver:email"),
         kind: JobKind::Deliver,
@@ -332,7 +421,10 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
         role: Role::Primary,
         next_at: now_ms(),
     }];
-    let confirmation = Confirmation { captured_at: 1_234, detail: "INITIATE_CAPTURE event present".into() };
+    let confirmation = Confirmation {
+        captured_at: 1_234,
+        detail: "INITIATE_CAPTURE event present".into(),
+    };
     let completion = |confirmation| Completion {
         invoice: &invoice,
         route: &route,
@@ -342,27 +434,46 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
         confirmation,
     };
     assert!(matches!(
-        store.complete_dispatch(&old, &completion(Some(&confirmation))).await,
+        store
+            .complete_dispatch(&old, &completion(Some(&confirmation)))
+            .await,
         Err(StoreError::LeaseLost(_))
     ));
     let dispatch = store.dispatch(TX).await.expect("read").expect("dispatch");
-    assert_eq!((dispatch.captured_at, dispatch.capture_request_id.as_deref()), (None, Some("req-1")));
+    assert_eq!(
+        (dispatch.captured_at, dispatch.capture_request_id.as_deref()),
+        (None, Some("req-1"))
+    );
     let leased = store
         .complete_dispatch(&new, &completion(Some(&confirmation)))
         .await
         .expect("the holder completes")
         .expect("the delivery due now is leased");
-    assert_eq!((leased.job.kind, leased.owner.as_str()), (JobKind::Deliver, "fast"));
+    assert_eq!(
+        (leased.job.kind, leased.owner.as_str()),
+        (JobKind::Deliver, "fast")
+    );
     assert!(leased.dispatch.is_none(), "a delivery comes without one");
     let dispatch = store.dispatch(TX).await.expect("read").expect("dispatch");
     assert_eq!(
-        (dispatch.stage, dispatch.captured_at, dispatch.capture_request_id),
+        (
+            dispatch.stage,
+            dispatch.captured_at,
+            dispatch.capture_request_id
+        ),
         (Stage::Routed, Some(1_234), None)
     );
     let history = store.history(TX).await.expect("history");
     let events: Vec<&str> = history.iter().map(|h| h.event.as_str()).collect();
-    let captured = events.iter().position(|e| *e == "captured").expect("a captured line");
-    assert_eq!(events[captured..], ["captured", "queued", "done"], "{events:?}");
+    let captured = events
+        .iter()
+        .position(|e| *e == "captured")
+        .expect("a captured line");
+    assert_eq!(
+        events[captured..],
+        ["captured", "queued", "done"],
+        "{events:?}"
+    );
     assert_eq!(history[captured].detail, "INITIATE_CAPTURE event present");
 }
 
@@ -377,11 +488,17 @@ async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
     submitted(&store, second).await;
     let next = claim("slow", Duration::from_secs(30), 1, None);
     assert!(matches!(
-        store.finish_then_claim(&old, Finish::Done("late".into()), &next).await,
+        store
+            .finish_then_claim(&old, Finish::Done("late".into()), &next)
+            .await,
         Err(StoreError::LeaseLost(_))
     ));
     let waiting = store.jobs(second).await.expect("jobs").remove(0);
-    assert_eq!(waiting.state, JobState::Queued, "nothing claimed with a refused end");
+    assert_eq!(
+        waiting.state,
+        JobState::Queued,
+        "nothing claimed with a refused end"
+    );
 
     let next = claim("fast", Duration::from_secs(30), 1, None);
     let leased = store
@@ -389,18 +506,48 @@ async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
         .await
         .expect("the holder ends and claims");
     assert_eq!(leased.len(), 1, "{leased:?}");
-    assert_eq!((leased[0].job.transaction_id.as_str(), leased[0].owner.as_str()), (second, "fast"));
-    let seen = leased[0].dispatch.as_ref().map(|d| d.transaction_id.as_str());
-    assert_eq!(seen, Some(second), "the next dispatch comes with its record");
+    assert_eq!(
+        (
+            leased[0].job.transaction_id.as_str(),
+            leased[0].owner.as_str()
+        ),
+        (second, "fast")
+    );
+    let seen = leased[0]
+        .dispatch
+        .as_ref()
+        .map(|d| d.transaction_id.as_str());
+    assert_eq!(
+        seen,
+        Some(second),
+        "the next dispatch comes with its record"
+    );
     let ended = store.jobs(first).await.expect("jobs").remove(0);
-    assert_eq!((ended.state, ended.receipt.as_deref()), (JobState::Done, Some("sent")));
+    assert_eq!(
+        (ended.state, ended.receipt.as_deref()),
+        (JobState::Done, Some("sent"))
+    );
     let history = store.history(first).await.expect("history");
-    assert_eq!(history.last().map(|h| h.event.as_str()), Some("done"), "{history:?}");
+    assert_eq!(
+        history.last().map(|h| h.event.as_str()),
+        Some("done"),
+        "{history:?}"
+    );
     let running = store.jobs(second).await.expect("jobs").remove(0);
-    assert_eq!((running.state, running.fence), (JobState::Running, leased[0].job.fence));
+    assert_eq!(
+        (running.state, running.fence),
+        (JobState::Running, leased[0].job.fence)
+    );
 
     let none = store
-        .finish_then_claim(&leased[0], Finish::Retry { at: now_ms() + 60_000, error: "later".into() }, &next)
+        .finish_then_claim(
+            &leased[0],
+            Finish::Retry {
+                at: now_ms() + 60_000,
+                error: "later".into(),
+            },
+            &next,
+        )
         .await
         .expect("the last one ends");
     assert!(none.is_empty(), "nothing else is due: {none:?}");
@@ -481,9 +628,10 @@ mod postgres {
                     .expect("runtime");
                 runtime.block_on(async {
                     if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&pool)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&pool)
+                                .await;
                     }
                 });
             })
@@ -503,7 +651,9 @@ mod postgres {
         let pool = match sqlx::PgPool::connect(&admin).await {
             Ok(pool) => pool,
             Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-                panic!("{test}: PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable at {admin}: {e}")
+                panic!(
+                    "{test}: PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable at {admin}: {e}"
+                )
             }
             Err(e) => {
                 postbud_sandbox::skipped(&format!("{test}: no PostgreSQL at {admin}: {e}"));
@@ -515,7 +665,10 @@ mod postgres {
             .await
             .expect("create database");
         let database = Database { admin, name };
-        let (base, _) = database.admin.rsplit_once('/').expect("a database in the URL");
+        let (base, _) = database
+            .admin
+            .rsplit_once('/')
+            .expect("a database in the URL");
         let url = format!("{base}/{}", database.name);
         drop(crate::store::open(&url).await.expect("open"));
         let store = crate::store::open(&url).await.expect("open again");

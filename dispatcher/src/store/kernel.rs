@@ -4,7 +4,8 @@
 //! where the dialects really differ.
 
 use super::{
-    CensusRow, Counts, Dispatch, Finish, Pdf, Job, JobKind, JobState, Lease, Millis, Role, Stage, StoreError, Totals, fmt_ms,
+    CensusRow, Counts, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Pdf, Role, Stage,
+    StoreError, Totals, fmt_ms,
 };
 
 /// A stored name read back as its enum; a name no version wrote is a database error.
@@ -28,7 +29,8 @@ pub(super) const RETRY: &str = "UPDATE jobs SET state = 'queued', next_at = $1, 
 /// transaction.
 /// Only a dispatch the engine stopped for that reason (the reason begins with
 /// `engine::COLLECTION_STARTED_ELSEWHERE`, checked by a test) is adopted.
-pub(super) const ADOPT_CAPTURE: &str = "UPDATE dispatches SET captured_at = $1, stage = 'captured', reason = NULL, updated_at = $1
+pub(super) const ADOPT_CAPTURE: &str =
+    "UPDATE dispatches SET captured_at = $1, stage = 'captured', reason = NULL, updated_at = $1
      WHERE transaction_id = $2 AND stage = 'failed' AND captured_at IS NULL
        AND reason LIKE 'collection was started elsewhere%'";
 
@@ -113,7 +115,11 @@ impl CountParts {
                 troubled: row.int("troubled")? != 0,
                 count: n.max(0) as u64,
             }),
-            other => return Err(StoreError::Database(format!("unknown part {other} of the counts"))),
+            other => {
+                return Err(StoreError::Database(format!(
+                    "unknown part {other} of the counts"
+                )));
+            }
         }
         Ok(())
     }
@@ -182,7 +188,12 @@ impl CountParts {
 
 /// The history line of a PDF kept before the capture.
 pub(super) fn pdf_note(pdf: &Pdf) -> String {
-    format!("{} ({} bytes, sha256 {})", pdf.file_name, pdf.bytes.len(), pdf.sha256)
+    format!(
+        "{} ({} bytes, sha256 {})",
+        pdf.file_name,
+        pdf.bytes.len(),
+        pdf.sha256
+    )
 }
 
 /// The history line of an operator's retry that requeued `count` jobs.
@@ -205,7 +216,9 @@ pub(super) trait Columns {
 }
 
 fn null(column: &str) -> StoreError {
-    StoreError::Database(format!("column {column} is NULL where the schema forbids it"))
+    StoreError::Database(format!(
+        "column {column} is NULL where the schema forbids it"
+    ))
 }
 
 /// The dispatch columns a claim returns beside a dispatch job's own, each named
@@ -213,11 +226,26 @@ fn null(column: &str) -> StoreError {
 #[cfg(feature = "postgres")]
 pub(super) fn dispatch_columns(table: &str) -> String {
     const COLUMNS: [&str; 15] = [
-        "transaction_id", "stage", "reason", "capture_reference", "capture_request_id",
-        "captured_at", "invoice_number", "route", "origin", "void_request_id", "pruned_at",
-        "pdf_sha256", "route_snapshot", "created_at", "updated_at",
+        "transaction_id",
+        "stage",
+        "reason",
+        "capture_reference",
+        "capture_request_id",
+        "captured_at",
+        "invoice_number",
+        "route",
+        "origin",
+        "void_request_id",
+        "pruned_at",
+        "pdf_sha256",
+        "route_snapshot",
+        "created_at",
+        "updated_at",
     ];
-    let named: Vec<String> = COLUMNS.iter().map(|c| format!("{table}.{c} AS dispatch_{c}")).collect();
+    let named: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("{table}.{c} AS dispatch_{c}"))
+        .collect();
     named.join(", ")
 }
 

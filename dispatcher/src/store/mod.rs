@@ -10,9 +10,9 @@ pub mod clock;
 #[cfg(test)]
 mod contract;
 mod kernel;
-mod schema;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -57,7 +57,10 @@ fn sqlite_file(url: &str) -> Option<&str> {
 /// Opens the store `url` names, but never creates one: for commands that only read or act on
 /// what is there (`status`, `retry`, `void`), where a new empty store would only hide a
 /// configuration that points at the wrong place.
-pub async fn open_existing(url: &str, local: clock::LocalClock) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_existing(
+    url: &str,
+    local: clock::LocalClock,
+) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(file) = sqlite_file(url)
         && !file.is_empty()
         && !std::path::Path::new(file).exists()
@@ -117,7 +120,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// [`open`], with this process's clock given: a store corrects it to the clock it judges
 /// leases by (see [`clock`]).
-pub async fn open_with_clock(url: &str, local: clock::LocalClock) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_with_clock(
+    url: &str,
+    local: clock::LocalClock,
+) -> Result<Arc<dyn Store>, StoreError> {
     if is_postgres(url) {
         #[cfg(feature = "postgres")]
         return Ok(Arc::new(PgStore::open_with_clock(url, local).await?));
@@ -448,8 +454,10 @@ pub struct CensusRow {
 /// every dispatch for the few that have one.
 pub(crate) fn listed(query: &DispatchQuery) -> String {
     let source = match query.troubled {
-        true => "(SELECT DISTINCT transaction_id FROM jobs WHERE state IN ('failed', 'dead')) t
-                 CROSS JOIN dispatches d WHERE d.transaction_id = t.transaction_id AND",
+        true => {
+            "(SELECT DISTINCT transaction_id FROM jobs WHERE state IN ('failed', 'dead')) t
+                 CROSS JOIN dispatches d WHERE d.transaction_id = t.transaction_id AND"
+        }
         false => "dispatches d WHERE",
     };
     format!(
@@ -663,7 +671,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// made with `POST /v1/sessions/pay` (`origin`: [`ORIGIN_CREATED`] when Postbud made it,
     /// [`ORIGIN_DECLARED`] when the merchant's own system did), with a history line. Dintero
     /// does not echo the payment level back, so this record is the only place it is kept.
-    async fn mark_origin(&self, transaction_id: &str, origin: &str, detail: &str) -> Result<(), StoreError>;
+    async fn mark_origin(
+        &self,
+        transaction_id: &str,
+        origin: &str,
+        detail: &str,
+    ) -> Result<(), StoreError>;
     /// An operator's word that the capture Dintero shows for a dispatch stopped because
     /// collection was started elsewhere is to be delivered anyway: records the capture as
     /// known, and queues the dispatch job again. False, and nothing changed, when the dispatch

@@ -19,13 +19,11 @@ use tokio::sync::{Notify, oneshot};
 
 use super::clock::{LocalClock, MEASURE_EVERY, StoreClock};
 use super::{
-    AcceptedVoid, Claim, Completion, HistoryLine,
-    schema::{Dialect, migrations},
-    Stage,
+    AcceptedVoid, Claim, Completion, Counts, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery,
+    Finish, HistoryEntry, HistoryLine, Job, Lease, Millis, NewJob, Stage, Store, StoreError,
+    VoidEffect, fmt_ms,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
-    Counts, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
-    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError, VoidEffect,
-    fmt_ms,
+    schema::{Dialect, migrations},
 };
 use crate::{
     ids,
@@ -174,7 +172,10 @@ pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
     let clock = StoreClock::new(super::clock::system());
     measure(&pool, &clock).await?;
     pool.close().await;
-    Ok(format!("{answer}; {}", super::clock::describe(clock.offset().unwrap_or(0))))
+    Ok(format!(
+        "{answer}; {}",
+        super::clock::describe(clock.offset().unwrap_or(0))
+    ))
 }
 
 /// The store for several instances.
@@ -249,7 +250,11 @@ impl PgStore {
     /// Wakes this instance's idle workers when any instance announces work; reconnects after
     /// the database goes away; ends when the store is dropped.
     fn listen(&self, dropped: oneshot::Receiver<()>) {
-        let (pool, work, clock) = (self.pool.clone(), Arc::clone(&self.work), self.clock.clone());
+        let (pool, work, clock) = (
+            self.pool.clone(),
+            Arc::clone(&self.work),
+            self.clock.clone(),
+        );
         tokio::spawn(async move {
             let relisten = async {
                 loop {
@@ -308,7 +313,10 @@ impl PgStore {
             self.fold_tallies().await?;
         }
         let mut parts = kernel::CountParts::default();
-        for row in sqlx::query(&kernel::count_parts()).fetch_all(&self.pool).await? {
+        for row in sqlx::query(&kernel::count_parts())
+            .fetch_all(&self.pool)
+            .await?
+        {
             parts.add(&row)?;
         }
         Ok(parts)
@@ -365,7 +373,11 @@ fn bind_finished<'q>(
 /// until `until` (the placeholders, in that order); `also` narrows which jobs it may take. Each
 /// branch walks its own index in due order and stops after `limit` rows, so a claim costs the
 /// same with ten or ten thousand jobs waiting.
-fn claimed_cte(by_transaction: bool, [now, limit, only, owner, until]: [&str; 5], also: &str) -> String {
+fn claimed_cte(
+    by_transaction: bool,
+    [now, limit, only, owner, until]: [&str; 5],
+    also: &str,
+) -> String {
     let only = match by_transaction {
         true => format!("AND transaction_id = {only}"),
         false => format!("AND {only}::text IS NULL"),
@@ -423,12 +435,25 @@ impl Store for PgStore {
             .bind(ids::dispatch_id(transaction_id))
             .execute(&mut *tx)
             .await?;
-        history(&mut *tx, self.clock.now(), transaction_id, None, "capture adopted", detail).await?;
+        history(
+            &mut *tx,
+            self.clock.now(),
+            transaction_id,
+            None,
+            "capture adopted",
+            detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    async fn mark_origin(&self, transaction_id: &str, origin: &str, detail: &str) -> Result<(), StoreError> {
+    async fn mark_origin(
+        &self,
+        transaction_id: &str,
+        origin: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut tx = self.write().await?;
         sqlx::query(
@@ -455,13 +480,22 @@ impl Store for PgStore {
         .bind(transaction_id)
         .execute(&mut *tx)
         .await?;
-        history(&mut *tx, self.clock.now(), transaction_id, None, "merchant-initiated", detail).await?;
+        history(
+            &mut *tx,
+            self.clock.now(),
+            transaction_id,
+            None,
+            "merchant-initiated",
+            detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn void_accepted(&self, void: &AcceptedVoid<'_>) -> Result<(), StoreError> {
-        let (transaction_id, request_id, job) = (void.transaction_id, void.request_id, void.confirm);
+        let (transaction_id, request_id, job) =
+            (void.transaction_id, void.request_id, void.confirm);
         let now = self.clock.now();
         let mut tx = self.write().await?;
         sqlx::query(
@@ -483,12 +517,20 @@ impl Store for PgStore {
         .bind(&job.id)
         .execute(&mut *tx)
         .await?;
-        insert_jobs(&mut tx, self.clock.now(), transaction_id, std::slice::from_ref(job)).await?;
+        insert_jobs(
+            &mut tx,
+            self.clock.now(),
+            transaction_id,
+            std::slice::from_ref(job),
+        )
+        .await?;
         let detail = format!(
             "Dintero accepted the void (202, event-request-id {}); waiting for its VOID event",
             request_id.unwrap_or("not given")
         );
-        history(&mut *tx, self.clock.now(),
+        history(
+            &mut *tx,
+            self.clock.now(),
             transaction_id,
             Some(&job.id),
             "void accepted",
@@ -504,13 +546,13 @@ impl Store for PgStore {
 
     async fn take_turn(&self, name: &str, owner: &str, until: Millis) -> Result<bool, StoreError> {
         let taken = sqlx::query(kernel::TAKE_TURN)
-        .bind(name)
-        .bind(owner)
-        .bind(until)
-        .bind(self.clock.now())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+            .bind(name)
+            .bind(owner)
+            .bind(until)
+            .bind(self.clock.now())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(taken == 1)
     }
 
@@ -598,8 +640,8 @@ impl Store for PgStore {
              SELECT transaction_id, id, $6, $9, $10 FROM finished"
         );
         let updated = bind_finished(sqlx::query(&sql), &plan, now, lease)
-        .execute(&self.pool)
-        .await?;
+            .execute(&self.pool)
+            .await?;
         if updated.rows_affected() != 1 {
             return Err(lease_lost(lease));
         }
@@ -636,12 +678,12 @@ impl Store for PgStore {
             dispatch = kernel::dispatch_columns("d"),
         );
         let rows = bind_finished(sqlx::query(&sql), &plan, now, lease)
-        .bind(i64::from(next.limit))
-        .bind(next.only)
-        .bind(next.owner)
-        .bind(now + next.lease.as_millis() as i64)
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(i64::from(next.limit))
+            .bind(next.only)
+            .bind(next.owner)
+            .bind(now + next.lease.as_millis() as i64)
+            .fetch_all(&self.pool)
+            .await?;
         let finished: i64 = match rows.first() {
             Some(row) => row.try_get("finished_count")?,
             None => 0,
@@ -724,7 +766,14 @@ impl Store for PgStore {
         lease: &Lease,
         completion: &Completion<'_>,
     ) -> Result<Option<Lease>, StoreError> {
-        let Completion { invoice, route, jobs, detail, lease_first_due, confirmation } = *completion;
+        let Completion {
+            invoice,
+            route,
+            jobs,
+            detail,
+            lease_first_due,
+            confirmation,
+        } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let now = self.clock.now();
@@ -932,7 +981,15 @@ impl Store for PgStore {
 
     async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError> {
         // One statement: it commits on its own.
-        history(&self.pool, self.clock.now(), line.transaction_id, line.job_id, line.event, line.detail).await
+        history(
+            &self.pool,
+            self.clock.now(),
+            line.transaction_id,
+            line.job_id,
+            line.event,
+            line.detail,
+        )
+        .await
     }
 
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -965,7 +1022,15 @@ impl Store for PgStore {
             .await?
             .rows_affected();
         if done > 0 {
-            history(&mut *tx, self.clock.now(), transaction_id, None, "retry requested", &kernel::retry_note(done)).await?;
+            history(
+                &mut *tx,
+                self.clock.now(),
+                transaction_id,
+                None,
+                "retry requested",
+                &kernel::retry_note(done),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -1159,7 +1224,13 @@ async fn insert_jobs(
 
 /// The history line of a job queued.
 fn queued_line(job: &NewJob) -> String {
-    format!("[{}] {} ({}) due {}", job.channel, job.kind, job.role, fmt_ms(job.next_at))
+    format!(
+        "[{}] {} ({}) due {}",
+        job.channel,
+        job.kind,
+        job.role,
+        fmt_ms(job.next_at)
+    )
 }
 
 async fn history<'e>(

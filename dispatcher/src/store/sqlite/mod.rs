@@ -10,13 +10,12 @@ use rusqlite::{Connection, Row, params};
 use self::db::Db;
 
 use super::{
-    AcceptedVoid, Claim, Completion, Confirmation, HistoryLine,
-    schema::{Dialect, migrations},
-    Stage,
+    AcceptedVoid, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs, DispatchPatch,
+    DispatchQuery, Finish, HistoryEntry, HistoryLine, Job, Lease, Millis, NewJob, Stage, Store,
+    StoreError, VoidEffect, fmt_ms,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
-    Counts, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery, Finish,
-    HistoryEntry, Job, Lease, Millis, NewJob, Store, StoreError,
-    VoidEffect, fmt_ms, now_ms,
+    now_ms,
+    schema::{Dialect, migrations},
 };
 use crate::{
     ids,
@@ -63,7 +62,11 @@ impl SqliteStore {
 /// processes starting together migrate one after the other.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    for (index, migration) in migrations(Dialect::Sqlite).iter().enumerate().skip(version as usize) {
+    for (index, migration) in migrations(Dialect::Sqlite)
+        .iter()
+        .enumerate()
+        .skip(version as usize)
+    {
         conn.execute_batch(migration)?;
         conn.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
     }
@@ -117,7 +120,13 @@ fn keep_document(conn: &Connection, lease: &Lease, pdf: &Pdf) -> Result<bool, St
         ],
     )?;
     if saved == 1 {
-        history(conn, &lease.job.transaction_id, Some(&lease.job.id), "pdf fetched", &kernel::pdf_note(pdf))?;
+        history(
+            conn,
+            &lease.job.transaction_id,
+            Some(&lease.job.id),
+            "pdf fetched",
+            &kernel::pdf_note(pdf),
+        )?;
     }
     Ok(saved == 1)
 }
@@ -180,7 +189,10 @@ impl ClaimPlan {
                 })
             },
         )?;
-        for lease in leases.iter_mut().filter(|l| l.job.kind == super::JobKind::Dispatch) {
+        for lease in leases
+            .iter_mut()
+            .filter(|l| l.job.kind == super::JobKind::Dispatch)
+        {
             lease.dispatch = row(
                 conn,
                 "SELECT * FROM dispatches WHERE transaction_id = ?",
@@ -206,11 +218,21 @@ fn finish_in(conn: &Connection, lease: &Lease, plan: &FinishPlan) -> Result<(), 
     if updated != 1 {
         return Err(lease_lost(lease));
     }
-    history(conn, &lease.job.transaction_id, Some(&lease.job.id), plan.event, &plan.detail)
+    history(
+        conn,
+        &lease.job.transaction_id,
+        Some(&lease.job.id),
+        plan.event,
+        &plan.detail,
+    )
 }
 
 /// Applies `patch` to the dispatch `lease` holds, with the PDF it keeps and its history line.
-fn patch_dispatch(conn: &Connection, lease: &Lease, patch: &DispatchPatch) -> Result<(), StoreError> {
+fn patch_dispatch(
+    conn: &Connection,
+    lease: &Lease,
+    patch: &DispatchPatch,
+) -> Result<(), StoreError> {
     if let Some(pdf) = &patch.document {
         keep_document(conn, lease, pdf)?;
     }
@@ -249,7 +271,13 @@ fn patch_dispatch(conn: &Connection, lease: &Lease, patch: &DispatchPatch) -> Re
         return Err(lease_lost(lease));
     }
     match &patch.note {
-        Some((event, detail)) => history(conn, &lease.job.transaction_id, Some(&lease.job.id), event, detail),
+        Some((event, detail)) => history(
+            conn,
+            &lease.job.transaction_id,
+            Some(&lease.job.id),
+            event,
+            detail,
+        ),
         None => Ok(()),
     }
 }
@@ -416,15 +444,28 @@ impl Store for SqliteStore {
                 if exec(conn, kernel::ADOPT_CAPTURE, params![now, transaction_id])? == 0 {
                     return Ok(false);
                 }
-                exec(conn, kernel::REQUEUE_DISPATCH, params![now, ids::dispatch_id(&transaction_id)])?;
+                exec(
+                    conn,
+                    kernel::REQUEUE_DISPATCH,
+                    params![now, ids::dispatch_id(&transaction_id)],
+                )?;
                 history(conn, &transaction_id, None, "capture adopted", &detail)?;
                 Ok(true)
             })
             .await
     }
 
-    async fn mark_origin(&self, transaction_id: &str, origin: &str, detail: &str) -> Result<(), StoreError> {
-        let (transaction_id, origin, detail) = (transaction_id.to_owned(), origin.to_owned(), detail.to_owned());
+    async fn mark_origin(
+        &self,
+        transaction_id: &str,
+        origin: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        let (transaction_id, origin, detail) = (
+            transaction_id.to_owned(),
+            origin.to_owned(),
+            detail.to_owned(),
+        );
         self.db
             .write(move |conn| {
                 let now = now_ms();
@@ -484,7 +525,13 @@ impl Store for SqliteStore {
     async fn take_turn(&self, name: &str, owner: &str, until: Millis) -> Result<bool, StoreError> {
         let (name, owner) = (name.to_owned(), owner.to_owned());
         self.db
-            .write(move |conn| Ok(exec(conn, kernel::TAKE_TURN, params![name, owner, until, now_ms()])? == 1))
+            .write(move |conn| {
+                Ok(exec(
+                    conn,
+                    kernel::TAKE_TURN,
+                    params![name, owner, until, now_ms()],
+                )? == 1)
+            })
             .await
     }
 
@@ -530,7 +577,9 @@ impl Store for SqliteStore {
             return Ok(());
         };
         let lease = lease.clone();
-        self.db.write(move |conn| finish_in(conn, &lease, &plan)).await
+        self.db
+            .write(move |conn| finish_in(conn, &lease, &plan))
+            .await
     }
 
     async fn update_dispatch(&self, lease: &Lease, patch: DispatchPatch) -> Result<(), StoreError> {
@@ -545,7 +594,14 @@ impl Store for SqliteStore {
         lease: &Lease,
         completion: &Completion<'_>,
     ) -> Result<Option<Lease>, StoreError> {
-        let Completion { invoice, route, jobs, detail, lease_first_due, confirmation } = *completion;
+        let Completion {
+            invoice,
+            route,
+            jobs,
+            detail,
+            lease_first_due,
+            confirmation,
+        } = *completion;
         let json =
             serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
         let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
@@ -681,7 +737,11 @@ impl Store for SqliteStore {
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         let id = id.to_owned();
         self.db
-            .read(move |conn| row(conn, "SELECT * FROM jobs WHERE id = ?", [id], |r| job_from(r)))
+            .read(move |conn| {
+                row(conn, "SELECT * FROM jobs WHERE id = ?", [id], |r| {
+                    job_from(r)
+                })
+            })
             .await
     }
 
@@ -693,7 +753,10 @@ impl Store for SqliteStore {
     }
 
     async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError> {
-        let (transaction_id, job_id) = (line.transaction_id.to_owned(), line.job_id.map(str::to_owned));
+        let (transaction_id, job_id) = (
+            line.transaction_id.to_owned(),
+            line.job_id.map(str::to_owned),
+        );
         let (event, detail) = (line.event.to_owned(), line.detail.to_owned());
         self.db
             .write(move |conn| history(conn, &transaction_id, job_id.as_deref(), &event, &detail))
@@ -725,9 +788,19 @@ impl Store for SqliteStore {
         let (transaction_id, channel) = (transaction_id.to_owned(), channel.map(str::to_owned));
         self.db
             .write(move |conn| {
-                let done = exec(conn, kernel::RETRY, params![now_ms(), transaction_id, channel])? as u64;
+                let done = exec(
+                    conn,
+                    kernel::RETRY,
+                    params![now_ms(), transaction_id, channel],
+                )? as u64;
                 if done > 0 {
-                    history(conn, &transaction_id, None, "retry requested", &kernel::retry_note(done))?;
+                    history(
+                        conn,
+                        &transaction_id,
+                        None,
+                        "retry requested",
+                        &kernel::retry_note(done),
+                    )?;
                 }
                 Ok(done)
             })
@@ -897,10 +970,18 @@ mod tests {
             )
             .expect("rows");
         }
-        let store = SqliteStore::open(&format!("sqlite://{}", path.display())).await.expect("migrated");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("migrated");
         let counts = store.counts().await.expect("counts");
         let totals = counts.totals;
-        let counted = (totals.dispatches, totals.delivered, totals.skipped, totals.queued, totals.failed);
+        let counted = (
+            totals.dispatches,
+            totals.delivered,
+            totals.skipped,
+            totals.queued,
+            totals.failed,
+        );
         assert_eq!(counted, (4, 1, 1, 1, 1), "{totals:?}");
         let mut census: Vec<_> = (counts.census.into_iter())
             .map(|r| (r.stage.as_str(), r.active, r.troubled, r.count))
@@ -908,7 +989,12 @@ mod tests {
         census.sort();
         // The history kept its lines and their order through the table's rebuild.
         store
-            .record(&HistoryLine { transaction_id: "T1", job_id: None, event: "later", detail: "second" })
+            .record(&HistoryLine {
+                transaction_id: "T1",
+                job_id: None,
+                event: "later",
+                detail: "second",
+            })
             .await
             .expect("record");
         let events: Vec<String> = (store.history("T1").await.expect("history").into_iter())
@@ -917,7 +1003,12 @@ mod tests {
         assert_eq!(events, ["first", "second"]);
         assert_eq!(
             census,
-            [("new", true, false, 1), ("routed", false, false, 1), ("routed", false, true, 1), ("skipped", false, false, 1)]
+            [
+                ("new", true, false, 1),
+                ("routed", false, false, 1),
+                ("routed", false, true, 1),
+                ("skipped", false, false, 1)
+            ]
         );
     }
 
