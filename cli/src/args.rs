@@ -9,7 +9,8 @@ pub(crate) const EXIT_CODES: &str = "Exit status, for every command:
   0   done
   1   failed: a delivery, capture, void or probe failed for good; a person must act
   2   bad configuration or input: the file, a key, a transaction id Dintero does not know,
-      no store where store.url points, a scope the Dintero API client lacks
+      no store where store.url points, Dintero credentials Dintero refuses, a scope the
+      Dintero API client lacks
   3   not ours: a transaction Postbud does not deliver, or one this store has not seen
   4   unavailable: the store or Dintero could not be reached; try again
   75  pending: work remains queued for retry; `postbud serve` finishes it";

@@ -76,8 +76,14 @@ pub type CommandResult = Result<ExitCode, Failure>;
 
 /// Dintero refused or could not be reached before any work: a scope the API client lacks (403,
 /// the message names it) is the configuration's to fix; anything else may pass.
+/// Whether Dintero refused the credentials (401) or a scope (403): the configuration's to fix,
+/// not "try again later".
+fn refused_credentials(e: &postbud::dintero::DinteroError) -> bool {
+    matches!(e.status, Some(401 | 403))
+}
+
 fn dintero_failure(e: postbud::dintero::DinteroError) -> Failure {
-    let code = if e.status == Some(403) {
+    let code = if refused_credentials(&e) {
         exit::CONFIG
     } else {
         exit::UNAVAILABLE
@@ -542,7 +548,7 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
         Ok(what) => say!("✓ dintero: {what}"),
         Err(e) => {
             worst(match e.kind {
-                _ if e.status == Some(403) => exit::CONFIG,
+                _ if refused_credentials(&e) => exit::CONFIG,
                 postbud::ErrorKind::Permanent => exit::FAILED,
                 postbud::ErrorKind::Temporary => exit::UNAVAILABLE,
             });
@@ -566,11 +572,12 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
 
 pub async fn serve(config: Option<&Path>, registry: &Registry) -> CommandResult {
     let app = Arc::new(app(config, registry).await?);
-    // A scope the API client lacks would fail invoice after invoice: refuse to start instead.
-    // Dintero out of reach is no reason not to start: callbacks are still stored, work waits.
+    // Credentials or a scope Dintero refuses would fail invoice after invoice: refuse to start
+    // instead. Dintero out of reach is no reason not to start: callbacks are still stored, work
+    // waits.
     match app.probe_dintero().await {
         Ok(what) => tracing::info!(%what, "Dintero"),
-        Err(e) if e.status == Some(403) => return Err(dintero_failure(e)),
+        Err(e) if refused_credentials(&e) => return Err(dintero_failure(e)),
         Err(e) => tracing::warn!(error = %e, "Dintero cannot be checked now; starting anyway"),
     }
     if let Some(clock) = app.clock_report() {

@@ -143,21 +143,32 @@ async fn a_transaction_that_is_not_eligible_exits_3_with_the_reason() {
 async fn a_dintero_error_is_one_clear_message() {
     let s = setup("").await;
     let id = s.sandbox.seed(Seed::default());
-    let output = run(
+    // A wrong client secret is the configuration's to fix: exit 2 naming the key, from every
+    // command that talks to Dintero (serve does not start).
+    let wrong = [("POSTBUD_DINTERO__CLIENT_SECRET", "wrong")];
+    for args in [&["deliver", id.as_str()][..], &["check"], &["serve"]] {
+        let output = run(&s.config, args, &wrong).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output));
+        let out = text(&output);
+        assert!(
+            out.contains("HTTP 401")
+                && out.contains("check dintero.client_id and dintero.client_secret"),
+            "{args:?}: {out}"
+        );
+        assert!(!out.contains("wrong"), "the secret is not echoed: {out}");
+    }
+    assert_eq!(s.sandbox.captures(&id), 0);
+    // Dintero out of reach is not the configuration's fault: exit 4.
+    let away = run(
         &s.config,
         &["deliver", &id],
-        &[("POSTBUD_DINTERO__CLIENT_SECRET", "wrong")],
+        &[
+            ("POSTBUD_DINTERO__API_URL", "http://127.0.0.1:9/v1"),
+            ("POSTBUD_DINTERO__AUTH_URL", "http://127.0.0.1:9/v1"),
+        ],
     )
     .await;
-    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
-    let out = text(&output);
-    assert!(
-        out.contains("HTTP 401")
-            && out.contains("check dintero.client_id and dintero.client_secret"),
-        "{out}"
-    );
-    assert!(!out.contains("wrong"), "the secret is not echoed: {out}");
-    assert_eq!(s.sandbox.captures(&id), 0);
+    assert_eq!(away.status.code(), Some(4), "{}", text(&away));
 
     let missing = run(&s.config, &["deliver", "T12345678.doesnotexist"], &[]).await;
     assert_eq!(missing.status.code(), Some(2));
