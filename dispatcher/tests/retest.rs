@@ -114,3 +114,81 @@ async fn a_listing_that_never_ends_cannot_fill_the_store_in_one_sweep() {
     );
     assert_eq!(app.totals().await.expect("totals").dispatches, 1_000);
 }
+
+/// A small tmpfs of its own, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// A 4 MiB file system, or `None` (the test skips, saying so) where mounting is not allowed.
+    fn mount(test: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("dir").keep();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            let why = format!("{test}: cannot mount a small tmpfs here (needs root)");
+            assert!(
+                std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
+                "{why}"
+            );
+            postbud_sandbox::skipped(&why);
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: the store's threads may hold its files a moment longer.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn health_fails_while_the_store_s_disk_is_full_and_recovers_after() {
+    let Some(disk) = SmallDisk::mount("health_fails_while_the_store_s_disk_is_full") else {
+        return;
+    };
+    let h = Harness::start().await;
+    let toml = h.toml("").replace(
+        &format!("sqlite://{}/postbud.db", h.dir.path().display()),
+        &format!("sqlite://{}/postbud.db", disk.0.display()),
+    );
+    let app = App::open(&postbud::Settings::from_toml(&toml).expect("settings"))
+        .await
+        .expect("app");
+    assert!(app.health().await.is_ok());
+    // Something else fills the disk.
+    let filler = disk.0.join("filler");
+    let mut file = std::fs::File::create(&filler).expect("filler");
+    let block = vec![7u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    drop(file);
+    let mut unhealthy = None;
+    for _ in 0..20 {
+        // Each write needs a page more: a few may still fit in what SQLite holds.
+        if let Err(why) = app.health().await {
+            unhealthy = Some(why);
+            break;
+        }
+    }
+    let why = unhealthy.expect("/healthz fails on a full disk");
+    assert!(why.contains("cannot be written"), "{why}");
+    std::fs::remove_file(&filler).expect("room again");
+    let mut healthy = false;
+    for _ in 0..50 {
+        if app.health().await.is_ok() {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "healthy again once there is room");
+}
