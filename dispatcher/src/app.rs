@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::store::Stage;
+use postbud_channel::{Channel, ChannelError, DuplicateKind, Registry};
+
 use crate::{
-    channel::{Channel, ChannelError},
     config::{ConfigError, Settings},
     dintero::{DinteroApi, DinteroError, VoidOutcome},
     dintero::{
@@ -19,7 +20,6 @@ use crate::{
     engine::{DefaultDispatcher, Dispatcher, Engine, Outcome},
     limit::TokenBucket,
     links::LinkSigner,
-    registry::{DuplicateKind, Registry},
     store::{Store, StoreError},
 };
 

@@ -89,9 +89,6 @@ pub mod triage;
 mod triage;
 
 // The channel SDK's parts, under the names the engine's modules use.
-use postbud_channel as channel;
-use postbud_channel as invoice;
-use postbud_channel as registry;
 pub use postbud_channel::{file_name, format, http, ids};
 
 pub use self::{

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::model::Transaction;
-use crate::channel::ErrorKind;
+use postbud_channel::ErrorKind;
 
 /// The Dintero operations the engine needs.
 #[async_trait::async_trait]

@@ -188,7 +188,7 @@ impl DocumentPolicy {
                 // between the check above and its arrival (or by the CDN's clock): the next
                 // attempt reads a fresh descriptor, so this is worth a retry, not the end.
                 Some(403) => DinteroError {
-                    kind: crate::channel::ErrorKind::Temporary,
+                    kind: postbud_channel::ErrorKind::Temporary,
                     message: format!(
                         "{} (the file URL was refused; its descriptor said it expires at {}; a fresh one is read on the next attempt)",
                         e.message,

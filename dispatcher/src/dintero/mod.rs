@@ -26,8 +26,8 @@ pub use self::{
     invoice::invoice_of,
 };
 use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
-use crate::channel::ErrorKind;
 pub use crate::config::DinteroSettings;
+use postbud_channel::ErrorKind;
 
 /// How many times a read (GET, token) is retried in place on 429/503 before the engine's own
 /// backoff takes over. Writes (capture, void, pay) are never retried in place.

@@ -104,7 +104,7 @@ async fn fetch(
             );
             // Our credentials, not the transaction, are at fault: jobs wait (with backoff) for
             // an operator to fix them instead of failing for good.
-            error.kind = crate::channel::ErrorKind::Temporary;
+            error.kind = postbud_channel::ErrorKind::Temporary;
         }
         let wait = error.retry_after.unwrap_or(Duration::from_millis(200));
         if error.is_temporary() && attempt < super::READ_RETRIES && wait <= super::MAX_INLINE_WAIT {

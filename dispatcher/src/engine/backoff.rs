@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use crate::{
-    channel::ErrorKind,
     config::EngineSettings,
     store::{Finish, Millis},
 };
+use postbud_channel::ErrorKind;
 
 /// How an attempt that failed with `kind` after `attempts` attempts ends.
 pub fn after_failure(

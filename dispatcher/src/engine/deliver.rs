@@ -4,10 +4,10 @@ use super::{Engine, Routed, dispatch::window_open};
 use crate::config::Route;
 use crate::store::Role;
 use crate::{
-    channel::{DeliveryContext, Invoice},
     ids,
     store::{Finish, HistoryLine, JobKind, Lease, NewJob, StoreError},
 };
+use postbud_channel::{DeliveryContext, Invoice};
 
 impl Engine {
     /// The route the dispatch chose, as it was configured when it was chosen: reordering or

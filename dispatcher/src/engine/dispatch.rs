@@ -8,17 +8,16 @@ use super::{
 };
 use crate::store::{Dispatch, Role, Stage};
 use crate::{
-    channel::ErrorKind,
     dintero::eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
     dintero::model::Transaction,
     dintero::{CaptureOutcome, DinteroError},
     ids,
-    invoice::Pdf,
     store::{
         ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob,
         ORIGIN_CREATED, ORIGIN_DECLARED, StoreError, fmt_ms, now_ms,
     },
 };
+use postbud_channel::{ErrorKind, Pdf};
 
 /// How the reason of a dispatch stopped by a capture Postbud did not make begins.
 pub const COLLECTION_STARTED_ELSEWHERE: &str = "collection was started elsewhere";

@@ -10,8 +10,8 @@ use crate::{
         eligibility::{self, ChannelConfiguration, Eligibility},
         model::Transaction,
     },
-    invoice::Pdf,
 };
+use postbud_channel::Pdf;
 
 /// The steps of the flow a merchant may replace: wrap [`DefaultDispatcher`] and override what
 /// differs (its own eligibility rule, its own PDF, its own routing).

@@ -27,12 +27,12 @@ pub use self::{
     outcome::Outcome,
 };
 use crate::{
-    channel::{Channel, ErrorKind, Invoice},
     config::{EngineSettings, Route},
     dintero::DinteroApi,
     links::LinkSigner,
     store::{Claim, Finish, Lease, Store, StoreError},
 };
+use postbud_channel::{Channel, ErrorKind, Invoice};
 
 /// The capture grace of an engine built without a Dintero timeout: three times Dintero's
 /// default 30 s.

@@ -3,10 +3,10 @@
 use super::Engine;
 use crate::store::Role;
 use crate::{
-    channel::ErrorKind,
     ids,
     store::{Finish, JobKind, Lease, NewJob, StoreError, VoidEffect},
 };
+use postbud_channel::ErrorKind;
 
 impl Engine {
     /// Dintero confirmed the void: stops the pending deliveries and queues a cancellation notice

@@ -408,8 +408,9 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
         (Stage::Capturing, Some("ref"), Some("req-1")),
         "as the claim found it"
     );
-    let pdf = crate::invoice::Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 contract"));
-    let invoice = crate::channel::Invoice::new(TX, "1001", "NOK", pdf);
+    let pdf =
+        postbud_channel::Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 contract"));
+    let invoice = postbud_channel::Invoice::new(TX, "1001", "NOK", pdf);
     let route = ChosenRoute {
         index: 0,
         snapshot: "{}".into(),

@@ -137,7 +137,7 @@ pub async fn open_with_clock(
     #[cfg(not(feature = "sqlite"))]
     Err(not_built(url, "sqlite"))
 }
-use crate::invoice::{Invoice, Pdf};
+use postbud_channel::{Invoice, Pdf};
 
 /// Milliseconds since the Unix epoch; the store's clock unit.
 pub type Millis = i64;

@@ -25,10 +25,8 @@ use super::{
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
     schema::{Dialect, migrations},
 };
-use crate::{
-    ids,
-    invoice::{Invoice, Pdf},
-};
+use crate::ids;
+use postbud_channel::{Invoice, Pdf};
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {

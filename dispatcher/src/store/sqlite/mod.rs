@@ -17,10 +17,8 @@ use super::{
     now_ms,
     schema::{Dialect, migrations},
 };
-use crate::{
-    ids,
-    invoice::{Invoice, Pdf},
-};
+use crate::ids;
+use postbud_channel::{Invoice, Pdf};
 
 /// The embedded store.
 #[derive(Debug, Clone)]
