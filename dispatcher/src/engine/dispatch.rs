@@ -553,6 +553,14 @@ impl Engine {
                                 .await?;
                             Ok(Capture::Stop(self.stop_failed(lease, reason).await?))
                         }
+                        // Refused, and an earlier request of Postbud's is not shown yet: it may
+                        // be what the refusal is about. Read again rather than give up.
+                        None if earlier.is_some() => Ok(Capture::Stop(self.failure(
+                            lease,
+                            ErrorKind::Temporary,
+                            None,
+                            format!("capture refused ({e}) after an earlier request of Postbud's whose outcome Dintero does not show yet; read again before anything is sent"),
+                        ))),
                         None => {
                             let reason =
                                 format!("capture failed permanently, nothing will be delivered: {e}");
