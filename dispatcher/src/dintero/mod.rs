@@ -13,6 +13,8 @@ pub mod transaction_id;
 
 use std::time::Duration;
 
+use crate::http::excerpt;
+
 use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header::HeaderMap};
 use serde_json::Value;
@@ -34,8 +36,6 @@ use postbud_channel::ErrorKind;
 const READ_RETRIES: u32 = 2;
 /// Longest `Retry-After` waited in place; longer ones go back to the engine.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
-/// How much of an error body is quoted in messages.
-const BODY_EXCERPT: usize = 300;
 
 /// Most of a Dintero API response that is read (a transaction with its events, a list page).
 pub const API_LIMIT: usize = 8 * 1024 * 1024;
@@ -422,27 +422,6 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `Retry-After` as seconds (the only form Dintero documents) or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = header_str(headers, "retry-after")?;
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp();
-    let wait = when.duration_since(jiff::Timestamp::now());
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
-}
-
-pub(crate) fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    match text.char_indices().nth(BODY_EXCERPT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None if text.is_empty() => "(empty body)".into(),
-        None => text.to_owned(),
-    }
-}
-
 /// A 409 on a capture or void leaves its outcome unknown (Dintero may be applying this very
 /// operation): temporary, so the events are read before anything is sent again.
 fn conflict_is_unknown(e: DinteroError) -> DinteroError {
@@ -459,12 +438,10 @@ fn conflict_is_unknown(e: DinteroError) -> DinteroError {
     }
 }
 
-/// 408, 429 and 5xx are temporary; other statuses are permanent.
+/// 408, 429 and 5xx are temporary (the SDK's one rule for every sink); other statuses are
+/// permanent.
 pub(crate) fn kind_for_status(status: StatusCode) -> ErrorKind {
-    if status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-    {
+    if crate::http::is_retryable(status) {
         ErrorKind::Temporary
     } else {
         ErrorKind::Permanent
@@ -473,7 +450,7 @@ pub(crate) fn kind_for_status(status: StatusCode) -> ErrorKind {
 
 pub(crate) async fn status_error(operation: &str, response: Response) -> DinteroError {
     let status = response.status();
-    let retry_after = retry_after(response.headers());
+    let retry_after = crate::http::retry_after(response.headers());
     let body = crate::http::read_prefix(response, crate::http::ANSWER_LIMIT).await;
     DinteroError {
         operation: operation.to_owned(),
