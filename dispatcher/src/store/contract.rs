@@ -556,6 +556,104 @@ async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
     assert_eq!(retried.state, JobState::Queued);
 }
 
+/// A capture request is recorded and cleared; only a dispatch stopped because collection was
+/// started elsewhere is adopted, once, and its job queued again as new; a merchant-initiated
+/// origin is recorded before the first attempt and fences out one under way.
+async fn a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere(store: Arc<dyn Store>) {
+    let (elsewhere, other) = ("T12345678.contractAdopt1", "T12345678.contractAdopt2");
+    for (id, reason) in [
+        (
+            elsewhere,
+            format!(
+                "{}: Dintero shows …",
+                crate::engine::COLLECTION_STARTED_ELSEWHERE
+            ),
+        ),
+        (other, "no route matches this invoice".to_owned()),
+    ] {
+        submitted(&store, id).await;
+        let lease = claim_one(&store, id, "w", Duration::from_secs(30)).await;
+        let requested = super::DispatchPatch {
+            capture_reference: Some(Some("order-1".into())),
+            ..Default::default()
+        };
+        store
+            .update_dispatch(&lease, requested)
+            .await
+            .expect("requested");
+        let seen = store.dispatch(id).await.expect("read").expect("dispatch");
+        assert_eq!(seen.capture_reference.as_deref(), Some("order-1"));
+        let cleared = super::DispatchPatch {
+            capture_reference: Some(None),
+            stage: Some(super::Stage::Failed),
+            reason: Some(Some(reason)),
+            ..Default::default()
+        };
+        store
+            .update_dispatch(&lease, cleared)
+            .await
+            .expect("cleared");
+        let seen = store.dispatch(id).await.expect("read").expect("dispatch");
+        assert_eq!(
+            seen.capture_reference, None,
+            "a request refused is no request"
+        );
+        store
+            .finish(&lease, Finish::Failed("stopped".into()))
+            .await
+            .expect("failed");
+    }
+    assert!(!store.adopt_capture(other, "adopted").await.expect("adopt"));
+    assert!(
+        store
+            .adopt_capture(elsewhere, "adopted")
+            .await
+            .expect("adopt")
+    );
+    assert!(
+        !store
+            .adopt_capture(elsewhere, "again")
+            .await
+            .expect("adopt"),
+        "once"
+    );
+    let adopted = store
+        .dispatch(elsewhere)
+        .await
+        .expect("read")
+        .expect("dispatch");
+    assert_eq!(adopted.stage, super::Stage::Captured);
+    assert!(adopted.captured_at.is_some() && adopted.reason.is_none());
+    let job = store.jobs(elsewhere).await.expect("jobs").remove(0);
+    assert_eq!((job.state, job.attempts), (JobState::Queued, 0));
+    let history = store.history(elsewhere).await.expect("history");
+    assert!(
+        history.iter().any(|h| h.event == "capture adopted"),
+        "{history:?}"
+    );
+
+    let declared = "T12345678.contractOrigin";
+    submitted(&store, declared).await;
+    let running = claim_one(&store, declared, "w", Duration::from_secs(30)).await;
+    store
+        .mark_origin(declared, super::ORIGIN_DECLARED, "declared")
+        .await
+        .expect("origin");
+    let seen = store
+        .dispatch(declared)
+        .await
+        .expect("read")
+        .expect("dispatch");
+    assert_eq!(seen.origin.as_deref(), Some(super::ORIGIN_DECLARED));
+    assert!(
+        matches!(
+            store.finish(&running, Finish::Done("late".into())).await,
+            Err(StoreError::LeaseLost(_))
+        ),
+        "the attempt that read before the origin was recorded is fenced out"
+    );
+}
+
 /// Generates one test per contract function for a store made by `$open`.
 macro_rules! contract {
     ($open:path: $($test:ident),* $(,)?) => {$(
@@ -580,6 +678,7 @@ macro_rules! every_contract {
             kept_counts_agree_with_every_row_counted,
             a_completion_keeps_the_capture_record_first,
             an_end_and_the_next_claim_are_one_write,
+            a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere,
         );
     };
 }
