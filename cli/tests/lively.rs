@@ -48,25 +48,6 @@ async fn platform() -> (String, Deliveries) {
     (url, deliveries)
 }
 
-async fn token(sandbox: &Sandbox) -> String {
-    let c = sandbox.config();
-    let answer: Value = reqwest::Client::new()
-        .post(format!(
-            "{}/accounts/{}/auth/token",
-            sandbox.api_url(),
-            c.account_id
-        ))
-        .basic_auth(&c.client_id, Some(&c.client_secret))
-        .json(&json!({"grant_type": "client_credentials", "audience": format!("https://api.dintero.com/v1/accounts/{}", c.account_id)}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    answer["access_token"].as_str().expect("token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_delivers_every_invoice_once_from_pushed_callbacks_and_webhooks_while_tokens_expire()
 {
@@ -109,7 +90,7 @@ async fn serve_delivers_every_invoice_once_from_pushed_callbacks_and_webhooks_wh
             "{}/accounts/T12345678/hooks/subscriptions",
             sandbox.api_url()
         ))
-        .bearer_auth(token(&sandbox).await)
+        .bearer_auth(sandbox.access_token().await.expect("a token"))
         .json(&json!({
             "config": {"url": format!("{}/dintero/webhook", serve.base), "content_type": "application/json",
                        "secret": {"type": "HMAC-SHA1", "value": "hook-secret"}, "insecure_ssl": 0},

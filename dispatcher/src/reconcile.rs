@@ -281,7 +281,7 @@ fn look_again(
     if !eligibility::may_change(reason) {
         return false;
     }
-    if reason.starts_with("status is ") {
+    if eligibility::skipped_for_status(reason) {
         return true;
     }
     let since_last = now.saturating_sub(last_look);

@@ -21,7 +21,7 @@ async fn serve(app: Arc<postbud::App>) -> String {
 /// `event-signature` computed by Node.js itself (HMAC-SHA1, hex), as Dintero's sample does.
 fn node_hmac_sha1(secret: &str, body: &str) -> Option<String> {
     const SCRIPT: &str = "const c=require('crypto');const [s,b]=process.argv.slice(1);process.stdout.write(c.createHmac('sha1',s).update(b).digest('hex'))";
-    common::node(SCRIPT, &[secret, body])
+    postbud_sandbox::node(SCRIPT, &[secret, body])
 }
 
 fn with_webhook_secret(h: &Harness, extra: &str) -> postbud::Settings {

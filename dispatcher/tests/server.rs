@@ -92,7 +92,7 @@ url.searchParams.sort();
 const signed = [t, account, method, url.hostname, url.pathname, url.searchParams.toString()].join('\n');
 process.stdout.write(`t=${t},v0-hmac-sha256=${crypto.createHmac('sha256', secret).update(signed).digest('hex')}`);
 "#;
-    common::node(SCRIPT, &[secret, account, "GET", url, &t.to_string()])
+    postbud_sandbox::node(SCRIPT, &[secret, account, "GET", url, &t.to_string()])
 }
 
 #[tokio::test]

@@ -47,6 +47,32 @@ pub fn skipped(what: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}");
 }
 
+/// What a Node.js `script` prints for `args`: Dintero's own samples are JavaScript, so tests
+/// check signatures against Node's `URL`, `URLSearchParams` and `crypto`, never against the code
+/// under test. `None` (the test skips, saying so) when Node is missing; a failure under
+/// `POSTBUD_REQUIRE_SERVICES=1`.
+pub fn node(script: &str, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .args(args)
+        .output();
+    match output {
+        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).expect("utf8")),
+        other => {
+            let why = format!(
+                "Node.js is needed to sign and check as Dintero's reference code does: {other:?}"
+            );
+            assert!(
+                std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
+                "{why}"
+            );
+            skipped(&why);
+            None
+        }
+    }
+}
+
 /// The account the sandbox plays.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -160,6 +186,30 @@ impl Drop for Sandbox {
 }
 
 impl Sandbox {
+    /// An access token of the account's client, got from the token endpoint over HTTP as any
+    /// client gets one (for a test that calls the API by hand).
+    pub async fn access_token(&self) -> Result<String, String> {
+        let c = &self.shared.config;
+        let url = format!("{}/accounts/{}/auth/token", self.api_url(), c.account_id);
+        let audience = format!("https://api.dintero.com/v1/accounts/{}", c.account_id);
+        let answer: Value = self
+            .shared
+            .http
+            .post(&url)
+            .basic_auth(&c.client_id, Some(&c.client_secret))
+            .json(&serde_json::json!({"grant_type": "client_credentials", "audience": audience}))
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("POST {url}: the answer is not JSON: {e}"))?;
+        answer["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("POST {url}: no access_token in {answer}"))
+    }
+
     /// Starts on a free port of 127.0.0.1.
     pub async fn start(config: SandboxConfig) -> std::io::Result<Self> {
         Self::start_on("127.0.0.1:0".parse().expect("valid address"), config).await

@@ -118,28 +118,6 @@ impl Receiver {
     }
 }
 
-/// What a Node.js `script` prints for `args`; `None` (the test skips, saying so) when Node is
-/// missing, a failure under `POSTBUD_REQUIRE_SERVICES=1`.
-fn node(script: &str, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .args(args)
-        .output();
-    match output {
-        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).expect("utf8")),
-        other => {
-            let why = format!("Node.js is needed to check Dintero's signatures: {other:?}");
-            assert!(
-                std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
-                "{why}"
-            );
-            postbud_sandbox::skipped(&why);
-            None
-        }
-    }
-}
-
 /// `Dintero-Signature` of a received callback, computed by Node as Dintero's reference code does.
 fn node_callback_signature(
     secret: &str,
@@ -156,7 +134,7 @@ url.searchParams.sort();
 const signed = [t, account, method, url.hostname, url.pathname, url.searchParams.toString()].join('\n');
 process.stdout.write(`t=${t},v0-hmac-sha256=${crypto.createHmac('sha256', secret).update(signed).digest('hex')}`);
 "#;
-    node(SCRIPT, &[secret, account, method, url, t])
+    postbud_sandbox::node(SCRIPT, &[secret, account, method, url, t])
 }
 
 fn header<'a>(r: &'a Received, name: &str) -> &'a str {
@@ -224,7 +202,7 @@ async fn callbacks_are_signed_as_dintero_signs_them_awkward_queries_included() {
     assert_signed_as_dintero(&receiver, r);
 
     // A void the URL asks to hear of comes with `event` and `event_id`, signed the same way.
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let voided = reqwest::Client::new()
         .post(format!("{}/transactions/{id}/void", sandbox.api_url()))
         .bearer_auth(&token)
@@ -314,25 +292,6 @@ async fn a_callback_is_retried_on_5xx_timeouts_and_connection_errors_but_not_on_
     assert_eq!(attempts(&id), [0, 0, 0], "bounded");
 }
 
-async fn token(sandbox: &Sandbox) -> String {
-    let c = sandbox.config();
-    let answer: Value = reqwest::Client::new()
-        .post(format!(
-            "{}/accounts/{}/auth/token",
-            sandbox.api_url(),
-            c.account_id
-        ))
-        .basic_auth(&c.client_id, Some(&c.client_secret))
-        .json(&json!({"grant_type": "client_credentials", "audience": format!("https://api.dintero.com/v1/accounts/{}", c.account_id)}))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    answer["access_token"].as_str().expect("token").to_owned()
-}
-
 async fn subscribe(sandbox: &Sandbox, token: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!(
@@ -350,7 +309,7 @@ async fn subscribe(sandbox: &Sandbox, token: &str, body: &Value) -> reqwest::Res
 async fn account_webhooks_are_signed_with_hmac_sha1_of_the_body_and_retried() {
     let sandbox = Sandbox::start(config()).await.expect("start");
     let receiver = Receiver::start().await;
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let body = json!({
         "config": {"url": format!("{}/dintero/webhook", receiver.base), "content_type": "application/json",
                    "secret": {"type": "HMAC-SHA1", "value": "hook-secret"}, "insecure_ssl": 0},
@@ -432,13 +391,13 @@ fn node_hmac_sha1(secret: &str, body: &[u8]) -> Option<String> {
     const SCRIPT: &str = "const c = require('crypto'); process.stdout.write(c.createHmac('sha1', process.argv[1]).update(Buffer.from(process.argv[2], 'base64')).digest('hex'));";
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(body);
-    node(SCRIPT, &[secret, &encoded])
+    postbud_sandbox::node(SCRIPT, &[secret, &encoded])
 }
 
 #[tokio::test]
 async fn a_subscription_is_refused_unless_it_fits_the_schema() {
     let sandbox = Sandbox::start(config()).await.expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let url = "http://127.0.0.1:9/hook";
     for (body, why) in [
         (

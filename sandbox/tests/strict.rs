@@ -6,25 +6,6 @@ use std::time::Duration;
 use postbud_sandbox::{Fault, FaultKind, Operation, Sandbox, SandboxConfig, Seed};
 use serde_json::{Value, json};
 
-async fn token(sandbox: &Sandbox) -> String {
-    let c = sandbox.config();
-    let answer: Value = reqwest::Client::new()
-        .post(format!(
-            "{}/accounts/{}/auth/token",
-            sandbox.api_url(),
-            c.account_id
-        ))
-        .basic_auth(&c.client_id, Some(&c.client_secret))
-        .json(&json!({"grant_type": "client_credentials", "audience": format!("https://api.dintero.com/v1/accounts/{}", c.account_id)}))
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("token JSON");
-    answer["access_token"].as_str().expect("a token").to_owned()
-}
-
 async fn capture(sandbox: &Sandbox, token: &str, id: &str, body: &Value) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/transactions/{id}/capture", sandbox.api_url()))
@@ -57,7 +38,7 @@ async fn a_capture_beyond_the_remaining_authorized_amount_is_refused() {
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let id = sandbox.seed(Seed::default());
     let (status, body) = capture(&sandbox, &token, &id, &json!({"amount": 30000})).await;
     assert_eq!(status, 200, "{body}");
@@ -77,7 +58,7 @@ async fn a_capture_accepted_with_202_holds_its_amount_until_its_event_fails() {
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let id = sandbox.seed(Seed::default());
     sandbox.inject(fault(
         Operation::Capture,
@@ -127,7 +108,7 @@ async fn capture_items_must_be_unique_and_sum_to_the_amount() {
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let id = sandbox.seed(Seed::default());
     let refused = [
         (
@@ -164,7 +145,7 @@ async fn no_boolean_or_fraction_or_out_of_range_number_is_taken_for_an_integer()
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let id = sandbox.seed(Seed {
         items: Some(vec![json!({"line_id": "1", "amount": 1})]),
         ..Seed::default()
@@ -209,7 +190,7 @@ async fn a_capture_whose_answer_is_lost_has_happened_all_the_same() {
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
@@ -257,7 +238,7 @@ async fn a_token_is_refused_once_its_expires_in_has_passed() {
     })
     .await
     .expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let id = sandbox.seed(Seed::default());
     let read = || {
         reqwest::Client::new()
@@ -365,7 +346,7 @@ async fn sessions_pay_takes_no_boolean_for_a_line_amount() {
     let sandbox = Sandbox::start(SandboxConfig::default())
         .await
         .expect("start");
-    let token = token(&sandbox).await;
+    let token = sandbox.access_token().await.expect("a token");
     let answer = reqwest::Client::new()
         .post(format!("{}/sessions/pay", sandbox.api_url()))
         .bearer_auth(&token)

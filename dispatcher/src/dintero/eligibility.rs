@@ -175,6 +175,14 @@ pub fn may_change(reason: &str) -> bool {
     reason.ends_with(MAY_CHANGE)
 }
 
+/// How the reason of a skip for the transaction's status begins.
+const STATUS_SKIP: &str = "status is ";
+
+/// Whether a skip's `reason` is the transaction's status (not `AUTHORIZED` then).
+pub fn skipped_for_status(reason: &str) -> bool {
+    reason.starts_with(STATUS_SKIP) && may_change(reason)
+}
+
 /// Decides whether Postbud delivers this transaction.
 pub fn check(tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibility {
     if tx.payment_product != "kravia" {
@@ -209,7 +217,7 @@ pub fn check(tx: &Transaction, configuration: &ChannelConfiguration) -> Eligibil
     }
     if tx.status != Status::Authorized {
         return Eligibility::Skip(format!(
-            "status is {}, not AUTHORIZED; {MAY_CHANGE}",
+            "{STATUS_SKIP}{}, not AUTHORIZED; {MAY_CHANGE}",
             tx.status
         ));
     }

@@ -111,30 +111,6 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// What a Node.js `script` prints for `args`: Dintero's own samples are JavaScript, so signatures
-/// are checked against Node's `URL`, `URLSearchParams` and `crypto`, not against Postbud's code.
-/// `None` (the test skips, saying so) when Node is missing, a failure under
-/// `POSTBUD_REQUIRE_SERVICES=1`.
-pub fn node(script: &str, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new("node")
-        .arg("-e")
-        .arg(script)
-        .args(args)
-        .output();
-    match output {
-        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).expect("utf8")),
-        other => {
-            let why = format!("Node.js is needed to sign as Dintero's reference code: {other:?}");
-            assert!(
-                std::env::var_os("POSTBUD_REQUIRE_SERVICES").is_none(),
-                "{why}"
-            );
-            postbud_sandbox::skipped(&why);
-            None
-        }
-    }
-}
-
 /// A dispatch's history says what it did in the order it did it: the PDF kept with the capture's
 /// request, the capture's record after it (written with the routing), the delivery queued and
 /// the dispatch done.
