@@ -16,6 +16,11 @@
 //! #[derive(Debug)]
 //! struct Null;
 //!
+//! /// The table of a `null` channel: no keys of its own.
+//! #[derive(serde::Deserialize, postbud_channel::keys::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! struct NullConfig {}
+//!
 //! #[postbud_channel::async_trait]
 //! impl Channel for Null {
 //!     async fn deliver(&self, _: &Invoice, _: &DeliveryContext) -> Result<Receipt, ChannelError> {
@@ -33,6 +38,7 @@
 //!         description: "discards every invoice",
 //!         crate_name: env!("CARGO_PKG_NAME"),
 //!         example: "[channels.bin]\nkind = \"null\"\n",
+//!         config: NullConfig,
 //!         build: build,
 //!     };
 //! }
@@ -54,6 +60,7 @@ pub mod format;
 pub mod http;
 pub mod ids;
 mod invoice;
+pub mod keys;
 mod registry;
 pub mod templates;
 #[cfg(feature = "testing")]
@@ -83,7 +90,9 @@ pub mod __private {
 ///
 /// Name the static in the crate's `register()` too: `inventory` entries of a crate that is
 /// linked but never referenced can be dropped by the linker, and `register()` is the explicit
-/// way in. See the crate docs for a whole channel.
+/// way in. `config:` names the type the factory extracts its table into: it derives
+/// [`keys::JsonSchema`] and is the description of the kind's keys (`postbud channels --keys`,
+/// the generated key reference). See the crate docs for a whole channel.
 #[macro_export]
 macro_rules! register_channel {
     ($(#[$meta:meta])* $vis:vis static $name:ident = {
@@ -91,11 +100,13 @@ macro_rules! register_channel {
         description: $description:expr,
         crate_name: $crate_name:expr,
         example: $example:expr,
+        config: $config:ty,
         build: $build:expr $(,)?
     };) => {
         $(#[$meta])*
         $vis static $name: $crate::ChannelFactory =
-            $crate::ChannelFactory::new($kind, $description, $crate_name, $example, $build);
+            $crate::ChannelFactory::new($kind, $description, $crate_name, $example, $build)
+                .with_keys($crate::keys::keys_of::<$config>);
         $crate::__private::inventory::submit! { $crate::Registration(&$name) }
     };
 }

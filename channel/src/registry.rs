@@ -7,7 +7,7 @@ use figment::{Figment, value::Value};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::{Channel, ConfigError, config};
+use crate::{Channel, ConfigError, config, keys::Key};
 
 /// What channels are built from: the whole configuration (`postbud::Settings` is one).
 pub trait Configuration {
@@ -33,6 +33,9 @@ pub struct ChannelFactory {
     pub example: &'static str,
     /// Builds an instance from its table.
     pub build: fn(BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError>,
+    /// The keys its table accepts, read from the typed configuration
+    /// ([`crate::keys::keys_of`]); [`crate::register_channel!`] fills it from `config:`.
+    pub keys: fn() -> Vec<Key>,
 }
 
 impl ChannelFactory {
@@ -50,7 +53,14 @@ impl ChannelFactory {
             crate_name,
             example,
             build,
+            keys: Vec::new,
         }
+    }
+
+    /// The same, with the keys of its configuration type (`keys_of::<Config>`).
+    pub const fn with_keys(mut self, keys: fn() -> Vec<Key>) -> Self {
+        self.keys = keys;
+        self
     }
 }
 

@@ -122,7 +122,18 @@ pub(crate) enum Command {
     /// Create or upgrade the store's schema (also done on start).
     Migrate,
     /// List the channel kinds this binary knows, and the configured instances.
-    Channels,
+    Channels {
+        /// Print every key of every kind's table instead: its type, default and meaning, read
+        /// from the kinds' typed configuration.
+        #[arg(long)]
+        keys: bool,
+        /// With --keys: the reference as Markdown (what docs/keys.md holds).
+        #[arg(long, requires = "keys", conflicts_with = "json")]
+        markdown: bool,
+        /// With --keys: the keys as JSON.
+        #[arg(long, requires = "keys")]
+        json: bool,
+    },
     /// Validate the configuration, check the Dintero credentials, probe every channel.
     Check,
     #[cfg(feature = "dev")]

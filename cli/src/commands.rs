@@ -474,6 +474,13 @@ pub fn channels(config: Option<&Path>, registry: &Registry) -> CommandResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `postbud channels --keys`: the key reference of every linked kind.
+pub fn channel_keys(registry: &Registry, format: crate::key_reference::Format) -> CommandResult {
+    let reference = crate::key_reference::render(registry.factories(), format);
+    say!("{}", reference.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `postbud check`: the configuration, what it cannot deliver, the store, Dintero and every
 /// channel, probed without delivering and without changing anything on disk.
 pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult {

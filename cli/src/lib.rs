@@ -43,6 +43,7 @@ mod args;
 mod commands;
 #[cfg(feature = "dev")]
 mod dev;
+mod key_reference;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -172,7 +173,12 @@ pub async fn run(registry: Registry) -> ExitCode {
         Command::Invoice {
             command: InvoiceCommand::Create { order },
         } => commands::create_invoice(config, &registry, &order).await,
-        Command::Channels => commands::channels(config, &registry),
+        Command::Channels {
+            keys: true,
+            markdown,
+            json,
+        } => commands::channel_keys(&registry, key_reference::format(markdown, json)),
+        Command::Channels { keys: false, .. } => commands::channels(config, &registry),
         Command::Migrate => commands::migrate(config).await,
         Command::Prune { older_than, force } => {
             commands::prune(config, &registry, older_than, force).await

@@ -4,9 +4,10 @@
 //!   `postbud check` builds it (the binary's registry, no network), every key a block names
 //!   (commented-out alternatives too) is a key of its kind, and the reference block of every
 //!   kind the binary links names every key that kind accepts. The keys are not listed here: they
-//!   are read from the binary, whose "unknown key `x`; expected one of: ..." error lists each
-//!   channel table's fields (and those of the tables inside it) straight from the structs, so a
-//!   key added to a channel crate fails this test until the README documents it.
+//!   are read from the binary (`postbud channels --keys --json`), which describes each kind by
+//!   its typed configuration, so a key added to a channel crate fails this test until the
+//!   README documents it; and a key the type does not describe fails the block's build.
+//! - docs/keys.md is exactly what `postbud channels --keys --markdown` prints.
 //! - sandbox/README.md: every request it shows (its `curl` lines) is answered 2xx by
 //!   `postbud sandbox`, and every control route of the sandbox has an example.
 
@@ -533,72 +534,46 @@ fn linked_kinds() -> Vec<String> {
     kinds
 }
 
-/// Every kind's tables: kind → table path (below `[channels.<name>]`) → the keys it accepts.
-/// A table path is there when the binary, given an unknown key in that table, answers with the
-/// list of the keys it expects; a key whose value is not such a table (a string, a list, a map
-/// of any keys such as `headers`) is a leaf.
+/// Every kind's tables: kind → table path (below `[channels.<name>]`) → the keys it accepts,
+/// as the kinds' typed configuration describes them (`postbud channels --keys --json`). A key
+/// whose value is not a table of keys (a string, a list, a map of any keys such as `headers`)
+/// is a leaf.
 type Schema = BTreeMap<String, BTreeMap<Vec<String>, Vec<String>>>;
-
-const PROBE: &str = "zz_reference_probe";
 
 fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
+        let output = postbud()
+            .args(["channels", "--keys", "--json"])
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{}", text(&output));
+        let kinds: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(&output.stdout).expect("channels --keys --json prints JSON");
         let mut schema = Schema::new();
-        let mut frontier: Vec<(String, Vec<String>)> = linked_kinds()
-            .into_iter()
-            .map(|k| (k, Vec::new()))
-            .collect();
-        let mut depth = 0;
-        while !frontier.is_empty() {
-            depth += 1;
-            assert!(depth < 6, "channel tables nest deeper than expected");
-            let dir = tempfile::tempdir().expect("dir");
-            let mut tables = String::new();
-            for (index, (kind, path)) in frontier.iter().enumerate() {
-                tables.push_str(&format!("[channels.p{index}]\nkind = \"{kind}\"\n"));
-                if !path.is_empty() {
-                    tables.push_str(&format!("[channels.p{index}.{}]\n", path.join(".")));
+        for (kind, entry) in kinds {
+            let tables = schema.entry(kind).or_default();
+            tables.entry(Vec::new()).or_default();
+            for key in entry["keys"].as_array().expect("a list of keys") {
+                let path: Vec<String> = key["path"]
+                    .as_str()
+                    .expect("a path")
+                    .split('.')
+                    .map(str::to_owned)
+                    .collect();
+                let (last, table) = path.split_last().expect("non-empty");
+                tables.entry(table.to_vec()).or_default().push(last.clone());
+                if key["kind"] == "table" {
+                    tables.entry(path.clone()).or_default();
                 }
-                tables.push_str(&format!("{PROBE} = 1\n\n"));
             }
-            let config = configuration(dir.path(), &tables, &[]);
-            let answer = channels_build(&config).expect_err("probes cannot build");
-            let mut next = Vec::new();
-            for (index, (kind, path)) in frontier.iter().enumerate() {
-                let marker = format!("channels.p{index}.");
-                // Each probe is answered (an unknown key, or a value of another type); an answer
-                // that names none of them (the file did not load) would hide tables.
-                assert!(
-                    answer.contains(&marker),
-                    "no answer to the probe of {kind} `{}`:\n{answer}",
-                    path.join(".")
-                );
-                let expected = format!("unknown key `{PROBE}`; expected one of: ");
-                let keys = answer
-                    .lines()
-                    .filter(|l| l.contains(&marker))
-                    .find_map(|l| l.split_once(&expected).map(|(_, keys)| keys.trim()));
-                let Some(keys) = keys else {
-                    // A leaf; at the top of a kind, the error format changed.
-                    assert!(
-                        !path.is_empty(),
-                        "kind {kind}: no key list in the answer to an unknown key:\n{answer}"
-                    );
-                    continue;
-                };
-                let keys: Vec<String> = keys.split(", ").map(str::to_owned).collect();
-                for key in &keys {
-                    let mut inner = path.clone();
-                    inner.push(key.clone());
-                    next.push((kind.clone(), inner));
-                }
-                schema
-                    .entry(kind.clone())
-                    .or_default()
-                    .insert(path.clone(), keys);
-            }
-            frontier = next;
+        }
+        for kind in linked_kinds() {
+            let described = schema.get(&kind).and_then(|tables| tables.get(&Vec::new()));
+            assert!(
+                described.is_some_and(|keys| !keys.is_empty()),
+                "kind {kind} describes no keys: its register_channel! names no configuration type"
+            );
         }
         schema
     })
@@ -917,6 +892,45 @@ fn the_readme_names_every_key_of_every_kind_and_no_other() {
 }
 
 /// The checks above fail for the mistakes they are there for.
+#[test]
+fn the_key_reference_is_generated_from_the_kinds_types() {
+    let output = postbud()
+        .args(["channels", "--keys", "--markdown"])
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", text(&output));
+    let generated = String::from_utf8(output.stdout).expect("UTF-8");
+    let committed = read("docs/keys.md");
+    assert!(
+        generated == committed,
+        "docs/keys.md is not what the kinds' types say: regenerate it with \
+         `cargo run -p postbud-cli -- channels --keys --markdown > docs/keys.md`"
+    );
+    // What the generator reads: each kind's doc comments, defaults and required keys.
+    for (kind, line) in [
+        ("email", "| `smtp_url` | string | required |"),
+        (
+            "email",
+            "| `timeout` | string | `\"30s\"` | Connect, command and data timeout. |",
+        ),
+        ("email", "| `dkim.selector` | string | required |"),
+        ("folder", "| `mode` | string | `\"0640\"` |"),
+        (
+            "webhook",
+            "| `scheme` | one of \"standard\" \\| \"stripe\" \\| \"github\" | `\"standard\"` |",
+        ),
+        (
+            "sftp",
+            "| `formats` | list of string | `[\"ubl\", \"pdf\", \"json\"]` |",
+        ),
+    ] {
+        assert!(
+            committed.contains(line),
+            "docs/keys.md: the {kind} reference lacks `{line}`"
+        );
+    }
+}
+
 #[test]
 fn the_checks_catch_a_wrong_block() {
     let good = "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\ncreate = true\n# mode = \"0600\"\n# dir_mode = \"0700\"\n";

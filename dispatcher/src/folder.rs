@@ -24,25 +24,28 @@ postbud_channel::register_channel! {
         description: "writes the PDF and a JSON manifest into a local directory, atomically",
         crate_name: "postbud",
         example: "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\n",
+        config: FolderConfig,
         build: build,
     };
 }
 
 /// `[channels.<name>]` of kind `folder`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 struct FolderConfig {
-    /// Target directory.
+    /// The directory; a relative path is relative to the configuration file's directory.
     path: String,
-    /// Create the directory when it is missing (default true).
+    /// Create the directory when it is missing; false: a missing one fails the delivery.
     #[serde(default = "yes")]
     create: bool,
-    /// Permissions of the files written, in octal (default `"0640"`: the owner and its group,
-    /// for the system that reads them; never the world).
+    /// Permissions of the files written, in octal (the default: the owner and its group, for
+    /// the system that reads them; never the world).
     #[serde(default = "default_mode")]
     mode: String,
-    /// Permissions of the directories the channel creates, in octal (default: derived from
-    /// `mode`, the owner's `rwx` and `r-x` for whoever may read the files: `0750` for `0640`).
+    /// Permissions of the directories the channel creates, in octal (default: from `mode`, the
+    /// owner's `rwx` and `r-x` for whoever may read the files: `0750` for `0640`, `0700` for
+    /// `0600`); an existing directory is left as it is.
     #[serde(default)]
     dir_mode: Option<String>,
 }

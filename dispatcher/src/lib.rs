@@ -89,7 +89,7 @@ pub mod triage;
 mod triage;
 
 // The channel SDK's parts, under the names the engine's modules use.
-pub use postbud_channel::{file_name, format, http, ids};
+pub use postbud_channel::{file_name, format, http, ids, keys};
 
 pub use self::{
     app::{App, AppBuilder, AppError, CreatedInvoice, VoidReport},

@@ -62,7 +62,8 @@ struct Flaky {
     failures_left: std::sync::atomic::AtomicU32,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, postbud::keys::JsonSchema)]
+#[schemars(crate = "postbud::keys::schemars")]
 #[serde(deny_unknown_fields)]
 struct FlakyConfig {
     fail_times: u32,
@@ -103,6 +104,7 @@ postbud::register_channel! {
         description: "fails temporarily fail_times times, then delivers",
         crate_name: "postbud-engine-tests",
         example: "",
+        config: FlakyConfig,
         build: build_flaky,
     };
 }

@@ -12,29 +12,36 @@ use serde::Deserialize;
 use url::Url;
 
 /// The channel's own table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EmailConfig {
-    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://user:pass@host:465`
-    /// (TLS from the start), `smtp://host:25` (no TLS; loopback only makes sense). A secret: it
+    /// `smtps://user:pass@host:465` (TLS from the start) or `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS); `smtp://host:25` (no TLS) takes no password except on loopback. A secret: it
     /// may carry the password.
+    #[schemars(with = "String")]
     pub smtp_url: SecretString,
-    /// Overrides the URL's user name.
+    /// Overrides the URL's user name (default: the URL's).
     #[serde(default)]
     pub username: Option<String>,
-    /// Overrides the URL's password (`POSTBUD_CHANNELS__<NAME>__PASSWORD`).
+    /// Overrides the URL's password; or `POSTBUD_CHANNELS__<NAME>__PASSWORD`: the channel name in
+    /// capitals, each `-` written `_`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub password: Option<SecretString>,
-    /// `Merchant AS <faktura@merchant.example>`.
+    /// `Merchant AS <faktura@merchant.example>`; also the domain of the `Message-ID`.
     pub from: String,
+    /// A `Reply-To` address (default: none).
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// Blind copies of every message, e.g. an archive mailbox (default: none).
     #[serde(default)]
     pub bcc: Vec<String>,
     /// A fixed recipient (an ERP inbox) instead of the customer's billing email.
     #[serde(default)]
     pub to: Option<String>,
-    /// A directory of template overrides.
+    /// A directory of template overrides: `<locale>/subject.txt`, `text.txt`, `html.html`,
+    /// `layout.html` (default: the built-ins).
     #[serde(default)]
     pub templates: Option<String>,
     /// `auto` (from the billing country), `nb`, `sv`, `fi` or `en`.
@@ -43,28 +50,34 @@ pub(crate) struct EmailConfig {
     /// Larger PDFs are not attached; the signed link is sent instead.
     #[serde(default = "ten_mib")]
     pub max_attachment_bytes: u64,
-    /// An extra trusted root certificate (PEM). Verification stays on.
+    /// An extra trusted root certificate (PEM); TLS stays verified (default: the web's roots
+    /// only).
     #[serde(default)]
     pub ca_file: Option<String>,
     /// Connect, command and data timeout.
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
-    /// Branding for the templates.
+    /// What the templates show of the merchant.
     #[serde(default)]
     pub brand: Brand,
-    /// DKIM signing.
+    /// DKIM-sign every message (default: unsigned).
     #[serde(default)]
     pub dkim: Option<DkimSettings>,
 }
 
 /// What the templates may show of the merchant.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Brand {
+    /// A logo shown at the top of the HTML part (default: no logo).
     #[serde(default)]
     pub logo_url: Option<String>,
+    /// The accent colour.
     #[serde(default = "teal")]
     pub color: String,
+    /// A line at the foot of every message, such as the organisation number (default: none).
     #[serde(default)]
     pub footer: Option<String>,
     /// The merchant's name in messages (default: Dintero's `merchant_name`, else the From name).
@@ -85,14 +98,19 @@ impl Default for Brand {
 
 /// `dkim = { domain = "...", selector = "...", private_key_file = "...", algorithm = "rsa" }`,
 /// or the key itself as `private_key` (e.g. `POSTBUD_CHANNELS__<NAME>__DKIM__PRIVATE_KEY`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DkimSettings {
+    /// The signing domain (`d=`).
     pub domain: String,
+    /// The selector (`s=`): the key is published at `<selector>._domainkey.<domain>`.
     pub selector: String,
     /// PKCS#1 PEM (rsa) or base64 seed (ed25519). `private_key_file = "PATH"` reads it from a
     /// file: the configuration's `<key>_file` rule, applied before this table is read.
+    #[schemars(with = "String")]
     pub private_key: SecretString,
+    /// `rsa` or `ed25519`.
     #[serde(default = "rsa")]
     pub algorithm: String,
 }

@@ -40,6 +40,7 @@ postbud_channel::register_channel! {
         description: "branded invoice email over SMTP, PDF attached (or a signed link when large)",
         crate_name: env!("CARGO_PKG_NAME"),
         example: "[channels.customer-email]\nkind = \"email\"\nsmtp_url = \"smtps://user:pass@smtp.example:465\"\nfrom = \"Merchant AS <faktura@merchant.example>\"\n",
+        config: EmailConfig,
         build: build,
     };
 }

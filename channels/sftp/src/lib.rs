@@ -47,6 +47,7 @@ postbud_channel::register_channel! {
         description: "safe SFTP drops for an ERP: EHF/Peppol UBL with the PDF, the PDF, a JSON manifest",
         crate_name: env!("CARGO_PKG_NAME"),
         example: "[channels.erp]\nkind = \"sftp\"\nhost = \"erp.example\"\nusername = \"postbud\"\nprivate_key = \"/etc/postbud/erp_ed25519\"\nknown_hosts = \"/etc/postbud/known_hosts\"\nremote_dir = \"/inbound\"\n",
+        config: SftpConfig,
         build: build,
     };
 }
@@ -58,34 +59,55 @@ pub fn register(
     registry.add(&FACTORY)
 }
 
-#[derive(Deserialize)]
+/// The channel's own table.
+#[derive(Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 struct SftpConfig {
+    /// The SFTP server's host name.
     host: String,
+    /// Its SSH port.
     #[serde(default = "ssh_port")]
     port: u16,
+    /// The user to log in as.
     username: String,
-    /// A path, or the key itself (`-----BEGIN ...`).
+    /// A path, or the key itself (`-----BEGIN ...`); exactly one of `private_key` and
+    /// `password`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     private_key: Option<SecretString>,
+    /// The passphrase of an encrypted `private_key` (default: none).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     passphrase: Option<SecretString>,
+    /// A password, instead of `private_key`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     password: Option<SecretString>,
+    /// An OpenSSH `known_hosts` file; exactly one of `known_hosts` and `host_key` is required.
     #[serde(default)]
     known_hosts: Option<String>,
+    /// Pinned host key fingerprints (`SHA256:...`, as `ssh-keygen -lf key.pub` prints them)
+    /// instead of `known_hosts`.
     #[serde(default)]
     host_key: Vec<String>,
+    /// The directory the files are dropped in.
     remote_dir: String,
+    /// The files' name without extension: `{invoice_number}`, `{transaction_id}`,
+    /// `{delivery_id}`.
     #[serde(default = "invoice_number")]
     file_name: String,
+    /// Any of `ubl`, `pdf` and `json`.
     #[serde(default = "all_formats")]
     formats: Vec<String>,
+    /// What the UBL needs about the merchant (required with `ubl`).
     #[serde(default)]
     seller: Option<ubl::Seller>,
+    /// Connecting, and each SFTP request.
     #[serde(default = "thirty_seconds", with = "humantime_serde")]
+    #[schemars(with = "String")]
     timeout: Duration,
-    /// Permissions of the files dropped, in octal (default `"0640"`).
+    /// Permissions of the files dropped, in octal.
     #[serde(default = "default_mode")]
     mode: String,
 }

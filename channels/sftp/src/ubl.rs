@@ -9,7 +9,8 @@ use postbud_channel::Invoice;
 use serde::Deserialize;
 
 /// `[channels.<name>.seller]`: what the UBL needs about the merchant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct Seller {
     /// Legal name.
@@ -31,7 +32,8 @@ fn yes() -> bool {
 }
 
 /// The seller's postal address.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct SellerAddress {
     /// Street.

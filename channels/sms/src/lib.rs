@@ -45,6 +45,7 @@ postbud_channel::register_channel! {
         description: "invoice notice with a signed link by SMS (twilio, vonage, sinch, linkmobility, 46elks, http)",
         crate_name: env!("CARGO_PKG_NAME"),
         example: "[channels.customer-sms]\nkind = \"sms\"\nprovider = \"twilio\"\nfrom = \"Merchant\"\naccount_sid = \"AC...\"\nauth_token = \"...\"\n",
+        config: SmsConfig,
         build: build,
     };
 }
@@ -56,50 +57,79 @@ pub fn register(
     registry.add(&FACTORY)
 }
 
-#[derive(Deserialize)]
+/// The channel's own table. The credentials are the chosen provider's, under its own names.
+#[derive(Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 struct SmsConfig {
+    /// `twilio`, `vonage`, `sinch`, `linkmobility`, `46elks` or `http`.
     provider: String,
+    /// The sender: alphanumeric where the provider allows it, else a number.
     from: String,
+    /// The country of numbers written without `+country`.
     #[serde(default = "norway")]
     default_region: String,
+    /// Longer texts are refused before sending.
     #[serde(default = "three")]
     max_segments: usize,
+    /// The provider's API base (default: the provider's; LINK Mobility: required, your
+    /// account's).
     #[serde(default)]
     base_url: Option<url::Url>,
+    /// A directory whose `<locale>/sms.txt` and `<locale>/cancel.txt` override the built-ins.
     #[serde(default)]
     templates: Option<String>,
+    /// `auto` (from the billing country), `nb`, `sv`, `fi` or `en`.
     #[serde(default = "auto")]
     locale: String,
+    /// Per request to the provider.
     #[serde(default = "fifteen_seconds", with = "humantime_serde")]
+    #[schemars(with = "String")]
     timeout: Duration,
     /// The merchant's name in the text (default: Dintero's `merchant_name`).
     #[serde(default)]
     merchant_name: Option<String>,
+    /// Twilio: the account SID (`AC...`).
     #[serde(default)]
     account_sid: Option<String>,
+    /// Twilio: the auth token.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     auth_token: Option<SecretString>,
+    /// Vonage: the API key.
     #[serde(default)]
     api_key: Option<String>,
+    /// Vonage: the API secret.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     api_secret: Option<SecretString>,
+    /// Sinch: the service plan id.
     #[serde(default)]
     service_plan_id: Option<String>,
+    /// Sinch: the API token.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     api_token: Option<SecretString>,
+    /// Sinch: the API's region (default: `eu`).
     #[serde(default)]
     region: Option<String>,
+    /// LINK Mobility and 46elks: the user name.
     #[serde(default)]
     username: Option<String>,
+    /// LINK Mobility and 46elks: the password.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     password: Option<SecretString>,
+    /// LINK Mobility: the platform id.
     #[serde(default)]
     platform_id: Option<String>,
+    /// LINK Mobility: the platform partner id.
     #[serde(default)]
     platform_partner_id: Option<String>,
+    /// LINK Mobility: the gate id (optional).
     #[serde(default)]
     gate_id: Option<String>,
+    /// `provider = "http"`: the gateway's request, described instead of credentials.
     #[serde(default)]
     http: Option<HttpPreset>,
 }

@@ -72,7 +72,8 @@ pub enum Provider {
 }
 
 /// `provider = "http"`: a gateway reached without code.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 pub struct HttpPreset {
     /// Full URL of the send endpoint.
@@ -88,9 +89,11 @@ pub struct HttpPreset {
     pub username: Option<String>,
     /// Password for `basic`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub password: Option<SecretString>,
     /// Token for `bearer` and `header`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub token: Option<SecretString>,
     /// Header name for `header`.
     #[serde(default)]

@@ -45,6 +45,7 @@ postbud_channel::register_channel! {
         description: "signed JSON POST to a platform (Standard Webhooks; stripe/github styles)",
         crate_name: env!("CARGO_PKG_NAME"),
         example: "[channels.platform]\nkind = \"webhook\"\nurl = \"https://platform.example/hooks/invoices\"\nsecret = \"whsec_...\"\n",
+        config: WebhookConfig,
         build: build,
     };
 }
@@ -57,26 +58,40 @@ pub fn register(
 }
 
 /// One secret, or several during a rotation.
-#[derive(Deserialize)]
+#[derive(Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(untagged)]
 enum Secrets {
-    One(SecretString),
-    Many(Vec<SecretString>),
+    One(#[schemars(with = "String")] SecretString),
+    Many(#[schemars(with = "Vec<String>")] Vec<SecretString>),
 }
 
-#[derive(Deserialize)]
+/// The channel's own table.
+#[derive(Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 struct WebhookConfig {
+    /// The receiver: `https` (plain `http` only on loopback).
     url: Url,
+    /// One secret, or several during a rotation (each signs). `standard`: `whsec_` and the
+    /// base64 of 24 to 64 random bytes (`whsec_$(openssl rand -base64 32)`).
     secret: Secrets,
+    /// Which signature headers to send: `standard` (`webhook-signature`), `stripe`
+    /// (`X-Signature: t=..,v1=..`) or `github` (`X-Hub-Signature-256`).
     #[serde(default)]
     scheme: Scheme,
+    /// `link`: a signed URL to the PDF (needs `server.public_url`); `inline`: the PDF in the
+    /// body as base64 as well.
     #[serde(default)]
     pdf: PdfMode,
+    /// Per attempt.
     #[serde(default = "fifteen_seconds", with = "humantime_serde")]
+    #[schemars(with = "String")]
     timeout: Duration,
+    /// Extra headers on every request (default: none).
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Private hosts or IP addresses that may be targets (default: none).
     #[serde(default)]
     allow: Vec<String>,
 }

@@ -6,7 +6,18 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// How the PDF travels.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Deserialize,
+    serde::Serialize,
+    postbud_channel::keys::JsonSchema,
+)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(rename_all = "lowercase")]
 pub enum PdfMode {
     /// A signed, expiring URL served by `postbud serve`.

@@ -9,7 +9,18 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 /// Which signature headers to send.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Deserialize,
+    serde::Serialize,
+    postbud_channel::keys::JsonSchema,
+)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` per secret; the key is

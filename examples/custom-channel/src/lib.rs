@@ -28,6 +28,7 @@ postbud_channel::register_channel! {
         description: "posts an invoice notice to a Microsoft Teams or Slack incoming webhook",
         crate_name: env!("CARGO_PKG_NAME"),
         example: "[channels.finance]\nkind = \"teams\"\nwebhook_url = \"https://example.webhook.office.com/webhookb2/...\"\n",
+        config: TeamsConfig,
         build: build,
     };
 }
@@ -39,13 +40,18 @@ pub fn register(
     registry.add(&FACTORY)
 }
 
-/// The channel's own table; a typo is an error naming the key and its file.
-#[derive(Debug, Deserialize)]
+/// The channel's own table; a typo is an error naming the key and its file. Its doc comments
+/// are the kind's key reference (`postbud channels --keys`).
+#[derive(Debug, Deserialize, postbud_channel::keys::JsonSchema)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(deny_unknown_fields)]
 struct TeamsConfig {
+    /// The incoming webhook's URL (a credential: whoever has it can post).
     webhook_url: String,
+    /// `teams` (a MessageCard) or `slack` (`{"text": ...}`).
     #[serde(default)]
     style: Style,
+    /// Per request.
     #[serde(default = "ten_seconds")]
     timeout_seconds: u64,
 }
@@ -54,7 +60,10 @@ fn ten_seconds() -> u64 {
     10
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(
+    Debug, Default, Clone, Copy, Deserialize, serde::Serialize, postbud_channel::keys::JsonSchema,
+)]
+#[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(rename_all = "lowercase")]
 enum Style {
     #[default]
