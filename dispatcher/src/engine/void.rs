@@ -1,26 +1,42 @@
-//! Voids: only Dintero's confirmation stops pending deliveries and sends cancellation notices.
+//! The void job: only Dintero's confirmation of a void stops the pending deliveries and sends
+//! cancellation notices; a void Dintero accepted (202) is waited for by a job that reads it.
 
-use super::Engine;
-use crate::store::Role;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
+
+use super::{Channels, backoff};
 use crate::{
+    config::EngineSettings,
+    dintero::DinteroApi,
     ids,
-    store::{Finish, JobKind, Lease, NewJob, StoreError, VoidEffect},
+    store::{Finish, JobKind, Lease, NewJob, Role, Store, StoreError, VoidEffect},
 };
 use postbud_channel::ErrorKind;
 
-impl Engine {
+/// The void job, with everything it reads and writes.
+pub(crate) struct VoidJob {
+    /// The void recorded, the pending jobs stopped, the notices queued.
+    pub(crate) store: Arc<dyn Store>,
+    /// Dintero: the outcome of an accepted void.
+    pub(crate) gateway: Arc<dyn DinteroApi>,
+    /// Which channels can send a cancellation notice.
+    pub(crate) channels: Arc<Channels>,
+    /// The retry policy of the wait for an accepted void.
+    pub(crate) settings: EngineSettings,
+    /// Wakes an idle worker for the notices and waits this job queues.
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl VoidJob {
     /// Dintero confirmed the void: stops the pending deliveries and queues a cancellation notice
     /// through every channel that delivered the invoice and can send one.
-    pub async fn voided(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
+    pub(super) async fn voided(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
         let effect = self.store.void(transaction_id).await?;
         let notices: Vec<NewJob> = effect
             .delivered_channels
             .iter()
-            .filter(|name| {
-                self.channels
-                    .get(*name)
-                    .is_some_and(|c| c.supports_cancel())
-            })
+            .filter(|name| self.channels.can_cancel(name))
             .map(|name| NewJob {
                 id: ids::cancel_id(transaction_id, name),
                 kind: JobKind::Cancel,
@@ -37,7 +53,7 @@ impl Engine {
     }
 
     /// Queues the job that waits for Dintero to settle a void it accepted with 202.
-    pub async fn await_void(
+    pub(super) async fn await_void(
         &self,
         transaction_id: &str,
         request_id: Option<&str>,
@@ -62,7 +78,7 @@ impl Engine {
 
     /// One look at the transaction for the outcome of an accepted void: the `VOID` event
     /// answering its request (or the voided status) settles it.
-    pub(super) async fn run_void(&self, lease: &Lease) -> Result<Finish, StoreError> {
+    pub(super) async fn attempt(&self, lease: &Lease) -> Result<Finish, StoreError> {
         let id = lease.job.transaction_id.as_str();
         let request_id = self
             .store
@@ -94,5 +110,24 @@ impl Engine {
                 "void accepted by Dintero (202); waiting for its VOID event".into(),
             )),
         }
+    }
+
+    /// The retry decision for a failure of kind `kind` after the lease's attempt.
+    fn failure(
+        &self,
+        lease: &Lease,
+        kind: ErrorKind,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Finish {
+        let now = self.store.now();
+        backoff::after_failure(
+            &self.settings,
+            lease.job.attempts,
+            kind,
+            retry_after,
+            error,
+            now,
+        )
     }
 }

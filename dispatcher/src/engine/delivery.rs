@@ -1,15 +1,67 @@
-//! Delivery and cancellation jobs: one channel instance, one attempt.
+//! The delivery job: one channel instance, one attempt, at a delivery or a cancellation notice;
+//! a primary delivery that fails for good sets off its route's fallbacks.
 
-use super::{Engine, Routed, dispatch::window_open};
-use crate::config::Route;
-use crate::store::Role;
+use std::{sync::Arc, time::Duration};
+
+use super::{Channels, Dispatcher, backoff, job::Routed};
 use crate::{
+    config::{EngineSettings, Route},
+    dintero::DinteroApi,
     ids,
-    store::{Finish, HistoryLine, JobKind, Lease, NewJob, StoreError},
+    links::LinkSigner,
+    store::{Finish, HistoryLine, JobKind, Lease, NewJob, Role, Store, StoreError},
 };
-use postbud_channel::{DeliveryContext, Invoice};
+use postbud_channel::{DeliveryContext, ErrorKind, Invoice};
 
-impl Engine {
+/// The delivery job, with everything it reads and writes.
+pub(crate) struct DeliveryJob {
+    /// The invoice, the route chosen, the fallbacks queued; the clock of send windows.
+    pub(crate) store: Arc<dyn Store>,
+    /// Dintero: whether a delivery that waited was voided meanwhile, and the invoice read again
+    /// once retention pruned it.
+    pub(crate) gateway: Arc<dyn DinteroApi>,
+    /// The merchant's PDF step, for an invoice read again.
+    pub(crate) dispatcher: Arc<dyn Dispatcher>,
+    /// The channel instances it sends through.
+    pub(crate) channels: Arc<Channels>,
+    /// `[[routes]]`, for a dispatch routed before route snapshots were kept.
+    pub(crate) routes: Arc<[Route]>,
+    /// The signer of invoice links and report URLs, when `server.public_url` is set.
+    pub(crate) links: Option<LinkSigner>,
+    /// The retry policy.
+    pub(crate) settings: EngineSettings,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug)]
+pub(crate) enum Delivered {
+    /// With this end to record.
+    Ended(Finish),
+    /// Not sent: the transaction was voided at Dintero while the delivery waited. The delivery
+    /// has recorded its own end already; the void is to be applied as if Postbud had made it.
+    VoidedMeanwhile,
+}
+
+impl DeliveryJob {
+    /// The retry decision for a failure of kind `kind` after the lease's attempt.
+    fn failure(
+        &self,
+        lease: &Lease,
+        kind: ErrorKind,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Finish {
+        let now = self.store.now();
+        backoff::after_failure(
+            &self.settings,
+            lease.job.attempts,
+            kind,
+            retry_after,
+            error,
+            now,
+        )
+    }
+
     /// The route the dispatch chose, as it was configured when it was chosen: reordering or
     /// editing `[[routes]]` later never changes an invoice already routed. (A dispatch routed
     /// before snapshots were kept falls back to its index in today's configuration.)
@@ -82,11 +134,11 @@ impl Engine {
 
     /// One attempt at a delivery or cancellation notice: from what the dispatch that leased it
     /// stored (`routed`), or else from the store.
-    pub(super) async fn run_delivery(
+    pub(super) async fn attempt(
         &self,
         lease: &Lease,
         routed: Option<Routed>,
-    ) -> Result<Finish, StoreError> {
+    ) -> Result<Delivered, StoreError> {
         let job = &lease.job;
         let name = job.channel.clone().unwrap_or_default();
         let (invoice, route) = match routed {
@@ -95,23 +147,25 @@ impl Engine {
                 Ok(invoice) => (invoice, self.route_of(&job.transaction_id).await?),
                 // Given up: the route's fallbacks run, as after any delivery failed for good.
                 Err(finish @ (Finish::Failed(_) | Finish::Dead(_))) => {
-                    return self.failed_for_good(lease, finish).await;
+                    return self
+                        .failed_for_good(lease, finish)
+                        .await
+                        .map(Delivered::Ended);
                 }
-                Err(finish) => return Ok(finish),
+                Err(finish) => return Ok(Delivered::Ended(finish)),
             },
         };
         let Some(channel) = self.channels.get(&name) else {
-            let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
-            let error = format!(
-                "channel `{name}` is not configured any more (configured: [{}]); `postbud retry` once it is back",
-                known.join(", ")
-            );
-            return self.failed_for_good(lease, Finish::Failed(error)).await;
+            let error = self.channels.not_configured(&name);
+            return self
+                .failed_for_good(lease, Finish::Failed(error))
+                .await
+                .map(Delivered::Ended);
         };
         if let Some(window) = route.as_ref().and_then(|r| r.window.as_ref()) {
-            let open = window_open(window, self.store.now());
+            let open = backoff::window_open(window, self.store.now());
             if open > self.store.now() {
-                return Ok(Finish::Postpone(open));
+                return Ok(Delivered::Ended(Finish::Postpone(open)));
             }
         }
         // A delivery that did not run right after capture (it waited for a delay, a send window
@@ -139,8 +193,7 @@ impl Engine {
                             detail: &why,
                         })
                         .await?;
-                    self.voided(&job.transaction_id).await?;
-                    return Ok(Finish::Recorded);
+                    return Ok(Delivered::VoidedMeanwhile);
                 }
                 Ok(_) => {}
                 // Best effort: Dintero being away must not hold every delivery back.
@@ -157,22 +210,24 @@ impl Engine {
             JobKind::Cancel => channel.cancel(&invoice, &ctx).await,
             _ => channel.deliver(&invoice, &ctx).await,
         };
-        match result {
-            Ok(receipt) => Ok(Finish::Done(match receipt.reference {
+        // Where a channel's error is classified for the retry policy and recorded.
+        let finish = match result {
+            Ok(receipt) => Finish::Done(match receipt.reference {
                 Some(reference) => format!("{} (ref {reference})", receipt.detail),
                 None => receipt.detail,
-            })),
+            }),
             Err(error) => {
                 let message = error.message().to_owned();
                 let mut finish = self.failure(lease, error.kind(), error.retry_after(), message);
                 if let (Finish::Retry { at, .. }, Some(window)) =
                     (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
                 {
-                    *at = window_open(window, *at);
+                    *at = backoff::window_open(window, *at);
                 }
-                self.failed_for_good(lease, finish).await
+                self.failed_for_good(lease, finish).await?
             }
-        }
+        };
+        Ok(Delivered::Ended(finish))
     }
 
     /// After a permanent failure or dead letter of a primary delivery, queue the route's
