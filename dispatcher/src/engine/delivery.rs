@@ -274,3 +274,141 @@ impl DeliveryJob {
         Ok(finish)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        engine::{
+            DefaultDispatcher,
+            testing::{self, OneTransaction, Recording},
+        },
+        store::JobState,
+    };
+    use postbud_channel::Channel;
+
+    const ID: &str = "T12345678.deLivery";
+
+    fn job(
+        store: Arc<dyn Store>,
+        dintero: Arc<OneTransaction>,
+        channels: &[(&str, &Arc<Recording>)],
+        route: Route,
+    ) -> DeliveryJob {
+        let channels: BTreeMap<String, Arc<dyn Channel>> = channels
+            .iter()
+            .map(|(name, channel)| ((*name).to_owned(), Arc::clone(*channel) as Arc<dyn Channel>))
+            .collect();
+        DeliveryJob {
+            store,
+            gateway: dintero,
+            dispatcher: Arc::new(DefaultDispatcher),
+            channels: Arc::new(Channels::new(channels)),
+            routes: Arc::from([route]),
+            links: None,
+            settings: testing::settings(),
+        }
+    }
+
+    /// The delivery job alone: a primary channel that refuses for good ends its delivery
+    /// failed, with the channel's words, and queues the route's fallback (not run by this job).
+    #[tokio::test]
+    async fn a_primary_refused_for_good_queues_the_routes_fallback() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let route = testing::route(&["mail"], &["post"]);
+        let lease = testing::routed(store.as_ref(), &tx, &route).await;
+        let mail = Arc::new(Recording {
+            fails: Some((ErrorKind::Permanent, "no such mailbox")),
+            ..Recording::default()
+        });
+        let post = Arc::new(Recording::default());
+        let channels = [("mail", &mail), ("post", &post)];
+        let job = job(store, OneTransaction::new(tx), &channels, route);
+
+        let delivered = job.attempt(&lease, None).await.expect("attempt");
+
+        match delivered {
+            Delivered::Ended(Finish::Failed(why)) => {
+                assert!(why.contains("no such mailbox"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*mail.sent.lock().expect("lock"), [lease.job.id.as_str()]);
+        assert!(post.sent.lock().expect("lock").is_empty());
+        let jobs = job.store.jobs(ID).await.expect("jobs");
+        let fallback = jobs
+            .iter()
+            .find(|j| j.channel.as_deref() == Some("post"))
+            .expect("the fallback queued");
+        assert_eq!(
+            (fallback.kind, fallback.role, fallback.state),
+            (JobKind::Deliver, Some(Role::Fallback), JobState::Queued)
+        );
+    }
+
+    /// A passing failure is retried later and sets off no fallback; a delivery that waited and
+    /// finds the invoice voided at Dintero is not sent, ends itself, and says so to the flow.
+    #[tokio::test]
+    async fn a_passing_failure_retries_and_a_void_meanwhile_sends_nothing() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let mut route = testing::route(&["mail"], &["post"]);
+        route.delay = Some(Duration::from_millis(1));
+        let lease = testing::routed(store.as_ref(), &tx, &route).await;
+        let mail = Arc::new(Recording {
+            fails: Some((ErrorKind::Temporary, "the server is busy")),
+            ..Recording::default()
+        });
+        let post = Arc::new(Recording::default());
+        let dintero = OneTransaction::new(tx);
+        let job = job(
+            store,
+            Arc::clone(&dintero),
+            &[("mail", &mail), ("post", &post)],
+            route,
+        );
+
+        match job.attempt(&lease, None).await.expect("attempt") {
+            Delivered::Ended(Finish::Retry { error, .. }) => assert!(error.contains("busy")),
+            other => panic!("{other:?}"),
+        }
+        let jobs = job.store.jobs(ID).await.expect("jobs");
+        assert!(
+            jobs.iter().all(|j| j.role != Some(Role::Fallback)),
+            "{jobs:?}"
+        );
+
+        dintero.show(testing::transaction(ID, "AUTHORIZATION_VOIDED", json!([])));
+        let delivered = job.attempt(&lease, None).await.expect("attempt");
+
+        assert!(
+            matches!(delivered, Delivered::VoidedMeanwhile),
+            "{delivered:?}"
+        );
+        assert_eq!(
+            mail.sent.lock().expect("lock").len(),
+            1,
+            "sent once, before the void"
+        );
+        let delivery = job
+            .store
+            .job(&lease.job.id)
+            .await
+            .expect("read")
+            .expect("job");
+        assert_eq!(delivery.state, JobState::Failed);
+        assert!(
+            delivery
+                .last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("voided at Dintero"),
+            "{delivery:?}"
+        );
+    }
+}

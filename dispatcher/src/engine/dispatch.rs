@@ -741,3 +741,64 @@ fn confirmed(event: &str, reference: Option<&str>) -> Confirmation {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use postbud_sandbox::{Sandbox, SandboxConfig, Seed};
+
+    use super::*;
+    use crate::{
+        dintero::DinteroClient,
+        engine::{DefaultDispatcher, testing},
+    };
+
+    /// The dispatch job alone against the sandbox: one attempt captures once, keeps the invoice
+    /// and hands the delivery due now to this worker with exactly what it stored.
+    #[tokio::test]
+    async fn a_dispatch_captures_once_and_hands_over_the_delivery_due_now() {
+        let sandbox = Sandbox::start(SandboxConfig::default())
+            .await
+            .expect("sandbox");
+        let id = sandbox.seed(Seed::default());
+        let (dir, store) = testing::sqlite().await;
+        let toml = format!(
+            "{}\n[channels.archive]\nkind = \"folder\"\npath = \"{}/invoices\"\n\n[[routes]]\ndeliver = [\"archive\"]\n",
+            sandbox.dintero_toml(),
+            dir.path().display()
+        );
+        let settings = crate::Settings::from_toml(&toml).expect("settings");
+        let dintero = settings.require_dintero().expect("dintero").clone();
+        let job = DispatchJob {
+            store: Arc::clone(&store),
+            gateway: Arc::new(DinteroClient::new(dintero).expect("client")),
+            dispatcher: Arc::new(DefaultDispatcher),
+            routes: settings.routes.clone().into(),
+            links: None,
+            settings: testing::settings(),
+            capture_grace: Duration::from_secs(6),
+            wake: Arc::new(Notify::new()),
+        };
+        store.submit(&id).await.expect("submit");
+        let lease = testing::claim(store.as_ref(), &id).await.expect("lease");
+
+        let attempt = job.attempt(&lease).await.expect("attempt");
+
+        assert!(
+            matches!(attempt.finish, Finish::Recorded),
+            "{:?}",
+            attempt.finish
+        );
+        assert_eq!(sandbox.captures(&id), 1);
+        let next = attempt.next.expect("the delivery due now, handed over");
+        assert_eq!(next.lease.job.kind, JobKind::Deliver);
+        assert_eq!(next.lease.job.channel.as_deref(), Some("archive"));
+        let routed = next.routed.expect("what the dispatch stored");
+        assert_eq!(routed.route.deliver, ["archive"]);
+        let stored = store.invoice(&id).await.expect("read").expect("kept");
+        assert_eq!(routed.invoice.pdf.sha256, stored.pdf.sha256);
+        let dispatch = store.dispatch(&id).await.expect("read").expect("dispatch");
+        assert!(dispatch.captured_at.is_some(), "{dispatch:?}");
+        // Nothing else is due: the delivery is this worker's already.
+        assert!(testing::claim(store.as_ref(), &id).await.is_none());
+    }
+}

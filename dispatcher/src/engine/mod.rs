@@ -19,6 +19,8 @@ mod flow;
 mod job;
 mod outcome;
 mod runner;
+#[cfg(test)]
+mod testing;
 mod void;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};

@@ -131,3 +131,84 @@ impl VoidJob {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::testing::{self, OneTransaction, Recording};
+    use postbud_channel::Channel;
+
+    const ID: &str = "T12345678.voidIng";
+
+    /// The void job alone: an accepted void is waited for until Dintero shows the `VOID` event
+    /// answering it; then the pending work stops and a cancellation notice is queued through
+    /// each channel that delivered the invoice and can send one, and only those.
+    #[tokio::test]
+    async fn a_confirmed_void_queues_notices_only_where_they_can_be_sent() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let route = testing::route(&["mail", "archive"], &[]);
+        let first = testing::routed(store.as_ref(), &tx, &route).await;
+        let second = testing::claim(store.as_ref(), ID)
+            .await
+            .expect("second delivery");
+        for lease in [&first, &second] {
+            store
+                .finish(lease, Finish::Done("sent".into()))
+                .await
+                .expect("delivered");
+        }
+        let mail = Arc::new(Recording {
+            cancels: true,
+            ..Recording::default()
+        });
+        let archive = Arc::new(Recording::default());
+        let channels: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::from([
+            ("mail".to_owned(), mail as Arc<dyn Channel>),
+            ("archive".to_owned(), archive as Arc<dyn Channel>),
+        ]);
+        let dintero = OneTransaction::new(tx);
+        let job = VoidJob {
+            store: Arc::clone(&store),
+            gateway: Arc::clone(&dintero) as Arc<dyn DinteroApi>,
+            channels: Arc::new(Channels::new(channels)),
+            settings: testing::settings(),
+            wake: Arc::new(Notify::new()),
+        };
+        job.await_void(ID, Some("req-1")).await.expect("await");
+        let lease = testing::claim(store.as_ref(), ID)
+            .await
+            .expect("the void job");
+        assert_eq!(lease.job.kind, JobKind::Void);
+        let cancels = |jobs: &[crate::store::Job]| {
+            jobs.iter()
+                .filter(|j| j.kind == JobKind::Cancel)
+                .filter_map(|j| j.channel.clone())
+                .collect::<Vec<_>>()
+        };
+
+        // Accepted, not settled: keep looking, nothing stopped.
+        match job.attempt(&lease).await.expect("attempt") {
+            Finish::Retry { error, .. } => assert!(error.contains("waiting for its VOID event")),
+            other => panic!("{other:?}"),
+        }
+        assert!(cancels(&store.jobs(ID).await.expect("jobs")).is_empty());
+
+        dintero.show(testing::transaction(
+            ID,
+            "AUTHORIZED",
+            json!([{"event": "VOID", "success": true, "request_id": "req-1"}]),
+        ));
+        match job.attempt(&lease).await.expect("attempt") {
+            Finish::Done(what) => assert!(what.contains("Dintero confirmed the void"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cancels(&store.jobs(ID).await.expect("jobs")), ["mail"]);
+        let dispatch = store.dispatch(ID).await.expect("read").expect("dispatch");
+        assert_eq!(dispatch.stage, crate::store::Stage::Voided);
+    }
+}
