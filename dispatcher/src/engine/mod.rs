@@ -1,13 +1,13 @@
 //! The capture-then-deliver engine: a runner and three jobs.
 //!
-//! The [runner](runner) claims jobs, holds and renews their leases, catches panics and records
-//! how each attempt ended. The jobs do the work, each in its own module: the
-//! [dispatch job](dispatch) reads the transaction, decides eligibility, fetches and keeps the
-//! PDF, captures (unless Dintero already shows collection started), picks a route and queues
-//! one delivery job per channel instance; the [delivery job](delivery) runs one of those with
-//! its own retries, falls back when it fails for good, and ends delivered, failed or
-//! dead-lettered, never dropped; the [void job](void) applies a void Dintero confirmed. The
-//! [flow](flow) hands each job kind to its job.
+//! The runner (`runner`) claims jobs, holds and renews their leases, catches panics and records
+//! how each attempt ended. The jobs do the work, each in its own module: the dispatch job
+//! (`dispatch`) reads the transaction, decides eligibility, fetches and keeps the PDF, captures
+//! (unless Dintero already shows collection started), picks a route and queues one delivery
+//! job per channel instance; the delivery job (`delivery`) runs one of those with its own
+//! retries, falls back when it fails for good, and ends delivered, failed or dead-lettered,
+//! never dropped; the void job (`void`) applies a void Dintero confirmed. The flow (`flow`)
+//! hands each job kind to its job.
 
 pub mod backoff;
 mod capture;
