@@ -51,6 +51,13 @@ pub fn delay(settings: &EngineSettings, attempt: u32, retry_after: Option<Durati
         .min(settings.backoff_max)
 }
 
+/// The first moment at or after `at` (store millis) inside the send window.
+pub(crate) fn window_open(window: &crate::config::SendWindow, at: Millis) -> Millis {
+    jiff::Timestamp::from_millisecond(at)
+        .map(|t| window.next_open(t).as_millisecond())
+        .unwrap_or(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

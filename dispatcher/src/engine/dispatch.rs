@@ -1,20 +1,27 @@
-//! The dispatch job: eligibility, PDF, capture, routing.
+//! The dispatch job: it reads the transaction, decides whether the invoice is the merchant's to
+//! deliver, keeps the PDF, captures once (the capture guard: [`capture::decide`]), reads the
+//! invoice again after the capture and queues one delivery per channel of the route chosen.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
 
 use super::{
-    Engine, Handover, Routed,
+    Dispatcher, backoff,
     capture::{self, CaptureDecision},
+    job::{Attempt, Handover, Routed},
 };
 use crate::store::{Dispatch, Role, Stage};
 use crate::{
+    config::{EngineSettings, Route},
     dintero::eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
     dintero::model::Transaction,
-    dintero::{CaptureOutcome, DinteroError},
+    dintero::{CaptureOutcome, DinteroApi, DinteroError},
     ids,
+    links::LinkSigner,
     store::{
         ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob,
-        ORIGIN_CREATED, ORIGIN_DECLARED, StoreError, fmt_ms, now_ms,
+        ORIGIN_CREATED, ORIGIN_DECLARED, Store, StoreError, fmt_ms, now_ms,
     },
 };
 use postbud_channel::{ErrorKind, Pdf};
@@ -44,9 +51,62 @@ enum Capture {
     Stop(Finish),
 }
 
-impl Engine {
+/// The dispatch job, with everything it reads and writes.
+pub(crate) struct DispatchJob {
+    /// Where the dispatch, its PDF and its deliveries are kept; the clock of its decisions.
+    pub(crate) store: Arc<dyn Store>,
+    /// Dintero: the transaction, its configuration, the PDF, the capture.
+    pub(crate) gateway: Arc<dyn DinteroApi>,
+    /// The merchant's eligibility rule, PDF and routing.
+    pub(crate) dispatcher: Arc<dyn Dispatcher>,
+    /// `[[routes]]`.
+    pub(crate) routes: Arc<[Route]>,
+    /// The signer of the invoice link the channels get, when `server.public_url` is set.
+    pub(crate) links: Option<LinkSigner>,
+    /// The retry policy and the lease a delivery due now is taken with.
+    pub(crate) settings: EngineSettings,
+    /// How long a capture sent and not answered is waited for before another may be sent:
+    /// longer than the Dintero client waits for an answer.
+    pub(crate) capture_grace: Duration,
+    /// Wakes an idle worker for a transaction this job queues (under the id Dintero returns).
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl DispatchJob {
+    /// The bookkeeping of a dispatch that ended for good outside its own code: the dispatch
+    /// shows the reason.
+    pub(super) async fn given_up(
+        &self,
+        lease: &Lease,
+        finish: Finish,
+    ) -> Result<Finish, StoreError> {
+        if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
+            self.mark_failed(lease, reason).await?;
+        }
+        Ok(finish)
+    }
+
+    /// The retry decision for a failure of kind `kind` after the lease's attempt.
+    fn failure(
+        &self,
+        lease: &Lease,
+        kind: ErrorKind,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Finish {
+        let now = self.store.now();
+        backoff::after_failure(
+            &self.settings,
+            lease.job.attempts,
+            kind,
+            retry_after,
+            error,
+            now,
+        )
+    }
+
     /// Records the dispatch as failed for good, with the reason `status` shows.
-    pub(super) async fn mark_failed(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+    async fn mark_failed(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
         let patch = DispatchPatch {
             stage: Some(Stage::Failed),
             reason: Some(Some(reason.to_owned())),
@@ -77,7 +137,9 @@ impl Engine {
         let account = lease.job.transaction_id.split('.').next();
         let reason = match crate::dintero::transaction_id::check(real, account) {
             Ok(real) => {
-                self.submit(real).await?;
+                if self.store.submit(real).await? {
+                    self.wake.notify_one();
+                }
                 format!(
                     "Dintero returns this transaction as {real}; it is dispatched under that id"
                 )
@@ -179,21 +241,17 @@ impl Engine {
         }
     }
 
-    /// One attempt at the dispatch job. A delivery due now comes back in `next`, leased to this
-    /// worker with the invoice and route just stored, to run right after this attempt without
-    /// another claim or a read.
-    pub(super) async fn run_dispatch(
-        &self,
-        lease: &Lease,
-        next: &mut Option<Handover>,
-    ) -> Result<Finish, StoreError> {
+    /// One attempt at the dispatch job. A delivery due now comes back in [`Attempt::next`],
+    /// leased to this worker with the invoice and route just stored, to run right after this
+    /// attempt without another claim or a read.
+    pub(super) async fn attempt(&self, lease: &Lease) -> Result<Attempt, StoreError> {
         let id = lease.job.transaction_id.as_str();
         let tx = match self.gateway.transaction(id).await {
             Ok(tx) => tx,
-            Err(e) => return self.gateway_failure(lease, e).await,
+            Err(e) => return self.gateway_failure(lease, e).await.map(Attempt::from),
         };
         if tx.id != id {
-            return self.alias(lease, &tx.id).await;
+            return self.alias(lease, &tx.id).await.map(Attempt::from);
         }
         // Read once (by the claim, where the store does) for both the decision and the capture:
         // only this attempt's lease writes what they look at, and a writer that fences it out
@@ -205,7 +263,7 @@ impl Engine {
         let (invoice_number, invoice_url, decided) =
             match self.decide(lease, &tx, dispatch.as_ref()).await? {
                 Ok(decision) => decision,
-                Err(finish) => return Ok(finish),
+                Err(finish) => return Ok(finish.into()),
             };
         // Route before capture: collection must not start for an invoice nobody will deliver.
         let Some(route) = self.dispatcher.route(&self.routes, &tx) else {
@@ -219,7 +277,8 @@ impl Engine {
                         tx.billing_address.as_ref().and_then(|a| a.country.as_deref()).unwrap_or("unknown")
                     ),
                 )
-                .await;
+                .await
+                .map(Attempt::from);
         };
         let before = match self.pdf(lease, &tx, &invoice_number, &invoice_url).await? {
             Ok(before) => before,
@@ -228,19 +287,19 @@ impl Engine {
                     message: format!("{}; nothing was captured", e.message),
                     ..e
                 };
-                return self.gateway_failure(lease, e).await;
+                return self.gateway_failure(lease, e).await.map(Attempt::from);
             }
         };
         let mut confirmation = match self.capture(lease, &tx, dispatch.as_ref(), &before).await? {
             Capture::Started(confirmation) => confirmation,
-            Capture::Stop(finish) => return Ok(finish),
+            Capture::Stop(finish) => return Ok(finish.into()),
         };
         let (tx, invoice_number, final_pdf) = match self
             .read_after_capture(lease, &invoice_number, &invoice_url, &mut confirmation)
             .await?
         {
             Ok(found) => found,
-            Err(finish) => return Ok(finish),
+            Err(finish) => return Ok(finish.into()),
         };
         let pdf = before.pdf;
         let pdf_note = if final_pdf.sha256 == pdf.sha256 {
@@ -259,7 +318,7 @@ impl Engine {
         let route_cfg = &self.routes[route];
         let mut due = self.store.now() + route_cfg.delay.map_or(0, |d| d.as_millis() as i64);
         if let Some(window) = &route_cfg.window {
-            due = window_open(window, due);
+            due = backoff::window_open(window, due);
         }
         let jobs: Vec<NewJob> = route_cfg
             .deliver
@@ -296,14 +355,17 @@ impl Engine {
                 },
             )
             .await?;
-        *next = leased.map(|lease| Handover {
+        let next = leased.map(|lease| Handover {
             lease,
             routed: Some(Routed {
                 invoice,
                 route: route_cfg.clone(),
             }),
         });
-        Ok(Finish::Recorded)
+        Ok(Attempt {
+            finish: Finish::Recorded,
+            next,
+        })
     }
 
     /// Dintero's order is capture, then retrieve: the transaction is read again and the PDF
@@ -680,9 +742,63 @@ fn confirmed(event: &str, reference: Option<&str>) -> Confirmation {
     }
 }
 
-/// The first moment at or after `at` (store millis) inside the window.
-pub(super) fn window_open(window: &crate::config::SendWindow, at: i64) -> i64 {
-    jiff::Timestamp::from_millisecond(at)
-        .map(|t| window.next_open(t).as_millisecond())
-        .unwrap_or(at)
+#[cfg(test)]
+mod tests {
+    use postbud_sandbox::{Sandbox, SandboxConfig, Seed};
+
+    use super::*;
+    use crate::{
+        dintero::DinteroClient,
+        engine::{DefaultDispatcher, testing},
+    };
+
+    /// The dispatch job alone against the sandbox: one attempt captures once, keeps the invoice
+    /// and hands the delivery due now to this worker with exactly what it stored.
+    #[tokio::test]
+    async fn a_dispatch_captures_once_and_hands_over_the_delivery_due_now() {
+        let sandbox = Sandbox::start(SandboxConfig::default())
+            .await
+            .expect("sandbox");
+        let id = sandbox.seed(Seed::default());
+        let (dir, store) = testing::sqlite().await;
+        let toml = format!(
+            "{}\n[channels.archive]\nkind = \"folder\"\npath = \"{}/invoices\"\n\n[[routes]]\ndeliver = [\"archive\"]\n",
+            sandbox.dintero_toml(),
+            dir.path().display()
+        );
+        let settings = crate::Settings::from_toml(&toml).expect("settings");
+        let dintero = settings.require_dintero().expect("dintero").clone();
+        let job = DispatchJob {
+            store: Arc::clone(&store),
+            gateway: Arc::new(DinteroClient::new(dintero).expect("client")),
+            dispatcher: Arc::new(DefaultDispatcher),
+            routes: settings.routes.clone().into(),
+            links: None,
+            settings: testing::settings(),
+            capture_grace: Duration::from_secs(6),
+            wake: Arc::new(Notify::new()),
+        };
+        store.submit(&id).await.expect("submit");
+        let lease = testing::claim(store.as_ref(), &id).await.expect("lease");
+
+        let attempt = job.attempt(&lease).await.expect("attempt");
+
+        assert!(
+            matches!(attempt.finish, Finish::Recorded),
+            "{:?}",
+            attempt.finish
+        );
+        assert_eq!(sandbox.captures(&id), 1);
+        let next = attempt.next.expect("the delivery due now, handed over");
+        assert_eq!(next.lease.job.kind, JobKind::Deliver);
+        assert_eq!(next.lease.job.channel.as_deref(), Some("archive"));
+        let routed = next.routed.expect("what the dispatch stored");
+        assert_eq!(routed.route.deliver, ["archive"]);
+        let stored = store.invoice(&id).await.expect("read").expect("kept");
+        assert_eq!(routed.invoice.pdf.sha256, stored.pdf.sha256);
+        let dispatch = store.dispatch(&id).await.expect("read").expect("dispatch");
+        assert!(dispatch.captured_at.is_some(), "{dispatch:?}");
+        // Nothing else is due: the delivery is this worker's already.
+        assert!(testing::claim(store.as_ref(), &id).await.is_none());
+    }
 }

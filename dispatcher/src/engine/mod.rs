@@ -1,97 +1,71 @@
-//! The capture-then-deliver engine.
+//! The capture-then-deliver engine: a runner and three jobs.
 //!
-//! A dispatch job reads the transaction, decides eligibility, fetches and keeps the PDF,
-//! captures (unless Dintero already shows collection started), picks a route and queues one
-//! delivery job per channel instance. Delivery jobs run independently with their own retries,
-//! fall back when they fail for good, and end delivered, failed or dead-lettered, never dropped.
+//! The runner (`runner`) claims jobs, holds and renews their leases, catches panics and records
+//! how each attempt ended. The jobs do the work, each in its own module: the dispatch job
+//! (`dispatch`) reads the transaction, decides eligibility, fetches and keeps the PDF, captures
+//! (unless Dintero already shows collection started), picks a route and queues one delivery
+//! job per channel instance; the delivery job (`delivery`) runs one of those with its own
+//! retries, falls back when it fails for good, and ends delivered, failed or dead-lettered,
+//! never dropped; the void job (`void`) applies a void Dintero confirmed. The flow (`flow`)
+//! hands each job kind to its job.
 
 pub mod backoff;
 mod capture;
-mod deliver;
+mod channels;
+mod delivery;
 mod dispatch;
 mod dispatcher;
+mod flow;
+mod job;
 mod outcome;
+mod runner;
+#[cfg(test)]
+mod testing;
 mod void;
-mod worker;
 
-use std::{collections::BTreeMap, fmt, panic::AssertUnwindSafe, sync::Arc, time::Duration};
-
-use futures_util::FutureExt;
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 use tokio::sync::{Notify, watch};
-use tracing::Instrument;
 
 pub use self::{
+    channels::Channels,
     dispatch::COLLECTION_STARTED_ELSEWHERE,
     dispatcher::{DefaultDispatcher, Dispatcher},
     outcome::Outcome,
+};
+use self::{
+    delivery::DeliveryJob, dispatch::DispatchJob, flow::Flow, runner::Runner, void::VoidJob,
 };
 use crate::{
     config::{EngineSettings, Route},
     dintero::DinteroApi,
     links::LinkSigner,
-    store::{Claim, Finish, Lease, Store, StoreError},
+    store::{Store, StoreError, VoidEffect},
 };
-use postbud_channel::{Channel, ErrorKind, Invoice};
+use postbud_channel::Channel;
 
 /// The capture grace of an engine built without a Dintero timeout: three times Dintero's
 /// default 30 s.
 const DEFAULT_CAPTURE_GRACE: Duration = Duration::from_secs(90);
 
-/// A job for this worker to run next: a delivery leased by the dispatch that routed it comes
-/// with what that dispatch just stored, so it starts without reading it back.
-struct Handover {
-    lease: Lease,
-    routed: Option<Routed>,
-}
-
-/// What a dispatch stored as it routed the invoice, exactly as stored: the invoice with its PDF
-/// and the route chosen.
-struct Routed {
-    invoice: Invoice,
-    route: Route,
-}
-
-/// The text of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
-}
-
-/// Runs jobs from the store.
+/// The runner with the flow's three jobs, and the channels they send through.
 pub struct Engine {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) gateway: Arc<dyn DinteroApi>,
-    pub(crate) channels: BTreeMap<String, Arc<dyn Channel>>,
-    pub(crate) routes: Vec<Route>,
-    pub(crate) settings: EngineSettings,
-    pub(crate) links: Option<LinkSigner>,
-    pub(crate) dispatcher: Arc<dyn Dispatcher>,
-    pub(crate) wake: Notify,
-    pub(crate) owner: String,
-    pub(crate) metrics: crate::metrics::Metrics,
-    /// How long a capture sent and not answered is waited for before another may be sent:
-    /// longer than the Dintero client waits for an answer (see [`Engine::with_capture_grace`]).
-    pub(crate) capture_grace: Duration,
-    /// Whether [`Engine::run`] started the workers (only then does `/healthz` count them).
-    pub(crate) workers_started: std::sync::atomic::AtomicBool,
+    runner: Arc<Runner<Flow>>,
+    channels: Arc<Channels>,
 }
 
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("owner", &self.owner)
-            .field("channels", &self.channels.keys().collect::<Vec<_>>())
-            .field("routes", &self.routes.len())
+            .field("owner", &self.runner.owner())
+            .field("channels", &self.channels)
+            .field("routes", &self.runner.jobs().dispatch.routes.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Engine {
-    /// Assembles an engine.
+    /// Assembles an engine: each job gets what it needs of these.
     pub fn new(
         store: Arc<dyn Store>,
         gateway: Arc<dyn DinteroApi>,
@@ -101,20 +75,40 @@ impl Engine {
         links: Option<LinkSigner>,
         dispatcher: Arc<dyn Dispatcher>,
     ) -> Self {
-        let owner = format!("{}-{}", std::process::id(), fastrand::u32(..));
+        let channels = Arc::new(Channels::new(channels));
+        let routes: Arc<[Route]> = routes.into();
+        let wake = Arc::new(Notify::new());
+        let flow = Flow {
+            dispatch: DispatchJob {
+                store: Arc::clone(&store),
+                gateway: Arc::clone(&gateway),
+                dispatcher: Arc::clone(&dispatcher),
+                routes: Arc::clone(&routes),
+                links: links.clone(),
+                settings: settings.clone(),
+                capture_grace: DEFAULT_CAPTURE_GRACE,
+                wake: Arc::clone(&wake),
+            },
+            delivery: DeliveryJob {
+                store: Arc::clone(&store),
+                gateway: Arc::clone(&gateway),
+                dispatcher,
+                channels: Arc::clone(&channels),
+                routes,
+                links,
+                settings: settings.clone(),
+            },
+            void: VoidJob {
+                store: Arc::clone(&store),
+                gateway,
+                channels: Arc::clone(&channels),
+                settings: settings.clone(),
+                wake: Arc::clone(&wake),
+            },
+        };
         Self {
-            store,
-            gateway,
+            runner: Arc::new(Runner::new(store, settings, wake, flow)),
             channels,
-            routes,
-            settings,
-            links,
-            dispatcher,
-            wake: Notify::new(),
-            owner,
-            metrics: crate::metrics::Metrics::default(),
-            capture_grace: DEFAULT_CAPTURE_GRACE,
-            workers_started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -123,214 +117,80 @@ impl Engine {
     /// fetched (up to one timeout), then may be in flight up to another, and a capture Dintero
     /// applies late, after the client gave up, shows in its events within the third.
     pub fn with_capture_grace(mut self, client_timeout: Duration) -> Self {
-        self.capture_grace = client_timeout.saturating_mul(3);
+        // An engine owned here has no workers running (they hold it in an `Arc`), so the
+        // runner is not shared yet.
+        if let Some(runner) = Arc::get_mut(&mut self.runner) {
+            runner.jobs_mut().dispatch.capture_grace = client_timeout.saturating_mul(3);
+        }
         self
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        self.runner.store()
     }
 
     /// This engine's figures, for `/metrics`.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.metrics
+        self.runner.metrics()
+    }
+
+    /// The channel instances the jobs send through.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
     }
 
     /// Queues a transaction and wakes an idle worker.
     pub async fn submit(&self, transaction_id: &str) -> Result<bool, StoreError> {
-        let queued = self.store.submit(transaction_id).await?;
-        if queued {
-            self.wake.notify_one();
-        }
-        Ok(queued)
+        self.runner.submit(transaction_id).await
     }
 
     /// Runs one claimed job to the end of this attempt, renewing its lease meanwhile, then the
     /// delivery the attempt leased to this worker, if it did (a dispatch whose route delivers
-    /// now).
-    pub async fn process(&self, lease: Lease) -> Result<(), StoreError> {
-        self.process_then_claim(lease, None).await.0
+    /// now). For this workspace's tests, which claim by hand.
+    #[cfg(feature = "unstable-internals")]
+    pub async fn process(&self, lease: crate::store::Lease) -> Result<(), StoreError> {
+        self.runner.process(lease).await
     }
 
-    /// As [`Self::process`], then claims with `then` in the same write as the last attempt's
-    /// end, unless its shutdown signal has turned true by then: the jobs this worker runs next.
-    pub(crate) async fn process_then_claim(
-        &self,
-        lease: Lease,
-        then: Option<(&Claim<'_>, &watch::Receiver<bool>)>,
-    ) -> (Result<(), StoreError>, Vec<Lease>) {
-        let mut next = Some(Handover {
-            lease,
-            routed: None,
-        });
-        let mut result = Ok(());
-        let mut claimed = Vec::new();
-        while let Some(Handover { lease, routed }) = next.take() {
-            let span = tracing::info_span!(
-                "job",
-                id = %lease.job.id,
-                kind = %lease.job.kind,
-                transaction = %lease.job.transaction_id,
-                channel = lease.job.channel.as_deref().unwrap_or(""),
-                attempt = lease.job.attempts,
-            );
-            let done = self
-                .process_in_span(lease, routed, &mut next, then, &mut claimed)
-                .instrument(span)
-                .await;
-            result = result.and(done);
-        }
-        (result, claimed)
+    /// Runs `settings.workers` workers until `shutdown` turns true. Each claims one job at a
+    /// time, a busy one with the end of its previous attempt; idle workers wake on new work or
+    /// every `poll_interval`.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        Arc::clone(&self.runner).run(shutdown).await;
     }
 
-    /// One attempt. When it ends as attempts do (not given up unrecorded, not fenced out) and
-    /// hands over no delivery in `next`, its end is written with the claim `then` (unless
-    /// shutting down), whose leases land in `claimed`.
-    async fn process_in_span(
+    /// Workers running and configured, once [`Engine::run`] started them.
+    pub fn workers(&self) -> Option<(usize, usize)> {
+        self.runner.workers()
+    }
+
+    /// Submits the transaction and works on its jobs now, waiting up to `wait` for retries that
+    /// come due, then reports where every job stands.
+    pub async fn deliver_now(
         &self,
-        lease: Lease,
-        routed: Option<Routed>,
-        next: &mut Option<Handover>,
-        then: Option<(&Claim<'_>, &watch::Receiver<bool>)>,
-        claimed: &mut Vec<Lease>,
+        transaction_id: &str,
+        wait: Duration,
+    ) -> Result<Outcome, StoreError> {
+        self.runner.deliver_now(transaction_id, wait).await
+    }
+
+    /// Dintero confirmed the void: stops the pending deliveries and queues a cancellation notice
+    /// through every channel that delivered the invoice and can send one.
+    pub async fn voided(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
+        self.runner.jobs().void.voided(transaction_id).await
+    }
+
+    /// Queues the job that waits for Dintero to settle a void it accepted with 202.
+    pub async fn await_void(
+        &self,
+        transaction_id: &str,
+        request_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        if lease.job.attempts > self.settings.max_attempts {
-            // Attempts are counted when claimed: this many claims without a recorded end means
-            // every earlier attempt died (a crash, a kill) before it could say so.
-            let finish = Finish::Dead(format!(
-                "gave up after {} attempts: the earlier attempts never recorded an end (the process died during them)",
-                lease.job.attempts - 1
-            ));
-            let finish = self.given_up(&lease, finish).await?;
-            return self.record_finish(&lease, finish, None).await.map(drop);
-        }
-        // A panic is a bug in a channel or in Postbud: it ends this attempt, recorded as failed,
-        // and the worker goes on with the next job.
-        let work = AssertUnwindSafe(async {
-            match lease.job.kind {
-                crate::store::JobKind::Dispatch => self.run_dispatch(&lease, next).await,
-                crate::store::JobKind::Void => self.run_void(&lease).await,
-                _ => self.run_delivery(&lease, routed).await,
-            }
-        })
-        .catch_unwind();
-        let renew = async {
-            let every = self.settings.lease / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                match self.store.renew(&lease, self.settings.lease).await {
-                    Ok(()) => {}
-                    Err(StoreError::LeaseLost(_)) => {
-                        tracing::warn!("lease lost; abandoning this attempt");
-                        return;
-                    }
-                    // A passing database error: keep working, renew again next tick.
-                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-                }
-            }
-        };
-        let started = std::time::Instant::now();
-        let finish = tokio::select! {
-            outcome = work => match outcome {
-                Ok(Ok(finish)) => finish,
-                Ok(Err(StoreError::LeaseLost(id))) => return Err(StoreError::LeaseLost(id)),
-                // The store failed mid-attempt: an attempt like any other, so max_attempts ends
-                // it, with the error kept where `status` shows it.
-                Ok(Err(StoreError::Database(e) | StoreError::Missing(e))) => self.failure(
-                    &lease,
-                    ErrorKind::Temporary,
-                    None,
-                    format!("the store failed during the attempt: {e}"),
-                ),
-                Err(panic) => {
-                    let finish = Finish::Failed(format!(
-                        "the attempt panicked ({}); fix the cause, then `postbud retry`",
-                        panic_message(panic.as_ref())
-                    ));
-                    self.given_up(&lease, finish).await?
-                }
-            },
-            () = renew => {
-                // Lost the lease: whatever this attempt does next would be refused anyway.
-                return Err(StoreError::LeaseLost(lease.job.id.clone()));
-            }
-        };
-        tracing::info!(outcome = ?finish, "attempt finished");
-        self.metrics.attempt(&lease.job, &finish, started.elapsed());
-        let then = then
-            .filter(|(_, shutdown)| next.is_none() && !*shutdown.borrow())
-            .map(|(claim, _)| claim);
-        let result = self.record_finish(&lease, finish, then).await;
-        self.wake.notify_one();
-        result.map(|leases| claimed.extend(leases))
-    }
-
-    /// The bookkeeping of a job that ended for good outside its own code (a panic, attempts that
-    /// died unrecorded): a dispatch shows the reason, a primary delivery's fallbacks run.
-    async fn given_up(&self, lease: &Lease, finish: Finish) -> Result<Finish, StoreError> {
-        match (&finish, lease.job.kind) {
-            (Finish::Failed(reason) | Finish::Dead(reason), crate::store::JobKind::Dispatch) => {
-                self.mark_failed(lease, reason).await?;
-                Ok(finish)
-            }
-            (_, crate::store::JobKind::Deliver) => self.failed_for_good(lease, finish).await,
-            _ => Ok(finish),
-        }
-    }
-
-    /// Records the end of an attempt, with the claim `then` when given. The side effect has
-    /// happened; if the store is briefly unreachable, keep trying for a while: the fenced write
-    /// still lands as long as nobody took the job over, and every write that lands is a repeat
-    /// avoided.
-    async fn record_finish(
-        &self,
-        lease: &Lease,
-        finish: Finish,
-        then: Option<&Claim<'_>>,
-    ) -> Result<Vec<Lease>, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.settings.lease * 5;
-        let mut wait = Duration::from_millis(100);
-        loop {
-            let recorded = match then {
-                Some(claim) => {
-                    self.store
-                        .finish_then_claim(lease, finish.clone(), claim)
-                        .await
-                }
-                None => self
-                    .store
-                    .finish(lease, finish.clone())
-                    .await
-                    .map(|()| Vec::new()),
-            };
-            match recorded {
-                Err(StoreError::Database(e)) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "recording the attempt failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(500));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// The retry decision for a failure of kind `kind` after the lease's attempt.
-    pub(crate) fn failure(
-        &self,
-        lease: &Lease,
-        kind: ErrorKind,
-        retry_after: Option<Duration>,
-        error: String,
-    ) -> Finish {
-        let at = self.store.now();
-        backoff::after_failure(
-            &self.settings,
-            lease.job.attempts,
-            kind,
-            retry_after,
-            error,
-            at,
-        )
+        self.runner
+            .jobs()
+            .void
+            .await_void(transaction_id, request_id)
+            .await
     }
 }

@@ -1,26 +1,42 @@
-//! Voids: only Dintero's confirmation stops pending deliveries and sends cancellation notices.
+//! The void job: only Dintero's confirmation of a void stops the pending deliveries and sends
+//! cancellation notices; a void Dintero accepted (202) is waited for by a job that reads it.
 
-use super::Engine;
-use crate::store::Role;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
+
+use super::{Channels, backoff};
 use crate::{
+    config::EngineSettings,
+    dintero::DinteroApi,
     ids,
-    store::{Finish, JobKind, Lease, NewJob, StoreError, VoidEffect},
+    store::{Finish, JobKind, Lease, NewJob, Role, Store, StoreError, VoidEffect},
 };
 use postbud_channel::ErrorKind;
 
-impl Engine {
+/// The void job, with everything it reads and writes.
+pub(crate) struct VoidJob {
+    /// The void recorded, the pending jobs stopped, the notices queued.
+    pub(crate) store: Arc<dyn Store>,
+    /// Dintero: the outcome of an accepted void.
+    pub(crate) gateway: Arc<dyn DinteroApi>,
+    /// Which channels can send a cancellation notice.
+    pub(crate) channels: Arc<Channels>,
+    /// The retry policy of the wait for an accepted void.
+    pub(crate) settings: EngineSettings,
+    /// Wakes an idle worker for the notices and waits this job queues.
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl VoidJob {
     /// Dintero confirmed the void: stops the pending deliveries and queues a cancellation notice
     /// through every channel that delivered the invoice and can send one.
-    pub async fn voided(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
+    pub(super) async fn voided(&self, transaction_id: &str) -> Result<VoidEffect, StoreError> {
         let effect = self.store.void(transaction_id).await?;
         let notices: Vec<NewJob> = effect
             .delivered_channels
             .iter()
-            .filter(|name| {
-                self.channels
-                    .get(*name)
-                    .is_some_and(|c| c.supports_cancel())
-            })
+            .filter(|name| self.channels.can_cancel(name))
             .map(|name| NewJob {
                 id: ids::cancel_id(transaction_id, name),
                 kind: JobKind::Cancel,
@@ -37,7 +53,7 @@ impl Engine {
     }
 
     /// Queues the job that waits for Dintero to settle a void it accepted with 202.
-    pub async fn await_void(
+    pub(super) async fn await_void(
         &self,
         transaction_id: &str,
         request_id: Option<&str>,
@@ -62,7 +78,7 @@ impl Engine {
 
     /// One look at the transaction for the outcome of an accepted void: the `VOID` event
     /// answering its request (or the voided status) settles it.
-    pub(super) async fn run_void(&self, lease: &Lease) -> Result<Finish, StoreError> {
+    pub(super) async fn attempt(&self, lease: &Lease) -> Result<Finish, StoreError> {
         let id = lease.job.transaction_id.as_str();
         let request_id = self
             .store
@@ -94,5 +110,105 @@ impl Engine {
                 "void accepted by Dintero (202); waiting for its VOID event".into(),
             )),
         }
+    }
+
+    /// The retry decision for a failure of kind `kind` after the lease's attempt.
+    fn failure(
+        &self,
+        lease: &Lease,
+        kind: ErrorKind,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Finish {
+        let now = self.store.now();
+        backoff::after_failure(
+            &self.settings,
+            lease.job.attempts,
+            kind,
+            retry_after,
+            error,
+            now,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::testing::{self, OneTransaction, Recording};
+    use postbud_channel::Channel;
+
+    const ID: &str = "T12345678.voidIng";
+
+    /// The void job alone: an accepted void is waited for until Dintero shows the `VOID` event
+    /// answering it; then the pending work stops and a cancellation notice is queued through
+    /// each channel that delivered the invoice and can send one, and only those.
+    #[tokio::test]
+    async fn a_confirmed_void_queues_notices_only_where_they_can_be_sent() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let route = testing::route(&["mail", "archive"], &[]);
+        let first = testing::routed(store.as_ref(), &tx, &route).await;
+        let second = testing::claim(store.as_ref(), ID)
+            .await
+            .expect("second delivery");
+        for lease in [&first, &second] {
+            store
+                .finish(lease, Finish::Done("sent".into()))
+                .await
+                .expect("delivered");
+        }
+        let mail = Arc::new(Recording {
+            cancels: true,
+            ..Recording::default()
+        });
+        let archive = Arc::new(Recording::default());
+        let channels: BTreeMap<String, Arc<dyn Channel>> = BTreeMap::from([
+            ("mail".to_owned(), mail as Arc<dyn Channel>),
+            ("archive".to_owned(), archive as Arc<dyn Channel>),
+        ]);
+        let dintero = OneTransaction::new(tx);
+        let job = VoidJob {
+            store: Arc::clone(&store),
+            gateway: Arc::clone(&dintero) as Arc<dyn DinteroApi>,
+            channels: Arc::new(Channels::new(channels)),
+            settings: testing::settings(),
+            wake: Arc::new(Notify::new()),
+        };
+        job.await_void(ID, Some("req-1")).await.expect("await");
+        let lease = testing::claim(store.as_ref(), ID)
+            .await
+            .expect("the void job");
+        assert_eq!(lease.job.kind, JobKind::Void);
+        let cancels = |jobs: &[crate::store::Job]| {
+            jobs.iter()
+                .filter(|j| j.kind == JobKind::Cancel)
+                .filter_map(|j| j.channel.clone())
+                .collect::<Vec<_>>()
+        };
+
+        // Accepted, not settled: keep looking, nothing stopped.
+        match job.attempt(&lease).await.expect("attempt") {
+            Finish::Retry { error, .. } => assert!(error.contains("waiting for its VOID event")),
+            other => panic!("{other:?}"),
+        }
+        assert!(cancels(&store.jobs(ID).await.expect("jobs")).is_empty());
+
+        dintero.show(testing::transaction(
+            ID,
+            "AUTHORIZED",
+            json!([{"event": "VOID", "success": true, "request_id": "req-1"}]),
+        ));
+        match job.attempt(&lease).await.expect("attempt") {
+            Finish::Done(what) => assert!(what.contains("Dintero confirmed the void"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cancels(&store.jobs(ID).await.expect("jobs")), ["mail"]);
+        let dispatch = store.dispatch(ID).await.expect("read").expect("dispatch");
+        assert_eq!(dispatch.stage, crate::store::Stage::Voided);
     }
 }

@@ -392,7 +392,7 @@ async fn invoice_link(
     ) {
         return (StatusCode::FORBIDDEN, "this link is invalid or has expired").into_response();
     }
-    match state.app.store().document(transaction_id).await {
+    match state.app.document(transaction_id).await {
         Ok(Some(pdf)) => {
             state.app.metrics().link_served();
             (
@@ -430,9 +430,9 @@ async fn delivery_report(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(target) = state.app.engine().channels.get(&channel).cloned() else {
+    if !state.app.has_channel(&channel) {
         return (StatusCode::NOT_FOUND, format!("no channel `{channel}`")).into_response();
-    };
+    }
     // Every report URL Postbud hands a provider is signed for its channel and delivery: a report
     // that is not, whatever the provider (Twilio signs its own; most do not), is refused.
     let query: HashMap<String, String> =
@@ -483,46 +483,17 @@ async fn delivery_report(
             .collect(),
         body,
     );
-    let report = match target.report(&report).await {
-        Ok(report) => report,
-        Err(e) => {
+    let report = match state.app.channel_report(&channel, &report).await {
+        Some(Ok(report)) => report,
+        None => return (StatusCode::NOT_FOUND, format!("no channel `{channel}`")).into_response(),
+        Some(Err(e)) => {
             tracing::warn!(channel, error = %e, "delivery report refused");
             return (StatusCode::FORBIDDEN, e.message().to_owned()).into_response();
         }
     };
-    let store = state.app.store();
-    let job = match store.job(&report.delivery_id).await {
-        // The delivery the URL was signed for, and a delivery of this channel.
-        Ok(Some(job)) if job.id == delivery && job.channel.as_deref() == Some(channel.as_str()) => {
-            job
-        }
-        Ok(_) => {
-            return (StatusCode::NOT_FOUND, "no such delivery of this channel").into_response();
-        }
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store unavailable: {e}"),
-            )
-                .into_response();
-        }
-    };
-    let event = match report.delivered {
-        Some(true) => "report: delivered",
-        Some(false) => "report: undelivered",
-        None => "report: in progress",
-    };
-    let detail = format!("[{channel}] {}", report.detail);
-    match store
-        .record(&crate::store::HistoryLine {
-            transaction_id: &job.transaction_id,
-            job_id: Some(&job.id),
-            event,
-            detail: &detail,
-        })
-        .await
-    {
-        Ok(()) => (StatusCode::OK, "recorded").into_response(),
+    match state.app.record_report(&channel, delivery, &report).await {
+        Ok(true) => (StatusCode::OK, "recorded").into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, "no such delivery of this channel").into_response(),
         // Not stored means not accepted: a 5xx makes the provider send it again.
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -540,7 +511,7 @@ async fn healthz(State(state): State<ServerState>) -> Response {
 }
 
 async fn metrics(State(state): State<ServerState>) -> Response {
-    match state.app.metrics().render(state.app.store().as_ref()).await {
+    match state.app.render_metrics().await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

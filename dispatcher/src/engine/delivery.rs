@@ -1,0 +1,414 @@
+//! The delivery job: one channel instance, one attempt, at a delivery or a cancellation notice;
+//! a primary delivery that fails for good sets off its route's fallbacks.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Channels, Dispatcher, backoff, job::Routed};
+use crate::{
+    config::{EngineSettings, Route},
+    dintero::DinteroApi,
+    ids,
+    links::LinkSigner,
+    store::{Finish, HistoryLine, JobKind, Lease, NewJob, Role, Store, StoreError},
+};
+use postbud_channel::{DeliveryContext, ErrorKind, Invoice};
+
+/// The delivery job, with everything it reads and writes.
+pub(crate) struct DeliveryJob {
+    /// The invoice, the route chosen, the fallbacks queued; the clock of send windows.
+    pub(crate) store: Arc<dyn Store>,
+    /// Dintero: whether a delivery that waited was voided meanwhile, and the invoice read again
+    /// once retention pruned it.
+    pub(crate) gateway: Arc<dyn DinteroApi>,
+    /// The merchant's PDF step, for an invoice read again.
+    pub(crate) dispatcher: Arc<dyn Dispatcher>,
+    /// The channel instances it sends through.
+    pub(crate) channels: Arc<Channels>,
+    /// `[[routes]]`, for a dispatch routed before route snapshots were kept.
+    pub(crate) routes: Arc<[Route]>,
+    /// The signer of invoice links and report URLs, when `server.public_url` is set.
+    pub(crate) links: Option<LinkSigner>,
+    /// The retry policy.
+    pub(crate) settings: EngineSettings,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug)]
+pub(crate) enum Delivered {
+    /// With this end to record.
+    Ended(Finish),
+    /// Not sent: the transaction was voided at Dintero while the delivery waited. The delivery
+    /// has recorded its own end already; the void is to be applied as if Postbud had made it.
+    VoidedMeanwhile,
+}
+
+impl DeliveryJob {
+    /// The retry decision for a failure of kind `kind` after the lease's attempt.
+    fn failure(
+        &self,
+        lease: &Lease,
+        kind: ErrorKind,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Finish {
+        let now = self.store.now();
+        backoff::after_failure(
+            &self.settings,
+            lease.job.attempts,
+            kind,
+            retry_after,
+            error,
+            now,
+        )
+    }
+
+    /// The route the dispatch chose, as it was configured when it was chosen: reordering or
+    /// editing `[[routes]]` later never changes an invoice already routed. (A dispatch routed
+    /// before snapshots were kept falls back to its index in today's configuration.)
+    async fn route_of(&self, transaction_id: &str) -> Result<Option<Route>, StoreError> {
+        let Some(dispatch) = self.store.dispatch(transaction_id).await? else {
+            return Ok(None);
+        };
+        if let Some(snapshot) = &dispatch.route_snapshot {
+            return serde_json::from_str(snapshot).map(Some).map_err(|e| {
+                StoreError::Database(format!(
+                    "the route stored with {transaction_id} does not read back: {e}"
+                ))
+            });
+        }
+        Ok(dispatch.route.and_then(|r| self.routes.get(r)).cloned())
+    }
+
+    /// The invoice the store keeps for the job's transaction, or, once retention pruned it
+    /// (`store.retain`), the invoice read again from Dintero with its PDF: a retry of an invoice
+    /// that needs attention, or the notices of a void long after, still have what they need.
+    async fn stored_or_read_again(
+        &self,
+        lease: &Lease,
+    ) -> Result<Result<Invoice, Finish>, StoreError> {
+        let id = lease.job.transaction_id.as_str();
+        if let Some(invoice) = self.store.invoice(id).await? {
+            return Ok(Ok(invoice));
+        }
+        let why = format!(
+            "no invoice is stored for {id} (pruned by store.retain?), and reading it again from Dintero failed"
+        );
+        let tx = match self.gateway.transaction(id).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                return Ok(Err(self.failure(
+                    lease,
+                    e.kind,
+                    e.retry_after,
+                    format!("{why}: {e}"),
+                )));
+            }
+        };
+        let (Some(number), Some(url)) = (
+            tx.metadata_str("kravia:invoice_number"),
+            tx.metadata_str("kravia:invoice_url"),
+        ) else {
+            return Ok(Err(Finish::Failed(format!(
+                "{why}: Dintero's transaction has no kravia:invoice_number or kravia:invoice_url"
+            ))));
+        };
+        let pdf = match self
+            .dispatcher
+            .document(self.gateway.as_ref(), &tx, number, url)
+            .await
+        {
+            Ok(pdf) => pdf,
+            Err(e) => {
+                return Ok(Err(self.failure(
+                    lease,
+                    e.kind,
+                    e.retry_after,
+                    format!("{why}: {e}"),
+                )));
+            }
+        };
+        let mut invoice = crate::dintero::invoice_of(&tx, number, pdf);
+        invoice.link = self.links.as_ref().map(|l| l.link(id));
+        Ok(Ok(invoice))
+    }
+
+    /// One attempt at a delivery or cancellation notice: from what the dispatch that leased it
+    /// stored (`routed`), or else from the store.
+    pub(super) async fn attempt(
+        &self,
+        lease: &Lease,
+        routed: Option<Routed>,
+    ) -> Result<Delivered, StoreError> {
+        let job = &lease.job;
+        let name = job.channel.clone().unwrap_or_default();
+        let (invoice, route) = match routed {
+            Some(Routed { invoice, route }) => (invoice, Some(route)),
+            None => match self.stored_or_read_again(lease).await? {
+                Ok(invoice) => (invoice, self.route_of(&job.transaction_id).await?),
+                // Given up: the route's fallbacks run, as after any delivery failed for good.
+                Err(finish @ (Finish::Failed(_) | Finish::Dead(_))) => {
+                    return self
+                        .failed_for_good(lease, finish)
+                        .await
+                        .map(Delivered::Ended);
+                }
+                Err(finish) => return Ok(Delivered::Ended(finish)),
+            },
+        };
+        let Some(channel) = self.channels.get(&name) else {
+            let error = self.channels.not_configured(&name);
+            return self
+                .failed_for_good(lease, Finish::Failed(error))
+                .await
+                .map(Delivered::Ended);
+        };
+        if let Some(window) = route.as_ref().and_then(|r| r.window.as_ref()) {
+            let open = backoff::window_open(window, self.store.now());
+            if open > self.store.now() {
+                return Ok(Delivered::Ended(Finish::Postpone(open)));
+            }
+        }
+        // A delivery that did not run right after capture (it waited for a delay, a send window
+        // or a retry) looks at the transaction first: voided at Dintero meanwhile (in its
+        // Backoffice, say), it is not sent, and the void is applied as if Postbud had made it.
+        let waited = job.attempts > 1
+            || route
+                .as_ref()
+                .is_some_and(|r| r.delay.is_some() || r.window.is_some());
+        if job.kind == JobKind::Deliver && waited {
+            match self.gateway.transaction(&job.transaction_id).await {
+                Ok(tx) if tx.is_voided() => {
+                    // This delivery ends first, unsent, so the void sends it no notice.
+                    let why = format!(
+                        "[{name}] not sent: the transaction was voided at Dintero while this delivery waited"
+                    );
+                    self.store
+                        .finish(lease, Finish::Failed(why.clone()))
+                        .await?;
+                    self.store
+                        .record(&HistoryLine {
+                            transaction_id: &job.transaction_id,
+                            job_id: Some(&job.id),
+                            event: "not sent",
+                            detail: &why,
+                        })
+                        .await?;
+                    return Ok(Delivered::VoidedMeanwhile);
+                }
+                Ok(_) => {}
+                // Best effort: Dintero being away must not hold every delivery back.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look at the transaction before a delayed delivery")
+                }
+            }
+        }
+        let mut ctx = DeliveryContext::new(&job.id, &name).with_attempt(job.attempts);
+        if let Some(links) = &self.links {
+            ctx = ctx.with_report_url(links.report_url(&name, &job.id));
+        }
+        let result = match job.kind {
+            JobKind::Cancel => channel.cancel(&invoice, &ctx).await,
+            _ => channel.deliver(&invoice, &ctx).await,
+        };
+        // Where a channel's error is classified for the retry policy and recorded.
+        let finish = match result {
+            Ok(receipt) => Finish::Done(match receipt.reference {
+                Some(reference) => format!("{} (ref {reference})", receipt.detail),
+                None => receipt.detail,
+            }),
+            Err(error) => {
+                let message = error.message().to_owned();
+                let mut finish = self.failure(lease, error.kind(), error.retry_after(), message);
+                if let (Finish::Retry { at, .. }, Some(window)) =
+                    (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
+                {
+                    *at = backoff::window_open(window, *at);
+                }
+                self.failed_for_good(lease, finish).await?
+            }
+        };
+        Ok(Delivered::Ended(finish))
+    }
+
+    /// After a permanent failure or dead letter of a primary delivery, queue the route's
+    /// fallback channels (once each; a channel that already has a delivery keeps it).
+    pub(super) async fn failed_for_good(
+        &self,
+        lease: &Lease,
+        finish: Finish,
+    ) -> Result<Finish, StoreError> {
+        let job = &lease.job;
+        let gave_up = matches!(finish, Finish::Failed(_) | Finish::Dead(_));
+        if !gave_up || job.kind != JobKind::Deliver || job.role != Some(Role::Primary) {
+            return Ok(finish);
+        }
+        let route = self.route_of(&job.transaction_id).await?;
+        let Some(route) = route.filter(|r| !r.fallback.is_empty()) else {
+            return Ok(finish);
+        };
+        let jobs: Vec<NewJob> = route
+            .fallback
+            .iter()
+            .map(|channel| NewJob {
+                id: ids::delivery_id(&job.transaction_id, channel),
+                kind: JobKind::Deliver,
+                channel: channel.clone(),
+                role: Role::Fallback,
+                next_at: self.store.now(),
+            })
+            .collect();
+        self.store.enqueue(lease, &jobs).await?;
+        let detail = format!(
+            "[{}] failed for good; falling back to {}",
+            job.channel.as_deref().unwrap_or(""),
+            route.fallback.join(", ")
+        );
+        self.store
+            .record(&HistoryLine {
+                transaction_id: &job.transaction_id,
+                job_id: Some(&job.id),
+                event: "fallback",
+                detail: &detail,
+            })
+            .await?;
+        Ok(finish)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        engine::{
+            DefaultDispatcher,
+            testing::{self, OneTransaction, Recording},
+        },
+        store::JobState,
+    };
+    use postbud_channel::Channel;
+
+    const ID: &str = "T12345678.deLivery";
+
+    fn job(
+        store: Arc<dyn Store>,
+        dintero: Arc<OneTransaction>,
+        channels: &[(&str, &Arc<Recording>)],
+        route: Route,
+    ) -> DeliveryJob {
+        let channels: BTreeMap<String, Arc<dyn Channel>> = channels
+            .iter()
+            .map(|(name, channel)| ((*name).to_owned(), Arc::clone(*channel) as Arc<dyn Channel>))
+            .collect();
+        DeliveryJob {
+            store,
+            gateway: dintero,
+            dispatcher: Arc::new(DefaultDispatcher),
+            channels: Arc::new(Channels::new(channels)),
+            routes: Arc::from([route]),
+            links: None,
+            settings: testing::settings(),
+        }
+    }
+
+    /// The delivery job alone: a primary channel that refuses for good ends its delivery
+    /// failed, with the channel's words, and queues the route's fallback (not run by this job).
+    #[tokio::test]
+    async fn a_primary_refused_for_good_queues_the_routes_fallback() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let route = testing::route(&["mail"], &["post"]);
+        let lease = testing::routed(store.as_ref(), &tx, &route).await;
+        let mail = Arc::new(Recording {
+            fails: Some((ErrorKind::Permanent, "no such mailbox")),
+            ..Recording::default()
+        });
+        let post = Arc::new(Recording::default());
+        let channels = [("mail", &mail), ("post", &post)];
+        let job = job(store, OneTransaction::new(tx), &channels, route);
+
+        let delivered = job.attempt(&lease, None).await.expect("attempt");
+
+        match delivered {
+            Delivered::Ended(Finish::Failed(why)) => {
+                assert!(why.contains("no such mailbox"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*mail.sent.lock().expect("lock"), [lease.job.id.as_str()]);
+        assert!(post.sent.lock().expect("lock").is_empty());
+        let jobs = job.store.jobs(ID).await.expect("jobs");
+        let fallback = jobs
+            .iter()
+            .find(|j| j.channel.as_deref() == Some("post"))
+            .expect("the fallback queued");
+        assert_eq!(
+            (fallback.kind, fallback.role, fallback.state),
+            (JobKind::Deliver, Some(Role::Fallback), JobState::Queued)
+        );
+    }
+
+    /// A passing failure is retried later and sets off no fallback; a delivery that waited and
+    /// finds the invoice voided at Dintero is not sent, ends itself, and says so to the flow.
+    #[tokio::test]
+    async fn a_passing_failure_retries_and_a_void_meanwhile_sends_nothing() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let mut route = testing::route(&["mail"], &["post"]);
+        route.delay = Some(Duration::from_millis(1));
+        let lease = testing::routed(store.as_ref(), &tx, &route).await;
+        let mail = Arc::new(Recording {
+            fails: Some((ErrorKind::Temporary, "the server is busy")),
+            ..Recording::default()
+        });
+        let post = Arc::new(Recording::default());
+        let dintero = OneTransaction::new(tx);
+        let job = job(
+            store,
+            Arc::clone(&dintero),
+            &[("mail", &mail), ("post", &post)],
+            route,
+        );
+
+        match job.attempt(&lease, None).await.expect("attempt") {
+            Delivered::Ended(Finish::Retry { error, .. }) => assert!(error.contains("busy")),
+            other => panic!("{other:?}"),
+        }
+        let jobs = job.store.jobs(ID).await.expect("jobs");
+        assert!(
+            jobs.iter().all(|j| j.role != Some(Role::Fallback)),
+            "{jobs:?}"
+        );
+
+        dintero.show(testing::transaction(ID, "AUTHORIZATION_VOIDED", json!([])));
+        let delivered = job.attempt(&lease, None).await.expect("attempt");
+
+        assert!(
+            matches!(delivered, Delivered::VoidedMeanwhile),
+            "{delivered:?}"
+        );
+        assert_eq!(
+            mail.sent.lock().expect("lock").len(),
+            1,
+            "sent once, before the void"
+        );
+        let delivery = job
+            .store
+            .job(&lease.job.id)
+            .await
+            .expect("read")
+            .expect("job");
+        assert_eq!(delivery.state, JobState::Failed);
+        assert!(
+            delivery
+                .last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("voided at Dintero"),
+            "{delivery:?}"
+        );
+    }
+}
