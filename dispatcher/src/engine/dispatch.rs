@@ -224,18 +224,20 @@ impl DispatchJob {
             // A collection Postbud did not ask for (Postbud records its request before sending
             // it, so its own is `started` above): Kravia delivered the invoice, or another
             // system captured it. Delivering it too would be a second invoice for one debt.
-            Eligibility::Eligible { .. } if let Some(event) = tx.capture_event() => Ok(Err(self
-                .stop_failed(lease, started_elsewhere(id, event))
-                .await?)),
             Eligibility::Eligible {
                 invoice_number,
                 invoice_url,
                 decided_by,
-            } => Ok(Ok((
-                invoice_number,
-                invoice_url,
-                format!("from {decided_by}"),
-            ))),
+            } => match tx.capture_event() {
+                Some(event) => Ok(Err(self
+                    .stop_failed(lease, started_elsewhere(id, event))
+                    .await?)),
+                None => Ok(Ok((
+                    invoice_number,
+                    invoice_url,
+                    format!("from {decided_by}"),
+                ))),
+            },
             Eligibility::Skip(reason) => skip(reason).await,
             Eligibility::NotYet(reason) => not_yet(reason).await,
         }
