@@ -46,8 +46,8 @@ impl Engine {
             Err(e) => {
                 return Ok(Err(self.failure(
                     lease,
-                    e.kind,
-                    e.retry_after,
+                    e.retry_class(),
+                    e.retry_after(),
                     format!("{why}: {e}"),
                 )));
             }
@@ -69,8 +69,8 @@ impl Engine {
             Err(e) => {
                 return Ok(Err(self.failure(
                     lease,
-                    e.kind,
-                    e.retry_after,
+                    e.retry_class(),
+                    e.retry_after(),
                     format!("{why}: {e}"),
                 )));
             }
@@ -163,8 +163,15 @@ impl Engine {
                 None => receipt.detail,
             })),
             Err(error) => {
-                let message = error.message().to_owned();
-                let mut finish = self.failure(lease, error.kind(), error.retry_after(), message);
+                if let Some(reason) =
+                    crate::credentials::refused(&name, &job.transaction_id, &error)
+                {
+                    tracing::error!(channel = %name, "{reason}");
+                    return Ok(Finish::Dead(reason));
+                }
+                let message = error.to_string();
+                let mut finish =
+                    self.failure(lease, error.retry_class(), error.retry_after(), message);
                 if let (Finish::Retry { at, .. }, Some(window)) =
                     (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
                 {

@@ -32,7 +32,7 @@ use crate::{
     links::LinkSigner,
     store::{Claim, Finish, Lease, Store, StoreError},
 };
-use postbud_channel::{Channel, ErrorKind, Invoice};
+use postbud_channel::{Channel, Invoice, RetryClass};
 
 /// The capture grace of an engine built without a Dintero timeout: three times Dintero's
 /// default 30 s.
@@ -239,7 +239,7 @@ impl Engine {
                 // it, with the error kept where `status` shows it.
                 Ok(Err(StoreError::Database(e) | StoreError::Missing(e))) => self.failure(
                     &lease,
-                    ErrorKind::Temporary,
+                    RetryClass::Temporary,
                     None,
                     format!("the store failed during the attempt: {e}"),
                 ),
@@ -319,7 +319,7 @@ impl Engine {
     pub(crate) fn failure(
         &self,
         lease: &Lease,
-        kind: ErrorKind,
+        kind: RetryClass,
         retry_after: Option<Duration>,
         error: String,
     ) -> Finish {

@@ -6,7 +6,7 @@ use crate::{
     ids,
     store::{Finish, JobKind, Lease, NewJob, StoreError, VoidEffect},
 };
-use postbud_channel::ErrorKind;
+use postbud_channel::RetryClass;
 
 impl Engine {
     /// Dintero confirmed the void: stops the pending deliveries and queues a cancellation notice
@@ -73,7 +73,12 @@ impl Engine {
             Ok(tx) => tx,
             // Whatever went wrong, the void's outcome is still to be learnt: keep looking.
             Err(e) => {
-                return Ok(self.failure(lease, ErrorKind::Temporary, e.retry_after, e.to_string()));
+                return Ok(self.failure(
+                    lease,
+                    RetryClass::Temporary,
+                    e.retry_after(),
+                    e.to_string(),
+                ));
             }
         };
         match tx.void_result(request_id.as_deref()) {
@@ -89,7 +94,7 @@ impl Engine {
             ))),
             None => Ok(self.failure(
                 lease,
-                ErrorKind::Temporary,
+                RetryClass::Temporary,
                 None,
                 "void accepted by Dintero (202); waiting for its VOID event".into(),
             )),
