@@ -363,6 +363,11 @@ impl Provider {
                     .as_str()
                     .map(str::to_owned)
                     .ok_or_else(|| ChannelError::temporary(said("no id"))),
+                // 46elks answers 403 for a request it will not send (an invalid number), 401
+                // for credentials.
+                false if status == StatusCode::FORBIDDEN => {
+                    Err(ChannelError::invalid_input(said(text.trim())))
+                }
                 false => Err(by_status(status, retry_after, said(text.trim()))),
             },
             Self::Http(preset) => preset.read(status, retry_after, &json, &text),

@@ -653,7 +653,7 @@ async fn app_with_channel(sandbox: &Sandbox, channel: &str) -> (App, tempfile::T
     let dir = tempfile::tempdir().expect("dir");
     let toml = format!(
         "{dintero}\n\
-         [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
+         [server]\npublic_url = \"http://127.0.0.1:9\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
          [channels.sms]\nkind = \"sms\"\nfrom = \"Merchant\"\n{channel}\n\n[[routes]]\ndeliver = [\"sms\"]\n",
         dintero = sandbox.dintero_toml(),
         dir = dir.path().display()
