@@ -244,23 +244,7 @@ async fn a_generic_http_gateway_is_reached_by_configuration_alone() {
 
 /// An app on an existing sandbox whose `sms` channel is a generic HTTP gateway.
 async fn setup_with_sandbox(sandbox: &Sandbox, preset: &str) -> (App, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("dir");
-    let toml = format!(
-        "{dintero}\n\
-         [server]\npublic_url = \"http://127.0.0.1:9\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
-         [channels.sms]\nkind = \"sms\"\nprovider = \"http\"\nfrom = \"Merchant\"\n\n{preset}\n\n[[routes]]\ndeliver = [\"sms\"]\n",
-        dintero = sandbox.dintero_toml(),
-        dir = dir.path().display()
-    );
-    let settings = Settings::from_toml(&toml).expect("settings");
-    let mut registry = postbud::Registry::discover().expect("registry");
-    postbud_sms::register(&mut registry).expect("no duplicate");
-    let app = App::builder(&settings)
-        .registry(registry)
-        .open()
-        .await
-        .expect("app");
-    (app, dir)
+    app_with_channel(sandbox, &format!("provider = \"http\"\n\n{preset}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
