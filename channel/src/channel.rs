@@ -1,10 +1,10 @@
 //! The contract between the engine and a delivery channel.
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Invoice;
+use crate::{ChannelError, Invoice};
 
 /// A way to hand an invoice to its recipient: an inbox, a phone, an ERP folder, a platform.
 ///
@@ -13,8 +13,11 @@ use crate::Invoice;
 /// (a `Message-ID`, a `webhook-id`, a file name) should use that id for it.
 #[async_trait::async_trait]
 pub trait Channel: Send + Sync + fmt::Debug {
-    /// Delivers the invoice. Classify failures: [`ChannelError::temporary`] is retried with
-    /// backoff, [`ChannelError::permanent`] ends this delivery and runs the route's fallback.
+    /// Delivers the invoice. Classify failures by what happened ([`ChannelError::unauthorized`],
+    /// [`ChannelError::rate_limited`], ...) and so whether to retry: a temporary failure is
+    /// retried with backoff, a permanent one ends this delivery and runs the route's fallback,
+    /// and refused credentials ([`ErrorKind::Unauthorized`](crate::ErrorKind::Unauthorized))
+    /// stop it for the operator to fix the configuration.
     async fn deliver(
         &self,
         invoice: &Invoice,
@@ -186,90 +189,5 @@ impl Receipt {
     pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
         self.reference = Some(reference.into());
         self
-    }
-}
-
-/// Whether trying again can help.
-///
-/// Exhaustive on purpose: the engine's retry policy is a decision over exactly these two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorKind {
-    /// Retry later: a timeout, a 5xx, a 4xx SMTP reply, a lost connection.
-    Temporary,
-    /// Retrying sends the same thing to the same refusal: a bad address, a 410, a 550.
-    Permanent,
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Temporary => "temporary",
-            Self::Permanent => "permanent",
-        })
-    }
-}
-
-/// A failed delivery attempt, classified.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct ChannelError {
-    kind: ErrorKind,
-    message: String,
-    retry_after: Option<Duration>,
-}
-
-impl ChannelError {
-    /// A failure worth retrying.
-    pub fn temporary(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Temporary,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// A failure that retrying cannot fix.
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// Asks the engine not to retry before this delay.
-    pub fn with_retry_after(mut self, delay: Duration) -> Self {
-        self.retry_after = Some(delay);
-        self
-    }
-
-    /// A failure of `kind`.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// True for [`ErrorKind::Temporary`].
-    pub fn is_temporary(&self) -> bool {
-        self.kind == ErrorKind::Temporary
-    }
-
-    /// Temporary or permanent.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// What went wrong, with the sink's own words (status, reply) where it gave any.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// How long the sink asked us to wait (HTTP `Retry-After`).
-    pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
     }
 }

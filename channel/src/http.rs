@@ -1,5 +1,6 @@
 //! HTTP as every channel needs it: one client set up the same way (rustls with ring, no
-//! redirects), one rule for which statuses are worth a retry, one `Retry-After` reader, and
+//! redirects), one rule for what a status says and whether it is worth a retry, one classifier
+//! for requests that got no answer, one `Retry-After` reader, and
 //! bodies from servers Postbud does not control read to a bound, so a huge or endless body
 //! costs a bounded amount of memory and time.
 
@@ -8,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use reqwest::{StatusCode, header::HeaderMap};
 
-use crate::ChannelError;
+use crate::{ChannelError, ErrorKind, RetryClass};
 
 /// Makes sure rustls has a process-wide crypto provider (ring), once. [`client`] calls it; call
 /// it yourself before building another TLS client.
@@ -36,33 +37,89 @@ pub fn is_retryable(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
-/// The error for a sink's refusal `status`, described by `detail`: temporary when
-/// [`is_retryable`], permanent otherwise, carrying the sink's `Retry-After`.
+/// What a refusal `status` says happened: 401/403 [`ErrorKind::Unauthorized`], 404/410
+/// [`ErrorKind::NotFound`], 408 [`ErrorKind::TimedOut`], 409 [`ErrorKind::Conflict`], 429
+/// [`ErrorKind::RateLimited`], 400/413/415/422 [`ErrorKind::InvalidInput`], 5xx
+/// [`ErrorKind::Unavailable`], any other 4xx [`ErrorKind::Refused`].
+pub fn status_kind(status: StatusCode) -> ErrorKind {
+    match status.as_u16() {
+        401 | 403 => ErrorKind::Unauthorized,
+        404 | 410 => ErrorKind::NotFound,
+        408 => ErrorKind::TimedOut,
+        409 => ErrorKind::Conflict,
+        429 => ErrorKind::RateLimited,
+        400 | 413 | 415 | 422 => ErrorKind::InvalidInput,
+        500..=599 => ErrorKind::Unavailable,
+        400..=499 => ErrorKind::Refused,
+        _ => ErrorKind::Unexpected,
+    }
+}
+
+/// Temporary when [`is_retryable`], permanent otherwise.
+pub fn status_retry_class(status: StatusCode) -> RetryClass {
+    if is_retryable(status) {
+        RetryClass::Temporary
+    } else {
+        RetryClass::Permanent
+    }
+}
+
+/// The error for a sink's refusal `status`, described by `detail`: of [`status_kind`],
+/// temporary when [`is_retryable`], permanent otherwise, carrying the sink's `Retry-After`.
 ///
 /// ```
-/// use postbud_channel::http::refusal;
+/// use postbud_channel::{ErrorKind, http::refusal};
 /// use reqwest::StatusCode;
 /// use std::time::Duration;
 ///
 /// let busy = refusal(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(30)), "slow down");
 /// assert!(busy.is_temporary());
+/// assert_eq!(busy.kind(), ErrorKind::RateLimited);
 /// assert_eq!(busy.retry_after(), Some(Duration::from_secs(30)));
 /// assert!(!refusal(StatusCode::GONE, None, "gone").is_temporary());
+/// assert_eq!(refusal(StatusCode::UNAUTHORIZED, None, "who?").kind(), ErrorKind::Unauthorized);
 /// ```
 pub fn refusal(
     status: StatusCode,
     retry_after: Option<Duration>,
     detail: impl Into<String>,
 ) -> ChannelError {
-    let error = if is_retryable(status) {
-        ChannelError::temporary(detail)
+    ChannelError::new(status_kind(status), detail)
+        .with_retry_class(status_retry_class(status))
+        .with_retry_after_opt(retry_after)
+}
+
+/// A request that got no answer, classified: a timeout is [`ErrorKind::TimedOut`], a refused
+/// or lost connection [`ErrorKind::Unavailable`], anything else [`ErrorKind::Unexpected`]; all
+/// are temporary. The message says which, with the innermost cause ("Connection refused"); the
+/// error is kept as the source with its URL stripped, since a URL may carry a credential (a
+/// webhook's path, an `?api_key=`): add what the caller knows with
+/// [`ChannelError::map_message`], a URL only through [`redact_url`].
+pub fn transport_error(error: reqwest::Error) -> ChannelError {
+    let (kind, what) = if error.is_timeout() {
+        (ErrorKind::TimedOut, "timed out")
+    } else if error.is_connect() {
+        (ErrorKind::Unavailable, "could not connect")
+    } else if error.is_body() {
+        (ErrorKind::Unavailable, "the response body broke off")
+    } else if error.is_decode() {
+        (ErrorKind::Unexpected, "the response could not be decoded")
+    } else if error.is_request() {
+        (ErrorKind::Unavailable, "the request failed")
     } else {
-        ChannelError::permanent(detail)
+        (ErrorKind::Unexpected, "the request failed")
     };
-    match retry_after {
-        Some(wait) => error.with_retry_after(wait),
-        None => error,
+    let error = error.without_url();
+    let mut cause = std::error::Error::source(&error).map(ToString::to_string);
+    let mut next = std::error::Error::source(&error);
+    while let Some(inner) = next {
+        cause = Some(inner.to_string());
+        next = inner.source();
     }
+    let message = format!("{what}: {}", cause.unwrap_or_else(|| error.to_string()));
+    ChannelError::new(kind, message)
+        .with_retry_class(RetryClass::Temporary)
+        .with_source(error)
 }
 
 /// The wait a `Retry-After` header asks for: delay-seconds (`120`) or an HTTP-date
@@ -140,6 +197,17 @@ pub enum ReadError {
     /// The connection failed while reading.
     #[error("reading the response body failed: {0}")]
     Transport(#[from] reqwest::Error),
+}
+
+impl From<ReadError> for ChannelError {
+    /// A body over its limit is permanent (the same answer comes again); a broken read is
+    /// [`transport_error`].
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Transport(e) => transport_error(e),
+            too_large => ChannelError::permanent(too_large.to_string()),
+        }
+    }
 }
 
 /// The whole body, or [`ReadError::TooLarge`] as soon as it passes `limit` (a `Content-Length`
@@ -272,5 +340,44 @@ mod tests {
             matches!(whole, Err(ReadError::TooLarge { limit: 100_000 })),
             "{whole:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_without_an_answer_says_whether_it_timed_out_or_found_nobody() {
+        let nobody = client(Duration::from_secs(2))
+            .build()
+            .expect("client")
+            .get("http://127.0.0.1:9/?api_key=SECRET-1")
+            .send()
+            .await
+            .expect_err("nothing listens on port 9");
+        let error = transport_error(nobody);
+        assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+        assert!(error.is_temporary());
+        assert!(
+            error.message().starts_with("could not connect: "),
+            "{error}"
+        );
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(!format!("{error} {source} {error:?}").contains("SECRET-1"));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let app = axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let slow = client(Duration::from_millis(200))
+            .build()
+            .expect("client")
+            .get(&url)
+            .send()
+            .await
+            .expect_err("too slow");
+        let error = transport_error(slow);
+        assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+        assert!(error.is_temporary());
     }
 }

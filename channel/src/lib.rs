@@ -1,8 +1,9 @@
 //! # postbud-channel
 //!
 //! What a Postbud channel crate depends on, and nothing more: the [`Channel`] contract and its
-//! classified [`ChannelError`], the [`Invoice`] a channel delivers, registration
-//! ([`register_channel!`], [`ChannelFactory`], [`Registry`]), and the plumbing every channel
+//! [`ChannelError`], classified by what happened ([`ErrorKind`]) and whether to retry
+//! ([`RetryClass`]), the [`Invoice`] a channel delivers, registration ([`register_channel!`],
+//! [`ChannelFactory`], [`Registry`]), and the plumbing every channel
 //! needs the same way (an HTTP client without redirects, one response classifier, one
 //! `Retry-After` parser, bounded reads, one file-name sanitiser, localised templates).
 //! `testing` (feature `testing`) gives an example invoice and context, so a channel's `deliver` is unit-tested
@@ -55,6 +56,7 @@
 
 mod channel;
 pub mod config;
+mod error;
 pub mod file_name;
 pub mod format;
 pub mod http;
@@ -69,10 +71,9 @@ pub mod testing;
 pub use async_trait::async_trait;
 
 pub use self::{
-    channel::{
-        Channel, ChannelError, DeliveryContext, DeliveryReport, ErrorKind, InboundReport, Receipt,
-    },
+    channel::{Channel, DeliveryContext, DeliveryReport, InboundReport, Receipt},
     config::{ConfigError, is_secret_key},
+    error::{ChannelError, ErrorKind, RetryClass},
     invoice::{Customer, Invoice, InvoiceLine, Pdf, locale_for_country, sha256_hex},
     registry::{
         BuildContext, ChannelConfig, ChannelFactory, Configuration, DuplicateKind, Registration,

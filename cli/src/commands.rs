@@ -74,12 +74,20 @@ impl From<postbud::StoreError> for Failure {
 
 pub type CommandResult = Result<ExitCode, Failure>;
 
-/// Dintero refused or could not be reached before any work: a scope the API client lacks (403,
-/// the message names it) is the configuration's to fix; anything else may pass.
 /// Whether Dintero refused the credentials (401) or a scope (403): the configuration's to fix,
 /// not "try again later".
 fn refused_credentials(e: &postbud::dintero::DinteroError) -> bool {
-    matches!(e.status, Some(401 | 403))
+    e.kind() == postbud::ErrorKind::Unauthorized
+}
+
+/// The exit status for a failed probe: refused credentials are the configuration's to fix (2),
+/// a permanent refusal a failure (1), anything else unavailable for now (4).
+fn probe_failure(kind: postbud::ErrorKind, retry_class: postbud::RetryClass) -> u8 {
+    match (kind, retry_class) {
+        (postbud::ErrorKind::Unauthorized, _) => exit::CONFIG,
+        (_, postbud::RetryClass::Permanent) => exit::FAILED,
+        (_, postbud::RetryClass::Temporary) => exit::UNAVAILABLE,
+    }
 }
 
 fn dintero_failure(e: postbud::dintero::DinteroError) -> Failure {
@@ -168,6 +176,14 @@ pub async fn deliver(
     };
     bar.finish_and_clear();
     let outcome = outcome?;
+    // A channel that refused its credentials stopped the delivery for the operator: the
+    // configuration's to fix, like Dintero's credentials.
+    let refused = outcome.jobs.iter().find_map(|job| {
+        job.last_error
+            .as_deref()
+            .filter(|e| e.starts_with(postbud::credentials::CREDENTIALS_REFUSED))
+            .map(|e| format!("channel {}: {e}", job.channel.as_deref().unwrap_or("?")))
+    });
     if json {
         say!(
             "{}",
@@ -179,11 +195,17 @@ pub async fn deliver(
             Verdict::Pending => say!(
                 "work remains queued; `postbud serve` finishes it, `postbud status {transaction_id}` shows it"
             ),
-            Verdict::Failed | Verdict::NeedsAttention => {
+            Verdict::Failed | Verdict::NeedsAttention if refused.is_none() => {
                 say!("fix the cause, then `postbud retry {transaction_id}`")
             }
             _ => {}
         }
+    }
+    if let Some(refused) = refused {
+        return Err(Failure {
+            message: refused,
+            code: exit::CONFIG,
+        });
     }
     Ok(verdict_code(&outcome))
 }
@@ -554,11 +576,7 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
     match probed {
         Ok(what) => say!("✓ dintero: {what}"),
         Err(e) => {
-            worst(match e.kind {
-                _ if refused_credentials(&e) => exit::CONFIG,
-                postbud::ErrorKind::Permanent => exit::FAILED,
-                postbud::ErrorKind::Temporary => exit::UNAVAILABLE,
-            });
+            worst(probe_failure(e.kind(), e.retry_class()));
             say!("✗ dintero: {e}");
         }
     }
@@ -566,11 +584,11 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
         match channel.check().await {
             Ok(what) => say!("✓ channel {name}: {what}"),
             Err(e) => {
-                worst(match e.kind() {
-                    postbud::ErrorKind::Permanent => exit::FAILED,
-                    postbud::ErrorKind::Temporary => exit::UNAVAILABLE,
-                });
+                worst(probe_failure(e.kind(), e.retry_class()));
                 say!("✗ channel {name}: {e}");
+                if e.kind() == postbud::ErrorKind::Unauthorized {
+                    say!("  fix {}", postbud::credentials::key_to_fix(name, &e));
+                }
             }
         }
     }

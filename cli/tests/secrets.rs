@@ -226,3 +226,53 @@ async fn a_secret_given_twice_or_from_a_missing_file_is_refused_without_showing_
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_the_smtp_server_refuses_is_a_configuration_error_naming_the_key() {
+    let Some(smtp) = SmtpServer::start_or_skip(
+        "a_password_the_smtp_server_refuses_is_a_configuration_error_naming_the_key",
+    ) else {
+        return;
+    };
+    let s = setup(&email_channel(&smtp, "password = \"wrong-PW-4TT4\"")).await;
+    let id = s.sandbox.seed(postbud_sandbox::Seed::default());
+
+    // `check`: the configuration's to fix (2), the key named.
+    let output = check_in(s.dir.path(), &s.config, &[]).await;
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("not authorised") && said.contains("fix channels.customer-email.password"),
+        "{said}"
+    );
+
+    // `deliver`: exit 2 naming the key; the delivery is stopped for the operator, not failed.
+    let output = common::run(&s.config, &["deliver", &id], &[]).await;
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("credentials refused")
+            && said.contains("535")
+            && said.contains("fix channels.customer-email.password"),
+        "{said}"
+    );
+    // `status` shows the reason and what happened.
+    let output = common::run(&s.config, &["status", &id], &[]).await;
+    let said = text(&output);
+    assert!(
+        said.contains("needs-attention")
+            && said.contains("credentials refused (not authorised)")
+            && said.contains("fix channels.customer-email.password"),
+        "{said}"
+    );
+    assert!(!said.contains("4TT4"), "{said}");
+
+    // Fixed, `retry` sends it.
+    let fixed = std::fs::read_to_string(&s.config)
+        .expect("config")
+        .replace("wrong-PW-4TT4", PASSWORD);
+    std::fs::write(&s.config, fixed).expect("config");
+    let output = common::run(&s.config, &["retry", &id], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(smtp.messages().len(), 1, "{}", text(&output));
+}

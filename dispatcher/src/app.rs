@@ -352,7 +352,7 @@ impl App {
     async fn read(&self, id: &str) -> Result<Transaction, AppError> {
         match self.gateway.transaction(id).await {
             Ok(tx) => Ok(tx),
-            Err(e) if e.status == Some(404) => Err(AppError::UnknownTransaction(id.to_owned())),
+            Err(e) if e.status() == Some(404) => Err(AppError::UnknownTransaction(id.to_owned())),
             Err(e) => Err(e.into()),
         }
     }
@@ -501,7 +501,7 @@ impl App {
                 },
                 Ok(VoidOutcome::Accepted { request_id }) => Some(request_id),
                 // A conflict: whether it voided is unknown. Dintero's transaction says.
-                Err(e) if e.status == Some(409) => match self.gateway.transaction(id).await {
+                Err(e) if e.status() == Some(409) => match self.gateway.transaction(id).await {
                     Ok(now) if now.is_voided() => None,
                     _ => return Err(e.into()),
                 },
@@ -592,7 +592,7 @@ impl App {
         let intent_key = InvoiceIntent::key(&reference);
         let (tx, existing) = match self.gateway.create_invoice(&request).await {
             Ok(tx) => (tx, false),
-            Err(e) if e.status == Some(400) => match self.existing_invoice(&request).await? {
+            Err(e) if e.status() == Some(400) => match self.existing_invoice(&request).await? {
                 Some(tx) => (tx, true),
                 None => {
                     // Refused, and no invoice of this order exists: nothing for the sweep to

@@ -22,6 +22,7 @@
 compile_error!("postbud needs a store: enable the `sqlite` feature (a default) or `postgres`");
 
 pub mod config;
+pub mod credentials;
 pub mod dintero;
 pub mod log_sink;
 #[cfg(feature = "server")]
@@ -108,5 +109,5 @@ pub use self::{
 pub use postbud_channel::{
     BuildContext, Channel, ChannelConfig, ChannelError, ChannelFactory, Customer, DeliveryContext,
     DeliveryReport, DuplicateKind, ErrorKind, InboundReport, Invoice, InvoiceLine, Pdf, Receipt,
-    Registry, async_trait, register_channel,
+    Registry, RetryClass, async_trait, register_channel,
 };

@@ -103,14 +103,22 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     }))
 }
 
-/// Permanent: the server refused for good (5xx). Temporary: 4xx, timeouts, lost connections.
+/// What the SMTP server's refusal says: refused credentials (535 authentication failed, 530
+/// authentication required) name the password to fix; any other 5xx is a permanent refusal;
+/// 4xx, timeouts and lost connections are temporary.
 fn classify(error: lettre::transport::smtp::Error) -> ChannelError {
     let message = format!("SMTP: {error}");
-    if error.is_permanent() {
-        ChannelError::permanent(message)
-    } else {
-        ChannelError::temporary(message)
-    }
+    let code = error.status().map(|code| code.to_string());
+    let classified = match code.as_deref() {
+        Some("535" | "530" | "534" | "538") => {
+            ChannelError::unauthorized(message).with_config_key("password")
+        }
+        _ if error.is_timeout() => ChannelError::timed_out(message),
+        _ if error.is_permanent() => ChannelError::refused(message),
+        _ if error.is_transient() => ChannelError::unavailable(message),
+        _ => ChannelError::temporary(message),
+    };
+    classified.with_source(error)
 }
 
 impl EmailChannel {

@@ -448,6 +448,57 @@ async fn check_connects_upgrades_and_authenticates_without_sending() {
         !error.to_string().contains("wrong"),
         "no password in errors: {error}"
     );
+    assert_eq!(error.kind(), postbud::ErrorKind::Unauthorized, "{error}");
+    assert_eq!(error.config_key(), Some("password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_stops_the_delivery_for_the_operator_without_the_fallback() {
+    let Some(s) =
+        Setup::start("a_refused_login_stops_the_delivery_for_the_operator_without_the_fallback")
+            .await
+    else {
+        return;
+    };
+    let app = s
+        .app(
+            "password = \"wrong-R2D2\"",
+            "[[routes]]\ndeliver = [\"mail\"]\nfallback = [\"archive\"]\n",
+        )
+        .await;
+    let id = s.sandbox.seed(Seed::default());
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
+    let mail = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("mail"))
+        .expect("mail job");
+    // One attempt, stopped: not a permanent failure of the invoice, no retries used up.
+    assert_eq!((mail.state, mail.attempts), (JobState::Dead, 1), "{mail:?}");
+    let error = mail.last_error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with(postbud::credentials::CREDENTIALS_REFUSED)
+            && error.contains("not authorised")
+            && error.contains("535")
+            && error.contains("fix channels.mail.password"),
+        "{error}"
+    );
+    assert!(
+        outcome
+            .jobs
+            .iter()
+            .all(|j| j.channel.as_deref() != Some("archive")),
+        "the fallback does not run for a key to fix: {outcome}"
+    );
+    let history = app.history(&id).await.expect("history");
+    let shown = format!("{history:?} {outcome}");
+    assert!(shown.contains("fix channels.mail.password"), "{shown}");
+    assert!(
+        !shown.contains("R2D2"),
+        "no password in the history: {shown}"
+    );
+    assert!(s.smtp.messages().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,19 +129,20 @@ pub async fn connect(target: &Target) -> Result<Connection, ChannelError> {
     let connecting = client::connect(config, (target.host.as_str(), target.port), verifier);
     let mut ssh = match tokio::time::timeout(target.timeout, connecting).await {
         Err(_) => {
-            return Err(ChannelError::temporary(format!(
+            return Err(ChannelError::timed_out(format!(
                 "SSH to {}:{} timed out after {:?}",
                 target.host, target.port, target.timeout
             )));
         }
         Ok(Err(e)) => {
             if let Some(why) = refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return Err(ChannelError::permanent(why));
+                return Err(ChannelError::refused(why));
             }
-            return Err(ChannelError::temporary(format!(
+            return Err(ChannelError::unavailable(format!(
                 "SSH to {}:{}: {e}",
                 target.host, target.port
-            )));
+            ))
+            .with_source(e));
         }
         Ok(Ok(ssh)) => ssh,
     };
@@ -155,7 +156,10 @@ pub async fn connect(target: &Target) -> Result<Connection, ChannelError> {
                     pem.expose_secret(),
                     passphrase.as_ref().map(|p| p.expose_secret()),
                 )
-                .map_err(|e| ChannelError::permanent(format!("private_key cannot be read: {e}")))?;
+                .map_err(|e| {
+                    ChannelError::invalid_input(format!("private_key cannot be read: {e}"))
+                        .with_config_key("private_key")
+                })?;
                 let hash = ssh
                     .best_supported_rsa_hash()
                     .await
@@ -172,12 +176,20 @@ pub async fn connect(target: &Target) -> Result<Connection, ChannelError> {
                     .await
             }
         }
-        .map_err(|e| ChannelError::temporary(format!("SSH authentication: {e}")))?;
+        .map_err(|e| {
+            ChannelError::unavailable(format!("SSH authentication: {e}")).with_source(e)
+        })?;
         if !auth.success() {
-            return Err(ChannelError::permanent(format!(
-                "{}@{}:{} refused our authentication (check username and key)",
+            // The key (or password) the configuration names is the one to fix.
+            let key = match &target.credentials {
+                Credentials::Key { .. } => "private_key",
+                Credentials::Password(_) => "password",
+            };
+            return Err(ChannelError::unauthorized(format!(
+                "{}@{}:{} refused our authentication (check username and {key})",
                 target.username, target.host, target.port
-            )));
+            ))
+            .with_config_key(key));
         }
         let channel = ssh
             .channel_open_session()
@@ -196,7 +208,7 @@ pub async fn connect(target: &Target) -> Result<Connection, ChannelError> {
     let sftp = tokio::time::timeout(target.timeout, setup)
         .await
         .map_err(|_| {
-            ChannelError::temporary(format!(
+            ChannelError::timed_out(format!(
                 "SSH to {}:{}: authentication or starting SFTP took longer than {:?}",
                 target.host, target.port, target.timeout
             ))

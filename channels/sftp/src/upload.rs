@@ -24,13 +24,13 @@ pub fn classify(what: &str, error: russh_sftp::client::error::Error) -> ChannelE
     use russh_sftp::client::error::Error;
     match &error {
         Error::Status(status) if status.status_code == StatusCode::PermissionDenied => {
-            ChannelError::permanent(format!(
+            ChannelError::refused(format!(
                 "{what}: permission denied by the server (is the target read-only?): {}",
                 status.error_message
             ))
         }
         Error::Status(status) if status.status_code == StatusCode::NoSuchFile => {
-            ChannelError::permanent(format!(
+            ChannelError::not_found(format!(
                 "{what}: no such file or directory on the server: {}",
                 status.error_message
             ))

@@ -28,6 +28,18 @@ fn registry() -> postbud::Registry {
 
 /// `host_keys` is the TOML line that pins the server (known_hosts or host_key).
 async fn app(sandbox: &Sandbox, dir: &Path, sshd: &Sshd, host_keys: &str, extra: &str) -> App {
+    app_with_key(sandbox, dir, sshd, &sshd.client_key(), host_keys, extra).await
+}
+
+/// [`app`] logging in with the private key at `key`.
+async fn app_with_key(
+    sandbox: &Sandbox,
+    dir: &Path,
+    sshd: &Sshd,
+    key: &Path,
+    host_keys: &str,
+    extra: &str,
+) -> App {
     let toml = format!(
         "{dintero}\n\
          [store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n[engine]\nbackoff_base = \"20ms\"\nbackoff_max = \"50ms\"\nmax_attempts = 2\n\n\
@@ -37,7 +49,7 @@ async fn app(sandbox: &Sandbox, dir: &Path, sshd: &Sshd, host_keys: &str, extra:
         dir = dir.display(),
         port = sshd.port(),
         user = sshd.user(),
-        key = sshd.client_key().display(),
+        key = key.display(),
         inbound = sshd.inbound().display(),
     );
     let settings = Settings::from_toml(&toml).expect("settings");
@@ -365,6 +377,61 @@ async fn a_read_only_target_fails_permanently_with_a_clear_message() {
             .unwrap_or_default()
             .contains("permission denied"),
         "{job:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_server_refuses_stops_the_delivery_naming_private_key() {
+    let Some(sshd) = Sshd::start_or_skip(
+        "a_key_the_server_refuses_stops_the_delivery_naming_private_key",
+        false,
+    ) else {
+        return;
+    };
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("dir");
+    // A key of the right type that the server's authorized_keys does not list.
+    let stranger = dir.path().join("stranger_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(made.success());
+    let app = app_with_key(
+        &sandbox,
+        dir.path(),
+        &sshd,
+        &stranger,
+        &known_hosts(&sshd),
+        "",
+    )
+    .await;
+    let checked = app.check().await;
+    let probe = checked
+        .iter()
+        .find(|(name, _)| name == "erp")
+        .expect("erp")
+        .1
+        .clone()
+        .expect_err("refused");
+    assert_eq!(probe.kind(), postbud::ErrorKind::Unauthorized, "{probe}");
+    assert_eq!(probe.config_key(), Some("private_key"));
+
+    let id = sandbox.seed(Seed::default());
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    let job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("erp"))
+        .expect("job");
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1), "{outcome}");
+    let error = job.last_error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with(postbud::credentials::CREDENTIALS_REFUSED)
+            && error.contains("refused our authentication")
+            && error.contains("fix channels.erp.private_key"),
+        "{error}"
     );
 }
 

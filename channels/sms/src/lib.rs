@@ -379,24 +379,14 @@ impl SmsChannel {
             .send()
             .await
             .map_err(|e| {
-                ChannelError::temporary(format!(
-                    "{}: {}",
-                    self.provider.name(),
-                    if e.is_timeout() {
-                        "timed out".to_owned()
-                    } else {
-                        // The URL may hold the gateway's key (`?api_key=`): never in a message
-                        // that is stored and shown.
-                        let url = e
-                            .url()
-                            .map(|u| postbud_channel::http::redact_url(u.as_str()));
-                        format!(
-                            "{} ({})",
-                            e.without_url(),
-                            url.as_deref().unwrap_or("no URL")
-                        )
-                    }
-                ))
+                // The URL may hold the gateway's key (`?api_key=`): shown redacted only.
+                let url = e
+                    .url()
+                    .map(|u| postbud_channel::http::redact_url(u.as_str()))
+                    .unwrap_or_else(|| "no URL".into());
+                let provider = self.provider.name();
+                postbud_channel::http::transport_error(e)
+                    .map_message(|m| format!("{provider}: {m} ({url})"))
             })?;
         let status = response.status();
         let retry_after = postbud_channel::http::retry_after(response.headers());

@@ -130,7 +130,7 @@ fn form() -> String {
     "form".into()
 }
 
-use postbud_channel::http::refusal as by_status;
+use postbud_channel::{ErrorKind, http::refusal as by_status};
 
 /// Twilio error codes that a retry can fix; the rest of the 4xx range is permanent (an invalid
 /// or opted-out number, a landline, a filtered message).
@@ -242,8 +242,36 @@ impl Provider {
         })
     }
 
-    /// Reads the provider's answer: its message id, or a classified error.
+    /// Reads the provider's answer: its message id, or a classified error; refused credentials
+    /// name the key that holds them ([`Provider::credential_key`]).
     pub fn read(
+        &self,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+    ) -> Result<String, ChannelError> {
+        self.read_answer(status, retry_after, body).map_err(|e| {
+            if e.kind() == ErrorKind::Unauthorized {
+                e.with_config_key(self.credential_key())
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The key of the channel's table that holds the provider's secret.
+    pub fn credential_key(&self) -> &'static str {
+        match self {
+            Self::Twilio { .. } => "auth_token",
+            Self::Vonage { .. } => "api_secret",
+            Self::Sinch { .. } => "api_token",
+            Self::LinkMobility { .. } | Self::Elks { .. } => "password",
+            Self::Http(preset) if preset.auth == "basic" => "http.password",
+            Self::Http(_) => "http.token",
+        }
+    }
+
+    fn read_answer(
         &self,
         status: StatusCode,
         retry_after: Option<Duration>,
@@ -266,11 +294,11 @@ impl Provider {
                     json["message"].as_str().unwrap_or(&text)
                 ));
                 if TWILIO_TEMPORARY.contains(&code) {
-                    let error = ChannelError::temporary(detail);
-                    return Err(match retry_after {
-                        Some(wait) => error.with_retry_after(wait),
-                        None => error,
-                    });
+                    let error = match code {
+                        20429 => ChannelError::rate_limited(detail),
+                        _ => ChannelError::unavailable(detail),
+                    };
+                    return Err(error.with_retry_after_opt(retry_after));
                 }
                 Err(by_status(status, retry_after, detail))
             }
@@ -287,6 +315,11 @@ impl Provider {
                     // 1 throttled, 5 internal error: Vonage's own advice is to retry.
                     Some(code @ ("1" | "5")) => Err(ChannelError::temporary(said(&format!(
                         "status {code}: {}",
+                        message["error-text"].as_str().unwrap_or_default()
+                    )))),
+                    // 4: invalid credentials, answered with HTTP 200.
+                    Some("4") => Err(ChannelError::unauthorized(said(&format!(
+                        "status 4: {}",
                         message["error-text"].as_str().unwrap_or_default()
                     )))),
                     Some(code) => Err(ChannelError::permanent(said(&format!(
@@ -333,6 +366,11 @@ impl Provider {
                     .as_str()
                     .map(str::to_owned)
                     .ok_or_else(|| ChannelError::temporary(said("no id"))),
+                // 46elks answers 403 for a request it will not send (an invalid number), 401
+                // for credentials.
+                false if status == StatusCode::FORBIDDEN => {
+                    Err(ChannelError::invalid_input(said(text.trim())))
+                }
                 false => Err(by_status(status, retry_after, said(text.trim()))),
             },
             Self::Http(preset) => preset.read(status, retry_after, &json, &text),

@@ -244,23 +244,7 @@ async fn a_generic_http_gateway_is_reached_by_configuration_alone() {
 
 /// An app on an existing sandbox whose `sms` channel is a generic HTTP gateway.
 async fn setup_with_sandbox(sandbox: &Sandbox, preset: &str) -> (App, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("dir");
-    let toml = format!(
-        "{dintero}\n\
-         [server]\npublic_url = \"http://127.0.0.1:9\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
-         [channels.sms]\nkind = \"sms\"\nprovider = \"http\"\nfrom = \"Merchant\"\n\n{preset}\n\n[[routes]]\ndeliver = [\"sms\"]\n",
-        dintero = sandbox.dintero_toml(),
-        dir = dir.path().display()
-    );
-    let settings = Settings::from_toml(&toml).expect("settings");
-    let mut registry = postbud::Registry::discover().expect("registry");
-    postbud_sms::register(&mut registry).expect("no duplicate");
-    let app = App::builder(&settings)
-        .registry(registry)
-        .open()
-        .await
-        .expect("app");
-    (app, dir)
+    app_with_channel(sandbox, &format!("provider = \"http\"\n\n{preset}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,4 +576,79 @@ fn credentials_never_go_to_a_provider_over_plain_http_except_on_loopback() {
     }
     build("provider = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"t\"\nbase_url = \"http://127.0.0.1:9\"")
         .expect("loopback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_a_provider_refuses_stop_the_delivery_naming_their_key() {
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let wrong = "WRONG-7Q7Q";
+    let cases = [
+        ("twilio", "auth_token", "20003"),
+        ("vonage", "api_secret", "status 4"),
+        ("sinch", "api_token", "401"),
+        ("linkmobility", "password", "401"),
+        ("46elks", "password", "401"),
+    ];
+    for (provider, key, said) in cases {
+        // The right credentials with the secret's value replaced.
+        let right = credentials(provider);
+        let channel = right
+            .lines()
+            .map(|line| match line.split_once(" = ") {
+                Some((k, _)) if k == key => format!("{key} = \"{wrong}\""),
+                _ => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(channel, right, "{provider}: the secret is replaced");
+        let (app, _dir) = app_with_channel(
+            &sandbox,
+            &format!(
+                "provider = \"{provider}\"\nbase_url = \"{}\"\n{channel}",
+                sandbox.provider_url(provider)
+            ),
+        )
+        .await;
+        let id = sandbox.seed(phone("91234567"));
+        let outcome = app.deliver_now(&id).await.expect("deliver");
+        let job = outcome
+            .jobs
+            .iter()
+            .find(|j| j.channel.as_deref() == Some("sms"))
+            .expect("job");
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Dead, 1),
+            "{provider}: {outcome}"
+        );
+        let error = job.last_error.clone().unwrap_or_default();
+        assert!(
+            error.starts_with(postbud::credentials::CREDENTIALS_REFUSED)
+                && error.contains(said)
+                && error.contains(&format!("fix channels.sms.{key}")),
+            "{provider}: {error}"
+        );
+        assert!(!error.contains(wrong), "{provider}: {error}");
+    }
+}
+
+/// An app on an existing sandbox whose `sms` channel has the keys `channel`.
+async fn app_with_channel(sandbox: &Sandbox, channel: &str) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        "{dintero}\n\
+         [server]\npublic_url = \"http://127.0.0.1:9\"\n\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
+         [channels.sms]\nkind = \"sms\"\nfrom = \"Merchant\"\n{channel}\n\n[[routes]]\ndeliver = [\"sms\"]\n",
+        dintero = sandbox.dintero_toml(),
+        dir = dir.path().display()
+    );
+    let settings = Settings::from_toml(&toml).expect("settings");
+    let mut registry = postbud::Registry::discover().expect("registry");
+    postbud_sms::register(&mut registry).expect("no duplicate");
+    let app = App::builder(&settings)
+        .registry(registry)
+        .open()
+        .await
+        .expect("app");
+    (app, dir)
 }

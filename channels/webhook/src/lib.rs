@@ -199,15 +199,8 @@ impl WebhookChannel {
             request = request.header(name, value);
         }
         let response = request.body(body).send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "could not connect"
-            } else {
-                "request failed"
-            };
             let host = self.url.host_str().unwrap_or_default();
-            ChannelError::temporary(format!("POST to {host}: {what}: {}", e.without_url()))
+            http::transport_error(e).map_message(|m| format!("POST to {host}: {m}"))
         })?;
         let status = response.status();
         let wait = http::retry_after(response.headers());
@@ -227,7 +220,20 @@ impl WebhookChannel {
                 location.as_deref().unwrap_or("?")
             )));
         }
-        Err(http::refusal(status, wait, said))
+        let error = http::refusal(status, wait, said);
+        if error.kind() != postbud_channel::ErrorKind::Unauthorized {
+            return Err(error);
+        }
+        // The receiver refused what identifies Postbud: its `Authorization` header when one is
+        // configured, else the signature's secret, else the URL (a token in its path).
+        let key = if self.headers.contains_key(reqwest::header::AUTHORIZATION) {
+            "headers"
+        } else if !self.secrets.is_empty() {
+            "secret"
+        } else {
+            "url"
+        };
+        Err(error.with_config_key(key))
     }
 }
 

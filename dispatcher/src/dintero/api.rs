@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::model::Transaction;
-use postbud_channel::ErrorKind;
+use postbud_channel::{ChannelError, ErrorKind, RetryClass};
+use reqwest::StatusCode;
 
 /// The Dintero operations the engine needs.
 #[async_trait::async_trait]
@@ -268,44 +269,128 @@ pub enum VoidOutcome {
     },
 }
 
-/// A failed call to Dintero, classified like a channel error.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {message}")]
+/// A failed call to Dintero, classified as a channel error is: what happened
+/// ([`DinteroError::kind`]), whether to retry ([`DinteroError::retry_class`]), the HTTP status
+/// when Dintero answered, and the underlying error ([`std::error::Error::source`]).
+#[derive(Debug, Clone)]
 pub struct DinteroError {
-    /// What was attempted: `GET transaction T1.x`, `capture T1.x`, `fetch invoice PDF`.
-    pub operation: String,
-    /// Temporary (retry) or permanent.
-    pub kind: ErrorKind,
-    /// Status and body excerpt, or the transport error.
-    pub message: String,
-    /// Provider's `Retry-After`.
-    pub retry_after: Option<Duration>,
-    /// The HTTP status, when there was a response.
-    pub status: Option<u16>,
+    operation: String,
+    status: Option<u16>,
+    error: ChannelError,
 }
 
 impl DinteroError {
-    /// A permanent error without an HTTP status (a refused URL, a body that is not a PDF).
-    pub fn permanent(operation: impl Into<String>, message: impl Into<String>) -> Self {
+    /// `operation` failed with `error`.
+    pub fn new(operation: impl Into<String>, error: ChannelError) -> Self {
         Self {
             operation: operation.into(),
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-            retry_after: None,
             status: None,
+            error,
         }
     }
 
-    /// A temporary error without an HTTP status (timeout, connection refused).
+    /// A permanent error without an HTTP status (a refused URL, a body that is not a PDF).
+    pub fn permanent(operation: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(operation, ChannelError::permanent(message))
+    }
+
+    /// A temporary error without an HTTP status (a capture whose outcome is not known yet).
     pub fn temporary(operation: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(operation, ChannelError::temporary(message))
+    }
+
+    /// Dintero answered `status`, described by `detail`: classified by the SDK's one rule
+    /// ([`postbud_channel::http::refusal`]), the status kept.
+    pub fn refusal(
+        operation: impl Into<String>,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
-            kind: ErrorKind::Temporary,
-            ..Self::permanent(operation, message)
+            status: Some(status.as_u16()),
+            ..Self::new(
+                operation,
+                postbud_channel::http::refusal(status, retry_after, detail),
+            )
         }
+    }
+
+    /// The request got no answer: the SDK's one classifier
+    /// ([`postbud_channel::http::transport_error`]), with the URL shown redacted (a document
+    /// URL may be a signed link).
+    pub fn transport(operation: impl Into<String>, error: reqwest::Error) -> Self {
+        let url = error
+            .url()
+            .map(|u| format!(" ({})", postbud_channel::http::redact_url(u.as_str())))
+            .unwrap_or_default();
+        let error =
+            postbud_channel::http::transport_error(error).map_message(|m| format!("{m}{url}"));
+        Self::new(operation, error)
+    }
+
+    /// The same failure, attributed to `operation`.
+    pub fn with_operation(mut self, operation: impl Into<String>) -> Self {
+        self.operation = operation.into();
+        self
+    }
+
+    /// The same failure, retried (or not) against its kind's habit.
+    pub fn with_retry_class(mut self, retry_class: RetryClass) -> Self {
+        self.error = self.error.with_retry_class(retry_class);
+        self
+    }
+
+    /// The same failure, its message rewritten by `f` (to add what the caller knows).
+    pub fn map_message(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        self.error = self.error.map_message(f);
+        self
+    }
+
+    /// What was attempted: `GET transaction T1.x`, `capture T1.x`, `fetch invoice PDF`.
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+
+    /// Temporary (retry) or permanent.
+    pub fn retry_class(&self) -> RetryClass {
+        self.error.retry_class()
     }
 
     /// True when a retry may succeed.
     pub fn is_temporary(&self) -> bool {
-        self.kind == ErrorKind::Temporary
+        self.error.is_temporary()
+    }
+
+    /// The status and Dintero's own words (an excerpt of its body), or the transport error.
+    pub fn message(&self) -> &str {
+        self.error.message()
+    }
+
+    /// Dintero's `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.error.retry_after()
+    }
+
+    /// The HTTP status, when Dintero answered.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+}
+
+impl std::fmt::Display for DinteroError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.operation, self.error.message())
+    }
+}
+
+impl std::error::Error for DinteroError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
     }
 }

@@ -4,12 +4,13 @@
 //! The URL comes from transaction metadata, so it is treated as untrusted: only allow-listed
 //! hosts, `https` (plain `http` on loopback only), a size limit, and bytes that are a PDF.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use postbud_channel::{RetryClass, http};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use url::{Origin, Url};
 
-use super::{DinteroSettings, excerpt, status_error, token::TokenCache, transport_error};
+use super::{DinteroSettings, excerpt, status_error, token::TokenCache};
 use crate::dintero::DinteroError;
 
 const OPERATION: &str = "fetch invoice PDF";
@@ -81,7 +82,7 @@ impl DocumentPolicy {
         let url = Url::parse(raw).map_err(|e| {
             DinteroError::permanent(
                 OPERATION,
-                format!("`{}` is not a URL: {e}", crate::http::redact_url(raw)),
+                format!("`{}` is not a URL: {e}", http::redact_url(raw)),
             )
         })?;
         match url.scheme() {
@@ -92,7 +93,7 @@ impl DocumentPolicy {
                     OPERATION,
                     format!(
                         "refused plain http URL `{}`: https is required except on loopback",
-                        crate::http::redact_url(url.as_str())
+                        http::redact_url(url.as_str())
                     ),
                 ));
             }
@@ -101,7 +102,7 @@ impl DocumentPolicy {
                     OPERATION,
                     format!(
                         "refused `{other}:` URL `{}`: only https is fetched",
-                        crate::http::redact_url(url.as_str())
+                        http::redact_url(url.as_str())
                     ),
                 ));
             }
@@ -183,21 +184,18 @@ impl DocumentPolicy {
         let (content_type, body) = self
             .get(http, tokens, settings, &file_url)
             .await
-            .map_err(|e| match e.status {
+            .map_err(|e| match e.status() {
                 // A CDN refuses a signed link past its time with a 403, and the link may expire
                 // between the check above and its arrival (or by the CDN's clock): the next
                 // attempt reads a fresh descriptor, so this is worth a retry, not the end.
-                Some(403) => DinteroError {
-                    kind: postbud_channel::ErrorKind::Temporary,
-                    message: format!(
-                        "{} (the file URL was refused; its descriptor said it expires at {}; a fresh one is read on the next attempt)",
-                        e.message,
+                Some(403) => e.with_retry_class(RetryClass::Temporary).map_message(|m| {
+                    format!(
+                        "{m} (the file URL was refused; its descriptor said it expires at {}; a fresh one is read on the next attempt)",
                         descriptor
                             .expires_at
                             .map_or_else(|| "an unknown time".to_owned(), |t| t.to_string())
-                    ),
-                    ..e
-                },
+                    )
+                }),
                 _ => e,
             })?;
         if body.starts_with(b"%PDF-") {
@@ -209,7 +207,8 @@ impl DocumentPolicy {
 
     /// GET with the size limit enforced while streaming; follows up to [`MAX_REDIRECTS`]
     /// redirects, each checked against the policy; retries once with the bearer token on
-    /// 401/403, but only towards Dintero's own API origins.
+    /// 401/403, but only towards Dintero's own API origins. Not retried in place: a failed
+    /// document goes back to the engine's backoff, and its error body is read only in part.
     async fn get(
         &self,
         http: &reqwest::Client,
@@ -219,12 +218,12 @@ impl DocumentPolicy {
     ) -> Result<(Option<String>, Bytes), DinteroError> {
         let mut url = url.clone();
         let mut redirects = 0;
-        let mut response = loop {
+        let response = loop {
             let mut response = http
                 .get(url.clone())
                 .send()
                 .await
-                .map_err(|e| transport_error(OPERATION, &e))?;
+                .map_err(|e| DinteroError::transport(OPERATION, e))?;
             if matches!(
                 response.status(),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -236,7 +235,7 @@ impl DocumentPolicy {
                     .bearer_auth(token.expose())
                     .send()
                     .await
-                    .map_err(|e| transport_error(OPERATION, &e))?;
+                    .map_err(|e| DinteroError::transport(OPERATION, e))?;
             }
             if !response.status().is_redirection() {
                 break response;
@@ -247,7 +246,7 @@ impl DocumentPolicy {
                     OPERATION,
                     format!(
                         "refused: more than {MAX_REDIRECTS} redirects, the last to `{}`",
-                        crate::http::redact_url(url.as_str())
+                        http::redact_url(url.as_str())
                     ),
                 ));
             }
@@ -261,54 +260,45 @@ impl DocumentPolicy {
                         format!(
                             "HTTP {} from `{}` without a Location",
                             response.status(),
-                            crate::http::redact_url(url.as_str())
+                            http::redact_url(url.as_str())
                         ),
                     )
                 })?;
             let next = url.join(location).map_err(|e| {
                 DinteroError::permanent(OPERATION, format!("redirect to `{location}`: {e}"))
             })?;
-            url = self.check_url(next.as_str()).map_err(|e| DinteroError {
-                message: format!(
-                    "redirect {redirects} from `{}`: {}",
-                    crate::http::redact_url(url.as_str()),
-                    e.message
-                ),
-                ..e
+            url = self.check_url(next.as_str()).map_err(|e| {
+                e.map_message(|m| {
+                    format!(
+                        "redirect {redirects} from `{}`: {m}",
+                        http::redact_url(url.as_str())
+                    )
+                })
             })?;
         };
         if !response.status().is_success() {
             return Err(status_error(OPERATION, response).await);
-        }
-        if let Some(length) = response.content_length()
-            && length > self.max_bytes
-        {
-            return Err(self.too_large(length));
         }
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
+        let limit = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
+        let body = http::read_limited(response, limit)
             .await
-            .map_err(|e| transport_error(OPERATION, &e))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() as u64 > self.max_bytes {
-                return Err(self.too_large(body.len() as u64));
-            }
-        }
-        Ok((content_type, body.freeze()))
+            .map_err(|e| match e {
+                http::ReadError::TooLarge { .. } => self.too_large(),
+                broken => DinteroError::new(OPERATION, broken.into()),
+            })?;
+        Ok((content_type, body))
     }
 
-    fn too_large(&self, size: u64) -> DinteroError {
+    fn too_large(&self) -> DinteroError {
         DinteroError::permanent(
             OPERATION,
             format!(
-                "refused: the document is over the limit ({size} bytes or more > dintero.max_document_bytes = {})",
+                "refused: the document is over the limit (dintero.max_document_bytes = {})",
                 self.max_bytes
             ),
         )

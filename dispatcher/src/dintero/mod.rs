@@ -6,14 +6,13 @@ pub mod document;
 pub mod eligibility;
 mod invoice;
 pub mod model;
+mod retry;
 pub mod scopes;
 pub mod signature;
 mod token;
 pub mod transaction_id;
 
 use std::time::Duration;
-
-use crate::http::excerpt;
 
 use bytes::Bytes;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header::HeaderMap};
@@ -29,13 +28,10 @@ pub use self::{
 };
 use self::{document::DocumentPolicy, model::Transaction, token::TokenCache};
 pub use crate::config::DinteroSettings;
-use postbud_channel::ErrorKind;
-
-/// How many times a read (GET, token) is retried in place on 429/503 before the engine's own
-/// backoff takes over. Writes (capture, void, pay) are never retried in place.
-const READ_RETRIES: u32 = 2;
-/// Longest `Retry-After` waited in place; longer ones go back to the engine.
-const MAX_INLINE_WAIT: Duration = Duration::from_secs(10);
+use postbud_channel::{
+    RetryClass,
+    http::{self, excerpt},
+};
 
 /// Most of a Dintero API response that is read (a transaction with its events, a list page).
 pub const API_LIMIT: usize = 8 * 1024 * 1024;
@@ -76,12 +72,7 @@ impl ConfigurationCache {
 impl DinteroClient {
     /// Builds the client. Fails only when the TLS stack cannot start.
     pub fn new(settings: DinteroSettings) -> Result<Self, DinteroError> {
-        postbud_channel::http::ensure_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("postbud/", env!("CARGO_PKG_VERSION")))
+        let http = http::client(settings.timeout)
             .build()
             .map_err(|e| DinteroError::permanent("start HTTP client", e.to_string()))?;
         let documents = DocumentPolicy::from_settings(&settings);
@@ -116,7 +107,7 @@ impl DinteroClient {
     }
 
     /// Sends an authenticated API request, refreshing the token once on 401 and, for reads,
-    /// waiting out short 429/503 `Retry-After`s in place.
+    /// retrying in place under [`retry::read`]'s policy.
     async fn call(
         &self,
         operation: &str,
@@ -136,18 +127,31 @@ impl DinteroClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Response, DinteroError> {
-        let is_read = method == Method::GET;
+        let once = || self.send(operation, method.clone(), url, body, headers);
+        if method == Method::GET {
+            retry::read(operation, once).await
+        } else {
+            once().await
+        }
+    }
+
+    /// One authenticated request, sent again once with a fresh token when Dintero answers 401
+    /// (the cached token was revoked or expired early); a refusal becomes the error.
+    async fn send(
+        &self,
+        operation: &str,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, DinteroError> {
         let mut refreshed = false;
-        let mut attempt = 0;
         loop {
             let token = self
                 .tokens
                 .get(&self.http, &self.settings)
                 .await
-                .map_err(|e| DinteroError {
-                    operation: operation.to_owned(),
-                    ..e
-                })?;
+                .map_err(|e| e.with_operation(operation))?;
             let mut request = self
                 .system_headers(self.http.request(method.clone(), url))
                 .bearer_auth(token.expose());
@@ -160,29 +164,17 @@ impl DinteroClient {
             let response = request
                 .send()
                 .await
-                .map_err(|e| transport_error(operation, &e))?;
+                .map_err(|e| DinteroError::transport(operation, e))?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 refreshed = true;
                 self.tokens.invalidate().await;
                 continue;
             }
-            if status.is_success() || status == StatusCode::ACCEPTED {
+            if status.is_success() {
                 return Ok(response);
             }
-            let error = status_error(operation, response).await;
-            let retry_after = error.retry_after.unwrap_or(Duration::from_millis(200));
-            if is_read
-                && error.is_temporary()
-                && attempt < READ_RETRIES
-                && retry_after <= MAX_INLINE_WAIT
-            {
-                attempt += 1;
-                tracing::debug!(operation, %status, ?retry_after, "retrying read in place");
-                tokio::time::sleep(retry_after).await;
-                continue;
-            }
-            return Err(error);
+            return Err(status_error(operation, response).await);
         }
     }
 
@@ -201,7 +193,7 @@ impl DinteroClient {
                 .await?
                 .get("configuration")
                 .cloned(),
-            Err(e) if e.status == Some(404) => None,
+            Err(e) if e.status() == Some(404) => None,
             Err(e) => return Err(e),
         };
         self.configurations.put(url, value.clone());
@@ -257,13 +249,12 @@ impl DinteroApi for DinteroClient {
         // A 2xx whose body cannot be read is still a capture that happened: never a refusal.
         let tx = Self::transaction_from(&operation, response)
             .await
-            .map_err(|e| DinteroError {
-                kind: ErrorKind::Temporary,
-                message: format!(
-                    "{}; the capture was answered 2xx, so it is read again, never sent again",
-                    e.message
-                ),
-                ..e
+            .map_err(|e| {
+                e.with_retry_class(RetryClass::Temporary).map_message(|m| {
+                    format!(
+                        "{m}; the capture was answered 2xx, so it is read again, never sent again"
+                    )
+                })
             })?;
         Ok(CaptureOutcome::Done(Box::new(tx)))
     }
@@ -425,50 +416,34 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 /// A 409 on a capture or void leaves its outcome unknown (Dintero may be applying this very
 /// operation): temporary, so the events are read before anything is sent again.
 fn conflict_is_unknown(e: DinteroError) -> DinteroError {
-    if e.status != Some(409) {
+    if e.status() != Some(409) {
         return e;
     }
-    DinteroError {
-        kind: ErrorKind::Temporary,
-        message: format!(
-            "{}; a conflict leaves the outcome unknown: the transaction's events are read again before anything is sent again",
-            e.message
-        ),
-        ..e
-    }
+    e.with_retry_class(RetryClass::Temporary).map_message(|m| {
+        format!(
+            "{m}; a conflict leaves the outcome unknown: the transaction's events are read again before anything is sent again"
+        )
+    })
 }
 
-/// 408, 429 and 5xx are temporary (the SDK's one rule for every sink); other statuses are
-/// permanent.
-pub(crate) fn kind_for_status(status: StatusCode) -> ErrorKind {
-    if crate::http::is_retryable(status) {
-        ErrorKind::Temporary
-    } else {
-        ErrorKind::Permanent
-    }
-}
-
+/// Dintero's refusal, classified by the SDK's one rule, with Dintero's own words.
 pub(crate) async fn status_error(operation: &str, response: Response) -> DinteroError {
     let status = response.status();
-    let retry_after = crate::http::retry_after(response.headers());
-    let body = crate::http::read_prefix(response, crate::http::ANSWER_LIMIT).await;
-    DinteroError {
-        operation: operation.to_owned(),
-        kind: kind_for_status(status),
-        message: format!("HTTP {status}: {}", error_message(&body)),
+    let retry_after = http::retry_after(response.headers());
+    let body = http::read_prefix(response, http::ANSWER_LIMIT).await;
+    DinteroError::refusal(
+        operation,
+        status,
         retry_after,
-        status: Some(status.as_u16()),
-    }
+        format!("HTTP {status}: {}", error_message(&body)),
+    )
 }
 
 /// A Dintero API response body, within [`API_LIMIT`].
 async fn read_body(operation: &str, response: Response) -> Result<Bytes, DinteroError> {
-    crate::http::read_limited(response, API_LIMIT)
+    http::read_limited(response, API_LIMIT)
         .await
-        .map_err(|e| match e {
-            crate::http::ReadError::Transport(e) => transport_error(operation, &e),
-            too_large => DinteroError::permanent(operation, too_large.to_string()),
-        })
+        .map_err(|e| DinteroError::new(operation, e.into()))
 }
 
 /// A Dintero API response body as JSON, within [`API_LIMIT`].
@@ -493,27 +468,4 @@ fn error_message(body: &[u8]) -> String {
         },
         None => excerpt(body),
     }
-}
-
-pub(crate) fn transport_error(operation: &str, error: &reqwest::Error) -> DinteroError {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else {
-        "transport error"
-    };
-    // reqwest's Display includes the URL; a document URL may be a signed link, so it is shown
-    // redacted, beside the error without it.
-    let url = error
-        .url()
-        .map(|u| format!(" ({})", crate::http::redact_url(u.as_str())))
-        .unwrap_or_default();
-    let mut source = std::error::Error::source(error);
-    let mut cause = String::new();
-    while let Some(e) = source {
-        cause = format!(": {e}");
-        source = e.source();
-    }
-    DinteroError::temporary(operation, format!("{what}{url}{cause}"))
 }

@@ -27,15 +27,13 @@ pub async fn check(api: &dyn DinteroApi) -> Result<String, DinteroError> {
         Ok(_) => Ok(format!(
             "the API client may read the account's checkout configuration (scope `{ADMIN_CHECKOUT}`)"
         )),
-        Err(e) if e.status == Some(403) => Err(DinteroError {
-            message: format!(
-                "{}; grant the scope `{ADMIN_CHECKOUT}` to the API client of dintero.client_id \
+        Err(e) if e.status() == Some(403) => Err(e.map_message(|m| {
+            format!(
+                "{m}; grant the scope `{ADMIN_CHECKOUT}` to the API client of dintero.client_id \
                  (Dintero Backoffice: Settings, API clients): Postbud reads the account's checkout \
-                 configuration to tell who sends an invoice",
-                e.message
-            ),
-            ..e
-        }),
+                 configuration to tell who sends an invoice"
+            )
+        })),
         Err(e) => Err(e),
     }
 }

@@ -7,8 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{DinteroSettings, status_error, transport_error};
+use super::{DinteroSettings, status_error};
 use crate::dintero::DinteroError;
+use postbud_channel::{ErrorKind, RetryClass, http};
 
 #[derive(Debug, Default)]
 pub(super) struct TokenCache {
@@ -56,11 +57,20 @@ impl TokenCache {
     }
 }
 
+/// A new token, read again in place under [`super::retry::read`]'s policy when Dintero is busy.
 async fn fetch(
     http: &reqwest::Client,
     settings: &DinteroSettings,
 ) -> Result<(SecretString, Duration), DinteroError> {
-    let operation = "get access token";
+    super::retry::read(OPERATION, || fetch_once(http, settings)).await
+}
+
+const OPERATION: &str = "get access token";
+
+async fn fetch_once(
+    http: &reqwest::Client,
+    settings: &DinteroSettings,
+) -> Result<(SecretString, Duration), DinteroError> {
     let url = format!(
         "{}/accounts/{}/auth/token",
         settings.auth_url.as_str().trim_end_matches('/'),
@@ -70,48 +80,46 @@ async fn fetch(
         "grant_type": "client_credentials",
         "audience": format!("https://api.dintero.com/v1/accounts/{}", settings.account_id),
     });
-    let mut attempt = 0;
-    loop {
-        let response = http
-            .post(&url)
-            .basic_auth(
-                &settings.client_id,
-                Some(settings.client_secret.expose_secret()),
-            )
-            .json(&body)
-            .send()
+    let response = http
+        .post(&url)
+        .basic_auth(
+            &settings.client_id,
+            Some(settings.client_secret.expose_secret()),
+        )
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| DinteroError::transport(OPERATION, e))?;
+    let status = response.status();
+    if status == StatusCode::OK {
+        let body = http::read_limited(response, http::ANSWER_LIMIT)
             .await
-            .map_err(|e| transport_error(operation, &e))?;
-        let status = response.status();
-        if status == StatusCode::OK {
-            let body = crate::http::read_limited(response, crate::http::ANSWER_LIMIT)
-                .await
-                .map_err(|e| DinteroError::temporary(operation, e.to_string()))?;
-            let token: AccessToken = serde_json::from_slice(&body).map_err(|e| {
-                DinteroError::permanent(operation, format!("the token response is malformed: {e}"))
+            // Whatever broke the answer, the credentials were accepted: worth another attempt.
+            .map_err(|e| {
+                DinteroError::new(OPERATION, e.into()).with_retry_class(RetryClass::Temporary)
             })?;
-            return Ok((
-                token.access_token,
-                // Dintero's number, not ours: a day at most, so no Instant arithmetic can overflow.
-                Duration::from_secs(token.expires_in.clamp(1, 24 * 3600)),
-            ));
-        }
-        let mut error = status_error(operation, response).await;
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            error.message = format!(
-                "{} (check dintero.client_id and dintero.client_secret for account {})",
-                error.message, settings.account_id
-            );
-            // Our credentials, not the transaction, are at fault: jobs wait (with backoff) for
-            // an operator to fix them instead of failing for good.
-            error.kind = postbud_channel::ErrorKind::Temporary;
-        }
-        let wait = error.retry_after.unwrap_or(Duration::from_millis(200));
-        if error.is_temporary() && attempt < super::READ_RETRIES && wait <= super::MAX_INLINE_WAIT {
-            attempt += 1;
-            tokio::time::sleep(wait).await;
-            continue;
-        }
+        let token: AccessToken = serde_json::from_slice(&body).map_err(|e| {
+            DinteroError::permanent(OPERATION, format!("the token response is malformed: {e}"))
+        })?;
+        return Ok((
+            token.access_token,
+            // Dintero's number, not ours: a day at most, so no Instant arithmetic can overflow.
+            Duration::from_secs(token.expires_in.clamp(1, 24 * 3600)),
+        ));
+    }
+    let error = status_error(OPERATION, response).await;
+    if error.kind() != ErrorKind::Unauthorized {
         return Err(error);
     }
+    // Our credentials, not the transaction, are at fault: jobs wait (with backoff) for an
+    // operator to fix them instead of failing for good, and the commands that meet this exit
+    // as a configuration error.
+    Err(error
+        .with_retry_class(RetryClass::Temporary)
+        .map_message(|m| {
+            format!(
+                "{m} (check dintero.client_id and dintero.client_secret for account {})",
+                settings.account_id
+            )
+        }))
 }

@@ -8,23 +8,23 @@ use crate::{
     config::EngineSettings,
     store::{Finish, Millis},
 };
-use postbud_channel::ErrorKind;
+use postbud_channel::RetryClass;
 
 /// How an attempt that failed with `kind` after `attempts` attempts ends.
 pub fn after_failure(
     settings: &EngineSettings,
     attempts: u32,
-    kind: ErrorKind,
+    kind: RetryClass,
     retry_after: Option<Duration>,
     error: String,
     now: Millis,
 ) -> Finish {
     match kind {
-        ErrorKind::Permanent => Finish::Failed(error),
-        ErrorKind::Temporary if attempts >= settings.max_attempts => {
+        RetryClass::Permanent => Finish::Failed(error),
+        RetryClass::Temporary if attempts >= settings.max_attempts => {
             Finish::Dead(format!("gave up after {attempts} attempts: {error}"))
         }
-        ErrorKind::Temporary => {
+        RetryClass::Temporary => {
             let wait = delay(settings, attempts, retry_after);
             Finish::Retry {
                 at: now + wait.as_millis() as i64,

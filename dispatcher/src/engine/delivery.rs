@@ -11,7 +11,7 @@ use crate::{
     links::LinkSigner,
     store::{Finish, HistoryLine, JobKind, Lease, NewJob, Role, Store, StoreError},
 };
-use postbud_channel::{DeliveryContext, ErrorKind, Invoice};
+use postbud_channel::{DeliveryContext, Invoice, RetryClass};
 
 /// The delivery job, with everything it reads and writes.
 pub(crate) struct DeliveryJob {
@@ -47,7 +47,7 @@ impl DeliveryJob {
     fn failure(
         &self,
         lease: &Lease,
-        kind: ErrorKind,
+        kind: RetryClass,
         retry_after: Option<Duration>,
         error: String,
     ) -> Finish {
@@ -98,8 +98,8 @@ impl DeliveryJob {
             Err(e) => {
                 return Ok(Err(self.failure(
                     lease,
-                    e.kind,
-                    e.retry_after,
+                    e.retry_class(),
+                    e.retry_after(),
                     format!("{why}: {e}"),
                 )));
             }
@@ -121,8 +121,8 @@ impl DeliveryJob {
             Err(e) => {
                 return Ok(Err(self.failure(
                     lease,
-                    e.kind,
-                    e.retry_after,
+                    e.retry_class(),
+                    e.retry_after(),
                     format!("{why}: {e}"),
                 )));
             }
@@ -217,8 +217,17 @@ impl DeliveryJob {
                 None => receipt.detail,
             }),
             Err(error) => {
-                let message = error.message().to_owned();
-                let mut finish = self.failure(lease, error.kind(), error.retry_after(), message);
+                // Credentials the sink refused are the deployment's to fix, not the invoice's:
+                // no retries burnt, no fallback (the fix and `postbud retry` deliver it once).
+                if let Some(reason) =
+                    crate::credentials::refused(&name, &job.transaction_id, &error)
+                {
+                    tracing::error!(channel = %name, "{reason}");
+                    return Ok(Delivered::Ended(Finish::Dead(reason)));
+                }
+                let message = error.to_string();
+                let mut finish =
+                    self.failure(lease, error.retry_class(), error.retry_after(), message);
                 if let (Finish::Retry { at, .. }, Some(window)) =
                     (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
                 {
@@ -323,7 +332,7 @@ mod tests {
         let route = testing::route(&["mail"], &["post"]);
         let lease = testing::routed(store.as_ref(), &tx, &route).await;
         let mail = Arc::new(Recording {
-            fails: Some((ErrorKind::Permanent, "no such mailbox")),
+            fails: Some((RetryClass::Permanent, "no such mailbox")),
             ..Recording::default()
         });
         let post = Arc::new(Recording::default());
@@ -361,7 +370,7 @@ mod tests {
         route.delay = Some(Duration::from_millis(1));
         let lease = testing::routed(store.as_ref(), &tx, &route).await;
         let mail = Arc::new(Recording {
-            fails: Some((ErrorKind::Temporary, "the server is busy")),
+            fails: Some((RetryClass::Temporary, "the server is busy")),
             ..Recording::default()
         });
         let post = Arc::new(Recording::default());

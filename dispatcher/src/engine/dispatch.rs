@@ -24,7 +24,7 @@ use crate::{
         ORIGIN_CREATED, ORIGIN_DECLARED, Store, StoreError, fmt_ms, now_ms,
     },
 };
-use postbud_channel::{ErrorKind, Pdf};
+use postbud_channel::{Pdf, RetryClass};
 
 /// How the reason of a dispatch stopped by a capture Postbud did not make begins.
 pub const COLLECTION_STARTED_ELSEWHERE: &str = "collection was started elsewhere";
@@ -90,7 +90,7 @@ impl DispatchJob {
     fn failure(
         &self,
         lease: &Lease,
-        kind: ErrorKind,
+        kind: RetryClass,
         retry_after: Option<Duration>,
         error: String,
     ) -> Finish {
@@ -123,7 +123,7 @@ impl DispatchJob {
     /// A gateway error before capture: temporary ones retry; permanent ones (and retries run
     /// out) fail the dispatch, and nothing is captured or delivered.
     async fn gateway_failure(&self, lease: &Lease, e: DinteroError) -> Result<Finish, StoreError> {
-        let finish = self.failure(lease, e.kind, e.retry_after, e.to_string());
+        let finish = self.failure(lease, e.retry_class(), e.retry_after(), e.to_string());
         if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
             self.mark_failed(lease, reason).await?;
         }
@@ -210,13 +210,9 @@ impl DispatchJob {
         let configuration = match self.channel_configuration(tx, created_as_merchant).await {
             Ok(configuration) => configuration,
             Err(e) => {
-                let e = DinteroError {
-                    message: format!(
-                        "{}; without it Postbud cannot tell who sends this invoice, and nothing was captured",
-                        e.message
-                    ),
-                    ..e
-                };
+                let e = e.map_message(|m| format!(
+                    "{m}; without it Postbud cannot tell who sends this invoice, and nothing was captured"
+                ));
                 return Ok(Err(self.gateway_failure(lease, e).await?));
             }
         };
@@ -285,10 +281,7 @@ impl DispatchJob {
         let before = match self.pdf(lease, &tx, &invoice_number, &invoice_url).await? {
             Ok(before) => before,
             Err(e) => {
-                let e = DinteroError {
-                    message: format!("{}; nothing was captured", e.message),
-                    ..e
-                };
+                let e = e.map_message(|m| format!("{m}; nothing was captured"));
                 return self.gateway_failure(lease, e).await.map(Attempt::from);
             }
         };
@@ -411,7 +404,7 @@ impl DispatchJob {
                 let error = format!(
                     "captured, but reading the invoice after capture failed: {e}; retried, never captured again"
                 );
-                let finish = self.failure(lease, ErrorKind::Temporary, e.retry_after, error);
+                let finish = self.failure(lease, RetryClass::Temporary, e.retry_after(), error);
                 if let Finish::Dead(reason) = &finish {
                     self.mark_failed(lease, reason).await?;
                 }
@@ -498,13 +491,13 @@ impl DispatchJob {
                 return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
             }
             CaptureDecision::Waiting { request_id } => {
-                let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+                let finish = self.failure(lease, RetryClass::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
                 return Ok(Capture::Stop(finish));
             }
             CaptureDecision::Undecided => {
                 let finish = self.failure(
                     lease,
-                    ErrorKind::Temporary,
+                    RetryClass::Temporary,
                     None,
                     format!("{NOT_CAPTURED}: Dintero shows a capture event without `success`; collection may have started, so nothing is sent until Dintero says"),
                 );
@@ -590,10 +583,10 @@ impl DispatchJob {
                         return self.after_capture(lease, &now).await;
                     }
                 }
-                let finish = self.failure(lease, ErrorKind::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+                let finish = self.failure(lease, RetryClass::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
                 Ok(Capture::Stop(finish))
             }
-            Err(e) if e.kind == ErrorKind::Permanent => {
+            Err(e) if e.retry_class() == RetryClass::Permanent => {
                 // Refused, perhaps because collection has already started: what Dintero shows
                 // decides. A capture it shows is Postbud's own only if an earlier attempt asked
                 // for one (its answer lost, now "beyond the authorised amount"); if this was the
@@ -621,7 +614,7 @@ impl DispatchJob {
                         // be what the refusal is about. Read again rather than give up.
                         None if earlier.is_some() => Ok(Capture::Stop(self.failure(
                             lease,
-                            ErrorKind::Temporary,
+                            RetryClass::Temporary,
                             None,
                             format!("capture refused ({e}) after an earlier request of Postbud's whose outcome Dintero does not show yet; read again before anything is sent"),
                         ))),
@@ -634,15 +627,15 @@ impl DispatchJob {
                     // Whether it was captured is unknown: read again before anything else.
                     Err(read) => Ok(Capture::Stop(self.failure(
                         lease,
-                        ErrorKind::Temporary,
-                        read.retry_after,
+                        RetryClass::Temporary,
+                        read.retry_after(),
                         format!("capture refused ({e}), and reading the transaction after it failed ({read}); Dintero is read again before anything is sent"),
                     ))),
                 }
             }
             // Refused before it was applied: nothing is in flight, so the next attempt need not
             // wait out the grace.
-            Err(e) if e.status == Some(429) => {
+            Err(e) if e.status() == Some(429) => {
                 self.store
                     .update_dispatch(
                         lease,
@@ -659,8 +652,8 @@ impl DispatchJob {
                     .await?;
                 Ok(Capture::Stop(self.failure(
                     lease,
-                    e.kind,
-                    e.retry_after,
+                    e.retry_class(),
+                    e.retry_after(),
                     e.to_string(),
                 )))
             }
@@ -669,8 +662,8 @@ impl DispatchJob {
             // late) is never made twice.
             Err(e) => Ok(Capture::Stop(self.failure(
                 lease,
-                e.kind,
-                e.retry_after,
+                e.retry_class(),
+                e.retry_after(),
                 e.to_string(),
             ))),
         }
@@ -703,7 +696,7 @@ impl DispatchJob {
         }
         let finish = self.failure(
             lease,
-            ErrorKind::Temporary,
+            RetryClass::Temporary,
             None,
             format!("{NOT_CAPTURED}: the capture response has no INITIATE_CAPTURE event yet"),
         );

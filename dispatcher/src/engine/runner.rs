@@ -26,7 +26,7 @@ use crate::{
     metrics::Metrics,
     store::{Claim, Finish, Lease, Store, StoreError},
 };
-use postbud_channel::ErrorKind;
+use postbud_channel::RetryClass;
 
 /// Runs the jobs `J` from the store.
 pub(crate) struct Runner<J> {
@@ -169,7 +169,7 @@ impl<J: Jobs> Runner<J> {
                 Ok(Err(StoreError::Database(e) | StoreError::Missing(e))) => backoff::after_failure(
                     &self.settings,
                     lease.job.attempts,
-                    ErrorKind::Temporary,
+                    RetryClass::Temporary,
                     None,
                     format!("the store failed during the attempt: {e}"),
                     self.store.now(),

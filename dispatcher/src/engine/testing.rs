@@ -22,7 +22,8 @@ use crate::{
     },
 };
 use postbud_channel::{
-    Channel, ChannelError, DeliveryContext, ErrorKind, Invoice, Pdf, Receipt, async_trait,
+    Channel, ChannelError, DeliveryContext, ErrorKind, Invoice, Pdf, Receipt, RetryClass,
+    async_trait,
 };
 
 /// A SQLite store in a directory of its own (kept while the `TempDir` lives).
@@ -164,7 +165,7 @@ impl DinteroApi for OneTransaction {
 /// notices when `cancels`, and records the ids of the deliveries and notices it was given.
 #[derive(Debug, Default)]
 pub(super) struct Recording {
-    pub(super) fails: Option<(ErrorKind, &'static str)>,
+    pub(super) fails: Option<(RetryClass, &'static str)>,
     pub(super) cancels: bool,
     pub(super) sent: Mutex<Vec<String>>,
 }
@@ -181,7 +182,9 @@ impl Channel for Recording {
             .expect("lock")
             .push(ctx.delivery_id.clone());
         match self.fails {
-            Some((kind, message)) => Err(ChannelError::new(kind, message)),
+            Some((class, message)) => {
+                Err(ChannelError::new(ErrorKind::Unexpected, message).with_retry_class(class))
+            }
             None => Ok(Receipt::new(format!("sent {}", invoice.invoice_number))),
         }
     }

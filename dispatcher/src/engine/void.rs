@@ -12,7 +12,7 @@ use crate::{
     ids,
     store::{Finish, JobKind, Lease, NewJob, Role, Store, StoreError, VoidEffect},
 };
-use postbud_channel::ErrorKind;
+use postbud_channel::RetryClass;
 
 /// The void job, with everything it reads and writes.
 pub(crate) struct VoidJob {
@@ -89,7 +89,12 @@ impl VoidJob {
             Ok(tx) => tx,
             // Whatever went wrong, the void's outcome is still to be learnt: keep looking.
             Err(e) => {
-                return Ok(self.failure(lease, ErrorKind::Temporary, e.retry_after, e.to_string()));
+                return Ok(self.failure(
+                    lease,
+                    RetryClass::Temporary,
+                    e.retry_after(),
+                    e.to_string(),
+                ));
             }
         };
         match tx.void_result(request_id.as_deref()) {
@@ -105,7 +110,7 @@ impl VoidJob {
             ))),
             None => Ok(self.failure(
                 lease,
-                ErrorKind::Temporary,
+                RetryClass::Temporary,
                 None,
                 "void accepted by Dintero (202); waiting for its VOID event".into(),
             )),
@@ -116,7 +121,7 @@ impl VoidJob {
     fn failure(
         &self,
         lease: &Lease,
-        kind: ErrorKind,
+        kind: RetryClass,
         retry_after: Option<Duration>,
         error: String,
     ) -> Finish {

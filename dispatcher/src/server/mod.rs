@@ -302,7 +302,7 @@ fn callback_error(e: &AppError) -> (StatusCode, String) {
         // Not a 404: Dintero gives up on a 4xx, and a transaction it has only just authorized
         // might not be readable yet. A made-up id gains nothing from the retries either, since
         // each costs a check within `server.unverified_per_second`.
-        AppError::Dintero(g) if g.status == Some(404) => (
+        AppError::Dintero(g) if g.status() == Some(404) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "Dintero does not know this transaction (yet); retry later".into(),
         ),

@@ -128,7 +128,7 @@ impl TeamsChannel {
             .await
             // reqwest's message would quote the URL, which is a credential here.
             .map_err(|e| {
-                ChannelError::temporary(format!("POST to the webhook: {}", e.without_url()))
+                http::transport_error(e).map_message(|m| format!("POST to the webhook: {m}"))
             })?;
         let status = response.status();
         let wait = http::retry_after(response.headers());
