@@ -221,7 +221,7 @@ impl Engine {
                 tokio::time::sleep(every).await;
                 match self.store.renew(&lease, self.settings.lease).await {
                     Ok(()) => {}
-                    Err(StoreError::LeaseLost(_)) => {
+                    Err(e) if e.is_lease_lost() => {
                         tracing::warn!("lease lost; abandoning this attempt");
                         return;
                     }
@@ -234,10 +234,10 @@ impl Engine {
         let finish = tokio::select! {
             outcome = work => match outcome {
                 Ok(Ok(finish)) => finish,
-                Ok(Err(StoreError::LeaseLost(id))) => return Err(StoreError::LeaseLost(id)),
+                Ok(Err(e)) if e.is_lease_lost() => return Err(e),
                 // The store failed mid-attempt: an attempt like any other, so max_attempts ends
                 // it, with the error kept where `status` shows it.
-                Ok(Err(StoreError::Database(e) | StoreError::Missing(e))) => self.failure(
+                Ok(Err(e)) => self.failure(
                     &lease,
                     ErrorKind::Temporary,
                     None,
@@ -253,7 +253,7 @@ impl Engine {
             },
             () = renew => {
                 // Lost the lease: whatever this attempt does next would be refused anyway.
-                return Err(StoreError::LeaseLost(lease.job.id.clone()));
+                return Err(StoreError::lease_lost(&lease.job.id));
             }
         };
         tracing::info!(outcome = ?finish, "attempt finished");
@@ -305,7 +305,7 @@ impl Engine {
                     .map(|()| Vec::new()),
             };
             match recorded {
-                Err(StoreError::Database(e)) if tokio::time::Instant::now() < deadline => {
+                Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "recording the attempt failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_millis(500));
