@@ -3,7 +3,7 @@
 //! The shape is the SDK's: private fields, a [`StoreErrorKind`] that says what happened, a retry
 //! class derived from it ([`StoreError::is_temporary`]) and the driver's error kept as the
 //! [`source`](std::error::Error::source). Each backend classifies its driver's errors at the
-//! edge, in one function ([`crate::sqlite`]'s `classify`, [`crate::postgres`]'s `classify`).
+//! edge, in one function per backend (`classify` in `sqlite/db.rs` and in `postgres.rs`).
 
 use std::{error::Error as StdError, fmt, sync::Arc};
 

@@ -5,7 +5,18 @@
 //! instance after a void. Jobs are claimed with a lease; each claim bumps the job's *fence*, and
 //! every write made under a claim checks it, so a worker whose lease lapsed cannot overwrite
 //! the work of the one that rescued the job.
-
+//!
+//! [`Store`] is the outbox's contract; [`open`] opens the store a URL names:
+//! `sqlite://FILE` (`SqliteStore`, feature `sqlite`, a default: one file, one writer thread
+//! that batches the writes, a checkpointer) or `postgres://…` (`PgStore`, feature
+//! `postgres`: several instances on one database, woken by `LISTEN`). Both run the statements
+//! in this crate's `sql/` folder, shared where the dialects agree.
+//!
+//! Errors are [`StoreError`]s: what happened ([`StoreErrorKind`]), whether trying again may
+//! help ([`StoreError::is_temporary`]), and the driver's error as the source.
+//!
+//! A backend of another database keeps the same contract: the feature `testkit` brings
+//! `testkit::check`, which runs every case of it on stores the backend makes.
 #![warn(missing_docs)]
 
 pub mod clock;

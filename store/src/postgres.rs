@@ -691,7 +691,7 @@ impl Store for PgStore {
             .bind("route_snapshot", snapshot.route_snapshot)
             .bind("file_name", snapshot.pdf.file_name)
             .bind("sha256", snapshot.pdf.sha256)
-            .bind("bytes", snapshot.pdf.bytes.to_vec())
+            .bind("bytes", snapshot.pdf.bytes.as_ref())
             .bind("receipt", snapshot.receipt)
             .bind("done_line", snapshot.done_line)
             .bind("job_ids", column(|j| j.id.clone()))
