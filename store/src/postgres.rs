@@ -188,10 +188,7 @@ async fn measure(pool: &PgPool, clock: &StoreClock) -> Result<(), StoreError> {
     // The connection first: a wait for one would count as the server's answer taking long.
     let mut conn = pool.acquire().await?;
     let before = clock.local();
-    let reference: i64 =
-        sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint")
-            .fetch_one(&mut *conn)
-            .await?;
+    let reference: i64 = first(&Named::new(postgres::CLOCK).fetch_one(&mut *conn).await?)?;
     let after = clock.local();
     // A round trip this slow says little of when the server read its clock: keep the last
     // offset rather than one that may be off by half of it.
@@ -206,17 +203,18 @@ async fn measure(pool: &PgPool, clock: &StoreClock) -> Result<(), StoreError> {
 /// nothing.
 pub(super) async fn probe(url: &str) -> Result<String, StoreError> {
     let pool = connect(url, 1).await?;
-    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('postbud_schema')::text")
-        .fetch_one(&pool)
-        .await?;
+    let table: Option<String> = first(&Named::new(postgres::SCHEMA_TABLE).fetch_one(&pool).await?)?;
     let answer = match table {
         None => {
             "reachable; no Postbud schema yet: `postbud serve` or `migrate` creates it".to_owned()
         }
         Some(_) => {
-            let version: Option<i64> = sqlx::query_scalar("SELECT version FROM postbud_schema")
+            let version = Named::new(postgres::SCHEMA_VERSION)
                 .fetch_optional(&pool)
-                .await?;
+                .await?
+                .as_ref()
+                .map(first::<i64>)
+                .transpose()?;
             format!(
                 "reachable; schema version {} of {}",
                 version.unwrap_or(0),
@@ -275,17 +273,20 @@ impl PgStore {
     /// Runs the migrations not applied yet; one instance at a time (advisory lock).
     pub async fn migrate(&self) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(7337001)")
+        Named::new(postgres::MIGRATION_LOCK)
+            .fetch_all(&mut *tx)
+            .await?;
+        Named::new(postgres::SCHEMA_VERSIONED)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS postbud_schema (version BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM postbud_schema")
+        let version = Named::new(postgres::SCHEMA_VERSION)
             .fetch_optional(&mut *tx)
-            .await?;
+            .await?
+            .as_ref()
+            .map(first::<i64>)
+            .transpose()?;
         if version.is_none() {
-            sqlx::query("INSERT INTO postbud_schema (version) VALUES (0)")
+            Named::new(postgres::SCHEMA_UNVERSIONED)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -294,8 +295,8 @@ impl PgStore {
             sqlx::raw_sql(migration).execute(&mut *tx).await?;
         }
         let applied = migrations(Dialect::Postgres).len() as i64;
-        sqlx::query("UPDATE postbud_schema SET version = $1")
-            .bind(applied.max(version))
+        Named::new(postgres::SCHEMA_MIGRATED)
+            .bind("version", applied.max(version))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -1116,6 +1117,10 @@ mod tests {
                 .await
                 .expect("migrate");
         }
+        sqlx::raw_sql(postgres::SCHEMA_VERSIONED)
+            .execute(&mut *tx)
+            .await
+            .expect("the version's table");
         for (name, sql) in postgres::every_statement() {
             let numbered = crate::sql::numbered(&sql);
             let prepared = (&mut *tx)

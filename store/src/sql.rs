@@ -129,6 +129,13 @@ pub(crate) mod postgres {
         INSERT_JOB = "postgres/insert_job.sql";
         JOBS_OF_PAGE = "postgres/jobs_of_page.sql";
         COMPLETE_DISPATCH = "postgres/complete_dispatch.sql";
+        CLOCK = "postgres/clock.sql";
+        SCHEMA_TABLE = "postgres/schema_table.sql";
+        SCHEMA_VERSION = "postgres/schema_version.sql";
+        MIGRATION_LOCK = "postgres/migration_lock.sql";
+        SCHEMA_VERSIONED = "postgres/schema_versioned.sql";
+        SCHEMA_UNVERSIONED = "postgres/schema_unversioned.sql";
+        SCHEMA_MIGRATED = "postgres/schema_migrated.sql";
     }
 
     use super::without_comments as clause;
