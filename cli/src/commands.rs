@@ -31,10 +31,17 @@ impl From<postbud::ConfigError> for Failure {
     }
 }
 
+/// A store error the configuration must fix (exit 2): no store where it says, a URL or file
+/// that cannot be a store, a database that refuses the user.
+fn store_misconfigured(e: &postbud::StoreError) -> bool {
+    use postbud::StoreErrorKind as Kind;
+    matches!(e.kind(), Kind::Missing | Kind::Misconfigured | Kind::Denied)
+}
+
 impl From<AppError> for Failure {
     fn from(e: AppError) -> Self {
-        let code = match e {
-            AppError::Store(postbud::StoreError::Missing(_)) => exit::CONFIG,
+        let code = match &e {
+            AppError::Store(e) if store_misconfigured(e) => exit::CONFIG,
             AppError::Config(_)
             | AppError::Registry(_)
             | AppError::InvalidId(_)
@@ -61,9 +68,9 @@ impl From<postbud::dintero::transaction_id::InvalidTransactionId> for Failure {
 
 impl From<postbud::StoreError> for Failure {
     fn from(e: postbud::StoreError) -> Self {
-        let code = match e {
-            postbud::StoreError::Missing(_) => exit::CONFIG,
-            _ => exit::UNAVAILABLE,
+        let code = match store_misconfigured(&e) {
+            true => exit::CONFIG,
+            false => exit::UNAVAILABLE,
         };
         Self {
             message: e.to_string(),
@@ -556,9 +563,9 @@ pub async fn check(config: Option<&Path>, registry: &Registry) -> CommandResult 
             }
         }
         Err(e) => {
-            worst(match e {
-                postbud::StoreError::Missing(_) => exit::CONFIG,
-                _ => exit::UNAVAILABLE,
+            worst(match store_misconfigured(&e) {
+                true => exit::CONFIG,
+                false => exit::UNAVAILABLE,
             });
             say!("✗ store {}: {e}", postbud::http::redact_url(&url));
         }

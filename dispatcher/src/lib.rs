@@ -73,11 +73,12 @@ mod records;
 pub mod retention;
 #[cfg(not(feature = "unstable-internals"))]
 mod retention;
+// The outbox is its own crate, `postbud-store`, under the path the engine's modules name.
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
-pub mod store;
+pub use postbud_store as store;
 #[cfg(not(feature = "unstable-internals"))]
-mod store;
+use postbud_store as store;
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
 pub mod sweeps;
@@ -101,7 +102,7 @@ pub use self::{
     records::Records,
     store::{
         Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage, StoreError,
-        Totals, fmt_ms, now_ms, probe as probe_store,
+        StoreErrorKind, Totals, fmt_ms, now_ms, probe as probe_store,
     },
     sweeps::Sweep,
     triage::{Assessment, Filter, Listed, Verdict},

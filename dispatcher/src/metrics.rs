@@ -299,8 +299,12 @@ impl Metrics {
         self.log_writes_dropped
             .set(crate::log_sink::dropped() as i64);
         let mut out = String::new();
-        encode(&mut out, &self.registry)
-            .map_err(|e| StoreError::Database(format!("encoding the metrics: {e}")))?;
+        encode(&mut out, &self.registry).map_err(|e| {
+            StoreError::new(
+                crate::store::StoreErrorKind::Other,
+                format!("encoding the metrics: {e}"),
+            )
+        })?;
         Ok(out)
     }
 }

@@ -31,9 +31,9 @@ pub struct Records {
 }
 
 impl Records {
-    /// Opens the store `settings` names; never creates one ([`StoreError::Missing`] says where
-    /// it looked), so a configuration pointing at the wrong place is not hidden by an empty
-    /// store.
+    /// Opens the store `settings` names; never creates one (an error of kind
+    /// [`crate::StoreErrorKind::Missing`] says where it looked), so a configuration pointing at
+    /// the wrong place is not hidden by an empty store.
     pub async fn open(settings: &Settings) -> Result<Self, StoreError> {
         let url = settings.store_url();
         Ok(Self::of(

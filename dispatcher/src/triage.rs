@@ -181,7 +181,7 @@ pub async fn list(
     };
     let mut pages = Pages::new(store, query, size);
     let mut found = Vec::new();
-    while let Some(DispatchJobs { dispatch, jobs }) = pages.next().await? {
+    while let Some(DispatchJobs { dispatch, jobs, .. }) = pages.next().await? {
         let assessment = assess(Some(&dispatch), &jobs);
         if filter.verdicts.is_empty() || filter.verdicts.contains(&assessment.verdict) {
             if found.len() == limit {
@@ -435,49 +435,26 @@ mod tests {
     use super::*;
 
     fn dispatch(stage: &str) -> Dispatch {
-        Dispatch {
-            transaction_id: "T12345678.abc".into(),
-            stage: Stage::parse(stage).expect("a stage"),
-            reason: None,
-            capture_reference: None,
-            capture_request_id: None,
-            captured_at: None,
-            invoice_number: Some("1".into()),
-            route: None,
-            origin: None,
-            void_request_id: None,
-            pruned_at: None,
-            pdf_sha256: None,
-            route_snapshot: None,
-            created_at: 0,
-            updated_at: 0,
-        }
+        let mut dispatch = Dispatch::new("T12345678.abc", Stage::parse(stage).expect("a stage"));
+        dispatch.invoice_number = Some("1".into());
+        dispatch
     }
 
     fn job(kind: JobKind, channel: Option<&str>, role: Option<&str>, state: JobState) -> Job {
-        Job {
-            id: format!("{kind}-{}", channel.unwrap_or("")),
-            transaction_id: "T12345678.abc".into(),
-            kind,
-            channel: channel.map(str::to_owned),
-            role: role.map(|r| Role::parse(r).expect("a role")),
-            state,
-            attempts: 3,
-            next_at: 0,
-            fence: 1,
-            last_error: Some(format!("{state} error")),
-            receipt: None,
-            created_at: 0,
-            updated_at: 0,
-        }
+        let id = format!("{kind}-{}", channel.unwrap_or(""));
+        let mut job = Job::new(id, "T12345678.abc", kind, state);
+        job.channel = channel.map(str::to_owned);
+        job.role = role.map(|r| Role::parse(r).expect("a role"));
+        (job.attempts, job.fence) = (3, 1);
+        job.last_error = Some(format!("{state} error"));
+        job
     }
 
     fn captured() -> Dispatch {
-        Dispatch {
-            captured_at: Some(1),
-            capture_reference: Some("ref".into()),
-            ..dispatch("routed")
-        }
+        let mut routed = dispatch("routed");
+        routed.captured_at = Some(1);
+        routed.capture_reference = Some("ref".into());
+        routed
     }
 
     fn routed(deliveries: &[(&str, &str, JobState)]) -> Vec<Job> {
@@ -527,18 +504,14 @@ mod tests {
     #[test]
     fn dispatch_failures_need_attention_once_a_capture_was_asked_for() {
         let failed = vec![job(JobKind::Dispatch, None, None, JobState::Failed)];
-        let before = Dispatch {
-            reason: Some("no route matches".into()),
-            ..dispatch("failed")
-        };
+        let mut before = dispatch("failed");
+        before.reason = Some("no route matches".into());
         let a = assess(Some(&before), &failed);
         assert_eq!(a.verdict, Verdict::NeedsAttention);
         assert!(a.reason.contains("nothing was captured"), "{a:?}");
-        let refused = Dispatch {
-            capture_reference: Some("ref".into()),
-            reason: Some("capture was refused by Dintero: no".into()),
-            ..dispatch("failed")
-        };
+        let mut refused = dispatch("failed");
+        refused.capture_reference = Some("ref".into());
+        refused.reason = Some("capture was refused by Dintero: no".into());
         let a = assess(Some(&refused), &failed);
         assert_eq!(a.verdict, Verdict::NeedsAttention);
         assert!(a.reason.contains("refused by Dintero"), "{a:?}");

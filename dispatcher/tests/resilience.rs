@@ -227,7 +227,10 @@ impl Store for Watched {
         c: &postbud::store::Completion<'_>,
     ) -> Result<Option<Lease>, StoreError> {
         if self.failing {
-            return Err(StoreError::Database("disk I/O error (injected)".into()));
+            return Err(StoreError::new(
+                postbud::store::StoreErrorKind::Unavailable,
+                "disk I/O error (injected)",
+            ));
         }
         self.store.complete_dispatch(l, c).await
     }

@@ -143,23 +143,11 @@ mod tests {
     }
 
     fn dispatch(captured: bool, request_id: Option<&str>) -> Dispatch {
-        Dispatch {
-            transaction_id: ID.into(),
-            stage: Stage::Capturing,
-            reason: None,
-            capture_reference: Some("order-1".into()),
-            capture_request_id: request_id.map(str::to_owned),
-            captured_at: captured.then_some(1),
-            invoice_number: None,
-            route: None,
-            origin: None,
-            void_request_id: None,
-            pruned_at: None,
-            pdf_sha256: None,
-            route_snapshot: None,
-            created_at: 0,
-            updated_at: 0,
-        }
+        let mut dispatch = Dispatch::new(ID, Stage::Capturing);
+        dispatch.capture_reference = Some("order-1".into());
+        dispatch.capture_request_id = request_id.map(str::to_owned);
+        dispatch.captured_at = captured.then_some(1);
+        dispatch
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl DeliveryJob {
         };
         if let Some(snapshot) = &dispatch.route_snapshot {
             return serde_json::from_str(snapshot).map(Some).map_err(|e| {
-                StoreError::Database(format!(
+                StoreError::corrupt(format!(
                     "the route stored with {transaction_id} does not read back: {e}"
                 ))
             });

@@ -26,8 +26,9 @@ use crate::{
 };
 use postbud_channel::{Pdf, RetryClass};
 
-/// How the reason of a dispatch stopped by a capture Postbud did not make begins.
-pub const COLLECTION_STARTED_ELSEWHERE: &str = "collection was started elsewhere";
+/// How the reason of a dispatch stopped by a capture Postbud did not make begins: the store's,
+/// which adopts only a dispatch stopped for that reason.
+pub use crate::store::COLLECTION_STARTED_ELSEWHERE;
 
 /// How often and how long to re-read a transaction after a 202 capture before leaving the
 /// confirmation to a later attempt.
@@ -333,7 +334,10 @@ impl DispatchJob {
         let chosen = ChosenRoute {
             index: route,
             snapshot: serde_json::to_string(route_cfg).map_err(|e| {
-                StoreError::Database(format!("the route could not be recorded: {e}"))
+                StoreError::new(
+                    crate::store::StoreErrorKind::Invalid,
+                    format!("the route could not be recorded: {e}"),
+                )
             })?,
         };
         let leased = self

@@ -163,10 +163,10 @@ impl<J: Jobs> Runner<J> {
                     *next = handed;
                     finish
                 }
-                Ok(Err(StoreError::LeaseLost(id))) => return Err(StoreError::LeaseLost(id)),
+                Ok(Err(e)) if e.is_lease_lost() => return Err(e),
                 // The store failed mid-attempt: an attempt like any other, so max_attempts ends
                 // it, with the error kept where `status` shows it.
-                Ok(Err(StoreError::Database(e) | StoreError::Missing(e))) => backoff::after_failure(
+                Ok(Err(e)) => backoff::after_failure(
                     &self.settings,
                     lease.job.attempts,
                     RetryClass::Temporary,
@@ -184,7 +184,7 @@ impl<J: Jobs> Runner<J> {
             },
             () = self.renew_until_lost(&lease) => {
                 // Lost the lease: whatever this attempt does next would be refused anyway.
-                return Err(StoreError::LeaseLost(lease.job.id.clone()));
+                return Err(StoreError::lease_lost(&lease.job.id));
             }
         };
         tracing::info!(outcome = ?finish, "attempt finished");
@@ -204,7 +204,7 @@ impl<J: Jobs> Runner<J> {
             tokio::time::sleep(every).await;
             match self.store.renew(lease, self.settings.lease).await {
                 Ok(()) => {}
-                Err(StoreError::LeaseLost(_)) => {
+                Err(e) if e.is_lease_lost() => {
                     tracing::warn!("lease lost; abandoning this attempt");
                     return;
                 }
@@ -240,7 +240,7 @@ impl<J: Jobs> Runner<J> {
                     .map(|()| Vec::new()),
             };
             match recorded {
-                Err(StoreError::Database(e)) if tokio::time::Instant::now() < deadline => {
+                Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "recording the attempt failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_millis(500));

@@ -1,10 +1,42 @@
-//! One contract, run against every store (River's way): each test below is written once
-//! against `dyn Store` and runs on a SQLite file and on a fresh PostgreSQL database. A backend
-//! that drifts from the other fails here, not in production.
+//! The contract every [`Store`] keeps, as a test kit (feature `testkit`): each case is written
+//! once against `dyn Store`, and this crate runs every one on a SQLite file and on a fresh
+//! PostgreSQL database (River's way). A backend that drifts from the others fails here, not in
+//! production.
+//!
+//! # A third backend
+//!
+//! Depend on this crate with the feature in `[dev-dependencies]`:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! postbud-store = { version = "0.1", features = ["testkit"] }
+//! ```
+//!
+//! and hand [`check`] a factory that makes a fresh, empty, migrated store for each case (and
+//! whatever must live as long as it, such as a temporary directory or a database dropped on
+//! drop):
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use postbud_store::Store;
+//! # async fn open_my_store(name: &str) -> (Arc<dyn Store>, ()) { unimplemented!() }
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_store_keeps_the_contract() {
+//!     postbud_store::testkit::check(|case| open_my_store(case)).await;
+//! }
+//! ```
+//!
+//! Every case runs on its own store, one after the other, and a failure panics naming the
+//! case. [`CASES`] lists them, for a harness that runs each as a test of its own. Together they
+//! call every method of [`Store`]; the cases use real time (leases of 100 ms lapse), so run
+//! them on a multi-threaded runtime.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use super::{Claim, Finish, JobKind, JobState, NewJob, Store, StoreError, now_ms};
+use crate::{
+    AcceptedVoid, ChosenRoute, Claim, Completion, Finish, JobKind, JobState, NewJob, Role, Stage,
+    Store, now_ms,
+};
 
 const TX: &str = "T12345678.contractTx1";
 
@@ -19,7 +51,7 @@ fn claim<'a>(owner: &'a str, lease: Duration, limit: u32, only: Option<&'a str>)
 }
 
 /// The job of `id` that is due, claimed by `owner` for `lease`.
-async fn claim_one(store: &Arc<dyn Store>, id: &str, owner: &str, lease: Duration) -> super::Lease {
+async fn claim_one(store: &Arc<dyn Store>, id: &str, owner: &str, lease: Duration) -> crate::Lease {
     let mut leases = store
         .claim(&claim(owner, lease, 1, Some(id)))
         .await
@@ -33,7 +65,7 @@ async fn submitted(store: &Arc<dyn Store>, id: &str) {
 }
 
 /// A lapsed lease loses every write to the worker that rescued the job.
-async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
+pub async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let old = claim_one(&store, TX, "slow", Duration::from_millis(100)).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -41,11 +73,11 @@ async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
     assert!(new.job.fence > old.job.fence, "a claim bumps the fence");
     assert!(matches!(
         store.finish(&old, Finish::Failed("late".into())).await,
-        Err(StoreError::LeaseLost(_))
+        Err(e) if e.is_lease_lost()
     ));
     assert!(matches!(
         store.renew(&old, Duration::from_secs(30)).await,
-        Err(StoreError::LeaseLost(_))
+        Err(e) if e.is_lease_lost()
     ));
     store
         .finish(&new, Finish::Done("ok".into()))
@@ -59,7 +91,7 @@ async fn a_lapsed_lease_is_fenced_out(store: Arc<dyn Store>) {
 }
 
 /// Claims come in due order, never before a job is due, never twice while leased.
-async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Store>) {
+pub async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Store>) {
     let ids = [
         "T12345678.contractA",
         "T12345678.contractB",
@@ -102,15 +134,15 @@ async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn Sto
 }
 
 /// Submitting or enqueueing the same work twice makes one job.
-async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
+pub async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     assert!(!store.submit(TX).await.expect("again"), "known already");
     let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
     let delivery = NewJob {
-        id: crate::ids::delivery_id(TX, "archive"),
+        id: postbud_channel::ids::delivery_id(TX, "archive"),
         kind: JobKind::Deliver,
         channel: "archive".into(),
-        role: super::Role::Primary,
+        role: Role::Primary,
         next_at: now_ms(),
     };
     store
@@ -129,14 +161,14 @@ async fn the_same_work_twice_is_one_job(store: Arc<dyn Store>) {
 }
 
 /// A void stops a job mid-attempt: the running worker's end is refused.
-async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
+pub async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
     let effect = store.void(TX).await.expect("void");
     assert!(effect.delivered_channels.is_empty());
     assert!(matches!(
         store.finish(&lease, Finish::Done("too late".into())).await,
-        Err(StoreError::LeaseLost(_))
+        Err(e) if e.is_lease_lost()
     ));
     let job = store.jobs(TX).await.expect("jobs").remove(0);
     assert_eq!(job.state, JobState::Cancelled);
@@ -147,13 +179,13 @@ async fn a_void_fences_out_the_running_attempt(store: Arc<dyn Store>) {
             .expect("dispatch")
             .expect("kept")
             .stage,
-        super::Stage::Voided
+        Stage::Voided
     );
 }
 
 /// Retries that race leave one job, queued to run now, and a history line for each retry that
 /// requeued something, written with it.
-async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
+pub async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
     let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
     store
@@ -200,10 +232,10 @@ async fn concurrent_retries_requeue_one_job(store: Arc<dyn Store>) {
 }
 
 /// History reads back in the order it was written; a turn has one holder until it ends.
-async fn history_keeps_its_order_and_a_turn_one_holder(store: Arc<dyn Store>) {
+pub async fn history_keeps_its_order_and_a_turn_one_holder(store: Arc<dyn Store>) {
     for event in ["first", "second", "third"] {
         store
-            .record(&super::HistoryLine {
+            .record(&crate::HistoryLine {
                 transaction_id: TX,
                 job_id: None,
                 event,
@@ -234,10 +266,10 @@ async fn history_keeps_its_order_and_a_turn_one_holder(store: Arc<dyn Store>) {
 
 /// The census and totals counted from every row, through the listing: what the kept counts
 /// must equal.
-async fn counted_row_by_row(store: &Arc<dyn Store>) -> (Vec<super::CensusRow>, super::Totals) {
-    let mut census: Vec<super::CensusRow> = Vec::new();
-    let mut totals = super::Totals::default();
-    let all = super::DispatchQuery::latest(10_000);
+async fn counted_row_by_row(store: &Arc<dyn Store>) -> (Vec<crate::CensusRow>, crate::Totals) {
+    let mut census: Vec<crate::CensusRow> = Vec::new();
+    let mut totals = crate::Totals::default();
+    let all = crate::DispatchQuery::latest(10_000);
     for listed in store.dispatches(&all).await.expect("every dispatch") {
         let has = |states: &[JobState]| listed.jobs.iter().any(|j| states.contains(&j.state));
         let (active, troubled) = (
@@ -250,7 +282,7 @@ async fn counted_row_by_row(store: &Arc<dyn Store>) -> (Vec<super::CensusRow>, s
             .find(|r| (r.stage, r.active, r.troubled) == (stage, active, troubled))
         {
             Some(row) => row.count += 1,
-            None => census.push(super::CensusRow {
+            None => census.push(crate::CensusRow {
                 stage,
                 active,
                 troubled,
@@ -275,7 +307,7 @@ async fn counted_row_by_row(store: &Arc<dyn Store>) -> (Vec<super::CensusRow>, s
 
 /// The kept counts equal a count of every row.
 async fn assert_counts_agree(store: &Arc<dyn Store>, when: &str) {
-    let sorted = |mut rows: Vec<super::CensusRow>| {
+    let sorted = |mut rows: Vec<crate::CensusRow>| {
         rows.sort_by_key(|r| (r.stage.as_str(), r.active, r.troubled));
         rows
     };
@@ -290,7 +322,7 @@ async fn assert_counts_agree(store: &Arc<dyn Store>, when: &str) {
 /// from the history; whatever moved a row, they equal a count of every row: deliveries done,
 /// failed, dead-lettered and retried, a dispatch skipped and submitted again, voids of a
 /// delivered and of an unknown transaction, a prune.
-async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
+pub async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
     let lease = Duration::from_secs(30);
     let id = |n: u32| format!("T12345678.count{n}");
     let claimed = async |id: &str| {
@@ -303,8 +335,8 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
     let routed = async |id: &str, end: Option<Finish>| {
         submitted(&store, id).await;
         let dispatch = claimed(id).await.remove(0);
-        let patch = super::DispatchPatch {
-            stage: Some(super::Stage::Routed),
+        let patch = crate::DispatchPatch {
+            stage: Some(Stage::Routed),
             ..Default::default()
         };
         store
@@ -312,10 +344,10 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
             .await
             .expect("routed");
         let delivery = NewJob {
-            id: crate::ids::delivery_id(id, "archive"),
+            id: postbud_channel::ids::delivery_id(id, "archive"),
             kind: JobKind::Deliver,
             channel: "archive".into(),
-            role: super::Role::Primary,
+            role: Role::Primary,
             next_at: now_ms(),
         };
         store
@@ -340,8 +372,8 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
     routed(&id(5), Some(Finish::Done("sent".into()))).await;
     submitted(&store, &id(6)).await;
     let skipped = claimed(&id(6)).await.remove(0);
-    let patch = super::DispatchPatch {
-        stage: Some(super::Stage::Skipped),
+    let patch = crate::DispatchPatch {
+        stage: Some(Stage::Skipped),
         ..Default::default()
     };
     store
@@ -379,8 +411,8 @@ async fn kept_counts_agree_with_every_row_counted(store: Arc<dyn Store>) {
 /// The record after a capture, kept with the routing, comes first in its transaction: the
 /// dispatch shows collection started and no 202 pending, and its history line precedes the
 /// deliveries queued and the dispatch done. A lapsed lease writes none of it.
-async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
-    use super::{ChosenRoute, Completion, Confirmation, DispatchPatch, Role, Stage};
+pub async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
+    use crate::{Confirmation, DispatchPatch};
     submitted(&store, TX).await;
     let old = claim_one(&store, TX, "slow", Duration::from_millis(100)).await;
     let capturing = DispatchPatch {
@@ -438,7 +470,7 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
         store
             .complete_dispatch(&old, &completion(Some(&confirmation)))
             .await,
-        Err(StoreError::LeaseLost(_))
+        Err(e) if e.is_lease_lost()
     ));
     let dispatch = store.dispatch(TX).await.expect("read").expect("dispatch");
     assert_eq!(
@@ -480,7 +512,7 @@ async fn a_completion_keeps_the_capture_record_first(store: Arc<dyn Store>) {
 
 /// Ending an attempt and claiming the next job is one write: refused whole to a lapsed lease
 /// (nothing claimed), and for the holder the end is recorded and the next due job leased.
-async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
+pub async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
     let (first, second) = ("T12345678.contractEnd1", "T12345678.contractEnd2");
     submitted(&store, first).await;
     let old = claim_one(&store, first, "slow", Duration::from_millis(100)).await;
@@ -492,7 +524,7 @@ async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
         store
             .finish_then_claim(&old, Finish::Done("late".into()), &next)
             .await,
-        Err(StoreError::LeaseLost(_))
+        Err(e) if e.is_lease_lost()
     ));
     let waiting = store.jobs(second).await.expect("jobs").remove(0);
     assert_eq!(
@@ -559,21 +591,20 @@ async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
 /// A capture request is recorded and cleared; only a dispatch stopped because collection was
 /// started elsewhere is adopted, once, and its job queued again as new; a merchant-initiated
 /// origin is recorded before the first attempt and fences out one under way.
-async fn a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere(store: Arc<dyn Store>) {
+pub async fn a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere(
+    store: Arc<dyn Store>,
+) {
     let (elsewhere, other) = ("T12345678.contractAdopt1", "T12345678.contractAdopt2");
     for (id, reason) in [
         (
             elsewhere,
-            format!(
-                "{}: Dintero shows …",
-                crate::engine::COLLECTION_STARTED_ELSEWHERE
-            ),
+            format!("{}: Dintero shows …", crate::COLLECTION_STARTED_ELSEWHERE),
         ),
         (other, "no route matches this invoice".to_owned()),
     ] {
         submitted(&store, id).await;
         let lease = claim_one(&store, id, "w", Duration::from_secs(30)).await;
-        let requested = super::DispatchPatch {
+        let requested = crate::DispatchPatch {
             capture_reference: Some(Some("order-1".into())),
             ..Default::default()
         };
@@ -583,9 +614,9 @@ async fn a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere(store
             .expect("requested");
         let seen = store.dispatch(id).await.expect("read").expect("dispatch");
         assert_eq!(seen.capture_reference.as_deref(), Some("order-1"));
-        let cleared = super::DispatchPatch {
+        let cleared = crate::DispatchPatch {
             capture_reference: Some(None),
-            stage: Some(super::Stage::Failed),
+            stage: Some(Stage::Failed),
             reason: Some(Some(reason)),
             ..Default::default()
         };
@@ -622,7 +653,7 @@ async fn a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere(store
         .await
         .expect("read")
         .expect("dispatch");
-    assert_eq!(adopted.stage, super::Stage::Captured);
+    assert_eq!(adopted.stage, Stage::Captured);
     assert!(adopted.captured_at.is_some() && adopted.reason.is_none());
     let job = store.jobs(elsewhere).await.expect("jobs").remove(0);
     assert_eq!((job.state, job.attempts), (JobState::Queued, 0));
@@ -636,7 +667,7 @@ async fn a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere(store
     submitted(&store, declared).await;
     let running = claim_one(&store, declared, "w", Duration::from_secs(30)).await;
     store
-        .mark_origin(declared, super::ORIGIN_DECLARED, "declared")
+        .mark_origin(declared, crate::ORIGIN_DECLARED, "declared")
         .await
         .expect("origin");
     let seen = store
@@ -644,136 +675,377 @@ async fn a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere(store
         .await
         .expect("read")
         .expect("dispatch");
-    assert_eq!(seen.origin.as_deref(), Some(super::ORIGIN_DECLARED));
+    assert_eq!(seen.origin.as_deref(), Some(crate::ORIGIN_DECLARED));
     assert!(
         matches!(
             store.finish(&running, Finish::Done("late".into())).await,
-            Err(StoreError::LeaseLost(_))
+            Err(e) if e.is_lease_lost()
         ),
         "the attempt that read before the origin was recorded is fenced out"
     );
 }
 
-/// Generates one test per contract function for a store made by `$open`.
-macro_rules! contract {
-    ($open:path: $($test:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $test() {
-            let Some((store, _keep)) = $open(stringify!($test)).await else { return };
-            super::$test(store).await;
-        }
-    )*};
-}
-
-macro_rules! every_contract {
-    ($open:path) => {
-        contract!($open:
-            a_lapsed_lease_is_fenced_out,
-            claims_follow_the_due_order_and_skip_what_is_not_due,
-            the_same_work_twice_is_one_job,
-            a_void_fences_out_the_running_attempt,
-            concurrent_retries_requeue_one_job,
-            history_keeps_its_order_and_a_turn_one_holder,
-            migrations_applied_twice_change_nothing,
-            kept_counts_agree_with_every_row_counted,
-            a_completion_keeps_the_capture_record_first,
-            an_end_and_the_next_claim_are_one_write,
-            a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere,
-        );
-    };
-}
-
 /// Opening a store again applies no migration twice and keeps what it holds.
-async fn migrations_applied_twice_change_nothing(store: Arc<dyn Store>) {
+pub async fn migrations_applied_twice_change_nothing(store: Arc<dyn Store>) {
     submitted(&store, TX).await;
-    // The second open of the same URL happens in each backend's module below; here the store
-    // still answers after it.
+    // This crate's own tests open every store twice before a case; here the store still
+    // answers after it.
     assert_eq!(store.jobs(TX).await.expect("jobs").len(), 1);
 }
 
-#[cfg(feature = "sqlite")]
-mod sqlite {
-    use super::*;
-
-    async fn open(_test: &str) -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("postbud.db").display());
-        let first = crate::store::open(&url).await.expect("open");
-        drop(first);
-        // Every test runs on a store opened a second time: its migrations must be no-ops.
-        let store = crate::store::open(&url).await.expect("open again");
-        Some((store, dir))
+/// The store's clock is the one due times are stamped with: a job submitted now is due by the
+/// store's `now`, claimable at once, and the offset it reports (if any) is small on one host.
+pub async fn the_store_clock_stamps_what_it_writes(store: Arc<dyn Store>) {
+    let before = store.now();
+    submitted(&store, TX).await;
+    let after = store.now();
+    assert!(after >= before, "the store's clock does not run back");
+    let job = store
+        .job(&postbud_channel::ids::dispatch_id(TX))
+        .await
+        .expect("job")
+        .expect("the dispatch job");
+    assert!(
+        (before - 1_000..=after + 1_000).contains(&job.next_at),
+        "due at the store's now: {before} ≤ {} ≤ {after}",
+        job.next_at
+    );
+    if let Some(offset) = store.clock_offset() {
+        assert!(
+            offset.abs() < 60_000,
+            "one host's clocks agree within a minute: {offset} ms"
+        );
     }
-
-    every_contract!(open);
+    claim_one(&store, TX, "w", Duration::from_secs(30)).await;
 }
 
-#[cfg(feature = "postgres")]
-mod postgres {
-    use super::*;
+/// One job reads back as the transaction's listing has it; an unknown one is `None`.
+pub async fn a_job_reads_back_by_its_id(store: Arc<dyn Store>) {
+    submitted(&store, TX).await;
+    let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
+    let one = store
+        .job(&lease.job.id)
+        .await
+        .expect("job")
+        .expect("the claimed job");
+    assert_eq!(
+        (
+            one.state,
+            one.fence,
+            one.attempts,
+            one.transaction_id.as_str()
+        ),
+        (JobState::Running, lease.job.fence, 1, TX)
+    );
+    let listed = store.jobs(TX).await.expect("jobs").remove(0);
+    assert_eq!(format!("{one:?}"), format!("{listed:?}"));
+    assert!(store.job("dsp-unknown").await.expect("job").is_none());
+}
 
-    /// A fresh database on the local server, dropped with the guard.
-    pub(super) struct Database {
-        admin: String,
-        name: String,
+/// A PDF kept before the capture is kept once: a later attempt gets the first copy back, the
+/// history says so once, and a lease another worker took over keeps nothing.
+pub async fn a_document_is_kept_once_and_only_under_the_lease(store: Arc<dyn Store>) {
+    use postbud_channel::Pdf;
+    assert!(store.document(TX).await.expect("read").is_none());
+    submitted(&store, TX).await;
+    let old = claim_one(&store, TX, "slow", Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let new = claim_one(&store, TX, "fast", Duration::from_secs(30)).await;
+    let first = Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 first"));
+    assert!(
+        matches!(store.save_document(&old, &first).await, Err(e) if e.is_lease_lost()),
+        "a lease taken over keeps nothing"
+    );
+    assert!(store.document(TX).await.expect("read").is_none());
+    let kept = store.save_document(&new, &first).await.expect("kept");
+    assert_eq!(kept.bytes, first.bytes);
+    let second = Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 second"));
+    let again = store.save_document(&new, &second).await.expect("again");
+    assert_eq!(
+        again.bytes, first.bytes,
+        "every attempt sends the same bytes"
+    );
+    assert_eq!(again.sha256, first.sha256);
+    let stored = store.document(TX).await.expect("read").expect("kept");
+    assert_eq!(
+        (stored.file_name.as_str(), &stored.bytes),
+        ("1001.pdf", &first.bytes)
+    );
+    let noted = store
+        .history(TX)
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| h.event == "pdf fetched")
+        .count();
+    assert_eq!(noted, 1);
+}
+
+/// The invoice snapshot reads back with the PDF kept after the capture, which replaced the one
+/// kept before it; before a completion there is none.
+pub async fn an_invoice_reads_back_with_the_pdf_after_the_capture(store: Arc<dyn Store>) {
+    use postbud_channel::{Invoice, Pdf};
+    submitted(&store, TX).await;
+    let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
+    let before = Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 before"));
+    store.save_document(&lease, &before).await.expect("kept");
+    assert!(
+        store.invoice(TX).await.expect("read").is_none(),
+        "no snapshot yet"
+    );
+    let after = Pdf::new("1001.pdf", bytes::Bytes::from_static(b"%PDF-1.4 after"));
+    let invoice = Invoice::new(TX, "1001", "NOK", after.clone());
+    let route = ChosenRoute {
+        index: 2,
+        snapshot: r#"{"deliver":["email"]}"#.into(),
+    };
+    store
+        .complete_dispatch(
+            &lease,
+            &Completion {
+                invoice: &invoice,
+                route: &route,
+                jobs: &[],
+                detail: "routed",
+                lease_first_due: None,
+                confirmation: None,
+            },
+        )
+        .await
+        .expect("completed");
+    let read = store
+        .invoice(TX)
+        .await
+        .expect("read")
+        .expect("the snapshot");
+    assert_eq!(
+        (read.transaction_id.as_str(), read.invoice_number.as_str()),
+        (TX, "1001")
+    );
+    assert_eq!(read.pdf.bytes, after.bytes, "the copy after the capture");
+    assert_eq!(
+        store.document(TX).await.expect("read").expect("kept").bytes,
+        after.bytes
+    );
+    let dispatch = store.dispatch(TX).await.expect("read").expect("dispatch");
+    assert_eq!(
+        (
+            dispatch.stage,
+            dispatch.route,
+            dispatch.route_snapshot.as_deref()
+        ),
+        (Stage::Routed, Some(2), Some(route.snapshot.as_str()))
+    );
+    assert!(
+        store
+            .invoice("T12345678.unknown")
+            .await
+            .expect("read")
+            .is_none()
+    );
+}
+
+/// Jobs made outside a lease (cancellation notices) are made once, with one history line each.
+pub async fn jobs_made_outside_a_lease_are_made_once(store: Arc<dyn Store>) {
+    let due = now_ms() + 60_000;
+    let notice = NewJob {
+        id: format!("{TX}:cancel:email"),
+        kind: JobKind::Cancel,
+        channel: "email".into(),
+        role: Role::Cancel,
+        next_at: due,
+    };
+    store
+        .enqueue_free(TX, &[notice.clone(), notice.clone()])
+        .await
+        .expect("enqueue");
+    store
+        .enqueue_free(TX, std::slice::from_ref(&notice))
+        .await
+        .expect("again");
+    let jobs = store.jobs(TX).await.expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].kind, jobs[0].role, jobs[0].state, jobs[0].next_at),
+        (JobKind::Cancel, Some(Role::Cancel), JobState::Queued, due)
+    );
+    assert_eq!(jobs[0].channel.as_deref(), Some("email"));
+    let queued = store
+        .history(TX)
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| h.event == "queued" && h.job_id.as_deref() == Some(notice.id.as_str()))
+        .count();
+    assert_eq!(queued, 1);
+    assert!(
+        store
+            .claim(&claim("w", Duration::from_secs(30), 10, None))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due for a minute"
+    );
+}
+
+/// A void Dintero accepted is recorded with its request id and queues the job that waits for
+/// its confirmation, once; a waiting job left from an earlier void that ended runs again.
+pub async fn an_accepted_void_queues_its_confirmation_once(store: Arc<dyn Store>) {
+    let confirm = NewJob {
+        id: format!("{TX}:void"),
+        kind: JobKind::Void,
+        channel: "dintero".into(),
+        role: Role::Confirm,
+        next_at: now_ms(),
+    };
+    let accepted = AcceptedVoid {
+        transaction_id: TX,
+        request_id: Some("req-void-1"),
+        confirm: &confirm,
+    };
+    store.void_accepted(&accepted).await.expect("accepted");
+    let dispatch = store.dispatch(TX).await.expect("read").expect("recorded");
+    assert_eq!(
+        (dispatch.stage, dispatch.void_request_id.as_deref()),
+        (Stage::Voiding, Some("req-void-1"))
+    );
+    let job = store.job(&confirm.id).await.expect("job").expect("queued");
+    assert_eq!(
+        (job.kind, job.role, job.state),
+        (JobKind::Void, Some(Role::Confirm), JobState::Queued)
+    );
+    let lease = claim_one(&store, TX, "w", Duration::from_secs(30)).await;
+    assert_eq!(lease.job.id, confirm.id);
+    store
+        .finish(&lease, Finish::Done("voided".into()))
+        .await
+        .expect("done");
+    let again = AcceptedVoid {
+        request_id: None,
+        ..accepted
+    };
+    store.void_accepted(&again).await.expect("accepted again");
+    let job = store.job(&confirm.id).await.expect("job").expect("kept");
+    assert_eq!((job.state, job.attempts), (JobState::Queued, 0));
+    assert!(job.fence > lease.job.fence, "the old attempt is fenced out");
+    assert_eq!(store.jobs(TX).await.expect("jobs").len(), 1, "one job");
+    let noted = store
+        .history(TX)
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| h.event == "void accepted")
+        .count();
+    assert_eq!(noted, 2);
+}
+
+/// Persistent values: absent until set, set once by the first of several racing to set them,
+/// replaced only when asked.
+pub async fn persistent_values_are_set_once_unless_replaced(store: Arc<dyn Store>) {
+    assert!(store.meta("link_key").await.expect("meta").is_none());
+    let (a, b, c) = tokio::join!(
+        store.meta_init("link_key", "a"),
+        store.meta_init("link_key", "b"),
+        store.meta_init("link_key", "c")
+    );
+    let (a, b, c) = (a.expect("init"), b.expect("init"), c.expect("init"));
+    assert!(a == b && b == c, "one value wins: {a} {b} {c}");
+    assert_eq!(store.meta("link_key").await.expect("meta"), Some(a.clone()));
+    assert_eq!(
+        store.meta_init("link_key", "later").await.expect("init"),
+        a,
+        "set once"
+    );
+    store.set_meta("link_key", "new").await.expect("set");
+    assert_eq!(
+        store.meta("link_key").await.expect("meta").as_deref(),
+        Some("new")
+    );
+    store.set_meta("other", "x").await.expect("set");
+    assert_eq!(
+        store.meta("link_key").await.expect("meta").as_deref(),
+        Some("new"),
+        "a key of its own"
+    );
+}
+
+/// A store that announces new work wakes a waiting worker when a job is queued.
+pub async fn announced_work_wakes_a_waiting_worker(store: Arc<dyn Store>) {
+    let Some(signal) = store.work_signal() else {
+        // A store that cannot tell is polled; nothing to check.
+        return;
+    };
+    let woken = signal.notified();
+    submitted(&store, TX).await;
+    tokio::time::timeout(Duration::from_secs(10), woken)
+        .await
+        .expect("the submission is announced within seconds");
+}
+
+/// A case running on a store.
+pub type CaseRun = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One case of the contract: its name and what it runs on a fresh store.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// The case's name (its function's).
+    pub name: &'static str,
+    /// Runs the case on the store given; panics when the store breaks the contract.
+    pub run: fn(Arc<dyn Store>) -> CaseRun,
+}
+
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
     }
+}
 
-    impl Drop for Database {
-        fn drop(&mut self) {
-            let (admin, name) = (self.admin.clone(), self.name.clone());
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&pool)
-                                .await;
-                    }
-                });
-            })
-            .join();
+macro_rules! cases {
+    ($($case:ident),+ $(,)?) => {
+        /// Every case of the contract, in the order [`check`] runs them.
+        pub const CASES: &[Case] = &[$(Case {
+            name: stringify!($case),
+            run: |store| Box::pin($case(store)),
+        }),+];
+    };
+}
+
+cases!(
+    a_lapsed_lease_is_fenced_out,
+    claims_follow_the_due_order_and_skip_what_is_not_due,
+    the_same_work_twice_is_one_job,
+    a_void_fences_out_the_running_attempt,
+    concurrent_retries_requeue_one_job,
+    history_keeps_its_order_and_a_turn_one_holder,
+    migrations_applied_twice_change_nothing,
+    kept_counts_agree_with_every_row_counted,
+    a_completion_keeps_the_capture_record_first,
+    an_end_and_the_next_claim_are_one_write,
+    a_capture_is_adopted_only_when_stopped_for_a_collection_elsewhere,
+    the_store_clock_stamps_what_it_writes,
+    a_job_reads_back_by_its_id,
+    a_document_is_kept_once_and_only_under_the_lease,
+    an_invoice_reads_back_with_the_pdf_after_the_capture,
+    jobs_made_outside_a_lease_are_made_once,
+    an_accepted_void_queues_its_confirmation_once,
+    persistent_values_are_set_once_unless_replaced,
+    announced_work_wakes_a_waiting_worker,
+);
+
+/// Runs every case of the contract, each on a fresh store `open` makes for it (given the
+/// case's name); `open` returns the store and whatever must live as long as it does. Panics
+/// naming the first case the store fails.
+pub async fn check<F, Fut, Keep>(mut open: F)
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = (Arc<dyn Store>, Keep)>,
+{
+    for case in CASES {
+        let (store, keep) = open(case.name).await;
+        let outcome = tokio::spawn((case.run)(store)).await;
+        drop(keep);
+        if let Err(failed) = outcome {
+            panic!("the store breaks the contract in `{}`: {failed}", case.name);
         }
     }
-
-    async fn open(test: &str) -> Option<(Arc<dyn Store>, Database)> {
-        let admin = std::env::var("POSTBUD_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "postbud_contract_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let pool = match sqlx::PgPool::connect(&admin).await {
-            Ok(pool) => pool,
-            Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-                panic!(
-                    "{test}: PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable at {admin}: {e}"
-                )
-            }
-            Err(e) => {
-                postbud_sandbox::skipped(&format!("{test}: no PostgreSQL at {admin}: {e}"));
-                return None;
-            }
-        };
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&pool)
-            .await
-            .expect("create database");
-        let database = Database { admin, name };
-        let (base, _) = database
-            .admin
-            .rsplit_once('/')
-            .expect("a database in the URL");
-        let url = format!("{base}/{}", database.name);
-        drop(crate::store::open(&url).await.expect("open"));
-        let store = crate::store::open(&url).await.expect("open again");
-        Some((store, database))
-    }
-
-    every_contract!(open);
 }

@@ -5,19 +5,20 @@ mod db;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, Row, ToSql, named_params};
 
 use self::db::Db;
 
 use super::{
     AcceptedVoid, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs, DispatchPatch,
     DispatchQuery, Finish, HistoryEntry, HistoryLine, Job, Lease, Millis, NewJob, Stage, Store,
-    StoreError, VoidEffect, fmt_ms,
+    StoreError, StoreErrorKind, VoidEffect,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
     now_ms,
     schema::{Dialect, migrations},
+    sql::{shared, sqlite},
 };
-use crate::ids;
+use postbud_channel::ids;
 use postbud_channel::{Invoice, Pdf};
 
 /// The embedded store.
@@ -26,9 +27,6 @@ pub struct SqliteStore {
     db: Arc<Db>,
 }
 
-/// Guard shared by every write made under a lease.
-const FENCED: &str = "id = ? AND fence = ? AND state = 'running'";
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://FILE`) and migrates it.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -36,17 +34,19 @@ impl SqliteStore {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .ok_or_else(|| {
-                StoreError::Database(format!(
-                    "store.url `{url}`: expected sqlite://FILE or postgres://…"
-                ))
+                StoreError::new(
+                    StoreErrorKind::Misconfigured,
+                    format!("store.url `{url}`: expected sqlite://FILE or postgres://…"),
+                )
             })?;
         let path = path.split('?').next().unwrap_or(path);
         if path.is_empty() || path == ":memory:" {
             // Each connection would get its own empty in-memory database, and the outbox
             // would vanish with the process.
-            return Err(StoreError::Database(format!(
-                "store.url `{url}`: name a database file, as in sqlite://postbud.db"
-            )));
+            return Err(StoreError::new(
+                StoreErrorKind::Misconfigured,
+                format!("store.url `{url}`: name a database file, as in sqlite://postbud.db"),
+            ));
         }
         let store = Self {
             db: Arc::new(Db::open(Path::new(path))?),
@@ -76,12 +76,8 @@ impl SqliteStore {
     async fn count_parts(&self) -> Result<kernel::CountParts, StoreError> {
         self.db
             .read(|conn| {
-                let mut statement = conn.prepare_cached(&kernel::count_parts())?;
-                let mut found = statement.query([])?;
                 let mut parts = kernel::CountParts::default();
-                while let Some(row) = found.next()? {
-                    parts.add(row)?;
-                }
+                for_each_row(conn, shared::COUNTS, named_params! {}, |row| parts.add(row))?;
                 Ok(parts)
             })
             .await
@@ -102,20 +98,16 @@ impl Columns for Row<'_> {
 fn keep_document(conn: &Connection, lease: &Lease, pdf: &Pdf) -> Result<bool, StoreError> {
     let saved = exec(
         conn,
-        &format!(
-            "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at)
-             SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE {FENCED})
-             ON CONFLICT (transaction_id) DO NOTHING"
-        ),
-        params![
-            lease.job.transaction_id,
-            pdf.file_name,
-            pdf.sha256,
-            pdf.bytes.as_ref(),
-            now_ms(),
-            lease.job.id,
-            lease.job.fence,
-        ],
+        sqlite::KEEP_DOCUMENT,
+        named_params! {
+            ":transaction_id": lease.job.transaction_id,
+            ":file_name": pdf.file_name,
+            ":sha256": pdf.sha256,
+            ":bytes": pdf.bytes.as_ref(),
+            ":now": now_ms(),
+            ":job_id": lease.job.id,
+            ":fence": lease.job.fence,
+        },
     )?;
     if saved == 1 {
         history(
@@ -129,9 +121,8 @@ fn keep_document(conn: &Connection, lease: &Lease, pdf: &Pdf) -> Result<bool, St
     Ok(saved == 1)
 }
 
-/// A claim's statement with what it binds, owned, to run on the writer.
+/// A claim with what it binds, owned, to run on the writer.
 struct ClaimPlan {
-    sql: String,
     owner: String,
     only: Option<String>,
     limit: u32,
@@ -140,32 +131,7 @@ struct ClaimPlan {
 
 impl ClaimPlan {
     fn of(claim: &Claim<'_>) -> Self {
-        // Each branch walks its own index in due order and stops after `limit` rows, so a claim
-        // costs the same with ten or ten thousand jobs waiting.
-        let due = match claim.only {
-            None => {
-                "SELECT id FROM (
-                     SELECT id, due FROM (SELECT id, next_at AS due FROM jobs
-                                          WHERE state = 'queued' AND next_at <= ?1 ORDER BY next_at LIMIT ?2)
-                     UNION ALL
-                     SELECT id, due FROM (SELECT id, lease_until AS due FROM jobs
-                                          WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2))
-                 ORDER BY due LIMIT ?2"
-            }
-            Some(_) => {
-                "SELECT id FROM jobs
-                 WHERE transaction_id = ?3
-                   AND ((state = 'queued' AND next_at <= ?1) OR (state = 'running' AND lease_until < ?1))
-                 ORDER BY next_at LIMIT ?2"
-            }
-        };
         Self {
-            sql: format!(
-                "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
-                        lease_owner = ?4, lease_until = ?5, updated_at = ?1
-                 WHERE id IN ({due})
-                 RETURNING *"
-            ),
             owner: claim.owner.to_owned(),
             only: claim.only.map(str::to_owned),
             limit: claim.limit,
@@ -174,29 +140,35 @@ impl ClaimPlan {
     }
 
     fn run(&self, conn: &Connection) -> Result<Vec<Lease>, StoreError> {
-        let now = now_ms();
-        let mut leases = rows(
-            conn,
-            &self.sql,
-            params![now, self.limit, self.only, self.owner, now + self.lease_ms],
-            |row| {
-                Ok(Lease {
-                    job: job_from(row)?,
-                    owner: self.owner.clone(),
-                    dispatch: None,
-                })
-            },
-        )?;
+        let (now, until) = (now_ms(), now_ms() + self.lease_ms);
+        let lease = |row: &Row<'_>| {
+            Ok(Lease {
+                job: job_from(row)?,
+                owner: self.owner.clone(),
+                dispatch: None,
+            })
+        };
+        let mut leases = match &self.only {
+            None => rows(
+                conn,
+                sqlite::CLAIM,
+                named_params! {":now": now, ":limit": self.limit, ":owner": self.owner, ":until": until},
+                lease,
+            )?,
+            Some(only) => rows(
+                conn,
+                sqlite::CLAIM_OF_TRANSACTION,
+                named_params! {
+                    ":now": now, ":limit": self.limit, ":only": only, ":owner": self.owner, ":until": until,
+                },
+                lease,
+            )?,
+        };
         for lease in leases
             .iter_mut()
             .filter(|l| l.job.kind == super::JobKind::Dispatch)
         {
-            lease.dispatch = row(
-                conn,
-                "SELECT * FROM dispatches WHERE transaction_id = ?",
-                [&lease.job.transaction_id],
-                |r| dispatch_from(r),
-            )?;
+            lease.dispatch = dispatch(conn, &lease.job.transaction_id)?;
         }
         Ok(leases)
     }
@@ -206,12 +178,17 @@ impl ClaimPlan {
 fn finish_in(conn: &Connection, lease: &Lease, plan: &FinishPlan) -> Result<(), StoreError> {
     let updated = exec(
         conn,
-        &format!(
-            "UPDATE jobs SET state = ?, next_at = ?, last_error = COALESCE(?, last_error), receipt = COALESCE(?, receipt),
-                    attempts = attempts + ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-             WHERE {FENCED}"
-        ),
-        params![plan.state.as_str(), plan.next_at, plan.error, plan.receipt, plan.attempt_delta, now_ms(), lease.job.id, lease.job.fence],
+        shared::FINISH,
+        named_params! {
+            ":state": plan.state.as_str(),
+            ":next_at": plan.next_at,
+            ":error": plan.error,
+            ":receipt": plan.receipt,
+            ":attempt_delta": plan.attempt_delta,
+            ":now": now_ms(),
+            ":job_id": lease.job.id,
+            ":fence": lease.job.fence,
+        },
     )?;
     if updated != 1 {
         return Err(lease_lost(lease));
@@ -236,34 +213,23 @@ fn patch_dispatch(
     }
     let updated = exec(
         conn,
-        &format!(
-            "UPDATE dispatches SET
-                stage = COALESCE(?, stage),
-                reason = CASE WHEN ? THEN ? ELSE reason END,
-                capture_reference = CASE WHEN ? THEN ? ELSE capture_reference END,
-                capture_request_id = CASE WHEN ? THEN ? ELSE capture_request_id END,
-                captured_at = COALESCE(?, captured_at),
-                invoice_number = COALESCE(?, invoice_number),
-                route = COALESCE(?, route),
-                updated_at = ?
-             WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
-        ),
-        params![
-            patch.stage.map(Stage::as_str),
-            patch.reason.is_some(),
-            patch.reason.as_ref().and_then(Option::as_deref),
-            patch.capture_reference.is_some(),
-            patch.capture_reference.as_ref().and_then(Option::as_deref),
-            patch.capture_request_id.is_some(),
-            patch.capture_request_id.as_ref().and_then(Option::as_deref),
-            patch.captured_at,
-            patch.invoice_number,
-            patch.route.map(|r| r as i64),
-            now_ms(),
-            lease.job.transaction_id,
-            lease.job.id,
-            lease.job.fence,
-        ],
+        shared::PATCH_DISPATCH,
+        named_params! {
+            ":stage": patch.stage.map(Stage::as_str),
+            ":set_reason": patch.reason.is_some(),
+            ":reason": patch.reason.as_ref().and_then(Option::as_deref),
+            ":set_capture_reference": patch.capture_reference.is_some(),
+            ":capture_reference": patch.capture_reference.as_ref().and_then(Option::as_deref),
+            ":set_capture_request_id": patch.capture_request_id.is_some(),
+            ":capture_request_id": patch.capture_request_id.as_ref().and_then(Option::as_deref),
+            ":captured_at": patch.captured_at,
+            ":invoice_number": patch.invoice_number,
+            ":route": patch.route.map(|r| r as i64),
+            ":now": now_ms(),
+            ":transaction_id": lease.job.transaction_id,
+            ":job_id": lease.job.id,
+            ":fence": lease.job.fence,
+        },
     )?;
     if updated != 1 {
         return Err(lease_lost(lease));
@@ -284,26 +250,82 @@ fn patch_dispatch(
 fn jobs_of(conn: &Connection, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
     rows(
         conn,
-        "SELECT * FROM jobs WHERE transaction_id = ?
-         ORDER BY CASE kind WHEN 'dispatch' THEN 0 WHEN 'deliver' THEN 1 ELSE 2 END, created_at, channel",
-        [transaction_id],
+        shared::JOBS,
+        named_params! {":transaction_id": transaction_id},
         |r| job_from(r),
     )
+}
+
+/// A transaction's dispatch record.
+fn dispatch(conn: &Connection, transaction_id: &str) -> Result<Option<Dispatch>, StoreError> {
+    row(
+        conn,
+        shared::DISPATCH,
+        named_params! {":transaction_id": transaction_id},
+        |r| dispatch_from(r),
+    )
+}
+
+/// Values bound to a statement's `:name`s.
+type Named<'a> = &'a [(&'a str, &'a dyn ToSql)];
+
+/// `sql` prepared (and cached), after checking that `params` name each of its parameters once
+/// and nothing else: SQLite would leave a parameter not named NULL, silently.
+fn prepared<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    params: Named<'_>,
+) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    let statement = conn.prepare_cached(sql)?;
+    let declared = statement.parameter_count();
+    let names_each_once = params.len() == declared
+        && params.iter().enumerate().all(|(i, (name, _))| {
+            statement.parameter_index(name).ok().flatten().is_some()
+                && params[..i].iter().all(|(other, _)| other != name)
+        });
+    if !names_each_once {
+        let given: Vec<&str> = params.iter().map(|(name, _)| *name).collect();
+        let wanted: Vec<&str> = (1..=declared)
+            .filter_map(|i| statement.parameter_name(i))
+            .collect();
+        return Err(StoreError::new(
+            StoreErrorKind::Invalid,
+            format!(
+                "statement `{}`: given {given:?}, it names {wanted:?}",
+                sql.lines().next().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(statement)
+}
+
+/// Calls `each` with every row `sql` returns.
+fn for_each_row(
+    conn: &Connection,
+    sql: &str,
+    params: Named<'_>,
+    mut each: impl FnMut(&Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut statement = prepared(conn, sql, params)?;
+    let mut found = statement.query(params)?;
+    while let Some(row) = found.next()? {
+        each(row)?;
+    }
+    Ok(())
 }
 
 /// Every row `sql` returns, mapped by `from`.
 fn rows<T>(
     conn: &Connection,
     sql: &str,
-    params: impl rusqlite::Params,
+    params: Named<'_>,
     from: impl Fn(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    let mut found = statement.query(params)?;
     let mut all = Vec::new();
-    while let Some(row) = found.next()? {
+    for_each_row(conn, sql, params, |row| {
         all.push(from(row)?);
-    }
+        Ok(())
+    })?;
     Ok(all)
 }
 
@@ -311,28 +333,37 @@ fn rows<T>(
 fn row<T>(
     conn: &Connection,
     sql: &str,
-    params: impl rusqlite::Params,
+    params: Named<'_>,
     from: impl Fn(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
+    let mut statement = prepared(conn, sql, params)?;
     let mut found = statement.query(params)?;
     found.next()?.map(from).transpose()
 }
 
-/// Runs one statement; the number of rows it changed.
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
-    Ok(conn.prepare_cached(sql)?.execute(params)?)
+/// Runs one statement; the number of rows it changed, or returned when it has `RETURNING`.
+fn exec(conn: &Connection, sql: &str, params: Named<'_>) -> Result<usize, StoreError> {
+    let mut statement = prepared(conn, sql, params)?;
+    if statement.column_count() == 0 {
+        return Ok(statement.execute(params)?);
+    }
+    let mut found = statement.query(params)?;
+    let mut returned = 0;
+    while found.next()?.is_some() {
+        returned += 1;
+    }
+    Ok(returned)
 }
 
 /// Fails unless `lease` still holds its job.
 fn held(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
-    let sql = format!("SELECT 1 FROM jobs WHERE {FENCED}");
-    match row(conn, &sql, params![lease.job.id, lease.job.fence], |_| {
-        Ok(())
-    })? {
-        Some(()) => Ok(()),
-        None => Err(lease_lost(lease)),
-    }
+    let found = row(
+        conn,
+        shared::HELD,
+        named_params! {":job_id": lease.job.id, ":fence": lease.job.fence},
+        |_| Ok(()),
+    )?;
+    found.ok_or_else(|| lease_lost(lease))
 }
 
 fn history(
@@ -344,8 +375,14 @@ fn history(
 ) -> Result<(), StoreError> {
     exec(
         conn,
-        kernel::HISTORY,
-        params![transaction_id, job_id, now_ms(), event, detail],
+        shared::RECORD,
+        named_params! {
+            ":transaction_id": transaction_id,
+            ":job_id": job_id,
+            ":at": now_ms(),
+            ":event": event,
+            ":detail": detail,
+        },
     )?;
     Ok(())
 }
@@ -355,19 +392,25 @@ fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Resu
     for job in jobs {
         let inserted = exec(
             conn,
-            "INSERT INTO jobs (id, transaction_id, kind, channel, role, state, next_at, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            params![job.id, transaction_id, job.kind.as_str(), job.channel, job.role.as_str(), job.next_at, now, now],
+            sqlite::INSERT_JOB,
+            named_params! {
+                ":id": job.id,
+                ":transaction_id": transaction_id,
+                ":kind": job.kind.as_str(),
+                ":channel": job.channel,
+                ":role": job.role.as_str(),
+                ":next_at": job.next_at,
+                ":now": now,
+            },
         )?;
         if inserted == 1 {
-            let detail = format!(
-                "[{}] {} ({}) due {}",
-                job.channel,
-                job.kind,
-                job.role.as_str(),
-                fmt_ms(job.next_at)
-            );
-            history(conn, transaction_id, Some(&job.id), "queued", &detail)?;
+            history(
+                conn,
+                transaction_id,
+                Some(&job.id),
+                "queued",
+                &kernel::queued_line(job),
+            )?;
         }
     }
     Ok(())
@@ -376,8 +419,8 @@ fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Resu
 fn document(conn: &Connection, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
     row(
         conn,
-        "SELECT file_name, sha256, bytes FROM documents WHERE transaction_id = ?",
-        [transaction_id],
+        shared::DOCUMENT,
+        named_params! {":transaction_id": transaction_id},
         |row| {
             Ok(Pdf {
                 file_name: row.get("file_name")?,
@@ -389,7 +432,7 @@ fn document(conn: &Connection, transaction_id: &str) -> Result<Option<Pdf>, Stor
 }
 
 fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
-    row(conn, "SELECT value FROM meta WHERE key = ?", [key], |row| {
+    row(conn, shared::META, named_params! {":key": key}, |row| {
         Ok(row.get(0)?)
     })
 }
@@ -404,22 +447,19 @@ impl Store for SqliteStore {
                 let job_id = ids::dispatch_id(&transaction_id);
                 exec(
                     conn,
-                    "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'new', ?, ?)
-                     ON CONFLICT (transaction_id) DO NOTHING",
-                    params![transaction_id, now, now],
+                    sqlite::SUBMIT_DISPATCH,
+                    named_params! {":transaction_id": transaction_id, ":now": now},
                 )?;
                 let inserted = exec(
                     conn,
-                    "INSERT INTO jobs (id, transaction_id, kind, state, next_at, created_at, updated_at)
-                     VALUES (?, ?, 'dispatch', 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    params![job_id, transaction_id, now, now, now],
+                    sqlite::SUBMIT_JOB,
+                    named_params! {":job_id": job_id, ":transaction_id": transaction_id, ":now": now},
                 )? == 1;
                 let requeued = !inserted
                     && exec(
                         conn,
-                        "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, updated_at = ?
-                         WHERE id = ? AND state = 'skipped'",
-                        params![now, now, job_id],
+                        sqlite::SUBMIT_AGAIN,
+                        named_params! {":job_id": job_id, ":now": now},
                     )? == 1;
                 if inserted || requeued {
                     let detail = if inserted {
@@ -439,13 +479,18 @@ impl Store for SqliteStore {
         self.db
             .write(move |conn| {
                 let now = now_ms();
-                if exec(conn, kernel::ADOPT_CAPTURE, params![now, transaction_id])? == 0 {
+                let adopted = exec(
+                    conn,
+                    shared::ADOPT_CAPTURE,
+                    named_params! {":now": now, ":transaction_id": transaction_id},
+                )?;
+                if adopted == 0 {
                     return Ok(false);
                 }
                 exec(
                     conn,
-                    kernel::REQUEUE_DISPATCH,
-                    params![now, ids::dispatch_id(&transaction_id)],
+                    shared::REQUEUE_DISPATCH,
+                    named_params! {":now": now, ":job_id": ids::dispatch_id(&transaction_id)},
                 )?;
                 history(conn, &transaction_id, None, "capture adopted", &detail)?;
                 Ok(true)
@@ -469,20 +514,17 @@ impl Store for SqliteStore {
                 let now = now_ms();
                 exec(
                     conn,
-                    "INSERT INTO dispatches (transaction_id, stage, origin, created_at, updated_at) VALUES (?, 'new', ?, ?, ?)
-                     ON CONFLICT (transaction_id) DO UPDATE SET origin = excluded.origin
-                     WHERE dispatches.stage IN ('new', 'skipped')",
-                    params![transaction_id, origin, now, now],
+                    shared::MARK_ORIGIN,
+                    named_params! {":transaction_id": transaction_id, ":origin": origin, ":now": now},
                 )?;
-                // A callback may have started the dispatch before this was recorded: an attempt
-                // that has not captured yet is fenced out and queued again, so it cannot skip
-                // the invoice on what it read before.
                 exec(
                     conn,
-                    "UPDATE jobs SET state = 'queued', next_at = ?, fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?
-                     WHERE id = ? AND state IN ('running', 'skipped')
-                       AND EXISTS (SELECT 1 FROM dispatches WHERE transaction_id = ? AND stage IN ('new', 'skipped'))",
-                    params![now, now, ids::dispatch_id(&transaction_id), transaction_id],
+                    shared::FENCE_OUT_UNDECIDED,
+                    named_params! {
+                        ":now": now,
+                        ":job_id": ids::dispatch_id(&transaction_id),
+                        ":transaction_id": transaction_id,
+                    },
                 )?;
                 history(conn, &transaction_id, None, "merchant-initiated", &detail)
             })
@@ -500,21 +542,16 @@ impl Store for SqliteStore {
                 let now = now_ms();
                 exec(
                     conn,
-                    "INSERT INTO dispatches (transaction_id, stage, void_request_id, created_at, updated_at) VALUES (?, 'voiding', ?, ?, ?)
-                     ON CONFLICT (transaction_id) DO UPDATE SET void_request_id = excluded.void_request_id, updated_at = excluded.updated_at",
-                    params![transaction_id, request_id, now, now],
+                    shared::VOID_ACCEPTED,
+                    named_params! {":transaction_id": transaction_id, ":request_id": request_id, ":now": now},
                 )?;
                 exec(
                     conn,
-                    "UPDATE jobs SET state = 'queued', next_at = ?, attempts = 0, last_error = NULL, fence = fence + 1, updated_at = ?
-                     WHERE id = ? AND state IN ('done', 'failed', 'dead', 'cancelled')",
-                    params![now, now, job.id],
+                    shared::REQUEUE_CONFIRM,
+                    named_params! {":now": now, ":job_id": job.id},
                 )?;
                 insert_jobs(conn, &transaction_id, std::slice::from_ref(&job))?;
-                let detail = format!(
-                    "Dintero accepted the void (202, event-request-id {}); waiting for its VOID event",
-                    request_id.as_deref().unwrap_or("not given")
-                );
+                let detail = kernel::void_accepted_line(request_id.as_deref());
                 history(conn, &transaction_id, Some(&job.id), "void accepted", &detail)
             })
             .await
@@ -526,8 +563,8 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 Ok(exec(
                     conn,
-                    kernel::TAKE_TURN,
-                    params![name, owner, until, now_ms()],
+                    shared::TAKE_TURN,
+                    named_params! {":name": name, ":owner": owner, ":until": until, ":now": now_ms()},
                 )? == 1)
             })
             .await
@@ -561,8 +598,12 @@ impl Store for SqliteStore {
         let until = now_ms() + duration.as_millis() as i64;
         self.db
             .write(move |conn| {
-                let sql = format!("UPDATE jobs SET lease_until = ? WHERE {FENCED}");
-                match exec(conn, &sql, params![until, lease.job.id, lease.job.fence])? {
+                let renewed = exec(
+                    conn,
+                    shared::RENEW,
+                    named_params! {":until": until, ":job_id": lease.job.id, ":fence": lease.job.fence},
+                )?;
+                match renewed {
                     1 => Ok(()),
                     _ => Err(lease_lost(&lease)),
                 }
@@ -592,68 +633,82 @@ impl Store for SqliteStore {
         lease: &Lease,
         completion: &Completion<'_>,
     ) -> Result<Option<Lease>, StoreError> {
-        let Completion {
-            invoice,
-            route,
-            jobs,
-            detail,
-            lease_first_due,
-            confirmation,
-        } = *completion;
-        let json =
-            serde_json::to_string(invoice).map_err(|e| StoreError::Database(e.to_string()))?;
-        let (lease, number, jobs) = (lease.clone(), invoice.invoice_number.clone(), jobs.to_vec());
-        let confirmation = confirmation.map(Confirmation::patch);
-        let route = route.clone();
-        let pdf = invoice.pdf.clone();
-        let line = format!("attempt {}: {detail}", lease.job.attempts);
-        let detail = detail.to_owned();
+        let snapshot = kernel::Snapshot::of(lease, completion)?;
+        let (lease, jobs) = (lease.clone(), completion.jobs.to_vec());
+        let confirmation = completion.confirmation.map(Confirmation::patch);
+        let lease_first_due = completion.lease_first_due;
         self.db
             .write(move |conn| {
                 if let Some(patch) = &confirmation {
                     patch_dispatch(conn, &lease, patch)?;
                 }
                 let now = now_ms();
-                let updated = exec(
+                let routed = exec(
                     conn,
-                    &format!(
-                        "UPDATE dispatches SET invoice = ?, invoice_number = ?, stage = 'routed', route = ?, route_snapshot = ?, reason = NULL, updated_at = ?
-                         WHERE transaction_id = ? AND EXISTS (SELECT 1 FROM jobs WHERE {FENCED})"
-                    ),
-                    params![json, number, route.index as i64, route.snapshot, now, lease.job.transaction_id, lease.job.id, lease.job.fence],
+                    sqlite::ROUTE,
+                    named_params! {
+                        ":invoice": snapshot.json,
+                        ":invoice_number": snapshot.invoice_number,
+                        ":route": snapshot.route,
+                        ":route_snapshot": snapshot.route_snapshot,
+                        ":now": now,
+                        ":transaction_id": lease.job.transaction_id,
+                        ":job_id": lease.job.id,
+                        ":fence": lease.job.fence,
+                    },
                 )?;
-                if updated != 1 {
+                if routed != 1 {
                     return Err(lease_lost(&lease));
                 }
                 exec(
                     conn,
-                    "INSERT INTO documents (transaction_id, file_name, sha256, bytes, fetched_at) VALUES (?, ?, ?, ?, ?)
-                     ON CONFLICT (transaction_id) DO UPDATE SET file_name = excluded.file_name, sha256 = excluded.sha256,
-                         bytes = excluded.bytes, fetched_at = excluded.fetched_at",
-                    params![lease.job.transaction_id, pdf.file_name, pdf.sha256, pdf.bytes.as_ref(), now],
+                    sqlite::REPLACE_DOCUMENT,
+                    named_params! {
+                        ":transaction_id": lease.job.transaction_id,
+                        ":file_name": snapshot.pdf.file_name,
+                        ":sha256": snapshot.pdf.sha256,
+                        ":bytes": snapshot.pdf.bytes.as_ref(),
+                        ":now": now,
+                    },
                 )?;
                 insert_jobs(conn, &lease.job.transaction_id, &jobs)?;
                 exec(
                     conn,
-                    &format!(
-                        "UPDATE jobs SET state = 'done', receipt = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE {FENCED}"
-                    ),
-                    params![detail, now, lease.job.id, lease.job.fence],
+                    sqlite::DISPATCHED,
+                    named_params! {
+                        ":receipt": snapshot.receipt,
+                        ":now": now,
+                        ":job_id": lease.job.id,
+                        ":fence": lease.job.fence,
+                    },
                 )?;
-                history(conn, &lease.job.transaction_id, Some(&lease.job.id), "done", &line)?;
+                history(
+                    conn,
+                    &lease.job.transaction_id,
+                    Some(&lease.job.id),
+                    "done",
+                    &snapshot.done_line,
+                )?;
                 let (Some(duration), Some(first)) = (lease_first_due, jobs.first()) else {
                     return Ok(None);
                 };
                 // Claimed as `claim` would claim it, by the worker that completed the dispatch.
                 let next = row(
                     conn,
-                    "UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
-                            lease_owner = ?, lease_until = ?, updated_at = ?
-                     WHERE id = ? AND state = 'queued' AND next_at <= ? RETURNING *",
-                    params![lease.owner, now + duration.as_millis() as i64, now, first.id, now],
+                    sqlite::LEASE_FIRST,
+                    named_params! {
+                        ":owner": lease.owner,
+                        ":until": now + duration.as_millis() as i64,
+                        ":now": now,
+                        ":job_id": first.id,
+                    },
                     |r| job_from(r),
                 )?;
-                Ok(next.map(|job| Lease { job, owner: lease.owner.clone(), dispatch: None }))
+                Ok(next.map(|job| Lease {
+                    job,
+                    owner: lease.owner.clone(),
+                    dispatch: None,
+                }))
             })
             .await
     }
@@ -684,19 +739,15 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let json: Option<Option<String>> = row(
                     conn,
-                    "SELECT invoice FROM dispatches WHERE transaction_id = ?",
-                    [&transaction_id],
+                    shared::INVOICE,
+                    named_params! {":transaction_id": transaction_id},
                     |row| Ok(row.get(0)?),
                 )?;
                 let Some(json) = json.flatten() else {
                     return Ok(None);
                 };
-                let mut invoice: Invoice = serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Database(format!("invoice snapshot: {e}")))?;
-                invoice.pdf = document(conn, &transaction_id)?.ok_or_else(|| {
-                    StoreError::Database(format!("invoice {transaction_id} has no stored PDF"))
-                })?;
-                Ok(Some(invoice))
+                let pdf = document(conn, &transaction_id)?;
+                kernel::invoice_from(&transaction_id, &json, pdf).map(Some)
             })
             .await
     }
@@ -721,14 +772,7 @@ impl Store for SqliteStore {
     async fn dispatch(&self, transaction_id: &str) -> Result<Option<Dispatch>, StoreError> {
         let transaction_id = transaction_id.to_owned();
         self.db
-            .read(move |conn| {
-                row(
-                    conn,
-                    "SELECT * FROM dispatches WHERE transaction_id = ?",
-                    [transaction_id],
-                    |r| dispatch_from(r),
-                )
-            })
+            .read(move |conn| dispatch(conn, &transaction_id))
             .await
     }
 
@@ -736,7 +780,7 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.db
             .read(move |conn| {
-                row(conn, "SELECT * FROM jobs WHERE id = ?", [id], |r| {
+                row(conn, shared::JOB, named_params! {":id": id}, |r| {
                     job_from(r)
                 })
             })
@@ -767,8 +811,8 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 rows(
                     conn,
-                    "SELECT at, job_id, event, detail FROM history WHERE transaction_id = ? ORDER BY id",
-                    [transaction_id],
+                    shared::HISTORY,
+                    named_params! {":transaction_id": transaction_id},
                     |row| {
                         Ok(HistoryEntry {
                             at: row.get("at")?,
@@ -788,8 +832,8 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let done = exec(
                     conn,
-                    kernel::RETRY,
-                    params![now_ms(), transaction_id, channel],
+                    shared::RETRY,
+                    named_params! {":now": now_ms(), ":transaction_id": transaction_id, ":channel": channel},
                 )? as u64;
                 if done > 0 {
                     history(
@@ -810,31 +854,31 @@ impl Store for SqliteStore {
         self.db
             .write(move |conn| {
                 let now = now_ms();
+                let this = named_params! {":transaction_id": transaction_id};
                 exec(
                     conn,
-                    "INSERT INTO dispatches (transaction_id, stage, created_at, updated_at) VALUES (?, 'voided', ?, ?)
-                     ON CONFLICT (transaction_id) DO UPDATE SET stage = 'voided', updated_at = excluded.updated_at",
-                    params![transaction_id, now, now],
+                    shared::VOID,
+                    named_params! {":transaction_id": transaction_id, ":now": now},
                 )?;
-                // Channels that delivered, or were delivering when the void came (their send may
-                // reach the customer although its end can no longer be recorded): each gets a notice.
                 let delivered_channels: Vec<String> = rows(
                     conn,
-                    "SELECT channel FROM jobs WHERE transaction_id = ? AND kind = 'deliver' AND state IN ('done', 'running') ORDER BY channel",
-                    [&transaction_id],
+                    shared::DELIVERED_CHANNELS,
+                    this,
                     |row| Ok(row.get(0)?),
                 )?;
-                // Bumping the fence refuses the late writes of a worker that is mid-attempt.
                 let cancelled: Vec<String> = rows(
                     conn,
-                    "UPDATE jobs SET state = 'cancelled', fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = ?
-                     WHERE transaction_id = ? AND kind IN ('dispatch', 'deliver') AND state IN ('queued', 'running')
-                     RETURNING id",
-                    params![now, transaction_id],
+                    shared::CANCEL_PENDING,
+                    named_params! {":transaction_id": transaction_id, ":now": now},
                     |row| Ok(row.get(0)?),
                 )?;
-                let detail = format!("{} pending job(s) stopped", cancelled.len());
-                history(conn, &transaction_id, None, "voided", &detail)?;
+                history(
+                    conn,
+                    &transaction_id,
+                    None,
+                    "voided",
+                    &kernel::voided_line(&cancelled),
+                )?;
                 Ok(VoidEffect {
                     cancelled,
                     delivered_channels,
@@ -847,19 +891,18 @@ impl Store for SqliteStore {
         let query = query.clone();
         self.db
             .read(move |conn| {
-                let sql = super::listed(&query);
-                let (after_at, after_id) = query.after.unzip();
+                let (after_at, after_id) = query.after.clone().unzip();
                 let found = rows(
                     conn,
-                    &sql,
-                    rusqlite::params![
-                        query.channel,
-                        query.created_from,
-                        query.created_before,
-                        after_at,
-                        after_id,
-                        query.limit
-                    ],
+                    shared::dispatches(query.troubled),
+                    named_params! {
+                        ":channel": query.channel,
+                        ":created_from": query.created_from,
+                        ":created_before": query.created_before,
+                        ":after_at": after_at,
+                        ":after_id": after_id,
+                        ":limit": query.limit,
+                    },
                     |r| dispatch_from(r),
                 )?;
                 found
@@ -877,16 +920,23 @@ impl Store for SqliteStore {
         let pruned = self
             .db
             .write(move |conn| {
-                let ids = rows(conn, super::PRUNABLE, [before], |row| {
-                    Ok(row.get::<_, String>(0)?)
-                })?;
+                let ids = rows(
+                    conn,
+                    shared::PRUNABLE,
+                    named_params! {":before": before},
+                    |row| Ok(row.get::<_, String>(0)?),
+                )?;
                 let now = now_ms();
                 for id in &ids {
-                    for statement in super::PRUNE {
-                        if statement.contains("?2") {
-                            exec(conn, statement, params![id, now])?;
+                    for statement in shared::PRUNE {
+                        if statement.contains(":now") {
+                            exec(
+                                conn,
+                                statement,
+                                named_params! {":transaction_id": id, ":now": now},
+                            )?;
                         } else {
-                            exec(conn, statement, [id])?;
+                            exec(conn, statement, named_params! {":transaction_id": id})?;
                         }
                     }
                 }
@@ -919,8 +969,8 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 exec(
                     conn,
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![key, value],
+                    shared::SET_META,
+                    named_params! {":key": key, ":value": value},
                 )?;
                 Ok(())
             })
@@ -933,8 +983,8 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 exec(
                     conn,
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-                    params![key, value],
+                    shared::META_INIT,
+                    named_params! {":key": key, ":value": value},
                 )?;
                 Ok(meta(conn, &key)?.unwrap_or(value))
             })

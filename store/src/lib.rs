@@ -1,25 +1,46 @@
-//! The durable outbox and history.
+//! Postbud's durable outbox and history.
 //!
 //! Every unit of work is a *job*: one `dispatch` per transaction (eligibility, PDF, capture,
 //! routing), one `deliver` per (transaction, channel instance), one `cancel` per delivered
 //! instance after a void. Jobs are claimed with a lease; each claim bumps the job's *fence*, and
 //! every write made under a claim checks it, so a worker whose lease lapsed cannot overwrite
 //! the work of the one that rescued the job.
+//!
+//! [`Store`] is the outbox's contract; [`open`] opens the store a URL names:
+//! `sqlite://FILE` (`SqliteStore`, feature `sqlite`, a default: one file, one writer thread
+//! that batches the writes, a checkpointer) or `postgres://…` (`PgStore`, feature
+//! `postgres`: several instances on one database, woken by `LISTEN`). Both run the statements
+//! in this crate's `sql/` folder, shared where the dialects agree.
+//!
+//! Errors are [`StoreError`]s: what happened ([`StoreErrorKind`]), whether trying again may
+//! help ([`StoreError::is_temporary`]), and the driver's error as the source.
+//!
+//! A backend of another database keeps the same contract: the feature `testkit` brings
+//! `testkit::check`, which runs every case of it on stores the backend makes.
+#![warn(missing_docs)]
 
 pub mod clock;
-#[cfg(test)]
-mod contract;
+mod error;
+// What the backends share; a build with neither (a third backend's, using the types and the
+// test kit alone) leaves it unused.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 mod kernel;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 mod schema;
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use serde::Serialize;
 
+pub use self::error::{StoreError, StoreErrorKind};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PgStore;
 #[cfg(feature = "sqlite")]
@@ -35,10 +56,10 @@ pub fn fmt_ms(ms: Millis) -> String {
 /// The error for a store URL whose backend this build of `postbud` left out.
 #[cfg_attr(all(feature = "sqlite", feature = "postgres"), allow(dead_code))]
 fn not_built(url: &str, feature: &str) -> StoreError {
-    StoreError::Missing(format!(
+    StoreError::missing(format!(
         "store.url `{}` needs the `{feature}` feature of postbud, which this build leaves out: \
          `postbud = {{ version = \"…\", features = [\"{feature}\"] }}` in Cargo.toml",
-        crate::http::redact_url(url)
+        postbud_channel::http::redact_url(url)
     ))
 }
 
@@ -65,7 +86,7 @@ pub async fn open_existing(
         && !file.is_empty()
         && !std::path::Path::new(file).exists()
     {
-        return Err(StoreError::Missing(format!(
+        return Err(StoreError::missing(format!(
             "there is no store at `{file}` (`postbud serve`, `deliver` and `migrate` create it): is this the configuration, and the store.url, you meant?"
         )));
     }
@@ -90,7 +111,7 @@ pub async fn probe(url: &str) -> Result<String, StoreError> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
         if !parent.is_dir() {
-            return Err(StoreError::Missing(format!(
+            return Err(StoreError::missing(format!(
                 "`{file}` cannot be created: its directory `{}` does not exist",
                 parent.display()
             )));
@@ -106,10 +127,13 @@ pub async fn probe(url: &str) -> Result<String, StoreError> {
     });
     match read {
         Ok(()) if &header == b"SQLite format 3\0" => Ok(format!("`{file}` is a SQLite database")),
-        Ok(()) => Err(StoreError::Database(format!(
-            "`{file}` is not a SQLite database"
-        ))),
-        Err(e) => Err(StoreError::Database(format!("`{file}`: {e}"))),
+        Ok(()) => Err(StoreError::new(
+            StoreErrorKind::Misconfigured,
+            format!("`{file}` is not a SQLite database"),
+        )),
+        Err(e) => Err(
+            StoreError::new(StoreErrorKind::Unavailable, format!("`{file}`: {e}")).with_source(e),
+        ),
     }
 }
 
@@ -148,6 +172,9 @@ pub fn now_ms() -> Millis {
 }
 
 /// What a job does.
+///
+/// Exhaustive on purpose: the engine runs one job per kind, and a kind it did not know would be
+/// work nobody does, so adding one must fail to compile where the engine hands kinds to jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
@@ -165,6 +192,7 @@ pub enum JobKind {
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum JobState {
     /// Waiting for `next_at`.
     Queued,
@@ -213,6 +241,7 @@ text_enum!(JobState {
 /// Where a dispatch stands: what was decided and done for the transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Stage {
     /// Submitted; nothing decided yet.
     New,
@@ -245,6 +274,7 @@ text_enum!(Stage {
 /// Why a job exists beside its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Role {
     /// A delivery the route names first.
     Primary,
@@ -271,6 +301,7 @@ impl JobState {
 
 /// A job as stored.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Job {
     /// `dsp-<hash>` for dispatches, the delivery id otherwise.
     pub id: String,
@@ -300,8 +331,36 @@ pub struct Job {
     pub updated_at: Millis,
 }
 
+impl Job {
+    /// A job `id` of `transaction_id` doing `kind`, in `state`, with nothing else known yet
+    /// (for tests and tools that build one).
+    pub fn new(
+        id: impl Into<String>,
+        transaction_id: impl Into<String>,
+        kind: JobKind,
+        state: JobState,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            transaction_id: transaction_id.into(),
+            kind,
+            channel: None,
+            role: None,
+            state,
+            attempts: 0,
+            next_at: 0,
+            fence: 0,
+            last_error: None,
+            receipt: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
 /// A claim on a job: present it with every write made while working on it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Lease {
     /// The job.
     pub job: Job,
@@ -317,6 +376,7 @@ pub struct Lease {
 
 /// The dispatch record: what was decided and done for one transaction.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Dispatch {
     /// Dintero transaction id.
     pub transaction_id: String,
@@ -353,8 +413,33 @@ pub struct Dispatch {
     pub updated_at: Millis,
 }
 
+impl Dispatch {
+    /// A record of `transaction_id` at `stage` with nothing else known yet, as a store would
+    /// read it back before any other field is written (for tests and tools that build one).
+    pub fn new(transaction_id: impl Into<String>, stage: Stage) -> Self {
+        Self {
+            transaction_id: transaction_id.into(),
+            stage,
+            reason: None,
+            capture_reference: None,
+            capture_request_id: None,
+            captured_at: None,
+            invoice_number: None,
+            route: None,
+            origin: None,
+            void_request_id: None,
+            pruned_at: None,
+            pdf_sha256: None,
+            route_snapshot: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
 /// One line of a transaction's history.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct HistoryEntry {
     /// When.
     pub at: Millis,
@@ -369,6 +454,7 @@ pub struct HistoryEntry {
 /// What the store holds, counted in one snapshot; each part is kept or read through an index,
 /// so reading it costs the same at any size of history.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Counts {
     /// Every dispatch counted by what decides its verdict without reading its jobs.
     pub census: Vec<CensusRow>,
@@ -378,6 +464,7 @@ pub struct Counts {
 
 /// Counts per state, for `status` and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct Totals {
     /// Dispatches known.
     pub dispatches: u64,
@@ -427,6 +514,7 @@ impl DispatchQuery {
 
 /// A dispatch record with every job of its transaction.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct DispatchJobs {
     /// The record.
     pub dispatch: Dispatch,
@@ -436,6 +524,7 @@ pub struct DispatchJobs {
 
 /// How many dispatches are at `stage` with (or without) active and troubled jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CensusRow {
     /// [`Dispatch::stage`].
     pub stage: Stage,
@@ -447,58 +536,13 @@ pub struct CensusRow {
     pub count: u64,
 }
 
-/// The statement [`Store::dispatches`] runs for `query`, written for SQLite; PostgreSQL's
-/// store writes the placeholders `$n`. Parameters: channel, created from, created before, the
-/// page's last `(created_at, transaction_id)`, limit. A troubled listing starts from the
-/// failed and dead jobs' index (`CROSS JOIN` keeps SQLite's planner there) rather than walk
-/// every dispatch for the few that have one.
-pub(crate) fn listed(query: &DispatchQuery) -> String {
-    let source = match query.troubled {
-        true => {
-            "(SELECT DISTINCT transaction_id FROM jobs WHERE state IN ('failed', 'dead')) t
-                 CROSS JOIN dispatches d WHERE d.transaction_id = t.transaction_id AND"
-        }
-        false => "dispatches d WHERE",
-    };
-    format!(
-        "SELECT d.* FROM {source}
-             (?1 IS NULL OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.channel = ?1))
-         AND (?2 IS NULL OR d.created_at >= ?2)
-         AND (?3 IS NULL OR d.created_at < ?3)
-         AND (?4 IS NULL OR (d.created_at, d.transaction_id) < (?4, ?5))
-         ORDER BY d.created_at DESC, d.transaction_id DESC LIMIT ?6"
-    )
-}
-
-/// The dispatches [`Store::prune`] anonymises (`?1`: the cutoff).
-/// Data written again after a prune (a retried dispatch stores its snapshot anew) is pruned
-/// again; a job that ran since the cutoff keeps its dispatch.
-pub(crate) const PRUNABLE: &str = "SELECT transaction_id FROM dispatches d
-     WHERE d.updated_at < ?1
-       AND (d.pruned_at IS NULL OR d.invoice IS NOT NULL
-            OR EXISTS (SELECT 1 FROM documents doc WHERE doc.transaction_id = d.transaction_id))
-       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id
-                       AND (j.state IN ('queued', 'running') OR j.updated_at >= ?1))";
-
-/// What [`Store::prune`] does to one dispatch (`?1`: its id, `?2`: now), statement by
-/// statement.
-pub(crate) const PRUNE: [&str; 5] = [
-    "UPDATE dispatches SET pdf_sha256 = (SELECT sha256 FROM documents WHERE transaction_id = ?1),
-         invoice = NULL, reason = NULL, pruned_at = ?2 WHERE transaction_id = ?1",
-    "DELETE FROM documents WHERE transaction_id = ?1",
-    "UPDATE jobs SET receipt = NULL, last_error = NULL WHERE transaction_id = ?1",
-    "UPDATE history SET detail = '' WHERE transaction_id = ?1",
-    "INSERT INTO history (transaction_id, job_id, at, event, detail)
-         VALUES (?1, NULL, ?2, 'pruned', 'PDF and personal data deleted (store.retain); ids, states, dates and the PDF''s SHA-256 kept')",
-];
-
 /// The route a dispatch chose: its place in `[[routes]]` then, and the route itself (JSON),
 /// which the invoice's deliveries follow whatever the configuration says later.
 #[derive(Debug, Clone)]
 pub struct ChosenRoute {
     /// Index in `[[routes]]` when it was chosen.
     pub index: usize,
-    /// The route as JSON ([`crate::config::Route`]).
+    /// The route as JSON (`postbud::config::Route`).
     pub snapshot: String,
 }
 
@@ -625,24 +669,9 @@ pub enum Finish {
     Recorded,
 }
 
-/// A write under a lease that is no longer ours was refused.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The lease lapsed and the job was claimed again (or cancelled).
-    #[error(
-        "lease on job {0} was lost: another worker took it over or it was cancelled; this write was refused"
-    )]
-    LeaseLost(String),
-    /// The database failed.
-    #[error("store: {0}")]
-    Database(String),
-    /// There is no store where the configuration says, and this command does not create one.
-    #[error("{0}")]
-    Missing(String),
-}
-
 /// Deliveries changed by a void.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct VoidEffect {
     /// Pending deliveries that were stopped.
     pub cancelled: Vec<String>,
@@ -772,13 +801,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 }
 
+/// How the reason of a dispatch stopped by a capture Postbud did not make begins; only a
+/// dispatch stopped for that reason is adopted ([`Store::adopt_capture`]).
+pub const COLLECTION_STARTED_ELSEWHERE: &str = "collection was started elsewhere";
+
 /// [`Dispatch::origin`] of an invoice Postbud created itself through `POST /v1/sessions/pay` with
 /// `invoice_channel: "merchant"`: it is the merchant's to deliver, whatever Dintero echoes back.
 pub const ORIGIN_CREATED: &str = "sessions/pay";
 
 /// [`Dispatch::origin`] of an invoice the merchant's own system created through
 /// `POST /v1/sessions/pay` with `invoice_channel: "merchant"`, as an operator or the merchant's
-/// code declared it (`postbud deliver --merchant-initiated`, [`crate::App::declare_merchant_initiated`]).
+/// code declared it (`postbud deliver --merchant-initiated`, `postbud::App::declare_merchant_initiated`).
 pub const ORIGIN_DECLARED: &str = "sessions/pay, declared";
 
 /// Fields of the dispatch record to change; `None` leaves a field as it is.

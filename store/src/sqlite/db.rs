@@ -18,7 +18,7 @@ use std::{
 use rusqlite::{Connection, config::DbConfig};
 use tokio::sync::oneshot;
 
-use crate::store::StoreError;
+use crate::{StoreError, StoreErrorKind};
 
 /// Writes committed together at most; bounds the latency a batch adds to its first write.
 const MAX_BATCH: usize = 64;
@@ -59,7 +59,44 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Database(e.to_string())
+        StoreError::new(classify(&e), e.to_string()).with_source(e)
+    }
+}
+
+/// What a SQLite error says happened: the edge where rusqlite's errors are classified.
+fn classify(e: &rusqlite::Error) -> StoreErrorKind {
+    use rusqlite::{Error, ErrorCode};
+    match e {
+        Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreErrorKind::Busy,
+            ErrorCode::ConstraintViolation => StoreErrorKind::Conflict,
+            ErrorCode::DiskFull => StoreErrorKind::DiskFull,
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreErrorKind::Corrupt,
+            ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly
+            | ErrorCode::AuthorizationForStatementDenied => StoreErrorKind::Denied,
+            ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::OutOfMemory => {
+                StoreErrorKind::Unavailable
+            }
+            ErrorCode::TooBig | ErrorCode::TypeMismatch | ErrorCode::ParameterOutOfRange => {
+                StoreErrorKind::Invalid
+            }
+            _ => StoreErrorKind::Other,
+        },
+        Error::FromSqlConversionFailure(..)
+        | Error::IntegralValueOutOfRange(..)
+        | Error::InvalidColumnType(..)
+        | Error::Utf8Error(..) => StoreErrorKind::Corrupt,
+        Error::InvalidParameterName(_)
+        | Error::InvalidParameterCount(..)
+        | Error::InvalidColumnIndex(_)
+        | Error::InvalidColumnName(_)
+        | Error::SqlInputError { .. }
+        | Error::ToSqlConversionFailure(_)
+        | Error::ExecuteReturnedResults
+        | Error::MultipleStatement => StoreErrorKind::Invalid,
+        Error::InvalidPath(_) => StoreErrorKind::Misconfigured,
+        _ => StoreErrorKind::Other,
     }
 }
 
@@ -72,7 +109,11 @@ fn private(path: &Path) -> Result<(), StoreError> {
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let failed = |e: std::io::Error| {
-            StoreError::Database(format!("make `{}` private (0600): {e}", path.display()))
+            StoreError::new(
+                StoreErrorKind::Denied,
+                format!("make `{}` private (0600): {e}", path.display()),
+            )
+            .with_source(e)
         };
         std::fs::OpenOptions::new()
             .create(true)
@@ -101,8 +142,9 @@ fn private(path: &Path) -> Result<(), StoreError> {
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)
-        .map_err(|e| StoreError::Database(format!("open `{}`: {e}", path.display())))?;
+    let conn = Connection::open(path).map_err(|e| {
+        StoreError::new(classify(&e), format!("open `{}`: {e}", path.display())).with_source(e)
+    })?;
     conn.busy_timeout(Duration::from_secs(30))?;
     // NORMAL is durable across process crashes in WAL mode; a power loss may drop the last
     // commits, which the engine tolerates because it re-reads Dintero's events before any
@@ -133,11 +175,23 @@ impl Db {
         std::thread::Builder::new()
             .name("postbud-sqlite-checkpointer".into())
             .spawn(move || checkpointer(copier, gathered))
-            .map_err(|e| StoreError::Database(format!("start the SQLite checkpointer: {e}")))?;
+            .map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("start the SQLite checkpointer: {e}"),
+                )
+                .with_source(e)
+            })?;
         std::thread::Builder::new()
             .name("postbud-sqlite-writer".into())
             .spawn(move || writer(conn, queue, written))
-            .map_err(|e| StoreError::Database(format!("start the SQLite writer: {e}")))?;
+            .map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    format!("start the SQLite writer: {e}"),
+                )
+                .with_source(e)
+            })?;
         Ok(Self {
             writes,
             readers: Arc::default(),
@@ -157,14 +211,20 @@ impl Db {
         };
         match identity(&self.path) {
             Some(now) if now == opened => Ok(()),
-            Some(_) => Err(StoreError::Database(format!(
-                "the store file `{}` was replaced while open; restart to use the file now there",
-                self.path.display()
-            ))),
-            None => Err(StoreError::Database(format!(
-                "the store file `{}` was removed while open; put it back (or restart to start afresh)",
-                self.path.display()
-            ))),
+            Some(_) => Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "the store file `{}` was replaced while open; restart to use the file now there",
+                    self.path.display()
+                ),
+            )),
+            None => Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!(
+                    "the store file `{}` was removed while open; put it back (or restart to start afresh)",
+                    self.path.display()
+                ),
+            )),
         }
     }
 
@@ -187,8 +247,9 @@ impl Db {
             (ok, reply)
         });
         let abandoned = || {
-            StoreError::Database(
-                "the SQLite write was abandoned: it panicked or the writer thread stopped".into(),
+            StoreError::new(
+                StoreErrorKind::Other,
+                "the SQLite write was abandoned: it panicked or the writer thread stopped",
             )
         };
         self.writes.send(op).map_err(|_| abandoned())?;
@@ -207,14 +268,15 @@ impl Db {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })?;
             if busy != 0 {
-                return Err(StoreError::Database(
-                    "the WAL could not be truncated: a reader held on past the busy timeout; the next pass tries again".into(),
+                return Err(StoreError::new(
+                    StoreErrorKind::Busy,
+                    "the WAL could not be truncated: a reader held on past the busy timeout; the next pass tries again",
                 ));
             }
             Ok(())
         })
         .await
-        .map_err(|e| StoreError::Database(format!("SQLite checkpoint task: {e}")))?
+        .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("SQLite checkpoint task: {e}")).with_source(e))?
     }
 
     /// Runs `work` on a reader connection on the blocking pool.
@@ -240,7 +302,9 @@ impl Db {
             result
         })
         .await
-        .map_err(|e| StoreError::Database(format!("SQLite read task: {e}")))?
+        .map_err(|e| {
+            StoreError::new(StoreErrorKind::Other, format!("SQLite read task: {e}")).with_source(e)
+        })?
     }
 }
 
@@ -315,8 +379,9 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
             if conn.is_autocommit() {
                 // SQLite rolled the whole transaction back (an I/O error, a full disk): what
                 // ran in it is gone.
-                abandoned = Some(StoreError::Database(
-                    "SQLite rolled back the transaction after an error".into(),
+                abandoned = Some(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "SQLite rolled back the transaction after an error",
                 ));
                 break;
             }
@@ -355,6 +420,51 @@ fn commit_batch(conn: &Connection, batch: Vec<WriteOp>) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn sqlite_errors_say_what_happened_and_whether_to_retry() {
+        use rusqlite::ffi;
+        let failure = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        for (error, kind) in [
+            (failure(ffi::SQLITE_BUSY), StoreErrorKind::Busy),
+            (
+                failure(ffi::SQLITE_CONSTRAINT_UNIQUE),
+                StoreErrorKind::Conflict,
+            ),
+            (failure(ffi::SQLITE_FULL), StoreErrorKind::DiskFull),
+            (failure(ffi::SQLITE_CORRUPT), StoreErrorKind::Corrupt),
+            (failure(ffi::SQLITE_NOTADB), StoreErrorKind::Corrupt),
+            (failure(ffi::SQLITE_READONLY), StoreErrorKind::Denied),
+            (failure(ffi::SQLITE_IOERR), StoreErrorKind::Unavailable),
+            (
+                rusqlite::Error::InvalidParameterName(":nope".into()),
+                StoreErrorKind::Invalid,
+            ),
+        ] {
+            let e = StoreError::from(error);
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(
+                std::error::Error::source(&e).is_some(),
+                "{e}: the cause is kept"
+            );
+        }
+        assert!(StoreError::from(failure(ffi::SQLITE_BUSY)).is_temporary());
+        assert!(!StoreError::from(failure(ffi::SQLITE_CONSTRAINT_UNIQUE)).is_temporary());
+    }
+
+    /// A constraint the database enforces ends as a conflict, not as "try again".
+    #[test]
+    fn a_constraint_violation_is_permanent() {
+        let conn = Connection::open_in_memory().expect("memory");
+        conn.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY); INSERT INTO t VALUES ('a');")
+            .expect("table");
+        let e = StoreError::from(
+            conn.execute("INSERT INTO t VALUES ('a')", [])
+                .expect_err("a duplicate"),
+        );
+        assert_eq!(e.kind(), StoreErrorKind::Conflict);
+        assert!(!e.is_temporary());
+    }
+
     /// Writes queued behind a slow one are committed together; each failing one, first of its
     /// transaction or not, is rolled back alone and answers with its own error.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,7 +482,7 @@ mod tests {
                 db.write(|conn| -> Result<(), StoreError> {
                     conn.execute("INSERT INTO t (n) VALUES (100)", [])?;
                     std::thread::sleep(Duration::from_millis(200));
-                    Err(StoreError::Database("slow and failing".into()))
+                    Err(StoreError::new(StoreErrorKind::Other, "slow and failing"))
                 })
                 .await
             }
@@ -387,7 +497,7 @@ mod tests {
                 db.write(move |conn| {
                     conn.execute("INSERT INTO t (n) VALUES (?)", [n])?;
                     if n % 2 == 0 {
-                        return Err(StoreError::Database(format!("even {n}")));
+                        return Err(StoreError::new(StoreErrorKind::Other, format!("even {n}")));
                     }
                     Ok(n)
                 })
@@ -397,7 +507,7 @@ mod tests {
         }
         let failed = slow.await.expect("join");
         assert!(
-            matches!(&failed, Err(StoreError::Database(m)) if m == "slow and failing"),
+            matches!(&failed, Err(e) if e.message() == "slow and failing"),
             "{failed:?}"
         );
         for (n, write) in writes.into_iter().enumerate() {
@@ -405,7 +515,7 @@ mod tests {
             match n % 2 {
                 1 => assert_eq!(result.expect("odd write"), n as i64),
                 _ => assert!(
-                    matches!(&result, Err(StoreError::Database(m)) if *m == format!("even {n}")),
+                    matches!(&result, Err(e) if e.message() == format!("even {n}")),
                     "{result:?}"
                 ),
             }
@@ -466,7 +576,7 @@ mod tests {
             })
             .await;
         assert!(
-            matches!(&panicked, Err(StoreError::Database(m)) if m.contains("abandoned")),
+            matches!(&panicked, Err(e) if e.message().contains("abandoned")),
             "{panicked:?}"
         );
         db.write(|conn| Ok(conn.execute_batch("CREATE TABLE kept (n INTEGER)")?))

@@ -4,9 +4,10 @@
 //! where the dialects really differ.
 
 use super::{
-    CensusRow, Counts, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, Pdf, Role, Stage,
-    StoreError, Totals, fmt_ms,
+    CensusRow, Completion, Counts, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, NewJob,
+    Pdf, Role, Stage, StoreError, StoreErrorKind, Totals, fmt_ms,
 };
+use postbud_channel::Invoice;
 
 /// A stored name read back as its enum; a name no version wrote is a database error.
 pub(super) fn parse<T>(
@@ -14,83 +15,7 @@ pub(super) fn parse<T>(
     name: &str,
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<T, StoreError> {
-    parse(name).ok_or_else(|| StoreError::Database(format!("unknown {what} {name}")))
-}
-
-/// Requeues a transaction's failed, dead-lettered or waiting jobs (of one channel, or all) to
-/// run now, except deliveries of a voided invoice. Parameters: now, transaction, channel or
-/// NULL. Numbered placeholders read the same in SQLite and PostgreSQL.
-pub(super) const RETRY: &str = "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, updated_at = $1
-     WHERE transaction_id = $2 AND state IN ('failed', 'dead', 'queued')
-       AND (CAST($3 AS TEXT) IS NULL OR channel = $3)
-       AND (kind = 'cancel' OR NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.transaction_id = jobs.transaction_id AND d.stage = 'voided'))";
-
-/// Adopts a capture made elsewhere (see [`super::Store::adopt_capture`]). Parameters: now,
-/// transaction.
-/// Only a dispatch the engine stopped for that reason (the reason begins with
-/// `engine::COLLECTION_STARTED_ELSEWHERE`, checked by a test) is adopted.
-pub(super) const ADOPT_CAPTURE: &str =
-    "UPDATE dispatches SET captured_at = $1, stage = 'captured', reason = NULL, updated_at = $1
-     WHERE transaction_id = $2 AND stage = 'failed' AND captured_at IS NULL
-       AND reason LIKE 'collection was started elsewhere%'";
-
-#[cfg(test)]
-#[test]
-fn adopting_looks_for_the_reason_the_engine_writes() {
-    assert!(ADOPT_CAPTURE.contains(&format!(
-        "'{}%'",
-        crate::engine::COLLECTION_STARTED_ELSEWHERE
-    )));
-}
-
-/// Queues a stopped dispatch job again, as new. Parameters: now, the job's id.
-pub(super) const REQUEUE_DISPATCH: &str = "UPDATE jobs SET state = 'queued', next_at = $1, attempts = 0, last_error = NULL, fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = $1
-     WHERE id = $2 AND state IN ('failed', 'dead', 'skipped')";
-
-/// One history line. Parameters: transaction, job or NULL, time, event, detail.
-pub(super) const HISTORY: &str =
-    "INSERT INTO history (transaction_id, job_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)";
-
-/// Takes the turn `name` for `owner` until a time, unless another holds it past now.
-/// Parameters: name, owner, until, now.
-pub(super) const TAKE_TURN: &str = "INSERT INTO turns (name, owner, until) VALUES ($1, $2, $3)
-     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
-     WHERE turns.until <= $4";
-
-/// Everything the store's counts are made of, in one statement and so one snapshot. Rows
-/// `(part, name, active, troubled, n)`:
-/// - `tally`: the kept counts (see [`super::schema`]), one row per name;
-/// - `unsettled`: the census of the dispatches the tallies leave out, those at an unsettled
-///   stage or with a job queued, running, failed or dead, by stage and whether a job is active
-///   or troubled (1 or 0);
-/// - `open`: the jobs in the states the tallies leave out, by state.
-///
-/// Each part is read through its own index; how many rows it reads grows with the queue and
-/// the failures, never with the history.
-pub(super) fn count_parts() -> String {
-    format!(
-        "WITH counted AS (
-        SELECT transaction_id FROM dispatches WHERE stage IN {unsettled}
-        UNION SELECT transaction_id FROM jobs WHERE state = 'queued'
-        UNION SELECT transaction_id FROM jobs WHERE state = 'running'
-        UNION SELECT transaction_id FROM jobs WHERE state IN ('failed', 'dead'))
-     SELECT 'tally' AS part, name, CAST(NULL AS BIGINT) AS active, CAST(NULL AS BIGINT) AS troubled,
-       CAST(SUM(count) AS BIGINT) AS n
-     FROM tallies GROUP BY name
-     UNION ALL
-     SELECT 'unsettled', d.stage,
-       CAST(CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('queued', 'running')) THEN 1 ELSE 0 END AS BIGINT),
-       CAST(CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')) THEN 1 ELSE 0 END AS BIGINT),
-       CAST(COUNT(*) AS BIGINT)
-     FROM counted JOIN dispatches d ON d.transaction_id = counted.transaction_id
-     GROUP BY 2, 3, 4
-     UNION ALL SELECT 'open', 'queued', NULL, NULL, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE state = 'queued'
-     UNION ALL SELECT 'open', 'running', NULL, NULL, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE state = 'running'
-     UNION ALL SELECT 'open', state, NULL, NULL, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE state IN ('failed', 'dead') GROUP BY state",
-        // The same list the partial index `dispatches_unsettled` is written with, so the
-        // planner can use it.
-        unsettled = super::schema::UNSETTLED
-    )
+    parse(name).ok_or_else(|| StoreError::corrupt(format!("unknown {what} {name}")))
 }
 
 /// Everything the store's counts are made of, read in one snapshot: the tallies, the census
@@ -103,7 +28,7 @@ pub(super) struct CountParts {
 }
 
 impl CountParts {
-    /// Adds a row [`count_parts`] returned.
+    /// Adds a row of `sql/shared/counts.sql`.
     pub(super) fn add(&mut self, row: &impl Columns) -> Result<(), StoreError> {
         let (name, n) = (row.text("name")?, row.int("n")?);
         match row.text("part")?.as_str() {
@@ -116,7 +41,7 @@ impl CountParts {
                 count: n.max(0) as u64,
             }),
             other => {
-                return Err(StoreError::Database(format!(
+                return Err(StoreError::corrupt(format!(
                     "unknown part {other} of the counts"
                 )));
             }
@@ -201,6 +126,78 @@ pub(super) fn retry_note(count: u64) -> String {
     format!("{count} job(s) requeued by an operator")
 }
 
+/// The history line of a job queued.
+pub(super) fn queued_line(job: &NewJob) -> String {
+    format!(
+        "[{}] {} ({}) due {}",
+        job.channel,
+        job.kind,
+        job.role,
+        fmt_ms(job.next_at)
+    )
+}
+
+/// The history line of a void Dintero accepted with 202.
+pub(super) fn void_accepted_line(request_id: Option<&str>) -> String {
+    format!(
+        "Dintero accepted the void (202, event-request-id {}); waiting for its VOID event",
+        request_id.unwrap_or("not given")
+    )
+}
+
+/// The history line of a void recorded.
+pub(super) fn voided_line(cancelled: &[String]) -> String {
+    format!("{} pending job(s) stopped", cancelled.len())
+}
+
+/// What a completed dispatch keeps ([`super::Store::complete_dispatch`]), ready to bind.
+pub(super) struct Snapshot {
+    /// The invoice snapshot as JSON (its PDF is kept apart).
+    pub(super) json: String,
+    pub(super) invoice_number: String,
+    pub(super) route: i64,
+    pub(super) route_snapshot: String,
+    /// The PDF after the capture.
+    pub(super) pdf: Pdf,
+    /// The dispatch job's receipt.
+    pub(super) receipt: String,
+    /// The dispatch job's last history line.
+    pub(super) done_line: String,
+}
+
+impl Snapshot {
+    pub(super) fn of(lease: &Lease, completion: &Completion<'_>) -> Result<Self, StoreError> {
+        let invoice = completion.invoice;
+        let json = serde_json::to_string(invoice).map_err(|e| {
+            StoreError::new(StoreErrorKind::Invalid, format!("invoice snapshot: {e}"))
+                .with_source(e)
+        })?;
+        Ok(Self {
+            json,
+            invoice_number: invoice.invoice_number.clone(),
+            route: completion.route.index as i64,
+            route_snapshot: completion.route.snapshot.clone(),
+            pdf: invoice.pdf.clone(),
+            receipt: completion.detail.to_owned(),
+            done_line: format!("attempt {}: {}", lease.job.attempts, completion.detail),
+        })
+    }
+}
+
+/// The invoice kept for `transaction_id`: its snapshot (`json`) with its PDF.
+pub(super) fn invoice_from(
+    transaction_id: &str,
+    json: &str,
+    pdf: Option<Pdf>,
+) -> Result<Invoice, StoreError> {
+    let mut invoice: Invoice = serde_json::from_str(json)
+        .map_err(|e| StoreError::corrupt(format!("invoice snapshot: {e}")).with_source(e))?;
+    invoice.pdf = pdf.ok_or_else(|| {
+        StoreError::corrupt(format!("invoice {transaction_id} has no stored PDF"))
+    })?;
+    Ok(invoice)
+}
+
 /// A result row, whichever driver read it: a column is text or an integer, or NULL.
 pub(super) trait Columns {
     fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError>;
@@ -216,7 +213,7 @@ pub(super) trait Columns {
 }
 
 fn null(column: &str) -> StoreError {
-    StoreError::Database(format!(
+    StoreError::corrupt(format!(
         "column {column} is NULL where the schema forbids it"
     ))
 }
@@ -312,7 +309,7 @@ pub(super) fn dispatch_from(row: &impl Columns) -> Result<Dispatch, StoreError> 
 
 /// The refusal of a write made under a lease that is no longer held.
 pub(super) fn lease_lost(lease: &Lease) -> StoreError {
-    StoreError::LeaseLost(lease.job.id.clone())
+    StoreError::lease_lost(&lease.job.id)
 }
 
 /// What finishing an attempt writes: the job's new state and due time, the error or receipt it

@@ -1,0 +1,2 @@
+-- One job.
+SELECT * FROM jobs WHERE id = :id

@@ -1,0 +1,2 @@
+-- A persistent value.
+SELECT value FROM meta WHERE key = :key

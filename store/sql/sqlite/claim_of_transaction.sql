@@ -1,0 +1,9 @@
+-- Leases up to :limit due jobs of the transaction :only to :owner until :until.
+UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+       lease_owner = :owner, lease_until = :until, updated_at = :now
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE transaction_id = :only
+      AND ((state = 'queued' AND next_at <= :now) OR (state = 'running' AND lease_until < :now))
+    ORDER BY next_at LIMIT :limit)
+RETURNING *
