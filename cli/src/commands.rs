@@ -48,7 +48,8 @@ impl From<AppError> for Failure {
             | AppError::UnknownTransaction(_) => exit::CONFIG,
             AppError::NotMerchantInitiated(_) | AppError::NothingToAdopt(_) => exit::NOT_OURS,
             AppError::Store(_) | AppError::Dintero(_) | AppError::Busy(_) => exit::UNAVAILABLE,
-            AppError::VoidRefused(_) => exit::FAILED,
+            // An error this binary does not know yet: failed, not "try again later".
+            AppError::VoidRefused(_) | _ => exit::FAILED,
         };
         Self {
             message: e.to_string(),
@@ -149,7 +150,8 @@ pub fn verdict_code(outcome: &Outcome) -> ExitCode {
         Verdict::Delivered | Verdict::Voided => 0,
         Verdict::Pending => exit::PENDING,
         Verdict::Skipped => exit::NOT_OURS,
-        Verdict::Failed | Verdict::NeedsAttention => exit::FAILED,
+        // A verdict this binary does not know yet is treated as the worst it knows.
+        Verdict::Failed | Verdict::NeedsAttention | _ => exit::FAILED,
     })
 }
 
@@ -380,7 +382,7 @@ pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) 
     let account = settings.dintero.as_ref().map(|d| d.account_id.as_str());
     let id = postbud::dintero::transaction_id::check(transaction_id, account)?;
     let (store, shown) = records(&settings).await?;
-    let Some(dispatch) = store.dispatch(id).await? else {
+    let Some(outcome) = store.outcome(id).await? else {
         return Err(Failure {
             message: format!(
                 "{id} is not in the store {shown}: Postbud has not seen it (`postbud deliver {id}` submits it)"
@@ -388,14 +390,7 @@ pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) 
             code: exit::NOT_OURS,
         });
     };
-    let jobs = store.jobs(id).await?;
     let history = store.history(id).await?;
-    let outcome = Outcome {
-        transaction_id: id.to_owned(),
-        newly_queued: true,
-        dispatch: Some(dispatch),
-        jobs,
-    };
     if json {
         say!(
             "{}",

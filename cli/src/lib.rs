@@ -158,12 +158,11 @@ pub async fn run(registry: Registry) -> ExitCode {
             }
             let now = postbud::now_ms();
             let before = |d: Duration| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-            let filter = postbud::Filter {
-                verdicts: verdict,
-                channel,
-                created_from: newer_than.map(before),
-                created_before: older_than.map(before),
-            };
+            let mut filter = postbud::Filter::default();
+            filter.verdicts = verdict;
+            filter.channel = channel;
+            filter.created_from = newer_than.map(before);
+            filter.created_before = older_than.map(before);
             commands::status(config, &filter, limit as usize, json).await
         }
         Command::Retry {

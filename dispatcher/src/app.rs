@@ -27,6 +27,7 @@ use crate::{
 
 /// Why the application could not do what was asked.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppError {
     /// Bad configuration.
     #[error(transparent)]
@@ -188,6 +189,7 @@ fn random_key() -> String {
 
 /// The invoice `create_invoice` made, or found.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CreatedInvoice {
     /// The transaction as Dintero returned it.
     pub transaction: Transaction,
@@ -198,6 +200,7 @@ pub struct CreatedInvoice {
 
 /// What a void did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct VoidReport {
     /// Status at Dintero afterwards.
     pub status: String,

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use postbud_channel::{Invoice, Pdf};
 
 use crate::{
-    App, Settings,
+    App, Outcome, Settings,
     store::{self, Dispatch, HistoryEntry, Job, Store, StoreError, Totals},
     sweeps::{self, Sweep},
     triage::{self, Filter, Listed, Verdict},
@@ -69,6 +69,22 @@ impl Records {
     /// The transaction's jobs: its dispatch, deliveries, cancellation notices, void.
     pub async fn jobs(&self, transaction_id: &str) -> Result<Vec<Job>, StoreError> {
         self.store.jobs(transaction_id).await
+    }
+
+    /// Where the transaction stands, as `postbud deliver` reports it: its dispatch and every
+    /// job; `None` when this store has not seen it. Read, not run: the report says nothing about
+    /// work started now (`newly_queued` is true).
+    pub async fn outcome(&self, transaction_id: &str) -> Result<Option<Outcome>, StoreError> {
+        let Some(dispatch) = self.store.dispatch(transaction_id).await? else {
+            return Ok(None);
+        };
+        let jobs = self.store.jobs(transaction_id).await?;
+        Ok(Some(Outcome {
+            transaction_id: transaction_id.to_owned(),
+            newly_queued: true,
+            dispatch: Some(dispatch),
+            jobs,
+        }))
     }
 
     /// What happened to the transaction, oldest first.

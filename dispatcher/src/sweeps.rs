@@ -10,6 +10,7 @@ pub const LAST_SWEEP_KEY: &str = "reconcile:last";
 
 /// What one sweep saw and did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Sweep {
     /// When it ran (store milliseconds).
     pub at: Millis,

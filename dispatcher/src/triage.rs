@@ -17,6 +17,7 @@ use crate::store::{Role, Stage};
 /// Where an invoice stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Verdict {
     /// The customer has the invoice: every primary channel delivered it, or the route's
     /// fallbacks did.
@@ -74,6 +75,7 @@ impl fmt::Display for Verdict {
 
 /// A verdict with the reason a person reads first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Assessment {
     /// Where the invoice stands.
     pub verdict: Verdict,
@@ -132,6 +134,7 @@ pub async fn count(
 
 /// What `status` lists: verdicts (any, when empty) and the store's own conditions.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Filter {
     /// Only these verdicts; every one when empty.
     pub verdicts: Vec<Verdict>,
@@ -145,6 +148,7 @@ pub struct Filter {
 
 /// An invoice as `status` lists it.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Listed {
     /// The dispatch record.
     pub dispatch: Dispatch,

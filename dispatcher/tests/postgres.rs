@@ -296,17 +296,9 @@ async fn prune_and_triage_on_postgres() {
     );
     let counts = app.records().verdicts().await.expect("count");
     assert_eq!(counts[&Verdict::Delivered], 1);
-    let (listed, more) = app
-        .records()
-        .invoices(
-            &postbud::triage::Filter {
-                channel: Some("archive".into()),
-                ..Default::default()
-            },
-            10,
-        )
-        .await
-        .expect("list");
+    let mut archive = postbud::Filter::default();
+    archive.channel = Some("archive".into());
+    let (listed, more) = app.records().invoices(&archive, 10).await.expect("list");
     assert_eq!((listed.len(), more), (1, false));
     // The page carries the transaction's jobs, dispatch first, so the verdict is the full one.
     let kinds: Vec<_> = listed[0].jobs.iter().map(|j| j.kind).collect();

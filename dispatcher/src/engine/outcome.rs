@@ -12,6 +12,7 @@ use crate::{
 
 /// Where a transaction's work stands after it was submitted or delivered.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Outcome {
     /// The transaction.
     pub transaction_id: String,
