@@ -341,7 +341,7 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
                     "capture requested, its outcome not recorded (Dintero's events for this transaction say whether collection started): {reason}"
                 ),
             )
-        } else if reason.starts_with(crate::engine::COLLECTION_STARTED_ELSEWHERE) {
+        } else if reason.starts_with(crate::store::COLLECTION_STARTED_ELSEWHERE) {
             // Collected, by someone else: the reason says what Dintero shows and what to do.
             Assessment::new(Verdict::NeedsAttention, reason)
         } else if job.state == JobState::Dead {

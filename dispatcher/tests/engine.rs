@@ -209,9 +209,10 @@ async fn a_restarted_process_finishes_the_work_left() {
     let id = h.sandbox.seed(Seed::default());
     {
         // First process: captures and queues the delivery (due a moment later, so the dispatch
-        // does not take it on itself), then stops before delivering.
+        // does not take it on itself: later than a dispatch takes on a loaded machine), then
+        // stops before delivering.
         let app = h
-            .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"10ms\"\n")
+            .app("[[routes]]\ndeliver = [\"archive\"]\ndelay = \"400ms\"\n")
             .await;
         app.submit(&id).await.expect("submit");
         let leases = app
@@ -230,7 +231,7 @@ async fn a_restarted_process_finishes_the_work_left() {
             .await
             .expect("dispatch");
         // ...and claims the delivery, then dies holding it (lease 1 s).
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(450)).await;
         let leases = app
             .store()
             .claim(&postbud::store::Claim {

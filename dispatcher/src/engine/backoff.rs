@@ -2,13 +2,47 @@
 //! (exponential with jitter, never shorter than the sink's `Retry-After` and never longer than
 //! `backoff_max`: a `Retry-After` of years parks nothing for years) until `max_attempts`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     config::EngineSettings,
-    store::{Finish, Millis},
+    store::{Finish, Lease, Millis, Store},
 };
 use postbud_channel::RetryClass;
+
+/// The engine's retry policy, as every job applies it: how a failed attempt ends, by the
+/// engine's settings and the store's clock.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    settings: EngineSettings,
+    clock: Arc<dyn Store>,
+}
+
+impl RetryPolicy {
+    /// The policy of `settings`, timing retries by `clock`.
+    pub fn new(settings: EngineSettings, clock: Arc<dyn Store>) -> Self {
+        Self { settings, clock }
+    }
+
+    /// How `lease`'s attempt, failed with `class`, ends: [`after_failure`] now.
+    pub fn after(
+        &self,
+        lease: &Lease,
+        class: RetryClass,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Finish {
+        let now = self.clock.now();
+        after_failure(
+            &self.settings,
+            lease.job.attempts,
+            class,
+            retry_after,
+            error,
+            now,
+        )
+    }
+}
 
 /// How an attempt that failed with `kind` after `attempts` attempts ends.
 pub fn after_failure(

@@ -1,17 +1,17 @@
 //! The delivery job: one channel instance, one attempt, at a delivery or a cancellation notice;
 //! a primary delivery that fails for good sets off its route's fallbacks.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use super::{Channels, Dispatcher, backoff, job::Routed};
 use crate::{
-    config::{EngineSettings, Route},
+    config::Route,
     dintero::DinteroApi,
     ids,
     links::LinkSigner,
     store::{Finish, HistoryLine, JobKind, Lease, NewJob, Role, Store, StoreError},
 };
-use postbud_channel::{DeliveryContext, Invoice, RetryClass};
+use postbud_channel::{DeliveryContext, Invoice};
 
 /// The delivery job, with everything it reads and writes.
 pub(crate) struct DeliveryJob {
@@ -28,8 +28,8 @@ pub(crate) struct DeliveryJob {
     pub(crate) routes: Arc<[Route]>,
     /// The signer of invoice links and report URLs, when `server.public_url` is set.
     pub(crate) links: Option<LinkSigner>,
-    /// The retry policy.
-    pub(crate) settings: EngineSettings,
+    /// How a failed attempt ends.
+    pub(crate) retry: backoff::RetryPolicy,
 }
 
 /// How a delivery attempt ended.
@@ -43,25 +43,6 @@ pub(crate) enum Delivered {
 }
 
 impl DeliveryJob {
-    /// The retry decision for a failure of kind `kind` after the lease's attempt.
-    fn failure(
-        &self,
-        lease: &Lease,
-        kind: RetryClass,
-        retry_after: Option<Duration>,
-        error: String,
-    ) -> Finish {
-        let now = self.store.now();
-        backoff::after_failure(
-            &self.settings,
-            lease.job.attempts,
-            kind,
-            retry_after,
-            error,
-            now,
-        )
-    }
-
     /// The route the dispatch chose, as it was configured when it was chosen: reordering or
     /// editing `[[routes]]` later never changes an invoice already routed. (A dispatch routed
     /// before snapshots were kept falls back to its index in today's configuration.)
@@ -96,7 +77,7 @@ impl DeliveryJob {
         let tx = match self.gateway.transaction(id).await {
             Ok(tx) => tx,
             Err(e) => {
-                return Ok(Err(self.failure(
+                return Ok(Err(self.retry.after(
                     lease,
                     e.retry_class(),
                     e.retry_after(),
@@ -119,7 +100,7 @@ impl DeliveryJob {
         {
             Ok(pdf) => pdf,
             Err(e) => {
-                return Ok(Err(self.failure(
+                return Ok(Err(self.retry.after(
                     lease,
                     e.retry_class(),
                     e.retry_after(),
@@ -227,7 +208,8 @@ impl DeliveryJob {
                 }
                 let message = error.to_string();
                 let mut finish =
-                    self.failure(lease, error.retry_class(), error.retry_after(), message);
+                    self.retry
+                        .after(lease, error.retry_class(), error.retry_after(), message);
                 if let (Finish::Retry { at, .. }, Some(window)) =
                     (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
                 {
@@ -286,7 +268,9 @@ impl DeliveryJob {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::{collections::BTreeMap, time::Duration};
+
+    use postbud_channel::RetryClass;
 
     use serde_json::json;
 
@@ -313,13 +297,13 @@ mod tests {
             .map(|(name, channel)| ((*name).to_owned(), Arc::clone(*channel) as Arc<dyn Channel>))
             .collect();
         DeliveryJob {
+            retry: backoff::RetryPolicy::new(testing::settings(), Arc::clone(&store)),
             store,
             gateway: dintero,
             dispatcher: Arc::new(DefaultDispatcher),
             channels: Arc::new(Channels::new(channels)),
             routes: Arc::from([route]),
             links: None,
-            settings: testing::settings(),
         }
     }
 

@@ -66,6 +66,8 @@ pub(crate) struct DispatchJob {
     pub(crate) links: Option<LinkSigner>,
     /// The retry policy and the lease a delivery due now is taken with.
     pub(crate) settings: EngineSettings,
+    /// How a failed attempt ends.
+    pub(crate) retry: backoff::RetryPolicy,
     /// How long a capture sent and not answered is waited for before another may be sent:
     /// longer than the Dintero client waits for an answer.
     pub(crate) capture_grace: Duration,
@@ -87,25 +89,6 @@ impl DispatchJob {
         Ok(finish)
     }
 
-    /// The retry decision for a failure of kind `kind` after the lease's attempt.
-    fn failure(
-        &self,
-        lease: &Lease,
-        kind: RetryClass,
-        retry_after: Option<Duration>,
-        error: String,
-    ) -> Finish {
-        let now = self.store.now();
-        backoff::after_failure(
-            &self.settings,
-            lease.job.attempts,
-            kind,
-            retry_after,
-            error,
-            now,
-        )
-    }
-
     /// Records the dispatch as failed for good, with the reason `status` shows.
     async fn mark_failed(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
         let patch = DispatchPatch {
@@ -124,7 +107,9 @@ impl DispatchJob {
     /// A gateway error before capture: temporary ones retry; permanent ones (and retries run
     /// out) fail the dispatch, and nothing is captured or delivered.
     async fn gateway_failure(&self, lease: &Lease, e: DinteroError) -> Result<Finish, StoreError> {
-        let finish = self.failure(lease, e.retry_class(), e.retry_after(), e.to_string());
+        let finish = self
+            .retry
+            .after(lease, e.retry_class(), e.retry_after(), e.to_string());
         if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
             self.mark_failed(lease, reason).await?;
         }
@@ -408,7 +393,9 @@ impl DispatchJob {
                 let error = format!(
                     "captured, but reading the invoice after capture failed: {e}; retried, never captured again"
                 );
-                let finish = self.failure(lease, RetryClass::Temporary, e.retry_after(), error);
+                let finish = self
+                    .retry
+                    .after(lease, RetryClass::Temporary, e.retry_after(), error);
                 if let Finish::Dead(reason) = &finish {
                     self.mark_failed(lease, reason).await?;
                 }
@@ -495,11 +482,11 @@ impl DispatchJob {
                 return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
             }
             CaptureDecision::Waiting { request_id } => {
-                let finish = self.failure(lease, RetryClass::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+                let finish = self.retry.after(lease, RetryClass::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
                 return Ok(Capture::Stop(finish));
             }
             CaptureDecision::Undecided => {
-                let finish = self.failure(
+                let finish = self.retry.after(
                     lease,
                     RetryClass::Temporary,
                     None,
@@ -587,7 +574,7 @@ impl DispatchJob {
                         return self.after_capture(lease, &now).await;
                     }
                 }
-                let finish = self.failure(lease, RetryClass::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
+                let finish = self.retry.after(lease, RetryClass::Temporary, None, format!("{NOT_CAPTURED}: capture accepted (202, request {request_id}), waiting for INITIATE_CAPTURE"));
                 Ok(Capture::Stop(finish))
             }
             Err(e) if e.retry_class() == RetryClass::Permanent => {
@@ -616,7 +603,7 @@ impl DispatchJob {
                         }
                         // Refused, and an earlier request of Postbud's is not shown yet: it may
                         // be what the refusal is about. Read again rather than give up.
-                        None if earlier.is_some() => Ok(Capture::Stop(self.failure(
+                        None if earlier.is_some() => Ok(Capture::Stop(self.retry.after(
                             lease,
                             RetryClass::Temporary,
                             None,
@@ -629,7 +616,7 @@ impl DispatchJob {
                         }
                     },
                     // Whether it was captured is unknown: read again before anything else.
-                    Err(read) => Ok(Capture::Stop(self.failure(
+                    Err(read) => Ok(Capture::Stop(self.retry.after(
                         lease,
                         RetryClass::Temporary,
                         read.retry_after(),
@@ -654,7 +641,7 @@ impl DispatchJob {
                         },
                     )
                     .await?;
-                Ok(Capture::Stop(self.failure(
+                Ok(Capture::Stop(self.retry.after(
                     lease,
                     e.retry_class(),
                     e.retry_after(),
@@ -664,7 +651,7 @@ impl DispatchJob {
             // Unknown outcome (timeout, 5xx, 409): the next attempt re-reads the events before
             // any repeat, and sends none within the grace, so a capture that did land (even
             // late) is never made twice.
-            Err(e) => Ok(Capture::Stop(self.failure(
+            Err(e) => Ok(Capture::Stop(self.retry.after(
                 lease,
                 e.retry_class(),
                 e.retry_after(),
@@ -698,7 +685,7 @@ impl DispatchJob {
             );
             return Ok(Capture::Stop(self.stop_failed(lease, reason).await?));
         }
-        let finish = self.failure(
+        let finish = self.retry.after(
             lease,
             RetryClass::Temporary,
             None,
@@ -768,6 +755,7 @@ mod tests {
         let settings = crate::Settings::from_toml(&toml).expect("settings");
         let dintero = settings.require_dintero().expect("dintero").clone();
         let job = DispatchJob {
+            retry: backoff::RetryPolicy::new(testing::settings(), Arc::clone(&store)),
             store: Arc::clone(&store),
             gateway: Arc::new(DinteroClient::new(dintero).expect("client")),
             dispatcher: Arc::new(DefaultDispatcher),

@@ -80,6 +80,7 @@ impl Engine {
         let wake = Arc::new(Notify::new());
         let flow = Flow {
             dispatch: DispatchJob {
+                retry: backoff::RetryPolicy::new(settings.clone(), Arc::clone(&store)),
                 store: Arc::clone(&store),
                 gateway: Arc::clone(&gateway),
                 dispatcher: Arc::clone(&dispatcher),
@@ -90,19 +91,19 @@ impl Engine {
                 wake: Arc::clone(&wake),
             },
             delivery: DeliveryJob {
+                retry: backoff::RetryPolicy::new(settings.clone(), Arc::clone(&store)),
                 store: Arc::clone(&store),
                 gateway: Arc::clone(&gateway),
                 dispatcher,
                 channels: Arc::clone(&channels),
                 routes,
                 links,
-                settings: settings.clone(),
             },
             void: VoidJob {
+                retry: backoff::RetryPolicy::new(settings.clone(), Arc::clone(&store)),
                 store: Arc::clone(&store),
                 gateway,
                 channels: Arc::clone(&channels),
-                settings: settings.clone(),
                 wake: Arc::clone(&wake),
             },
         };

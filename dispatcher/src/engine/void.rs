@@ -1,13 +1,12 @@
 //! The void job: only Dintero's confirmation of a void stops the pending deliveries and sends
 //! cancellation notices; a void Dintero accepted (202) is waited for by a job that reads it.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::sync::Notify;
 
 use super::{Channels, backoff};
 use crate::{
-    config::EngineSettings,
     dintero::DinteroApi,
     ids,
     store::{Finish, JobKind, Lease, NewJob, Role, Store, StoreError, VoidEffect},
@@ -22,8 +21,8 @@ pub(crate) struct VoidJob {
     pub(crate) gateway: Arc<dyn DinteroApi>,
     /// Which channels can send a cancellation notice.
     pub(crate) channels: Arc<Channels>,
-    /// The retry policy of the wait for an accepted void.
-    pub(crate) settings: EngineSettings,
+    /// How a failed attempt ends.
+    pub(crate) retry: backoff::RetryPolicy,
     /// Wakes an idle worker for the notices and waits this job queues.
     pub(crate) wake: Arc<Notify>,
 }
@@ -89,7 +88,7 @@ impl VoidJob {
             Ok(tx) => tx,
             // Whatever went wrong, the void's outcome is still to be learnt: keep looking.
             Err(e) => {
-                return Ok(self.failure(
+                return Ok(self.retry.after(
                     lease,
                     RetryClass::Temporary,
                     e.retry_after(),
@@ -108,32 +107,13 @@ impl VoidJob {
             Some(Err(reason)) => Ok(Finish::Failed(format!(
                 "Dintero refused the void: {reason}; the invoice stands and its deliveries go on"
             ))),
-            None => Ok(self.failure(
+            None => Ok(self.retry.after(
                 lease,
                 RetryClass::Temporary,
                 None,
                 "void accepted by Dintero (202); waiting for its VOID event".into(),
             )),
         }
-    }
-
-    /// The retry decision for a failure of kind `kind` after the lease's attempt.
-    fn failure(
-        &self,
-        lease: &Lease,
-        kind: RetryClass,
-        retry_after: Option<Duration>,
-        error: String,
-    ) -> Finish {
-        let now = self.store.now();
-        backoff::after_failure(
-            &self.settings,
-            lease.job.attempts,
-            kind,
-            retry_after,
-            error,
-            now,
-        )
     }
 }
 
@@ -178,10 +158,10 @@ mod tests {
         ]);
         let dintero = OneTransaction::new(tx);
         let job = VoidJob {
+            retry: backoff::RetryPolicy::new(testing::settings(), Arc::clone(&store)),
             store: Arc::clone(&store),
             gateway: Arc::clone(&dintero) as Arc<dyn DinteroApi>,
             channels: Arc::new(Channels::new(channels)),
-            settings: testing::settings(),
             wake: Arc::new(Notify::new()),
         };
         job.await_void(ID, Some("req-1")).await.expect("await");
