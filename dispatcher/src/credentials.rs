@@ -4,7 +4,7 @@
 //! route's fallbacks (the invoice would reach the customer twice once the key is fixed and the
 //! delivery retried).
 
-use postbud_channel::{ChannelError, ErrorKind};
+use postbud_channel::{ChannelError, ErrorKind, RetryClass};
 
 /// How the reason of a delivery stopped for refused credentials starts: `postbud deliver`
 /// recognises it to exit as a configuration error (2).
@@ -20,9 +20,15 @@ pub fn key_to_fix(channel: &str, error: &ChannelError) -> String {
 }
 
 /// The reason a delivery through `channel` of `transaction_id` stops with, when `error` says
-/// the sink refused the credentials; `None` for any other error.
+/// the sink refused the credentials the channel holds at a key it names; `None` for any other
+/// error. An unauthorized answer the channel cannot tie to its credentials (no key: a
+/// receiver's own rule) is an ordinary failure and runs the fallback; one marked temporary (an
+/// expired link, a token to fetch again) is retried.
 pub fn refused(channel: &str, transaction_id: &str, error: &ChannelError) -> Option<String> {
-    (error.kind() == ErrorKind::Unauthorized).then(|| {
+    let ours = error.kind() == ErrorKind::Unauthorized
+        && error.retry_class() == RetryClass::Permanent
+        && error.config_key().is_some();
+    ours.then(|| {
         format!(
             "{CREDENTIALS_REFUSED} ({}): {}; fix {}, then `postbud retry {transaction_id}`",
             error.kind(),
@@ -49,11 +55,11 @@ mod tests {
             "{reason}"
         );
         let unnamed = ChannelError::unauthorized("HTTP 401");
-        assert!(
-            refused("erp", "T1.x", &unnamed)
-                .expect("stopped")
-                .contains("the credentials of channels.erp")
-        );
+        assert_eq!(refused("erp", "T1.x", &unnamed), None, "no key: a failure");
+        let expired = ChannelError::unauthorized("HTTP 401")
+            .with_config_key("token")
+            .with_retry_class(RetryClass::Temporary);
+        assert_eq!(refused("erp", "T1.x", &expired), None, "temporary: retried");
         assert_eq!(
             refused("erp", "T1.x", &ChannelError::rate_limited("429")),
             None

@@ -90,7 +90,8 @@ pub mod triage;
 #[cfg(not(feature = "unstable-internals"))]
 mod triage;
 
-// The channel SDK's parts, under the names the engine's modules use.
+// The SDK's helpers, for a merchant's code that depends on `postbud` alone (the engine's own
+// modules name `postbud_channel` directly).
 pub use postbud_channel::{file_name, format, http, ids, keys};
 
 pub use self::{

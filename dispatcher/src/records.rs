@@ -52,7 +52,7 @@ impl Records {
     pub(crate) fn of(store: Arc<dyn Store>, url: &str) -> Self {
         Self {
             store,
-            location: crate::http::redact_url(url),
+            location: postbud_channel::http::redact_url(url),
         }
     }
 

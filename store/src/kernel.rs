@@ -178,10 +178,21 @@ impl Snapshot {
             route: completion.route.index as i64,
             route_snapshot: completion.route.snapshot.clone(),
             pdf: invoice.pdf.clone(),
-            receipt: completion.detail.to_owned(),
-            done_line: format!("attempt {}: {}", lease.job.attempts, completion.detail),
+            receipt: storable(completion.detail),
+            done_line: format!(
+                "attempt {}: {}",
+                lease.job.attempts,
+                storable(completion.detail)
+            ),
         })
     }
+}
+
+/// `text` as every backend can keep it: a NUL (which a receiver may put in the answer quoted
+/// in a receipt or an error) is refused by PostgreSQL's text columns, and an end that cannot be
+/// written would be attempted, and delivered, again. It is kept as U+2400 (␀), visibly.
+pub(super) fn storable(text: &str) -> String {
+    text.replace('\0', "\u{2400}")
 }
 
 /// The invoice kept for `transaction_id`: its snapshot (`json`) with its PDF.
@@ -340,11 +351,11 @@ impl FinishPlan {
             Finish::Recorded => return None,
         };
         let (error, receipt) = match finish {
-            Finish::Done(receipt) => (None, Some(receipt.clone())),
+            Finish::Done(receipt) => (None, Some(storable(receipt))),
             Finish::Retry { error, .. }
             | Finish::Failed(error)
             | Finish::Dead(error)
-            | Finish::Skipped(error) => (Some(error.clone()), None),
+            | Finish::Skipped(error) => (Some(storable(error)), None),
             Finish::Postpone(_) | Finish::Recorded => (None, None),
         };
         let said = match finish {
@@ -373,5 +384,16 @@ impl FinishPlan {
             event,
             detail,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::storable;
+
+    #[test]
+    fn a_nul_is_kept_visibly_not_refused() {
+        assert_eq!(storable("HTTP 200: ok\0tail"), "HTTP 200: ok\u{2400}tail");
+        assert_eq!(storable("plain"), "plain");
     }
 }

@@ -67,6 +67,22 @@ fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// A URL of a scheme no backend has (a typo such as `postgre://user:password@db/x`): refused,
+/// and named without its password, instead of being taken for a SQLite file's path and quoted
+/// whole in the errors that follow.
+fn unknown_scheme(url: &str) -> Option<StoreError> {
+    let (scheme, _) = url.split_once("://")?;
+    (!matches!(scheme, "sqlite" | "postgres" | "postgresql")).then(|| {
+        StoreError::new(
+            StoreErrorKind::Misconfigured,
+            format!(
+                "store.url `{}` names no store: expected sqlite://FILE or postgres://…",
+                postbud_channel::http::redact_url(url)
+            ),
+        )
+    })
+}
+
 /// The file a `sqlite://FILE[?options]` (or `sqlite:FILE`) URL names; `None` for other URLs.
 fn sqlite_file(url: &str) -> Option<&str> {
     let rest = url
@@ -97,6 +113,9 @@ pub async fn open_existing(
 /// otherwise changing it: a SQLite file's presence and header, PostgreSQL's reachability and
 /// schema version.
 pub async fn probe(url: &str) -> Result<String, StoreError> {
+    if let Some(refused) = unknown_scheme(url) {
+        return Err(refused);
+    }
     if is_postgres(url) {
         #[cfg(feature = "postgres")]
         return postgres::probe(url).await;
@@ -148,6 +167,9 @@ pub async fn open_with_clock(
     url: &str,
     local: clock::LocalClock,
 ) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(refused) = unknown_scheme(url) {
+        return Err(refused);
+    }
     if is_postgres(url) {
         #[cfg(feature = "postgres")]
         return Ok(Arc::new(PgStore::open_with_clock(url, local).await?));
@@ -866,6 +888,27 @@ mod tests {
                 .to_string();
             assert!(e.contains("features = [\"sqlite\"]"), "{e}");
             assert!(!dir.exists(), "nothing was created");
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mistyped_scheme_is_refused_without_its_password() {
+        for result in [
+            probe("postgre://app:s3cret@db/x").await.map(drop),
+            open("postgre://app:s3cret@db/x").await.map(drop),
+        ] {
+            let error = result.expect_err("refused");
+            assert_eq!(error.kind(), StoreErrorKind::Misconfigured);
+            let said = error.to_string();
+            assert!(
+                !said.contains("s3cret") && said.contains("postgre://app:***@db/x"),
+                "{said}"
+            );
         }
     }
 }

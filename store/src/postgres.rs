@@ -66,8 +66,11 @@ fn kind_of_sqlstate(code: &str) -> StoreErrorKind {
         "40001" | "40P01" | "55P03" => StoreErrorKind::Busy,
         // disk_full
         "53100" => StoreErrorKind::DiskFull,
-        // insufficient_privilege, read_only_sql_transaction
-        "42501" | "25006" => StoreErrorKind::Denied,
+        // insufficient_privilege
+        "42501" => StoreErrorKind::Denied,
+        // read_only_sql_transaction: what pooled connections to the old primary answer for a
+        // while after a failover or switchover; the new primary takes the write soon
+        "25006" => StoreErrorKind::Unavailable,
         // invalid_catalog_name: the database in the URL does not exist
         "3D000" => StoreErrorKind::Misconfigured,
         // data_corrupted, index_corrupted
@@ -830,7 +833,7 @@ impl Store for PgStore {
             line.transaction_id,
             line.job_id,
             line.event,
-            line.detail,
+            &kernel::storable(line.detail),
         )
         .await
     }

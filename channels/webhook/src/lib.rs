@@ -221,7 +221,9 @@ impl WebhookChannel {
             )));
         }
         let error = http::refusal(status, wait, said);
-        if error.kind() != postbud_channel::ErrorKind::Unauthorized {
+        // Only a 401 says the receiver did not accept who Postbud is; a 403 is the receiver's
+        // own rule (an allow-list, a firewall): a refusal, and the route's fallback runs.
+        if status != reqwest::StatusCode::UNAUTHORIZED {
             return Err(error);
         }
         // The receiver refused what identifies Postbud: its `Authorization` header when one is

@@ -26,7 +26,7 @@ impl std::fmt::Debug for StoreSettings {
     // By hand: a PostgreSQL URL may carry the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreSettings")
-            .field("url", &crate::http::redact_url(&self.url))
+            .field("url", &postbud_channel::http::redact_url(&self.url))
             .field("retain", &self.retain)
             .finish()
     }

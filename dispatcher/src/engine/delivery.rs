@@ -7,10 +7,10 @@ use super::{Channels, Dispatcher, backoff, job::Routed};
 use crate::{
     config::Route,
     dintero::DinteroApi,
-    ids,
     links::LinkSigner,
     store::{Finish, HistoryLine, JobKind, Lease, NewJob, Role, Store, StoreError},
 };
+use postbud_channel::ids;
 use postbud_channel::{DeliveryContext, Invoice};
 
 /// The delivery job, with everything it reads and writes.

@@ -17,13 +17,13 @@ use crate::{
     dintero::eligibility::{self, ChannelConfiguration, ChannelSource, Eligibility},
     dintero::model::Transaction,
     dintero::{CaptureOutcome, DinteroApi, DinteroError},
-    ids,
     links::LinkSigner,
     store::{
         ChosenRoute, Completion, Confirmation, DispatchPatch, Finish, JobKind, Lease, NewJob,
         ORIGIN_CREATED, ORIGIN_DECLARED, Store, StoreError, fmt_ms, now_ms,
     },
 };
+use postbud_channel::ids;
 use postbud_channel::{Pdf, RetryClass};
 
 /// How the reason of a dispatch stopped by a capture Postbud did not make begins: the store's,

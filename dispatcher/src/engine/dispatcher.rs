@@ -32,7 +32,7 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
     ) -> Result<Pdf, DinteroError> {
         let bytes = gateway.fetch_document(invoice_url).await?;
         Ok(Pdf::new(
-            crate::file_name::with_extension(invoice_number, "pdf"),
+            postbud_channel::file_name::with_extension(invoice_number, "pdf"),
             bytes,
         ))
     }

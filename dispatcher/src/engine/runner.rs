@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use backon::{ExponentialBuilder, Retryable};
 use futures_util::FutureExt;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
@@ -215,19 +216,18 @@ impl<J: Jobs> Runner<J> {
     }
 
     /// Records the end of an attempt, with the claim `then` when given. The side effect has
-    /// happened; if the store is briefly unreachable, keep trying for a while: the fenced write
-    /// still lands as long as nobody took the job over, and every write that lands is a repeat
-    /// avoided.
+    /// happened: whatever the store answers short of a lost lease (a failover's read-only
+    /// connection, a busy file, a dropped connection), keep trying for five leases: the fenced
+    /// write still lands as long as nobody took the job over, and every write that lands is a
+    /// repeat avoided.
     async fn record_finish(
         &self,
         lease: &Lease,
         finish: Finish,
         then: Option<&Claim<'_>>,
     ) -> Result<Vec<Lease>, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.settings.lease * 5;
-        let mut wait = Duration::from_millis(100);
-        loop {
-            let recorded = match then {
+        let record = || async {
+            match then {
                 Some(claim) => {
                     self.store
                         .finish_then_claim(lease, finish.clone(), claim)
@@ -238,16 +238,22 @@ impl<J: Jobs> Runner<J> {
                     .finish(lease, finish.clone())
                     .await
                     .map(|()| Vec::new()),
-            };
-            match recorded {
-                Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "recording the attempt failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_millis(500));
-                }
-                other => return other,
             }
-        }
+        };
+        record
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_millis(500))
+                    .without_max_times()
+                    .with_total_delay(Some(self.settings.lease * 5)),
+            )
+            .sleep(tokio::time::sleep)
+            .when(|e: &StoreError| !e.is_lease_lost())
+            .notify(|e: &StoreError, wait| {
+                tracing::warn!(error = %e, ?wait, "recording the attempt failed; retrying");
+            })
+            .await
     }
 
     /// Runs `settings.workers` workers until `shutdown` turns true. Each claims one job at a

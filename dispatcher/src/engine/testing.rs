@@ -16,11 +16,11 @@ use crate::{
     dintero::{
         CaptureOutcome, CaptureRequest, DinteroApi, DinteroError, VoidOutcome, model::Transaction,
     },
-    ids,
     store::{
         ChosenRoute, Claim, Completion, Confirmation, JobKind, Lease, NewJob, Role, Store, now_ms,
     },
 };
+use postbud_channel::ids;
 use postbud_channel::{
     Channel, ChannelError, DeliveryContext, ErrorKind, Invoice, Pdf, Receipt, RetryClass,
     async_trait,

@@ -8,10 +8,10 @@ use tokio::sync::Notify;
 use super::{Channels, backoff};
 use crate::{
     dintero::DinteroApi,
-    ids,
     store::{Finish, JobKind, Lease, NewJob, Role, Store, StoreError, VoidEffect},
 };
 use postbud_channel::RetryClass;
+use postbud_channel::ids;
 
 /// The void job, with everything it reads and writes.
 pub(crate) struct VoidJob {

@@ -403,7 +403,7 @@ async fn invoice_link(
                         // Sanitised again: a copy stored by an older version may carry anything.
                         format!(
                             "inline; filename=\"{}\"",
-                            crate::file_name::pdf(&pdf.file_name)
+                            postbud_channel::file_name::pdf(&pdf.file_name)
                         ),
                     ),
                     (header::CACHE_CONTROL, "private, max-age=300".to_owned()),
