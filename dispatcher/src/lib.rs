@@ -87,12 +87,12 @@ pub mod reconcile;
 #[cfg(not(feature = "unstable-internals"))]
 mod reconcile;
 mod records;
-mod run;
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
 pub mod retention;
 #[cfg(not(feature = "unstable-internals"))]
 mod retention;
+mod run;
 // The outbox is its own crate, `postbud-store`, under the path the engine's modules name.
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
@@ -113,6 +113,8 @@ mod triage;
 // The channel SDK's parts, under the names the engine's modules use.
 pub use postbud_channel::{file_name, format, http, ids, keys};
 
+#[cfg(feature = "server")]
+pub use self::run::SHUTDOWN_GRACE;
 pub use self::{
     app::{App, AppBuilder, AppError, CreatedInvoice, VoidReport},
     config::{ConfigError, Settings},
@@ -127,8 +129,6 @@ pub use self::{
     sweeps::Sweep,
     triage::{Assessment, Filter, Listed, Verdict},
 };
-#[cfg(feature = "server")]
-pub use self::run::SHUTDOWN_GRACE;
 pub use postbud_channel::{
     BuildContext, Channel, ChannelConfig, ChannelError, ChannelFactory, Customer, DeliveryContext,
     DeliveryReport, DuplicateKind, ErrorKind, InboundReport, Invoice, InvoiceLine, Pdf, Receipt,
