@@ -294,16 +294,15 @@ impl Registry {
         let known: Vec<&str> = self.factories.keys().copied().collect();
         let source = config::source_of(figment, &format!("channels.{name}.kind"));
         let hint = match KNOWN_CRATES.iter().find(|(k, _)| *k == kind) {
-            Some((_, krate)) => {
-                let module = krate.replace('-', "_");
-                format!(
-                    "kind \"{kind}\" comes from the crate `{krate}`: add it to your Cargo.toml and link it with `{module}::register(&mut registry)?;`"
-                )
-            }
+            Some((_, krate)) => format!(
+                "kind \"{kind}\" comes from the crate `{krate}`: {}",
+                how_to_link(&krate.replace('-', "_"))
+            ),
             None => match known.iter().find(|k| is_near(k, kind)) {
                 Some(close) => format!("did you mean \"{close}\"?"),
                 None => format!(
-                    "if \"{kind}\" comes from a channel crate, link it: `my_channel_crate::register(&mut registry);`"
+                    "if \"{kind}\" comes from a channel crate, {}",
+                    how_to_link("my_channel_crate")
                 ),
             },
         };
@@ -316,6 +315,15 @@ impl Registry {
                 .join(", ")
         )
     }
+}
+
+/// What to write, and where, so a channel crate's kind is found: the crate in `Cargo.toml`,
+/// and its `register` called where the app is built, since the linker may drop the
+/// `register_channel!` entries of a crate the code never names.
+fn how_to_link(module: &str) -> String {
+    format!(
+        "add the crate to your Cargo.toml and register it where the app is built: `let mut registry = postbud::Registry::discover()?; {module}::register(&mut registry)?;` then `postbud::App::builder(&settings).registry(registry).open()` (an operator binary: `postbud_cli::run(registry)`)"
+    )
 }
 
 /// Within two edits (typos such as `emial`).

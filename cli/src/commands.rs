@@ -620,39 +620,10 @@ pub async fn serve(config: Option<&Path>, registry: &Registry) -> CommandResult 
             message: format!("server.listen {listen}: {e}"),
             code: exit::CONFIG,
         })?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn({
-        let app = Arc::clone(&app);
-        let stopped = stopped.clone();
-        async move { app.run_workers(stopped).await }
-    });
-    let reconciler = tokio::spawn({
-        let app = Arc::clone(&app);
-        let stopped = stopped.clone();
-        async move { app.run_reconciler(stopped).await }
-    });
-    let retention = tokio::spawn({
-        let app = Arc::clone(&app);
-        async move { app.run_retention(stopped).await }
-    });
-    tracing::info!(%listen, callback = %app.settings().server.callback_path, "serving");
-    // On SIGTERM the workers stop claiming at once (attempts in flight finish) while the server
-    // answers what it is answering, for a bounded time.
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new work; finishing the attempts in flight");
-        let _ = stop.send(true);
-    };
-    postbud::server::serve(
-        listener,
-        postbud::server::router(Arc::clone(&app)),
-        shutdown,
-        Duration::from_secs(10),
-    )
-    .await;
-    let _ = workers.await;
-    let _ = reconciler.await;
-    let _ = retention.await;
+    // The call a merchant service makes: workers, reconcile sweep, retention and the routes,
+    // drained on SIGTERM or Ctrl-C.
+    let routes = postbud::server::router(Arc::clone(&app));
+    app.serve(listener, routes, shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,6 +63,13 @@ pub enum AppError {
 
 /// A running Postbud: what `postbud serve` and `postbud deliver` use, and what a merchant
 /// service links.
+///
+/// One call runs a deployment with every guarantee `postbud serve` gives, since it is what
+/// `postbud serve` calls: [`App::serve`] runs the workers, the reconcile sweep, the retention
+/// pass and the HTTP routes (Dintero's callbacks, invoice links, `/healthz`, `/metrics`) until
+/// a shutdown signal, then drains. A service with an HTTP server of its own mounts
+/// [`crate::server::router`] in it and calls [`App::run`] for the rest. [`App::submit`] alone
+/// only queues work: nothing is captured or delivered unless one of them runs.
 #[derive(Debug)]
 pub struct App {
     settings: Settings,
@@ -88,7 +95,19 @@ pub struct AppBuilder {
 }
 
 impl AppBuilder {
-    /// Use this registry instead of [`Registry::discover`].
+    /// Adds the channel kinds of `registry` to those [`Registry::discover`] finds. A kind
+    /// declared with [`crate::register_channel!`] in a crate the binary names is discovered; a
+    /// crate that is linked but never named in the code may be dropped by the linker, and its
+    /// `register(&mut registry)` adds it here:
+    ///
+    /// ```no_run
+    /// # mod postbud_email { pub fn register(_: &mut postbud::Registry) -> Result<(), postbud::DuplicateKind> { Ok(()) } }
+    /// # async fn run(settings: postbud::Settings) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut registry = postbud::Registry::discover()?;
+    /// postbud_email::register(&mut registry)?;
+    /// let app = postbud::App::builder(&settings).registry(registry).open().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
         self
@@ -125,10 +144,10 @@ impl AppBuilder {
     /// Opens the store, builds every channel and assembles the engine.
     pub async fn open(self) -> Result<App, AppError> {
         let settings = self.settings;
-        let mut registry = match self.registry {
-            Some(r) => r,
-            None => Registry::discover()?,
-        };
+        let mut registry = Registry::discover()?;
+        for factory in self.registry.iter().flat_map(Registry::factories) {
+            registry.add(factory)?;
+        }
         registry.add(&crate::folder::FACTORY)?;
         let channels: BTreeMap<String, Arc<dyn Channel>> = registry.build_all(&settings)?;
         let gateway: Arc<dyn DinteroApi> = match self.gateway {
@@ -214,7 +233,8 @@ pub struct VoidReport {
 }
 
 impl App {
-    /// The default assembly: discovered channel kinds, [`DefaultDispatcher`], Dintero.
+    /// The default assembly: the channel kinds [`Registry::discover`] finds (and those of
+    /// [`AppBuilder::registry`]), [`DefaultDispatcher`], Dintero.
     pub fn builder(settings: &Settings) -> AppBuilder {
         AppBuilder {
             settings: settings.clone(),

@@ -6,7 +6,26 @@
 //!
 //! The flow, the store and the channel plugin system live here; channel kinds other than the
 //! built-in `folder` come from their own crates (`postbud-email`, `postbud-webhook`, ...) or
-//! from the merchant's code through [`register_channel!`].
+//! from the merchant's code through [`register_channel!`]; [`App::open`] finds the kinds linked
+//! into the binary, and [`AppBuilder::registry`] adds those the linker dropped.
+//!
+//! Linked into a merchant's service, one call runs a deployment: [`App::serve`] runs the
+//! workers, the reconcile sweep, the retention pass and the HTTP routes until a shutdown
+//! signal, then drains. It is what `postbud serve` runs. A service with a server of its own
+//! mounts [`server::router`] in it and calls [`App::run`] for the rest.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = postbud::Settings::load(Some("postbud.toml".as_ref()))?;
+//! let app = std::sync::Arc::new(postbud::App::open(&settings).await?);
+//! let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
+//! let routes = postbud::server::router(app.clone()); // the service's own routes merged in
+//! let shutdown = async { tokio::signal::ctrl_c().await.unwrap_or_default() };
+//! app.serve(listener, routes, shutdown).await;
+//! # Ok(()) }
+//! ```
+//!
+//! One transaction, now, as `postbud deliver` does:
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -73,6 +92,7 @@ mod records;
 pub mod retention;
 #[cfg(not(feature = "unstable-internals"))]
 mod retention;
+mod run;
 // The outbox is its own crate, `postbud-store`, under the path the engine's modules name.
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
@@ -94,6 +114,8 @@ mod triage;
 // modules name `postbud_channel` directly).
 pub use postbud_channel::{file_name, format, http, ids, keys};
 
+#[cfg(feature = "server")]
+pub use self::run::SHUTDOWN_GRACE;
 pub use self::{
     app::{App, AppBuilder, AppError, CreatedInvoice, VoidReport},
     config::{ConfigError, Settings},

@@ -47,11 +47,107 @@ fn an_unknown_kind_lists_the_kinds_and_says_how_to_link_the_crate() {
         "{e}"
     );
     assert!(
-        e.contains("postbud_email::register(&mut registry)?;"),
-        "{e}"
+        e.contains("comes from the crate `postbud-email`")
+            && e.contains("let mut registry = postbud::Registry::discover()?; postbud_email::register(&mut registry)?;")
+            && e.contains("postbud::App::builder(&settings).registry(registry).open()")
+            && e.contains("postbud_cli::run(registry)"),
+        "says what to write and where to hand the registry: {e}"
     );
     let e = build_error("[channels.a]\nkind = \"foldr\"\npath = \"x\"\n");
     assert!(e.contains("did you mean \"folder\"?"), "{e}");
+}
+
+#[test]
+fn an_unknown_kind_of_no_known_crate_says_how_to_register_a_channel_crate() {
+    let e = build_error("[channels.finance]\nkind = \"teams\"\n");
+    assert!(
+        e.contains("channels.finance.kind (in ") && e.contains("unknown channel kind \"teams\""),
+        "{e}"
+    );
+    assert!(
+        e.contains("if \"teams\" comes from a channel crate, add the crate to your Cargo.toml")
+            && e.contains("my_channel_crate::register(&mut registry)?;")
+            && e.contains("postbud::App::builder(&settings).registry(registry).open()"),
+        "says what to write and where to hand the registry: {e}"
+    );
+}
+
+/// A kind only `register` adds (declared without `register_channel!`, so never discovered),
+/// as a crate the linker dropped is.
+static REGISTERED_ONLY: postbud::ChannelFactory = postbud::ChannelFactory::new(
+    "registered-only",
+    "a kind that only an explicit register adds",
+    "postbud-config-tests",
+    "",
+    build_nothing,
+);
+
+fn build_nothing(
+    _: postbud::BuildContext<'_>,
+) -> Result<Box<dyn postbud::Channel>, postbud::ConfigError> {
+    Ok(Box::new(Nothing))
+}
+
+#[derive(Debug)]
+struct Nothing;
+
+#[postbud::async_trait]
+impl postbud::Channel for Nothing {
+    async fn deliver(
+        &self,
+        _: &postbud::Invoice,
+        _: &postbud::DeliveryContext,
+    ) -> Result<postbud::Receipt, postbud::ChannelError> {
+        Ok(postbud::Receipt::new("nothing"))
+    }
+}
+
+#[derive(Debug, serde::Deserialize, postbud::keys::JsonSchema)]
+#[schemars(crate = "postbud::keys::schemars")]
+#[serde(deny_unknown_fields)]
+struct NoKeys {}
+
+postbud::register_channel! {
+    static DISCOVERED = {
+        kind: "discovered",
+        description: "a kind the binary declares, found through inventory",
+        crate_name: "postbud-config-tests",
+        example: "",
+        config: NoKeys,
+        build: build_nothing,
+    };
+}
+
+#[tokio::test]
+async fn the_app_finds_linked_kinds_itself_and_adds_those_registered_by_hand() {
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        "{DINTERO}\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
+         [channels.found]\nkind = \"discovered\"\n\n\
+         [channels.added]\nkind = \"registered-only\"\n\n\
+         [channels.archive]\nkind = \"folder\"\npath = \"{dir}/invoices\"\n",
+        dir = dir.path().display()
+    );
+    let settings = Settings::from_toml(&toml).expect("settings");
+    let unknown = postbud::App::open(&settings)
+        .await
+        .expect_err("registered-only is not discovered")
+        .to_string();
+    assert!(
+        unknown.contains("unknown channel kind \"registered-only\"")
+            && !unknown.contains("unknown channel kind \"discovered\""),
+        "only the kind nobody registered is missing: {unknown}"
+    );
+    let mut registry = Registry::empty();
+    registry.add(&REGISTERED_ONLY).expect("added");
+    let app = postbud::App::builder(&settings)
+        .registry(registry)
+        .open()
+        .await
+        .expect("every kind found");
+    for name in ["found", "added", "archive"] {
+        assert!(app.has_channel(name), "{name}");
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! What "linked into a merchant service" looks like: the shop's own axum app mounts Postbud's
-//! router (Dintero callbacks, signed invoice links, health, metrics), runs its workers, and adds
-//! its own endpoints on top:
+//! What "linked into a merchant service" looks like, the README's library example grown up: the
+//! shop's own axum app mounts Postbud's router (Dintero callbacks, signed invoice links, health,
+//! metrics) beside its own endpoints, and [`postbud::App::serve`] runs it all with the workers,
+//! the reconcile sweep and retention (`src/main.rs`). The shop's endpoints:
 //!
 //! - `POST /orders/invoice` creates a merchant-initiated Kravia invoice for an order; Postbud
 //!   captures and delivers it;

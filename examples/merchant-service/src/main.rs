@@ -6,6 +6,8 @@ use std::sync::Arc;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let settings = postbud::Settings::load(None)?;
+    // `postbud-email` registered by hand as well: a crate only ever named in `Cargo.toml` may be
+    // dropped by the linker, and its kind with it.
     let mut registry = postbud::Registry::discover()?;
     postbud_email::register(&mut registry)?;
     let app = Arc::new(
@@ -14,19 +16,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .open()
             .await?,
     );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn({
-        let app = Arc::clone(&app);
-        async move { app.run_workers(stopped).await }
-    });
     let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
     tracing::info!(listen = %settings.server.listen, "merchant service up");
-    axum::serve(listener, merchant_service::router(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    let _ = stop.send(true);
-    workers.await?;
+    // Everything `postbud serve` runs (workers, reconcile sweep, retention, Postbud's routes)
+    // with the shop's routes beside them, until Ctrl-C; then a graceful drain.
+    let shutdown = async { tokio::signal::ctrl_c().await.unwrap_or_default() };
+    app.serve(
+        listener,
+        merchant_service::router(Arc::clone(&app)),
+        shutdown,
+    )
+    .await;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The shop's service end to end: an invoice created through its own endpoint comes back through
-//! Dintero's callback, is captured and delivered by the linked library, and shows as delivered.
+//! Dintero's callback, is captured and delivered by the linked library, and shows as delivered;
+//! the shutdown signal drains it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,12 +23,17 @@ async fn an_order_is_invoiced_captured_delivered_and_reported() {
     );
     let settings = postbud::Settings::from_toml(&toml).expect("settings");
     let app = Arc::new(postbud::App::open(&settings).await.expect("app"));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = tokio::spawn({
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn({
         let app = Arc::clone(&app);
-        async move { app.run_workers(stopped).await }
+        async move {
+            let routes = merchant_service::router(Arc::clone(&app));
+            app.serve(listener, routes, async {
+                let _ = stopped.await;
+            })
+            .await;
+        }
     });
-    tokio::spawn(async move { axum::serve(listener, merchant_service::router(app)).await });
 
     let http = reqwest::Client::new();
     let order = serde_json::json!({
@@ -74,6 +80,13 @@ async fn an_order_is_invoiced_captured_delivered_and_reported() {
             .any(|(tx, code)| *tx == id && *code == 200),
         "the callback drove it"
     );
-    stop.send(true).expect("stop");
-    workers.await.expect("workers");
+    stop.send(()).expect("stop");
+    tokio::time::timeout(Duration::from_secs(15), service)
+        .await
+        .expect("drained within the grace period")
+        .expect("the service ended cleanly");
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "no longer listening"
+    );
 }
