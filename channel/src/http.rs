@@ -11,6 +11,10 @@ use reqwest::{StatusCode, header::HeaderMap};
 
 use crate::{ChannelError, ErrorKind, RetryClass};
 
+/// The HTTP client [`client`] builds and the helpers here read, with rustls and without a
+/// second TLS stack: a channel names it as `postbud_channel::http::reqwest`.
+pub use reqwest;
+
 /// Makes sure rustls has a process-wide crypto provider (ring), once. [`client`] calls it; call
 /// it yourself before building another TLS client.
 pub fn ensure_crypto_provider() {

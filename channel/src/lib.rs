@@ -9,7 +9,15 @@
 //! `testing` (feature `testing`) gives an example invoice and context, so a channel's `deliver` is unit-tested
 //! against a local receiver in milliseconds.
 //!
-//! The engine (`postbud`) re-exports all of it; a channel crate depends on this crate alone.
+//! The engine (`postbud`) re-exports all of it; a channel crate depends on this crate alone,
+//! which re-exports the crates a channel writes its code with: [`serde`], [`serde_json`],
+//! [`figment`] (a factory's table, in tests too), [`jiff`], [`bytes`], [`url`],
+//! [`macro@async_trait`], the HTTP client as [`http::reqwest`] (rustls, no second TLS stack),
+//! [`keys::schemars`], [`templates::minijinja`], and under `testing` the runtime as
+//! `testing::tokio`. The derives name their crate, so say where it is:
+//! `#[serde(crate = "postbud_channel::serde")]`,
+//! `#[schemars(crate = "postbud_channel::keys::schemars")]`,
+//! `#[testing::tokio::test(crate = "postbud_channel::testing::tokio")]`.
 //!
 //! ```
 //! use postbud_channel::{BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt};
@@ -18,8 +26,9 @@
 //! struct Null;
 //!
 //! /// The table of a `null` channel: no keys of its own.
-//! #[derive(serde::Deserialize, postbud_channel::keys::JsonSchema)]
-//! #[serde(deny_unknown_fields)]
+//! #[derive(postbud_channel::serde::Deserialize, postbud_channel::keys::JsonSchema)]
+//! #[serde(crate = "postbud_channel::serde", deny_unknown_fields)]
+//! #[schemars(crate = "postbud_channel::keys::schemars")]
 //! struct NullConfig {}
 //!
 //! #[postbud_channel::async_trait]
@@ -69,6 +78,15 @@ pub mod templates;
 pub mod testing;
 
 pub use async_trait::async_trait;
+
+// The crates a channel writes its code with, so that its `Cargo.toml` names this crate alone
+// and gets the versions (and the one TLS stack) the engine is built with.
+pub use bytes;
+pub use figment;
+pub use jiff;
+pub use serde;
+pub use serde_json;
+pub use url;
 
 pub use self::{
     channel::{Channel, DeliveryContext, DeliveryReport, InboundReport, Receipt},

@@ -6,6 +6,9 @@ use std::path::Path;
 
 use minijinja::Environment;
 
+/// The template engine [`add_localised`] fills, for a channel's own rendering.
+pub use minijinja;
+
 /// Locales with built-in texts: Norwegian Bokmål, Swedish, Finnish, English.
 pub const LOCALES: [&str; 4] = ["nb", "sv", "fi", "en"];
 

@@ -12,6 +12,19 @@
 
 use bytes::Bytes;
 
+/// The runtime [`Receiver`] runs on, for a channel crate's async tests without a `tokio` of
+/// its own. Its test attribute generates code that names the crate, so say where it is:
+///
+/// ```
+/// # use postbud_channel::testing;
+/// #[testing::tokio::test(crate = "postbud_channel::testing::tokio")]
+/// async fn answers() {
+///     let receiver = testing::Receiver::start(vec![]).await;
+///     assert!(receiver.requests().is_empty());
+/// }
+/// ```
+pub use tokio;
+
 use crate::{Customer, DeliveryContext, Invoice, InvoiceLine, Pdf, ids};
 
 /// The example invoice's transaction id.

@@ -17,9 +17,9 @@ use std::time::Duration;
 use postbud_channel::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt, format,
     http,
+    serde::{Deserialize, Serialize},
+    serde_json::{self, json},
 };
-use serde::Deserialize;
-use serde_json::json;
 
 postbud_channel::register_channel! {
     /// The factory of kind `teams`.
@@ -44,7 +44,7 @@ pub fn register(
 /// are the kind's key reference (`postbud channels --keys`).
 #[derive(Debug, Deserialize, postbud_channel::keys::JsonSchema)]
 #[schemars(crate = "postbud_channel::keys::schemars")]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "postbud_channel::serde", deny_unknown_fields)]
 struct TeamsConfig {
     /// The incoming webhook's URL (a credential: whoever has it can post).
     webhook_url: String,
@@ -61,10 +61,10 @@ fn ten_seconds() -> u64 {
 }
 
 #[derive(
-    Debug, Default, Clone, Copy, Deserialize, serde::Serialize, postbud_channel::keys::JsonSchema,
+    Debug, Default, Clone, Copy, Deserialize, Serialize, postbud_channel::keys::JsonSchema,
 )]
 #[schemars(crate = "postbud_channel::keys::schemars")]
-#[serde(rename_all = "lowercase")]
+#[serde(crate = "postbud_channel::serde", rename_all = "lowercase")]
 enum Style {
     #[default]
     Teams,
@@ -76,7 +76,7 @@ pub struct TeamsChannel {
     /// A credential: whoever has an incoming-webhook URL can post to the channel.
     url: String,
     style: Style,
-    http: reqwest::Client,
+    http: http::reqwest::Client,
 }
 
 impl std::fmt::Debug for TeamsChannel {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut registry = match postbud::Registry::discover() {
+    let mut registry = match postbud_channel::Registry::discover() {
         Ok(registry) => registry,
         Err(e) => {
             eprintln!("{e}");

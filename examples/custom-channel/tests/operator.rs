@@ -4,36 +4,14 @@
 
 use std::{
     process::{Command, Output, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{Json, Router, http::StatusCode, routing::post};
+use postbud_channel::{
+    http, serde_json,
+    testing::{self, tokio},
+};
 use postbud_sandbox::{Sandbox, Seed};
-
-/// A Teams incoming webhook that keeps every card.
-async fn teams() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let cards = Arc::new(Mutex::new(Vec::new()));
-    let app = Router::new().route(
-        "/webhook",
-        post({
-            let cards = Arc::clone(&cards);
-            move |Json(card): Json<serde_json::Value>| {
-                let cards = Arc::clone(&cards);
-                async move {
-                    cards.lock().expect("lock").push(card);
-                    StatusCode::OK
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/webhook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, cards)
-}
 
 fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_postbud-with-teams"));
@@ -59,19 +37,25 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn cards_for(cards: &Mutex<Vec<serde_json::Value>>, number: &str) -> usize {
-    cards
-        .lock()
-        .expect("lock")
+/// The cards the Teams webhook took that mention `text`.
+fn cards_for(teams: &testing::Receiver, text: &str) -> usize {
+    teams
+        .requests()
         .iter()
-        .filter(|c| c.to_string().contains(number))
+        .filter(|r| String::from_utf8_lossy(&r.body).contains(text))
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(
+    crate = "postbud_channel::testing::tokio",
+    flavor = "multi_thread",
+    worker_threads = 2
+)]
 async fn the_merchants_binary_runs_every_operator_command_with_its_own_kind() {
     let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
-    let (webhook, cards) = teams().await;
+    // A Teams incoming webhook that keeps every card.
+    let teams = testing::Receiver::start(vec![]).await;
+    let webhook = teams.url();
     let dir = tempfile::tempdir().expect("dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -104,7 +88,7 @@ async fn the_merchants_binary_runs_every_operator_command_with_its_own_kind() {
         .as_str()
         .expect("invoice number")
         .to_owned();
-    assert_eq!(cards_for(&cards, &number), 1, "one card for {number}");
+    assert_eq!(cards_for(&teams, &number), 1, "one card for {number}");
 
     // `status`: the invoice, its verdict and its channel.
     let status = run(&config, &["status", &first, "--json"]).await;
@@ -127,12 +111,9 @@ async fn the_merchants_binary_runs_every_operator_command_with_its_own_kind() {
         sandbox.transaction(&first).expect("known")["status"],
         "AUTHORIZATION_VOIDED"
     );
-    assert!(
-        cards
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|c| c.to_string().contains("cancelled")),
+    assert_eq!(
+        cards_for(&teams, "cancelled"),
+        1,
         "a cancellation card was posted"
     );
 
@@ -147,7 +128,12 @@ async fn the_merchants_binary_runs_every_operator_command_with_its_own_kind() {
         .expect("serve");
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/healthz"))
+    let client = http::client(Duration::from_secs(2))
+        .build()
+        .expect("a client");
+    while client
+        .get(format!("{base}/healthz"))
+        .send()
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
@@ -165,7 +151,7 @@ async fn the_merchants_binary_runs_every_operator_command_with_its_own_kind() {
         .expect("invoice number")
         .to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while cards_for(&cards, &number) == 0 {
+    while cards_for(&teams, &number) == 0 {
         assert!(
             Instant::now() < deadline,
             "the served callback never reached Teams"
@@ -175,5 +161,5 @@ async fn the_merchants_binary_runs_every_operator_command_with_its_own_kind() {
     let _ = serve.kill();
     let _ = serve.wait();
     assert_eq!(sandbox.captures(&second), 1);
-    assert_eq!(cards_for(&cards, &number), 1);
+    assert_eq!(cards_for(&teams, &number), 1);
 }

@@ -1,41 +1,14 @@
 //! The example channel through the library's public face: configuration, delivery, error
 //! classification, and the binary that links it.
 
-use std::sync::{Arc, Mutex};
-
-use axum::{Json, Router, http::StatusCode, routing::post};
 use postbud::{App, JobState, Settings, Verdict};
+use postbud_channel::{serde_json, testing};
 use postbud_sandbox::{Sandbox, Seed};
 
-/// A chat webhook that answers with the given statuses in turn (then 200) and keeps the bodies.
-async fn receiver(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let statuses = Arc::new(Mutex::new(statuses));
-    let app = Router::new().route(
-        "/webhook",
-        post({
-            let bodies = Arc::clone(&bodies);
-            move |Json(body): Json<serde_json::Value>| {
-                let (bodies, statuses) = (Arc::clone(&bodies), Arc::clone(&statuses));
-                async move {
-                    bodies.lock().expect("lock").push(body);
-                    let mut statuses = statuses.lock().expect("lock");
-                    let status = if statuses.is_empty() {
-                        200
-                    } else {
-                        statuses.remove(0)
-                    };
-                    StatusCode::from_u16(status).expect("status")
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/webhook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, bodies)
+/// A chat webhook that answers with the given statuses in turn (the last one repeats; none is
+/// 200) and keeps the requests.
+async fn receiver(statuses: Vec<u16>) -> testing::Receiver {
+    testing::Receiver::start(statuses.into_iter().map(|s| (s, vec![])).collect()).await
 }
 
 async fn app(sandbox: &Sandbox, dir: &std::path::Path, url: &str) -> App {
@@ -57,18 +30,19 @@ async fn app(sandbox: &Sandbox, dir: &std::path::Path, url: &str) -> App {
         .expect("app")
 }
 
-#[tokio::test]
+#[testing::tokio::test(crate = "postbud_channel::testing::tokio")]
 async fn posts_a_card_with_the_invoice_and_its_link() {
     let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("dir");
-    let (url, bodies) = receiver(vec![]).await;
-    let app = app(&sandbox, dir.path(), &url).await;
+    let webhook = receiver(vec![]).await;
+    let app = app(&sandbox, dir.path(), webhook.url()).await;
     let id = sandbox.seed(Seed::default());
     assert_eq!(
         app.deliver_now(&id).await.expect("deliver").verdict(),
         Verdict::Delivered
     );
-    let body = bodies.lock().expect("lock")[0].clone();
+    let body: serde_json::Value =
+        serde_json::from_slice(&webhook.requests()[0].body).expect("JSON");
     assert_eq!(body["@type"], "MessageCard");
     assert!(
         body["text"]
@@ -85,12 +59,12 @@ async fn posts_a_card_with_the_invoice_and_its_link() {
     )));
 }
 
-#[tokio::test]
+#[testing::tokio::test(crate = "postbud_channel::testing::tokio")]
 async fn throttling_is_retried_and_a_removed_webhook_falls_back() {
     let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
     let dir = tempfile::tempdir().expect("dir");
-    let (url, _) = receiver(vec![429, 404]).await;
-    let app = app(&sandbox, dir.path(), &url).await;
+    let webhook = receiver(vec![429, 404]).await;
+    let app = app(&sandbox, dir.path(), webhook.url()).await;
     let id = sandbox.seed(Seed::default());
     let outcome = app.deliver_now(&id).await.expect("deliver");
     let teams = outcome
