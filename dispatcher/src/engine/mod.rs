@@ -29,7 +29,6 @@ use tokio::sync::{Notify, watch};
 
 pub use self::{
     channels::Channels,
-    dispatch::COLLECTION_STARTED_ELSEWHERE,
     dispatcher::{DefaultDispatcher, Dispatcher},
     outcome::Outcome,
 };
