@@ -133,6 +133,10 @@ pub(crate) enum Command {
         /// With --keys: the keys as JSON.
         #[arg(long, requires = "keys")]
         json: bool,
+        /// With --keys: a commented `[channels.<kind>-example]` table per kind, every key with
+        /// its default and meaning (what config/channels.toml holds).
+        #[arg(long, requires = "keys", conflicts_with_all = ["json", "markdown"])]
+        toml: bool,
     },
     /// Validate the configuration, check the Dintero credentials, probe every channel.
     Check,

@@ -298,11 +298,12 @@ pub async fn status(
     say!("store {shown}");
     if let Some(sweep) = sweep {
         say!(
-            "last reconciliation sweep {}: found {}, new {}, submitted {}, voided {}{}",
+            "last reconciliation sweep {}: found {}, new {}, submitted {}, captured elsewhere {}, voided {}{}",
             fmt_ms(sweep.at),
             sweep.found,
             sweep.new,
             sweep.submitted,
+            sweep.captured_elsewhere,
             sweep.voided,
             sweep
                 .error

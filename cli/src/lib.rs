@@ -176,7 +176,8 @@ pub async fn run(registry: Registry) -> ExitCode {
             keys: true,
             markdown,
             json,
-        } => commands::channel_keys(&registry, key_reference::format(markdown, json)),
+            toml,
+        } => commands::channel_keys(&registry, key_reference::format(markdown, json, toml)),
         Command::Channels { keys: false, .. } => commands::channels(config, &registry),
         Command::Migrate => commands::migrate(config).await,
         Command::Prune { older_than, force } => {

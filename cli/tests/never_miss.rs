@@ -100,6 +100,36 @@ async fn without_callbacks_the_sweep_delivers_every_merchant_invoice_once_across
     assert!(metrics.contains("postbud_reconcile_last_ok 1"), "{metrics}");
 }
 
+/// An invoice another deployment captured is left alone by this one's sweep, and `status` says
+/// how many the last sweep left so, beside what it found and submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_what_the_last_sweep_found_captured_elsewhere() {
+    let s = setup("").await;
+    let delivered = s.sandbox.seed(Seed::default());
+    let first = run(&s.config, &["deliver", &delivered], &[]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    // The same account seen from a second store: the delivered invoice is unknown there.
+    let elsewhere = s.dir.path().join("elsewhere.toml");
+    let toml = std::fs::read_to_string(&s.config).expect("config");
+    let store = format!("sqlite://{}/postbud.db", s.dir.path().display());
+    assert!(toml.contains(&store), "{toml}");
+    let other = format!("sqlite://{}/elsewhere.db", s.dir.path().display());
+    std::fs::write(&elsewhere, toml.replace(&store, &other)).expect("config");
+    s.sandbox.seed(Seed::default());
+    let sweep = run(&elsewhere, &["reconcile"], &[]).await;
+    assert!(
+        text(&sweep).contains("1 unknown here but captured already"),
+        "{}",
+        text(&sweep)
+    );
+    let status = run(&elsewhere, &["status"], &[]).await;
+    assert!(
+        text(&status).contains("found 2, new 1, submitted 1, captured elsewhere 1, voided 0"),
+        "{}",
+        text(&status)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_prints_what_it_found_and_is_cheap_the_second_time() {
     let s = setup("").await;

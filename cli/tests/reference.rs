@@ -933,6 +933,53 @@ fn the_key_reference_is_generated_from_the_kinds_types() {
     }
 }
 
+/// config/channels.toml is `postbud channels --keys --toml`, and it names every key of every
+/// kind and no other, each with a value TOML reads, the way a README reference block must.
+#[test]
+fn the_channel_kinds_configuration_file_is_generated_and_complete() {
+    let output = postbud()
+        .args(["channels", "--keys", "--toml"])
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{}", text(&output));
+    let generated = String::from_utf8(output.stdout).expect("UTF-8");
+    let committed = read("config/channels.toml");
+    assert!(
+        generated == committed,
+        "config/channels.toml is not what the kinds' types say: regenerate it with \
+         `cargo run -p postbud-cli -- channels --keys --toml > config/channels.toml`"
+    );
+    // Every line is commented out, so the file loads as it is; the tables appear as a reader
+    // who uncomments them sees them (a key without a default shown as a string to fill in).
+    let mut tables = 0;
+    let mut uncommented = String::new();
+    for line in committed.lines() {
+        assert!(
+            line.is_empty() || line.starts_with('#'),
+            "config/channels.toml: `{line}` is not commented out"
+        );
+        let content = line.trim_start_matches('#').trim_start();
+        if let Some(header) = header_line(content) {
+            tables += usize::from(header.len() == 2);
+            uncommented.push_str(content);
+        } else if content.starts_with("kind = ") {
+            uncommented.push_str(content);
+        } else if let Some(key) = content.strip_suffix(" = …") {
+            uncommented.push_str(&format!("# {key} = \"…\""));
+        } else {
+            uncommented.push_str(line);
+        }
+        uncommented.push('\n');
+    }
+    assert_eq!(tables, schema().len(), "a table per linked kind");
+    let problems = key_problems(&uncommented, schema(), true);
+    assert!(
+        problems.is_empty(),
+        "config/channels.toml: {}",
+        problems.join("\n")
+    );
+}
+
 #[test]
 fn the_checks_catch_a_wrong_block() {
     let good = "[channels.archive]\nkind = \"folder\"\npath = \"./invoices\"\ncreate = true\n# mode = \"0600\"\n# dir_mode = \"0700\"\n";
