@@ -1105,12 +1105,11 @@ mod tests {
             Err(e) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
                 panic!("PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable: {e}")
             }
-            // Straight to stderr, past the harness's capture: the test command counts skips.
+            // Straight to stderr in one write, past the harness's capture: the test command counts skips.
             Err(e) => {
                 use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "SKIPPED every_statement_prepares: no PostgreSQL: {e}"
+                let _ = std::io::stderr().write_all(
+                    format!("SKIPPED every_statement_prepares: no PostgreSQL: {e}\n").as_bytes(),
                 );
                 return;
             }
