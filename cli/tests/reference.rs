@@ -270,9 +270,11 @@ struct Block {
     text: String,
 }
 
-fn channel_blocks(readme: &str) -> Vec<Block> {
+/// `reference`: every block of the file is a kind's reference (docs/channels.md), rather than
+/// only those of a `## Channels` section.
+fn channel_blocks(readme: &str, reference: bool) -> Vec<Block> {
     let mut blocks = Vec::new();
-    let (mut heading, mut in_channels) = (String::new(), false);
+    let (mut heading, mut in_channels) = (String::new(), reference);
     let mut open: Option<(usize, Vec<&str>)> = None;
     for (index, line) in readme.lines().enumerate() {
         if let Some((start, body)) = &mut open {
@@ -300,7 +302,7 @@ fn channel_blocks(readme: &str) -> Vec<Block> {
         if line.starts_with("```toml") && heading != "Using the library" {
             open = Some((index + 1, Vec::new()));
         } else if let Some(title) = line.strip_prefix("## ") {
-            in_channels = title.trim() == "Channels";
+            in_channels = reference || title.trim() == "Channels";
             heading = title.trim().to_owned();
         } else if let Some(title) = line.strip_prefix("### ") {
             heading = title.trim().to_owned();
@@ -835,40 +837,46 @@ fn key_problems(block: &str, schema: &Schema, reference: bool) -> Vec<String> {
 }
 
 // ------------------------------------------------------------------------------------------
-// README.md
+// README.md and docs/channels.md
 
 #[test]
-fn every_channel_block_of_the_readme_builds() {
-    let blocks = channel_blocks(&read("README.md"));
-    assert!(blocks.len() >= 5, "found {} channel blocks", blocks.len());
+fn every_channel_block_of_the_readme_and_the_channels_document_builds() {
     let mut failures = Vec::new();
-    for block in &blocks {
-        if let Err(e) = build_block(&block.text) {
-            failures.push(format!(
-                "README.md line {} ({}): the channels do not build:\n{e}",
-                block.line, block.heading
-            ));
-        }
-        for problem in alternative_problems(&block.text) {
-            failures.push(format!(
-                "README.md line {} ({}): {problem}",
-                block.line, block.heading
-            ));
+    for (file, reference, least) in [("README.md", false, 1), ("docs/channels.md", true, 5)] {
+        let blocks = channel_blocks(&read(file), reference);
+        assert!(
+            blocks.len() >= least,
+            "{file}: found {} channel blocks",
+            blocks.len()
+        );
+        for block in &blocks {
+            if let Err(e) = build_block(&block.text) {
+                failures.push(format!(
+                    "{file} line {} ({}): the channels do not build:\n{e}",
+                    block.line, block.heading
+                ));
+            }
+            for problem in alternative_problems(&block.text) {
+                failures.push(format!(
+                    "{file} line {} ({}): {problem}",
+                    block.line, block.heading
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
-fn the_readme_names_every_key_of_every_kind_and_no_other() {
+fn the_channels_document_names_every_key_of_every_kind_and_no_other() {
     let schema = schema();
-    let blocks = channel_blocks(&read("README.md"));
+    let blocks = channel_blocks(&read("docs/channels.md"), true);
     let mut problems = Vec::new();
     let mut documented = BTreeSet::new();
     for block in &blocks {
         for problem in key_problems(&block.text, schema, block.reference) {
             problems.push(format!(
-                "README.md line {} ({}): {problem}",
+                "docs/channels.md line {} ({}): {problem}",
                 block.line, block.heading
             ));
         }
@@ -877,7 +885,7 @@ fn the_readme_names_every_key_of_every_kind_and_no_other() {
             assert_eq!(
                 parsed.instances.len(),
                 1,
-                "README.md line {}: a reference block documents one channel",
+                "docs/channels.md line {}: a reference block documents one channel",
                 block.line
             );
             documented.extend(parsed.instances.into_values().filter_map(|i| i.kind));
@@ -886,7 +894,7 @@ fn the_readme_names_every_key_of_every_kind_and_no_other() {
     for kind in schema.keys() {
         if !documented.contains(kind) {
             problems.push(format!(
-                "README.md's Channels section has no ```toml block for kind \"{kind}\""
+                "docs/channels.md has no ```toml block for kind \"{kind}\""
             ));
         }
     }

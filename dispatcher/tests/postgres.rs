@@ -363,7 +363,10 @@ async fn check_s_probe_reads_the_schema_without_creating_it() {
     let _app = App::open(&settings(&h, &db, "")).await.expect("app");
     let after = postbud::store::probe(&db.url()).await.expect("probe");
     assert!(after.contains("schema version 7 of 7"), "{after}");
-    let wrong = db.url().replace("127.0.0.1:5432", "127.0.0.1:1");
+    // The same database on a port nothing listens on, whichever port the server has.
+    let mut wrong = url::Url::parse(&db.url()).expect("a URL");
+    wrong.set_port(Some(1)).expect("a port");
+    let wrong = wrong.to_string();
     let refused = postbud::store::probe(&wrong)
         .await
         .expect_err("nothing listens");
