@@ -4,7 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ChannelError, Invoice};
+use crate::{
+    ChannelError, Invoice,
+    evidence::{Evidence, EvidenceOffer, EvidenceSource},
+};
 
 /// A way to hand an invoice to its recipient: an inbox, a phone, an ERP folder, a platform.
 ///
@@ -45,10 +48,30 @@ pub trait Channel: Send + Sync + fmt::Debug {
         Ok("nothing to probe".into())
     }
 
+    /// What this channel's `delivered` means, and what it may report later (see
+    /// [`crate::evidence`]). The default: the sink accepted it, and nothing comes later.
+    fn evidence(&self) -> EvidenceOffer {
+        EvidenceOffer::new("the channel's sink accepted it")
+    }
+
+    /// The source of evidence this channel reads itself (a bounce mailbox), which `postbud serve`
+    /// runs beside the workers; `None` (the default) when it has none.
+    fn evidence_source(&self) -> Option<std::sync::Arc<dyn EvidenceSource>> {
+        None
+    }
+
     /// Verifies and reads a status callback the channel's provider sent to
-    /// `<server.public_url>/reports/<channel>` (see [`DeliveryContext::report_url`]).
-    async fn report(&self, _report: &InboundReport) -> Result<DeliveryReport, ChannelError> {
-        Err(ChannelError::permanent(
+    /// `<server.public_url>/reports/<channel>`: the evidence it holds (a provider may batch
+    /// several events in one request), or an error saying why it is refused.
+    ///
+    /// A callback to a URL Postbud signed for one delivery ([`DeliveryContext::report_url`])
+    /// arrives with [`InboundReport::signed_for`] set, and the engine takes evidence from it
+    /// about that delivery only. Any other callback is the channel's to authenticate: verify the
+    /// provider's signature and refuse what fails with [`ChannelError::unauthorized`] (answered
+    /// 401), what carries none with [`ChannelError::invalid_input`] or `unauthorized` (400 or
+    /// 401), and a stale one as `unauthorized`. Nothing is recorded from a refused callback.
+    async fn report(&self, _report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
+        Err(ChannelError::invalid_input(
             "this channel takes no delivery reports",
         ))
     }
@@ -64,6 +87,9 @@ pub struct InboundReport {
     pub headers: Vec<(String, String)>,
     /// The raw body.
     pub body: bytes::Bytes,
+    /// The delivery whose report URL this is, when the URL carries Postbud's signature for it
+    /// (checked by the server before the channel sees the report); `None` otherwise.
+    pub signed_for: Option<String>,
 }
 
 impl InboundReport {
@@ -76,7 +102,14 @@ impl InboundReport {
                 .map(|(n, v)| (n.to_ascii_lowercase(), v))
                 .collect(),
             body,
+            signed_for: None,
         }
+    }
+
+    /// The same report, received on the URL Postbud signed for `delivery_id`.
+    pub fn signed_for(mut self, delivery_id: impl Into<String>) -> Self {
+        self.signed_for = Some(delivery_id.into());
+        self
     }
 
     /// A header's value.
@@ -94,35 +127,6 @@ impl InboundReport {
             .query_pairs()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
-    }
-}
-
-/// What a delivery report says about one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DeliveryReport {
-    /// The delivery it concerns.
-    pub delivery_id: String,
-    /// `Some(true)` delivered to the handset, `Some(false)` undelivered or failed, `None` an
-    /// intermediate state (queued, sent).
-    pub delivered: Option<bool>,
-    /// The provider's own status word and details.
-    pub detail: String,
-}
-
-impl DeliveryReport {
-    /// What the provider said of `delivery_id`: `Some(true)` delivered, `Some(false)` failed,
-    /// `None` still on its way.
-    pub fn new(
-        delivery_id: impl Into<String>,
-        delivered: Option<bool>,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self {
-            delivery_id: delivery_id.into(),
-            delivered,
-            detail: detail.into(),
-        }
     }
 }
 

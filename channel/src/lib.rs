@@ -66,6 +66,7 @@
 mod channel;
 pub mod config;
 mod error;
+pub mod evidence;
 pub mod file_name;
 pub mod format;
 pub mod http;
@@ -89,9 +90,12 @@ pub use serde_json;
 pub use url;
 
 pub use self::{
-    channel::{Channel, DeliveryContext, DeliveryReport, InboundReport, Receipt},
+    channel::{Channel, DeliveryContext, InboundReport, Receipt},
     config::{ConfigError, is_secret_key},
     error::{ChannelError, ErrorKind, RetryClass},
+    evidence::{
+        Correlation, Evidence, EvidenceOffer, EvidenceSink, EvidenceSource, EvidenceState, Recorded,
+    },
     invoice::{Customer, Invoice, InvoiceLine, Pdf, locale_for_country, sha256_hex},
     registry::{
         BuildContext, ChannelConfig, ChannelFactory, Configuration, DuplicateKind, Registration,

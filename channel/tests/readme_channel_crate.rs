@@ -185,21 +185,29 @@ fn the_readmes_channel_crate_builds_and_passes_its_test_with_the_sdk_alone() {
         "the README's channel crate has a test that runs:\n{tests}"
     );
 
-    let tree = succeeded(
-        &cargo(
-            &root,
-            &[
-                "tree",
-                "--target",
-                "all",
-                "--edges",
-                "normal,build,dev",
-                "--prefix",
-                "none",
-            ],
-        ),
-        "`cargo tree`",
-    );
+    let tree_args = [
+        "tree",
+        "--target",
+        "all",
+        "--edges",
+        "normal,build,dev",
+        "--prefix",
+        "none",
+    ];
+    let mut tree = cargo(&root, &tree_args);
+    if !tree.status.success() && String::from_utf8_lossy(&tree.stderr).contains("--offline") {
+        // Every platform's packages, where the build fetched only this one's: a machine whose
+        // cache has not seen them (a fresh one) fetches them from the registry first.
+        let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let fetch = Command::new(cargo_bin)
+            .arg("fetch")
+            .current_dir(&root)
+            .output()
+            .expect("cargo runs");
+        succeeded(&fetch, "`cargo fetch`");
+        tree = cargo(&root, &tree_args);
+    }
+    let tree = succeeded(&tree, "`cargo tree`");
     let packages: Vec<&str> = tree.lines().filter_map(|l| l.split(' ').next()).collect();
     assert!(packages.contains(&"rustls"), "rustls is its TLS:\n{tree}");
     for second_stack in ["native-tls", "openssl", "openssl-sys"] {

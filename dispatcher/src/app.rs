@@ -7,9 +7,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::store::Stage;
-use postbud_channel::{
-    Channel, ChannelError, DeliveryReport, DuplicateKind, InboundReport, Registry,
-};
+use postbud_channel::{Channel, ChannelError, DuplicateKind, Evidence, InboundReport, Registry};
 
 use crate::{
     config::{ConfigError, Settings},
@@ -735,47 +733,16 @@ impl App {
         self.engine.channels().get(name).is_some()
     }
 
-    /// The channel instance `name`'s reading of a provider's status callback for one of its
-    /// deliveries (see [`Channel::report`]); `None` when no instance has that name. The caller
-    /// checks first that the report URL is one Postbud signed ([`LinkSigner::verify_report`]).
+    /// The channel instance `name`'s reading of a provider's status callback (see
+    /// [`Channel::report`]); `None` when no instance has that name. The caller sets
+    /// [`InboundReport::signed_for`] only after checking the report URL's signature
+    /// ([`LinkSigner::verify_report`]).
     pub async fn channel_report(
         &self,
         name: &str,
         report: &InboundReport,
-    ) -> Option<Result<DeliveryReport, ChannelError>> {
+    ) -> Option<Result<Vec<Evidence>, ChannelError>> {
         self.engine.channels().report(name, report).await
-    }
-
-    /// Records what a provider's status callback says in the history of the delivery it is
-    /// about: `Ok(false)`, and nothing recorded, unless that is `delivery` (the delivery the
-    /// report URL was signed for) and a delivery of the channel instance `channel`.
-    pub async fn record_report(
-        &self,
-        channel: &str,
-        delivery: &str,
-        report: &DeliveryReport,
-    ) -> Result<bool, StoreError> {
-        let Some(job) = self.store().job(&report.delivery_id).await? else {
-            return Ok(false);
-        };
-        if job.id != delivery || job.channel.as_deref() != Some(channel) {
-            return Ok(false);
-        }
-        let event = match report.delivered {
-            Some(true) => "report: delivered",
-            Some(false) => "report: undelivered",
-            None => "report: in progress",
-        };
-        let detail = format!("[{channel}] {}", report.detail);
-        self.store()
-            .record(&crate::store::HistoryLine {
-                transaction_id: &job.transaction_id,
-                job_id: Some(&job.id),
-                event,
-                detail: &detail,
-            })
-            .await?;
-        Ok(true)
     }
 
     /// This app's figures with the store's counts, in the OpenMetrics text format: what

@@ -43,6 +43,7 @@ compile_error!("postbud needs a store: enable the `sqlite` feature (a default) o
 pub mod config;
 pub mod credentials;
 pub mod dintero;
+mod evidence;
 pub mod log_sink;
 #[cfg(feature = "server")]
 pub mod server;
@@ -131,7 +132,8 @@ pub use self::{
     triage::{Assessment, Filter, Listed, Verdict},
 };
 pub use postbud_channel::{
-    BuildContext, Channel, ChannelConfig, ChannelError, ChannelFactory, Customer, DeliveryContext,
-    DeliveryReport, DuplicateKind, ErrorKind, InboundReport, Invoice, InvoiceLine, Pdf, Receipt,
+    BuildContext, Channel, ChannelConfig, ChannelError, ChannelFactory, Correlation, Customer,
+    DeliveryContext, DuplicateKind, ErrorKind, Evidence, EvidenceOffer, EvidenceSink,
+    EvidenceSource, EvidenceState, InboundReport, Invoice, InvoiceLine, Pdf, Receipt, Recorded,
     Registry, RetryClass, async_trait, register_channel,
 };

@@ -27,8 +27,8 @@ use std::{fmt, time::Duration};
 
 use minijinja::context;
 use postbud_channel::{
-    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, DeliveryReport,
-    InboundReport, Invoice, Receipt, format,
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Evidence, EvidenceOffer,
+    EvidenceState, InboundReport, Invoice, Receipt, format,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -425,7 +425,12 @@ impl Channel for SmsChannel {
         self.send(invoice, ctx, true).await
     }
 
-    async fn report(&self, report: &InboundReport) -> Result<DeliveryReport, ChannelError> {
+    fn evidence(&self) -> EvidenceOffer {
+        EvidenceOffer::new("the provider accepted the message")
+            .later([EvidenceState::Delivered, EvidenceState::Bounced])
+    }
+
+    async fn report(&self, report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
         self.provider.report(report)
     }
 }

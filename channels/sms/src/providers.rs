@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
-use postbud_channel::{ChannelError, DeliveryReport, InboundReport};
+use postbud_channel::{ChannelError, Correlation, Evidence, EvidenceState, InboundReport};
 use reqwest::{RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -394,11 +394,19 @@ impl Provider {
         matches!(self, Self::LinkMobility { .. })
     }
 
-    /// Verifies (Twilio) and reads a delivery report.
-    pub fn report(&self, report: &InboundReport) -> Result<DeliveryReport, ChannelError> {
-        let delivery_id = report
-            .query("delivery")
-            .ok_or_else(|| ChannelError::permanent("the report URL has no `delivery` parameter"))?;
+    /// Verifies and reads a delivery report: Twilio's by its signature, every other provider's
+    /// only on the report URL Postbud signed for the delivery.
+    pub fn report(&self, report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
+        let delivery_id = report.query("delivery").ok_or_else(|| {
+            ChannelError::invalid_input("the report URL has no `delivery` parameter")
+        })?;
+        if !matches!(self, Self::Twilio { .. })
+            && report.signed_for.as_deref() != Some(&delivery_id)
+        {
+            return Err(ChannelError::unauthorized(
+                "this provider does not sign its reports: only the report URL Postbud signed for the delivery is taken",
+            ));
+        }
         let form: BTreeMap<String, String> = url::form_urlencoded::parse(&report.body)
             .into_owned()
             .collect();
@@ -481,12 +489,21 @@ impl Provider {
                 (status.clone(), format!("status={status}"))
             }
         };
-        let delivered = match status.as_str() {
-            "delivered" => Some(true),
-            "undelivered" | "failed" | "rejected" | "expired" => Some(false),
-            _ => None,
+        let state = match status.as_str() {
+            "delivered" => EvidenceState::Delivered,
+            "undelivered" | "failed" | "rejected" | "expired" => EvidenceState::Bounced,
+            _ => EvidenceState::Accepted,
         };
-        Ok(DeliveryReport::new(delivery_id, delivered, detail))
+        Ok(vec![
+            Evidence::new(
+                Correlation::Delivery(delivery_id),
+                state,
+                self.name(),
+                Evidence::digest_id(&report.body),
+            )
+            .with_reason(detail)
+            .with_payload(report.body.clone()),
+        ])
     }
 }
 
@@ -509,10 +526,11 @@ fn verify_twilio(
     params: &BTreeMap<String, String>,
     header: Option<&str>,
 ) -> Result<(), ChannelError> {
-    let header = header.ok_or_else(|| ChannelError::permanent("X-Twilio-Signature is missing"))?;
+    let header =
+        header.ok_or_else(|| ChannelError::unauthorized("X-Twilio-Signature is missing"))?;
     let given = STANDARD
         .decode(header)
-        .map_err(|_| ChannelError::permanent("X-Twilio-Signature is not base64"))?;
+        .map_err(|_| ChannelError::unauthorized("X-Twilio-Signature is not base64"))?;
     let mut mac =
         Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()).expect("any key length");
     mac.update(url.as_bytes());
@@ -521,7 +539,7 @@ fn verify_twilio(
         mac.update(value.as_bytes());
     }
     mac.verify_slice(&given).map_err(|_| {
-        ChannelError::permanent(
+        ChannelError::unauthorized(
             "X-Twilio-Signature does not match (is server.public_url the URL Twilio calls?)",
         )
     })

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use postbud_channel::{Channel, ChannelError, DeliveryReport, InboundReport};
+use postbud_channel::{Channel, ChannelError, Evidence, InboundReport};
 
 /// The channel instances built from `[channels.*]`, looked up by their name.
 #[derive(Clone, Default)]
@@ -56,7 +56,7 @@ impl Channels {
         &self,
         name: &str,
         report: &InboundReport,
-    ) -> Option<Result<DeliveryReport, ChannelError>> {
+    ) -> Option<Result<Vec<Evidence>, ChannelError>> {
         Some(self.get(name)?.report(report).await)
     }
 }

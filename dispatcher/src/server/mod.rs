@@ -443,24 +443,17 @@ async fn delivery_report(
         .get("delivery")
         .map(String::as_str)
         .unwrap_or_default();
-    let signed = state.app.links().is_some_and(|links| {
-        links.verify_report(
-            &channel,
-            delivery,
-            query.get("sig").map(String::as_str).unwrap_or_default(),
-        )
-    });
-    if !signed {
-        tracing::warn!(
-            channel,
-            "delivery report refused: unsigned or signed for another delivery"
-        );
-        return (
-            StatusCode::FORBIDDEN,
-            "this report URL is not one Postbud issued for this channel and delivery",
-        )
-            .into_response();
-    }
+    // A report URL Postbud handed a provider is signed for its channel and delivery; a report
+    // on any other URL is the channel's to authenticate (a provider's own signature), and is
+    // refused by a channel that cannot.
+    let signed = !delivery.is_empty()
+        && state.app.links().is_some_and(|links| {
+            links.verify_report(
+                &channel,
+                delivery,
+                query.get("sig").map(String::as_str).unwrap_or_default(),
+            )
+        });
     // Signatures cover the URL the provider called: the public one, not the one behind a proxy.
     let origin = state
         .app
@@ -475,7 +468,7 @@ async fn delivery_report(
         called_path(&state.app, &original, &uri),
         uri.query().map(|q| format!("?{q}")).unwrap_or_default()
     );
-    let report = postbud_channel::InboundReport::new(
+    let mut report = postbud_channel::InboundReport::new(
         url,
         headers
             .iter()
@@ -483,24 +476,59 @@ async fn delivery_report(
             .collect(),
         body,
     );
-    let report = match state.app.channel_report(&channel, &report).await {
-        Some(Ok(report)) => report,
+    if signed {
+        report = report.signed_for(delivery);
+    }
+    let evidence = match state.app.channel_report(&channel, &report).await {
+        Some(Ok(evidence)) => evidence,
         None => return (StatusCode::NOT_FOUND, format!("no channel `{channel}`")).into_response(),
         Some(Err(e)) => {
             tracing::warn!(channel, error = %e, "delivery report refused");
-            return (StatusCode::FORBIDDEN, e.message().to_owned()).into_response();
+            let status = match e.kind() {
+                postbud_channel::ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return (status, e.message().to_owned()).into_response();
         }
     };
-    match state.app.record_report(&channel, delivery, &report).await {
-        Ok(true) => (StatusCode::OK, "recorded").into_response(),
-        Ok(false) => (StatusCode::NOT_FOUND, "no such delivery of this channel").into_response(),
-        // Not stored means not accepted: a 5xx makes the provider send it again.
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {e}"),
-        )
-            .into_response(),
+    let signed_for = signed.then_some(delivery);
+    let (mut recorded, mut unknown) = (0, Vec::new());
+    for piece in &evidence {
+        match state.app.record_evidence(&channel, signed_for, piece).await {
+            Ok(postbud_channel::Recorded::Unknown(why)) => unknown.push(why),
+            Ok(postbud_channel::Recorded::NotYet) => {
+                // Recorded pieces are recognised when the provider sends the whole again.
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the delivery's attempt has not ended yet; send it again later",
+                )
+                    .into_response();
+            }
+            Ok(_) => recorded += 1,
+            // Not stored means not accepted: a 5xx makes the provider send it again.
+            Err(e) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("store unavailable: {e}"),
+                )
+                    .into_response();
+            }
+        }
     }
+    if signed && recorded == 0 && !unknown.is_empty() {
+        return (StatusCode::NOT_FOUND, "no such delivery of this channel").into_response();
+    }
+    for why in &unknown {
+        tracing::info!(channel, reason = %why, "delivery evidence ignored");
+    }
+    // Events about deliveries Postbud did not make (another system's mail through the same
+    // provider account) are answered 200: refusing them would have the provider send them again
+    // for days.
+    (
+        StatusCode::OK,
+        format!("recorded {recorded}, ignored {}", unknown.len()),
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<ServerState>) -> Response {
