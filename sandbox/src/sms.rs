@@ -231,8 +231,9 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// Sends a report `copies` times after `delay`, each copy built (and signed) when it is sent, and
-/// records the status each got under `message_id`.
+/// Sends a report `copies` times after `delay`, each copy built (and signed) when it is sent and
+/// sent again on a 5xx or no answer, and records the last status each copy got under
+/// `message_id`.
 fn send_report(
     shared: &Arc<Shared>,
     message_id: String,
@@ -243,11 +244,19 @@ fn send_report(
     tokio::spawn(async move {
         tokio::time::sleep(reports.delay).await;
         for _ in 0..reports.copies.max(1) {
-            let status = build(&shared.http)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
+            // A 5xx or no answer is retried, as the providers retry (Sinch: 5 s doubling).
+            let mut status = 0;
+            for attempt in 0..6 {
+                status = build(&shared.http)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                if status != 0 && status < 500 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
             shared
                 .state
                 .lock()
