@@ -11,14 +11,22 @@ use std::collections::BTreeMap;
 use hmac::{Hmac, Mac};
 use md5::Digest as _;
 use postbud_channel::{ChannelError, InboundReport};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::constant_time_eq;
 
 /// How Vonage signs: the dashboard's "signature method".
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, postbud_channel::keys::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    postbud_channel::keys::JsonSchema,
 )]
 #[schemars(crate = "postbud_channel::keys::schemars")]
 #[serde(rename_all = "lowercase")]
