@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use postbud::{App, Settings, Verdict};
+use postbud::{App, Job, JobState, Role, Settings, Verdict};
 use postbud_sandbox::{Sandbox, Seed, sms};
 
 /// LINK Mobility's token in the gate's report URL.
@@ -131,6 +131,29 @@ impl Setup {
         );
     }
 
+    /// The SMS delivery of an invoice, as the store has it.
+    async fn sms_job(&self, id: &str) -> Job {
+        let delivery = postbud::ids::delivery_id(id, "sms");
+        self.app
+            .jobs(id)
+            .await
+            .expect("jobs")
+            .into_iter()
+            .find(|j| j.id == delivery)
+            .expect("the SMS delivery")
+    }
+
+    /// Runs what is due for an invoice, and returns its fallback deliveries: (channel, state).
+    async fn fallbacks(&self, id: &str) -> Vec<(String, JobState)> {
+        let outcome = self.app.deliver_now(id).await.expect("deliver");
+        outcome
+            .jobs
+            .iter()
+            .filter(|j| j.role == Some(Role::Fallback))
+            .map(|j| (j.channel.clone().unwrap_or_default(), j.state))
+            .collect()
+    }
+
     /// The evidence lines of an invoice's history: `evidence: <state> <detail>`.
     async fn evidence(&self, id: &str) -> Vec<String> {
         self.app
@@ -238,6 +261,31 @@ async fn every_providers_delivered_and_undelivered_reports_reach_the_right_deliv
                 && history[0].contains(bounce_reason),
             "{case}: {history:?}"
         );
+
+        // Delivered stays done; undelivered fails the delivery with the reason and runs the
+        // route's fallback, once.
+        let job = s.sms_job(&delivered).await;
+        assert_eq!(
+            (job.state, job.evidence.as_deref()),
+            (JobState::Done, Some("delivered")),
+            "{case}: {job:?}"
+        );
+        assert!(s.fallbacks(&delivered).await.is_empty(), "{case}");
+        let job = s.sms_job(&undelivered).await;
+        assert_eq!(
+            (job.state, job.evidence.as_deref()),
+            (JobState::Failed, Some("bounced")),
+            "{case}: {job:?}"
+        );
+        assert!(
+            job.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(bounce_reason)),
+            "{case}: {job:?}"
+        );
+        let once = [("archive".to_owned(), JobState::Done)];
+        assert_eq!(s.fallbacks(&undelivered).await, once, "{case}");
+        assert_eq!(s.fallbacks(&undelivered).await, once, "{case}: not again");
     }
 }
 
@@ -256,9 +304,67 @@ async fn a_late_report_sent_twice_reaches_the_delivery() {
     let id = s.deliver("+4791238888").await;
     assert_eq!(s.reports_sent(2).await, [200, 200]);
     let history = s.evidence(&id).await;
+    assert_eq!(history.len(), 1, "recorded once: {history:?}");
+    assert!(history[0].starts_with("evidence: bounced"), "{history:?}");
+    assert_eq!(
+        s.fallbacks(&id).await,
+        [("archive".to_owned(), JobState::Done)],
+        "one fallback"
+    );
+}
+
+/// A report on the account's callback URL (not the one Postbud signed for the delivery),
+/// authenticated by the provider's signature and correlated by the provider's message id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_report_on_the_accounts_url_is_correlated_by_the_message_sid() {
+    let s = setup(
+        "twilio",
+        "",
+        sms::Reports {
+            delay: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = s.deliver("+4791238888").await;
+    let sid = s
+        .sms_job(&id)
+        .await
+        .reference
+        .expect("the message sid is kept");
+    assert!(sid.starts_with("SM"), "{sid}");
+    let url = format!("{}/reports/sms", s.base);
+    let params: BTreeMap<String, String> = [
+        ("MessageSid", sid.as_str()),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30005"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish()
+        .into_bytes();
+    let signature = sms::twilio_signature(&url, &params);
+    let headers = [("x-twilio-signature", signature)];
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(s.post(&url, &headers, body.clone(), form).await, 200);
+    assert_eq!(
+        s.post(&url, &headers, body, form).await,
+        200,
+        "a replay is answered"
+    );
+    let history = s.evidence(&id).await;
+    assert_eq!(history.len(), 1, "and recorded once: {history:?}");
     assert!(
-        history.iter().all(|e| e.starts_with("evidence: bounced")) && !history.is_empty(),
+        history[0].contains("ErrorCode=30005 (unknown destination handset)"),
         "{history:?}"
+    );
+    assert_eq!(s.sms_job(&id).await.state, JobState::Failed);
+    assert_eq!(
+        s.fallbacks(&id).await,
+        [("archive".to_owned(), JobState::Done)]
     );
 }
 
