@@ -64,6 +64,10 @@ pub(crate) struct EmailConfig {
     /// DKIM-sign every message (default: unsigned).
     #[serde(default)]
     pub dkim: Option<DkimSettings>,
+    /// The email provider's signed event webhook (bounces, deliveries, opens), posted to
+    /// `<server.public_url>/reports/<name>` (default: none).
+    #[serde(default)]
+    pub events: Option<crate::events::EventsConfig>,
 }
 
 /// What the templates may show of the merchant.
