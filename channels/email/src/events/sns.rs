@@ -122,15 +122,16 @@ impl Verifier {
             .collect::<Result<Vec<_>, _>>()?;
         let mut builder = http::client(timeout);
         if let Some(path) = ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| (key("ca_file"), format!("`{path}`: {e}")))?;
-            let certificate = http::reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            // `ca_file` is the channel's key, not the events table's.
+            let pem = std::fs::read(path)
+                .map_err(|e| ("ca_file".to_owned(), format!("`{path}`: {e}")))?;
+            let certificates = http::reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 (
                     "ca_file".to_owned(),
                     format!("`{path}` is not a PEM certificate: {e}"),
                 )
             })?;
-            builder = builder.tls_certs_merge([certificate]);
+            builder = builder.tls_certs_merge(certificates);
         }
         let client = builder.build().map_err(|e| {
             (
