@@ -23,7 +23,7 @@ mod sns;
 pub use mailgun::Mailgun;
 pub use postmark::Postmark;
 pub use sendgrid::SendGrid;
-pub use sns::{SignatureVersion, Sns};
+pub use sns::{SIGNING_CERTIFICATE, SIGNING_KEY, SignatureVersion, Sns};
 
 /// One message as the provider's relay took it.
 #[derive(Debug, Clone)]

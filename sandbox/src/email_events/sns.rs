@@ -20,8 +20,9 @@ use sha2::Digest as _;
 
 use super::{Outcome, Post, Sent, random_hex};
 
-/// The test key SNS signs with (PKCS#1 PEM; a throw-away key made for these tests).
-const SIGNING_KEY: &str = include_str!("keys/sns-signing.key");
+/// The test key SNS signs with (PKCS#1 PEM; a throw-away key made for these tests, public
+/// here so that an independent signer can sign with it too).
+pub const SIGNING_KEY: &str = include_str!("keys/sns-signing.key");
 /// Its self-signed certificate, served at [`Sns::certificate_url`].
 pub const SIGNING_CERTIFICATE: &str = include_str!("keys/sns-signing.pem");
 /// The test CA that signed the HTTPS origin's certificate.
