@@ -242,11 +242,9 @@ impl Events {
     pub(crate) fn later(&self) -> Vec<EvidenceState> {
         use EvidenceState::*;
         match self.verifier {
-            Verifier::Sendgrid(_) | Verifier::Ses(_) => {
-                vec![Accepted, Delayed, Delivered, Opened, Bounced, Rejected]
-            }
-            Verifier::Mailgun(_) => vec![Accepted, Delayed, Delivered, Opened, Bounced, Rejected],
+            // Postmark has no event for a message it took.
             Verifier::Postmark(_) => vec![Delayed, Delivered, Opened, Bounced, Rejected],
+            _ => vec![Accepted, Delayed, Delivered, Opened, Bounced, Rejected],
         }
     }
 }
@@ -360,6 +358,58 @@ pub(crate) fn payload(event: &Value) -> bytes::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(provider: Provider) -> EventsConfig {
+        EventsConfig {
+            provider,
+            public_key: None,
+            signing_key: None,
+            username: None,
+            password: None,
+            topic_arn: None,
+            certificate_origins: Vec::new(),
+            max_age: fifteen_minutes(),
+        }
+    }
+
+    #[test]
+    fn the_offer_names_what_the_configured_provider_may_report() {
+        assert!(
+            offer(None).later.is_empty(),
+            "no events: nothing comes later"
+        );
+        let postmark = Events::build(
+            EventsConfig {
+                username: Some("u".into()),
+                password: Some(SecretString::from("p")),
+                ..config(Provider::Postmark)
+            },
+            None,
+            Duration::from_secs(5),
+        )
+        .expect("postmark");
+        let later = offer(Some(&postmark)).later;
+        assert!(later.contains(&EvidenceState::Bounced), "{later:?}");
+        assert!(!later.contains(&EvidenceState::Accepted), "{later:?}");
+    }
+
+    #[test]
+    fn keys_of_another_provider_and_missing_keys_name_the_key() {
+        let error = Events::build(
+            EventsConfig {
+                signing_key: Some(SecretString::from("hush")),
+                ..config(Provider::Postmark)
+            },
+            None,
+            Duration::ZERO,
+        )
+        .expect_err("a mailgun key");
+        assert_eq!(error.0, "events.signing_key");
+        assert!(!error.1.contains("hush"));
+        let error =
+            Events::build(config(Provider::Ses), None, Duration::ZERO).expect_err("no topic");
+        assert_eq!(error.0, "events.topic_arn");
+    }
 
     #[test]
     fn message_ids_are_normalised_to_the_receipts_form() {
