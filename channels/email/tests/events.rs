@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use postbud::{App, Settings, Verdict};
+use postbud::{App, Job, JobState, Role, Settings, Verdict};
 use postbud_sandbox::{
     Sandbox, Seed,
     email_events::{Mailgun, Outcome, Post, Postmark, SendGrid, Sent, SignatureVersion, Sns},
@@ -119,6 +119,40 @@ fallback = ["archive"]
         post.send(&self.reports()).await.expect("posted")
     }
 
+    /// The email delivery's job, as the store has it now.
+    async fn mail_job(&self, id: &str) -> Job {
+        let delivery = postbud::ids::delivery_id(id, "mail");
+        self.app
+            .jobs(id)
+            .await
+            .expect("store")
+            .into_iter()
+            .find(|j| j.id == delivery)
+            .expect("the email delivery")
+    }
+
+    /// Runs what is due (the fallback a bounce queued): the fallback deliveries and their states.
+    async fn fallbacks(&self, id: &str) -> Vec<(String, JobState)> {
+        let outcome = self.app.deliver_now(id).await.expect("deliver");
+        outcome
+            .jobs
+            .iter()
+            .filter(|j| j.role == Some(Role::Fallback))
+            .map(|j| (j.channel.clone().unwrap_or_default(), j.state))
+            .collect()
+    }
+
+    /// How many history lines are `event`.
+    async fn count(&self, id: &str, event: &str) -> usize {
+        self.app
+            .history(id)
+            .await
+            .expect("history")
+            .iter()
+            .filter(|e| e.event == event)
+            .count()
+    }
+
     /// The transaction's evidence lines: `evidence: <state> <detail>`.
     async fn evidence(&self, id: &str) -> Vec<String> {
         self.app
@@ -182,6 +216,28 @@ async fn a_signed_sendgrid_batch_records_each_event_and_the_bounce_with_its_reas
             && e.contains("User unknown")),
         "{evidence:?}"
     );
+    // The bounce failed the delivered invoice's email, and the route's fallback delivers it.
+    let job = s.mail_job(&id).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!(job.evidence.as_deref(), Some("bounced"));
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("550 5.1.1") && e.contains("sendgrid")),
+        "{job:?}"
+    );
+    assert_eq!(
+        s.fallbacks(&id).await,
+        vec![("archive".to_owned(), JobState::Done)]
+    );
+    // Each piece keeps its own event, not the batch.
+    let recorded = s.app.records().evidence(&id).await.expect("evidence");
+    assert_eq!(recorded.len(), 3);
+    for piece in &recorded {
+        let payload: serde_json::Value =
+            serde_json::from_slice(piece.payload.as_deref().expect("payload")).expect("JSON");
+        assert!(payload.is_object(), "one event: {payload}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,11 +315,22 @@ async fn events_about_messages_postbud_did_not_send_are_answered_200_and_ignored
         evidence[0].starts_with("evidence: delivered"),
         "{evidence:?}"
     );
+
+    // Without the unique argument (a relay that drops it), the `smtp-id` is the message's
+    // `Message-ID`, which the delivery's receipt kept.
+    let mut opened = sendgrid.event(&sent, &Outcome::Opened);
+    opened
+        .as_object_mut()
+        .expect("event")
+        .remove("postbud_delivery");
+    let (status, answer) = s.post(&sendgrid.sign_now(&[opened])).await;
+    assert_eq!((status, answer.as_str()), (200, "recorded 1, ignored 0"));
+    assert_eq!(s.count(&id, "evidence: opened").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_sendgrid_batch_is_accepted_and_names_the_same_events() {
-    let test = "a_replayed_sendgrid_batch_is_accepted_and_names_the_same_events";
+async fn a_replayed_sendgrid_batch_is_recorded_once_and_runs_one_fallback() {
+    let test = "a_replayed_sendgrid_batch_is_recorded_once_and_runs_one_fallback";
     let sendgrid = SendGrid::new();
     let Some(s) = Setup::start(test, &sendgrid_keys(&sendgrid), None).await else {
         return;
@@ -276,10 +343,11 @@ async fn a_replayed_sendgrid_batch_is_accepted_and_names_the_same_events() {
         let (status, _) = s.post(&post).await;
         assert_eq!(status, 200);
     }
-    let evidence = s.evidence(&id).await;
-    assert!(
-        evidence.iter().any(|e| e.starts_with("evidence: bounced")),
-        "{evidence:?}"
+    assert_eq!(s.count(&id, "evidence: bounced").await, 1, "recorded once");
+    assert_eq!(s.count(&id, "fallback").await, 1, "one fallback");
+    assert_eq!(
+        s.fallbacks(&id).await,
+        vec![("archive".to_owned(), JobState::Done)]
     );
 }
 
@@ -317,6 +385,24 @@ async fn ses_events_through_sns_are_verified_with_signature_versions_1_and_2() {
         evidence.iter().any(|e| e.starts_with("evidence: bounced")
             && e.contains("[mail] amazon-ses: Permanent (General): 5.1.1")),
         "{evidence:?}"
+    );
+
+    assert_eq!(s.mail_job(&v1).await.state, JobState::Failed);
+
+    // A plain SES notification (no configuration set, so no tags): matched by the Message-ID.
+    let (plain, sent_plain) = s.deliver().await;
+    let mut notification = sns.ses_event(&sent_plain, &Outcome::Bounced(BOUNCE.into()));
+    let object = notification.as_object_mut().expect("event");
+    object.remove("eventType");
+    object.insert("notificationType".into(), "Bounce".into());
+    object["mail"].as_object_mut().expect("mail").remove("tags");
+    let (status, answer) = s
+        .post(&sns.notify_now(&notification, SignatureVersion::V2))
+        .await;
+    assert_eq!((status, answer.as_str()), (200, "recorded 1, ignored 0"));
+    assert_eq!(
+        s.mail_job(&plain).await.evidence.as_deref(),
+        Some("bounced")
     );
 
     let (v2, sent_v2) = s.deliver().await;
@@ -408,6 +494,10 @@ async fn mailgun_events_are_verified_and_a_replayed_token_is_refused() {
         evidence[0].starts_with("evidence: bounced") && evidence[0].contains("5.1.1"),
         "{evidence:?}"
     );
+    assert_eq!(
+        s.fallbacks(&id).await,
+        vec![("archive".to_owned(), JobState::Done)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,6 +539,7 @@ async fn postmark_events_are_taken_only_with_the_basic_credentials() {
         ),
         "{evidence:?}"
     );
+    assert_eq!(s.mail_job(&id).await.state, JobState::Failed);
 }
 
 /// Opens an app whose email channel has `events` as `[channels.mail.events]`: the error.
