@@ -249,12 +249,37 @@ async fn a_bounce_after_a_restart_and_a_prune_is_acted_on_and_one_of_a_voided_in
         app.void(&voided, Duration::from_secs(10))
             .await
             .expect("void");
+        let opened = Evidence::new(
+            Correlation::Delivery(ids::delivery_id(&id, "customer")),
+            EvidenceState::Opened,
+            "mailbox provider",
+            "open-1",
+        )
+        .with_reason("opened by kari@example.com")
+        .with_payload(&b"{\"email\":\"kari@example.com\"}"[..]);
+        assert_eq!(
+            app.record_evidence("customer", None, &opened)
+                .await
+                .expect("record"),
+            Recorded::New
+        );
         // Retention prunes the invoices delivered before now: the personal data goes, the
         // records of what was done stay.
         assert!(app.prune(Duration::ZERO).await.expect("prune") >= 1);
     }
     // Days later, another process.
     let app = Arc::new(app_with_fallback(&h).await);
+    let kept = app.store().evidence(&id).await.expect("evidence");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (
+            kept[0].state.as_str(),
+            kept[0].reason.as_str(),
+            kept[0].payload.as_deref()
+        ),
+        ("opened", "", None),
+        "retention removed what the reporter said of the customer, kept what happened"
+    );
     let customer = ids::delivery_id(&id, "customer");
     assert_eq!(
         app.record_evidence("customer", None, &bounce(&customer, "late"))
@@ -276,6 +301,9 @@ async fn a_bounce_after_a_restart_and_a_prune_is_acted_on_and_one_of_a_voided_in
         .expect("job")
         .expect("the fallback is queued");
     assert_eq!(queued.state, JobState::Queued);
+    // The invoice is read again from Dintero for it: retention pruned the PDF.
+    let outcome = app.deliver_now(&id).await.expect("the fallback runs");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
 
     let on_voided = ids::delivery_id(&voided, "customer");
     assert_eq!(
