@@ -15,11 +15,16 @@
 //! templates = "./templates/email"                   # optional overrides
 //! locale = "auto"                                   # auto | nb | sv | fi | en
 //! max_attachment_bytes = 10485760                   # larger: the signed link instead
+//!
+//! [channels.customer-email.events]                  # the provider's signed event webhook
+//! provider = "sendgrid"                             # sendgrid | ses | mailgun | postmark
+//! public_key = "MFkwEwYH…"
 //! ```
 
 #![warn(missing_docs)]
 
 mod config;
+mod events;
 
 mod message;
 pub mod templates;
@@ -28,7 +33,8 @@ use std::{fmt, sync::Arc};
 
 use lettre::{AsyncTransport, message::Mailbox, transport::smtp::AsyncSmtpTransport};
 use postbud_channel::{
-    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Evidence, EvidenceOffer,
+    InboundReport, Invoice, Receipt,
 };
 
 use self::{config::EmailConfig, templates::Templates};
@@ -59,6 +65,8 @@ pub struct EmailChannel {
     security: &'static str,
     templates: Arc<Templates>,
     message: message::Composer,
+    /// The provider's event webhook, when `[events]` is configured.
+    events: Option<Arc<events::Events>>,
 }
 
 impl fmt::Debug for EmailChannel {
@@ -87,8 +95,17 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         .map(|t| ctx.config.path("templates", t));
     let templates =
         Templates::load(templates.as_deref()).map_err(|why| ctx.config.error("templates", why))?;
-    let message =
-        message::Composer::new(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let events = config
+        .events
+        .take()
+        .map(|events| {
+            events::Events::build(events, config.ca_file.as_deref(), config.timeout)
+                .map(Arc::new)
+                .map_err(|(key, why)| ctx.config.error(&key, why))
+        })
+        .transpose()?;
+    let message = message::Composer::new(&config, events.clone())
+        .map_err(|(key, why)| ctx.config.error(key, why))?;
     if config.locale != "auto" && !templates::LOCALES.contains(&config.locale.as_str()) {
         return Err(ctx.config.error(
             "locale",
@@ -100,6 +117,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         security,
         templates: Arc::new(templates),
         message,
+        events,
     }))
 }
 
@@ -169,6 +187,19 @@ impl Channel for EmailChannel {
         ctx: &DeliveryContext,
     ) -> Result<Receipt, ChannelError> {
         self.send(invoice, ctx, true).await
+    }
+
+    fn evidence(&self) -> EvidenceOffer {
+        events::offer(self.events.as_deref())
+    }
+
+    async fn report(&self, report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
+        match &self.events {
+            Some(events) => events.report(report).await,
+            None => Err(ChannelError::invalid_input(
+                "this email channel reads no provider events: configure [channels.<name>.events]",
+            )),
+        }
     }
 
     async fn check(&self) -> Result<String, ChannelError> {
