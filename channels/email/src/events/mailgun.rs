@@ -1,8 +1,10 @@
 //! Mailgun's webhooks: one JSON event per request, `{"signature": {"timestamp", "token",
 //! "signature"}, "event-data": {...}}`, where `signature` is the hex HMAC-SHA256 of `timestamp`
 //! followed by `token` under the account's webhook signing key. Verified as the SDK's
-//! `verify_webhook` does (at most 15 minutes from now either way, by default), and a token seen
-//! twice is refused as a replay, as Mailgun's documentation asks.
+//! `verify_webhook` does (at most 15 minutes from now either way, by default). The signature
+//! covers the timestamp and the token, not the body: a token seen before with another body is
+//! refused as a replay, as Mailgun's documentation asks; the same request again (Mailgun's own
+//! retry after a 503) passes, and the engine records its event once.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -19,10 +21,11 @@ const REPORTER: &str = "mailgun";
 pub(crate) struct Verifier {
     signing_key: SecretString,
     max_age: Duration,
-    /// Tokens accepted, with their signed time: forgotten once older than `max_age`, when the
-    /// timestamp check refuses them anyway. Within one process: the engine's de-duplication by
-    /// event id covers several instances behind one URL.
-    seen: Mutex<HashMap<String, i64>>,
+    /// Tokens accepted, with their signed time and a digest of the body they came with:
+    /// forgotten once older than `max_age`, when the timestamp check refuses them anyway. Within
+    /// one process: the engine's de-duplication by event id covers several instances behind one
+    /// URL.
+    seen: Mutex<HashMap<String, (i64, String)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -89,11 +92,18 @@ impl Verifier {
             let oldest = now
                 .as_second()
                 .saturating_sub(self.max_age.as_secs() as i64);
-            seen.retain(|_, at| *at >= oldest);
-            if seen.insert(token, signed).is_some() {
-                return Err(ChannelError::unauthorized(
-                    "mailgun: this token was seen before: a replayed request",
-                ));
+            seen.retain(|_, (at, _)| *at >= oldest);
+            let body = postbud_channel::sha256_hex(&report.body);
+            match seen.get(&token) {
+                Some((_, first)) if *first != body => {
+                    return Err(ChannelError::unauthorized(
+                        "mailgun: this token was seen before with another body: a replayed signature",
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(token, (signed, body));
+                }
             }
         }
         let Some(event) = body.get("event-data") else {
@@ -202,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn a_signed_permanent_failure_is_a_bounce_and_its_token_is_used_once() {
+    fn a_signed_permanent_failure_is_a_bounce_and_its_token_signs_one_body() {
         let now = jiff::Timestamp::from_second(1_700_000_000).expect("time");
         let ts = "1700000000";
         let v = verifier();
@@ -218,8 +228,17 @@ mod tests {
             evidence[0].reason
         );
         assert_eq!(evidence[0].event_id, "G9Bn5sl1TC6nu79C8C0bwg");
-        let replay = v
+        let again = v
             .report(&request(ts, "tok-1", &sign(ts, "tok-1"), failed()), now)
+            .expect("the same request again: Mailgun's retry");
+        assert_eq!(
+            again, evidence,
+            "the same event, recorded once by the engine"
+        );
+        let mut other = failed();
+        other["user-variables"][DELIVERY_KEY] = "dlv-2".into();
+        let replay = v
+            .report(&request(ts, "tok-1", &sign(ts, "tok-1"), other), now)
             .expect_err("replayed");
         assert_eq!(replay.kind(), ErrorKind::Unauthorized);
     }
