@@ -15,10 +15,15 @@
 //! templates = "./templates/email"                   # optional overrides
 //! locale = "auto"                                   # auto | nb | sv | fi | en
 //! max_attachment_bytes = 10485760                   # larger: the signed link instead
+//!
+//! [channels.customer-email.bounces]                 # optional: read bounces (see `bounces`)
+//! imap_url = "imaps://bounces:secret@imap.merchant.example/INBOX"
+//! return_path = "bounces@merchant.example"          # sent as bounces+<delivery id>@…
 //! ```
 
 #![warn(missing_docs)]
 
+mod bounces;
 mod config;
 
 mod message;
@@ -28,10 +33,15 @@ use std::{fmt, sync::Arc};
 
 use lettre::{AsyncTransport, message::Mailbox, transport::smtp::AsyncSmtpTransport};
 use postbud_channel::{
-    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Invoice, Receipt,
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, EvidenceOffer,
+    EvidenceSource, EvidenceState, Invoice, Receipt,
 };
 
-use self::{config::EmailConfig, templates::Templates};
+use self::{
+    bounces::Bounces,
+    config::{EmailConfig, SmtpSettings},
+    templates::Templates,
+};
 
 postbud_channel::register_channel! {
     /// The factory of kind `email`.
@@ -59,6 +69,10 @@ pub struct EmailChannel {
     security: &'static str,
     templates: Arc<Templates>,
     message: message::Composer,
+    /// Where each connection of its own goes, when bounces are read (see [`bounces::smtp`]).
+    smtp: SmtpSettings,
+    /// `[bounces]`, when configured.
+    bounces: Option<Bounces>,
 }
 
 impl fmt::Debug for EmailChannel {
@@ -79,8 +93,21 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
             .to_string_lossy()
             .into_owned()
     });
-    let (transport, security) =
-        config::transport(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let smtp = config::smtp_settings(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let (transport, security) = (config::transport(&smtp), smtp.security);
+    let bounces = match &config.bounces {
+        None => None,
+        Some(settings) => {
+            let ca_file = match &settings.ca_file {
+                Some(f) => Some(ctx.config.path("bounces.ca_file", f)),
+                None => config.ca_file.as_ref().map(std::path::PathBuf::from),
+            };
+            Some(
+                Bounces::new(settings, ca_file.as_deref(), config.timeout)
+                    .map_err(|(key, why)| ctx.config.error(key, why))?,
+            )
+        }
+    };
     let templates = config
         .templates
         .as_deref()
@@ -100,6 +127,8 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         security,
         templates: Arc::new(templates),
         message,
+        smtp,
+        bounces,
     }))
 }
 
@@ -138,10 +167,33 @@ impl EmailChannel {
             .map(ToString::to_string)
             .collect();
         let message_id = message::message_id(&ctx.delivery_id, &self.message.from);
-        let response = self.transport.send(email).await.map_err(classify)?;
+        let (response, note) = match &self.bounces {
+            None => (self.transport.send(email).await.map_err(classify)?, ""),
+            Some(bounces) => {
+                let return_path = bounces
+                    .return_path
+                    .for_delivery(&ctx.delivery_id)
+                    .map_err(ChannelError::permanent)?;
+                let outgoing = bounces::smtp::Outgoing {
+                    return_path,
+                    recipients: email.envelope().to(),
+                    delivery_id: &ctx.delivery_id,
+                    message: &email.formatted(),
+                };
+                let (response, dsn) = bounces::smtp::send(&self.smtp, &outgoing)
+                    .await
+                    .map_err(classify)?;
+                let note = if dsn {
+                    "; return path with the delivery id, DSN asked for"
+                } else {
+                    "; return path with the delivery id (the server offers no DSN)"
+                };
+                (response, note)
+            }
+        };
         let reply = response.message().collect::<Vec<_>>().join(" ");
         Ok(Receipt::new(format!(
-            "SMTP {} for {}: {reply}",
+            "SMTP {} for {}: {reply}{note}",
             response.code(),
             recipients.join(", ")
         ))
@@ -161,6 +213,26 @@ impl Channel for EmailChannel {
 
     fn supports_cancel(&self) -> bool {
         true
+    }
+
+    fn evidence(&self) -> EvidenceOffer {
+        let offer = EvidenceOffer::new("the SMTP server (smtp_url) answered 250");
+        match &self.bounces {
+            None => offer,
+            Some(_) => offer.later([
+                EvidenceState::Delivered,
+                EvidenceState::Delayed,
+                EvidenceState::Bounced,
+            ]),
+        }
+    }
+
+    fn evidence_source(&self) -> Option<Arc<dyn EvidenceSource>> {
+        let bounces = self.bounces.as_ref()?;
+        Some(Arc::new(bounces::imap::BounceMailbox::new(
+            bounces.clone(),
+            self.message.bcc_addresses(),
+        )))
     }
 
     async fn cancel(
