@@ -378,7 +378,12 @@ fn age(ms: i64) -> String {
 }
 
 /// `postbud status <transaction>`: its verdict, jobs and history.
-pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) -> CommandResult {
+pub async fn status_of(
+    config: Option<&Path>,
+    registry: &Registry,
+    transaction_id: &str,
+    json: bool,
+) -> CommandResult {
     let settings = settings(config)?;
     let account = settings.dintero.as_ref().map(|d| d.account_id.as_str());
     let id = postbud::dintero::transaction_id::check(transaction_id, account)?;
@@ -392,15 +397,44 @@ pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) 
         });
     };
     let history = store.history(id).await?;
+    let evidence = store.evidence(id).await?;
+    let meanings = delivered_means(registry, &settings, &outcome);
     if json {
+        let channels: serde_json::Map<String, serde_json::Value> = meanings
+            .iter()
+            .map(|(name, meaning)| (name.clone(), meaning.clone()))
+            .collect();
         say!(
             "{}",
-            serde_json::json!({"store": shown, "assessment": outcome.assessment(), "dispatch": outcome.dispatch, "jobs": outcome.jobs, "history": history})
+            serde_json::json!({"store": shown, "assessment": outcome.assessment(), "dispatch": outcome.dispatch, "jobs": outcome.jobs, "evidence": evidence, "channels": channels, "history": history})
         );
         return Ok(ExitCode::SUCCESS);
     }
     say!("store {shown}");
     say!("{outcome}");
+    if !meanings.is_empty() {
+        say!("what `done` means, by channel:");
+        for (name, meaning) in &meanings {
+            match (
+                meaning["delivered_means"].as_str(),
+                meaning["later"].as_array(),
+            ) {
+                (Some(means), Some(later)) if !later.is_empty() => say!(
+                    "  {name}: {means}; it may report later: {}",
+                    later
+                        .iter()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                (Some(means), _) => say!("  {name}: {means}; nothing is reported later"),
+                _ => say!(
+                    "  {name}: cannot tell ({})",
+                    meaning["error"].as_str().unwrap_or("")
+                ),
+            }
+        }
+    }
     say!("history:");
     for entry in history {
         say!(
@@ -411,6 +445,42 @@ pub async fn status_of(config: Option<&Path>, transaction_id: &str, json: bool) 
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a `done` delivery of each channel the invoice used means (the channel's
+/// [`postbud::EvidenceOffer`]), from the channels as configured now.
+fn delivered_means(
+    registry: &Registry,
+    settings: &Settings,
+    outcome: &postbud::Outcome,
+) -> Vec<(String, serde_json::Value)> {
+    let used: std::collections::BTreeSet<&str> = outcome
+        .jobs
+        .iter()
+        .filter_map(|j| j.channel.as_deref())
+        .collect();
+    if used.is_empty() {
+        return Vec::new();
+    }
+    let built = registry.build_all(settings);
+    used.into_iter()
+        .map(|name| {
+            let meaning = match &built {
+                Ok(channels) => match channels.get(name) {
+                    Some(channel) => {
+                        let offer = channel.evidence();
+                        serde_json::json!({
+                            "delivered_means": offer.handed_over,
+                            "later": offer.later.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                        })
+                    }
+                    None => serde_json::json!({"error": "no longer configured"}),
+                },
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            (name.to_owned(), meaning)
+        })
+        .collect()
 }
 
 pub async fn retry(

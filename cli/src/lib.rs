@@ -142,7 +142,7 @@ pub async fn run(registry: Registry) -> ExitCode {
             transaction_id: Some(id),
             json,
             ..
-        } => commands::status_of(config, &id, json).await,
+        } => commands::status_of(config, &registry, &id, json).await,
         Command::Status {
             transaction_id: None,
             needs_attention,

@@ -1,18 +1,50 @@
-//! Delivery evidence as the engine records it: a provider's report, a bounce read from a
-//! mailbox, tied to the delivery it is about and recorded once.
+//! Delivery evidence as the engine records it: a provider's report or a bounce read from a
+//! mailbox, tied to the delivery it is about, recorded once, and acted on: a bounce or a
+//! rejection of a delivered invoice fails that delivery and runs its route's fallback.
 
-use postbud_channel::{Correlation, Evidence, Recorded};
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use postbud_channel::{ChannelError, Correlation, Evidence, EvidenceSink, Recorded};
 
 use crate::{
     App,
-    store::{HistoryLine, Job, JobKind, StoreError},
+    store::{EvidenceFailure, EvidenceWritten, Job, JobKind, NewEvidence, Stage, StoreError},
 };
 
+/// The most of a raw event kept with its evidence: enough to read a DSN's status block or a
+/// provider's event again, not an attachment.
+pub const PAYLOAD_LIMIT: usize = 16 * 1024;
+
 impl App {
-    /// Records `evidence` a channel instance `channel` read (from a webhook, or its own
-    /// mailbox). `signed_for` is the delivery whose Postbud-signed report URL carried it, if
-    /// any: such a report is taken about that delivery only.
+    /// Records `evidence` the channel instance `channel` read (from a webhook, or its own
+    /// mailbox) about one of its deliveries, once per event. `signed_for` is the delivery whose
+    /// Postbud-signed report URL carried it, if any: such a report is taken about that delivery
+    /// only.
+    ///
+    /// A bounce or a rejection of a delivery that ended well fails it, with the reason, and
+    /// queues its route's fallback (once, however many reports say so, and however late); an
+    /// invoice voided meanwhile is only recorded. Evidence about a delivery whose attempt has
+    /// not ended yet is [`Recorded::NotYet`]: nothing is recorded, and the reporter is to send it
+    /// again.
     pub async fn record_evidence(
+        &self,
+        channel: &str,
+        signed_for: Option<&str>,
+        evidence: &Evidence,
+    ) -> Result<Recorded, StoreError> {
+        let recorded = self.record_checked(channel, signed_for, evidence).await;
+        let outcome = match &recorded {
+            Ok(Recorded::New) => "recorded",
+            Ok(Recorded::Duplicate) => "duplicate",
+            Ok(Recorded::NotYet) => "not_yet",
+            Ok(Recorded::Unknown(_)) => "unknown",
+            Ok(_) | Err(_) => "error",
+        };
+        self.metrics().evidence(channel, evidence.state, outcome);
+        recorded
+    }
+
+    async fn record_checked(
         &self,
         channel: &str,
         signed_for: Option<&str>,
@@ -30,21 +62,72 @@ impl App {
                 job.id
             )));
         }
-        let detail = if evidence.reason.is_empty() {
-            format!("[{channel}] {}", evidence.reporter)
-        } else {
-            format!("[{channel}] {}: {}", evidence.reporter, evidence.reason)
+        let said = match evidence.reason.is_empty() {
+            true => evidence.reporter.clone(),
+            false => format!("{}: {}", evidence.reporter, evidence.reason),
         };
-        let event = format!("evidence: {}", evidence.state);
-        self.store()
-            .record(&HistoryLine {
+        let detail = format!("[{channel}] {said}");
+        let error = format!("{}: {said}", evidence.state);
+        // A bounce of a voided invoice is history: nobody is to receive it any more.
+        let fails = evidence.state.is_failure() && !self.voided(&job).await?;
+        let fallback = match fails {
+            true => {
+                self.engine()
+                    .fallback_of(&job, evidence.state.as_str())
+                    .await?
+            }
+            false => None,
+        };
+        let (then, then_detail) = fallback.unwrap_or_default();
+        let payload = &evidence.payload[..evidence.payload.len().min(PAYLOAD_LIMIT)];
+        let written = self
+            .store()
+            .record_evidence(&NewEvidence {
+                job_id: &job.id,
                 transaction_id: &job.transaction_id,
-                job_id: Some(&job.id),
-                event: &event,
+                event_id: &evidence.event_id,
+                state: evidence.state,
+                reporter: &evidence.reporter,
+                reason: &evidence.reason,
+                payload,
+                reported_at: evidence.at.map(|at| at.as_millisecond()),
+                fails: fails.then_some(EvidenceFailure {
+                    error: &error,
+                    then: &then,
+                    then_detail: &then_detail,
+                }),
                 detail: &detail,
             })
             .await?;
-        Ok(Recorded::New)
+        Ok(match written {
+            EvidenceWritten::New { failed } => {
+                if failed {
+                    tracing::warn!(
+                        channel,
+                        delivery = %job.id,
+                        state = %evidence.state,
+                        fallback = !then.is_empty(),
+                        "a delivered invoice {}: the delivery failed",
+                        evidence.state
+                    );
+                    self.metrics().evidence(channel, evidence.state, "failed");
+                }
+                Recorded::New
+            }
+            EvidenceWritten::Duplicate => Recorded::Duplicate,
+            EvidenceWritten::NotYet => Recorded::NotYet,
+            _ => Recorded::Unknown(format!("{} is no longer in the store", job.id)),
+        })
+    }
+
+    /// Whether the invoice of `job` was voided (or is being voided): a bounce then changes
+    /// nothing but the record.
+    async fn voided(&self, job: &Job) -> Result<bool, StoreError> {
+        Ok(self
+            .store()
+            .dispatch(&job.transaction_id)
+            .await?
+            .is_some_and(|d| matches!(d.stage, Stage::Voided | Stage::Voiding)))
     }
 
     /// The delivery of `channel` that `about` names, or why there is none.
@@ -55,7 +138,9 @@ impl App {
     ) -> Result<Result<Job, String>, StoreError> {
         let job = match about {
             Correlation::Delivery(id) => self.store().job(id).await?,
-            Correlation::Reference(_) => None,
+            Correlation::Reference(reference) => {
+                self.store().job_by_reference(channel, reference).await?
+            }
             _ => None,
         };
         Ok(match job {
@@ -68,7 +153,115 @@ impl App {
                 "{} is not a delivery of channel `{channel}`",
                 job.id
             )),
-            None => Err(format!("no delivery of channel `{channel}` is {about:?}")),
+            None => Err(match about {
+                Correlation::Delivery(id) => {
+                    format!("no delivery {} of channel `{channel}`", printable(id))
+                }
+                Correlation::Reference(reference) => format!(
+                    "no delivery of channel `{channel}` has the reference {}",
+                    printable(reference)
+                ),
+                _ => format!("no delivery of channel `{channel}` is named"),
+            }),
         })
     }
+
+    /// The sink the channels' own evidence sources ([`postbud_channel::EvidenceSource`]) hand
+    /// what they read to: this app.
+    pub fn evidence_sink(self: &Arc<Self>) -> Arc<dyn EvidenceSink> {
+        Arc::new(AppSink(Arc::clone(self)))
+    }
+}
+
+/// An id as a reporter gave it, short and without control characters, for a reason that is
+/// logged and answered.
+fn printable(id: &str) -> String {
+    let mut shown: String = id
+        .chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if id.chars().count() > 80 {
+        shown.push('…');
+    }
+    format!("`{shown}`")
+}
+
+/// [`App::evidence_sink`].
+struct AppSink(Arc<App>);
+
+#[async_trait::async_trait]
+impl EvidenceSink for AppSink {
+    async fn record(&self, channel: &str, evidence: Evidence) -> Result<Recorded, ChannelError> {
+        self.0
+            .record_evidence(channel, None, &evidence)
+            .await
+            .map_err(|e| ChannelError::temporary(format!("recording the evidence: {e}")))
+    }
+}
+
+impl App {
+    /// Runs every channel's evidence source ([`postbud_channel::Channel::evidence_source`]:
+    /// a bounce mailbox) until `stop`, each on a task of its own, and again after a pause
+    /// when one fails (from 1 s, doubling, to 5 minutes).
+    pub async fn run_evidence_sources(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let channels = self.engine().channels();
+        let mut tasks = Vec::new();
+        for name in channels.names() {
+            let Some(source) = channels.get(name).and_then(|c| c.evidence_source()) else {
+                continue;
+            };
+            let (name, sink, stop) = (name.to_owned(), self.evidence_sink(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                run_source(&name, source, sink, stop).await;
+            }));
+        }
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "an evidence source ended abnormally");
+            }
+        }
+    }
+}
+
+/// Runs `source` of the channel `name` until `stop`, again after a pause when it fails.
+async fn run_source(
+    name: &str,
+    source: Arc<dyn postbud_channel::EvidenceSource>,
+    sink: Arc<dyn EvidenceSink>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+    const LONGEST_PAUSE: std::time::Duration = std::time::Duration::from_secs(300);
+    let mut pause = FIRST_PAUSE;
+    while !*stop.borrow() {
+        let started = std::time::Instant::now();
+        match source
+            .run(name, Arc::clone(&sink), stop_signal(stop.clone()))
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(channel = name, error = %e, pause = ?pause, "the evidence source failed; reading it again after a pause");
+            }
+        }
+        // A source that ran a good while before failing starts over from the first pause.
+        if started.elapsed() > LONGEST_PAUSE {
+            pause = FIRST_PAUSE;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// A stop signal for an evidence source: resolves when `stop` says so.
+fn stop_signal(
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    })
 }

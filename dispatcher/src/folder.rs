@@ -357,6 +357,12 @@ fn io_error(path: &Path, what: &str, e: &std::io::Error) -> ChannelError {
 
 #[async_trait::async_trait]
 impl Channel for FolderChannel {
+    fn evidence(&self) -> postbud_channel::EvidenceOffer {
+        postbud_channel::EvidenceOffer::new(
+            "the PDF and its manifest are in the directory under their final names, written, synced and renamed; whether a program took them, nothing reports",
+        )
+    }
+
     async fn deliver(
         &self,
         invoice: &Invoice,

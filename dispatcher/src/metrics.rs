@@ -47,6 +47,13 @@ struct VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EvidenceLabel {
+    channel: String,
+    state: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Answer {
     outcome: &'static str,
 }
@@ -62,6 +69,7 @@ pub struct Metrics {
     jobs_queued: Gauge,
     jobs_in_flight: Gauge,
     callbacks: Family<Answer, Counter>,
+    evidence: Family<EvidenceLabel, Counter>,
     links_served: Counter,
     sweep_at: Gauge,
     sweep_ok: Gauge,
@@ -132,6 +140,12 @@ impl Default for Metrics {
             "Jobs waiting for their next attempt.",
         );
         let jobs_in_flight = gauge(&mut registry, "jobs_in_flight", "Jobs claimed by a worker.");
+        let evidence = Family::<EvidenceLabel, Counter>::default();
+        registry.register(
+            "delivery_evidence",
+            "Delivery evidence received (provider events, reports, bounces read from a mailbox), by channel, state (accepted, delayed, delivered, opened, bounced, rejected) and outcome: recorded, failed (a bounce or rejection failed a delivered invoice and ran its fallback), duplicate, not_yet (the attempt had not ended: asked again later), unknown (about no delivery Postbud knows).",
+            evidence.clone(),
+        );
         let callbacks = Family::<Answer, Counter>::default();
         registry.register(
             "callbacks",
@@ -204,6 +218,7 @@ impl Default for Metrics {
             jobs_queued,
             jobs_in_flight,
             callbacks,
+            evidence,
             links_served,
             sweep_at,
             sweep_ok,
@@ -218,7 +233,7 @@ impl Metrics {
     /// Counts the end of an attempt on `job` that took `took`.
     pub fn attempt(&self, job: &Job, finish: &Finish, took: Duration) {
         let outcome = match finish {
-            Finish::Done(_) => "done",
+            Finish::Done(_) | Finish::DoneWith { .. } => "done",
             Finish::Retry { .. } => "retry",
             Finish::Failed(_) => "failed",
             Finish::Dead(_) => "dead",
@@ -256,6 +271,22 @@ impl Metrics {
     pub fn callback(&self, accepted: bool) {
         let outcome = if accepted { "accepted" } else { "rejected" };
         self.callbacks.get_or_create(&Answer { outcome }).inc();
+    }
+
+    /// Counts a piece of delivery evidence by what became of it.
+    pub fn evidence(
+        &self,
+        channel: &str,
+        state: postbud_channel::EvidenceState,
+        outcome: &'static str,
+    ) {
+        self.evidence
+            .get_or_create(&EvidenceLabel {
+                channel: channel.to_owned(),
+                state: state.as_str(),
+                outcome,
+            })
+            .inc();
     }
 
     /// Counts an invoice PDF served through a signed link.

@@ -92,6 +92,15 @@ impl Records {
         self.store.history(transaction_id).await
     }
 
+    /// The delivery evidence recorded about a transaction, oldest first (see
+    /// [`App::record_evidence`](crate::App::record_evidence)).
+    pub async fn evidence(
+        &self,
+        transaction_id: &str,
+    ) -> Result<Vec<crate::store::EvidenceEntry>, StoreError> {
+        self.store.evidence(transaction_id).await
+    }
+
     /// The invoice as the channels got it, PDF included; `None` before it was routed or after
     /// retention pruned it.
     pub async fn invoice(&self, transaction_id: &str) -> Result<Option<Invoice>, StoreError> {

@@ -16,12 +16,13 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1
 /// The background jobs of a deployment, started together and stopped by one signal.
 struct Jobs {
     stop: watch::Sender<bool>,
-    tasks: [(&'static str, JoinHandle<()>); 3],
+    tasks: [(&'static str, JoinHandle<()>); 4],
 }
 
 impl Jobs {
     /// Starts the workers, the reconcile sweep (every `dintero.reconcile_every`; none when it
-    /// is zero) and the daily retention pass, each on a task of its own.
+    /// is zero), the daily retention pass and the channels' evidence sources (bounce
+    /// mailboxes), each on a task of its own.
     fn start(app: &Arc<App>) -> Self {
         let (stop, stopped) = watch::channel(false);
         let workers = tokio::spawn({
@@ -33,8 +34,12 @@ impl Jobs {
             async move { app.run_reconciler(stopped).await }
         });
         let retention = tokio::spawn({
-            let app = Arc::clone(app);
+            let (app, stopped) = (Arc::clone(app), stopped.clone());
             async move { app.run_retention(stopped).await }
+        });
+        let evidence = tokio::spawn({
+            let app = Arc::clone(app);
+            async move { app.run_evidence_sources(stopped).await }
         });
         Self {
             stop,
@@ -42,6 +47,7 @@ impl Jobs {
                 ("workers", workers),
                 ("reconcile sweep", sweep),
                 ("retention", retention),
+                ("evidence sources", evidence),
             ],
         }
     }

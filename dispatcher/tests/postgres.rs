@@ -362,7 +362,7 @@ async fn check_s_probe_reads_the_schema_without_creating_it() {
     let h = Harness::start().await;
     let _app = App::open(&settings(&h, &db, "")).await.expect("app");
     let after = postbud::store::probe(&db.url()).await.expect("probe");
-    assert!(after.contains("schema version 7 of 7"), "{after}");
+    assert!(after.contains("schema version 8 of 8"), "{after}");
     // The same database on a port nothing listens on, whichever port the server has.
     let mut wrong = url::Url::parse(&db.url()).expect("a URL");
     wrong.set_port(Some(1)).expect("a port");

@@ -260,6 +260,22 @@ impl Store for Watched {
     async fn history(&self, t: &str) -> Result<Vec<postbud::store::HistoryEntry>, StoreError> {
         self.store.history(t).await
     }
+    async fn record_evidence(
+        &self,
+        e: &postbud::store::NewEvidence<'_>,
+    ) -> Result<postbud::store::EvidenceWritten, StoreError> {
+        self.store.record_evidence(e).await
+    }
+    async fn job_by_reference(
+        &self,
+        c: &str,
+        r: &str,
+    ) -> Result<Option<postbud::store::Job>, StoreError> {
+        self.store.job_by_reference(c, r).await
+    }
+    async fn evidence(&self, t: &str) -> Result<Vec<postbud::store::EvidenceEntry>, StoreError> {
+        self.store.evidence(t).await
+    }
     async fn retry(&self, t: &str, c: Option<&str>) -> Result<u64, StoreError> {
         self.store.retry(t, c).await
     }

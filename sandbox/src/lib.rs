@@ -271,6 +271,11 @@ impl Sandbox {
         })
     }
 
+    /// How the SMS stand-ins send their delivery reports from now on.
+    pub fn set_sms_reports(&self, reports: sms::Reports) {
+        self.shared.state.lock().sms_reports = reports;
+    }
+
     /// The CDN's origin, `http://127.0.0.1:<port>`: another origin than the API's, as
     /// `cdn.dintero.com` is. Postbud needs it in `dintero.document_hosts`.
     pub fn cdn_url(&self) -> String {

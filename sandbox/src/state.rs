@@ -197,7 +197,8 @@ pub struct Stats {
     pub webhooks: Vec<(String, String, u16)>,
     /// Messages the SMS provider stand-ins accepted.
     pub sms: Vec<crate::sms::Sms>,
-    /// Twilio status callbacks sent: (MessageSid, HTTP status they got).
+    /// Delivery reports the SMS stand-ins sent: (the provider's message or batch id, the HTTP
+    /// status each got, 0 for no answer).
     pub sms_reports: Vec<(String, u16)>,
     /// Requests to the CDN that carried an `Authorization` header (each refused with a 400).
     pub cdn_with_authorization: u32,
@@ -220,6 +221,8 @@ pub struct Inner {
     /// Account webhook subscriptions.
     pub subscriptions: Vec<crate::push::Subscription>,
     pub stats: Stats,
+    /// How the SMS stand-ins send delivery reports.
+    pub sms_reports: crate::sms::Reports,
     pub invoice_counter: u32,
     pub seq: u64,
 }

@@ -4,10 +4,10 @@
 //! where the dialects really differ.
 
 use super::{
-    CensusRow, Completion, Counts, Dispatch, Finish, Job, JobKind, JobState, Lease, Millis, NewJob,
-    Pdf, Role, Stage, StoreError, StoreErrorKind, Totals, fmt_ms,
+    CensusRow, Completion, Counts, Dispatch, EvidenceEntry, Finish, Job, JobKind, JobState, Lease,
+    Millis, NewEvidence, NewJob, Pdf, Role, Stage, StoreError, StoreErrorKind, Totals, fmt_ms,
 };
-use postbud_channel::Invoice;
+use postbud_channel::{EvidenceState, Invoice};
 
 /// A stored name read back as its enum; a name no version wrote is a database error.
 pub(super) fn parse<T>(
@@ -213,6 +213,7 @@ pub(super) fn invoice_from(
 pub(super) trait Columns {
     fn text_opt(&self, column: &str) -> Result<Option<String>, StoreError>;
     fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn blob_opt(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     fn text(&self, column: &str) -> Result<String, StoreError> {
         self.text_opt(column)?.ok_or_else(|| null(column))
@@ -270,6 +271,9 @@ pub(super) fn dispatch_of_claim(row: &impl Columns) -> Result<Option<Dispatch>, 
         fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError> {
             self.0.int_opt(&format!("dispatch_{column}"))
         }
+        fn blob_opt(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.blob_opt(&format!("dispatch_{column}"))
+        }
     }
     match row.text_opt("dispatch_transaction_id")? {
         Some(_) => dispatch_from(&Prefixed(row)).map(Some),
@@ -293,9 +297,83 @@ pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
         fence: row.int("fence")?,
         last_error: row.text_opt("last_error")?,
         receipt: row.text_opt("receipt")?,
+        reference: row.text_opt("reference")?,
+        evidence: row.text_opt("evidence")?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
     })
+}
+
+pub(super) fn evidence_from(row: &impl Columns) -> Result<EvidenceEntry, StoreError> {
+    Ok(EvidenceEntry {
+        job_id: row.text("job_id")?,
+        event_id: row.text("event_id")?,
+        state: row.text("state")?,
+        reporter: row.text("reporter")?,
+        reason: row.text("reason")?,
+        payload: row.blob_opt("payload")?,
+        reported_at: row.int_opt("reported_at")?,
+        recorded_at: row.int("recorded_at")?,
+    })
+}
+
+/// [`NewEvidence`] owned, for a write that runs on another thread (SQLite's writer), with its
+/// history event.
+#[derive(Debug, Clone)]
+pub(super) struct OwnedEvidence {
+    pub job_id: String,
+    pub transaction_id: String,
+    pub event_id: String,
+    pub state: EvidenceState,
+    pub reporter: String,
+    pub reason: String,
+    pub payload: Vec<u8>,
+    pub reported_at: Option<Millis>,
+    pub fails: Option<OwnedFailure>,
+    /// `evidence: <state>`.
+    pub event: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct OwnedFailure {
+    pub error: String,
+    pub then: Vec<NewJob>,
+    pub then_detail: String,
+}
+
+impl OwnedEvidence {
+    pub(super) fn of(e: &NewEvidence<'_>) -> Self {
+        Self {
+            job_id: e.job_id.to_owned(),
+            transaction_id: e.transaction_id.to_owned(),
+            event_id: storable(e.event_id),
+            state: e.state,
+            reporter: storable(e.reporter),
+            reason: storable(e.reason),
+            payload: e.payload.to_vec(),
+            reported_at: e.reported_at,
+            fails: e.fails.as_ref().map(|f| OwnedFailure {
+                error: storable(f.error),
+                then: f.then.to_vec(),
+                then_detail: storable(f.then_detail),
+            }),
+            event: format!("evidence: {}", e.state),
+            detail: storable(e.detail),
+        }
+    }
+}
+
+/// The rank of an evidence state in `shared/evidence_advances_job.sql`: the job keeps the
+/// highest reported.
+pub(super) fn evidence_rank(state: EvidenceState) -> i64 {
+    match state {
+        EvidenceState::Accepted => 1,
+        EvidenceState::Delayed => 2,
+        EvidenceState::Delivered => 3,
+        EvidenceState::Opened => 4,
+        _ => 5,
+    }
 }
 
 pub(super) fn dispatch_from(row: &impl Columns) -> Result<Dispatch, StoreError> {
@@ -331,6 +409,8 @@ pub(super) struct FinishPlan {
     pub next_at: Millis,
     pub error: Option<String>,
     pub receipt: Option<String>,
+    /// The sink's own id for what it accepted.
+    pub reference: Option<String>,
     /// Waiting for a send window is not an attempt, though the claim counted one.
     pub attempt_delta: i64,
     pub event: &'static str,
@@ -342,7 +422,7 @@ impl FinishPlan {
     /// recorded its end itself ([`Finish::Recorded`]).
     pub(super) fn of(lease: &Lease, finish: &Finish, now: Millis) -> Option<Self> {
         let (state, next_at, event) = match finish {
-            Finish::Done(_) => (JobState::Done, now, "done"),
+            Finish::Done(_) | Finish::DoneWith { .. } => (JobState::Done, now, "done"),
             Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
             Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
             Finish::Failed(_) => (JobState::Failed, now, "failed"),
@@ -351,7 +431,9 @@ impl FinishPlan {
             Finish::Recorded => return None,
         };
         let (error, receipt) = match finish {
-            Finish::Done(receipt) => (None, Some(storable(receipt))),
+            Finish::Done(receipt) | Finish::DoneWith { receipt, .. } => {
+                (None, Some(storable(receipt)))
+            }
             Finish::Retry { error, .. }
             | Finish::Failed(error)
             | Finish::Dead(error)
@@ -376,6 +458,10 @@ impl FinishPlan {
             next_at,
             error,
             receipt,
+            reference: match finish {
+                Finish::DoneWith { reference, .. } => Some(storable(reference)),
+                _ => None,
+            },
             attempt_delta: if matches!(finish, Finish::Postpone(_)) {
                 -1
             } else {

@@ -347,6 +347,11 @@ pub struct Job {
     pub last_error: Option<String>,
     /// The receipt of the successful attempt.
     pub receipt: Option<String>,
+    /// The sink's own id for the delivery it accepted ([`Finish::DoneWith`]).
+    pub reference: Option<String>,
+    /// The furthest state evidence reported of this delivery (`delivered`, `bounced`, ...; see
+    /// [`postbud_channel::EvidenceState`]); `None` before any.
+    pub evidence: Option<String>,
     /// Created.
     pub created_at: Millis,
     /// Last change.
@@ -374,6 +379,8 @@ impl Job {
             fence: 0,
             last_error: None,
             receipt: None,
+            reference: None,
+            evidence: None,
             created_at: 0,
             updated_at: 0,
         }
@@ -471,6 +478,86 @@ pub struct HistoryEntry {
     pub event: String,
     /// Details.
     pub detail: String,
+}
+
+/// Evidence about a delivery, to record once ([`Store::record_evidence`]).
+#[derive(Debug, Clone)]
+pub struct NewEvidence<'a> {
+    /// The delivery.
+    pub job_id: &'a str,
+    /// Its transaction.
+    pub transaction_id: &'a str,
+    /// The reporter's id of the event: the same event is recorded once.
+    pub event_id: &'a str,
+    /// What it reports.
+    pub state: postbud_channel::EvidenceState,
+    /// Who reports it.
+    pub reporter: &'a str,
+    /// Why, in the reporter's words.
+    pub reason: &'a str,
+    /// The raw event (already bounded by the caller).
+    pub payload: &'a [u8],
+    /// When the reporter says it happened.
+    pub reported_at: Option<Millis>,
+    /// For a failure ([`EvidenceState::is_failure`](postbud_channel::EvidenceState::is_failure))
+    /// of a delivery that ended well: the error it now ends with and the jobs to queue (the
+    /// route's fallback). `None` records the failure without failing the delivery (it was
+    /// voided, or it is not a failure).
+    pub fails: Option<EvidenceFailure<'a>>,
+    /// The history line recorded with it.
+    pub detail: &'a str,
+}
+
+/// What a reported failure does to a delivery that ended well ([`NewEvidence::fails`]).
+#[derive(Debug, Clone)]
+pub struct EvidenceFailure<'a> {
+    /// The delivery's error from now on.
+    pub error: &'a str,
+    /// The jobs queued (once: ids are deterministic) when the delivery is failed by it.
+    pub then: &'a [NewJob],
+    /// The history line of what was queued.
+    pub then_detail: &'a str,
+}
+
+/// What [`Store::record_evidence`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EvidenceWritten {
+    /// Recorded; `failed` when it failed a delivery that had ended well (and queued what
+    /// [`EvidenceFailure::then`] named).
+    New {
+        /// Whether the delivery was failed by it.
+        failed: bool,
+    },
+    /// This event of this delivery was recorded before: nothing changed.
+    Duplicate,
+    /// The delivery's attempt has not ended (queued or running): nothing recorded.
+    NotYet,
+    /// There is no such job (any more): nothing recorded.
+    NoJob,
+}
+
+/// One piece of evidence as recorded ([`Store::evidence`]).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct EvidenceEntry {
+    /// The delivery.
+    pub job_id: String,
+    /// The reporter's id of the event.
+    pub event_id: String,
+    /// `delivered`, `bounced`, ... ([`postbud_channel::EvidenceState::as_str`]).
+    pub state: String,
+    /// Who reported it.
+    pub reporter: String,
+    /// Why; empty once retention pruned it.
+    pub reason: String,
+    /// The raw event; `None` once retention pruned it.
+    #[serde(skip)]
+    pub payload: Option<Vec<u8>>,
+    /// When the reporter says it happened.
+    pub reported_at: Option<Millis>,
+    /// When Postbud recorded it.
+    pub recorded_at: Millis,
 }
 
 /// What the store holds, counted in one snapshot; each part is kept or read through an index,
@@ -672,6 +759,15 @@ pub struct AcceptedVoid<'a> {
 pub enum Finish {
     /// Success, with the receipt.
     Done(String),
+    /// Success, with the receipt and the sink's own id for what it accepted (a provider's
+    /// message id, a `Message-ID`), kept so that evidence naming only that id finds the
+    /// delivery ([`Store::job_by_reference`]).
+    DoneWith {
+        /// The receipt.
+        receipt: String,
+        /// The sink's id.
+        reference: String,
+    },
     /// Try again at this time.
     Retry {
         /// When.
@@ -793,6 +889,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn record(&self, line: &HistoryLine<'_>) -> Result<(), StoreError>;
     /// The history, oldest first.
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Records evidence about a delivery once per event, with its history line, and, for a
+    /// failure of a delivery that ended well, fails it and queues what follows, all in one
+    /// transaction (see [`EvidenceWritten`]).
+    async fn record_evidence(
+        &self,
+        evidence: &NewEvidence<'_>,
+    ) -> Result<EvidenceWritten, StoreError>;
+    /// The newest delivery of the channel instance `channel` whose sink gave it `reference`.
+    async fn job_by_reference(
+        &self,
+        channel: &str,
+        reference: &str,
+    ) -> Result<Option<Job>, StoreError>;
+    /// The evidence recorded about a transaction's deliveries, oldest first.
+    async fn evidence(&self, transaction_id: &str) -> Result<Vec<EvidenceEntry>, StoreError>;
     /// Requeues failed, dead or cancelled jobs (of one channel, or all) for another try now.
     async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError>;
     /// Marks the dispatch voided and stops its pending jobs.

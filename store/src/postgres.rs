@@ -20,8 +20,8 @@ use tokio::sync::{Notify, oneshot};
 use super::clock::{LocalClock, MEASURE_EVERY, StoreClock};
 use super::{
     AcceptedVoid, Claim, Completion, Counts, Dispatch, DispatchJobs, DispatchPatch, DispatchQuery,
-    Finish, HistoryEntry, HistoryLine, Job, Lease, Millis, NewJob, Stage, Store, StoreError,
-    StoreErrorKind, VoidEffect,
+    EvidenceEntry, EvidenceWritten, Finish, HistoryEntry, HistoryLine, Job, Lease, Millis,
+    NewEvidence, NewJob, Stage, Store, StoreError, StoreErrorKind, VoidEffect,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
     schema::{Dialect, migrations},
     sql::{Named, postgres, shared},
@@ -393,6 +393,7 @@ fn bind_finished<'q>(
         .bind("next_at", plan.next_at)
         .bind("error", plan.error.as_deref())
         .bind("receipt", plan.receipt.as_deref())
+        .bind("reference", plan.reference.as_deref())
         .bind("attempt_delta", plan.attempt_delta)
         .bind("now", now)
         .bind("job_id", &lease.job.id)
@@ -406,6 +407,9 @@ impl Columns for PgRow {
         Ok(self.try_get(column)?)
     }
     fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(column)?)
+    }
+    fn blob_opt(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.try_get(column)?)
     }
 }
@@ -836,6 +840,111 @@ impl Store for PgStore {
             &kernel::storable(line.detail),
         )
         .await
+    }
+
+    async fn record_evidence(
+        &self,
+        evidence: &NewEvidence<'_>,
+    ) -> Result<EvidenceWritten, StoreError> {
+        let e = kernel::OwnedEvidence::of(evidence);
+        let mut tx = self.write().await?;
+        let state: Option<String> = Named::new(postgres::JOB_FOR_EVIDENCE)
+            .bind("job_id", &e.job_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(first::<String>)
+            .transpose()?;
+        let Some(state) = state else {
+            return Ok(EvidenceWritten::NoJob);
+        };
+        if state == "queued" || state == "running" {
+            return Ok(EvidenceWritten::NotYet);
+        }
+        let now = self.clock.now();
+        let inserted = Named::new(shared::INSERT_EVIDENCE)
+            .bind("job_id", &e.job_id)
+            .bind("event_id", &e.event_id)
+            .bind("transaction_id", &e.transaction_id)
+            .bind("state", e.state.as_str())
+            .bind("reporter", &e.reporter)
+            .bind("reason", &e.reason)
+            .bind("payload", &e.payload[..])
+            .bind("reported_at", e.reported_at)
+            .bind("now", now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            return Ok(EvidenceWritten::Duplicate);
+        }
+        history(
+            &mut *tx,
+            now,
+            &e.transaction_id,
+            Some(&e.job_id),
+            &e.event,
+            &e.detail,
+        )
+        .await?;
+        let mut failed = false;
+        if let Some(fails) = &e.fails {
+            failed = Named::new(shared::EVIDENCE_FAILS_JOB)
+                .bind("error", &fails.error)
+                .bind("state", e.state.as_str())
+                .bind("now", now)
+                .bind("job_id", &e.job_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if failed {
+                insert_jobs(&mut tx, now, &e.transaction_id, &fails.then).await?;
+                if !fails.then.is_empty() {
+                    history(
+                        &mut *tx,
+                        now,
+                        &e.transaction_id,
+                        Some(&e.job_id),
+                        "fallback",
+                        &fails.then_detail,
+                    )
+                    .await?;
+                }
+            }
+        }
+        if !failed {
+            Named::new(shared::EVIDENCE_ADVANCES_JOB)
+                .bind("state", e.state.as_str())
+                .bind("rank", kernel::evidence_rank(e.state))
+                .bind("now", now)
+                .bind("job_id", &e.job_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(EvidenceWritten::New { failed })
+    }
+
+    async fn job_by_reference(
+        &self,
+        channel: &str,
+        reference: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = Named::new(shared::JOB_BY_REFERENCE)
+            .bind("reference", reference)
+            .bind("channel", channel)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    async fn evidence(&self, transaction_id: &str) -> Result<Vec<EvidenceEntry>, StoreError> {
+        let rows = Named::new(shared::EVIDENCE_OF)
+            .bind("transaction_id", transaction_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(kernel::evidence_from).collect()
     }
 
     async fn history(&self, transaction_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {

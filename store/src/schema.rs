@@ -103,8 +103,30 @@ pub(super) fn migrations(dialect: Dialect) -> Vec<String> {
         "\nALTER TABLE dispatches ADD COLUMN route_snapshot TEXT;\n".to_owned(),
         tallies(dialect),
         history_without_autoincrement(dialect),
+        typed(EVIDENCE),
     ]
 }
+
+/// Delivery evidence: what reporters said after an attempt, once per event, and on each
+/// delivery the sink's own id for it (what evidence may name) and the furthest state reported.
+const EVIDENCE: &str = "
+ALTER TABLE jobs ADD COLUMN reference TEXT;
+ALTER TABLE jobs ADD COLUMN evidence TEXT;
+CREATE INDEX jobs_reference ON jobs (reference) WHERE reference IS NOT NULL;
+CREATE TABLE evidence (
+    job_id         TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    reporter       TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    payload        {blob},
+    reported_at    {int},
+    recorded_at    {int} NOT NULL,
+    PRIMARY KEY (job_id, event_id)
+);
+CREATE INDEX evidence_transaction ON evidence (transaction_id);
+";
 
 /// SQLite's `AUTOINCREMENT` wrote `sqlite_sequence` with every history line. History lines are
 /// never deleted (a prune empties their detail), so the largest id plus one, SQLite's default,

@@ -62,15 +62,22 @@ pub(crate) mod shared {
         PRUNE_JOBS = "shared/prune_jobs.sql";
         PRUNE_HISTORY = "shared/prune_history.sql";
         PRUNE_NOTED = "shared/prune_noted.sql";
+        PRUNE_EVIDENCE = "shared/prune_evidence.sql";
+        INSERT_EVIDENCE = "shared/insert_evidence.sql";
+        EVIDENCE_FAILS_JOB = "shared/evidence_fails_job.sql";
+        EVIDENCE_ADVANCES_JOB = "shared/evidence_advances_job.sql";
+        JOB_BY_REFERENCE = "shared/job_by_reference.sql";
+        EVIDENCE_OF = "shared/evidence_of.sql";
     }
 
     /// What a prune does to one dispatch, statement by statement (parameters: the dispatch's
     /// `transaction_id` and, in some, `now`).
-    pub(crate) const PRUNE: [&str; 5] = [
+    pub(crate) const PRUNE: [&str; 6] = [
         PRUNE_DISPATCH,
         PRUNE_DOCUMENT,
         PRUNE_JOBS,
         PRUNE_HISTORY,
+        PRUNE_EVIDENCE,
         PRUNE_NOTED,
     ];
 
@@ -136,6 +143,7 @@ pub(crate) mod postgres {
         SCHEMA_VERSIONED = "postgres/schema_versioned.sql";
         SCHEMA_UNVERSIONED = "postgres/schema_unversioned.sql";
         SCHEMA_MIGRATED = "postgres/schema_migrated.sql";
+        JOB_FOR_EVIDENCE = "postgres/job_for_evidence.sql";
     }
 
     use super::without_comments as clause;

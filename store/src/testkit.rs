@@ -997,6 +997,198 @@ pub async fn announced_work_wakes_a_waiting_worker(store: Arc<dyn Store>) {
     }
 }
 
+/// Evidence is recorded once per event, only about a delivery whose attempt ended; the sink's
+/// reference finds its delivery; a late state never takes back a further one; a bounce of a
+/// delivered job fails it and queues what follows once, however many bounces arrive.
+pub async fn evidence_is_recorded_once_and_a_bounce_fails_a_delivery_once(store: Arc<dyn Store>) {
+    use crate::{EvidenceFailure, EvidenceWritten, NewEvidence};
+    use postbud_channel::EvidenceState;
+
+    let delivery = NewJob {
+        id: "dlv-contract-email".into(),
+        kind: JobKind::Deliver,
+        channel: "email".into(),
+        role: Role::Primary,
+        next_at: now_ms(),
+    };
+    let fallback = NewJob {
+        id: "dlv-contract-sms".into(),
+        kind: JobKind::Deliver,
+        channel: "sms".into(),
+        role: Role::Fallback,
+        next_at: now_ms(),
+    };
+    // Under a dispatch, as every delivery is (what the counts count).
+    submitted(&store, TX).await;
+    store
+        .enqueue_free(TX, std::slice::from_ref(&delivery))
+        .await
+        .expect("enqueue");
+    let then = [fallback.clone()];
+    let evidence = |event_id: &'static str, state: EvidenceState| NewEvidence {
+        job_id: "dlv-contract-email",
+        transaction_id: TX,
+        event_id,
+        state,
+        reporter: "mx.example (DSN)",
+        reason: "550 5.1.1 no such user",
+        payload: b"Final-Recipient: rfc822;kari@example.com\0",
+        reported_at: Some(1_700_000_000_000),
+        fails: state.is_failure().then_some(EvidenceFailure {
+            error: "bounced: 550 5.1.1 no such user",
+            then: &then,
+            then_detail: "[email] bounced; falling back to sms",
+        }),
+        detail: "[email] mx.example (DSN): 550 5.1.1 no such user",
+    };
+    let record = |event_id, state| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .record_evidence(&evidence(event_id, state))
+                .await
+                .expect("record")
+        }
+    };
+    assert_eq!(
+        record("e0", EvidenceState::Delivered).await,
+        EvidenceWritten::NotYet,
+        "queued"
+    );
+    let lease = store
+        .claim(&claim("w", Duration::from_secs(30), 10, Some(TX)))
+        .await
+        .expect("claim")
+        .into_iter()
+        .find(|l| l.job.id == delivery.id)
+        .expect("the delivery is due");
+    assert_eq!(
+        record("e0", EvidenceState::Bounced).await,
+        EvidenceWritten::NotYet,
+        "running"
+    );
+    store
+        .finish(
+            &lease,
+            Finish::DoneWith {
+                receipt: "250 queued".into(),
+                reference: "<m1@merchant.example>".into(),
+            },
+        )
+        .await
+        .expect("finish");
+    let found = store
+        .job_by_reference("email", "<m1@merchant.example>")
+        .await
+        .expect("by reference")
+        .expect("the delivery its sink named");
+    assert_eq!(found.id, delivery.id);
+    assert_eq!(found.reference.as_deref(), Some("<m1@merchant.example>"));
+    assert!(
+        store
+            .job_by_reference("sms", "<m1@merchant.example>")
+            .await
+            .expect("by reference")
+            .is_none(),
+        "another channel's reference is another delivery"
+    );
+
+    assert_eq!(
+        record("e1", EvidenceState::Delivered).await,
+        EvidenceWritten::New { failed: false }
+    );
+    assert_eq!(
+        record("e1", EvidenceState::Delivered).await,
+        EvidenceWritten::Duplicate
+    );
+    assert_eq!(
+        record("e2", EvidenceState::Delayed).await,
+        EvidenceWritten::New { failed: false }
+    );
+    let job = store.job(&delivery.id).await.expect("job").expect("there");
+    assert_eq!(
+        (job.state, job.evidence.as_deref()),
+        (JobState::Done, Some("delivered")),
+        "a late delay does not take back a delivery"
+    );
+
+    assert_eq!(
+        record("e3", EvidenceState::Bounced).await,
+        EvidenceWritten::New { failed: true }
+    );
+    assert_eq!(
+        record("e4", EvidenceState::Bounced).await,
+        EvidenceWritten::New { failed: false },
+        "a second bounce fails nothing more"
+    );
+    assert_eq!(
+        record("e3", EvidenceState::Bounced).await,
+        EvidenceWritten::Duplicate
+    );
+    let job = store.job(&delivery.id).await.expect("job").expect("there");
+    assert_eq!(
+        (
+            job.state,
+            job.evidence.as_deref(),
+            job.last_error.as_deref()
+        ),
+        (
+            JobState::Failed,
+            Some("bounced"),
+            Some("bounced: 550 5.1.1 no such user")
+        )
+    );
+    let jobs = store.jobs(TX).await.expect("jobs");
+    let queued: Vec<_> = jobs.iter().filter(|j| j.id == fallback.id).collect();
+    assert_eq!(queued.len(), 1, "{jobs:?}");
+    assert_eq!(
+        (queued[0].role, queued[0].state),
+        (Some(Role::Fallback), JobState::Queued)
+    );
+    let history = store.history(TX).await.expect("history");
+    let count = |event: &str| history.iter().filter(|h| h.event == event).count();
+    assert_eq!(
+        (
+            count("evidence: delivered"),
+            count("evidence: delayed"),
+            count("evidence: bounced"),
+            count("fallback")
+        ),
+        (1, 1, 2, 1),
+        "{history:?}"
+    );
+    let recorded = store.evidence(TX).await.expect("evidence");
+    let events: Vec<(&str, &str)> = recorded
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.state.as_str()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("e1", "delivered"),
+            ("e2", "delayed"),
+            ("e3", "bounced"),
+            ("e4", "bounced")
+        ]
+    );
+    assert_eq!(
+        recorded[0].payload.as_deref(),
+        Some(&b"Final-Recipient: rfc822;kari@example.com\0"[..]),
+        "the raw event is kept as it came"
+    );
+    assert_eq!(recorded[0].reported_at, Some(1_700_000_000_000));
+
+    let unknown = NewEvidence {
+        job_id: "dlv-nobody-made",
+        ..evidence("e5", EvidenceState::Bounced)
+    };
+    assert_eq!(
+        store.record_evidence(&unknown).await.expect("record"),
+        EvidenceWritten::NoJob
+    );
+    assert_counts_agree(&store, "after a bounce failed a delivery").await;
+}
+
 /// A case running on a store.
 pub type CaseRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -1045,6 +1237,7 @@ cases!(
     an_accepted_void_queues_its_confirmation_once,
     persistent_values_are_set_once_unless_replaced,
     announced_work_wakes_a_waiting_worker,
+    evidence_is_recorded_once_and_a_bounce_fails_a_delivery_once,
 );
 
 /// Runs every case of the contract, each on a fresh store `open` makes for it (given the

@@ -342,6 +342,12 @@ impl SftpChannel {
 
 #[async_trait::async_trait]
 impl Channel for SftpChannel {
+    fn evidence(&self) -> postbud_channel::EvidenceOffer {
+        postbud_channel::EvidenceOffer::new(
+            "the files are on the SFTP server under their final names, each file's size read back equal to what was sent; whether the ERP picked them up, nothing reports",
+        )
+    }
+
     async fn deliver(
         &self,
         invoice: &Invoice,

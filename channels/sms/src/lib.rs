@@ -20,6 +20,7 @@
 
 pub mod number;
 pub mod providers;
+pub mod reports;
 pub mod segments;
 pub mod text;
 
@@ -28,13 +29,14 @@ use std::{fmt, time::Duration};
 use minijinja::context;
 use postbud_channel::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Evidence, EvidenceOffer,
-    EvidenceState, InboundReport, Invoice, Receipt, format,
+    InboundReport, Invoice, Receipt, format,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use self::{
     providers::{HttpPreset, Outgoing, Provider},
+    reports::ReportKeys,
     text::Texts,
 };
 
@@ -132,6 +134,21 @@ struct SmsConfig {
     /// `provider = "http"`: the gateway's request, described instead of credentials.
     #[serde(default)]
     http: Option<HttpPreset>,
+    /// Delivery reports: Sinch's callback secret (reports must then carry
+    /// `X-Sinch-Webhook-Signature`); Twilio's SharedKey secret (for callbacks signed with a
+    /// SharedKey); LINK Mobility's token in the gate's report URL (`?token=`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    webhook_secret: Option<SecretString>,
+    /// Vonage: the signature secret of signed webhooks; delivery receipts must then carry a
+    /// valid `sig`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    signature_secret: Option<SecretString>,
+    /// Vonage: the dashboard's signature method, `md5hash` (Vonage's default), `md5`, `sha1`,
+    /// `sha256` or `sha512` (HMAC).
+    #[serde(default)]
+    signature_method: reports::vonage::Method,
 }
 
 fn norway() -> String {
@@ -157,6 +174,7 @@ pub struct SmsChannel {
     merchant_name: Option<String>,
     texts: Texts,
     http: reqwest::Client,
+    report_keys: ReportKeys,
 }
 
 impl fmt::Debug for SmsChannel {
@@ -303,6 +321,11 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         merchant_name: c.merchant_name,
         texts,
         http,
+        report_keys: ReportKeys {
+            webhook_secret: c.webhook_secret,
+            signature_secret: c.signature_secret,
+            signature_method: c.signature_method,
+        },
     }))
 }
 
@@ -393,13 +416,17 @@ impl SmsChannel {
         let body =
             postbud_channel::http::read_prefix(response, postbud_channel::http::ANSWER_LIMIT).await;
         let id = self.provider.read(status, retry_after, &body)?;
-        Ok(Receipt::new(format!(
+        let receipt = Receipt::new(format!(
             "{} accepted for {to} ({} segment(s), {:?})",
             self.provider.name(),
             counted.count,
             counted.encoding
-        ))
-        .with_reference(id))
+        ));
+        // The provider's id correlates its reports; a gateway configured without one has none.
+        Ok(match id {
+            Some(id) => receipt.with_reference(id),
+            None => receipt,
+        })
     }
 }
 
@@ -426,11 +453,10 @@ impl Channel for SmsChannel {
     }
 
     fn evidence(&self) -> EvidenceOffer {
-        EvidenceOffer::new("the provider accepted the message")
-            .later([EvidenceState::Delivered, EvidenceState::Bounced])
+        self.provider.evidence()
     }
 
     async fn report(&self, report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
-        self.provider.report(report)
+        self.provider.report(&self.report_keys, report)
     }
 }

@@ -3,9 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
-use hmac::{Hmac, Mac};
-use postbud_channel::{ChannelError, Correlation, Evidence, EvidenceState, InboundReport};
+use postbud_channel::ChannelError;
 use reqwest::{RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -249,7 +247,7 @@ impl Provider {
         status: StatusCode,
         retry_after: Option<Duration>,
         body: &[u8],
-    ) -> Result<String, ChannelError> {
+    ) -> Result<Option<String>, ChannelError> {
         self.read_answer(status, retry_after, body).map_err(|e| {
             if e.kind() == ErrorKind::Unauthorized {
                 e.with_config_key(self.credential_key())
@@ -276,7 +274,7 @@ impl Provider {
         status: StatusCode,
         retry_after: Option<Duration>,
         body: &[u8],
-    ) -> Result<String, ChannelError> {
+    ) -> Result<Option<String>, ChannelError> {
         let text = String::from_utf8_lossy(body);
         let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let said = |what: &str| format!("{} answered HTTP {status}: {what}", self.name());
@@ -286,7 +284,8 @@ impl Provider {
                     return json["sid"]
                         .as_str()
                         .map(str::to_owned)
-                        .ok_or_else(|| ChannelError::temporary(said("no sid in the answer")));
+                        .ok_or_else(|| ChannelError::temporary(said("no sid in the answer")))
+                        .map(Some);
                 }
                 let code = json["code"].as_i64().unwrap_or_default();
                 let detail = said(&format!(
@@ -311,7 +310,8 @@ impl Provider {
                     Some("0") => message["message-id"]
                         .as_str()
                         .map(str::to_owned)
-                        .ok_or_else(|| ChannelError::temporary(said("no message-id"))),
+                        .ok_or_else(|| ChannelError::temporary(said("no message-id")))
+                        .map(Some),
                     // 1 throttled, 5 internal error: Vonage's own advice is to retry.
                     Some(code @ ("1" | "5")) => Err(ChannelError::temporary(said(&format!(
                         "status {code}: {}",
@@ -335,7 +335,8 @@ impl Provider {
                 true => json["id"]
                     .as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| ChannelError::temporary(said("no batch id"))),
+                    .ok_or_else(|| ChannelError::temporary(said("no batch id")))
+                    .map(Some),
                 false => Err(by_status(
                     status,
                     retry_after,
@@ -350,7 +351,8 @@ impl Provider {
                 true => json["messageId"]
                     .as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| ChannelError::temporary(said("no messageId"))),
+                    .ok_or_else(|| ChannelError::temporary(said("no messageId")))
+                    .map(Some),
                 false => Err(by_status(
                     status,
                     retry_after,
@@ -365,7 +367,8 @@ impl Provider {
                 true => json["id"]
                     .as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| ChannelError::temporary(said("no id"))),
+                    .ok_or_else(|| ChannelError::temporary(said("no id")))
+                    .map(Some),
                 // 46elks answers 403 for a request it will not send (an invalid number), 401
                 // for credentials.
                 false if status == StatusCode::FORBIDDEN => {
@@ -389,160 +392,29 @@ impl Provider {
         }
     }
 
+    /// What an attempt's success means, and the states the provider's reports may give later.
+    pub fn evidence(&self) -> postbud_channel::EvidenceOffer {
+        use postbud_channel::EvidenceState::*;
+        let later: &[postbud_channel::EvidenceState] = match self {
+            Self::Twilio { .. } => &[Delivered, Opened, Bounced, Rejected],
+            Self::Sinch { .. } => &[Delivered, Bounced, Rejected],
+            Self::Vonage { .. } | Self::LinkMobility { .. } => {
+                &[Delayed, Delivered, Bounced, Rejected]
+            }
+            Self::Elks { .. } => &[Delivered, Bounced],
+            Self::Http(_) => &[Delivered, Bounced, Rejected],
+        };
+        postbud_channel::EvidenceOffer::new(format!(
+            "{} accepted the message (the operator's delivery report comes later)",
+            self.name()
+        ))
+        .later(later.iter().copied())
+    }
+
     /// Whether the gateway cannot carry characters outside the BMP (4-byte UTF-8).
     pub fn bmp_only(&self) -> bool {
         matches!(self, Self::LinkMobility { .. })
     }
-
-    /// Verifies and reads a delivery report: Twilio's by its signature, every other provider's
-    /// only on the report URL Postbud signed for the delivery.
-    pub fn report(&self, report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
-        let delivery_id = report.query("delivery").ok_or_else(|| {
-            ChannelError::invalid_input("the report URL has no `delivery` parameter")
-        })?;
-        if !matches!(self, Self::Twilio { .. })
-            && report.signed_for.as_deref() != Some(&delivery_id)
-        {
-            return Err(ChannelError::unauthorized(
-                "this provider does not sign its reports: only the report URL Postbud signed for the delivery is taken",
-            ));
-        }
-        let form: BTreeMap<String, String> = url::form_urlencoded::parse(&report.body)
-            .into_owned()
-            .collect();
-        let json: Value = serde_json::from_slice(&report.body).unwrap_or(Value::Null);
-        let (status, detail) = match self {
-            Self::Twilio { auth_token, .. } => {
-                verify_twilio(
-                    auth_token.expose_secret(),
-                    &report.url,
-                    &form,
-                    report.header("x-twilio-signature"),
-                )?;
-                let status = form.get("MessageStatus").cloned().unwrap_or_default();
-                let detail = format!(
-                    "MessageStatus={status} MessageSid={} ErrorCode={}",
-                    form.get("MessageSid").map(String::as_str).unwrap_or("-"),
-                    form.get("ErrorCode").map(String::as_str).unwrap_or("-")
-                );
-                (status, detail)
-            }
-            Self::Vonage { .. } => {
-                let status = json["status"]
-                    .as_str()
-                    .or(form.get("status").map(String::as_str))
-                    .unwrap_or_default()
-                    .to_owned();
-                (
-                    status.clone(),
-                    format!(
-                        "status={status} messageId={}",
-                        json["messageId"].as_str().unwrap_or("-")
-                    ),
-                )
-            }
-            Self::Sinch { .. } => {
-                let status = json["status"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                (
-                    status.clone(),
-                    format!(
-                        "status={status} batch_id={}",
-                        json["batch_id"].as_str().unwrap_or("-")
-                    ),
-                )
-            }
-            Self::LinkMobility { .. } => {
-                let code = json["resultCode"].as_i64().unwrap_or_default();
-                // [inferred] LINK's result code 1001 is "delivered"; 1005 is "queued".
-                let status = match code {
-                    1001 => "delivered",
-                    1005 => "queued",
-                    _ => "failed",
-                };
-                (
-                    status.to_owned(),
-                    format!(
-                        "resultCode={code} {}",
-                        json["description"].as_str().unwrap_or_default()
-                    ),
-                )
-            }
-            Self::Elks { .. } => {
-                let status = form.get("status").cloned().unwrap_or_default();
-                (
-                    status.clone(),
-                    format!(
-                        "status={status} id={}",
-                        form.get("id").map(String::as_str).unwrap_or("-")
-                    ),
-                )
-            }
-            Self::Http(_) => {
-                let status = json["status"]
-                    .as_str()
-                    .or(form.get("status").map(String::as_str))
-                    .unwrap_or_default()
-                    .to_ascii_lowercase();
-                (status.clone(), format!("status={status}"))
-            }
-        };
-        let state = match status.as_str() {
-            "delivered" => EvidenceState::Delivered,
-            "undelivered" | "failed" | "rejected" | "expired" => EvidenceState::Bounced,
-            _ => EvidenceState::Accepted,
-        };
-        Ok(vec![
-            Evidence::new(
-                Correlation::Delivery(delivery_id),
-                state,
-                self.name(),
-                Evidence::digest_id(&report.body),
-            )
-            .with_reason(detail)
-            .with_payload(report.body.clone()),
-        ])
-    }
-}
-
-/// `X-Twilio-Signature`: base64 HMAC-SHA1 of the full URL followed by each POST parameter's name
-/// and value, sorted by name, keyed with the auth token.
-pub fn twilio_signature(auth_token: &str, url: &str, params: &BTreeMap<String, String>) -> String {
-    let mut mac =
-        Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()).expect("any key length");
-    mac.update(url.as_bytes());
-    for (name, value) in params {
-        mac.update(name.as_bytes());
-        mac.update(value.as_bytes());
-    }
-    STANDARD.encode(mac.finalize().into_bytes())
-}
-
-fn verify_twilio(
-    auth_token: &str,
-    url: &str,
-    params: &BTreeMap<String, String>,
-    header: Option<&str>,
-) -> Result<(), ChannelError> {
-    let header =
-        header.ok_or_else(|| ChannelError::unauthorized("X-Twilio-Signature is missing"))?;
-    let given = STANDARD
-        .decode(header)
-        .map_err(|_| ChannelError::unauthorized("X-Twilio-Signature is not base64"))?;
-    let mut mac =
-        Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()).expect("any key length");
-    mac.update(url.as_bytes());
-    for (name, value) in params {
-        mac.update(name.as_bytes());
-        mac.update(value.as_bytes());
-    }
-    mac.verify_slice(&given).map_err(|_| {
-        ChannelError::unauthorized(
-            "X-Twilio-Signature does not match (is server.public_url the URL Twilio calls?)",
-        )
-    })
 }
 
 impl HttpPreset {
@@ -609,7 +481,7 @@ impl HttpPreset {
         retry_after: Option<Duration>,
         json: &Value,
         text: &str,
-    ) -> Result<String, ChannelError> {
+    ) -> Result<Option<String>, ChannelError> {
         if !status.is_success() {
             return Err(by_status(
                 status,
@@ -638,7 +510,6 @@ impl HttpPreset {
                 v.as_str()
                     .map(str::to_owned)
                     .unwrap_or_else(|| v.to_string())
-            })
-            .unwrap_or_else(|| "(no id)".into()))
+            }))
     }
 }

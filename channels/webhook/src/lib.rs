@@ -241,6 +241,12 @@ impl WebhookChannel {
 
 #[async_trait::async_trait]
 impl Channel for WebhookChannel {
+    fn evidence(&self) -> postbud_channel::EvidenceOffer {
+        postbud_channel::EvidenceOffer::new(
+            "the receiver answered 2xx to the signed request (its status and the start of its body are the receipt)",
+        )
+    }
+
     async fn deliver(
         &self,
         invoice: &Invoice,

@@ -8,7 +8,7 @@ use crate::{
     config::Route,
     dintero::DinteroApi,
     links::LinkSigner,
-    store::{Finish, HistoryLine, JobKind, Lease, NewJob, Role, Store, StoreError},
+    store::{Finish, HistoryLine, Job, JobKind, Lease, NewJob, Role, Store, StoreError},
 };
 use postbud_channel::ids;
 use postbud_channel::{DeliveryContext, Invoice};
@@ -193,10 +193,14 @@ impl DeliveryJob {
         };
         // Where a channel's error is classified for the retry policy and recorded.
         let finish = match result {
-            Ok(receipt) => Finish::Done(match receipt.reference {
-                Some(reference) => format!("{} (ref {reference})", receipt.detail),
-                None => receipt.detail,
-            }),
+            Ok(receipt) => match receipt.reference {
+                // Kept apart too: evidence that names only the sink's id finds the delivery.
+                Some(reference) => Finish::DoneWith {
+                    receipt: format!("{} (ref {reference})", receipt.detail),
+                    reference,
+                },
+                None => Finish::Done(receipt.detail),
+            },
             Err(error) => {
                 // Credentials the sink refused are the deployment's to fix, not the invoice's:
                 // no retries burnt, no fallback (the fix and `postbud retry` deliver it once).
@@ -228,16 +232,42 @@ impl DeliveryJob {
         lease: &Lease,
         finish: Finish,
     ) -> Result<Finish, StoreError> {
-        let job = &lease.job;
         let gave_up = matches!(finish, Finish::Failed(_) | Finish::Dead(_));
-        if !gave_up || job.kind != JobKind::Deliver || job.role != Some(Role::Primary) {
+        if !gave_up {
             return Ok(finish);
+        }
+        let job = &lease.job;
+        let Some((jobs, detail)) = self.fallback_of(job, "failed for good").await? else {
+            return Ok(finish);
+        };
+        self.store.enqueue(lease, &jobs).await?;
+        self.store
+            .record(&HistoryLine {
+                transaction_id: &job.transaction_id,
+                job_id: Some(&job.id),
+                event: "fallback",
+                detail: &detail,
+            })
+            .await?;
+        Ok(finish)
+    }
+
+    /// The deliveries the route's fallback makes once `job`, a primary delivery, has failed
+    /// (`why`, for the history line that says so); `None` for any other job, or a route
+    /// without a fallback. Their ids are deterministic: queued twice, they are one delivery.
+    pub(crate) async fn fallback_of(
+        &self,
+        job: &Job,
+        why: &str,
+    ) -> Result<Option<(Vec<NewJob>, String)>, StoreError> {
+        if job.kind != JobKind::Deliver || job.role != Some(Role::Primary) {
+            return Ok(None);
         }
         let route = self.route_of(&job.transaction_id).await?;
         let Some(route) = route.filter(|r| !r.fallback.is_empty()) else {
-            return Ok(finish);
+            return Ok(None);
         };
-        let jobs: Vec<NewJob> = route
+        let jobs = route
             .fallback
             .iter()
             .map(|channel| NewJob {
@@ -248,21 +278,12 @@ impl DeliveryJob {
                 next_at: self.store.now(),
             })
             .collect();
-        self.store.enqueue(lease, &jobs).await?;
         let detail = format!(
-            "[{}] failed for good; falling back to {}",
+            "[{}] {why}; falling back to {}",
             job.channel.as_deref().unwrap_or(""),
             route.fallback.join(", ")
         );
-        self.store
-            .record(&HistoryLine {
-                transaction_id: &job.transaction_id,
-                job_id: Some(&job.id),
-                event: "fallback",
-                detail: &detail,
-            })
-            .await?;
-        Ok(finish)
+        Ok(Some((jobs, detail)))
     }
 }
 

@@ -125,6 +125,16 @@ impl Engine {
         self
     }
 
+    /// The deliveries the route's fallback makes once the primary delivery `job` failed
+    /// (`why`), with the history line that says so; `None` when it makes none.
+    pub(crate) async fn fallback_of(
+        &self,
+        job: &crate::store::Job,
+        why: &str,
+    ) -> Result<Option<(Vec<crate::store::NewJob>, String)>, StoreError> {
+        self.runner.jobs().delivery.fallback_of(job, why).await
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         self.runner.store()

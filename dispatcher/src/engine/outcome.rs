@@ -68,6 +68,9 @@ impl fmt::Display for Outcome {
                 job.state,
                 job.attempts
             )?;
+            if let Some(evidence) = &job.evidence {
+                write!(f, "  [{evidence}]")?;
+            }
             match job.state {
                 JobState::Done => write!(f, "  {}", job.receipt.as_deref().unwrap_or(""))?,
                 JobState::Queued => write!(

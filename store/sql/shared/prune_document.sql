@@ -1,2 +1,2 @@
--- Prune, 2 of 5: the PDF.
+-- Prune, 2 of 6: the PDF.
 DELETE FROM documents WHERE transaction_id = :transaction_id

@@ -1,2 +1,2 @@
--- Prune, 4 of 5: the details of the history.
+-- Prune, 4 of 6: the details of the history.
 UPDATE history SET detail = '' WHERE transaction_id = :transaction_id

@@ -11,8 +11,8 @@ use self::db::Db;
 
 use super::{
     AcceptedVoid, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs, DispatchPatch,
-    DispatchQuery, Finish, HistoryEntry, HistoryLine, Job, Lease, Millis, NewJob, Stage, Store,
-    StoreError, StoreErrorKind, VoidEffect,
+    DispatchQuery, EvidenceEntry, EvidenceWritten, Finish, HistoryEntry, HistoryLine, Job, Lease,
+    Millis, NewEvidence, NewJob, Stage, Store, StoreError, StoreErrorKind, VoidEffect,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
     now_ms,
     schema::{Dialect, migrations},
@@ -89,6 +89,9 @@ impl Columns for Row<'_> {
         Ok(self.get(column)?)
     }
     fn int_opt(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(column)?)
+    }
+    fn blob_opt(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.get(column)?)
     }
 }
@@ -184,6 +187,7 @@ fn finish_in(conn: &Connection, lease: &Lease, plan: &FinishPlan) -> Result<(), 
             ":next_at": plan.next_at,
             ":error": plan.error,
             ":receipt": plan.receipt,
+            ":reference": plan.reference,
             ":attempt_delta": plan.attempt_delta,
             ":now": now_ms(),
             ":job_id": lease.job.id,
@@ -414,6 +418,84 @@ fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Resu
         }
     }
     Ok(())
+}
+
+/// [`Store::record_evidence`] in the writer's transaction.
+fn record_evidence(
+    conn: &Connection,
+    e: &kernel::OwnedEvidence,
+) -> Result<EvidenceWritten, StoreError> {
+    let state = row(conn, shared::JOB, named_params! {":id": e.job_id}, |r| {
+        Ok(r.get::<_, String>("state")?)
+    })?;
+    let Some(state) = state else {
+        return Ok(EvidenceWritten::NoJob);
+    };
+    if state == "queued" || state == "running" {
+        return Ok(EvidenceWritten::NotYet);
+    }
+    let now = now_ms();
+    let inserted = exec(
+        conn,
+        shared::INSERT_EVIDENCE,
+        named_params! {
+            ":job_id": e.job_id,
+            ":event_id": e.event_id,
+            ":transaction_id": e.transaction_id,
+            ":state": e.state.as_str(),
+            ":reporter": e.reporter,
+            ":reason": e.reason,
+            ":payload": e.payload,
+            ":reported_at": e.reported_at,
+            ":now": now,
+        },
+    )?;
+    if inserted == 0 {
+        return Ok(EvidenceWritten::Duplicate);
+    }
+    history(
+        conn,
+        &e.transaction_id,
+        Some(&e.job_id),
+        &e.event,
+        &e.detail,
+    )?;
+    if let Some(fails) = &e.fails {
+        let failed = exec(
+            conn,
+            shared::EVIDENCE_FAILS_JOB,
+            named_params! {
+                ":error": fails.error,
+                ":state": e.state.as_str(),
+                ":now": now,
+                ":job_id": e.job_id,
+            },
+        )? == 1;
+        if failed {
+            insert_jobs(conn, &e.transaction_id, &fails.then)?;
+            if !fails.then.is_empty() {
+                history(
+                    conn,
+                    &e.transaction_id,
+                    Some(&e.job_id),
+                    "fallback",
+                    &fails.then_detail,
+                )?;
+            }
+            return Ok(EvidenceWritten::New { failed: true });
+        }
+    }
+    exec(
+        conn,
+        shared::EVIDENCE_ADVANCES_JOB,
+        named_params! {
+            ":state": e.state.as_str(),
+            ":rank": kernel::evidence_rank(e.state),
+            ":now": now,
+            ":job_id": e.job_id,
+        },
+    )?;
+    Ok(EvidenceWritten::New { failed: false })
 }
 
 fn document(conn: &Connection, transaction_id: &str) -> Result<Option<Pdf>, StoreError> {
@@ -802,6 +884,48 @@ impl Store for SqliteStore {
         let (event, detail) = (line.event.to_owned(), line.detail.to_owned());
         self.db
             .write(move |conn| history(conn, &transaction_id, job_id.as_deref(), &event, &detail))
+            .await
+    }
+
+    async fn record_evidence(
+        &self,
+        evidence: &NewEvidence<'_>,
+    ) -> Result<EvidenceWritten, StoreError> {
+        let evidence = kernel::OwnedEvidence::of(evidence);
+        self.db
+            .write(move |conn| record_evidence(conn, &evidence))
+            .await
+    }
+
+    async fn job_by_reference(
+        &self,
+        channel: &str,
+        reference: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let (channel, reference) = (channel.to_owned(), reference.to_owned());
+        self.db
+            .read(move |conn| {
+                row(
+                    conn,
+                    shared::JOB_BY_REFERENCE,
+                    named_params! {":reference": reference, ":channel": channel},
+                    |r| job_from(r),
+                )
+            })
+            .await
+    }
+
+    async fn evidence(&self, transaction_id: &str) -> Result<Vec<EvidenceEntry>, StoreError> {
+        let transaction_id = transaction_id.to_owned();
+        self.db
+            .read(move |conn| {
+                rows(
+                    conn,
+                    shared::EVIDENCE_OF,
+                    named_params! {":transaction_id": transaction_id},
+                    |r| kernel::evidence_from(r),
+                )
+            })
             .await
     }
 
