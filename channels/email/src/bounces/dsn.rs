@@ -57,7 +57,7 @@ impl Reader {
             .and_then(|d| jiff::Timestamp::from_second(d.to_timestamp()).ok());
         let payload = Bytes::copy_from_slice(&raw[..raw.len().min(MAX_PAYLOAD)]);
         let pieces = match delivery_status(&message) {
-            Some(status) => self.standard(&message, &status),
+            Some(status) => self.standard(&message, status),
             None => self.non_standard(&message),
         };
         let several = pieces.len() > 1;
@@ -195,7 +195,7 @@ impl Reader {
         }
         let text = report_text(message);
         let (state, reason) = match status_line(&text) {
-            Some((class, line)) if class == '5' => (EvidenceState::Bounced, line),
+            Some(('5', line)) => (EvidenceState::Bounced, line),
             Some((_, line)) => (EvidenceState::Delayed, line),
             None if clearly_a_bounce => (
                 EvidenceState::Bounced,
