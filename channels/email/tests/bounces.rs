@@ -119,6 +119,17 @@ async fn app(
     smtp_url: &str,
     dovecot: &Dovecot,
 ) -> Arc<App> {
+    let routes = "[[routes]]\ndeliver = [\"mail\"]\n";
+    app_with_routes(sandbox, dir, smtp_url, dovecot, routes).await
+}
+
+async fn app_with_routes(
+    sandbox: &Sandbox,
+    dir: &std::path::Path,
+    smtp_url: &str,
+    dovecot: &Dovecot,
+    routes: &str,
+) -> Arc<App> {
     let toml = format!(
         r#"
 {dintero}
@@ -142,8 +153,11 @@ ca_file = "{ca}"
 return_path = "bounces@merchant.example"
 poll_interval = "1s"
 
-[[routes]]
-deliver = ["mail"]
+[channels.letter]
+kind = "folder"
+path = "{dir}/letters"
+
+{routes}
 "#,
         dintero = sandbox.dintero_toml(),
         dir = dir.display(),
@@ -527,4 +541,126 @@ from = "Merchant AS <faktura@merchant.example>"
         assert!(error.contains(key) && error.contains(expected), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }
+}
+
+/// The job `job_id` of the transaction `id`, as the records show it.
+async fn job_of(app: &App, id: &str, job_id: &str) -> Option<postbud::Job> {
+    app.records()
+        .jobs(id)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .find(|j| j.id == job_id)
+}
+
+/// What `postbud serve` does: the app runs the channel's bounce mailbox itself. The DSN fails
+/// the delivered invoice with the receiving server's diagnostic, the route's fallback delivers
+/// once, the DSN is marked, and a restart reads nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_reads_the_dsn_fails_the_delivery_and_the_fallback_delivers_once() {
+    let test = "the_app_reads_the_dsn_fails_the_delivery_and_the_fallback_delivers_once";
+    let Some(dovecot) = Dovecot::start_or_skip(test) else {
+        return;
+    };
+    let Some(postfix) = Postfix::start_or_skip(test, &dovecot) else {
+        return;
+    };
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("dir");
+    let app = app_with_routes(
+        &sandbox,
+        dir.path(),
+        &postfix.smtp_url(),
+        &dovecot,
+        "[[routes]]\ndeliver = [\"mail\"]\nfallback = [\"letter\"]\n",
+    )
+    .await;
+    let id = sandbox.seed(Seed {
+        billing_address: Some(billing("kari@gone.example")),
+        ..Seed::default()
+    });
+    let delivery = postbud::ids::delivery_id(&id, "mail");
+    let letter = postbud::ids::delivery_id(&id, "letter");
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert!(
+        job_of(&app, &id, &letter).await.is_none(),
+        "no fallback while the email counts as delivered"
+    );
+    wait_for(
+        "the DSN in the bounce mailbox",
+        || !dovecot.messages().is_empty(),
+        || postfix.log(),
+    )
+    .await;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sources = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { app.run_evidence_sources(stopped).await }
+    });
+    wait_for(
+        "the DSN read and marked",
+        || {
+            dovecot
+                .messages()
+                .first()
+                .is_some_and(|m| has(m, "$PostbudRead") && has(m, "\\Seen"))
+        },
+        || dovecot.log(),
+    )
+    .await;
+    let job = job_of(&app, &id, &delivery).await.expect("there");
+    assert_eq!(job.state, postbud::JobState::Failed, "{job:?}");
+    assert_eq!(job.evidence.as_deref(), Some("bounced"));
+    let error = job.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("550 5.1.1")
+            && error.contains("User doesn't exist")
+            && error.contains("mx.postbud.test"),
+        "the receiving server's diagnostic, and who reported it: {error}"
+    );
+    let queued = job_of(&app, &id, &letter)
+        .await
+        .expect("the fallback is queued");
+    assert_eq!(queued.state, postbud::JobState::Queued);
+    let outcome = app.deliver_now(&id).await.expect("the fallback runs");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let letters = std::fs::read_dir(dir.path().join("letters"))
+        .expect("the letter folder")
+        .count();
+    assert!(letters >= 1, "the fallback wrote the invoice");
+
+    // Restarted: a marker behind the DSN shows the new pass is over; nothing was read twice.
+    let _ = stop.send(true);
+    sources.await.expect("stopped");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sources = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { app.run_evidence_sources(stopped).await }
+    });
+    dovecot
+        .deliver(b"From: someone@customer.example\r\nTo: bounces@merchant.example\r\nSubject: hello\r\nMessage-ID: <marker3@customer.example>\r\n\r\nNot a bounce.\r\n")
+        .expect("marker");
+    wait_for(
+        "the marker passed by",
+        || {
+            dovecot
+                .messages()
+                .get(1)
+                .is_some_and(|m| has(m, "$PostbudRead"))
+        },
+        || dovecot.log(),
+    )
+    .await;
+    let _ = stop.send(true);
+    sources.await.expect("stopped");
+    let history = app.history(&id).await.expect("history");
+    let count = |event: &str| history.iter().filter(|h| h.event == event).count();
+    assert_eq!(count("evidence: bounced"), 1, "{history:?}");
+    assert_eq!(count("fallback"), 1, "{history:?}");
+    assert_eq!(
+        app.records().evidence(&id).await.expect("evidence").len(),
+        1
+    );
 }
