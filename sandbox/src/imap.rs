@@ -65,6 +65,11 @@ fn find(candidates: &[&'static str]) -> Option<&'static str> {
 impl Dovecot {
     /// Starts Dovecot, or says why it cannot.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(true)
+    }
+
+    /// Starts Dovecot offering IDLE (RFC 2177) or not: a server without it makes a client poll.
+    pub fn start_with(idle: bool) -> Result<Self, String> {
         let dovecot = find(&["/usr/sbin/dovecot", "/usr/bin/dovecot"])
             .ok_or("dovecot not found (apt-get install dovecot-imapd dovecot-lmtpd)")?;
         find(&["/usr/lib/dovecot/lmtp", "/usr/libexec/dovecot/lmtp"])
@@ -112,6 +117,11 @@ impl Dovecot {
         )
         .map_err(|e| e.to_string())?;
         let (imap_port, imaps_port, lmtp_port) = (free_port()?, free_port()?, free_port()?);
+        let capabilities = if idle {
+            ""
+        } else {
+            "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ UIDPLUS UNSELECT NAMESPACE\n"
+        };
         let config = format!(
             r#"base_dir = {d}/run
 state_dir = {d}/state
@@ -127,7 +137,7 @@ first_valid_uid = 1
 mail_location = maildir:~/Maildir
 recipient_delimiter = +
 lmtp_save_to_detail_mailbox = no
-passdb {{
+{capabilities}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%n {d}/passwd
 }}
@@ -186,7 +196,13 @@ service stats {{
     /// [`Dovecot::start`], or `None` after printing why the test is skipped; a failure under
     /// `POSTBUD_REQUIRE_SERVICES=1`.
     pub fn start_or_skip(test: &str) -> Option<Self> {
-        match Self::start() {
+        Self::start_or_skip_with(test, true)
+    }
+
+    /// [`Dovecot::start_with`], or `None` after printing why the test is skipped; a failure
+    /// under `POSTBUD_REQUIRE_SERVICES=1`.
+    pub fn start_or_skip_with(test: &str, idle: bool) -> Option<Self> {
+        match Self::start_with(idle) {
             Ok(dovecot) => Some(dovecot),
             Err(why) if std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() == Ok("1") => {
                 panic!(

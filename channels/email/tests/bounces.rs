@@ -664,3 +664,93 @@ async fn the_app_reads_the_dsn_fails_the_delivery_and_the_fallback_delivers_once
         1
     );
 }
+
+/// A server without IDLE is polled every `poll_interval`: mail that arrives while the source runs
+/// is read. Hostile messages (huge, control characters, no headers) are passed by, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idle_the_mailbox_is_polled_and_hostile_messages_are_passed_by() {
+    let test = "without_idle_the_mailbox_is_polled_and_hostile_messages_are_passed_by";
+    let Some(dovecot) = Dovecot::start_or_skip_with(test, false) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        r#"
+[store]
+url = "sqlite://{dir}/postbud.db"
+
+[channels.mail]
+kind = "email"
+smtp_url = "smtp://127.0.0.1:9"
+from = "Merchant AS <faktura@merchant.example>"
+
+[channels.mail.bounces]
+imap_url = "{imap}"
+ca_file = "{ca}"
+return_path = "bounces@merchant.example"
+poll_interval = "1s"
+"#,
+        dir = dir.path().display(),
+        imap = dovecot.imaps_url(),
+        ca = dovecot.ca_file().display(),
+    );
+    let settings = Settings::from_toml(&toml).expect("settings");
+    let mut registry = postbud::Registry::discover().expect("registry");
+    postbud_email::register(&mut registry).expect("no duplicate");
+    let channel = registry
+        .build_all(&settings)
+        .expect("channels")
+        .remove("mail")
+        .expect("mail");
+    let sink = Recording::new(None, Answer::Engine);
+    let (stop, task) = run_source(&channel, Arc::clone(&sink));
+
+    let mut huge = EXIM_FAILED.as_bytes().to_vec();
+    huge.extend(std::iter::repeat_n(b'A', 3 * 1024 * 1024));
+    // The first pass: the mailbox is read once, with one message in it.
+    dovecot
+        .deliver(b"\x00\x01\x1b[31m not a message at all \x07")
+        .expect("deliver");
+    wait_for(
+        "the first pass",
+        || {
+            dovecot
+                .messages()
+                .first()
+                .is_some_and(|m| has(m, "$PostbudRead"))
+        },
+        || dovecot.log(),
+    )
+    .await;
+    // Then more arrives, which only a later poll can find.
+    for raw in [
+        b"Subject: \x1b]0;evil\x07\r\nTo: bounces+dlv-\x1b[31m@merchant.example\r\n\r\n550 5.1.1\r\n"
+            .to_vec(),
+        huge,
+        EXIM_FAILED.as_bytes().to_vec(),
+    ] {
+        dovecot.deliver(&raw).expect("deliver");
+    }
+    wait_for(
+        "every message read while the source ran",
+        || {
+            let messages = dovecot.messages();
+            messages.len() == 4 && messages.iter().all(|m| has(m, "$PostbudRead"))
+        },
+        || format!("{:?} {:?}", dovecot.messages(), sink.seen()),
+    )
+    .await;
+    let seen = sink.seen();
+    // The huge one is the Exim bounce with junk after it: read within the bound, as the last.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (evidence, recorded) in &seen {
+        assert_eq!(evidence.about, Correlation::Delivery(EXIM_ID.into()));
+        assert!(evidence.payload.len() <= 64 * 1024);
+        assert!(matches!(recorded, Recorded::Unknown(_)));
+    }
+    let messages = dovecot.messages();
+    assert!(!has(&messages[0], "\\Seen") && !has(&messages[1], "\\Seen"));
+    assert!(has(&messages[2], "\\Seen") && has(&messages[3], "\\Seen"));
+    let _ = stop.send(());
+    assert!(task.await.expect("joined").is_ok());
+}
