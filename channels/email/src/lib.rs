@@ -228,11 +228,7 @@ impl Channel for EmailChannel {
     }
 
     fn evidence_source(&self) -> Option<Arc<dyn EvidenceSource>> {
-        let bounces = self.bounces.as_ref()?;
-        Some(Arc::new(bounces::imap::BounceMailbox::new(
-            bounces.clone(),
-            self.message.bcc_addresses(),
-        )))
+        Some(Arc::new(self.bounce_mailbox()?))
     }
 
     async fn cancel(
@@ -245,16 +241,32 @@ impl Channel for EmailChannel {
 
     async fn check(&self) -> Result<String, ChannelError> {
         // Connecting runs EHLO, STARTTLS (or TLS) and AUTH; NOOP then proves the session works.
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(format!(
+        let smtp = match self.transport.test_connection().await {
+            Ok(true) => format!(
                 "connected with {}; the session (and the login, when configured) was accepted",
                 self.security
-            )),
-            Ok(false) => Err(ChannelError::temporary(
-                "connected, but the server did not answer NOOP",
-            )),
-            Err(e) => Err(classify(e)),
+            ),
+            Ok(false) => {
+                return Err(ChannelError::temporary(
+                    "connected, but the server did not answer NOOP",
+                ));
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        match self.bounce_mailbox() {
+            None => Ok(smtp),
+            Some(mailbox) => Ok(format!("{smtp}; {}", mailbox.check().await?)),
         }
+    }
+}
+
+impl EmailChannel {
+    fn bounce_mailbox(&self) -> Option<bounces::imap::BounceMailbox> {
+        let bounces = self.bounces.as_ref()?;
+        Some(bounces::imap::BounceMailbox::new(
+            bounces.clone(),
+            self.message.bcc_addresses(),
+        ))
     }
 }
 

@@ -226,6 +226,17 @@ async fn an_invoice_the_receiving_server_rejects_after_accepting_it_is_bounced_b
     let channel = mail_channel(&app);
     let offer = channel.evidence();
     assert!(offer.later.contains(&EvidenceState::Bounced), "{offer:?}");
+    // `postbud check` logs into the mailbox too, reading nothing.
+    let checked = channel.check().await.expect("check");
+    assert!(
+        checked.contains("bounce mailbox INBOX") && checked.contains("(IDLE)"),
+        "{checked}"
+    );
+    assert!(
+        !checked.contains(postbud_sandbox::imap::PASSWORD),
+        "{checked}"
+    );
+    assert!(dovecot.messages().iter().all(|m| !has(m, "$PostbudRead")));
 
     let sink = Recording::new(Some(Arc::clone(&app)), Answer::Engine);
     let (stop, task) = run_source(&channel, Arc::clone(&sink));

@@ -212,6 +212,34 @@ impl BounceMailbox {
         })
     }
 
+    /// What `postbud check` says of the mailbox: it logs in and opens the mailbox, reading
+    /// nothing.
+    pub(crate) async fn check(&self) -> Result<String, ChannelError> {
+        let m = &self.mailbox;
+        let mut session = self.connect().await?;
+        let selected = within(m, "examine", session.examine(&m.mailbox)).await?;
+        let idle = within(m, "capabilities", session.capabilities())
+            .await?
+            .has_str("IDLE");
+        let _ = within(m, "logout", session.logout()).await;
+        Ok(format!(
+            "bounce mailbox {} on {}:{} ({}) opened: {} message(s); {}",
+            m.mailbox,
+            m.host,
+            m.port,
+            if m.tls { "TLS" } else { "NO TLS, loopback" },
+            selected.exists,
+            if idle {
+                "new mail is read as it arrives (IDLE)".to_owned()
+            } else {
+                format!(
+                    "no IDLE: looked at every {}",
+                    humantime::format_duration(m.poll_interval)
+                )
+            }
+        ))
+    }
+
     /// One session: connect, then read passes until the connection fails.
     async fn session(
         &self,
