@@ -92,6 +92,9 @@ async fn transaction(
         connection.auth(DEFAULT_MECHANISMS, credentials).await?;
     }
     let info = connection.server_info();
+    // As lettre's own `send` does: SMTPUTF8 for a non-ASCII address, 8BITMIME for a non-ASCII
+    // message (lettre encodes bodies as quoted-printable or base64, so this is rare); a server
+    // that lacks them answers for itself.
     let mut mail = Vec::new();
     let non_ascii = std::iter::once(&outgoing.return_path)
         .chain(outgoing.recipients)
