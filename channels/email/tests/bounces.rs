@@ -765,3 +765,78 @@ poll_interval = "1s"
     let _ = stop.send(());
     assert!(task.await.expect("joined").is_ok());
 }
+
+/// A receiving server that cannot be reached: Postfix keeps the message and sends a delay
+/// warning. The delivery is `delayed`, recorded and waited for: no failure, no fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_warning_is_recorded_and_the_delivery_waits() {
+    let test = "a_delay_warning_is_recorded_and_the_delivery_waits";
+    let Some(dovecot) = Dovecot::start_or_skip(test) else {
+        return;
+    };
+    let Some(postfix) = Postfix::start_or_skip(test, &dovecot) else {
+        return;
+    };
+    let sandbox = Sandbox::start(Default::default()).await.expect("sandbox");
+    let dir = tempfile::tempdir().expect("dir");
+    let app = app_with_routes(
+        &sandbox,
+        dir.path(),
+        &postfix.smtp_url(),
+        &dovecot,
+        "[[routes]]\ndeliver = [\"mail\"]\nfallback = [\"letter\"]\n",
+    )
+    .await;
+    let id = sandbox.seed(Seed {
+        billing_address: Some(billing(&format!("ola@{}", postbud_sandbox::postfix::SLOW))),
+        ..Seed::default()
+    });
+    let delivery = postbud::ids::delivery_id(&id, "mail");
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    // The blind copy to archive@ bounces at once; the customer's copy is only delayed.
+    wait_for(
+        "the delay warning in the bounce mailbox",
+        || {
+            dovecot
+                .raw_messages()
+                .iter()
+                .any(|m| String::from_utf8_lossy(m).contains("Action: delayed"))
+        },
+        || postfix.log(),
+    )
+    .await;
+    let sink = Recording::new(Some(Arc::clone(&app)), Answer::Engine);
+    let (stop, task) = run_source(&mail_channel(&app), Arc::clone(&sink));
+    wait_for(
+        "the delay warning read",
+        || {
+            sink.seen()
+                .iter()
+                .any(|(e, _)| e.state == EvidenceState::Delayed)
+        },
+        || format!("{:?}", sink.seen()),
+    )
+    .await;
+    let _ = stop.send(());
+    assert!(task.await.expect("joined").is_ok());
+    let seen = sink.seen();
+    assert!(
+        seen.iter().all(|(e, _)| e.state == EvidenceState::Delayed
+            && e.about == Correlation::Delivery(delivery.clone())),
+        "nothing but the customer's delay (the blind copy's bounce is passed by): {seen:?}"
+    );
+    let mail = job_of(&app, &id, &delivery).await.expect("there");
+    assert_eq!(mail.state, postbud::JobState::Done, "{mail:?}");
+    assert!(
+        job_of(&app, &id, &postbud::ids::delivery_id(&id, "letter"))
+            .await
+            .is_none(),
+        "a delay runs no fallback"
+    );
+    let history = app.history(&id).await.expect("history");
+    assert!(
+        history.iter().any(|h| h.event == "evidence: delayed"),
+        "{history:?}"
+    );
+}
