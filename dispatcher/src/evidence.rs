@@ -14,6 +14,14 @@ use crate::{
 /// The most of a raw event kept with its evidence: enough to read a DSN's status block or a
 /// provider's event again, not an attachment.
 pub const PAYLOAD_LIMIT: usize = 16 * 1024;
+/// The most of a reporter's reason kept, in characters.
+const REASON_LIMIT: usize = 1024;
+/// The most of a reporter's name kept, in characters.
+const REPORTER_LIMIT: usize = 200;
+/// The longest event id kept as given, in bytes; a longer one is kept as its digest.
+const EVENT_ID_LIMIT: usize = 200;
+/// The longest delivery id or reference looked up; a longer one names no delivery.
+const ID_LIMIT: usize = 512;
 
 impl App {
     /// Records `evidence` the channel instance `channel` read (from a webhook, or its own
@@ -62,9 +70,22 @@ impl App {
                 job.id
             )));
         }
-        let said = match evidence.reason.is_empty() {
-            true => evidence.reporter.clone(),
-            false => format!("{}: {}", evidence.reporter, evidence.reason),
+        // What a reporter says is written to the history and printed by `status`: no control
+        // characters (a remote server's diagnostic may carry terminal escapes), bounded.
+        let (reporter, reason) = (
+            clean(&evidence.reporter, REPORTER_LIMIT),
+            clean(&evidence.reason, REASON_LIMIT),
+        );
+        // The event id is a key: a long or odd one is kept as its digest.
+        let event_id = match evidence.event_id.len() <= EVENT_ID_LIMIT
+            && !evidence.event_id.chars().any(char::is_control)
+        {
+            true => evidence.event_id.clone(),
+            false => Evidence::digest_id(evidence.event_id.as_bytes()),
+        };
+        let said = match reason.is_empty() {
+            true => reporter.clone(),
+            false => format!("{reporter}: {reason}"),
         };
         let detail = format!("[{channel}] {said}");
         let error = format!("{}: {said}", evidence.state);
@@ -85,10 +106,10 @@ impl App {
             .record_evidence(&NewEvidence {
                 job_id: &job.id,
                 transaction_id: &job.transaction_id,
-                event_id: &evidence.event_id,
+                event_id: &event_id,
                 state: evidence.state,
-                reporter: &evidence.reporter,
-                reason: &evidence.reason,
+                reporter: &reporter,
+                reason: &reason,
                 payload,
                 reported_at: evidence.at.map(|at| at.as_millisecond()),
                 fails: fails.then_some(EvidenceFailure {
@@ -136,6 +157,18 @@ impl App {
         channel: &str,
         about: &Correlation,
     ) -> Result<Result<Job, String>, StoreError> {
+        let named = match about {
+            Correlation::Delivery(id) | Correlation::Reference(id) => Some(id.as_str()),
+            _ => None,
+        };
+        // A NUL is not text PostgreSQL stores, and no id Postbud made is that long: such an id
+        // names no delivery, whatever the store.
+        if named.is_some_and(|id| id.len() > ID_LIMIT || id.contains('\0')) {
+            return Ok(Err(format!(
+                "no delivery of channel `{channel}` is {}",
+                printable(named.unwrap_or_default())
+            )));
+        }
         let job = match about {
             Correlation::Delivery(id) => self.store().job(id).await?,
             Correlation::Reference(reference) => {
@@ -187,6 +220,19 @@ fn printable(id: &str) -> String {
     format!("`{shown}`")
 }
 
+/// `text` without control characters (each a space), at most `limit` characters.
+fn clean(text: &str, limit: usize) -> String {
+    let mut kept: String = text
+        .chars()
+        .take(limit)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > limit {
+        kept.push('…');
+    }
+    kept.trim().to_owned()
+}
+
 /// [`App::evidence_sink`].
 struct AppSink(Arc<App>);
 
@@ -236,13 +282,23 @@ async fn run_source(
     let mut pause = FIRST_PAUSE;
     while !*stop.borrow() {
         let started = std::time::Instant::now();
-        match source
-            .run(name, Arc::clone(&sink), stop_signal(stop.clone()))
-            .await
-        {
-            Ok(()) => return,
-            Err(e) => {
+        // Each run on a task of its own: a panic in a channel's source ends that run, not the
+        // source.
+        let run = tokio::spawn({
+            let (name, source, sink) = (name.to_owned(), Arc::clone(&source), Arc::clone(&sink));
+            let stopped = stop_signal(stop.clone());
+            async move { source.run(&name, sink, stopped).await }
+        });
+        match run.await {
+            Ok(Ok(())) if *stop.borrow() => return,
+            Ok(Ok(())) => {
+                tracing::warn!(channel = name, pause = ?pause, "the evidence source ended before the shutdown; reading it again after a pause");
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(channel = name, error = %e, pause = ?pause, "the evidence source failed; reading it again after a pause");
+            }
+            Err(e) => {
+                tracing::error!(channel = name, error = %e, pause = ?pause, "the evidence source panicked; reading it again after a pause");
             }
         }
         // A source that ran a good while before failing starts over from the first pause.

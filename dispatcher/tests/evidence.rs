@@ -119,13 +119,47 @@ async fn a_late_bounce_fails_the_delivery_and_runs_the_fallback_once() {
         (fallback[0].id.as_str(), fallback[0].state),
         (letter.as_str(), JobState::Done)
     );
+    // A reporter's words reach the history and the terminal clean and bounded; an event id that
+    // is no fit key is kept as its digest, and recognised again.
+    let hostile = Evidence::new(
+        Correlation::Delivery(customer.clone()),
+        EvidenceState::Delayed,
+        "mx\u{1b}[31m.example.com",
+        "x".repeat(5_000),
+    )
+    .with_reason(format!(
+        "451 4.4.1 \u{1b}]0;pwned\u{7}try later {}",
+        "z".repeat(5_000)
+    ));
+    for expected in [Recorded::New, Recorded::Duplicate] {
+        assert_eq!(
+            app.record_evidence("customer", None, &hostile)
+                .await
+                .expect("record"),
+            expected
+        );
+    }
     let history = app.history(&id).await.expect("history");
+    let delayed = history
+        .iter()
+        .find(|h| h.event == "evidence: delayed")
+        .expect("recorded");
+    assert!(
+        !delayed.detail.chars().any(char::is_control) && delayed.detail.len() < 1_400,
+        "{:?}",
+        delayed.detail
+    );
     let count = |event: &str| history.iter().filter(|h| h.event == event).count();
     assert_eq!(count("evidence: bounced"), 2, "{history:?}");
     assert_eq!(count("evidence: delivered"), 1, "{history:?}");
     assert_eq!(count("fallback"), 1, "{history:?}");
     let recorded = app.store().evidence(&id).await.expect("evidence");
-    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded.len(), 4);
+    assert!(
+        recorded[3].event_id.starts_with("sha256:"),
+        "{:?}",
+        recorded[3]
+    );
     assert_eq!(
         recorded[1].payload.as_deref(),
         Some(&b"Action: failed\r\nStatus: 5.1.1\r\n"[..])
@@ -192,7 +226,19 @@ async fn reports_that_outrun_the_attempt_stray_or_name_another_channel_change_no
             "archive",
             Correlation::Delivery("dlv-\u{0}\r\nX-Injected: 1".into()),
             None,
-            "no delivery `dlv-???X-Injected: 1`",
+            "is `dlv-???X-Injected: 1`",
+        ),
+        (
+            "archive",
+            Correlation::Delivery("dlv-\r\nX-Injected: 1".into()),
+            None,
+            "no delivery `dlv-??X-Injected: 1`",
+        ),
+        (
+            "archive",
+            Correlation::Reference("r".repeat(100_000)),
+            None,
+            "is `rrrr",
         ),
         (
             "archive",
@@ -263,9 +309,10 @@ async fn a_bounce_after_a_restart_and_a_prune_is_acted_on_and_one_of_a_voided_in
                 .expect("record"),
             Recorded::New
         );
-        // Retention prunes the invoices delivered before now: the personal data goes, the
-        // records of what was done stay.
-        assert!(app.prune(Duration::ZERO).await.expect("prune") >= 1);
+        // Retention prunes the invoices last changed before now (a millisecond clock: one
+        // passes): the personal data goes, the records of what was done stay.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(app.prune(Duration::ZERO).await.expect("prune"), 2);
     }
     // Days later, another process.
     let app = Arc::new(app_with_fallback(&h).await);
@@ -304,6 +351,32 @@ async fn a_bounce_after_a_restart_and_a_prune_is_acted_on_and_one_of_a_voided_in
     // The invoice is read again from Dintero for it: retention pruned the PDF.
     let outcome = app.deliver_now(&id).await.expect("the fallback runs");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    // What the late bounce said of the customer goes with the next prune, like the rest.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(app.prune(Duration::ZERO).await.expect("prune") >= 1);
+    let said: Vec<_> = app
+        .store()
+        .evidence(&id)
+        .await
+        .expect("evidence")
+        .into_iter()
+        .map(|e| (e.reason, e.payload))
+        .collect();
+    assert!(
+        said.iter()
+            .all(|(reason, payload)| reason.is_empty() && payload.is_none()),
+        "{said:?}"
+    );
+    let job = app
+        .store()
+        .job(&customer)
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(
+        job.last_error, None,
+        "the reason of its failure names the customer"
+    );
 
     let on_voided = ids::delivery_id(&voided, "customer");
     assert_eq!(

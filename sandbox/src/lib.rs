@@ -21,6 +21,7 @@
 mod api;
 mod cdn;
 mod control;
+pub mod email_events;
 pub mod hooks;
 pub mod imap;
 pub mod mailbox;

@@ -896,7 +896,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         evidence: &NewEvidence<'_>,
     ) -> Result<EvidenceWritten, StoreError>;
-    /// The newest delivery of the channel instance `channel` whose sink gave it `reference`.
+    /// The delivery of the channel instance `channel` whose sink gave it `reference`; `None`
+    /// when none did, or more than one (a reference two deliveries share names neither).
     async fn job_by_reference(
         &self,
         channel: &str,

@@ -898,19 +898,16 @@ impl Store for PgStore {
                 .await?
                 .rows_affected()
                 == 1;
-            if failed {
-                insert_jobs(&mut tx, now, &e.transaction_id, &fails.then).await?;
-                if !fails.then.is_empty() {
-                    history(
-                        &mut *tx,
-                        now,
-                        &e.transaction_id,
-                        Some(&e.job_id),
-                        "fallback",
-                        &fails.then_detail,
-                    )
-                    .await?;
-                }
+            if failed && insert_jobs(&mut tx, now, &e.transaction_id, &fails.then).await? > 0 {
+                history(
+                    &mut *tx,
+                    now,
+                    &e.transaction_id,
+                    Some(&e.job_id),
+                    "fallback",
+                    &fails.then_detail,
+                )
+                .await?;
             }
         }
         if !failed {
@@ -931,12 +928,15 @@ impl Store for PgStore {
         channel: &str,
         reference: &str,
     ) -> Result<Option<Job>, StoreError> {
-        let row = Named::new(shared::JOB_BY_REFERENCE)
+        let rows = Named::new(shared::JOB_BY_REFERENCE)
             .bind("reference", reference)
             .bind("channel", channel)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-        row.as_ref().map(job_from).transpose()
+        match rows.as_slice() {
+            [one] => job_from(one).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn evidence(&self, transaction_id: &str) -> Result<Vec<EvidenceEntry>, StoreError> {
@@ -1135,14 +1135,17 @@ impl Store for PgStore {
     }
 }
 
+/// Inserts `jobs` not there yet, each with its history line; how many were new.
 async fn insert_jobs(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     now: Millis,
     transaction_id: &str,
     jobs: &[NewJob],
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
+    let mut new = 0;
     for job in jobs {
-        Named::new(postgres::INSERT_JOB)
+        // One row (the wake-up) for a job that was not there before.
+        new += Named::new(postgres::INSERT_JOB)
             .bind("id", &job.id)
             .bind("transaction_id", transaction_id)
             .bind("kind", job.kind.as_str())
@@ -1152,9 +1155,10 @@ async fn insert_jobs(
             .bind("now", now)
             .bind("detail", kernel::queued_line(job))
             .fetch_all(&mut **tx)
-            .await?;
+            .await?
+            .len();
     }
-    Ok(())
+    Ok(new)
 }
 
 async fn history<'e>(

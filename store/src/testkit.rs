@@ -1178,6 +1178,56 @@ pub async fn evidence_is_recorded_once_and_a_bounce_fails_a_delivery_once(store:
     );
     assert_eq!(recorded[0].reported_at, Some(1_700_000_000_000));
 
+    // A second delivery given the same reference: the reference names neither.
+    let twin = NewJob {
+        id: "dlv-contract-twin".into(),
+        ..delivery.clone()
+    };
+    store
+        .enqueue_free(TX, std::slice::from_ref(&twin))
+        .await
+        .expect("enqueue");
+    let lease = store
+        .claim(&claim("w", Duration::from_secs(30), 10, Some(TX)))
+        .await
+        .expect("claim")
+        .into_iter()
+        .find(|l| l.job.id == twin.id)
+        .expect("the twin is due");
+    store
+        .finish(
+            &lease,
+            Finish::DoneWith {
+                receipt: "250 queued".into(),
+                reference: "<m1@merchant.example>".into(),
+            },
+        )
+        .await
+        .expect("finish");
+    assert!(
+        store
+            .job_by_reference("email", "<m1@merchant.example>")
+            .await
+            .expect("by reference")
+            .is_none(),
+        "a reference two deliveries share names neither"
+    );
+    // Once the invoice is voided, a bounce of a delivered job is recorded and fails nothing.
+    store.void(TX).await.expect("void");
+    let on_twin = NewEvidence {
+        job_id: "dlv-contract-twin",
+        ..evidence("e6", EvidenceState::Bounced)
+    };
+    assert_eq!(
+        store.record_evidence(&on_twin).await.expect("record"),
+        EvidenceWritten::New { failed: false }
+    );
+    let twin_now = store.job(&twin.id).await.expect("job").expect("there");
+    assert_eq!(
+        (twin_now.state, twin_now.evidence.as_deref()),
+        (JobState::Done, Some("bounced"))
+    );
+
     let unknown = NewEvidence {
         job_id: "dlv-nobody-made",
         ..evidence("e5", EvidenceState::Bounced)

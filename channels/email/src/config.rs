@@ -50,8 +50,8 @@ pub(crate) struct EmailConfig {
     /// Larger PDFs are not attached; the signed link is sent instead.
     #[serde(default = "ten_mib")]
     pub max_attachment_bytes: u64,
-    /// An extra trusted root certificate (PEM); TLS stays verified (default: the web's roots
-    /// only).
+    /// Extra trusted root certificates (PEM, one or several in the file), for the SMTP server
+    /// and the event provider's HTTPS; TLS stays verified (default: the web's roots only).
     #[serde(default)]
     pub ca_file: Option<String>,
     /// Connect, command and data timeout.
@@ -69,6 +69,10 @@ pub(crate) struct EmailConfig {
     /// SMTP server answered 250).
     #[serde(default)]
     pub bounces: Option<crate::bounces::BounceSettings>,
+    /// The email provider's signed event webhook (bounces, deliveries, opens), posted to
+    /// `<server.public_url>/reports/<name>` (default: none).
+    #[serde(default)]
+    pub events: Option<crate::events::EventsConfig>,
 }
 
 /// What the templates may show of the merchant.

@@ -19,12 +19,17 @@
 //! [channels.customer-email.bounces]                 # optional: read bounces (see `bounces`)
 //! imap_url = "imaps://bounces:secret@imap.merchant.example/INBOX"
 //! return_path = "bounces@merchant.example"          # sent as bounces+<delivery id>@…
+//!
+//! [channels.customer-email.events]                  # the provider's signed event webhook
+//! provider = "sendgrid"                             # sendgrid | ses | mailgun | postmark
+//! public_key = "MFkwEwYH…"
 //! ```
 
 #![warn(missing_docs)]
 
 mod bounces;
 mod config;
+mod events;
 
 mod message;
 pub mod templates;
@@ -33,8 +38,8 @@ use std::{fmt, sync::Arc};
 
 use lettre::{AsyncTransport, message::Mailbox, transport::smtp::AsyncSmtpTransport};
 use postbud_channel::{
-    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, EvidenceOffer,
-    EvidenceSource, EvidenceState, Invoice, Receipt,
+    BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Evidence, EvidenceOffer,
+    EvidenceSource, EvidenceState, InboundReport, Invoice, Receipt,
 };
 
 use self::{
@@ -73,6 +78,8 @@ pub struct EmailChannel {
     smtp: SmtpSettings,
     /// `[bounces]`, when configured.
     bounces: Option<Bounces>,
+    /// The provider's event webhook, when `[events]` is configured.
+    events: Option<Arc<events::Events>>,
 }
 
 impl fmt::Debug for EmailChannel {
@@ -114,8 +121,17 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         .map(|t| ctx.config.path("templates", t));
     let templates =
         Templates::load(templates.as_deref()).map_err(|why| ctx.config.error("templates", why))?;
-    let message =
-        message::Composer::new(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let events = config
+        .events
+        .take()
+        .map(|events| {
+            events::Events::build(events, config.ca_file.as_deref(), config.timeout)
+                .map(Arc::new)
+                .map_err(|(key, why)| ctx.config.error(&key, why))
+        })
+        .transpose()?;
+    let message = message::Composer::new(&config, events.clone())
+        .map_err(|(key, why)| ctx.config.error(key, why))?;
     if config.locale != "auto" && !templates::LOCALES.contains(&config.locale.as_str()) {
         return Err(ctx.config.error(
             "locale",
@@ -129,6 +145,7 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         message,
         smtp,
         bounces,
+        events,
     }))
 }
 
@@ -215,18 +232,6 @@ impl Channel for EmailChannel {
         true
     }
 
-    fn evidence(&self) -> EvidenceOffer {
-        let offer = EvidenceOffer::new("the SMTP server (smtp_url) answered 250");
-        match &self.bounces {
-            None => offer,
-            Some(_) => offer.later([
-                EvidenceState::Delivered,
-                EvidenceState::Delayed,
-                EvidenceState::Bounced,
-            ]),
-        }
-    }
-
     fn evidence_source(&self) -> Option<Arc<dyn EvidenceSource>> {
         Some(Arc::new(self.bounce_mailbox()?))
     }
@@ -237,6 +242,36 @@ impl Channel for EmailChannel {
         ctx: &DeliveryContext,
     ) -> Result<Receipt, ChannelError> {
         self.send(invoice, ctx, true).await
+    }
+
+    fn evidence(&self) -> EvidenceOffer {
+        let offer = events::offer(self.events.as_deref());
+        if self.bounces.is_none() {
+            return offer;
+        }
+        // The bounce mailbox adds what mail servers report: failures, delays and, rarely, an
+        // arrival.
+        let mut later = offer.later.clone();
+        for state in [
+            EvidenceState::Delivered,
+            EvidenceState::Delayed,
+            EvidenceState::Bounced,
+        ] {
+            if !later.contains(&state) {
+                later.push(state);
+            }
+        }
+        later.sort();
+        offer.later(later)
+    }
+
+    async fn report(&self, report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
+        match &self.events {
+            Some(events) => events.report(report).await,
+            None => Err(ChannelError::invalid_input(
+                "this email channel reads no provider events: configure [channels.<name>.events]",
+            )),
+        }
     }
 
     async fn check(&self) -> Result<String, ChannelError> {

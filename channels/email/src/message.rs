@@ -8,7 +8,7 @@ use lettre::{
             DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
             DkimSigningKey,
         },
-        header::{ContentType, HeaderName},
+        header::{ContentType, HeaderName, HeaderValue},
     },
 };
 use minijinja::context;
@@ -31,6 +31,8 @@ pub(crate) struct Composer {
     max_attachment_bytes: u64,
     brand: Brand,
     dkim: Option<DkimConfig>,
+    /// Puts the delivery id where the event provider echoes it back.
+    events: Option<std::sync::Arc<crate::events::Events>>,
 }
 
 /// `<delivery-id@sender-domain>`: the same on every attempt of one delivery.
@@ -44,7 +46,10 @@ impl Composer {
         self.bcc.iter().map(|b| b.email.to_string()).collect()
     }
 
-    pub(crate) fn new(config: &EmailConfig) -> Result<Self, (&'static str, String)> {
+    pub(crate) fn new(
+        config: &EmailConfig,
+        events: Option<std::sync::Arc<crate::events::Events>>,
+    ) -> Result<Self, (&'static str, String)> {
         let parse = |key: &'static str, value: &str| {
             value
                 .parse::<Mailbox>()
@@ -121,6 +126,7 @@ impl Composer {
             max_attachment_bytes: config.max_attachment_bytes,
             brand: config.brand.clone(),
             dkim,
+            events,
         })
     }
 
@@ -199,6 +205,12 @@ impl Composer {
                 &self.from,
             );
             builder = builder.in_reply_to(original.clone()).references(original);
+        }
+        if let Some(events) = &self.events {
+            let (name, value) = events.correlation_header(&ctx.delivery_id);
+            let name = HeaderName::new_from_ascii(name)
+                .map_err(|e| ChannelError::permanent(format!("header name: {e}")))?;
+            builder = builder.raw_header(HeaderValue::new(name, value));
         }
         let body = MultiPart::alternative_plain_html(rendered.text, rendered.html);
         let mut content = MultiPart::mixed().multipart(body);

@@ -444,8 +444,8 @@ async fn delivery_report(
         .map(String::as_str)
         .unwrap_or_default();
     // A report URL Postbud handed a provider is signed for its channel and delivery; a report
-    // on any other URL is the channel's to authenticate (a provider's own signature), and is
-    // refused by a channel that cannot.
+    // on any other URL is the channel's to authenticate (a provider's own signature), and a
+    // channel that cannot refuses it (401).
     let signed = !delivery.is_empty()
         && state.app.links().is_some_and(|links| {
             links.verify_report(
@@ -484,8 +484,11 @@ async fn delivery_report(
         None => return (StatusCode::NOT_FOUND, format!("no channel `{channel}`")).into_response(),
         Some(Err(e)) => {
             tracing::warn!(channel, error = %e, "delivery report refused");
-            let status = match e.kind() {
-                postbud_channel::ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            // A failure on Postbud's side (a signing certificate that could not be fetched) is
+            // answered 503, so that the provider sends the report again.
+            let status = match (e.kind(), e.retry_class()) {
+                (postbud_channel::ErrorKind::Unauthorized, _) => StatusCode::UNAUTHORIZED,
+                (_, postbud_channel::RetryClass::Temporary) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };
             return (status, e.message().to_owned()).into_response();

@@ -391,8 +391,14 @@ fn history(
     Ok(())
 }
 
-fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
+/// Inserts `jobs` not there yet, each with its history line; how many were new.
+fn insert_jobs(
+    conn: &Connection,
+    transaction_id: &str,
+    jobs: &[NewJob],
+) -> Result<usize, StoreError> {
     let now = now_ms();
+    let mut new = 0;
     for job in jobs {
         let inserted = exec(
             conn,
@@ -408,6 +414,7 @@ fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Resu
             },
         )?;
         if inserted == 1 {
+            new += 1;
             history(
                 conn,
                 transaction_id,
@@ -417,7 +424,7 @@ fn insert_jobs(conn: &Connection, transaction_id: &str, jobs: &[NewJob]) -> Resu
             )?;
         }
     }
-    Ok(())
+    Ok(new)
 }
 
 /// [`Store::record_evidence`] in the writer's transaction.
@@ -472,8 +479,7 @@ fn record_evidence(
             },
         )? == 1;
         if failed {
-            insert_jobs(conn, &e.transaction_id, &fails.then)?;
-            if !fails.then.is_empty() {
+            if insert_jobs(conn, &e.transaction_id, &fails.then)? > 0 {
                 history(
                     conn,
                     &e.transaction_id,
@@ -839,7 +845,7 @@ impl Store for SqliteStore {
         self.db
             .write(move |conn| {
                 held(conn, &lease)?;
-                insert_jobs(conn, &lease.job.transaction_id, &jobs)
+                insert_jobs(conn, &lease.job.transaction_id, &jobs).map(|_| ())
             })
             .await
     }
@@ -847,7 +853,7 @@ impl Store for SqliteStore {
     async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError> {
         let (transaction_id, jobs) = (transaction_id.to_owned(), jobs.to_vec());
         self.db
-            .write(move |conn| insert_jobs(conn, &transaction_id, &jobs))
+            .write(move |conn| insert_jobs(conn, &transaction_id, &jobs).map(|_| ()))
             .await
     }
 
@@ -905,12 +911,16 @@ impl Store for SqliteStore {
         let (channel, reference) = (channel.to_owned(), reference.to_owned());
         self.db
             .read(move |conn| {
-                row(
+                let mut found = rows(
                     conn,
                     shared::JOB_BY_REFERENCE,
                     named_params! {":reference": reference, ":channel": channel},
                     |r| job_from(r),
-                )
+                )?;
+                Ok(match found.len() {
+                    1 => found.pop(),
+                    _ => None,
+                })
             })
             .await
     }
