@@ -128,10 +128,18 @@ impl<'a> ChannelConfig<'a> {
         }
         value.deserialize::<T>().map_err(|error| {
             use figment::error::Kind;
+            // The whole path: a key of a nested table (`bounces.return_path`) is named whole.
+            let within = |field: &str| {
+                let mut path = error.path.clone();
+                if path.last().map(String::as_str) != Some(field) {
+                    path.push(field.to_owned());
+                }
+                path.join(".")
+            };
             let field = match &error.kind {
-                Kind::UnknownField(field, _) => Some(field.clone()),
-                Kind::MissingField(field) => Some(field.to_string()),
-                _ => error.path.first().cloned(),
+                Kind::UnknownField(field, _) => Some(within(field)),
+                Kind::MissingField(field) => Some(within(field)),
+                _ => (!error.path.is_empty()).then(|| error.path.join(".")),
             };
             let at = field
                 .as_deref()

@@ -57,7 +57,7 @@ fn run(command: &mut Command) -> Result<(), String> {
 }
 
 /// A CA and a server certificate for 127.0.0.1 and localhost.
-fn certificates(dir: &Path) -> Result<(), String> {
+pub(crate) fn certificates(dir: &Path) -> Result<(), String> {
     let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(dir));
     openssl(&[
         "req",

@@ -64,6 +64,11 @@ pub(crate) struct EmailConfig {
     /// DKIM-sign every message (default: unsigned).
     #[serde(default)]
     pub dkim: Option<DkimSettings>,
+    /// Read bounces from a mailbox over IMAP, and send each message with its own return path so
+    /// that a bounce names its delivery (default: no bounces are read; `delivered` means the
+    /// SMTP server answered 250).
+    #[serde(default)]
+    pub bounces: Option<crate::bounces::BounceSettings>,
     /// The email provider's signed event webhook (bounces, deliveries, opens), posted to
     /// `<server.public_url>/reports/<name>` (default: none).
     #[serde(default)]
@@ -135,11 +140,35 @@ fn rsa() -> String {
     "rsa".into()
 }
 
-/// Builds the pooled transport, and says how it protects the session (for `check`). Errors
-/// never quote the URL: it may hold the password.
-pub(crate) fn transport(
-    config: &EmailConfig,
-) -> Result<(AsyncSmtpTransport<lettre::Tokio1Executor>, &'static str), (&'static str, String)> {
+/// Where and how the channel talks SMTP: what the pooled transport is built from, and what a
+/// single connection that asks for DSNs needs (see [`crate::bounces::smtp`]).
+#[derive(Clone)]
+pub(crate) struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub credentials: Option<Credentials>,
+    pub timeout: Duration,
+    /// How the session is protected, as `check` reports it.
+    pub security: &'static str,
+}
+
+/// Builds the pooled transport, and says how it protects the session (for `check`).
+pub(crate) fn transport(settings: &SmtpSettings) -> AsyncSmtpTransport<lettre::Tokio1Executor> {
+    let mut builder =
+        AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&settings.host)
+            .port(settings.port)
+            .tls(settings.tls.clone())
+            .timeout(Some(settings.timeout));
+    if let Some(credentials) = &settings.credentials {
+        builder = builder.credentials(credentials.clone());
+    }
+    builder.build()
+}
+
+/// Reads `smtp_url` and the keys beside it. Errors never quote the URL: it may hold the
+/// password.
+pub(crate) fn smtp_settings(config: &EmailConfig) -> Result<SmtpSettings, (&'static str, String)> {
     let url = Url::parse(config.smtp_url.expose_secret()).map_err(|e| {
         (
             "smtp_url",
@@ -205,11 +234,7 @@ pub(crate) fn transport(
         .map(|p| p.expose_secret().to_owned())
         .or_else(|| url.password().map(decode));
     let cleartext_possible = matches!(tls, Tls::None | Tls::Opportunistic(_));
-    let mut builder = AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&host)
-        .port(url.port().unwrap_or(default_port))
-        .tls(tls)
-        .timeout(Some(config.timeout));
-    match (username, password) {
+    let credentials = match (username, password) {
         (Some(user), Some(password)) => {
             // Opportunistic STARTTLS falls back to clear text when the server (or a man in the
             // middle) does not offer it: a password needs TLS it cannot lose, except on loopback.
@@ -221,22 +246,29 @@ pub(crate) fn transport(
                     ),
                 ));
             }
-            builder = builder.credentials(Credentials::new(user, password))
+            Some(Credentials::new(user, password))
         }
-        (None, None) => {}
+        (None, None) => None,
         _ => {
             return Err((
                 "smtp_url",
                 "has a user name without a password, or the reverse".to_owned(),
             ));
         }
-    }
-    Ok((builder.build(), security))
+    };
+    Ok(SmtpSettings {
+        port: url.port().unwrap_or(default_port),
+        host,
+        tls,
+        credentials,
+        timeout: config.timeout,
+        security,
+    })
 }
 
 /// `localhost`, 127.0.0.0/8 or `::1`: traffic that never leaves the machine. (`smtp:` is not a
 /// scheme the URL standard knows, so its host arrives as text even when it is an address.)
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     let host = url.host_str().unwrap_or_default();
     host.eq_ignore_ascii_case("localhost")
         || host

@@ -16,6 +16,10 @@
 //! locale = "auto"                                   # auto | nb | sv | fi | en
 //! max_attachment_bytes = 10485760                   # larger: the signed link instead
 //!
+//! [channels.customer-email.bounces]                 # optional: read bounces (see `bounces`)
+//! imap_url = "imaps://bounces:secret@imap.merchant.example/INBOX"
+//! return_path = "bounces@merchant.example"          # sent as bounces+<delivery id>@…
+//!
 //! [channels.customer-email.events]                  # the provider's signed event webhook
 //! provider = "sendgrid"                             # sendgrid | ses | mailgun | postmark
 //! public_key = "MFkwEwYH…"
@@ -23,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod bounces;
 mod config;
 mod events;
 
@@ -34,10 +39,14 @@ use std::{fmt, sync::Arc};
 use lettre::{AsyncTransport, message::Mailbox, transport::smtp::AsyncSmtpTransport};
 use postbud_channel::{
     BuildContext, Channel, ChannelError, ConfigError, DeliveryContext, Evidence, EvidenceOffer,
-    InboundReport, Invoice, Receipt,
+    EvidenceSource, EvidenceState, InboundReport, Invoice, Receipt,
 };
 
-use self::{config::EmailConfig, templates::Templates};
+use self::{
+    bounces::Bounces,
+    config::{EmailConfig, SmtpSettings},
+    templates::Templates,
+};
 
 postbud_channel::register_channel! {
     /// The factory of kind `email`.
@@ -65,6 +74,10 @@ pub struct EmailChannel {
     security: &'static str,
     templates: Arc<Templates>,
     message: message::Composer,
+    /// Where each connection of its own goes, when bounces are read (see [`bounces::smtp`]).
+    smtp: SmtpSettings,
+    /// `[bounces]`, when configured.
+    bounces: Option<Bounces>,
     /// The provider's event webhook, when `[events]` is configured.
     events: Option<Arc<events::Events>>,
 }
@@ -87,8 +100,21 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
             .to_string_lossy()
             .into_owned()
     });
-    let (transport, security) =
-        config::transport(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let smtp = config::smtp_settings(&config).map_err(|(key, why)| ctx.config.error(key, why))?;
+    let (transport, security) = (config::transport(&smtp), smtp.security);
+    let bounces = match &config.bounces {
+        None => None,
+        Some(settings) => {
+            let ca_file = match &settings.ca_file {
+                Some(f) => Some(ctx.config.path("bounces.ca_file", f)),
+                None => config.ca_file.as_ref().map(std::path::PathBuf::from),
+            };
+            Some(
+                Bounces::new(settings, ca_file.as_deref(), config.timeout)
+                    .map_err(|(key, why)| ctx.config.error(key, why))?,
+            )
+        }
+    };
     let templates = config
         .templates
         .as_deref()
@@ -117,6 +143,8 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         security,
         templates: Arc::new(templates),
         message,
+        smtp,
+        bounces,
         events,
     }))
 }
@@ -156,10 +184,33 @@ impl EmailChannel {
             .map(ToString::to_string)
             .collect();
         let message_id = message::message_id(&ctx.delivery_id, &self.message.from);
-        let response = self.transport.send(email).await.map_err(classify)?;
+        let (response, note) = match &self.bounces {
+            None => (self.transport.send(email).await.map_err(classify)?, ""),
+            Some(bounces) => {
+                let return_path = bounces
+                    .return_path
+                    .for_delivery(&ctx.delivery_id)
+                    .map_err(ChannelError::permanent)?;
+                let outgoing = bounces::smtp::Outgoing {
+                    return_path,
+                    recipients: email.envelope().to(),
+                    delivery_id: &ctx.delivery_id,
+                    message: &email.formatted(),
+                };
+                let (response, dsn) = bounces::smtp::send(&self.smtp, &outgoing)
+                    .await
+                    .map_err(classify)?;
+                let note = if dsn {
+                    "; return path with the delivery id, DSN asked for"
+                } else {
+                    "; return path with the delivery id (the server offers no DSN)"
+                };
+                (response, note)
+            }
+        };
         let reply = response.message().collect::<Vec<_>>().join(" ");
         Ok(Receipt::new(format!(
-            "SMTP {} for {}: {reply}",
+            "SMTP {} for {}: {reply}{note}",
             response.code(),
             recipients.join(", ")
         ))
@@ -181,6 +232,10 @@ impl Channel for EmailChannel {
         true
     }
 
+    fn evidence_source(&self) -> Option<Arc<dyn EvidenceSource>> {
+        Some(Arc::new(self.bounce_mailbox()?))
+    }
+
     async fn cancel(
         &self,
         invoice: &Invoice,
@@ -190,7 +245,24 @@ impl Channel for EmailChannel {
     }
 
     fn evidence(&self) -> EvidenceOffer {
-        events::offer(self.events.as_deref())
+        let offer = events::offer(self.events.as_deref());
+        if self.bounces.is_none() {
+            return offer;
+        }
+        // The bounce mailbox adds what mail servers report: failures, delays and, rarely, an
+        // arrival.
+        let mut later = offer.later.clone();
+        for state in [
+            EvidenceState::Delivered,
+            EvidenceState::Delayed,
+            EvidenceState::Bounced,
+        ] {
+            if !later.contains(&state) {
+                later.push(state);
+            }
+        }
+        later.sort();
+        offer.later(later)
     }
 
     async fn report(&self, report: &InboundReport) -> Result<Vec<Evidence>, ChannelError> {
@@ -204,16 +276,32 @@ impl Channel for EmailChannel {
 
     async fn check(&self) -> Result<String, ChannelError> {
         // Connecting runs EHLO, STARTTLS (or TLS) and AUTH; NOOP then proves the session works.
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(format!(
+        let smtp = match self.transport.test_connection().await {
+            Ok(true) => format!(
                 "connected with {}; the session (and the login, when configured) was accepted",
                 self.security
-            )),
-            Ok(false) => Err(ChannelError::temporary(
-                "connected, but the server did not answer NOOP",
-            )),
-            Err(e) => Err(classify(e)),
+            ),
+            Ok(false) => {
+                return Err(ChannelError::temporary(
+                    "connected, but the server did not answer NOOP",
+                ));
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        match self.bounce_mailbox() {
+            None => Ok(smtp),
+            Some(mailbox) => Ok(format!("{smtp}; {}", mailbox.check().await?)),
         }
+    }
+}
+
+impl EmailChannel {
+    fn bounce_mailbox(&self) -> Option<bounces::imap::BounceMailbox> {
+        let bounces = self.bounces.as_ref()?;
+        Some(bounces::imap::BounceMailbox::new(
+            bounces.clone(),
+            self.message.bcc_addresses(),
+        ))
     }
 }
 

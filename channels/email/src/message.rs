@@ -41,6 +41,11 @@ pub(crate) fn message_id(delivery_id: &str, from: &Mailbox) -> String {
 }
 
 impl Composer {
+    /// The blind-copy addresses: a bounce about one of them is not about the customer's copy.
+    pub(crate) fn bcc_addresses(&self) -> Vec<String> {
+        self.bcc.iter().map(|b| b.email.to_string()).collect()
+    }
+
     pub(crate) fn new(
         config: &EmailConfig,
         events: Option<std::sync::Arc<crate::events::Events>>,

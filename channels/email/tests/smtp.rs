@@ -687,3 +687,93 @@ async fn a_dkim_key_is_taken_inline_or_from_a_file_and_a_bad_one_is_never_shown(
         "{error}"
     );
 }
+
+/// With `[bounces]` set, each message goes over a connection of its own (to carry the DSN
+/// parameters): STARTTLS and AUTH as before, the VERP return path as the envelope sender, the
+/// same `Message-ID` on a retry, and a 550 and a 451 classified as the pooled transport's are.
+/// aiosmtpd offers no DSN, so none is asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_bounces_the_return_path_names_the_delivery_and_tls_auth_and_retries_hold() {
+    let Some(s) = Setup::start(
+        "with_bounces_the_return_path_names_the_delivery_and_tls_auth_and_retries_hold",
+    )
+    .await
+    else {
+        return;
+    };
+    let bounces = "[channels.mail.bounces]\nimap_url = \"imap://bounces:pw@127.0.0.1:9/INBOX\"\nreturn_path = \"bounces@merchant.example\"\n\n[[routes]]\ndeliver = [\"mail\"]\nfallback = [\"archive\"]\n";
+    let app = s.app("", bounces).await;
+
+    let greylisted = s.sandbox.seed(Seed {
+        billing_address: Some(billing("greylist-kari@example.no", "NO")),
+        ..Seed::default()
+    });
+    let outcome = app.deliver_now(&greylisted).await.expect("deliver");
+    let job = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("mail"))
+        .expect("job");
+    assert_eq!((job.state, job.attempts), (JobState::Done, 2), "{job:?}");
+    let receipt = job.receipt.as_deref().unwrap_or_default();
+    assert!(
+        receipt.contains("return path with the delivery id (the server offers no DSN)"),
+        "{receipt}"
+    );
+    let delivery = postbud::ids::delivery_id(&greylisted, "mail");
+    assert!(
+        receipt.contains(&format!("<{delivery}@merchant.example>")),
+        "{receipt}"
+    );
+    let messages = s.smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let envelope = &messages[0].envelope;
+    assert_eq!(
+        envelope["mail_from"],
+        format!("bounces+{delivery}@merchant.example")
+    );
+    assert_eq!(
+        envelope["rcpt_tos"],
+        serde_json::json!(["greylist-kari@example.no"])
+    );
+    assert_eq!(envelope["tls"], true, "STARTTLS was used");
+    assert_eq!(envelope["auth"], true, "AUTH was used");
+    let message = MessageParser::default()
+        .parse(&messages[0].raw)
+        .expect("parses");
+    assert_eq!(
+        message.message_id(),
+        Some(format!("{delivery}@merchant.example").as_str())
+    );
+    assert_eq!(
+        message
+            .from()
+            .and_then(|f| f.first())
+            .and_then(|a| a.address()),
+        Some("faktura@merchant.example"),
+        "the From stays the merchant's"
+    );
+
+    let rejected = s.sandbox.seed(Seed {
+        billing_address: Some(billing("reject-me@example.no", "NO")),
+        ..Seed::default()
+    });
+    let outcome = app.deliver_now(&rejected).await.expect("deliver");
+    let mail = outcome
+        .jobs
+        .iter()
+        .find(|j| j.channel.as_deref() == Some("mail"))
+        .expect("mail job");
+    assert_eq!(
+        (mail.state, mail.attempts),
+        (JobState::Failed, 1),
+        "{mail:?}"
+    );
+    assert!(
+        mail.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("550"),
+        "{mail:?}"
+    );
+}
