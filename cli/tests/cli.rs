@@ -70,6 +70,18 @@ async fn deliver_captures_once_writes_the_pdf_and_a_second_deliver_does_nothing(
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert_eq!(json["jobs"][1]["state"], "done");
     assert_eq!(json["jobs"][1]["attempts"], 1);
+    // What that `done` stands for, said by the channel itself.
+    let means = json["channels"]["archive"]["delivered_means"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(means.contains("synced and renamed"), "{json}");
+    assert_eq!(json["channels"]["archive"]["later"], serde_json::json!([]));
+    assert_eq!(json["evidence"], serde_json::json!([]));
+    let human = text(&run(&s.config, &["status", &id], &[]).await);
+    assert!(
+        human.contains("what `done` means") && human.contains("archive: the PDF and its manifest"),
+        "{human}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

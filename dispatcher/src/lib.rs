@@ -44,6 +44,7 @@ pub mod config;
 pub mod credentials;
 pub mod dintero;
 mod evidence;
+pub use evidence::PAYLOAD_LIMIT;
 pub mod log_sink;
 #[cfg(feature = "server")]
 pub mod server;

@@ -185,9 +185,22 @@ async fn an_invoice_whose_every_channel_bounced_needs_attention_with_the_reason(
         Verdict::Delivered
     );
     let archive = ids::delivery_id(&id, "archive");
-    app.record_evidence("archive", None, &bounce(&archive, "dsn-1"))
-        .await
-        .expect("record");
+    // A provider's refusal (a suppression list) fails a delivery as a bounce does; its raw event
+    // is kept bounded.
+    let mut rejected = bounce(&archive, "dsn-1");
+    rejected.state = EvidenceState::Rejected;
+    rejected.payload = vec![b'x'; 100_000].into();
+    assert_eq!(
+        app.record_evidence("archive", None, &rejected)
+            .await
+            .expect("record"),
+        Recorded::New
+    );
+    let kept = app.store().evidence(&id).await.expect("evidence");
+    assert_eq!(
+        kept[0].payload.as_ref().map(Vec::len),
+        Some(postbud::PAYLOAD_LIMIT)
+    );
     let outcome = app.deliver_now(&id).await.expect("outcome");
     let assessment = outcome.assessment();
     assert_eq!(assessment.verdict, Verdict::NeedsAttention, "{outcome}");
@@ -196,7 +209,7 @@ async fn an_invoice_whose_every_channel_bounced_needs_attention_with_the_reason(
         "the reason shows: {outcome}"
     );
     assert!(
-        outcome.to_string().contains("[bounced]"),
+        outcome.to_string().contains("[rejected]"),
         "the evidence shows: {outcome}"
     );
 }
