@@ -1004,19 +1004,22 @@ pub async fn evidence_is_recorded_once_and_a_bounce_fails_a_delivery_once(store:
     use crate::{EvidenceFailure, EvidenceWritten, NewEvidence};
     use postbud_channel::EvidenceState;
 
+    // Due a minute ago by this host's clock: due by the store's too (PostgreSQL judges by the
+    // database's clock, a few milliseconds off even on the same host).
+    let due = now_ms() - 60_000;
     let delivery = NewJob {
         id: "dlv-contract-email".into(),
         kind: JobKind::Deliver,
         channel: "email".into(),
         role: Role::Primary,
-        next_at: now_ms(),
+        next_at: due,
     };
     let fallback = NewJob {
         id: "dlv-contract-sms".into(),
         kind: JobKind::Deliver,
         channel: "sms".into(),
         role: Role::Fallback,
-        next_at: now_ms(),
+        next_at: due,
     };
     // Under a dispatch, as every delivery is (what the counts count).
     submitted(&store, TX).await;
