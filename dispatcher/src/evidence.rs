@@ -8,7 +8,7 @@ use postbud_channel::{ChannelError, Correlation, Evidence, EvidenceSink, Recorde
 
 use crate::{
     App,
-    store::{EvidenceFailure, EvidenceWritten, Job, JobKind, NewEvidence, Stage, StoreError},
+    store::{EvidenceFailure, EvidenceWritten, Job, JobKind, NewEvidence, StoreError},
 };
 
 /// The most of a raw event kept with its evidence: enough to read a DSN's status block or a
@@ -89,8 +89,10 @@ impl App {
         };
         let detail = format!("[{channel}] {said}");
         let error = format!("{}: {said}", evidence.state);
-        // A bounce of a voided invoice is history: nobody is to receive it any more.
-        let fails = evidence.state.is_failure() && !self.voided(&job).await?;
+        // A bounce of a voided invoice is history: the store checks that in the transaction
+        // that would fail the delivery (`shared/evidence_fails_job.sql`), where a void cannot
+        // slip in between.
+        let fails = evidence.state.is_failure();
         let fallback = match fails {
             true => {
                 self.engine()
@@ -139,16 +141,6 @@ impl App {
             EvidenceWritten::NotYet => Recorded::NotYet,
             _ => Recorded::Unknown(format!("{} is no longer in the store", job.id)),
         })
-    }
-
-    /// Whether the invoice of `job` was voided (or is being voided): a bounce then changes
-    /// nothing but the record.
-    async fn voided(&self, job: &Job) -> Result<bool, StoreError> {
-        Ok(self
-            .store()
-            .dispatch(&job.transaction_id)
-            .await?
-            .is_some_and(|d| matches!(d.stage, Stage::Voided | Stage::Voiding)))
     }
 
     /// The delivery of `channel` that `about` names, or why there is none.
