@@ -57,9 +57,10 @@ impl std::fmt::Debug for ReportKeys {
     }
 }
 
-/// Compares without stopping at the first difference.
+/// Compares without stopping at the first difference (`subtle`, as the email channel does).
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    a.ct_eq(b).into()
 }
 
 /// A provider's text fit for a history line: control characters replaced, length bounded.
