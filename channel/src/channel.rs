@@ -60,6 +60,13 @@ pub trait Channel: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The directory of the network this channel delivers through (Peppol's SML and SMPs), which
+    /// a route's `when = { <network> = true }` asks before the capture; `None` (the default)
+    /// when the channel reaches anyone it is given.
+    fn directory(&self) -> Option<std::sync::Arc<dyn crate::Directory>> {
+        None
+    }
+
     /// Verifies and reads a status callback the channel's provider sent to
     /// `<server.public_url>/reports/<channel>`: the evidence it holds (a provider may batch
     /// several events in one request), or an error saying why it is refused.

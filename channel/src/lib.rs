@@ -65,6 +65,7 @@
 
 mod channel;
 pub mod config;
+pub mod directory;
 mod error;
 pub mod evidence;
 pub mod file_name;
@@ -92,6 +93,7 @@ pub use url;
 pub use self::{
     channel::{Channel, DeliveryContext, InboundReport, Receipt},
     config::{ConfigError, is_secret_key},
+    directory::{Directory, Reach, Recipient},
     error::{ChannelError, ErrorKind, RetryClass},
     evidence::{
         Correlation, Evidence, EvidenceOffer, EvidenceSink, EvidenceSource, EvidenceState, Recorded,

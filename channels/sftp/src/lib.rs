@@ -26,7 +26,7 @@
 #![warn(missing_docs)]
 
 mod ssh;
-pub mod ubl;
+pub use postbud_ubl as ubl;
 mod upload;
 
 use std::{fmt, time::Duration};
