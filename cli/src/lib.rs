@@ -52,7 +52,7 @@ use postbud::Registry;
 use self::args::{Cli, Command, InvoiceCommand};
 
 /// The kinds of the stock `postbud` binary: the built-in `folder` and the first-party crates
-/// `postbud-email`, `postbud-webhook`, `postbud-sms` and `postbud-sftp`.
+/// `postbud-email`, `postbud-webhook`, `postbud-sms`, `postbud-sftp` and `postbud-peppol`.
 #[cfg(feature = "channels")]
 pub fn stock_registry() -> Result<Registry, postbud::DuplicateKind> {
     let mut registry = Registry::discover()?;
@@ -60,6 +60,7 @@ pub fn stock_registry() -> Result<Registry, postbud::DuplicateKind> {
     postbud_webhook::register(&mut registry)?;
     postbud_sms::register(&mut registry)?;
     postbud_sftp::register(&mut registry)?;
+    postbud_peppol::register(&mut registry)?;
     Ok(registry)
 }
 

@@ -148,6 +148,7 @@ impl AppBuilder {
         }
         registry.add(&crate::folder::FACTORY)?;
         let channels: BTreeMap<String, Arc<dyn Channel>> = registry.build_all(&settings)?;
+        check_directories(&settings, &channels)?;
         let gateway: Arc<dyn DinteroApi> = match self.gateway {
             Some(g) => g,
             None => Arc::new(DinteroClient::new(settings.require_dintero()?.clone())?),
@@ -855,4 +856,26 @@ pub fn pay_request(input: &Value) -> Result<Value, String> {
         session["url"] = url.clone();
     }
     Ok(json!({ "payment": payment, "session": session }))
+}
+
+/// Every network a route's `when` asks about (`peppol`) has a channel whose directory answers.
+fn check_directories(
+    settings: &Settings,
+    channels: &BTreeMap<String, Arc<dyn Channel>>,
+) -> Result<(), ConfigError> {
+    for (index, route) in settings.routes.iter().enumerate() {
+        for network in route.when.networks() {
+            let answered = channels
+                .values()
+                .filter_map(|c| c.directory())
+                .any(|d| d.network() == network);
+            if !answered {
+                return Err(ConfigError::message(format!(
+                    "routes[{index}].when.{network}: no configured channel looks up {network} participants (from {}); add a channel of kind \"{network}\"",
+                    settings.source_of("routes")
+                )));
+            }
+        }
+    }
+    Ok(())
 }

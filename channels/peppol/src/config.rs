@@ -1,6 +1,6 @@
 //! `[channels.<name>]` of kind `peppol`.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use postbud_ubl::Seller;
 use secrecy::SecretString;
@@ -28,15 +28,13 @@ pub struct PeppolConfig {
     pub sml_zone: String,
     /// PEM file of the CA certificate(s) whose certificates may sign SMP answers (the
     /// OpenPeppol SMP CA).
-    #[schemars(with = "String")]
-    pub smp_trust: PathBuf,
+    pub smp_trust: String,
     /// Ask this DNS resolver (`127.0.0.1:5353`) instead of the system's.
     #[serde(default)]
     pub dns: Option<String>,
     /// Extra roots for the SMPs' and the provider's TLS (PEM).
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub smp_ca_file: Option<PathBuf>,
+    pub smp_ca_file: Option<String>,
     /// Private hosts or addresses the lookup and the provider may reach (default none).
     #[serde(default)]
     pub allow: Vec<String>,

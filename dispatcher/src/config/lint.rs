@@ -152,6 +152,7 @@ fn matches_everything(when: &When) -> bool {
         && when.country.is_empty()
         && when.has_email.is_none()
         && when.has_phone.is_none()
+        && when.peppol.is_none()
 }
 
 /// Secret keys under `dict` (at `path`) whose values are empty or placeholders.

@@ -27,7 +27,7 @@ pub use postbud_channel::{ConfigError, is_secret_key};
 pub use self::{
     dintero::DinteroSettings,
     lint::DeadEnd,
-    route::{Route, RouteFacts, SendWindow, When},
+    route::{PEPPOL, Route, RouteFacts, SendWindow, When},
     sections::{EngineSettings, ServerSettings, StoreSettings},
 };
 

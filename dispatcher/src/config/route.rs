@@ -55,7 +55,16 @@ pub struct When {
     /// Whether the customer has a phone number.
     #[serde(default)]
     pub has_phone: Option<bool>,
+    /// Whether the buyer receives invoices over Peppol, as the lookup (the SML and the buyer's
+    /// SMP, asked by a channel of kind `peppol` before the capture) says: `true` matches only
+    /// buyers it found registered for BIS Billing 3.0, `false` the others (not registered, or
+    /// an organisation number that fails its check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peppol: Option<bool>,
 }
+
+/// The network `when.peppol` asks about.
+pub const PEPPOL: &str = "peppol";
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -87,6 +96,8 @@ pub struct RouteFacts<'a> {
     pub has_email: bool,
     /// The customer has a phone number.
     pub has_phone: bool,
+    /// Whether the buyer is registered on Peppol; `None` when nobody asked.
+    pub peppol: Option<bool>,
 }
 
 impl When {
@@ -97,6 +108,12 @@ impl When {
             && listed(&self.country, facts.country)
             && self.has_email.is_none_or(|want| want == facts.has_email)
             && self.has_phone.is_none_or(|want| want == facts.has_phone)
+            && self.peppol.is_none_or(|want| facts.peppol == Some(want))
+    }
+
+    /// The networks whose directory this condition asks (`peppol`).
+    pub fn networks(&self) -> impl Iterator<Item = &'static str> {
+        self.peppol.map(|_| PEPPOL).into_iter()
     }
 }
 

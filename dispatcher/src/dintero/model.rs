@@ -288,6 +288,7 @@ impl Transaction {
                 .and_then(|b| b.phone_number.as_ref())
                 .or(customer.and_then(|c| c.phone_number.as_ref()))
                 .is_some(),
+            peppol: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
 
-use postbud_channel::{Channel, ChannelError, Evidence, InboundReport};
+use postbud_channel::{Channel, ChannelError, Directory, Evidence, InboundReport};
 
 /// The channel instances built from `[channels.*]`, looked up by their name.
 #[derive(Clone, Default)]
@@ -39,6 +39,14 @@ impl Channels {
             "channel `{name}` is not configured any more (configured: [{}]); `postbud retry` once it is back",
             self.names().collect::<Vec<_>>().join(", ")
         )
+    }
+
+    /// The first instance (in name order) whose directory answers for `network` (`peppol`).
+    pub fn directory(&self, network: &str) -> Option<Arc<dyn Directory>> {
+        self.by_name
+            .values()
+            .filter_map(|c| c.directory())
+            .find(|d| d.network() == network)
     }
 
     /// Probes every instance, in order: what `postbud check` shows.

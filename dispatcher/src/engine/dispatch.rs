@@ -2,12 +2,12 @@
 //! deliver, keeps the PDF, captures once (the capture guard: [`capture::decide`]), reads the
 //! invoice again after the capture and queues one delivery per channel of the route chosen.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 
 use super::{
-    Dispatcher, backoff,
+    Channels, Dispatcher, Reached, backoff,
     capture::{self, CaptureDecision},
     job::{Attempt, Handover, Routed},
 };
@@ -24,7 +24,7 @@ use crate::{
     },
 };
 use postbud_channel::ids;
-use postbud_channel::{Pdf, RetryClass};
+use postbud_channel::{ChannelError, Pdf, Reach, Recipient, RetryClass};
 
 /// How the reason of a dispatch stopped by a capture Postbud did not make begins: the store's,
 /// which adopts only a dispatch stopped for that reason.
@@ -36,6 +36,18 @@ const CONFIRM_POLLS: u32 = 5;
 const CONFIRM_INTERVAL: Duration = Duration::from_millis(200);
 /// A 202 capture is waited for this often (at the retry backoff) before it is dead-lettered.
 const NOT_CAPTURED: &str = "capture not confirmed";
+
+/// The buyer as a directory looks it up: the billing address's country, organisation number
+/// and business name.
+fn recipient_of(tx: &Transaction) -> Recipient {
+    let mut recipient = Recipient::default();
+    if let Some(billing) = &tx.billing_address {
+        recipient.country = billing.country.clone();
+        recipient.organization_number = billing.organization_number.clone();
+        recipient.business_name = billing.business_name.clone();
+    }
+    recipient
+}
 
 /// The PDF as fetched before the capture, and whether the store keeps it already.
 struct BeforeCapture {
@@ -62,6 +74,8 @@ pub(crate) struct DispatchJob {
     pub(crate) dispatcher: Arc<dyn Dispatcher>,
     /// `[[routes]]`.
     pub(crate) routes: Arc<[Route]>,
+    /// The channel instances, whose directories a route's `when.peppol` asks.
+    pub(crate) channels: Arc<Channels>,
     /// The signer of the invoice link the channels get, when `server.public_url` is set.
     pub(crate) links: Option<LinkSigner>,
     /// The retry policy and the lease a delivery due now is taken with.
@@ -110,6 +124,43 @@ impl DispatchJob {
         let finish = self
             .retry
             .after(lease, e.retry_class(), e.retry_after(), e.to_string());
+        if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
+            self.mark_failed(lease, reason).await?;
+        }
+        Ok(finish)
+    }
+
+    /// Asks the directory of each network the routes' `when` names about the buyer.
+    async fn reached(&self, tx: &Transaction) -> Result<Reached, ChannelError> {
+        let mut networks: Vec<&str> = self.routes.iter().flat_map(|r| r.when.networks()).collect();
+        networks.sort_unstable();
+        networks.dedup();
+        let mut answers = BTreeMap::new();
+        for network in networks {
+            let reach = match self.channels.directory(network) {
+                Some(directory) => directory.look_up(&recipient_of(tx)).await?,
+                // `App::open` refuses such routes; an engine assembled by hand may not.
+                None => Reach::Unreachable(format!(
+                    "no configured channel looks up {network} participants"
+                )),
+            };
+            answers.insert(network.to_owned(), reach);
+        }
+        Ok(Reached::new(answers))
+    }
+
+    /// A directory that could not answer: retried as its error says (nothing is captured).
+    async fn directory_failure(
+        &self,
+        lease: &Lease,
+        e: ChannelError,
+    ) -> Result<Finish, StoreError> {
+        let finish = self.retry.after(
+            lease,
+            e.retry_class(),
+            e.retry_after(),
+            format!("the lookup before routing failed: {e}; nothing was captured"),
+        );
         if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
             self.mark_failed(lease, reason).await?;
         }
@@ -250,15 +301,22 @@ impl DispatchJob {
                 Err(finish) => return Ok(finish.into()),
             };
         // Route before capture: collection must not start for an invoice nobody will deliver.
-        let Some(route) = self.dispatcher.route(&self.routes, &tx) else {
+        // A directory that cannot answer now (a lookup that timed out, an SMP answer whose
+        // signature fails) is retried: routing on a guess could send the invoice the wrong way.
+        let reached = match self.reached(&tx).await {
+            Ok(reached) => reached,
+            Err(e) => return self.directory_failure(lease, e).await.map(Attempt::from),
+        };
+        let Some(route) = self.dispatcher.route(&self.routes, &tx, &reached) else {
             return self
                 .stop_failed(
                     lease,
                     format!(
-                        "no route matches this invoice ({}, {}, country {}): add a [[routes]] entry; nothing was captured",
+                        "no route matches this invoice ({}, {}, country {}{}): add a [[routes]] entry; nothing was captured",
                         tx.payment_product_type,
                         tx.currency,
-                        tx.billing_address.as_ref().and_then(|a| a.country.as_deref()).unwrap_or("unknown")
+                        tx.billing_address.as_ref().and_then(|a| a.country.as_deref()).unwrap_or("unknown"),
+                        reached.summary().map(|s| format!("; {s}")).unwrap_or_default()
                     ),
                 )
                 .await
@@ -313,8 +371,12 @@ impl DispatchJob {
             })
             .collect();
         let detail = format!(
-            "invoice {invoice_number} captured; {pdf_note}; queued for {}; invoice channel `merchant` {decided}",
-            route_cfg.deliver.join(", ")
+            "invoice {invoice_number} captured; {pdf_note}; queued for {}{}; invoice channel `merchant` {decided}",
+            route_cfg.deliver.join(", "),
+            reached
+                .summary()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
         );
         let chosen = ChosenRoute {
             index: route,
@@ -760,6 +822,7 @@ mod tests {
             gateway: Arc::new(DinteroClient::new(dintero).expect("client")),
             dispatcher: Arc::new(DefaultDispatcher),
             routes: settings.routes.clone().into(),
+            channels: Arc::default(),
             links: None,
             settings: testing::settings(),
             capture_grace: Duration::from_secs(6),

@@ -1,10 +1,12 @@
 //! The seam a merchant uses to replace steps of the flow: its own eligibility rule, its own
 //! PDF, its own routing. [`DefaultDispatcher`] is the flow as `design.md` describes it.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
+
+use postbud_channel::Reach;
 
 use crate::{
-    config::Route,
+    config::{PEPPOL, Route},
     dintero::{
         DinteroApi, DinteroError,
         eligibility::{self, ChannelConfiguration, Eligibility},
@@ -37,10 +39,56 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
         ))
     }
 
-    /// Index of the route for this transaction. Default: the first whose `when` matches.
-    fn route(&self, routes: &[Route], tx: &Transaction) -> Option<usize> {
-        let facts = tx.route_facts();
+    /// Index of the route for this transaction, given what the networks' directories said
+    /// about its buyer (asked before, for the networks the routes' `when` names). Default: the
+    /// first whose `when` matches.
+    fn route(&self, routes: &[Route], tx: &Transaction, reached: &Reached) -> Option<usize> {
+        let mut facts = tx.route_facts();
+        facts.peppol = reached.reachable(PEPPOL);
         routes.iter().position(|r| r.when.matches(&facts))
+    }
+}
+
+/// What the networks' directories answered about a transaction's buyer before the capture
+/// (Peppol's lookup for `when.peppol`), by network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reached {
+    answers: BTreeMap<String, Reach>,
+}
+
+impl Reached {
+    /// The answers, by network.
+    pub fn new(answers: BTreeMap<String, Reach>) -> Self {
+        Self { answers }
+    }
+
+    /// What `network`'s directory said, when it was asked.
+    pub fn get(&self, network: &str) -> Option<&Reach> {
+        self.answers.get(network)
+    }
+
+    /// Whether the buyer receives through `network`, when its directory was asked.
+    pub fn reachable(&self, network: &str) -> Option<bool> {
+        self.get(network).map(Reach::is_reachable)
+    }
+
+    /// The answers as one line for the dispatch's history (`peppol: …`), `None` when nothing was
+    /// asked.
+    pub fn summary(&self) -> Option<String> {
+        (!self.answers.is_empty()).then(|| {
+            self.answers
+                .iter()
+                .map(|(network, reach)| {
+                    let verdict = if reach.is_reachable() {
+                        "reachable"
+                    } else {
+                        "not reachable"
+                    };
+                    format!("{network}: {verdict}, {}", reach.detail())
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 }
 

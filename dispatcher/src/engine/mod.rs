@@ -29,7 +29,7 @@ use tokio::sync::{Notify, watch};
 
 pub use self::{
     channels::Channels,
-    dispatcher::{DefaultDispatcher, Dispatcher},
+    dispatcher::{DefaultDispatcher, Dispatcher, Reached},
     outcome::Outcome,
 };
 use self::{
@@ -84,6 +84,7 @@ impl Engine {
                 gateway: Arc::clone(&gateway),
                 dispatcher: Arc::clone(&dispatcher),
                 routes: Arc::clone(&routes),
+                channels: Arc::clone(&channels),
                 links: links.clone(),
                 settings: settings.clone(),
                 capture_grace: DEFAULT_CAPTURE_GRACE,
