@@ -733,3 +733,25 @@ fn a_toml_syntax_error_names_file_line_and_column_and_never_shows_a_secret() {
         .to_string();
     assert!(e.contains("line 2") && !e.contains("H1DD3N"), "{e}");
 }
+
+#[tokio::test]
+async fn a_route_that_asks_peppol_needs_a_channel_that_looks_it_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        "{DINTERO}\n[store]\nurl = \"sqlite://{}/p.db\"\n\n[channels.archive]\nkind = \"folder\"\npath = \"{}/out\"\n\n[[routes]]\nwhen = {{ peppol = true }}\ndeliver = [\"archive\"]\n\n[[routes]]\ndeliver = [\"archive\"]\n",
+        dir.path().display(),
+        dir.path().display()
+    );
+    let settings = Settings::from_toml(&toml).expect("settings");
+    let e = postbud::App::builder(&settings)
+        .open()
+        .await
+        .expect_err("no channel answers for peppol")
+        .to_string();
+    assert!(
+        e.contains("routes[0].when.peppol")
+            && e.contains("no configured channel looks up peppol participants")
+            && e.contains("kind \"peppol\""),
+        "{e}"
+    );
+}
