@@ -5,9 +5,9 @@
 //! `native-tls` or `openssl`.
 //!
 //! The crate is built by `cargo --offline` with the workspace's `Cargo.lock` (the versions this
-//! workspace is tested with, from the local registry cache) into a target directory of its own
-//! under this test's tmp directory, kept between runs: the first run compiles the SDK's tree,
-//! later ones only what changed.
+//! workspace is tested with, from the local registry cache) into a target directory under the
+//! workspace's tmp directory that the README's library example shares, kept between runs: the
+//! first run compiles the SDK's tree, later ones only what changed.
 
 use std::{
     path::{Path, PathBuf},
@@ -146,14 +146,18 @@ fn write_if_changed(path: &Path, contents: &str) {
     }
 }
 
-/// `cargo <args> --offline` in `root`, into the crate's own target directory.
+/// `cargo <args> --offline` in `root`, into the target directory the README's crates share (the
+/// library example's test builds there too, so their common dependencies compile once).
 fn cargo(root: &Path, args: &[&str]) -> Output {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Command::new(cargo)
         .args(args)
         .arg("--offline")
         .current_dir(root)
-        .env("CARGO_TARGET_DIR", root.with_file_name("target"))
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-workspace/target"),
+        )
         .output()
         .expect("cargo runs")
 }

@@ -603,7 +603,7 @@ fn stand_in(
     let made = match (kind, key.as_slice()) {
         ("folder", ["path"]) => Ok(()),
         (_, [.., "templates"]) => std::fs::create_dir_all(&target).map_err(|e| e.to_string()),
-        ("email", ["ca_file"]) => tool(
+        ("email", ["ca_file"]) | ("peppol", ["smp_trust" | "smp_ca_file"]) => tool(
             "openssl",
             &[
                 "req",

@@ -44,10 +44,11 @@ fn repository() -> PathBuf {
         .expect("the repository")
 }
 
-/// Builds the crate at `dir` offline, with a target directory kept between runs: the first
-/// build compiles Postbud and its dependencies (minutes), later ones take seconds.
+/// Builds the crate at `dir` offline, with a target directory kept between runs and shared with
+/// the README's channel crate (their common dependencies compile once): the first build compiles
+/// Postbud and its dependencies (minutes), later ones take seconds.
 async fn build(dir: &Path) -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readme-crate/target");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-workspace/target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .args(["build", "--offline", "--quiet"])
