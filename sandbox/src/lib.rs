@@ -33,6 +33,7 @@ pub mod sftp;
 pub mod sms;
 pub mod smtp;
 pub mod sshd;
+pub mod storecove;
 mod state;
 mod wire;
 
