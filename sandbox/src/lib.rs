@@ -33,8 +33,8 @@ pub mod sftp;
 pub mod sms;
 pub mod smtp;
 pub mod sshd;
-pub mod storecove;
 mod state;
+pub mod storecove;
 mod wire;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -225,6 +225,8 @@ impl Drop for Storecove {
 impl Storecove {
     /// Starts on a free port of 127.0.0.1.
     pub async fn start(config: StorecoveConfig) -> std::io::Result<Self> {
+        // As `Sandbox::start`: a test's own HTTP client needs the process's crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {

@@ -159,6 +159,11 @@ async fn a_lost_answer_then_a_retry_makes_one_submission() {
         .await
         .expect_err("no answer");
     assert!(lost.is_temporary(), "{lost}");
+    assert!(
+        lost.message()
+            .starts_with("Storecove submission of invoice SBX123-000042: "),
+        "{lost}"
+    );
     assert_eq!(f.standin.submissions().len(), 1, "Storecove processed it");
     let retried = provider
         .submit(&f.submission("dlv-lost"))
@@ -340,6 +345,7 @@ enum Answer {
 }
 
 /// One call to the sink: the evidence, and the queue's instances at that moment.
+#[derive(Clone)]
 struct Seen {
     evidence: Evidence,
     queued_then: Vec<String>,
@@ -471,7 +477,7 @@ async fn succeeded_is_delivered_failed_is_rejected_each_acknowledged_after_recor
         vec![ok.clone(), bad.clone(), none.clone()]
     );
     assert!(f.standin.queued().is_empty());
-    let seen = running.sink.seen.lock().unwrap();
+    let seen = running.sink.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3);
     for (s, (delivery, instance, state)) in seen.iter().zip([
         ("dlv-ok", &ok, EvidenceState::Delivered),
@@ -502,7 +508,6 @@ async fn succeeded_is_delivered_failed_is_rejected_each_acknowledged_after_recor
         seen[1].evidence.reason
     );
     assert!(seen[2].evidence.reason.contains("no_action_taken"));
-    drop(seen);
     running.stop().await.expect("stopped cleanly");
 }
 
