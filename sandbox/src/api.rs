@@ -91,7 +91,7 @@ pub(crate) async fn finish(kind: &Option<FaultKind>, response: Response) -> Resp
 /// A response whose body fails before its first byte. hyper writes the head only together with
 /// the body, so it closes the connection having sent nothing: the client sees the connection
 /// closed before any answer, as when a connection drops.
-fn dropped() -> Response {
+pub(crate) fn dropped() -> Response {
     let body = futures_util::stream::iter([Err::<bytes::Bytes, _>(std::io::Error::other(
         "sandbox fault: connection dropped after the operation",
     ))]);

@@ -34,6 +34,7 @@ pub mod sms;
 pub mod smtp;
 pub mod sshd;
 mod state;
+pub mod storecove;
 mod wire;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -25,6 +25,27 @@ pub struct Submission<'a> {
     pub ubl: &'a [u8],
 }
 
+impl<'a> Submission<'a> {
+    /// The invoice `ubl` of delivery `delivery_id` from `sender` to `receiver`, with the
+    /// delivery's [`idempotency_guid`].
+    pub fn new(
+        delivery_id: &'a str,
+        invoice_number: &'a str,
+        sender: &'a ParticipantId,
+        receiver: &'a ParticipantId,
+        ubl: &'a [u8],
+    ) -> Self {
+        Self {
+            delivery_id,
+            idempotency_guid: idempotency_guid(delivery_id),
+            invoice_number,
+            sender,
+            receiver,
+            ubl,
+        }
+    }
+}
+
 /// What the access point answered to a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
