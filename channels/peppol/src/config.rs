@@ -54,6 +54,18 @@ pub struct PeppolConfig {
     pub seller: Seller,
 }
 
+impl PeppolConfig {
+    /// Whether `key` is one of the table's own keys (a message that begins with one is about it).
+    pub(crate) fn is_key(key: &str) -> bool {
+        matches!(
+            key,
+            "provider" | "api_url" | "api_key" | "legal_entity_id" | "sender" | "sml_zone"
+                | "smp_trust" | "dns" | "smp_ca_file" | "allow" | "timeout" | "lookup_cache"
+                | "poll_interval"
+        )
+    }
+}
+
 fn production_zone() -> String {
     crate::lookup::PRODUCTION_ZONE.into()
 }

@@ -178,7 +178,11 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         poll_interval: c.poll_interval,
         allow: c.allow.clone(),
     })
-    .map_err(|e| cfg.error("api_url", e))?;
+    .map_err(|e| match e.split_once(": ") {
+        // The provider's messages begin with the key they are about.
+        Some((key, why)) if PeppolConfig::is_key(key) => cfg.error(key, why),
+        _ => cfg.error("api_url", e),
+    })?;
     Ok(Box::new(PeppolChannel {
         sender,
         seller: c.seller,
