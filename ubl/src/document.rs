@@ -20,7 +20,7 @@ pub struct Seller {
     // Checked at start-up under the scheme of the address's country: Norway 9 digits (mod 11,
     // ICD 0192), Sweden 10 (Luhn, 0007), Finland the business id (`1234567-1`, OVT 0216),
     // Denmark the CVR number (0184).
-    /// Organisation number, checked for the address's country (NO, SE, FI, DK): the Peppol endpoint.
+    /// Organisation number, checked for its country (NO, SE, FI, DK): the Peppol endpoint.
     pub organization_number: String,
     /// VAT number; a Norwegian seller's is NO, the organisation number and MVA (`NO745707327MVA`).
     #[serde(default)]

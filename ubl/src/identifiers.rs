@@ -269,7 +269,7 @@ fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Y-tunnus: weights 7,9,10,5,8,4,2; remainder 0 gives 0, 1 has no valid number.
@@ -284,7 +284,7 @@ fn finnish_business_id(digits: &str) -> bool {
 
 /// CVR: weights 2,7,6,5,4,3,2,1 over all eight digits; the sum is a multiple of 11.
 fn danish_mod11(digits: &str) -> bool {
-    weighted(digits, &[2, 7, 6, 5, 4, 3, 2, 1]) % 11 == 0
+    weighted(digits, &[2, 7, 6, 5, 4, 3, 2, 1]).is_multiple_of(11)
 }
 
 /// GS1: weights 3,1,3,… from the digit left of the check digit.

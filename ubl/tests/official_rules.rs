@@ -1,7 +1,8 @@
 //! Every shape of UBL Postbud makes passes the official Peppol BIS Billing 3.0 rules (OpenPeppol's
 //! and CEN's Schematrons, as an access point runs them) with no fatal finding: sellers and buyers
-//! in Norway, Sweden, Finland and Denmark, four VAT rates, and the CreditNote; a consumer's UBL fails
-//! only the Peppol rule that has no email address (EN 16931 allows it). And the oracle bites: a seller number that fails mod 11 is fatal.
+//! in Norway, Sweden, Finland and Denmark, four VAT rates, and the CreditNote. A consumer's UBL
+//! fails only the Peppol rule that has no email address (EN 16931 allows it). And the oracle
+//! bites: a seller number that fails mod 11 is fatal.
 
 use postbud_channel::{Customer, Invoice, InvoiceLine, Pdf};
 use postbud_sandbox::peppol_rules::{self, Findings};
