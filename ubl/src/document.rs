@@ -8,6 +8,8 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use postbud_channel::Invoice;
 use serde::Deserialize;
 
+use crate::identifiers::{ParticipantId, Scheme};
+
 /// `[channels.<name>.seller]`: what the UBL needs about the merchant.
 #[derive(Debug, Clone, Deserialize, postbud_channel::keys::JsonSchema)]
 #[schemars(crate = "postbud_channel::keys::schemars")]
@@ -15,16 +17,93 @@ use serde::Deserialize;
 pub struct Seller {
     /// Legal name.
     pub name: String,
-    /// Organisation number (Norway: 9 digits), the Peppol endpoint under scheme 0192.
+    // Checked at start-up under the scheme of the address's country: Norway 9 digits (mod 11,
+    // ICD 0192), Sweden 10 (Luhn, 0007), Finland the business id (`1234567-1`, OVT 0216),
+    // Denmark the CVR number (0184).
+    /// Organisation number, checked for its country (NO, SE, FI, DK): the Peppol endpoint.
     pub organization_number: String,
-    /// VAT number (`NO987654321MVA`).
+    /// VAT number; a Norwegian seller's is NO, the organisation number and MVA (`NO745707327MVA`).
     #[serde(default)]
     pub vat_number: Option<String>,
     /// Postal address.
     pub address: SellerAddress,
+    // Said on the invoice of a Norwegian seller only (NO-R-002).
     /// Registered in Foretaksregisteret (Norwegian companies: true).
     #[serde(default = "yes")]
     pub foretaksregisteret: bool,
+}
+
+/// Why a `[seller]` table cannot make a valid EHF document: the key inside the table
+/// (`organization_number`, `vat_number`, `address.country`) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SellerError {
+    /// The key inside the seller table.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for SellerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seller.{}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for SellerError {}
+
+impl Seller {
+    /// The seller's checked Peppol participant id: the organisation number under the scheme of
+    /// the address's country (`0192:745707327` for a Norwegian seller).
+    pub fn participant(&self) -> Result<ParticipantId, SellerError> {
+        let scheme = Scheme::of_country(&self.address.country).ok_or_else(|| SellerError {
+            key: "address.country",
+            reason: format!(
+                "`{}`: Postbud makes EHF / Peppol BIS documents for sellers in NO, SE, FI and DK",
+                self.address.country.escape_debug()
+            ),
+        })?;
+        ParticipantId::new(scheme, &self.organization_number).map_err(|e| SellerError {
+            key: "organization_number",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Everything the Peppol rules check about the seller, checked when the configuration is
+    /// read: the organisation number (`PEPPOL-COMMON-R040`…`R050`) and, for a Norwegian seller,
+    /// the VAT number `NO` + that organisation number + `MVA` (`NO-R-001`).
+    pub fn check(&self) -> Result<ParticipantId, SellerError> {
+        let id = self.participant()?;
+        if let Some(vat) = &self.vat_number {
+            let compact: String = vat.chars().filter(|c| !c.is_whitespace()).collect();
+            let country = self.address.country.to_ascii_uppercase();
+            if compact.len() < 3 || !compact.is_char_boundary(2) {
+                return Err(SellerError {
+                    key: "vat_number",
+                    reason: format!("`{}` is not a VAT number", vat.escape_debug()),
+                });
+            }
+            if !compact[..2].eq_ignore_ascii_case(&country) {
+                return Err(SellerError {
+                    key: "vat_number",
+                    reason: format!(
+                        "`{}` must start with the seller's country code `{country}`",
+                        vat.escape_debug()
+                    ),
+                });
+            }
+            if id.scheme() == Scheme::NoOrg && compact != format!("NO{}MVA", id.value()) {
+                return Err(SellerError {
+                    key: "vat_number",
+                    reason: format!(
+                        "`{}`: a Norwegian VAT number is NO, the organisation number and MVA: `NO{}MVA`",
+                        vat.escape_debug(),
+                        id.value()
+                    ),
+                });
+            }
+        }
+        Ok(id)
+    }
 }
 
 fn yes() -> bool {
@@ -197,12 +276,54 @@ fn party_address(
     );
 }
 
+/// How the buyer is found: its checked organisation number under its country's scheme, or
+/// (a consumer, or a business abroad Postbud has no scheme for) its email address, EAS `EM`.
+enum BuyerId {
+    Business(ParticipantId),
+    Email(String),
+}
+
+fn buyer_id(customer: &postbud_channel::Customer) -> Result<(BuyerId, Option<String>), String> {
+    let country = customer.country.as_deref().unwrap_or("NO");
+    let email = customer
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty());
+    match (
+        customer.organization_number.as_deref().map(str::trim),
+        email,
+    ) {
+        (Some(org), email) if !org.is_empty() => match Scheme::of_country(country) {
+            Some(scheme) => ParticipantId::new(scheme, org)
+                .map(|id| (BuyerId::Business(id), None))
+                .map_err(|e| format!("the buyer's organisation number: {e}")),
+            // Peppol has no scheme Postbud checks for the country: the number is stated as it
+            // is, and the buyer is reached by email.
+            None => match email {
+                Some(email) => Ok((BuyerId::Email(email.to_owned()), Some(org.to_owned()))),
+                None => Err(format!(
+                    "the buyer in `{}` has an organisation number under no scheme Postbud checks (NO, SE, FI, DK) and no email for the Peppol EndpointID",
+                    country.escape_debug()
+                )),
+            },
+        },
+        (_, Some(email)) => Ok((BuyerId::Email(email.to_owned()), None)),
+        _ => Err(
+            "the buyer has neither an organisation number nor an email for the Peppol EndpointID"
+                .into(),
+        ),
+    }
+}
+
 fn parties(out: &mut String, seller: &Seller, invoice: &Invoice) -> Result<(), String> {
     let s = seller;
+    let id = s.check().map_err(|e| e.to_string())?;
+    let icd = id.scheme().icd();
     let _ = write!(
         out,
-        "<cac:AccountingSupplierParty><cac:Party><cbc:EndpointID schemeID=\"0192\">{}</cbc:EndpointID>",
-        esc(&s.organization_number)
+        "<cac:AccountingSupplierParty><cac:Party><cbc:EndpointID schemeID=\"{icd}\">{}</cbc:EndpointID>",
+        esc(id.value())
     );
     let _ = write!(
         out,
@@ -214,42 +335,45 @@ fn parties(out: &mut String, seller: &Seller, invoice: &Invoice) -> Result<(), S
         Some(&s.address.line),
         Some(&s.address.city),
         Some(&s.address.postal_code),
-        &s.address.country,
+        &s.address.country.to_ascii_uppercase(),
     );
     if let Some(vat) = &s.vat_number {
+        let vat: String = vat.chars().filter(|c| !c.is_whitespace()).collect();
         let _ = write!(
             out,
             "<cac:PartyTaxScheme><cbc:CompanyID>{}</cbc:CompanyID><cac:TaxScheme><cbc:ID>VAT</cbc:ID></cac:TaxScheme></cac:PartyTaxScheme>",
-            esc(vat)
+            esc(&vat)
         );
     }
-    if s.foretaksregisteret {
+    // Foretaksregisteret is Norwegian law (NO-R-002); other countries' sellers do not state it.
+    if s.foretaksregisteret && id.scheme() == Scheme::NoOrg {
         out.push_str("<cac:PartyTaxScheme><cbc:CompanyID>Foretaksregisteret</cbc:CompanyID><cac:TaxScheme><cbc:ID>TAX</cbc:ID></cac:TaxScheme></cac:PartyTaxScheme>");
     }
     let _ = write!(
         out,
-        "<cac:PartyLegalEntity><cbc:RegistrationName>{}</cbc:RegistrationName><cbc:CompanyID>{}</cbc:CompanyID></cac:PartyLegalEntity></cac:Party></cac:AccountingSupplierParty>",
+        "<cac:PartyLegalEntity><cbc:RegistrationName>{}</cbc:RegistrationName><cbc:CompanyID schemeID=\"{icd}\">{}</cbc:CompanyID></cac:PartyLegalEntity></cac:Party></cac:AccountingSupplierParty>",
         esc(&s.name),
-        esc(&s.organization_number)
+        esc(id.value())
     );
 
     let c = &invoice.customer;
-    // A business is reached by its organisation number (scheme 0192), a consumer by email (EM).
-    let endpoint = match (&c.organization_number, &c.email) {
-        (Some(org), _) => format!(
-            "<cbc:EndpointID schemeID=\"0192\">{}</cbc:EndpointID>",
-            esc(org)
+    let (buyer, plain_number) = buyer_id(c)?;
+    let endpoint = match &buyer {
+        BuyerId::Business(id) => format!(
+            "<cbc:EndpointID schemeID=\"{}\">{}</cbc:EndpointID>",
+            id.scheme().icd(),
+            esc(id.value())
         ),
-        (None, Some(email)) => format!(
+        BuyerId::Email(email) => format!(
             "<cbc:EndpointID schemeID=\"EM\">{}</cbc:EndpointID>",
             esc(email)
         ),
-        (None, None) => return Err(
-            "the buyer has neither an organisation number nor an email for the Peppol EndpointID"
-                .into(),
-        ),
     };
-    let name = c.business_name.clone().unwrap_or_else(|| c.name.clone());
+    let name = c
+        .business_name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| c.name.clone());
     let _ = write!(
         out,
         "<cac:AccountingCustomerParty><cac:Party>{endpoint}<cac:PartyName><cbc:Name>{}</cbc:Name></cac:PartyName>",
@@ -260,15 +384,26 @@ fn parties(out: &mut String, seller: &Seller, invoice: &Invoice) -> Result<(), S
         c.address_line.as_deref(),
         c.postal_place.as_deref(),
         c.postal_code.as_deref(),
-        c.country.as_deref().unwrap_or("NO"),
+        &c.country.as_deref().unwrap_or("NO").to_ascii_uppercase(),
     );
     let _ = write!(
         out,
         "<cac:PartyLegalEntity><cbc:RegistrationName>{}</cbc:RegistrationName>",
         esc(&name)
     );
-    if let Some(org) = &c.organization_number {
-        let _ = write!(out, "<cbc:CompanyID>{}</cbc:CompanyID>", esc(org));
+    match (&buyer, plain_number) {
+        (BuyerId::Business(id), _) => {
+            let _ = write!(
+                out,
+                "<cbc:CompanyID schemeID=\"{}\">{}</cbc:CompanyID>",
+                id.scheme().icd(),
+                esc(id.value())
+            );
+        }
+        (BuyerId::Email(_), Some(number)) => {
+            let _ = write!(out, "<cbc:CompanyID>{}</cbc:CompanyID>", esc(&number));
+        }
+        (BuyerId::Email(_), None) => {}
     }
     out.push_str("</cac:PartyLegalEntity></cac:Party></cac:AccountingCustomerParty>");
     Ok(())
@@ -335,6 +470,12 @@ fn reference(invoice: &Invoice) -> String {
 }
 
 /// The Invoice, with the PDF as an `AdditionalDocumentReference`.
+///
+/// Refused, with the reason, when the seller fails [`Seller::check`] or the buyer's organisation
+/// number fails its country's check. A business buyer in NO, SE, FI or DK is named by its
+/// organisation number under that country's scheme; a consumer (or a business abroad) by email,
+/// EAS `EM`: EN 16931 allows it, but Peppol BIS 3.0 has no `EM` (`PEPPOL-EN16931-CL008`), so such
+/// a document suits an ERP's folder and can never be sent over Peppol.
 pub fn invoice(seller: &Seller, invoice: &Invoice) -> Result<String, String> {
     check_amounts(invoice)?;
     let issue = invoice

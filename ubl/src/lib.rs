@@ -8,4 +8,4 @@
 mod document;
 pub mod identifiers;
 
-pub use document::{Seller, SellerAddress, credit_note, invoice};
+pub use document::{Seller, SellerAddress, SellerError, credit_note, invoice};

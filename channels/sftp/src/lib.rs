@@ -18,8 +18,8 @@
 //! formats = ["ubl", "pdf", "json"]
 //! [channels.erp.seller]
 //! name = "Merchant AS"
-//! organization_number = "987654321"
-//! vat_number = "NO987654321MVA"
+//! organization_number = "745707327"
+//! vat_number = "NO745707327MVA"
 //! address = { line = "Storgata 1", postal_code = "0151", city = "Oslo", country = "NO" }
 //! ```
 
@@ -209,6 +209,12 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
     }
     if c.formats.iter().any(|f| f == "ubl") && c.seller.is_none() {
         return Err(cfg.error("seller", "formats includes \"ubl\": add [channels.<name>.seller] with name, organization_number, vat_number and address"));
+    }
+    if let Some(seller) = &c.seller {
+        // The identifiers an access point would refuse, refused at start-up, naming the key.
+        seller
+            .check()
+            .map_err(|e| cfg.error(&format!("seller.{}", e.key), e.reason))?;
     }
     let mode =
         postbud_channel::file_name::parse_mode(&c.mode).map_err(|why| cfg.error("mode", why))?;

