@@ -153,7 +153,8 @@ fn start() -> Result<Worker, String> {
 
 /// The official rules' findings for one UBL document. `None` (the test skips, saying so through
 /// [`crate::skipped`]) when python3 with saxonche, or the rule files, are missing; a panic
-/// instead under `POSTBUD_REQUIRE_SERVICES=1`, and whenever the oracle itself fails.
+/// instead when saxonche is missing under `POSTBUD_REQUIRE_SERVICES=1`, and whenever the oracle
+/// itself fails.
 pub fn check(xml: &[u8]) -> Option<Findings> {
     let mut slot = WORKER
         .lock()
@@ -166,8 +167,13 @@ pub fn check(xml: &[u8]) -> Option<Findings> {
                     "the official Peppol rules cannot run (python3 with saxonche {} and the rule files; see sandbox/peppol-rules/README.md): {why}",
                     "13.1.1"
                 );
+                // saxonche is installed by `.ci/run`; the rule files cannot be (no registry
+                // publishes them, and they are kept beside the checkout, not in it), so their
+                // absence is a skip that says so even where every service is required.
+                let rules_missing = why.contains("official Peppol rules are not in");
                 assert!(
-                    std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                    rules_missing
+                        || std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref() != Ok("1"),
                     "{why}"
                 );
                 crate::skipped(&why);
