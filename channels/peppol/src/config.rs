@@ -59,8 +59,18 @@ impl PeppolConfig {
     pub(crate) fn is_key(key: &str) -> bool {
         matches!(
             key,
-            "provider" | "api_url" | "api_key" | "legal_entity_id" | "sender" | "sml_zone"
-                | "smp_trust" | "dns" | "smp_ca_file" | "allow" | "timeout" | "lookup_cache"
+            "provider"
+                | "api_url"
+                | "api_key"
+                | "legal_entity_id"
+                | "sender"
+                | "sml_zone"
+                | "smp_trust"
+                | "dns"
+                | "smp_ca_file"
+                | "allow"
+                | "timeout"
+                | "lookup_cache"
                 | "poll_interval"
         )
     }

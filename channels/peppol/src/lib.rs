@@ -143,9 +143,10 @@ fn build(ctx: BuildContext<'_>) -> Result<Box<dyn Channel>, ConfigError> {
         ));
     }
     let sender: ParticipantId = c.sender.parse().map_err(|e| cfg.error("sender", e))?;
-    let seller_id =
-        ParticipantId::of_business(&c.seller.address.country, &c.seller.organization_number)
-            .map_err(|e| cfg.error("seller.organization_number", e))?;
+    let seller_id = c
+        .seller
+        .check()
+        .map_err(|e| cfg.error(&format!("seller.{}", e.key), e.reason))?;
     if seller_id != sender && sender.scheme() == seller_id.scheme() {
         return Err(cfg.error(
             "sender",
