@@ -160,6 +160,9 @@ pub enum FaultKind {
     /// Does what was asked (the submission is accepted and kept), then drops the connection
     /// before any answer: the client cannot tell whether it went through.
     LoseAnswer,
+    /// Does what was asked, then holds the answer this many seconds: a test kills the client
+    /// while the provider has the submission and the client does not know it yet.
+    HoldAnswer(u64),
 }
 
 /// A fault for the next `times` requests to `on`.
@@ -194,6 +197,8 @@ struct Inner {
     requests: Vec<(String, String)>,
     /// Acknowledged instances, in order.
     acknowledged: Vec<String>,
+    /// The seconds the request being admitted holds its answer ([`FaultKind::HoldAnswer`]).
+    hold: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -455,6 +460,10 @@ fn admit(
             Err(r)
         }
         FaultKind::LoseAnswer => Ok(true),
+        FaultKind::HoldAnswer(seconds) => {
+            inner.hold = Some(seconds);
+            Ok(false)
+        }
     }
 }
 
@@ -503,10 +512,14 @@ async fn submit(State(shared): St, headers: HeaderMap, body: axum::body::Bytes) 
             status: "submitted".into(),
             ..parsed
         });
-        guid
+        (guid, inner.hold.take())
     };
+    let (guid, hold) = guid;
     if lose {
         return crate::api::dropped();
+    }
+    if let Some(seconds) = hold {
+        tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
     }
     Json(json!({"guid": guid})).into_response()
 }
