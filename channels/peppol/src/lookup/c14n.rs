@@ -95,7 +95,10 @@ impl Canonicalizer<'_> {
                 .lookup_namespace_uri((!prefix.is_empty()).then_some(prefix.as_str()))
                 .unwrap_or_default()
                 .to_owned();
-            let before = rendered.get(&prefix).map(String::as_str).unwrap_or_default();
+            let before = rendered
+                .get(&prefix)
+                .map(String::as_str)
+                .unwrap_or_default();
             if before != uri {
                 declarations.insert(prefix.clone(), uri.clone());
                 now.insert(prefix, uri);

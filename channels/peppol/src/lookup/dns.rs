@@ -140,7 +140,8 @@ fn read_answer(response: &Message, name: &str) -> Result<Answer, ChannelError> {
     }
     if code != ResponseCode::NoError {
         return Err(ChannelError::unavailable(format!(
-            "the DNS server answered {code} for the NAPTR records of `{name}`"
+            "the DNS server answered {code} (rcode {}) for the NAPTR records of `{name}`",
+            u16::from(code)
         )));
     }
     if response.metadata.truncation {
@@ -156,12 +157,7 @@ fn read_answer(response: &Message, name: &str) -> Result<Answer, ChannelError> {
                 if naptr.flags.eq_ignore_ascii_case(b"u")
                     && naptr.services.eq_ignore_ascii_case(META_SMP.as_bytes()) =>
             {
-                Some((
-                    naptr.order,
-                    naptr.preference,
-                    &naptr.regexp[..],
-                    record.ttl,
-                ))
+                Some((naptr.order, naptr.preference, &naptr.regexp[..], record.ttl))
             }
             _ => None,
         })
@@ -216,11 +212,15 @@ pub fn smp_url(regexp: &[u8]) -> Result<url::Url, String> {
         .next()
         .ok_or_else(|| "an empty regexp".to_owned())?;
     if delimiter.is_alphanumeric() || delimiter == '\\' {
-        return Err(format!("regexp `{text}`: `{delimiter}` cannot be the delimiter"));
+        return Err(format!(
+            "regexp `{text}`: `{delimiter}` cannot be the delimiter"
+        ));
     }
     let parts: Vec<&str> = text[delimiter.len_utf8()..].split(delimiter).collect();
     let [pattern, replacement, flags] = parts[..] else {
-        return Err(format!("regexp `{text}` is not `!pattern!replacement!flags`"));
+        return Err(format!(
+            "regexp `{text}` is not `!pattern!replacement!flags`"
+        ));
     };
     if !["^.*$", ".*", "^.*", ".*$"].contains(&pattern) {
         return Err(format!(
@@ -315,7 +315,14 @@ mod tests {
             }
         );
         let none = read_answer(
-            &response(vec![(1, 1, "U", "Meta:Other", "!^.*$!https://o.example!", 5)]),
+            &response(vec![(
+                1,
+                1,
+                "U",
+                "Meta:Other",
+                "!^.*$!https://o.example!",
+                5,
+            )]),
             "x.example",
         )
         .expect("an answer");

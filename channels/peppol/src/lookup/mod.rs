@@ -120,10 +120,16 @@ impl Lookup {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("smp_ca_file `{}`: {e}", path.display()))?;
             let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("smp_ca_file `{}` is not PEM certificates: {e}", path.display())
+                format!(
+                    "smp_ca_file `{}` is not PEM certificates: {e}",
+                    path.display()
+                )
             })?;
             if roots.is_empty() {
-                return Err(format!("smp_ca_file `{}` holds no certificate", path.display()));
+                return Err(format!(
+                    "smp_ca_file `{}` holds no certificate",
+                    path.display()
+                ));
             }
             http = http.tls_certs_merge(roots);
         }

@@ -39,13 +39,22 @@ mod tests {
     #[test]
     fn the_published_vectors() {
         for (value, hash) in [
-            ("9915:test", "eh5boavaktmbgzyh2a63dz4qov33fvp5nsdvqklucfraayoodw6a"),
+            (
+                "9915:test",
+                "eh5boavaktmbgzyh2a63dz4qov33fvp5nsdvqklucfraayoodw6a",
+            ),
             (
                 "0088:1234567890123",
                 "sjsyvccmqyjxk3weuapffq4x3umcrf4qryherj4vovhmonh7gccq",
             ),
-            ("0088:123abc", "y7dzfxaf3d4cjz4kcgrxtec6twvcga4ky7zwa5boif6mswd4tdrq"),
-            ("0088:123ABC", "y7dzfxaf3d4cjz4kcgrxtec6twvcga4ky7zwa5boif6mswd4tdrq"),
+            (
+                "0088:123abc",
+                "y7dzfxaf3d4cjz4kcgrxtec6twvcga4ky7zwa5boif6mswd4tdrq",
+            ),
+            (
+                "0088:123ABC",
+                "y7dzfxaf3d4cjz4kcgrxtec6twvcga4ky7zwa5boif6mswd4tdrq",
+            ),
             (
                 "0010:5798000000001",
                 "xukhfqabqziki3ykvr2fhr4snfa3pf5vpq6k4tonv3lmvsy5arvq",

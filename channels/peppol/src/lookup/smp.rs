@@ -88,9 +88,8 @@ impl SmpClient {
         match self.get(&url, participant).await? {
             Answer::Service(service) => Ok(service),
             Answer::Redirect(href) => {
-                let target = url::Url::parse(&href).map_err(|e| {
-                    refused(format!("{url} redirects to `{href}`, not a URL: {e}"))
-                })?;
+                let target = url::Url::parse(&href)
+                    .map_err(|e| refused(format!("{url} redirects to `{href}`, not a URL: {e}")))?;
                 if target.scheme() != "https" {
                     return Err(refused(format!(
                         "{url} redirects to `{href}`: an SMP must be https"
@@ -205,7 +204,11 @@ fn read(document: &Document<'_>, participant: &ParticipantId) -> Result<Answer, 
     };
     let now = jiff::Timestamp::now();
     let mut passed = Vec::new();
-    for endpoint in children(only(billing, BUSDOX, "ServiceEndpointList")?, BUSDOX, "Endpoint") {
+    for endpoint in children(
+        only(billing, BUSDOX, "ServiceEndpointList")?,
+        BUSDOX,
+        "Endpoint",
+    ) {
         let profile = endpoint.attribute("transportProfile").unwrap_or_default();
         if profile != AS4 {
             passed.push(format!("transport profile `{profile}`"));
@@ -253,7 +256,11 @@ fn children<'a, 'i>(
         .filter(move |n| n.has_tag_name((namespace, name)))
 }
 
-fn child<'a, 'i>(node: Node<'a, 'i>, namespace: &'static str, name: &'static str) -> Option<Node<'a, 'i>> {
+fn child<'a, 'i>(
+    node: Node<'a, 'i>,
+    namespace: &'static str,
+    name: &'static str,
+) -> Option<Node<'a, 'i>> {
     children(node, namespace, name).next()
 }
 
@@ -266,7 +273,10 @@ fn only<'a, 'i>(
     match (found.next(), found.next()) {
         (Some(one), None) => Ok(one),
         (None, _) => Err(format!("{} has no {name}", node.tag_name().name())),
-        (Some(_), Some(_)) => Err(format!("{} has more than one {name}", node.tag_name().name())),
+        (Some(_), Some(_)) => Err(format!(
+            "{} has more than one {name}",
+            node.tag_name().name()
+        )),
     }
 }
 
@@ -287,7 +297,10 @@ fn date(endpoint: Node<'_, '_>, name: &'static str) -> Result<Option<jiff::Times
         return Ok(Some(at));
     }
     if let Ok(at) = text.parse::<jiff::civil::DateTime>() {
-        return at.to_zoned(jiff::tz::TimeZone::UTC).map(|z| Some(z.timestamp())).map_err(|e| e.to_string());
+        return at
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map(|z| Some(z.timestamp()))
+            .map_err(|e| e.to_string());
     }
     if let Ok(day) = text.trim_end_matches('Z').parse::<jiff::civil::Date>() {
         return day
@@ -305,7 +318,10 @@ mod tests {
     #[test]
     fn the_path_is_percent_encoded_as_smps_expect() {
         let participant: ParticipantId = "0192:745707327".parse().expect("id");
-        let url = metadata_url(&"https://smp.example/smp/".parse().expect("url"), &participant);
+        let url = metadata_url(
+            &"https://smp.example/smp/".parse().expect("url"),
+            &participant,
+        );
         assert_eq!(
             url,
             "https://smp.example/smp/iso6523-actorid-upis%3A%3A0192%3A745707327/services/busdox-docid-qns%3A%3Aurn%3Aoasis%3Anames%3Aspecification%3Aubl%3Aschema%3Axsd%3AInvoice-2%3A%3AInvoice%23%23urn%3Acen.eu%3Aen16931%3A2017%23compliant%23urn%3Afdc%3Apeppol.eu%3A2017%3Apoacc%3Abilling%3A3.0%3A%3A2.1"

@@ -43,7 +43,8 @@ impl Trust {
         use rustls_pki_types::pem::PemObject as _;
         let mut anchors = Vec::new();
         for certificate in CertificateDer::pem_slice_iter(pem) {
-            let certificate = certificate.map_err(|e| format!("a certificate does not parse: {e}"))?;
+            let certificate =
+                certificate.map_err(|e| format!("a certificate does not parse: {e}"))?;
             let anchor = webpki::anchor_from_trusted_cert(&certificate)
                 .map_err(|e| format!("a CA certificate is not usable as a trust anchor: {e}"))?;
             anchors.push(anchor.to_owned());
@@ -74,17 +75,27 @@ pub fn verify(document: &Document<'_>, trust: &Trust, now: UnixTime) -> Result<S
         [] => return Err("the answer is not signed (no ds:Signature)".into()),
         [one] if one.parent_element() == Some(root) => one,
         [_] => return Err("the ds:Signature is not a child of the document element".into()),
-        _ => return Err(format!("{} ds:Signature elements; one is expected", signatures.len())),
+        _ => {
+            return Err(format!(
+                "{} ds:Signature elements; one is expected",
+                signatures.len()
+            ));
+        }
     };
     let signed_info = only_child(signature, "SignedInfo")?;
     let method = algorithm(only_child(signed_info, "CanonicalizationMethod")?)?;
     if method != EXC_C14N {
-        return Err(format!("SignedInfo is canonicalized with `{method}`, not exclusive C14N"));
+        return Err(format!(
+            "SignedInfo is canonicalized with `{method}`, not exclusive C14N"
+        ));
     }
     let signature_method = algorithm(only_child(signed_info, "SignatureMethod")?)?;
     let references: Vec<_> = ds_children(signed_info, "Reference").collect();
     let [reference] = references[..] else {
-        return Err(format!("{} References; one (URI=\"\") is expected", references.len()));
+        return Err(format!(
+            "{} References; one (URI=\"\") is expected",
+            references.len()
+        ));
     };
     if reference.attribute("URI") != Some("") {
         return Err(format!(
@@ -95,7 +106,9 @@ pub fn verify(document: &Document<'_>, trust: &Trust, now: UnixTime) -> Result<S
     let inclusive = check_transforms(reference)?;
     let digest_method = algorithm(only_child(reference, "DigestMethod")?)?;
     if digest_method != SHA256 {
-        return Err(format!("the digest method is `{digest_method}`, not SHA-256"));
+        return Err(format!(
+            "the digest method is `{digest_method}`, not SHA-256"
+        ));
     }
     let expected = base64_of(only_child(reference, "DigestValue")?, "DigestValue")?;
     let canonical = c14n::canonicalize(document.root(), Some(signature.id()), &inclusive);
@@ -171,7 +184,10 @@ impl webpki::ExtendedKeyUsageValidator for AnyPurpose {
 fn check_transforms(reference: Node<'_, '_>) -> Result<Vec<String>, String> {
     let transforms = only_child(reference, "Transforms")?;
     let list: Vec<_> = ds_children(transforms, "Transform").collect();
-    let names: Vec<String> = list.iter().map(|t| algorithm(*t)).collect::<Result<_, _>>()?;
+    let names: Vec<String> = list
+        .iter()
+        .map(|t| algorithm(*t))
+        .collect::<Result<_, _>>()?;
     match names.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [ENVELOPED, EXC_C14N] => Ok(inclusive_prefixes(list[1])),
         _ => Err(format!(
@@ -193,7 +209,8 @@ fn ds_children<'a, 'i>(
     node: Node<'a, 'i>,
     name: &'static str,
 ) -> impl Iterator<Item = Node<'a, 'i>> + use<'a, 'i> {
-    node.children().filter(move |n| n.has_tag_name((DSIG, name)))
+    node.children()
+        .filter(move |n| n.has_tag_name((DSIG, name)))
 }
 
 fn only_child<'a, 'i>(node: Node<'a, 'i>, name: &'static str) -> Result<Node<'a, 'i>, String> {
@@ -201,7 +218,10 @@ fn only_child<'a, 'i>(node: Node<'a, 'i>, name: &'static str) -> Result<Node<'a,
     match (found.next(), found.next()) {
         (Some(one), None) => Ok(one),
         (None, _) => Err(format!("ds:{} has no ds:{name}", node.tag_name().name())),
-        (Some(_), Some(_)) => Err(format!("ds:{} has more than one ds:{name}", node.tag_name().name())),
+        (Some(_), Some(_)) => Err(format!(
+            "ds:{} has more than one ds:{name}",
+            node.tag_name().name()
+        )),
     }
 }
 
@@ -226,7 +246,10 @@ fn base64_of(node: Node<'_, '_>, what: &str) -> Result<Vec<u8>, String> {
 /// XMLDSig's ECDSA value is `r || s` (RFC 4050); webpki wants the DER `SEQUENCE { r, s }`.
 fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, String> {
     if raw.len() != 64 {
-        return Err(format!("an ECDSA P-256 signature is 64 bytes, not {}", raw.len()));
+        return Err(format!(
+            "an ECDSA P-256 signature is 64 bytes, not {}",
+            raw.len()
+        ));
     }
     let integer = |bytes: &[u8]| {
         let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
