@@ -26,6 +26,7 @@ pub mod hooks;
 pub mod imap;
 pub mod mailbox;
 pub mod pdf;
+pub mod peppol;
 pub mod peppol_rules;
 pub mod postfix;
 mod push;

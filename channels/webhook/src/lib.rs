@@ -20,7 +20,8 @@
 
 mod payload;
 pub mod signing;
-pub mod target;
+/// Where a webhook may go: the SDK's SSRF guard, re-exported where it used to live.
+pub use postbud_channel::http::target;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 

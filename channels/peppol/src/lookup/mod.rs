@@ -8,10 +8,17 @@
 //! 5xx, a signature that does not verify or a signer the deployment does not trust is an error,
 //! and the dispatch that asked is retried with nothing captured.
 
-use std::time::Duration;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use postbud_channel::ChannelError;
+use postbud_channel::{ChannelError, http::target};
 use postbud_ubl::identifiers::ParticipantId;
+
+mod c14n;
+mod cache;
+pub mod dns;
+pub mod sml;
+pub mod smp;
+pub mod xmldsig;
 
 /// The BIS Billing 3.0 invoice's document type identifier (under `busdox-docid-qns`).
 pub const INVOICE_DOCUMENT_TYPE: &str = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2::Invoice##urn:cen.eu:en16931:2017#compliant#urn:fdc:peppol.eu:2017:poacc:billing:3.0::2.1";
@@ -66,23 +73,111 @@ pub struct LookupSettings {
     pub cache_max: Duration,
 }
 
+impl LookupSettings {
+    /// The settings for the production SML with the SMP CA(s) in `smp_trust`: the system's
+    /// resolver, the system's TLS roots, no private SMPs, 10 seconds per query or request, and
+    /// answers kept an hour at most.
+    pub fn new(smp_trust: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            sml_zone: PRODUCTION_ZONE.into(),
+            smp_trust: smp_trust.into(),
+            dns: None,
+            smp_ca_file: None,
+            allow: Vec::new(),
+            timeout: Duration::from_secs(10),
+            cache_max: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// The lookup, configured by the channel's table.
 #[derive(Debug)]
 pub struct Lookup {
-    _private: (),
+    zone: String,
+    dns: SocketAddr,
+    timeout: Duration,
+    cache_max: Duration,
+    smp: smp::SmpClient,
+    cache: Arc<cache::Cache>,
 }
 
 impl Lookup {
     /// The lookup with its settings; an error names what is wrong (an unreadable trust file).
     pub fn new(settings: LookupSettings) -> Result<Self, String> {
-        let _ = settings;
-        unimplemented!("the lookup lane fills this in")
+        let trust_path = &settings.smp_trust;
+        let pem = std::fs::read(trust_path)
+            .map_err(|e| format!("smp_trust `{}`: {e}", trust_path.display()))?;
+        let trust = xmldsig::Trust::from_pem(&pem)
+            .map_err(|e| format!("smp_trust `{}`: {e}", trust_path.display()))?;
+        let dns = match settings.dns {
+            Some(server) => server,
+            None => dns::system_server()?,
+        };
+        let allow = target::Allow::new(settings.allow.clone());
+        let mut http = postbud_channel::http::client(settings.timeout)
+            .dns_resolver(Arc::new(target::GuardedResolver(allow.clone())));
+        if let Some(path) = &settings.smp_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("smp_ca_file `{}`: {e}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!(
+                    "smp_ca_file `{}` is not PEM certificates: {e}",
+                    path.display()
+                )
+            })?;
+            if roots.is_empty() {
+                return Err(format!(
+                    "smp_ca_file `{}` holds no certificate",
+                    path.display()
+                ));
+            }
+            http = http.tls_certs_merge(roots);
+        }
+        let http = http
+            .build()
+            .map_err(|e| format!("the SMP HTTP client: {e}"))?;
+        Ok(Self {
+            zone: settings.sml_zone,
+            dns,
+            timeout: settings.timeout,
+            cache_max: settings.cache_max,
+            smp: smp::SmpClient { http, allow, trust },
+            cache: Arc::default(),
+        })
     }
 
     /// Whether `participant` receives BIS Billing 3.0 invoices (cached for the answer's time
     /// to live). An error is temporary or a configuration problem, never "not registered".
+    ///
+    /// Concurrent finds for one participant that is not cached each ask the network; the
+    /// answers are the same, and the cache keeps the last.
     pub async fn find(&self, participant: &ParticipantId) -> Result<Found, ChannelError> {
-        let _ = participant;
-        unimplemented!("the lookup lane fills this in")
+        let key = participant.to_string().to_lowercase();
+        if let Some(found) = self.cache.get(&key) {
+            return Ok(found);
+        }
+        let name = sml::name(participant, &self.zone);
+        let found = match dns::find_smp(self.dns, &name, self.timeout).await? {
+            dns::Answer::None { reason, ttl } => Found::NotRegistered {
+                reason: format!("{participant}: {reason}"),
+                ttl: ttl.min(self.cache_max),
+            },
+            dns::Answer::Smp { url, ttl } => {
+                let ttl = ttl.min(self.cache_max);
+                match self.smp.service(&url, participant).await? {
+                    smp::Service::Endpoint(endpoint) => Found::Registered {
+                        smp: url.to_string(),
+                        endpoint,
+                        ttl,
+                    },
+                    smp::Service::None(reason) => Found::NotRegistered { reason, ttl },
+                }
+            }
+        };
+        let ttl = match &found {
+            Found::Registered { ttl, .. } | Found::NotRegistered { ttl, .. } => *ttl,
+        };
+        self.cache.put(key, found.clone(), ttl);
+        Ok(found)
     }
 }

@@ -11,6 +11,8 @@ use reqwest::{StatusCode, header::HeaderMap};
 
 use crate::{ChannelError, ErrorKind, RetryClass};
 
+pub mod target;
+
 /// The HTTP client [`client`] builds and the helpers here read, with rustls and without a
 /// second TLS stack: a channel names it as `postbud_channel::http::reqwest`.
 pub use reqwest;

@@ -1,5 +1,6 @@
-//! Where a webhook may go: `https`, or plain `http` on loopback; never to private, link-local,
-//! shared or cloud-metadata addresses unless the operator's `allow` list names the host or IP.
+//! Where a request to a URL that someone else chose may go (a webhook's target, the SMP an SML
+//! record names): `https`, or plain `http` on loopback; never to private, link-local, shared or
+//! cloud-metadata addresses unless the operator's `allow` list names the host or IP (SSRF).
 //! The check runs on every resolution (a [`reqwest::dns::Resolve`]), so a name that later
 //! resolves elsewhere (DNS rebinding) is refused too.
 
@@ -11,7 +12,7 @@ use std::{
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
-/// Why an address is not a webhook target, if it is not.
+/// Why an address is not a fit target, if it is not.
 pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
