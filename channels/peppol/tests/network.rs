@@ -1,0 +1,319 @@
+//! The Peppol channel through the library's face, against the sandbox's Dintero, Peppol network
+//! (SML over UDP, a signed SMP over https) and Storecove: a Norwegian B2B invoice to a registered
+//! buyer is looked up, captured once, submitted once (valid under the official rules) and
+//! `delivered` on the receiving access point's receipt; a buyer the network does not list, or
+//! whose organisation number fails its check, gets the email route with the reason; a tampered or
+//! untrusted SMP answer captures nothing and sends nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use postbud::{App, Settings, Verdict, ids};
+use postbud_sandbox::{
+    Sandbox, SandboxConfig, Seed,
+    peppol::{Fault, Peppol, ZONE},
+    storecove::{Storecove, StorecoveConfig},
+};
+use serde_json::json;
+
+/// A registered buyer (a valid organisation number: mod 11).
+const BUYER: &str = "974760673";
+/// Another registered buyer.
+const SECOND: &str = "810000007";
+/// A valid number the network does not list.
+const UNLISTED: &str = "923609016";
+
+struct Network {
+    dintero: Sandbox,
+    peppol: Peppol,
+    storecove: Storecove,
+    dir: tempfile::TempDir,
+}
+
+impl Network {
+    async fn start() -> Self {
+        let validator: postbud_sandbox::storecove::Validator =
+            Arc::new(
+                |ubl: &[u8]| match postbud_sandbox::peppol_rules::check(ubl) {
+                    Some(findings) if !findings.fatal().is_empty() => Err(findings.to_string()),
+                    _ => Ok(()),
+                },
+            );
+        let network = Self {
+            dintero: Sandbox::start(SandboxConfig::default())
+                .await
+                .expect("sandbox"),
+            peppol: Peppol::start().await.expect("the Peppol network"),
+            storecove: Storecove::start(StorecoveConfig {
+                validator: Some(validator),
+                ..StorecoveConfig::default()
+            })
+            .await
+            .expect("storecove"),
+            dir: tempfile::tempdir().expect("dir"),
+        };
+        network
+            .peppol
+            .register(&format!("0192:{BUYER}"), "https://ap.buyer.example/as4");
+        network
+            .peppol
+            .register(&format!("0192:{SECOND}"), "https://ap.second.example/as4");
+        network
+    }
+
+    fn settings(&self) -> Settings {
+        let dir = self.dir.path().display();
+        let toml = format!(
+            r#"{dintero}
+[store]
+url = "sqlite://{dir}/postbud.db"
+
+[engine]
+backoff_base = "100ms"
+backoff_max = "300ms"
+max_attempts = 1000
+
+[channels.peppol]
+kind = "peppol"
+provider = "storecove"
+api_url = "{api_url}"
+api_key = "{api_key}"
+legal_entity_id = {entity}
+sender = "0192:745707327"
+sml_zone = "{ZONE}"
+dns = "{dns}"
+smp_trust = "{trust}"
+smp_ca_file = "{ca}"
+timeout = "3s"
+poll_interval = "100ms"
+[channels.peppol.seller]
+name = "Merchant AS"
+organization_number = "745707327"
+vat_number = "NO745707327MVA"
+address = {{ line = "Storgata 1", postal_code = "0151", city = "Oslo", country = "NO" }}
+
+[channels.customer-email]
+kind = "folder"
+path = "{dir}/email"
+
+[[routes]]
+when = {{ product_type = "kravia.invoice_b2b", peppol = true }}
+deliver = ["peppol"]
+fallback = ["customer-email"]
+
+[[routes]]
+deliver = ["customer-email"]
+"#,
+            dintero = self.dintero.dintero_toml(),
+            api_url = self.storecove.api_url(),
+            api_key = postbud_sandbox::storecove::API_KEY,
+            entity = postbud_sandbox::storecove::LEGAL_ENTITY_ID,
+            dns = self.peppol.dns_addr(),
+            trust = self.peppol.trust_pem().display(),
+            ca = self.peppol.ca_file().display(),
+        );
+        Settings::from_toml(&toml).expect("settings")
+    }
+
+    async fn app(&self) -> Arc<App> {
+        Arc::new(App::open(&self.settings()).await.expect("app opens"))
+    }
+
+    fn b2b(&self, organization_number: &str) -> String {
+        self.dintero.seed(Seed {
+            product_type: Some("kravia.invoice_b2b".into()),
+            billing_address: Some(json!({
+                "business_name": "Kjøper AS",
+                "organization_number": organization_number,
+                "first_name": "Kari",
+                "last_name": "Nordmann",
+                "email": "kari@kjoper.example",
+                "address_line": "Kirkegata 2",
+                "postal_code": "0153",
+                "postal_place": "Oslo",
+                "country": "NO"
+            })),
+            ..Seed::default()
+        })
+    }
+}
+
+async fn history(app: &App, id: &str) -> String {
+    app.store()
+        .history(id)
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| format!("{} {}\n", h.event, h.detail))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_b2b_invoice_to_a_registered_buyer_is_captured_once_submitted_once_and_delivered_on_the_receipt()
+ {
+    let net = Network::start().await;
+    let app = net.app().await;
+    let id = net.b2b(BUYER);
+
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(net.dintero.captures(&id), 1);
+    let submissions = net.storecove.submissions();
+    assert_eq!(submissions.len(), 1, "{submissions:?}");
+    let delivery = ids::delivery_id(&id, "peppol");
+    let guid = postbud_peppol::provider::idempotency_guid(&delivery);
+    assert!(
+        net.storecove.submission(&guid).is_some(),
+        "submitted under the delivery's GUID"
+    );
+    // What arrived is valid under the official OpenPeppol and CEN rules (the stand-in refused
+    // it otherwise), and carries the buyer's and the seller's identifiers.
+    let ubl = String::from_utf8(net.storecove.ubl().remove(0)).expect("UTF-8");
+    assert!(
+        ubl.contains(&format!(
+            "<cbc:EndpointID schemeID=\"0192\">{BUYER}</cbc:EndpointID>"
+        )),
+        "{ubl}"
+    );
+    assert!(ubl.contains("<cbc:EndpointID schemeID=\"0192\">745707327</cbc:EndpointID>"));
+    if let Some(findings) = postbud_sandbox::peppol_rules::check(ubl.as_bytes()) {
+        assert!(findings.fatal().is_empty(), "{findings}");
+    }
+    let log = history(&app, &id).await;
+    assert!(
+        log.contains("peppol: reachable, 0192:974760673 receives BIS Billing 3.0"),
+        "{log}"
+    );
+
+    // Delivering again asks nothing new and sends nothing.
+    let again = app.deliver_now(&id).await.expect("again");
+    assert_eq!(again.verdict(), Verdict::Delivered);
+    assert_eq!(net.storecove.submissions().len(), 1);
+    assert_eq!(net.dintero.captures(&id), 1);
+
+    // The receiving access point's receipt arrives through the provider's queue.
+    net.storecove.succeed(&guid).expect("the stand-in knows it");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            app.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let job = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let job = app
+                .store()
+                .job(&delivery)
+                .await
+                .expect("job")
+                .expect("there");
+            if job.evidence.as_deref() == Some("delivered") {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the receipt is recorded");
+    assert_eq!(job.state, postbud::JobState::Done);
+    let _ = stop.send(());
+    running.await.expect("run ends");
+    assert!(
+        net.storecove.queued().is_empty(),
+        "the event is acknowledged once recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_buyer_the_network_does_not_list_or_whose_number_fails_gets_email_with_the_reason() {
+    let net = Network::start().await;
+    let app = net.app().await;
+
+    for (number, reason) in [(UNLISTED, "not registered"), ("987654321", "mod-11")] {
+        let id = net.b2b(number);
+        let outcome = app.deliver_now(&id).await.expect("deliver");
+        assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+        assert_eq!(net.dintero.captures(&id), 1);
+        let log = history(&app, &id).await;
+        assert!(
+            log.contains("queued for customer-email")
+                && log.contains("peppol: not reachable")
+                && log.contains(reason),
+            "{number}: {log}"
+        );
+        let channels: Vec<_> = outcome
+            .jobs
+            .iter()
+            .filter_map(|j| j.channel.as_deref())
+            .collect();
+        assert_eq!(channels, ["customer-email"], "{outcome}");
+    }
+    assert!(
+        net.storecove.submissions().is_empty(),
+        "nothing went over Peppol"
+    );
+
+    // `postbud check`: the merchant's own participant id is looked up, the provider probed.
+    let checks = app.check().await;
+    let (_, peppol) = checks.iter().find(|(name, _)| name == "peppol").expect("checked");
+    let said = peppol.as_ref().expect("the check passes");
+    assert!(
+        said.contains("sender 0192:745707327 is not registered to receive BIS Billing 3.0")
+            && said.contains("it can still send"),
+        "{said}"
+    );
+    net.peppol.register("0192:745707327", "https://ap.merchant.example/as4");
+    let checks = app.check().await;
+    let (_, peppol) = checks.iter().find(|(name, _)| name == "peppol").expect("checked");
+    let said = peppol.as_ref().expect("the check passes");
+    assert!(said.contains("sender 0192:745707327 is registered"), "{said}");
+}
+
+#[tokio::test]
+async fn a_tampered_or_untrusted_smp_answer_captures_nothing_and_sends_nothing() {
+    let net = Network::start().await;
+    let app = net.app().await;
+
+    // A buyer each: a good answer is cached for its time to live, so each fault is met fresh.
+    for (fault, buyer) in [
+        (Fault::TamperedEndpoint, BUYER),
+        (Fault::UntrustedSigner, SECOND),
+    ] {
+        let participant = format!("0192:{buyer}");
+        net.peppol.fault(&participant, fault.clone());
+        let id = net.b2b(buyer);
+        let outcome = app
+            .deliver_waiting(&id, Duration::from_secs(1))
+            .await
+            .expect("deliver");
+        assert_ne!(
+            outcome.verdict(),
+            Verdict::Delivered,
+            "{fault:?}: {outcome}"
+        );
+        assert_eq!(net.dintero.captures(&id), 0, "{fault:?}: nothing captured");
+        assert!(
+            outcome
+                .to_string()
+                .contains("the lookup before routing failed")
+                && outcome.to_string().contains("nothing was captured"),
+            "{fault:?}: {outcome}"
+        );
+
+        // Once the SMP answers as it should, the retry goes through: one capture, one
+        // submission.
+        net.peppol.fault(&participant, None);
+        let outcome = app.deliver_now(&id).await.expect("deliver");
+        assert_eq!(
+            outcome.verdict(),
+            Verdict::Delivered,
+            "{fault:?}: {outcome}"
+        );
+        assert_eq!(net.dintero.captures(&id), 1);
+    }
+    assert_eq!(net.storecove.submissions().len(), 2);
+}
