@@ -1,6 +1,6 @@
 //! Storecove's API as the access point: `POST /document_submissions` with the UBL as raw
 //! document data and the idempotency GUID, status events from the pull queue
-//! (`GET/DELETE /webhook_instances`, [`queue`]), evidence from
+//! (`GET/DELETE /webhook_instances`, the private `queue` module), evidence from
 //! `/document_submissions/{guid}/evidence`.
 //!
 //! Storecove processes only the first submission under an `idempotencyGuid` and answers every

@@ -6,7 +6,7 @@
 //! deployment trusts and is valid now.
 //!
 //! The chain and the signature are checked by `rustls-webpki` (ring), the workspace's one
-//! certificate verifier; canonicalization is [`super::c14n`]. Anything else (another
+//! certificate verifier; canonicalization is the private `c14n` module. Anything else (another
 //! algorithm, several signatures, a reference to part of the document) is refused rather than
 //! half-understood: what the signature does not cover must not be read.
 
