@@ -120,6 +120,9 @@ deliver = ["peppol"]
         .iter()
         .filter(|(method, path)| method == "POST" && path == "/document_submissions")
         .count();
-    assert_eq!(posts, 2, "the second run asked again and was told it was in: {said}");
+    assert_eq!(
+        posts, 2,
+        "the second run asked again and was told it was in: {said}"
+    );
     assert_eq!(dintero.captures(&id), 1, "captured once");
 }
