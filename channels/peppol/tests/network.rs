@@ -328,3 +328,70 @@ async fn a_tampered_or_untrusted_smp_answer_captures_nothing_and_sends_nothing()
     }
     assert_eq!(net.storecove.submissions().len(), 2);
 }
+
+#[tokio::test]
+async fn a_submission_the_access_point_reports_failed_runs_the_fallback_once() {
+    let net = Network::start().await;
+    let app = net.app().await;
+    let id = net.b2b(BUYER);
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let delivery = ids::delivery_id(&id, "peppol");
+    let guid = postbud_peppol::provider::idempotency_guid(&delivery);
+
+    // The receiving access point could not take it: the provider's event says `failed`.
+    net.storecove
+        .fail(
+            &guid,
+            "failed",
+            "receiving access point refused: FD failure of delivery",
+        )
+        .expect("the stand-in knows it");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            app.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let fallback = ids::delivery_id(&id, "customer-email");
+    let done = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(job) = app.store().job(&fallback).await.expect("job")
+                && job.state == postbud::JobState::Done
+            {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the fallback is delivered");
+    assert_eq!(done.channel.as_deref(), Some("customer-email"));
+    let _ = stop.send(());
+    running.await.expect("run ends");
+
+    let peppol = app
+        .store()
+        .job(&delivery)
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(peppol.state, postbud::JobState::Failed, "{peppol:?}");
+    assert_eq!(peppol.evidence.as_deref(), Some("rejected"));
+    assert!(
+        peppol
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("FD failure of delivery")),
+        "{peppol:?}"
+    );
+    assert_eq!(net.storecove.submissions().len(), 1, "not submitted again");
+    assert!(
+        net.storecove.queued().is_empty(),
+        "acknowledged once recorded"
+    );
+}
