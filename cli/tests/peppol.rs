@@ -53,6 +53,7 @@ sml_zone = "{ZONE}"
 dns = "{dns}"
 smp_trust = "{trust}"
 smp_ca_file = "{ca}"
+allow = ["127.0.0.1"]
 timeout = "90s"
 [channels.peppol.seller]
 name = "Merchant AS"

@@ -60,29 +60,61 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 /// The operator's exceptions.
-#[derive(Debug, Clone, Default)]
-pub struct Allow(Arc<Vec<String>>);
+#[derive(Debug, Clone)]
+pub struct Allow {
+    entries: Arc<Vec<String>>,
+    /// Whether loopback is a target without being named (a webhook on this host: yes; an
+    /// address someone else's DNS record gave: no).
+    loopback: bool,
+}
+
+impl Default for Allow {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
 
 impl Allow {
-    /// Hosts and IPs named in `allow`.
+    /// Hosts and IPs named in `allow`; loopback is allowed.
     pub fn new(entries: Vec<String>) -> Self {
-        Self(Arc::new(
-            entries
-                .into_iter()
-                .map(|e| e.to_ascii_lowercase())
-                .collect(),
-        ))
+        Self {
+            entries: Arc::new(
+                entries
+                    .into_iter()
+                    .map(|e| e.to_ascii_lowercase())
+                    .collect(),
+            ),
+            loopback: true,
+        }
+    }
+
+    /// The same exceptions, with loopback refused unless named: for URLs a third party chose
+    /// (an SMP address from a DNS record), which must not reach services on this host.
+    pub fn without_loopback(mut self) -> Self {
+        self.loopback = false;
+        self
     }
 
     fn names(&self, host: &str, ip: Option<IpAddr>) -> bool {
         let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-        self.0
+        self.entries
             .iter()
             .any(|entry| *entry == host || ip.is_some_and(|ip| *entry == ip.to_string()))
     }
 
     /// Checks a resolved address of `host`.
     pub fn check(&self, host: &str, ip: IpAddr) -> Result<(), String> {
+        let loopback = match ip {
+            IpAddr::V4(v4) => v4.is_loopback(),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        };
+        if loopback && !self.loopback && !self.names(host, Some(ip)) {
+            return Err(format!(
+                "refused target `{host}`: it resolves to {ip}, this host's loopback; name it in `allow` if it is really yours"
+            ));
+        }
         match forbidden(ip) {
             Some(why) if !self.names(host, Some(ip)) => Err(format!(
                 "refused target `{host}`: it resolves to {ip}, {why}; name it in `allow` if it is really yours"

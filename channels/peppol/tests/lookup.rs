@@ -21,6 +21,8 @@ fn settings(peppol: &Peppol) -> LookupSettings {
     settings.dns = Some(peppol.dns_addr());
     settings.smp_ca_file = Some(peppol.ca_file());
     settings.timeout = Duration::from_secs(2);
+    // The sandbox's SMP is on loopback, which an SMP address from DNS may reach only when named.
+    settings.allow = vec!["127.0.0.1".into()];
     settings
 }
 
@@ -93,6 +95,16 @@ async fn broken_signatures_and_failing_servers_are_errors_never_not_registered()
             Fault::TamperedEndpoint,
             ErrorKind::Refused,
             "digest does not match",
+        ),
+        (
+            Fault::ResignedDigest,
+            ErrorKind::Refused,
+            "the signature does not verify",
+        ),
+        (
+            Fault::CommentInValue,
+            ErrorKind::Refused,
+            "comment or processing instruction",
         ),
         (Fault::UntrustedSigner, ErrorKind::Refused, "not trusted"),
         (Fault::ExpiredSigner, ErrorKind::Refused, "not trusted"),
@@ -368,4 +380,23 @@ async fn the_sandboxs_signed_answers_verify_with_signxml_and_its_faults_do_not()
         let verdict = signxml(python, &["verify", trust], bad.as_bytes());
         assert!(verdict.starts_with("INVALID"), "{fault:?}: {verdict}");
     }
+}
+
+#[tokio::test]
+async fn an_smp_on_this_hosts_loopback_is_refused_unless_named_in_allow() {
+    let peppol = Peppol::start().await.expect("the sandbox starts");
+    peppol.register(BUYER, ENDPOINT);
+    let mut unnamed = settings(&peppol);
+    unnamed.allow.clear();
+    let lookup = Lookup::new(unnamed).expect("the lookup");
+    let e = lookup
+        .find(&buyer())
+        .await
+        .expect_err("a DNS record pointing at loopback is not followed");
+    assert!(
+        e.to_string().contains("loopback") && e.to_string().contains("allow"),
+        "{e}"
+    );
+    assert_eq!(e.retry_class(), postbud_channel::RetryClass::Temporary);
+    assert_eq!(peppol.smp_requests(BUYER), 0, "nothing was asked of it");
 }

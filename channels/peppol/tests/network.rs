@@ -83,6 +83,7 @@ sml_zone = "{ZONE}"
 dns = "{dns}"
 smp_trust = "{trust}"
 smp_ca_file = "{ca}"
+allow = ["127.0.0.1"]
 timeout = "3s"
 poll_interval = "100ms"
 [channels.peppol.seller]
@@ -394,4 +395,29 @@ async fn a_submission_the_access_point_reports_failed_runs_the_fallback_once() {
         net.storecove.queued().is_empty(),
         "acknowledged once recorded"
     );
+}
+
+#[tokio::test]
+async fn an_invoice_no_peppol_route_could_take_does_not_wait_on_the_lookup() {
+    let net = Network::start().await;
+    let app = net.app().await;
+    // The network is silent for this buyer, but the invoice is B2C: the Peppol route's
+    // other condition (`kravia.invoice_b2b`) already rules it out, so nobody asks.
+    let participant = format!("0192:{BUYER}");
+    net.peppol.fault(&participant, Fault::DnsSilent);
+    let id = net.dintero.seed(Seed {
+        billing_address: Some(json!({
+            "first_name": "Kari",
+            "last_name": "Nordmann",
+            "organization_number": BUYER,
+            "email": "kari@example.com",
+            "country": "NO"
+        })),
+        ..Seed::default()
+    });
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(net.peppol.dns_queries(&participant), 0);
+    let log = history(&app, &id).await;
+    assert!(!log.contains("peppol:"), "{log}");
 }

@@ -111,6 +111,16 @@ impl When {
             && self.peppol.is_none_or(|want| facts.peppol == Some(want))
     }
 
+    /// Whether the invoice meets every condition but those a network's directory answers
+    /// (`peppol`): whether its directory is worth asking for this route.
+    pub fn matches_apart_from_networks(&self, facts: &RouteFacts<'_>) -> bool {
+        Self {
+            peppol: None,
+            ..self.clone()
+        }
+        .matches(facts)
+    }
+
     /// The networks whose directory this condition asks (`peppol`).
     pub fn networks(&self) -> impl Iterator<Item = &'static str> {
         self.peppol.map(|_| PEPPOL).into_iter()

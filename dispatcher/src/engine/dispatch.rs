@@ -37,6 +37,16 @@ const CONFIRM_INTERVAL: Duration = Duration::from_millis(200);
 /// A 202 capture is waited for this often (at the retry backoff) before it is dead-lettered.
 const NOT_CAPTURED: &str = "capture not confirmed";
 
+/// Whether an attempt may have captured this invoice already: the capture is recorded, or was
+/// asked for, or Dintero shows one that may be Postbud's.
+fn capture_started(tx: &Transaction, dispatch: Option<&Dispatch>) -> bool {
+    dispatch.is_some_and(|d| {
+        d.captured_at.is_some()
+            || d.capture_request_id.is_some()
+            || tx.capture_event().is_some_and(|e| may_be_ours(e, d))
+    })
+}
+
 /// The buyer as a directory looks it up: the billing address's country, organisation number
 /// and business name.
 fn recipient_of(tx: &Transaction) -> Recipient {
@@ -130,9 +140,17 @@ impl DispatchJob {
         Ok(finish)
     }
 
-    /// Asks the directory of each network the routes' `when` names about the buyer.
+    /// Asks the directory of each network the routes' `when` names about the buyer, for the
+    /// routes whose other conditions the invoice meets (a B2C invoice does not wait on Peppol's
+    /// lookup because a B2B route asks it).
     async fn reached(&self, tx: &Transaction) -> Result<Reached, ChannelError> {
-        let mut networks: Vec<&str> = self.routes.iter().flat_map(|r| r.when.networks()).collect();
+        let facts = tx.route_facts();
+        let mut networks: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.when.matches_apart_from_networks(&facts))
+            .flat_map(|r| r.when.networks())
+            .collect();
         networks.sort_unstable();
         networks.dedup();
         let mut answers = BTreeMap::new();
@@ -149,18 +167,33 @@ impl DispatchJob {
         Ok(Reached::new(answers))
     }
 
-    /// A directory that could not answer: retried as its error says (nothing is captured).
+    /// A directory that could not answer: retried as its error says, nothing captured. When an
+    /// earlier attempt captured already (its answers after the capture were lost), the invoice
+    /// is collected and must reach someone: the lookup is retried whatever its error, and the
+    /// reason says the invoice waits for its route.
     async fn directory_failure(
         &self,
         lease: &Lease,
         e: ChannelError,
+        captured: bool,
     ) -> Result<Finish, StoreError> {
-        let finish = self.retry.after(
-            lease,
-            e.retry_class(),
-            e.retry_after(),
-            format!("the lookup before routing failed: {e}; nothing was captured"),
-        );
+        let finish = if captured {
+            self.retry.after(
+                lease,
+                RetryClass::Temporary,
+                e.retry_after(),
+                format!(
+                    "the lookup before routing failed: {e}; the invoice was captured by an earlier attempt and waits for its route"
+                ),
+            )
+        } else {
+            self.retry.after(
+                lease,
+                e.retry_class(),
+                e.retry_after(),
+                format!("the lookup before routing failed: {e}; nothing was captured"),
+            )
+        };
         if let Finish::Failed(reason) | Finish::Dead(reason) = &finish {
             self.mark_failed(lease, reason).await?;
         }
@@ -214,11 +247,7 @@ impl DispatchJob {
         let id = tx.id.as_str();
         // Asked for and shown by Dintero counts as recorded: an attempt may end between the
         // capture and its record (a lost response, a crash, the reads after the capture).
-        let started = dispatch.as_ref().is_some_and(|d| {
-            d.captured_at.is_some()
-                || d.capture_request_id.is_some()
-                || tx.capture_event().is_some_and(|e| may_be_ours(e, d))
-        });
+        let started = capture_started(tx, dispatch);
         let skip = |reason: String| async move { Ok(Err(self.skip(lease, reason).await?)) };
         let not_yet = |reason: String| async move {
             let e = DinteroError::temporary(format!("GET transaction {id}"), reason);
@@ -303,20 +332,31 @@ impl DispatchJob {
         // Route before capture: collection must not start for an invoice nobody will deliver.
         // A directory that cannot answer now (a lookup that timed out, an SMP answer whose
         // signature fails) is retried: routing on a guess could send the invoice the wrong way.
+        let captured = capture_started(&tx, dispatch.as_ref());
         let reached = match self.reached(&tx).await {
             Ok(reached) => reached,
-            Err(e) => return self.directory_failure(lease, e).await.map(Attempt::from),
+            Err(e) => {
+                return self
+                    .directory_failure(lease, e, captured)
+                    .await
+                    .map(Attempt::from);
+            }
         };
         let Some(route) = self.dispatcher.route(&self.routes, &tx, &reached) else {
             return self
                 .stop_failed(
                     lease,
                     format!(
-                        "no route matches this invoice ({}, {}, country {}{}): add a [[routes]] entry; nothing was captured",
+                        "no route matches this invoice ({}, {}, country {}{}): add a [[routes]] entry; {}",
                         tx.payment_product_type,
                         tx.currency,
                         tx.billing_address.as_ref().and_then(|a| a.country.as_deref()).unwrap_or("unknown"),
-                        reached.summary().map(|s| format!("; {s}")).unwrap_or_default()
+                        reached.summary().map(|s| format!("; {s}")).unwrap_or_default(),
+                        if captured {
+                            "the invoice was captured by an earlier attempt and is not delivered"
+                        } else {
+                            "nothing was captured"
+                        }
                     ),
                 )
                 .await

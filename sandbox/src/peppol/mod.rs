@@ -47,6 +47,13 @@ pub const BILLING: &str = "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0";
 pub enum Fault {
     /// The endpoint address is changed after signing.
     TamperedEndpoint,
+    /// The endpoint address is changed after signing and the digest recomputed to match, the
+    /// signature over `SignedInfo` left as it was: only checking that signature catches it.
+    ResignedDigest,
+    /// Signed for another participant (this id and an `X`), with a comment put before the `X`
+    /// after signing: exclusive C14N leaves comments out, so the digest still matches, and a
+    /// reader of the first text node alone would take it for this participant's answer.
+    CommentInValue,
     /// The SMP answers a signed `Redirect` to a second SMP path, which answers properly.
     Redirect,
     /// The second SMP path redirects again.

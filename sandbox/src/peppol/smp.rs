@@ -232,6 +232,33 @@ impl Signer {
         } else {
             self.sign(&inner, certificate)
         };
+        if fault == Some(&Fault::ResignedDigest) {
+            // The tampered document with its own digest, carrying the genuine document's
+            // signature value (over a `SignedInfo` with the genuine digest).
+            let tampered = self.sign(
+                &inner.replace(
+                    &text(&participant.endpoint),
+                    "https://ap.attacker.example/as4",
+                ),
+                certificate,
+            );
+            return tampered.replace(signature_value(&tampered), signature_value(&document));
+        }
+        if fault == Some(&Fault::CommentInValue) {
+            // Signed for another participant (the id and an `X`), then a comment put before
+            // the `X`: the digest still matches (C14N leaves comments out), and a reader of the
+            // first text node alone would take it for this participant's.
+            let other = Participant {
+                id: format!("{}X", participant.id),
+                ..participant.clone()
+            };
+            let signed = self.sign(&self.metadata(&other), certificate);
+            let id = text(&participant.id);
+            return signed.replace(
+                &format!(">{id}X</ids:ParticipantIdentifier>"),
+                &format!(">{id}<!---->X</ids:ParticipantIdentifier>"),
+            );
+        }
         if fault == Some(&Fault::TamperedEndpoint) {
             return document.replace(
                 &text(&participant.endpoint),
@@ -313,6 +340,13 @@ impl Signer {
             b64(certificate)
         )
     }
+}
+
+/// The text of a signed document's `SignatureValue`.
+fn signature_value(document: &str) -> &str {
+    let start = document.find("<SignatureValue>").expect("signed") + "<SignatureValue>".len();
+    let end = document[start..].find("</SignatureValue>").expect("closed") + start;
+    &document[start..end]
 }
 
 /// Percent-encodes a path segment (everything but letters, digits and `-._*`).

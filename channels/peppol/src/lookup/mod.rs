@@ -113,7 +113,7 @@ impl Lookup {
             Some(server) => server,
             None => dns::system_server()?,
         };
-        let allow = target::Allow::new(settings.allow.clone());
+        let allow = target::Allow::new(settings.allow.clone()).without_loopback();
         let mut http = postbud_channel::http::client(settings.timeout)
             .dns_resolver(Arc::new(target::GuardedResolver(allow.clone())));
         if let Some(path) = &settings.smp_ca_file {

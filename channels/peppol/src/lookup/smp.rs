@@ -133,7 +133,9 @@ impl SmpClient {
             if status.is_redirection() {
                 error = error.map_message(|m| format!("{m} (HTTP redirects are not followed)"));
             }
-            return Err(error);
+            // Whatever the SMP answers, it is not "not registered" and not the invoice's fault:
+            // the dispatch waits and asks again (an SMP being moved, a 403 being fixed).
+            return Err(error.with_retry_class(RetryClass::Temporary));
         }
         let body = http::read_limited(response, ANSWER_LIMIT)
             .await
@@ -142,6 +144,14 @@ impl SmpClient {
             .map_err(|_| refused(format!("SMP {url}: the answer is not UTF-8")))?;
         let document = Document::parse(text)
             .map_err(|e| refused(format!("SMP {url}: the answer is not XML: {e}")))?;
+        // Exclusive C14N leaves comments out of what the signature covers, and a value read
+        // around one would not be the value signed: an SMP answer carries neither comments
+        // nor processing instructions, so one that does is refused.
+        if document.descendants().any(|n| n.is_comment() || n.is_pi()) {
+            return Err(refused(format!(
+                "SMP {url}: the answer carries a comment or processing instruction, which its signature does not cover"
+            )));
+        }
         xmldsig::verify(&document, &self.trust, UnixTime::now())
             .map_err(|why| refused(format!("SMP {url}: {why}")))?;
         read(&document, participant).map_err(|why| refused(format!("SMP {url}: {why}")))
@@ -226,10 +236,12 @@ fn read(document: &Document<'_>, participant: &ParticipantId) -> Result<Answer, 
             passed.push(format!("an AS4 endpoint expired at {until}"));
             continue;
         }
-        let address = only(only(endpoint, WSA, "EndpointReference")?, WSA, "Address")?
-            .text()
-            .unwrap_or_default()
-            .trim();
+        let address = text_of(only(
+            only(endpoint, WSA, "EndpointReference")?,
+            WSA,
+            "Address",
+        )?)?;
+        let address = address.trim();
         let url = url::Url::parse(address)
             .map_err(|e| format!("the AS4 endpoint `{address}` is not a URL: {e}"))?;
         if url.scheme() != "https" {
@@ -284,7 +296,31 @@ fn identifier<'a>(node: Node<'a, '_>) -> Result<(&'a str, &'a str), String> {
     let scheme = node
         .attribute("scheme")
         .ok_or_else(|| format!("{} has no scheme", node.tag_name().name()))?;
-    Ok((scheme, node.text().unwrap_or_default().trim()))
+    Ok((scheme, whole_text(node)?))
+}
+
+/// All of an element's text (not only its first text node), refusing element content where a
+/// value is expected.
+fn text_of(node: Node<'_, '_>) -> Result<String, String> {
+    if node.children().any(|c| c.is_element()) {
+        return Err(format!(
+            "{} holds elements where a value belongs",
+            node.tag_name().name()
+        ));
+    }
+    Ok(node.children().filter_map(|c| c.text()).collect())
+}
+
+/// [`text_of`], trimmed, for a value that must be one text node (identifiers).
+fn whole_text<'a>(node: Node<'a, '_>) -> Result<&'a str, String> {
+    let mut texts = node.children().filter(|c| c.is_text());
+    match (texts.next(), texts.next()) {
+        (None, _) => Ok(""),
+        (Some(one), None) if !node.children().any(|c| c.is_element()) => {
+            Ok(one.text().unwrap_or_default().trim())
+        }
+        _ => Err(format!("{} is not one value", node.tag_name().name())),
+    }
 }
 
 /// An `xs:dateTime` (with or without an offset; UTC when without) or an `xs:date`.
@@ -292,7 +328,8 @@ fn date(endpoint: Node<'_, '_>, name: &'static str) -> Result<Option<jiff::Times
     let Some(node) = child(endpoint, BUSDOX, name) else {
         return Ok(None);
     };
-    let text = node.text().unwrap_or_default().trim();
+    let text = text_of(node)?;
+    let text = text.trim();
     if let Ok(at) = text.parse::<jiff::Timestamp>() {
         return Ok(Some(at));
     }
