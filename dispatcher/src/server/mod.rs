@@ -19,6 +19,7 @@ use crate::app::{App, AppError};
 pub(crate) mod console;
 mod listen;
 
+pub use self::console::CONTENT_SECURITY_POLICY as CONSOLE_CONTENT_SECURITY_POLICY;
 pub use self::listen::{HEADER_READ_TIMEOUT, serve};
 
 /// Longest a request may take from its head to the handler's answer (a slowly sent body

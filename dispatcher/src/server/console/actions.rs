@@ -36,9 +36,18 @@ pub(super) async fn invoice(
         Err(response) => return response,
     };
     let (what, question) = match action.as_str() {
-        "retry" => ("retry now", "Requeue this invoice's failed and dead-lettered jobs for another attempt now?"),
-        "redeliver" => ("deliver again", "Deliver this invoice once more through the chosen channel?"),
-        "void" => ("void", "Void this invoice at Dintero? Only Dintero's confirmation stops the deliveries and sends cancellation notices; this cannot be undone."),
+        "retry" => (
+            "retry now",
+            "Requeue this invoice's failed and dead-lettered jobs for another attempt now?",
+        ),
+        "redeliver" => (
+            "deliver again",
+            "Deliver this invoice once more through the chosen channel?",
+        ),
+        "void" => (
+            "void",
+            "Void this invoice at Dintero? Only Dintero's confirmation stops the deliveries and sends cancellation notices; this cannot be undone.",
+        ),
         _ => return not_found(&console, &current, "No such action.").await,
     };
     let Ok(id) = console.app.transaction_id(&id).map(str::to_owned) else {
@@ -70,7 +79,16 @@ pub(super) async fn invoice(
             "redeliver" => format!("{question} ({channel})"),
             _ => question.to_owned(),
         };
-        return confirm(&console, &current, what, &question, None, &format!("{back}/{action}"), &back, fields);
+        return confirm(
+            &console,
+            &current,
+            what,
+            &question,
+            None,
+            &format!("{back}/{action}"),
+            &back,
+            fields,
+        );
     }
     let target = match action.as_str() {
         "redeliver" => format!("{id} via {channel}"),
@@ -151,7 +169,12 @@ pub(super) async fn retry_matching(
         Ok(filter) => filter,
         Err(problem) => {
             return console
-                .message(StatusCode::BAD_REQUEST, Some(&current), "Bad request", &problem)
+                .message(
+                    StatusCode::BAD_REQUEST,
+                    Some(&current),
+                    "Bad request",
+                    &problem,
+                )
                 .await;
         }
     };
@@ -203,9 +226,17 @@ pub(super) async fn retry_matching(
     };
     console
         .audit
-        .record(&console.app, &current.session.user, "retry-matching", &target, &result)
+        .record(
+            &console.app,
+            &current.session.user,
+            "retry-matching",
+            &target,
+            &result,
+        )
         .await;
-    let flash = console.flash(&format!("retry everything matching: {result}")).await;
+    let flash = console
+        .flash(&format!("retry everything matching: {result}"))
+        .await;
     let joiner = if list.ends_with('?') { "" } else { "&" };
     super::see_other(&format!("{list}{joiner}{flash}"))
 }

@@ -88,7 +88,11 @@ pub(super) async fn login_form(
         .unwrap_or_default();
     // Already logged in: nothing to do here.
     if let Ok(Some(_)) = console.current(&headers).await {
-        let to = if next.is_empty() { console.root() } else { next.to_owned() };
+        let to = if next.is_empty() {
+            console.root()
+        } else {
+            next.to_owned()
+        };
         return super::see_other(&to);
     }
     console.login_page(StatusCode::OK, next, "", None).await
@@ -106,11 +110,7 @@ pub(super) async fn login(
         Err(response) => return response,
     };
     let field = |name: &str| form.get(name).map(String::as_str);
-    if !csrf::check_login(
-        key,
-        session::cookie(&headers, LOGIN_COOKIE),
-        field("csrf"),
-    ) {
+    if !csrf::check_login(key, session::cookie(&headers, LOGIN_COOKIE), field("csrf")) {
         return console
             .message(
                 StatusCode::FORBIDDEN,
@@ -163,7 +163,11 @@ pub(super) async fn login(
     let ttl = console.session_ttl;
     let expires = jiff::Timestamp::now().as_second() + ttl.as_secs() as i64;
     let value = Session::new(&user, role, expires).encode(key);
-    let to = if next.is_empty() { console.root() } else { next };
+    let to = if next.is_empty() {
+        console.root()
+    } else {
+        next
+    };
     let mut response = super::see_other(&to);
     console.set_cookie(&mut response, session::COOKIE, &value, ttl.as_secs());
     console.set_cookie(&mut response, LOGIN_COOKIE, "", 0);

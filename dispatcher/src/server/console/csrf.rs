@@ -22,9 +22,7 @@ pub(super) fn login_token(key: &Key, nonce: &str) -> String {
 /// Whether `given` is the login token of `nonce` (an empty nonce is never valid).
 pub(super) fn check_login(key: &Key, nonce: Option<&str>, given: Option<&str>) -> bool {
     match (nonce, given) {
-        (Some(nonce), Some(given)) if !nonce.is_empty() => {
-            key.verify("login-csrf", nonce, given)
-        }
+        (Some(nonce), Some(given)) if !nonce.is_empty() => key.verify("login-csrf", nonce, given),
         _ => false,
     }
 }

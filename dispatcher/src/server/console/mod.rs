@@ -232,7 +232,11 @@ impl Console {
     }
 
     /// The user of a GET page; otherwise a 303 to the login page that comes back to `uri`.
-    async fn authorize_get(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<Current, Response> {
+    async fn authorize_get(
+        &self,
+        headers: &HeaderMap,
+        uri: &axum::http::Uri,
+    ) -> Result<Current, Response> {
         match self.current(headers).await? {
             Some(current) => Ok(current),
             None => {
@@ -255,17 +259,30 @@ impl Console {
     ) -> Result<Current, Response> {
         let Some(value) = session::cookie(headers, session::COOKIE) else {
             return Err(self
-                .message(StatusCode::FORBIDDEN, None, "Forbidden", "forbidden: not logged in")
+                .message(
+                    StatusCode::FORBIDDEN,
+                    None,
+                    "Forbidden",
+                    "forbidden: not logged in",
+                )
                 .await);
         };
         let key = self.key().await?;
         let Some(current) = self.current(headers).await? else {
             return Err(self
-                .message(StatusCode::FORBIDDEN, None, "Forbidden", "forbidden: the session has ended; log in again")
+                .message(
+                    StatusCode::FORBIDDEN,
+                    None,
+                    "Forbidden",
+                    "forbidden: the session has ended; log in again",
+                )
                 .await);
         };
         if !csrf::check(key, value, form.get("csrf").map(String::as_str)) {
-            tracing::warn!(user = current.session.user, "console form without a valid CSRF token refused");
+            tracing::warn!(
+                user = current.session.user,
+                "console form without a valid CSRF token refused"
+            );
             return Err(self
                 .message(
                     StatusCode::FORBIDDEN,
@@ -286,7 +303,10 @@ impl Console {
     ) -> Result<Current, Response> {
         let current = self.authorize_post(headers, form).await?;
         if current.session.role != ConsoleRole::Operator {
-            tracing::warn!(user = current.session.user, "a viewer's console action refused");
+            tracing::warn!(
+                user = current.session.user,
+                "a viewer's console action refused"
+            );
             return Err(self
                 .message(
                     StatusCode::FORBIDDEN,
@@ -320,7 +340,12 @@ impl Console {
             role: c.session.role.as_str(),
         });
         let base = minijinja::context! {
-            root => &self.root,
+            // A URL's path has `"`, `<`, `>` percent-encoded: shown as it is, not with its `/`
+            // escaped to `&#x2f;`; escaped when it has anything HTML would read.
+            root => match self.root.contains(['"', '<', '>', '&']) {
+                true => minijinja::Value::from(self.root.clone()),
+                false => minijinja::Value::from_safe_string(self.root.clone()),
+            },
             who => minijinja::Value::from(minijinja::value::Serde(&who)),
             csrf => current.map(|c| c.csrf.as_str()),
             notice => notice,
@@ -340,7 +365,11 @@ impl Console {
                 .into_response(),
             Err(e) => {
                 tracing::error!(error = %e, template, "a console template failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page could not be rendered",
+                )
+                    .into_response()
             }
         }
     }

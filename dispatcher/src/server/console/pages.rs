@@ -346,7 +346,10 @@ pub(super) async fn invoice(
         Ok(read) => read,
         Err(e) => return console.unavailable(&current, &e),
     };
-    let dispatch = outcome.dispatch.clone().expect("outcome of a stored dispatch");
+    let dispatch = outcome
+        .dispatch
+        .clone()
+        .expect("outcome of a stored dispatch");
     let assessment = outcome.assessment();
     let jobs = &outcome.jobs;
     let channel_of = |job_id: &Option<String>| {
@@ -466,7 +469,8 @@ pub(super) async fn invoice(
         notice,
         minijinja::context! {
             id => &id,
-            base => super::pages::invoice_path(&console, &id),
+            // Safe: the root and a percent-encoded id.
+            base => Value::from_safe_string(invoice_path(&console, &id)),
             number,
             verdict => assessment.verdict.as_str(),
             reason => &assessment.reason,

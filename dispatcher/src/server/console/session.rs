@@ -126,7 +126,13 @@ impl Session {
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, scoped to the console's path, Secure when
 /// the console is served over https. `max_age` 0 deletes the cookie.
-pub(super) fn set_cookie(name: &str, value: &str, path: &str, secure: bool, max_age: u64) -> String {
+pub(super) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    secure: bool,
+    max_age: u64,
+) -> String {
     format!(
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
