@@ -25,6 +25,11 @@ struct Console {
 }
 
 async fn start(attempts_per_minute: u32) -> Console {
+    start_at(attempts_per_minute, "").await
+}
+
+/// [`start`] with `server.public_url` ending in `path` (`/postbud`, or empty).
+async fn start_at(attempts_per_minute: u32, path: &str) -> Console {
     let h = Harness::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -35,7 +40,7 @@ async fn start(attempts_per_minute: u32) -> Console {
     let extra = format!(
         r#"
 [server]
-public_url = "http://{addr}"
+public_url = "http://{addr}{path}"
 
 [console]
 enabled = true
@@ -663,4 +668,74 @@ async fn the_console_is_not_served_unless_enabled() {
         .await
         .expect("get");
     assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn under_a_public_path_links_forms_and_cookies_carry_it() {
+    let c = start_at(10, "/postbud").await;
+    let client = client();
+    let response = client
+        .get(c.url("/postbud/console"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 303);
+    assert_eq!(
+        location(&response),
+        "/postbud/console/login?next=%2Fpostbud%2Fconsole"
+    );
+    let (status, page) = c
+        .get(&client, "/postbud/console/login?next=%2Fpostbud%2Fconsole")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(r#"action="/postbud/console/login""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"name="next" value="&#x2f;postbud&#x2f;console""#),
+        "{page}"
+    );
+    let token = csrf(&page);
+    let response = c
+        .post(
+            &client,
+            "/postbud/console/login",
+            &[
+                ("user", OPERATOR.0),
+                ("password", OPERATOR.1),
+                ("csrf", &token),
+                ("next", "/postbud/console"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/postbud/console");
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(cookie.contains("Path=/postbud/console"), "{cookie}");
+    let (status, list) = c.get(&client, "/postbud/console").await;
+    assert_eq!(status, 200, "{list}");
+    assert!(
+        list.contains(&format!(r#"href="/postbud/console/invoices/{}""#, c.ids[0])),
+        "{list}"
+    );
+    // A `next` elsewhere is not followed.
+    let client = self::client();
+    let (_, page) = c.get(&client, "/postbud/console/login").await;
+    let response = c
+        .post(
+            &client,
+            "/postbud/console/login",
+            &[
+                ("user", OPERATOR.0),
+                ("password", OPERATOR.1),
+                ("csrf", &csrf(&page)),
+                ("next", "//evil.example/postbud/console"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&response), "/postbud/console");
 }
