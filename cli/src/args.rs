@@ -119,6 +119,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: InvoiceCommand,
     },
+    /// The operator console (`[console]`).
+    Console {
+        #[command(subcommand)]
+        command: ConsoleCommand,
+    },
     /// Create or upgrade the store's schema (also done on start).
     Migrate,
     /// List the channel kinds this binary knows, and the configured instances.
@@ -172,6 +177,13 @@ pub(crate) enum Command {
         #[arg(long, default_value = "postbud-demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConsoleCommand {
+    /// Read one password from standard input (one line; nothing is echoed or printed but the
+    /// hash) and print its argon2id PHC string for `[[console.users]] password_hash`.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]

@@ -515,6 +515,36 @@ pub async fn retry(
     Ok(verdict_code(&outcome))
 }
 
+/// `postbud console hash-password`: one line of standard input (its line ending taken off) to
+/// an argon2id PHC string on standard output. The password is never echoed: when standard
+/// input is a terminal, the terminal's echo is the shell's to turn off (`read -s`), so the
+/// command is meant to be fed by a pipe or a file.
+pub fn hash_password() -> CommandResult {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure {
+            message: format!("reading the password from standard input: {e}"),
+            code: exit::CONFIG,
+        })?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(Failure {
+            message: "no password on standard input (one line, e.g. `read -rs p; printf '%s\\n' \"$p\" | postbud console hash-password`)".into(),
+            code: exit::CONFIG,
+        });
+    }
+    let hash = postbud::password::hash(password).map_err(|e| Failure {
+        message: e.to_string(),
+        code: exit::FAILED,
+    })?;
+    say!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn create_invoice(
     config: Option<&Path>,
     registry: &Registry,

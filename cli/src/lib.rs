@@ -49,7 +49,7 @@ use std::{process::ExitCode, time::Duration};
 
 use postbud::Registry;
 
-use self::args::{Cli, Command, InvoiceCommand};
+use self::args::{Cli, Command, ConsoleCommand, InvoiceCommand};
 
 /// The kinds of the stock `postbud` binary: the built-in `folder` and the first-party crates
 /// `postbud-email`, `postbud-webhook`, `postbud-sms`, `postbud-sftp` and `postbud-peppol`.
@@ -170,6 +170,9 @@ pub async fn run(registry: Registry) -> ExitCode {
             transaction_id,
             channel,
         } => commands::retry(config, &registry, &transaction_id, channel.as_deref()).await,
+        Command::Console {
+            command: ConsoleCommand::HashPassword,
+        } => commands::hash_password(),
         Command::Invoice {
             command: InvoiceCommand::Create { order },
         } => commands::create_invoice(config, &registry, &order).await,

@@ -1071,3 +1071,51 @@ async fn serve_outlives_a_closed_log_pipe() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn console_hash_password_prints_an_argon2id_hash_of_the_line_on_stdin_and_never_the_password() {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postbud"))
+        .args(["console", "hash-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret pass\xc3\xa6\r\n")
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+        "{stdout}{stderr}"
+    );
+    let hash = stdout.trim();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert!(::postbud::password::verify("s3cret passæ", hash));
+    assert!(!::postbud::password::verify("s3cret passæ\r", hash));
+    // The configuration takes it.
+    let toml = format!(
+        "[console]\nenabled = true\n[[console.users]]\nname = \"kari\"\npassword_hash = \"{hash}\"\nrole = \"operator\"\n"
+    );
+    let settings = ::postbud::Settings::from_toml(&toml).expect("valid");
+    assert!(
+        !format!("{settings:?}").contains(hash),
+        "the hash is not in Debug"
+    );
+
+    // No password: an error, no hash.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_postbud"))
+        .args(["console", "hash-password"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(output.stdout.is_empty());
+}

@@ -46,6 +46,7 @@ pub mod dintero;
 mod evidence;
 pub use evidence::PAYLOAD_LIMIT;
 pub mod log_sink;
+pub mod password;
 #[cfg(feature = "server")]
 pub mod server;
 

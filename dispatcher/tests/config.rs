@@ -755,3 +755,91 @@ async fn a_route_that_asks_peppol_needs_a_channel_that_looks_it_up() {
         "{e}"
     );
 }
+
+#[test]
+fn console_settings_that_cannot_work_are_refused_naming_the_key_and_never_showing_a_hash() {
+    let good = postbud::password::hash("pw").expect("hash");
+    let user = |name: &str, hash: &str, role: &str| {
+        format!(
+            "[[console.users]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\nrole = \"{role}\"\n"
+        )
+    };
+    let defaults = Settings::from_toml("").expect("defaults");
+    assert!(!defaults.console.enabled);
+    assert_eq!(
+        defaults.console.session_ttl,
+        std::time::Duration::from_secs(8 * 3600)
+    );
+    let ok = Settings::from_toml(&format!(
+        "[console]\nenabled = true\n{}{}",
+        user("kari", &good, "operator"),
+        user("vera", &good, "viewer")
+    ))
+    .expect("valid");
+    assert_eq!(ok.console.users.len(), 2);
+    assert!(!format!("{ok:?}").contains(&good), "no hash in Debug");
+    let bcrypt = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+    let argon2i = good.replace("argon2id", "argon2i");
+    for (toml, key, hidden) in [
+        (
+            "[console]\nenabled = true\n".to_owned(),
+            "console.users",
+            None,
+        ),
+        (
+            format!("[console]\n{}", user("kari", "hunter2-plain", "operator")),
+            "console.users[0].password_hash",
+            Some("hunter2-plain"),
+        ),
+        (
+            format!(
+                "[console]\n{}{}",
+                user("kari", &good, "operator"),
+                user("vera", bcrypt, "viewer")
+            ),
+            "console.users[1].password_hash",
+            Some(bcrypt),
+        ),
+        (
+            format!("[console]\n{}", user("kari", &argon2i, "operator")),
+            "console.users[0].password_hash",
+            Some(argon2i.as_str()),
+        ),
+        (
+            format!(
+                "[console]\n{}{}",
+                user("kari", &good, "operator"),
+                user("kari", &good, "viewer")
+            ),
+            "console.users[1].name",
+            None,
+        ),
+        (
+            format!("[console]\n{}", user(" kari", &good, "operator")),
+            "console.users[0].name",
+            None,
+        ),
+        (
+            "[console]\nlogin_attempts_per_minute = 0\n".to_owned(),
+            "console.login_attempts_per_minute",
+            None,
+        ),
+        (
+            "[console]\nsession_ttl = \"1s\"\n".to_owned(),
+            "console.session_ttl",
+            None,
+        ),
+        (
+            format!("[console]\n{}", user("kari", &good, "admin")),
+            "role",
+            None,
+        ),
+        ("[console]\nenabeld = true\n".to_owned(), "enabeld", None),
+    ] {
+        let err = Settings::from_toml(&toml).expect_err(key).to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        if let Some(hidden) = hidden {
+            assert!(!err.contains(hidden), "{key}: {err}");
+        }
+    }
+}

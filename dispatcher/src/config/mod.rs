@@ -28,7 +28,9 @@ pub use self::{
     dintero::DinteroSettings,
     lint::DeadEnd,
     route::{PEPPOL, Route, RouteFacts, SendWindow, When},
-    sections::{EngineSettings, ServerSettings, StoreSettings},
+    sections::{
+        ConsoleRole, ConsoleSettings, ConsoleUser, EngineSettings, ServerSettings, StoreSettings,
+    },
 };
 
 /// Environment variable naming the configuration file.
@@ -36,7 +38,9 @@ pub const CONFIG_ENV: &str = "POSTBUD_CONFIG";
 
 /// Top-level tables an environment variable may set; other `POSTBUD_*` variables
 /// (`POSTBUD_CONFIG`, `POSTBUD_LOG`, ...) are not configuration keys.
-const SECTIONS: [&str; 6] = ["dintero", "store", "server", "engine", "channels", "routes"];
+const SECTIONS: [&str; 7] = [
+    "dintero", "store", "server", "engine", "console", "channels", "routes",
+];
 
 /// The whole configuration, typed. Channel tables are kept raw here and typed by their factory.
 #[derive(Clone, Deserialize)]
@@ -54,6 +58,9 @@ pub struct Settings {
     /// `[engine]`: workers, retries, leases.
     #[serde(default)]
     pub engine: EngineSettings,
+    /// `[console]`: the operator console (off by default).
+    #[serde(default)]
+    pub console: ConsoleSettings,
     /// `[channels.<name>]`, each with a `kind`.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelTable>,
@@ -100,6 +107,7 @@ impl std::fmt::Debug for Settings {
             .field("store", &self.store)
             .field("server", &self.server)
             .field("engine", &self.engine)
+            .field("console", &self.console)
             .field("channels", &self.channels)
             .field("routes", &self.routes)
             .field("file", &self.file)
@@ -260,6 +268,12 @@ impl Settings {
         }
         self.engine.validate().map_err(|(key, m)| {
             ConfigError::message(format!("{key}: {m} (from {})", self.source_of(key)))
+        })?;
+        self.console.validate().map_err(|(key, m)| {
+            ConfigError::message(format!(
+                "{key}: {m} (from {})",
+                self.source_of(key.split('[').next().unwrap_or("console"))
+            ))
         })?;
         for (index, route) in self.routes.iter().enumerate() {
             if route.deliver.is_empty() {

@@ -1,7 +1,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 /// `[store]`.
@@ -269,5 +269,135 @@ impl Default for EngineSettings {
             lease: default_lease(),
             poll_interval: default_poll(),
         }
+    }
+}
+
+/// `[console]`: the operator console `postbud serve` answers at `/console`; off unless
+/// `enabled` (and then it needs users).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Serve the console (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// `[[console.users]]`: who may log in, and what they may do.
+    #[serde(default)]
+    pub users: Vec<ConsoleUser>,
+    /// How long a login lasts (default 8h).
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Login attempts a minute for one user name, and as many for one client address; more
+    /// are answered 429 without the password being checked (default 10).
+    #[serde(default = "default_login_attempts")]
+    pub login_attempts_per_minute: u32,
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_login_attempts() -> u32 {
+    10
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            users: Vec::new(),
+            session_ttl: default_session_ttl(),
+            login_attempts_per_minute: default_login_attempts(),
+        }
+    }
+}
+
+/// One `[[console.users]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleUser {
+    /// The login name.
+    pub name: String,
+    /// The password's argon2id PHC string (`postbud console hash-password` makes one). Kept as
+    /// a secret: a hash is what an offline guesser needs.
+    pub password_hash: SecretString,
+    /// `viewer` (reads) or `operator` (also acts).
+    pub role: ConsoleRole,
+}
+
+impl std::fmt::Debug for ConsoleUser {
+    // By hand, so the hash never reaches a log even if `SecretString`'s own Debug changed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleUser")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleRole {
+    /// Reads every page; every action is refused (403).
+    Viewer,
+    /// Reads, and acts: retry, redeliver, void.
+    Operator,
+}
+
+impl ConsoleRole {
+    /// `viewer` or `operator`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+impl ConsoleSettings {
+    /// Refuses a console that cannot work or is unsafe, naming the key: enabled without users,
+    /// a user without a name, a name twice, a hash that is not argon2id.
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        use secrecy::ExposeSecret;
+        if self.enabled && self.users.is_empty() {
+            return Err((
+                "console.users".into(),
+                "the console is enabled but has no users: add a [[console.users]] with name, password_hash and role".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.login_attempts_per_minute) {
+            return Err((
+                "console.login_attempts_per_minute".into(),
+                format!("{} is not 1 to 10000", self.login_attempts_per_minute),
+            ));
+        }
+        if self.session_ttl < Duration::from_secs(60) {
+            return Err((
+                "console.session_ttl".into(),
+                format!("{:?} is shorter than a minute", self.session_ttl),
+            ));
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            let name = user.name.trim();
+            if name.is_empty()
+                || name.len() > 64
+                || name != user.name
+                || user.name.chars().any(char::is_control)
+            {
+                return Err((
+                    format!("console.users[{i}].name"),
+                    "must be 1 to 64 characters without surrounding spaces or control characters"
+                        .into(),
+                ));
+            }
+            if self.users[..i].iter().any(|u| u.name == user.name) {
+                return Err((
+                    format!("console.users[{i}].name"),
+                    format!("`{}` is listed twice", user.name),
+                ));
+            }
+            crate::password::check(user.password_hash.expose_secret())
+                .map_err(|e| (format!("console.users[{i}].password_hash"), e.to_string()))?;
+        }
+        Ok(())
     }
 }

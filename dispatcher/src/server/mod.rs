@@ -16,8 +16,10 @@ use tower::ServiceExt;
 
 use crate::app::{App, AppError};
 
+pub(crate) mod console;
 mod listen;
 
+pub use self::console::CONTENT_SECURITY_POLICY as CONSOLE_CONTENT_SECURITY_POLICY;
 pub use self::listen::{HEADER_READ_TIMEOUT, serve};
 
 /// Longest a request may take from its head to the handler's answer (a slowly sent body
@@ -30,7 +32,8 @@ struct ServerState {
 }
 
 /// The routes: `<server.callback_path>` (GET and POST), `<server.webhook_path>` (POST),
-/// `/invoices/{file}`, `/reports/{channel}`, `/healthz`, `/metrics`; when `server.public_url`
+/// `/invoices/{file}`, `/reports/{channel}`, `/healthz`, `/metrics`, and `/console/…` when
+/// `[console] enabled` (see [`console::CONTENT_SECURITY_POLICY`]); when `server.public_url`
 /// has a path (`https://m.example/postbud`), the same routes answer under it as well.
 ///
 /// A merchant's app may nest the router under a prefix of its own: signatures are checked
@@ -49,8 +52,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn(request_timeout))
-        .with_state(ServerState { app });
+        .with_state(ServerState {
+            app: Arc::clone(&app),
+        });
+    let routes = match app.settings().console.enabled {
+        true => routes.merge(console::routes(app)),
+        false => routes,
+    }
+    .layer(axum::middleware::from_fn(request_timeout));
     match public_path {
         // A proxy may pass the public path on (`/postbud/invoices/…`) or strip it; both reach
         // the routes. `OriginalUri` keeps the path as it came for the signature checks.
