@@ -176,6 +176,12 @@ pub(crate) enum Command {
         /// Where the demo writes its database and delivered files.
         #[arg(long, default_value = "postbud-demo")]
         dir: PathBuf,
+        /// Also log in to the console in headless chromium and save PNGs of the invoice list
+        /// and of one invoice's page into this directory (console-list.png,
+        /// console-invoice.png).
+        #[cfg(feature = "screenshots")]
+        #[arg(long, value_name = "DIR")]
+        screenshots: Option<PathBuf>,
     },
 }
 

@@ -198,7 +198,10 @@ pub async fn run(registry: Registry) -> ExitCode {
             token_ttl,
         } => dev::sandbox(listen, seed, callback_secret, callback_url, token_ttl).await,
         #[cfg(feature = "dev")]
-        Command::Demo { dir } => dev::demo::run(&dir).await,
+        #[cfg(not(feature = "screenshots"))]
+        Command::Demo { dir } => dev::demo::run(&dir, None).await,
+        #[cfg(feature = "screenshots")]
+        Command::Demo { dir, screenshots } => dev::demo::run(&dir, screenshots.as_deref()).await,
         #[cfg(feature = "dev")]
         Command::Bench(options) => dev::bench::run(options).await,
     };

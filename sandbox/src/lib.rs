@@ -19,6 +19,8 @@
 #![allow(clippy::result_large_err)]
 
 mod api;
+#[cfg(feature = "browser")]
+pub mod browser;
 mod cdn;
 mod control;
 pub mod email_events;

@@ -83,7 +83,13 @@ fn io(e: impl std::fmt::Display) -> Failure {
     }
 }
 
-pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
+/// The console's user the screenshots log in as: the demo's server is on loopback and ends with
+/// the demo.
+#[cfg(feature = "screenshots")]
+const SCREENSHOT_USER: (&str, &str) = ("demo", "the demo's own passphrase");
+
+/// `postbud demo`; with `screenshots`, the console's pages of the demo's data are saved there.
+pub async fn run(dir: &Path, screenshots: Option<&Path>) -> Result<ExitCode, Failure> {
     // Only what an earlier demo wrote is removed, never the folder itself.
     for leftover in ["postbud.db", "postbud.db-wal", "postbud.db-shm"] {
         let _ = std::fs::remove_file(dir.join(leftover));
@@ -121,6 +127,16 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         .replace("{sftp_port}", &sftp.addr().port().to_string())
         .replace("{sftp_key}", &sftp.client_key().display().to_string())
         .replace("{sftp_fingerprint}", sftp.host_fingerprint());
+    #[cfg(feature = "screenshots")]
+    let toml = if screenshots.is_some() {
+        let hash = postbud::password::hash(SCREENSHOT_USER.1).map_err(io)?;
+        format!(
+            "{toml}\n[console]\nenabled = true\n\n[[console.users]]\nname = \"{}\"\npassword_hash = \"{hash}\"\nrole = \"operator\"\n",
+            SCREENSHOT_USER.0
+        )
+    } else {
+        toml
+    };
     let app = std::sync::Arc::new(
         crate::commands::open(&Settings::from_toml(&toml)?, &stock_registry()?).await?,
     );
@@ -258,6 +274,23 @@ pub async fn run(dir: &Path) -> Result<ExitCode, Failure> {
         "Look closer: POSTBUD_STORE__URL=sqlite://{}/postbud.db cargo run --release -p postbud-cli --features dev -- status {first_id}",
         dir.display()
     );
+    if let Some(out) = screenshots {
+        #[cfg(feature = "screenshots")]
+        {
+            // The invoice page of the case with the most to show: a failed delivery and its
+            // fallback.
+            let shown = rows
+                .iter()
+                .find(|(label, _, _)| label.contains("falls back"))
+                .unwrap_or(&rows[0]);
+            let saved = super::screenshots::take(&public, SCREENSHOT_USER, &shown.1, out).await?;
+            for path in saved {
+                say!("Screenshot: {}", path.display());
+            }
+        }
+        #[cfg(not(feature = "screenshots"))]
+        let _ = out;
+    }
     let all_ok = rows.iter().all(|(_, _, o)| {
         matches!(
             o.verdict(),

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod demo;
 mod history;
+#[cfg(feature = "screenshots")]
+mod screenshots;
 
 use std::process::ExitCode;
 
