@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{Console, Current};
 use crate::{
-    store::{JobKind, JobState, Millis, fmt_ms},
+    store::{Job, JobKind, JobState, Millis, fmt_ms},
     triage::{Filter, Listed, Verdict},
 };
 
@@ -381,9 +381,7 @@ pub(super) async fn invoice(
                 kind: h.event.clone(),
                 channel: channel_of(&h.job_id),
                 text: h.detail.clone(),
-                reference: job
-                    .and_then(|j| j.reference.clone().or_else(|| j.receipt.clone()))
-                    .unwrap_or_default(),
+                reference: job.map(sink_reference).unwrap_or_default(),
             }
         })
         .collect();
@@ -411,11 +409,7 @@ pub(super) async fn invoice(
             role: j.role.map(|r| r.as_str()).unwrap_or_default(),
             state: j.state.as_str(),
             attempts: j.attempts,
-            reference: j
-                .reference
-                .clone()
-                .or_else(|| j.receipt.clone())
-                .unwrap_or_default(),
+            reference: sink_reference(j),
             evidence: j.evidence.clone().unwrap_or_default(),
             error: j.last_error.clone().unwrap_or_default(),
         })
@@ -568,4 +562,16 @@ pub(super) async fn audit(
         None,
         minijinja::context! { entries => Value::from(minijinja::value::Serde(&entries)) },
     )
+}
+
+/// What a job's sink answered, for the reference column: its own id when it gave one, else the
+/// receipt ("wrote /srv/…"); nothing for the dispatch, whose receipt is the history's summary.
+fn sink_reference(job: &Job) -> String {
+    if job.kind == JobKind::Dispatch {
+        return String::new();
+    }
+    job.reference
+        .clone()
+        .or_else(|| job.receipt.clone())
+        .unwrap_or_default()
 }
