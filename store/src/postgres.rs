@@ -691,6 +691,8 @@ impl Store for PgStore {
         let found = Named::new(postgres::COMPLETE_DISPATCH)
             .bind("invoice", snapshot.json)
             .bind("invoice_number", snapshot.invoice_number)
+            .bind("merchant_reference", snapshot.merchant_reference)
+            .bind("customer_email", snapshot.customer_email)
             .bind("route", snapshot.route)
             .bind("now", now)
             .bind("transaction_id", &lease.job.transaction_id)
@@ -1029,9 +1031,18 @@ impl Store for PgStore {
     }
 
     async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError> {
+        let Some(source) = kernel::Source::of(query) else {
+            return Ok(Vec::new());
+        };
         let (after_at, after_id) = query.after.clone().unzip();
-        let found = Named::new(shared::dispatches(query.troubled))
+        let (search, email) = kernel::search_of(query);
+        let found = Named::new(shared::dispatches(source))
             .bind("channel", query.channel.as_deref())
+            .bind("state", query.delivery_state.map(|s| s.as_str()))
+            .bind("retried", i64::from(query.retried))
+            .bind("troubled", i64::from(query.troubled))
+            .bind("search", search)
+            .bind("email", email)
             .bind("created_from", query.created_from)
             .bind("created_before", query.created_before)
             .bind("after_at", after_at)
@@ -1066,6 +1077,36 @@ impl Store for PgStore {
                 DispatchJobs { dispatch, jobs }
             })
             .collect())
+    }
+
+    async fn record_audit(&self, entry: &super::AuditEntry) -> Result<(), StoreError> {
+        Named::new(shared::RECORD_AUDIT)
+            .bind("at", entry.at)
+            .bind("user_name", kernel::storable(&entry.user))
+            .bind("action", kernel::storable(&entry.action))
+            .bind("target", kernel::storable(&entry.target))
+            .bind("result", kernel::storable(&entry.result))
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    async fn audit_log(
+        &self,
+        before: Option<super::Millis>,
+        limit: u32,
+    ) -> Result<Vec<super::AuditEntry>, StoreError> {
+        let Some(skip) = limit.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        Named::new(shared::AUDIT_LOG)
+            .bind("before", before)
+            .bind("skip", i64::from(skip))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(kernel::audit_from)
+            .collect()
     }
 
     async fn prune(&self, before: super::Millis) -> Result<u64, StoreError> {

@@ -104,7 +104,66 @@ pub(super) fn migrations(dialect: Dialect) -> Vec<String> {
         tallies(dialect),
         history_without_autoincrement(dialect),
         typed(EVIDENCE),
+        console(dialect),
     ]
+}
+
+/// The operator console (schema 9): what its search looks invoices up by, kept as columns with
+/// indexes of their own (the merchant's reference and the customer's email, lowercased, copied
+/// from the invoice snapshot when it is routed, and from the snapshots already kept here);
+/// indexes for listing by job state and for the invoices retried; and the audit log of what
+/// operators did.
+///
+/// The columns, not expression indexes on the JSON: the statements stay shared by both
+/// dialects, and a prune can clear the email (personal data) while keeping the reference.
+fn console(dialect: Dialect) -> String {
+    // ASCII lowercase on both (SQLite's `lower` is ASCII only; PostgreSQL's follows the
+    // locale): the engine writes `str::to_ascii_lowercase`, the search looks up the same.
+    let (reference, email, serial) = match dialect {
+        Dialect::Sqlite => (
+            "json_extract(invoice, '$.merchant_reference')",
+            "lower(json_extract(invoice, '$.customer.email'))",
+            "INTEGER PRIMARY KEY",
+        ),
+        Dialect::Postgres => (
+            "CAST(invoice AS jsonb) ->> 'merchant_reference'",
+            "translate(CAST(invoice AS jsonb) -> 'customer' ->> 'email', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')",
+            "BIGSERIAL PRIMARY KEY",
+        ),
+    };
+    // SQLite reads a state's jobs through `jobs_due (state, next_at)`; PostgreSQL dropped that
+    // for partial indexes of the queued, running, failed and dead ones, and gets one for the
+    // cancelled here (done and skipped are most of the table: those are walked newest first).
+    let cancelled = match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => {
+            "CREATE INDEX jobs_cancelled ON jobs (transaction_id) WHERE state = 'cancelled';\n"
+        }
+    };
+    format!(
+        "
+ALTER TABLE dispatches ADD COLUMN merchant_reference TEXT;
+ALTER TABLE dispatches ADD COLUMN customer_email TEXT;
+UPDATE dispatches SET merchant_reference = {reference}, customer_email = {email} WHERE invoice IS NOT NULL;
+CREATE INDEX dispatches_invoice_number ON dispatches (invoice_number) WHERE invoice_number IS NOT NULL;
+CREATE INDEX dispatches_merchant_reference ON dispatches (merchant_reference) WHERE merchant_reference IS NOT NULL;
+CREATE INDEX dispatches_customer_email ON dispatches (customer_email) WHERE customer_email IS NOT NULL;
+CREATE INDEX jobs_retried ON jobs (transaction_id) WHERE attempts > 1;
+{cancelled}CREATE TABLE audit (
+    id        {serial},
+    at        {int} NOT NULL,
+    user_name TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    result    TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+",
+        int = match dialect {
+            Dialect::Sqlite => "INTEGER",
+            Dialect::Postgres => "BIGINT",
+        }
+    )
 }
 
 /// Delivery evidence: what reporters said after an attempt, once per event, and on each

@@ -10,7 +10,7 @@ use rusqlite::{Connection, Row, ToSql, named_params};
 use self::db::Db;
 
 use super::{
-    AcceptedVoid, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs, DispatchPatch,
+    AcceptedVoid, AuditEntry, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs, DispatchPatch,
     DispatchQuery, EvidenceEntry, EvidenceWritten, Finish, HistoryEntry, HistoryLine, Job, Lease,
     Millis, NewEvidence, NewJob, Stage, Store, StoreError, StoreErrorKind, VoidEffect,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
@@ -737,6 +737,8 @@ impl Store for SqliteStore {
                     named_params! {
                         ":invoice": snapshot.json,
                         ":invoice_number": snapshot.invoice_number,
+                        ":merchant_reference": snapshot.merchant_reference,
+                        ":customer_email": snapshot.customer_email,
                         ":route": snapshot.route,
                         ":route_snapshot": snapshot.route_snapshot,
                         ":now": now,
@@ -1025,12 +1027,21 @@ impl Store for SqliteStore {
         let query = query.clone();
         self.db
             .read(move |conn| {
+                let Some(source) = kernel::Source::of(&query) else {
+                    return Ok(Vec::new());
+                };
                 let (after_at, after_id) = query.after.clone().unzip();
+                let (search, email) = kernel::search_of(&query);
                 let found = rows(
                     conn,
-                    shared::dispatches(query.troubled),
+                    shared::dispatches(source),
                     named_params! {
                         ":channel": query.channel,
+                        ":state": query.delivery_state.map(|s| s.as_str()),
+                        ":retried": i64::from(query.retried),
+                        ":troubled": i64::from(query.troubled),
+                        ":search": search,
+                        ":email": email,
                         ":created_from": query.created_from,
                         ":created_before": query.created_before,
                         ":after_at": after_at,
@@ -1046,6 +1057,46 @@ impl Store for SqliteStore {
                         Ok(DispatchJobs { dispatch, jobs })
                     })
                     .collect()
+            })
+            .await
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.db
+            .write(move |conn| {
+                exec(
+                    conn,
+                    shared::RECORD_AUDIT,
+                    named_params! {
+                        ":at": entry.at,
+                        ":user_name": kernel::storable(&entry.user),
+                        ":action": kernel::storable(&entry.action),
+                        ":target": kernel::storable(&entry.target),
+                        ":result": kernel::storable(&entry.result),
+                    },
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn audit_log(
+        &self,
+        before: Option<Millis>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let Some(skip) = limit.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        self.db
+            .read(move |conn| {
+                rows(
+                    conn,
+                    shared::AUDIT_LOG,
+                    named_params! {":before": before, ":skip": skip},
+                    |r| kernel::audit_from(r),
+                )
             })
             .await
     }
