@@ -1247,6 +1247,57 @@ mod tests {
         }
     }
 
+    /// A database of schema 8 (before the console) gets the search's keys of the invoices it
+    /// routed from their snapshots, and an audit log, as SQLite's does.
+    #[tokio::test]
+    async fn a_schema_8_database_gets_the_search_keys_of_what_it_holds() {
+        let admin = std::env::var("POSTBUD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let Ok(pool) = PgPool::connect(&admin).await else {
+            assert_ne!(
+                std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref(),
+                Ok("1"),
+                "PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable"
+            );
+            use std::io::Write as _;
+            let _ = std::io::stderr()
+                .write_all(b"SKIPPED a_schema_8_database: no PostgreSQL\n");
+            return;
+        };
+        let name = format!("postbud_schema8_{}", std::process::id());
+        let dropped = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        sqlx::raw_sql(&dropped).execute(&pool).await.expect("drop");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .expect("create");
+        let url = format!("{}/{name}", admin.rsplit_once('/').expect("a database").0);
+        {
+            let old = PgPool::connect(&url).await.expect("connect");
+            for migration in &migrations(Dialect::Postgres)[..8] {
+                sqlx::raw_sql(migration).execute(&old).await.expect("schema 8");
+            }
+            sqlx::raw_sql(crate::schema::SCHEMA_8_ROWS)
+                .execute(&old)
+                .await
+                .expect("rows");
+            sqlx::raw_sql(
+                "CREATE TABLE postbud_schema (version BIGINT NOT NULL); INSERT INTO postbud_schema VALUES (8);",
+            )
+            .execute(&old)
+            .await
+            .expect("version");
+            old.close().await;
+        }
+        let store = PgStore::open_with_clock(&url, crate::clock::system())
+            .await
+            .expect("migrated");
+        crate::schema::assert_schema_8_migrated(&store).await;
+        assert_eq!(store.migrate().await.expect("again"), 9);
+        store.pool.close().await;
+        sqlx::raw_sql(&dropped).execute(&pool).await.expect("drop");
+    }
+
     /// Every statement PostgreSQL runs prepares against the schema, in a schema of its own
     /// rolled back after, and declares as many parameters as it has names.
     #[tokio::test]

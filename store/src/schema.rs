@@ -324,6 +324,42 @@ CREATE TRIGGER tally_job_state AFTER UPDATE OF state ON jobs
     }
 }
 
+/// Rows a store of schema 8 may hold: a routed invoice with a snapshot (a reference, an email
+/// in capitals), one without a reference, a pruned one.
+#[cfg(test)]
+pub(crate) const SCHEMA_8_ROWS: &str = r#"
+INSERT INTO dispatches (transaction_id, stage, invoice_number, invoice, created_at, updated_at) VALUES
+    ('T1.old', 'routed', '501', '{"transaction_id":"T1.old","merchant_reference":"order-501","customer":{"name":"Kari","email":"Kari@Example.NO"}}', 1, 1),
+    ('T2.old', 'routed', '502', '{"transaction_id":"T2.old","merchant_reference":null,"customer":{"name":"Ola","email":null}}', 2, 2),
+    ('T3.old', 'routed', '503', NULL, 3, 3);
+"#;
+
+/// What a store migrated from [`SCHEMA_8_ROWS`] finds.
+#[cfg(test)]
+pub(crate) async fn assert_schema_8_migrated(store: &dyn crate::Store) {
+    let found = |search: &str| {
+        let query = crate::DispatchQuery {
+            search: Some(search.into()),
+            ..crate::DispatchQuery::latest(10)
+        };
+        async move {
+            let found = store.dispatches(&query).await.expect("listed");
+            found
+                .into_iter()
+                .map(|d| d.dispatch.transaction_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("kari@example.no").await, ["T1.old"]);
+    assert_eq!(found("order-501").await, ["T1.old"]);
+    assert_eq!(found("502").await, ["T2.old"]);
+    assert_eq!(found("503").await, ["T3.old"]);
+    assert!(found("null").await.is_empty());
+    let entry = crate::AuditEntry::new(5, "kari", "retry", "T1.old", "ok");
+    store.record_audit(&entry).await.expect("an audit log");
+    assert_eq!(store.audit_log(None, 5).await.expect("read"), [entry]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1181,6 +1181,27 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A database of schema 8 (before the console) gets the search's keys of the invoices it
+    /// routed from their snapshots, and an audit log; a pruned invoice gets none.
+    #[tokio::test]
+    async fn a_schema_8_database_gets_the_search_keys_of_what_it_holds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("postbud.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for migration in &migrations(Dialect::Sqlite)[..8] {
+                conn.execute_batch(migration).expect("schema 8");
+            }
+            conn.execute_batch(crate::schema::SCHEMA_8_ROWS)
+                .expect("rows");
+            conn.execute_batch("PRAGMA user_version = 8").expect("version");
+        }
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("migrated");
+        crate::schema::assert_schema_8_migrated(&store).await;
+    }
+
     /// A database made by a version before the kept counts gets them from the rows it holds.
     #[tokio::test]
     async fn an_older_database_counts_what_it_holds() {
