@@ -87,6 +87,7 @@ mod metrics;
 #[doc(hidden)]
 pub mod reconcile;
 #[cfg(not(feature = "unstable-internals"))]
+mod operate;
 mod reconcile;
 mod records;
 #[cfg(feature = "unstable-internals")]
@@ -124,9 +125,10 @@ pub use self::{
     engine::{DefaultDispatcher, Dispatcher, Outcome},
     links::LinkSigner,
     metrics::Metrics,
+    operate::{BATCH, BulkRetry, REPEAT_GUARD, RedeliverError, Redelivered},
     records::Records,
     store::{
-        Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage, StoreError,
+        AuditEntry, Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage, StoreError,
         StoreErrorKind, Totals, fmt_ms, now_ms, probe as probe_store,
     },
     sweeps::Sweep,
