@@ -87,8 +87,8 @@ mod metrics;
 #[doc(hidden)]
 pub mod reconcile;
 #[cfg(not(feature = "unstable-internals"))]
-mod operate;
 mod reconcile;
+mod operate;
 mod records;
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
