@@ -22,7 +22,10 @@ pub fn delivery_id(transaction_id: &str, channel: &str) -> String {
 /// channel instance (counted from 0): a new id, so the sink sends it again, yet the same for
 /// a request repeated before the store saw the first.
 pub fn redelivery_id(transaction_id: &str, channel: &str, n: u64) -> String {
-    derived("rdl", &["redeliver", transaction_id, channel, &n.to_string()])
+    derived(
+        "rdl",
+        &["redeliver", transaction_id, channel, &n.to_string()],
+    )
 }
 
 /// The cancellation notice of a transaction through one channel instance.
@@ -45,7 +48,13 @@ mod tests {
         assert_ne!(delivery_id("T1.a", "email"), delivery_id("T1.a", "sms"));
         assert_ne!(delivery_id("T1.a", "email"), cancel_id("T1.a", "email"));
         assert_eq!(delivery_id("T1.a", "email").len(), 28);
-        assert_ne!(redelivery_id("T1.a", "email", 0), redelivery_id("T1.a", "email", 1));
-        assert_ne!(redelivery_id("T1.a", "email", 0), delivery_id("T1.a", "email"));
+        assert_ne!(
+            redelivery_id("T1.a", "email", 0),
+            redelivery_id("T1.a", "email", 1)
+        );
+        assert_ne!(
+            redelivery_id("T1.a", "email", 0),
+            delivery_id("T1.a", "email")
+        );
     }
 }

@@ -83,12 +83,12 @@ mod links;
 pub mod metrics;
 #[cfg(not(feature = "unstable-internals"))]
 mod metrics;
+mod operate;
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
 pub mod reconcile;
 #[cfg(not(feature = "unstable-internals"))]
 mod reconcile;
-mod operate;
 mod records;
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
@@ -128,8 +128,8 @@ pub use self::{
     operate::{BATCH, BulkRetry, REPEAT_GUARD, RedeliverError, Redelivered},
     records::Records,
     store::{
-        AuditEntry, Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage, StoreError,
-        StoreErrorKind, Totals, fmt_ms, now_ms, probe as probe_store,
+        AuditEntry, Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage,
+        StoreError, StoreErrorKind, Totals, fmt_ms, now_ms, probe as probe_store,
     },
     sweeps::Sweep,
     triage::{Assessment, Filter, Listed, Verdict},

@@ -133,7 +133,9 @@ impl App {
         }
         let store = self.store();
         let Some(dispatch) = store.dispatch(transaction_id).await? else {
-            return Err(RedeliverError::UnknownTransaction(transaction_id.to_owned()));
+            return Err(RedeliverError::UnknownTransaction(
+                transaction_id.to_owned(),
+            ));
         };
         if dispatch.stage != Stage::Routed {
             return Err(RedeliverError::NotRouted {
@@ -163,7 +165,9 @@ impl App {
             role: Role::Redelivery,
             next_at: now,
         };
-        store.enqueue_free(transaction_id, std::slice::from_ref(&job)).await?;
+        store
+            .enqueue_free(transaction_id, std::slice::from_ref(&job))
+            .await?;
         let kept = store.job(&job.id).await?;
         Ok(Redelivered {
             queued: kept.is_some_and(|j| j.state == JobState::Queued && j.attempts == 0),

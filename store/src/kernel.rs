@@ -4,8 +4,9 @@
 //! where the dialects really differ.
 
 use super::{
-    AuditEntry, CensusRow, Completion, Counts, Dispatch, DispatchQuery, EvidenceEntry, Finish, Job, JobKind, JobState, Lease,
-    Millis, NewEvidence, NewJob, Pdf, Role, Stage, StoreError, StoreErrorKind, Totals, fmt_ms,
+    AuditEntry, CensusRow, Completion, Counts, Dispatch, DispatchQuery, EvidenceEntry, Finish, Job,
+    JobKind, JobState, Lease, Millis, NewEvidence, NewJob, Pdf, Role, Stage, StoreError,
+    StoreErrorKind, Totals, fmt_ms,
 };
 use postbud_channel::{EvidenceState, Invoice};
 

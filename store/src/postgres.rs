@@ -1260,8 +1260,7 @@ mod tests {
                 "PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable"
             );
             use std::io::Write as _;
-            let _ = std::io::stderr()
-                .write_all(b"SKIPPED a_schema_8_database: no PostgreSQL\n");
+            let _ = std::io::stderr().write_all(b"SKIPPED a_schema_8_database: no PostgreSQL\n");
             return;
         };
         let name = format!("postbud_schema8_{}", std::process::id());
@@ -1275,7 +1274,10 @@ mod tests {
         {
             let old = PgPool::connect(&url).await.expect("connect");
             for migration in &migrations(Dialect::Postgres)[..8] {
-                sqlx::raw_sql(migration).execute(&old).await.expect("schema 8");
+                sqlx::raw_sql(migration)
+                    .execute(&old)
+                    .await
+                    .expect("schema 8");
             }
             sqlx::raw_sql(crate::schema::SCHEMA_8_ROWS)
                 .execute(&old)

@@ -521,6 +521,59 @@ mod tests {
         );
     }
 
+    /// Each listing reads through the index its source names, never a scan of a table:
+    /// every dispatch newest first through `dispatches_created`, the others through the index
+    /// of their filter (SQLite's plan, as `EXPLAIN QUERY PLAN` gives it).
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn every_sqlite_listing_reads_through_an_index() {
+        use crate::kernel::Source;
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        for migration in crate::schema::migrations(crate::schema::Dialect::Sqlite) {
+            conn.execute_batch(&migration).expect("migrate");
+        }
+        for source in Source::ALL {
+            let sql = format!("EXPLAIN QUERY PLAN {}", shared::dispatches(source));
+            let mut statement = conn.prepare(&sql).expect("explain");
+            for at in 1..=statement.parameter_count() {
+                statement
+                    .raw_bind_parameter(at, rusqlite::types::Null)
+                    .expect("bound");
+            }
+            let mut rows = statement.raw_query();
+            let mut plan = Vec::new();
+            while let Some(row) = rows.next().expect("plan") {
+                plan.push(row.get::<_, String>(3).expect("detail"));
+            }
+            let plan = plan.join("\n");
+            assert!(
+                // `t`, the source's ids read from an index first, is the one scanned.
+                !plan
+                    .lines()
+                    .any(|l| l.starts_with("SCAN") && l != "SCAN t" && !l.contains("INDEX")),
+                "{source:?} scans a table:\n{plan}"
+            );
+            // A dispatch's own jobs are found by its id, never by walking a state's jobs.
+            assert!(
+                plan.lines()
+                    .filter(|l| l.starts_with("SEARCH j "))
+                    .all(|l| l.contains("(transaction_id=?)")),
+                "{source:?} looks a dispatch's jobs up by state:\n{plan}"
+            );
+            let index = match source {
+                Source::All => "dispatches_created",
+                Source::Troubled => "jobs_troubled",
+                Source::State(_) => "jobs_", // jobs_due or jobs_lease, by state
+                Source::Retried => "jobs_retried",
+                Source::Search => "dispatches_customer_email",
+            };
+            assert!(
+                plan.contains(index),
+                "{source:?} does not use {index}:\n{plan}"
+            );
+        }
+    }
+
     /// Every SQLite statement prepares against the schema, and binds exactly the names it
     /// declares.
     #[cfg(feature = "sqlite")]
@@ -541,7 +594,11 @@ mod tests {
                 .map(|(file, sql)| (*file, sql.to_string())),
         );
         let listings = shared::every_dispatches();
-        all.extend(listings.iter().map(|(name, sql)| (name.as_str(), sql.clone())));
+        all.extend(
+            listings
+                .iter()
+                .map(|(name, sql)| (name.as_str(), sql.clone())),
+        );
         for (file, sql) in all {
             let statement = conn.prepare(&sql).unwrap_or_else(|e| panic!("{file}: {e}"));
             let names = numbered(&sql).names;

@@ -1313,9 +1313,20 @@ pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) 
         "T12345678.listC",
         "T12345678.listD",
     );
-    routed_with(&store, a, "1001", "order-A", "Kari.Nordmann@Example.NO", &["email"]).await;
+    routed_with(
+        &store,
+        a,
+        "1001",
+        "order-A",
+        "Kari.Nordmann@Example.NO",
+        &["email"],
+    )
+    .await;
     let lease = claim_one(&store, a, "w", Duration::from_secs(30)).await;
-    store.finish(&lease, Finish::Done("sent".into())).await.expect("done");
+    store
+        .finish(&lease, Finish::Done("sent".into()))
+        .await
+        .expect("done");
     routed_with(&store, b, "1002", "order-B", "ola@example.no", &["sms"]).await;
     let lease = claim_one(&store, b, "w", Duration::from_secs(30)).await;
     let retry = Finish::Retry {
@@ -1325,7 +1336,10 @@ pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) 
     store.finish(&lease, retry).await.expect("retry");
     let lease = claim_one(&store, b, "w", Duration::from_secs(30)).await;
     assert_eq!(lease.job.attempts, 2, "{lease:?}");
-    store.finish(&lease, Finish::Failed("refused".into())).await.expect("failed");
+    store
+        .finish(&lease, Finish::Failed("refused".into()))
+        .await
+        .expect("failed");
     submitted(&store, c).await;
     routed_with(&store, d, "1004", "order-D", "per@example.no", &["email"]).await;
     store.void(d).await.expect("voided");
@@ -1346,9 +1360,17 @@ pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) 
         ("10\u{0}01", vec![]),
         ("nobody@example.no", vec![]),
     ] {
-        assert_eq!(listed(&store, search(text)).await, expected, "search {text:?}");
+        assert_eq!(
+            listed(&store, search(text)).await,
+            expected,
+            "search {text:?}"
+        );
     }
-    assert_eq!(listed(&store, search("  ")).await, all, "an empty search is none");
+    assert_eq!(
+        listed(&store, search("  ")).await,
+        all,
+        "an empty search is none"
+    );
     let state = |state: JobState| Q {
         delivery_state: Some(state),
         ..Q::default()
@@ -1383,7 +1405,10 @@ pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) 
         search: Some("1001".into()),
         ..troubled
     };
-    assert!(listed(&store, troubled_search).await.is_empty(), "every filter holds");
+    assert!(
+        listed(&store, troubled_search).await.is_empty(),
+        "every filter holds"
+    );
     let failed_email = Q {
         delivery_state: Some(JobState::Failed),
         channel: Some("email".into()),
@@ -1403,7 +1428,10 @@ pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) 
             .await
             .expect("page");
         let Some(last) = page.last() else { break };
-        after = Some((last.dispatch.created_at, last.dispatch.transaction_id.clone()));
+        after = Some((
+            last.dispatch.created_at,
+            last.dispatch.transaction_id.clone(),
+        ));
         paged.extend(page.into_iter().map(|d| d.dispatch.transaction_id));
     }
     assert_eq!(paged, all);
@@ -1414,7 +1442,11 @@ pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) 
 
     // A prune forgets the customer's email; the merchant's reference stays an id.
     assert!(store.prune(now_ms() + 60_000).await.expect("pruned") >= 1);
-    assert!(listed(&store, search("kari.nordmann@example.no")).await.is_empty());
+    assert!(
+        listed(&store, search("kari.nordmann@example.no"))
+            .await
+            .is_empty()
+    );
     assert_eq!(listed(&store, search("order-A")).await, [a]);
 }
 
@@ -1428,7 +1460,13 @@ pub async fn the_audit_log_pages_newest_first(store: Arc<dyn Store>) {
         AuditEntry::new(2_000, "kari", "retry", TX, "1 job(s) requeued"),
         AuditEntry::new(2_000, "ola", "void", TX, "refused: <b>\u{0}</b>\nline"),
         AuditEntry::new(2_000, "kari", "redeliver", TX, "queued"),
-        AuditEntry::new(3_000, "kari", "retry-matching", "verdict=needs-attention", "3 of 3"),
+        AuditEntry::new(
+            3_000,
+            "kari",
+            "retry-matching",
+            "verdict=needs-attention",
+            "3 of 3",
+        ),
     ];
     for entry in &entries {
         store.record_audit(entry).await.expect("recorded");
@@ -1436,9 +1474,20 @@ pub async fn the_audit_log_pages_newest_first(store: Arc<dyn Store>) {
     assert!(store.audit_log(None, 0).await.expect("read").is_empty());
     let first = store.audit_log(None, 2).await.expect("first page");
     let actions: Vec<&str> = first.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["retry-matching", "redeliver", "void", "retry"], "the millisecond whole");
+    assert_eq!(
+        actions,
+        ["retry-matching", "redeliver", "void", "retry"],
+        "the millisecond whole"
+    );
     assert_eq!(first[2].result, "refused: <b>\u{2400}</b>\nline");
-    assert_eq!((first[2].user.as_str(), first[2].at, first[2].target.as_str()), ("ola", 2_000, TX));
+    assert_eq!(
+        (
+            first[2].user.as_str(),
+            first[2].at,
+            first[2].target.as_str()
+        ),
+        ("ola", 2_000, TX)
+    );
     let next = store
         .audit_log(Some(first.last().expect("an entry").at), 2)
         .await
@@ -1446,7 +1495,11 @@ pub async fn the_audit_log_pages_newest_first(store: Arc<dyn Store>) {
     assert_eq!(next, [entries[0].clone()]);
     assert_eq!(store.audit_log(None, 100).await.expect("all").len(), 5);
     store.prune(now_ms() + 60_000).await.expect("prune");
-    assert_eq!(store.audit_log(None, 100).await.expect("all").len(), 5, "kept");
+    assert_eq!(
+        store.audit_log(None, 100).await.expect("all").len(),
+        5,
+        "kept"
+    );
 }
 
 /// A case running on a store.

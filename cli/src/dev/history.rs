@@ -255,11 +255,7 @@ pub async fn measure(
 /// The console's reads with `size` copies of `template` in the store: the list's first page
 /// and one deep in (by cursor), each filter, a search by each key, the verdict counts, and one
 /// invoice's page; medians of 15 after one to warm up.
-async fn console(
-    app: &Arc<App>,
-    template: &str,
-    size: u64,
-) -> Result<Vec<(String, f64)>, Failure> {
+async fn console(app: &Arc<App>, template: &str, size: u64) -> Result<Vec<(String, f64)>, Failure> {
     const PAGE: usize = 50;
     let records = app.records();
     let original = (app.dispatch(template).await.map_err(io)?)
@@ -271,7 +267,10 @@ async fn console(
     // A copy in the middle: its cursor, and the keys a search finds it by.
     let middle = (size / 2).max(1);
     let copy = format!("{template}.h{middle}");
-    let number = format!("{}-{middle}", original.invoice_number.clone().unwrap_or_default());
+    let number = format!(
+        "{}-{middle}",
+        original.invoice_number.clone().unwrap_or_default()
+    );
     let filter = |set: &dyn Fn(&mut Filter)| {
         let mut filter = Filter::default();
         set(&mut filter);
@@ -287,7 +286,10 @@ async fn console(
             "filter: needs attention",
             filter(&|f| f.verdicts = vec![Verdict::NeedsAttention]),
         ),
-        ("filter: channel", filter(&|f| f.channel = Some(channel.clone()))),
+        (
+            "filter: channel",
+            filter(&|f| f.channel = Some(channel.clone())),
+        ),
         (
             "filter: delivery state failed",
             filter(&|f| f.delivery_state = Some(JobState::Failed)),
@@ -302,7 +304,10 @@ async fn console(
         ("search: transaction id", copy.clone()),
         ("search: invoice number", number),
         ("search: merchant reference", format!("order-{middle}")),
-        ("search: customer email", format!("CUSTOMER{middle}@example.no")),
+        (
+            "search: customer email",
+            format!("CUSTOMER{middle}@example.no"),
+        ),
     ] {
         lists.push((what, filter(&|f| f.search = Some(key.clone()))));
     }

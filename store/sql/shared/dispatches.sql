@@ -6,13 +6,15 @@
 -- where they are read from (`sql::shared::dispatches`): every dispatch newest first through
 -- `dispatches_created` (`dispatches d WHERE`), or the few a narrow filter names, read from that
 -- filter's index first (the `CROSS JOIN` keeps SQLite's planner there) rather than walking
--- every dispatch for them.
+-- every dispatch for them. A dispatch's jobs are looked up by its transaction id
+-- (`jobs_transaction`); `j.state || ''` keeps SQLite, which cannot tell a state of a million
+-- jobs from one of ten without statistics, from walking `jobs_due` by state instead.
 SELECT d.* FROM {source}
     (CAST(:channel AS TEXT) IS NULL
      OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.channel = :channel))
 AND (CAST(:state AS TEXT) IS NULL
      OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id
-                AND j.kind IN ('deliver', 'cancel') AND j.state = :state))
+                AND j.kind IN ('deliver', 'cancel') AND j.state || '' = :state))
 AND (CAST(:retried AS BIGINT) = 0
      OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.attempts > 1))
 AND (CAST(:troubled AS BIGINT) = 0

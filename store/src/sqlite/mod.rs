@@ -10,9 +10,10 @@ use rusqlite::{Connection, Row, ToSql, named_params};
 use self::db::Db;
 
 use super::{
-    AcceptedVoid, AuditEntry, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs, DispatchPatch,
-    DispatchQuery, EvidenceEntry, EvidenceWritten, Finish, HistoryEntry, HistoryLine, Job, Lease,
-    Millis, NewEvidence, NewJob, Stage, Store, StoreError, StoreErrorKind, VoidEffect,
+    AcceptedVoid, AuditEntry, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs,
+    DispatchPatch, DispatchQuery, EvidenceEntry, EvidenceWritten, Finish, HistoryEntry,
+    HistoryLine, Job, Lease, Millis, NewEvidence, NewJob, Stage, Store, StoreError, StoreErrorKind,
+    VoidEffect,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
     now_ms,
     schema::{Dialect, migrations},
@@ -1194,7 +1195,8 @@ mod tests {
             }
             conn.execute_batch(crate::schema::SCHEMA_8_ROWS)
                 .expect("rows");
-            conn.execute_batch("PRAGMA user_version = 8").expect("version");
+            conn.execute_batch("PRAGMA user_version = 8")
+                .expect("version");
         }
         let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
             .await
