@@ -123,7 +123,9 @@ pub async fn count(
         troubled: true,
         ..DispatchQuery::default()
     };
-    let mut pages = Pages::new(store, query, Pages::SIZE);
+    // Every troubled invoice is read: in large pages, each query reading the troubled jobs'
+    // index once.
+    let mut pages = Pages::new(store, query, Pages::COUNTING);
     while let Some(listed) = pages.next().await? {
         *counts
             .entry(assess(Some(&listed.dispatch), &listed.jobs).verdict)
@@ -268,6 +270,8 @@ struct Pages<'a> {
 
 impl<'a> Pages<'a> {
     const SIZE: u32 = 200;
+    /// The page size when every page is read to count it.
+    const COUNTING: u32 = 2_000;
 
     /// Reads `size` dispatches a page.
     fn new(store: &'a dyn Store, query: DispatchQuery, size: u32) -> Self {

@@ -176,6 +176,26 @@ pub(crate) fn search_of(query: &DispatchQuery) -> (Option<String>, Option<String
     }
 }
 
+/// The window and cursor of a listing as bound: the whole range where the query sets none.
+pub(crate) struct Window {
+    pub(crate) from: Millis,
+    pub(crate) before: Millis,
+    pub(crate) after_at: Millis,
+    pub(crate) after_id: String,
+}
+
+impl Window {
+    pub(crate) fn of(query: &DispatchQuery) -> Self {
+        let (after_at, after_id) = query.after.clone().unwrap_or((Millis::MAX, String::new()));
+        Self {
+            from: query.created_from.unwrap_or(Millis::MIN),
+            before: query.created_before.unwrap_or(Millis::MAX),
+            after_at,
+            after_id,
+        }
+    }
+}
+
 /// How a customer's email is kept for the search: ASCII lowercase, as the migration that filled
 /// the column for invoices routed before it did with SQL's `lower`.
 pub(crate) fn email_key(email: &str) -> String {

@@ -1034,7 +1034,7 @@ impl Store for PgStore {
         let Some(source) = kernel::Source::of(query) else {
             return Ok(Vec::new());
         };
-        let (after_at, after_id) = query.after.clone().unzip();
+        let window = kernel::Window::of(query);
         let (search, email) = kernel::search_of(query);
         let found = Named::new(shared::dispatches(source))
             .bind("channel", query.channel.as_deref())
@@ -1043,10 +1043,10 @@ impl Store for PgStore {
             .bind("troubled", i64::from(query.troubled))
             .bind("search", search)
             .bind("email", email)
-            .bind("created_from", query.created_from)
-            .bind("created_before", query.created_before)
-            .bind("after_at", after_at)
-            .bind("after_id", after_id)
+            .bind("created_from", window.from)
+            .bind("created_before", window.before)
+            .bind("after_at", window.after_at)
+            .bind("after_id", window.after_id)
             .bind("limit", i64::from(query.limit))
             .fetch_all(&self.pool)
             .await?;

@@ -1031,7 +1031,7 @@ impl Store for SqliteStore {
                 let Some(source) = kernel::Source::of(&query) else {
                     return Ok(Vec::new());
                 };
-                let (after_at, after_id) = query.after.clone().unzip();
+                let window = kernel::Window::of(&query);
                 let (search, email) = kernel::search_of(&query);
                 let found = rows(
                     conn,
@@ -1043,10 +1043,10 @@ impl Store for SqliteStore {
                         ":troubled": i64::from(query.troubled),
                         ":search": search,
                         ":email": email,
-                        ":created_from": query.created_from,
-                        ":created_before": query.created_before,
-                        ":after_at": after_at,
-                        ":after_id": after_id,
+                        ":created_from": window.from,
+                        ":created_before": window.before,
+                        ":after_at": window.after_at,
+                        ":after_id": window.after_id,
                         ":limit": query.limit,
                     },
                     |r| dispatch_from(r),
