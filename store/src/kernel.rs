@@ -178,8 +178,10 @@ pub(crate) fn search_of(query: &DispatchQuery) -> (Option<String>, Option<String
 
 /// The window and cursor of a listing as bound: the whole range where the query sets none.
 pub(crate) struct Window {
+    /// The earliest `created_at` listed.
     pub(crate) from: Millis,
-    pub(crate) before: Millis,
+    /// The latest `created_at` listed: the window's end, or the cursor's, whichever is first.
+    pub(crate) until: Millis,
     pub(crate) after_at: Millis,
     pub(crate) after_id: String,
 }
@@ -187,9 +189,12 @@ pub(crate) struct Window {
 impl Window {
     pub(crate) fn of(query: &DispatchQuery) -> Self {
         let (after_at, after_id) = query.after.clone().unwrap_or((Millis::MAX, String::new()));
+        let end = query
+            .created_before
+            .map_or(Millis::MAX, |b| b.saturating_sub(1));
         Self {
             from: query.created_from.unwrap_or(Millis::MIN),
-            before: query.created_before.unwrap_or(Millis::MAX),
+            until: end.min(after_at),
             after_at,
             after_id,
         }

@@ -1044,7 +1044,7 @@ impl Store for PgStore {
             .bind("search", search)
             .bind("email", email)
             .bind("created_from", window.from)
-            .bind("created_before", window.before)
+            .bind("until", window.until)
             .bind("after_at", window.after_at)
             .bind("after_id", window.after_id)
             .bind("limit", i64::from(query.limit))

@@ -3,10 +3,11 @@
 -- once, with a job failed for good, matching a search (the transaction id, invoice number or
 -- merchant reference exactly, the customer's email lowercased), after the page's last
 -- `(created_at, transaction_id)`; each filter NULL (or 0) when not asked for, but the window
--- and the cursor, always bound (the whole range when not asked for: `kernel::Window`) so
--- that they bound the walk of `dispatches_created`: a condition `:x IS NULL OR …` keeps
--- SQLite from seeking the index, and a page deep in walked every row before it (39 ms at
--- 500,000 in). `{source}` is
+-- and the cursor, always bound (the whole range when not asked for: `kernel::Window`), with
+-- one upper bound (`:until`, the lower of the window's end and the cursor's), so that they bound
+-- the walk of `dispatches_created`: a condition `:x IS NULL OR …` keeps SQLite from seeking
+-- the index, and of two upper bounds it seeks by one, so a page deep in walked every row before
+-- it (33 ms at 500,000 in). `{source}` is
 -- where they are read from (`sql::shared::dispatches`): every dispatch newest first through
 -- `dispatches_created` (`dispatches d WHERE`), or the few a narrow filter names, read from that
 -- filter's index first (the `CROSS JOIN` keeps SQLite's planner there) rather than walking
@@ -26,6 +27,6 @@ AND (CAST(:troubled AS BIGINT) = 0
 AND (CAST(:search AS TEXT) IS NULL
      OR d.transaction_id = :search OR d.invoice_number = :search OR d.merchant_reference = :search
      OR d.customer_email = :email)
-AND d.created_at >= :created_from AND d.created_at < :created_before
-AND d.created_at <= :after_at AND (d.created_at, d.transaction_id) < (:after_at, :after_id)
+AND d.created_at >= :created_from AND d.created_at <= :until
+AND (d.created_at, d.transaction_id) < (:after_at, :after_id)
 ORDER BY d.created_at DESC, d.transaction_id DESC LIMIT :limit

@@ -1044,7 +1044,7 @@ impl Store for SqliteStore {
                         ":search": search,
                         ":email": email,
                         ":created_from": window.from,
-                        ":created_before": window.before,
+                        ":until": window.until,
                         ":after_at": window.after_at,
                         ":after_id": window.after_id,
                         ":limit": query.limit,
