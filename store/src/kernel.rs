@@ -124,15 +124,13 @@ pub(crate) enum Source {
     /// Those with a delivery or notice in this state, one of the few a store holds at once
     /// (`jobs_due` on SQLite; PostgreSQL's partial indexes of each state).
     State(&'static str),
-    /// Those with a job tried more than once (`jobs_retried`).
-    Retried,
     /// Those a search names (the dispatches' own indexes of each key).
     Search,
 }
 
 impl Source {
     /// Every source, each one statement.
-    pub(crate) const ALL: [Source; 9] = [
+    pub(crate) const ALL: [Source; 8] = [
         Self::All,
         Self::Troubled,
         Self::State("queued"),
@@ -140,7 +138,6 @@ impl Source {
         Self::State("failed"),
         Self::State("dead"),
         Self::State("cancelled"),
-        Self::Retried,
         Self::Search,
     ];
 
@@ -158,9 +155,9 @@ impl Source {
             Some(JobState::Done) | None => {}
             Some(state) => return Some(Self::State(state.as_str())),
         }
-        if query.retried {
-            return Some(Self::Retried);
-        }
+        // Invoices tried more than once are walked newest first, each looked up in
+        // `jobs_retried`: a retry is common (greylisting, a 503), and at 1 % of a million
+        // the walk read a page in 8 ms where sorting the 10,000 from the index took 40 to 90.
         Some(Self::All)
     }
 }

@@ -111,9 +111,6 @@ pub(crate) mod shared {
                 Source::State(state) => narrowed(&format!(
                     "SELECT DISTINCT transaction_id FROM jobs WHERE state = '{state}' AND kind IN ('deliver', 'cancel')"
                 )),
-                Source::Retried => {
-                    narrowed("SELECT DISTINCT transaction_id FROM jobs WHERE attempts > 1")
-                }
                 // Each key through its own index; UNION, as one invoice may match twice.
                 Source::Search => narrowed(
                     "SELECT transaction_id FROM dispatches WHERE transaction_id = :search
@@ -564,7 +561,6 @@ mod tests {
                 Source::All => "dispatches_created",
                 Source::Troubled => "jobs_troubled",
                 Source::State(_) => "jobs_", // jobs_due or jobs_lease, by state
-                Source::Retried => "jobs_retried",
                 Source::Search => "dispatches_customer_email",
             };
             assert!(

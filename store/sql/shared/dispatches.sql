@@ -13,15 +13,17 @@
 -- filter's index first (the `CROSS JOIN` keeps SQLite's planner there) rather than walking
 -- every dispatch for them. A dispatch's jobs are looked up by its transaction id
 -- (`jobs_transaction`); `j.state || ''` keeps SQLite, which cannot tell a state of a million
--- jobs from one of ten without statistics, from walking `jobs_due` by state instead.
+-- jobs from one of ten without statistics, from walking `jobs_due` by state instead; the
+-- `OFFSET 0` keeps PostgreSQL from turning the test into a join with every job of that state
+-- (488 ms for `done` at 1,000,000), so it looks up each dispatch's jobs as SQLite does.
 SELECT d.* FROM {source}
     (CAST(:channel AS TEXT) IS NULL
      OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.channel = :channel))
 AND (CAST(:state AS TEXT) IS NULL
      OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id
-                AND j.kind IN ('deliver', 'cancel') AND j.state || '' = :state))
+                AND j.kind IN ('deliver', 'cancel') AND j.state || '' = :state LIMIT 1 OFFSET 0))
 AND (CAST(:retried AS BIGINT) = 0
-     OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.attempts > 1))
+     OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.attempts > 1 LIMIT 1 OFFSET 0))
 AND (CAST(:troubled AS BIGINT) = 0
      OR EXISTS (SELECT 1 FROM jobs j WHERE j.transaction_id = d.transaction_id AND j.state IN ('failed', 'dead')))
 AND (CAST(:search AS TEXT) IS NULL
