@@ -18,6 +18,16 @@ pub fn delivery_id(transaction_id: &str, channel: &str) -> String {
     derived("dlv", &["deliver", transaction_id, channel])
 }
 
+/// The `n`th delivery an operator asked for again of a transaction's invoice through one
+/// channel instance (counted from 0): a new id, so the sink sends it again, yet the same for
+/// a request repeated before the store saw the first.
+pub fn redelivery_id(transaction_id: &str, channel: &str, n: u64) -> String {
+    derived(
+        "rdl",
+        &["redeliver", transaction_id, channel, &n.to_string()],
+    )
+}
+
 /// The cancellation notice of a transaction through one channel instance.
 pub fn cancel_id(transaction_id: &str, channel: &str) -> String {
     derived("cnl", &["cancel", transaction_id, channel])
@@ -38,5 +48,13 @@ mod tests {
         assert_ne!(delivery_id("T1.a", "email"), delivery_id("T1.a", "sms"));
         assert_ne!(delivery_id("T1.a", "email"), cancel_id("T1.a", "email"));
         assert_eq!(delivery_id("T1.a", "email").len(), 28);
+        assert_ne!(
+            redelivery_id("T1.a", "email", 0),
+            redelivery_id("T1.a", "email", 1)
+        );
+        assert_ne!(
+            redelivery_id("T1.a", "email", 0),
+            delivery_id("T1.a", "email")
+        );
     }
 }

@@ -84,6 +84,7 @@ mod links;
 pub mod metrics;
 #[cfg(not(feature = "unstable-internals"))]
 mod metrics;
+mod operate;
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
 pub mod reconcile;
@@ -125,10 +126,11 @@ pub use self::{
     engine::{DefaultDispatcher, Dispatcher, Outcome},
     links::LinkSigner,
     metrics::Metrics,
+    operate::{BATCH, BulkRetry, REPEAT_GUARD, RedeliverError, Redelivered},
     records::Records,
     store::{
-        Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage, StoreError,
-        StoreErrorKind, Totals, fmt_ms, now_ms, probe as probe_store,
+        AuditEntry, Counts, Dispatch, HistoryEntry, Job, JobKind, JobState, Millis, Role, Stage,
+        StoreError, StoreErrorKind, Totals, fmt_ms, now_ms, probe as probe_store,
     },
     sweeps::Sweep,
     triage::{Assessment, Filter, Listed, Verdict},

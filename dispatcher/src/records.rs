@@ -49,6 +49,11 @@ impl Records {
         Ok(Self::of(store::open(&url).await?, &url))
     }
 
+    /// The store it reads.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     pub(crate) fn of(store: Arc<dyn Store>, url: &str) -> Self {
         Self {
             store,

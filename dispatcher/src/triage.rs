@@ -123,7 +123,9 @@ pub async fn count(
         troubled: true,
         ..DispatchQuery::default()
     };
-    let mut pages = Pages::new(store, query, Pages::SIZE);
+    // Every troubled invoice is read: in large pages, each query reading the troubled jobs'
+    // index once.
+    let mut pages = Pages::new(store, query, Pages::COUNTING);
     while let Some(listed) = pages.next().await? {
         *counts
             .entry(assess(Some(&listed.dispatch), &listed.jobs).verdict)
@@ -132,7 +134,8 @@ pub async fn count(
     Ok(counts)
 }
 
-/// What `status` lists: verdicts (any, when empty) and the store's own conditions.
+/// What `status` and the console list: verdicts (any, when empty) and the store's own
+/// conditions, every one set holding.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Filter {
@@ -144,6 +147,41 @@ pub struct Filter {
     pub created_from: Option<Millis>,
     /// Only transactions first seen before this time.
     pub created_before: Option<Millis>,
+    /// Only the invoice this names exactly: its transaction id, invoice number or merchant
+    /// reference, or its customer's email (ASCII case-insensitively; dropped by retention's
+    /// prune). Blanks around it are ignored; empty is no search.
+    pub search: Option<String>,
+    /// Only invoices with a delivery or cancellation notice in this state.
+    pub delivery_state: Option<JobState>,
+    /// Only invoices with a job tried more than once.
+    pub retried: bool,
+    /// Only invoices after this one in the listing's order (newest first): the `created_at`
+    /// and transaction id of the last one listed, to read the next page.
+    pub after: Option<(Millis, String)>,
+}
+
+impl Filter {
+    /// The store's query for this filter, `size` dispatches a page.
+    fn query(&self, size: u32) -> DispatchQuery {
+        // Every invoice that failed or needs attention has a job that failed for good: the
+        // store can leave out the rest.
+        let troubled = !self.verdicts.is_empty()
+            && self
+                .verdicts
+                .iter()
+                .all(|v| matches!(v, Verdict::NeedsAttention | Verdict::Failed));
+        DispatchQuery {
+            troubled,
+            channel: self.channel.clone(),
+            created_from: self.created_from,
+            created_before: self.created_before,
+            after: self.after.clone(),
+            search: self.search.clone(),
+            delivery_state: self.delivery_state,
+            retried: self.retried,
+            limit: size.max(1),
+        }
+    }
 }
 
 /// An invoice as `status` lists it.
@@ -158,47 +196,68 @@ pub struct Listed {
     pub assessment: Assessment,
 }
 
+impl Listed {
+    /// Where the next page begins after this invoice ([`Filter::after`]).
+    pub fn cursor(&self) -> (Millis, String) {
+        (
+            self.dispatch.created_at,
+            self.dispatch.transaction_id.clone(),
+        )
+    }
+}
+
 /// Up to `limit` invoices matching `filter`, newest first, and whether more match.
 pub async fn list(
     store: &dyn Store,
     filter: &Filter,
     limit: usize,
 ) -> Result<(Vec<Listed>, bool), StoreError> {
-    // Every invoice that failed or needs attention has a job that failed for good: the store
-    // can leave out the rest.
-    let troubled = !filter.verdicts.is_empty()
-        && filter
-            .verdicts
-            .iter()
-            .all(|v| matches!(v, Verdict::NeedsAttention | Verdict::Failed));
-    let query = DispatchQuery {
-        troubled,
-        channel: filter.channel.clone(),
-        created_from: filter.created_from,
-        created_before: filter.created_before,
-        ..DispatchQuery::default()
-    };
-    // Unfiltered, every invoice read is listed: read no more than that.
+    // Unfiltered by verdict, every invoice read is listed: read no more than that.
     let size = match filter.verdicts.is_empty() {
         true => u32::try_from(limit.saturating_add(1)).map_or(Pages::SIZE, |n| n.min(Pages::SIZE)),
         false => Pages::SIZE,
     };
-    let mut pages = Pages::new(store, query, size);
+    let mut matching = Matching::new(store, filter, size);
     let mut found = Vec::new();
-    while let Some(DispatchJobs { dispatch, jobs, .. }) = pages.next().await? {
-        let assessment = assess(Some(&dispatch), &jobs);
-        if filter.verdicts.is_empty() || filter.verdicts.contains(&assessment.verdict) {
-            if found.len() == limit {
-                return Ok((found, true));
-            }
-            found.push(Listed {
-                dispatch,
-                jobs,
-                assessment,
-            });
+    while let Some(listed) = matching.next().await? {
+        if found.len() == limit {
+            return Ok((found, true));
         }
+        found.push(listed);
     }
     Ok((found, false))
+}
+
+/// The invoices matching a filter, newest first, read from the store a page at a time (one
+/// query each) and judged one by one.
+pub(crate) struct Matching<'a> {
+    pages: Pages<'a>,
+    verdicts: Vec<Verdict>,
+}
+
+impl<'a> Matching<'a> {
+    /// Reads `size` dispatches a page.
+    pub(crate) fn new(store: &'a dyn Store, filter: &Filter, size: u32) -> Self {
+        Self {
+            pages: Pages::new(store, filter.query(size), size),
+            verdicts: filter.verdicts.clone(),
+        }
+    }
+
+    /// The next invoice matching, if any.
+    pub(crate) async fn next(&mut self) -> Result<Option<Listed>, StoreError> {
+        while let Some(DispatchJobs { dispatch, jobs, .. }) = self.pages.next().await? {
+            let assessment = assess(Some(&dispatch), &jobs);
+            if self.verdicts.is_empty() || self.verdicts.contains(&assessment.verdict) {
+                return Ok(Some(Listed {
+                    dispatch,
+                    jobs,
+                    assessment,
+                }));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// [`Store::dispatches`] a page at a time, so a large store is never held in memory at once.
@@ -211,6 +270,8 @@ struct Pages<'a> {
 
 impl<'a> Pages<'a> {
     const SIZE: u32 = 200;
+    /// The page size when every page is read to count it.
+    const COUNTING: u32 = 2_000;
 
     /// Reads `size` dispatches a page.
     fn new(store: &'a dyn Store, query: DispatchQuery, size: u32) -> Self {

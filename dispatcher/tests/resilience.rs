@@ -291,6 +291,16 @@ impl Store for Watched {
     ) -> Result<Vec<postbud::store::DispatchJobs>, StoreError> {
         self.store.dispatches(q).await
     }
+    async fn record_audit(&self, entry: &postbud::AuditEntry) -> Result<(), StoreError> {
+        self.store.record_audit(entry).await
+    }
+    async fn audit_log(
+        &self,
+        before: Option<postbud::Millis>,
+        limit: u32,
+    ) -> Result<Vec<postbud::AuditEntry>, StoreError> {
+        self.store.audit_log(before, limit).await
+    }
     async fn prune(&self, before: i64) -> Result<u64, StoreError> {
         self.store.prune(before).await
     }

@@ -306,12 +306,16 @@ pub enum Role {
     Cancel,
     /// The job that waits for Dintero to confirm a void.
     Confirm,
+    /// A delivery an operator asked for again, through one channel, after the invoice was
+    /// routed: it sets off no fallback, and the verdict reads the route's own deliveries.
+    Redelivery,
 }
 text_enum!(Role {
     Primary = "primary",
     Fallback = "fallback",
     Cancel = "cancel",
-    Confirm = "confirm"
+    Confirm = "confirm",
+    Redelivery = "redelivery"
 });
 
 impl JobState {
@@ -607,6 +611,16 @@ pub struct DispatchQuery {
     /// Only those after this one in the order returned: `(created_at, transaction_id)` of the
     /// last one seen, to read the next page.
     pub after: Option<(Millis, String)>,
+    /// Only those this names exactly: the transaction id, the invoice number, the merchant's
+    /// reference, or the customer's email (ASCII case-insensitively). Surrounding blanks are
+    /// ignored; an empty search is none. The email is dropped by a prune (personal data), so a
+    /// pruned invoice is found by the others only.
+    pub search: Option<String>,
+    /// Only those with a delivery or cancellation notice in this state (`skipped` matches
+    /// none: only a dispatch job is skipped).
+    pub delivery_state: Option<JobState>,
+    /// Only those with a job tried more than once.
+    pub retried: bool,
     /// At most this many.
     pub limit: u32,
 }
@@ -617,6 +631,43 @@ impl DispatchQuery {
         Self {
             limit,
             ..Self::default()
+        }
+    }
+}
+
+/// One entry of the audit log: who did what to which target, when, and how it ended
+/// ([`Store::record_audit`]). Retention leaves it alone: it is the record of who acted on
+/// invoices, and outlives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// When.
+    pub at: Millis,
+    /// Who: the console user's name.
+    pub user: String,
+    /// What: `retry`, `redeliver`, `void`, `retry-matching`, `login`, ...
+    pub action: String,
+    /// On what: a transaction id, a filter, ...
+    pub target: String,
+    /// How it ended, in a line.
+    pub result: String,
+}
+
+impl AuditEntry {
+    /// An entry of `user` doing `action` on `target` at `at`, ending with `result`.
+    pub fn new(
+        at: Millis,
+        user: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        result: impl Into<String>,
+    ) -> Self {
+        Self {
+            at,
+            user: user.into(),
+            action: action.into(),
+            target: target.into(),
+            result: result.into(),
         }
     }
 }
@@ -911,8 +962,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError>;
     /// Creates jobs outside any lease (cancellation notices after a void).
     async fn enqueue_free(&self, transaction_id: &str, jobs: &[NewJob]) -> Result<(), StoreError>;
-    /// Dispatches with their jobs (dispatch first), newest first, as `status` lists them.
+    /// Dispatches with their jobs (dispatch first), newest first, as `status` and the console
+    /// list them: one statement, read through the index of the query's narrowest filter.
     async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError>;
+    /// Appends an entry to the audit log (control characters other than line ends are kept;
+    /// a NUL is kept as U+2400).
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The audit log, newest first: up to `limit` entries before `before` (the newest when
+    /// `None`), and any more of the last one's millisecond, so that the next page, read before
+    /// that millisecond, misses none.
+    async fn audit_log(
+        &self,
+        before: Option<Millis>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
     /// Deletes the PDF and the personal data (invoice snapshot, history details, receipts,
     /// errors, reasons) of every dispatch with no queued or running job and no change to it or
     /// its jobs since `before`, keeping an anonymised record: ids, stages, job states, dates

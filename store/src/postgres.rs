@@ -691,6 +691,8 @@ impl Store for PgStore {
         let found = Named::new(postgres::COMPLETE_DISPATCH)
             .bind("invoice", snapshot.json)
             .bind("invoice_number", snapshot.invoice_number)
+            .bind("merchant_reference", snapshot.merchant_reference)
+            .bind("customer_email", snapshot.customer_email)
             .bind("route", snapshot.route)
             .bind("now", now)
             .bind("transaction_id", &lease.job.transaction_id)
@@ -1029,13 +1031,22 @@ impl Store for PgStore {
     }
 
     async fn dispatches(&self, query: &DispatchQuery) -> Result<Vec<DispatchJobs>, StoreError> {
-        let (after_at, after_id) = query.after.clone().unzip();
-        let found = Named::new(shared::dispatches(query.troubled))
+        let Some(source) = kernel::Source::of(query) else {
+            return Ok(Vec::new());
+        };
+        let window = kernel::Window::of(query);
+        let (search, email) = kernel::search_of(query);
+        let found = Named::new(shared::dispatches(source))
             .bind("channel", query.channel.as_deref())
-            .bind("created_from", query.created_from)
-            .bind("created_before", query.created_before)
-            .bind("after_at", after_at)
-            .bind("after_id", after_id)
+            .bind("state", query.delivery_state.map(|s| s.as_str()))
+            .bind("retried", i64::from(query.retried))
+            .bind("troubled", i64::from(query.troubled))
+            .bind("search", search)
+            .bind("email", email)
+            .bind("created_from", window.from)
+            .bind("until", window.until)
+            .bind("after_at", window.after_at)
+            .bind("after_id", window.after_id)
             .bind("limit", i64::from(query.limit))
             .fetch_all(&self.pool)
             .await?;
@@ -1066,6 +1077,36 @@ impl Store for PgStore {
                 DispatchJobs { dispatch, jobs }
             })
             .collect())
+    }
+
+    async fn record_audit(&self, entry: &super::AuditEntry) -> Result<(), StoreError> {
+        Named::new(shared::RECORD_AUDIT)
+            .bind("at", entry.at)
+            .bind("user_name", kernel::storable(&entry.user))
+            .bind("action", kernel::storable(&entry.action))
+            .bind("target", kernel::storable(&entry.target))
+            .bind("result", kernel::storable(&entry.result))
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    async fn audit_log(
+        &self,
+        before: Option<super::Millis>,
+        limit: u32,
+    ) -> Result<Vec<super::AuditEntry>, StoreError> {
+        let Some(skip) = limit.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        Named::new(shared::AUDIT_LOG)
+            .bind("before", before)
+            .bind("skip", i64::from(skip))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(kernel::audit_from)
+            .collect()
     }
 
     async fn prune(&self, before: super::Millis) -> Result<u64, StoreError> {
@@ -1204,6 +1245,59 @@ mod tests {
             assert_eq!(kind_of_sqlstate(code), kind, "{code}");
             assert_eq!(kind.is_temporary(), temporary, "{code}");
         }
+    }
+
+    /// A database of schema 8 (before the console) gets the search's keys of the invoices it
+    /// routed from their snapshots, and an audit log, as SQLite's does.
+    #[tokio::test]
+    async fn a_schema_8_database_gets_the_search_keys_of_what_it_holds() {
+        let admin = std::env::var("POSTBUD_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let Ok(pool) = PgPool::connect(&admin).await else {
+            assert_ne!(
+                std::env::var("POSTBUD_REQUIRE_SERVICES").as_deref(),
+                Ok("1"),
+                "PostgreSQL required (POSTBUD_REQUIRE_SERVICES=1) but unreachable"
+            );
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(b"SKIPPED a_schema_8_database: no PostgreSQL\n");
+            return;
+        };
+        let name = format!("postbud_schema8_{}", std::process::id());
+        let dropped = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        sqlx::raw_sql(&dropped).execute(&pool).await.expect("drop");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await
+            .expect("create");
+        let url = format!("{}/{name}", admin.rsplit_once('/').expect("a database").0);
+        {
+            let old = PgPool::connect(&url).await.expect("connect");
+            for migration in &migrations(Dialect::Postgres)[..8] {
+                sqlx::raw_sql(migration)
+                    .execute(&old)
+                    .await
+                    .expect("schema 8");
+            }
+            sqlx::raw_sql(crate::schema::SCHEMA_8_ROWS)
+                .execute(&old)
+                .await
+                .expect("rows");
+            sqlx::raw_sql(
+                "CREATE TABLE postbud_schema (version BIGINT NOT NULL); INSERT INTO postbud_schema VALUES (8);",
+            )
+            .execute(&old)
+            .await
+            .expect("version");
+            old.close().await;
+        }
+        let store = PgStore::open_with_clock(&url, crate::clock::system())
+            .await
+            .expect("migrated");
+        crate::schema::assert_schema_8_migrated(&store).await;
+        assert_eq!(store.migrate().await.expect("again"), 9);
+        store.pool.close().await;
+        sqlx::raw_sql(&dropped).execute(&pool).await.expect("drop");
     }
 
     /// Every statement PostgreSQL runs prepares against the schema, in a schema of its own

@@ -104,7 +104,66 @@ pub(super) fn migrations(dialect: Dialect) -> Vec<String> {
         tallies(dialect),
         history_without_autoincrement(dialect),
         typed(EVIDENCE),
+        console(dialect),
     ]
+}
+
+/// The operator console (schema 9): what its search looks invoices up by, kept as columns with
+/// indexes of their own (the merchant's reference and the customer's email, lowercased, copied
+/// from the invoice snapshot when it is routed, and from the snapshots already kept here);
+/// indexes for listing by job state and for the invoices retried; and the audit log of what
+/// operators did.
+///
+/// The columns, not expression indexes on the JSON: the statements stay shared by both
+/// dialects, and a prune can clear the email (personal data) while keeping the reference.
+fn console(dialect: Dialect) -> String {
+    // ASCII lowercase on both (SQLite's `lower` is ASCII only; PostgreSQL's follows the
+    // locale): the engine writes `str::to_ascii_lowercase`, the search looks up the same.
+    let (reference, email, serial) = match dialect {
+        Dialect::Sqlite => (
+            "json_extract(invoice, '$.merchant_reference')",
+            "lower(json_extract(invoice, '$.customer.email'))",
+            "INTEGER PRIMARY KEY",
+        ),
+        Dialect::Postgres => (
+            "CAST(invoice AS jsonb) ->> 'merchant_reference'",
+            "translate(CAST(invoice AS jsonb) -> 'customer' ->> 'email', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')",
+            "BIGSERIAL PRIMARY KEY",
+        ),
+    };
+    // SQLite reads a state's jobs through `jobs_due (state, next_at)`; PostgreSQL dropped that
+    // for partial indexes of the queued, running, failed and dead ones, and gets one for the
+    // cancelled here (done and skipped are most of the table: those are walked newest first).
+    let cancelled = match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => {
+            "CREATE INDEX jobs_cancelled ON jobs (transaction_id) WHERE state = 'cancelled';\n"
+        }
+    };
+    format!(
+        "
+ALTER TABLE dispatches ADD COLUMN merchant_reference TEXT;
+ALTER TABLE dispatches ADD COLUMN customer_email TEXT;
+UPDATE dispatches SET merchant_reference = {reference}, customer_email = {email} WHERE invoice IS NOT NULL;
+CREATE INDEX dispatches_invoice_number ON dispatches (invoice_number) WHERE invoice_number IS NOT NULL;
+CREATE INDEX dispatches_merchant_reference ON dispatches (merchant_reference) WHERE merchant_reference IS NOT NULL;
+CREATE INDEX dispatches_customer_email ON dispatches (customer_email) WHERE customer_email IS NOT NULL;
+CREATE INDEX jobs_retried ON jobs (transaction_id) WHERE attempts > 1;
+{cancelled}CREATE TABLE audit (
+    id        {serial},
+    at        {int} NOT NULL,
+    user_name TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    result    TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+",
+        int = match dialect {
+            Dialect::Sqlite => "INTEGER",
+            Dialect::Postgres => "BIGINT",
+        }
+    )
 }
 
 /// Delivery evidence: what reporters said after an attempt, once per event, and on each
@@ -263,6 +322,42 @@ CREATE TRIGGER tally_job_state AFTER UPDATE OF state ON jobs
 "
         ),
     }
+}
+
+/// Rows a store of schema 8 may hold: a routed invoice with a snapshot (a reference, an email
+/// in capitals), one without a reference, a pruned one.
+#[cfg(test)]
+pub(crate) const SCHEMA_8_ROWS: &str = r#"
+INSERT INTO dispatches (transaction_id, stage, invoice_number, invoice, created_at, updated_at) VALUES
+    ('T1.old', 'routed', '501', '{"transaction_id":"T1.old","merchant_reference":"order-501","customer":{"name":"Kari","email":"Kari@Example.NO"}}', 1, 1),
+    ('T2.old', 'routed', '502', '{"transaction_id":"T2.old","merchant_reference":null,"customer":{"name":"Ola","email":null}}', 2, 2),
+    ('T3.old', 'routed', '503', NULL, 3, 3);
+"#;
+
+/// What a store migrated from [`SCHEMA_8_ROWS`] finds.
+#[cfg(test)]
+pub(crate) async fn assert_schema_8_migrated(store: &dyn crate::Store) {
+    let found = |search: &str| {
+        let query = crate::DispatchQuery {
+            search: Some(search.into()),
+            ..crate::DispatchQuery::latest(10)
+        };
+        async move {
+            let found = store.dispatches(&query).await.expect("listed");
+            found
+                .into_iter()
+                .map(|d| d.dispatch.transaction_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("kari@example.no").await, ["T1.old"]);
+    assert_eq!(found("order-501").await, ["T1.old"]);
+    assert_eq!(found("502").await, ["T2.old"]);
+    assert_eq!(found("503").await, ["T3.old"]);
+    assert!(found("null").await.is_empty());
+    let entry = crate::AuditEntry::new(5, "kari", "retry", "T1.old", "ok");
+    store.record_audit(&entry).await.expect("an audit log");
+    assert_eq!(store.audit_log(None, 5).await.expect("read"), [entry]);
 }
 
 #[cfg(test)]

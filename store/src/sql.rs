@@ -68,6 +68,8 @@ pub(crate) mod shared {
         EVIDENCE_ADVANCES_JOB = "shared/evidence_advances_job.sql";
         JOB_BY_REFERENCE = "shared/job_by_reference.sql";
         EVIDENCE_OF = "shared/evidence_of.sql";
+        RECORD_AUDIT = "shared/record_audit.sql";
+        AUDIT_LOG = "shared/audit_log.sql";
     }
 
     /// What a prune does to one dispatch, statement by statement (parameters: the dispatch's
@@ -81,22 +83,57 @@ pub(crate) mod shared {
         PRUNE_NOTED,
     ];
 
-    /// [`DISPATCHES`] reading every dispatch, or those with a failed or dead job.
-    pub(crate) fn dispatches(troubled: bool) -> &'static str {
-        static ALL_OF_THEM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            super::without_comments(DISPATCHES).replace("{source}", "dispatches d WHERE")
+    /// [`DISPATCHES`] read from `source`.
+    pub(crate) fn dispatches(source: crate::kernel::Source) -> &'static str {
+        use crate::kernel::Source;
+        static MADE: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+            Source::ALL
+                .iter()
+                .map(|source| {
+                    super::without_comments(DISPATCHES).replace("{source}", &from(*source))
+                })
+                .collect()
         });
-        static TROUBLED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            super::without_comments(DISPATCHES).replace(
-                "{source}",
-                "(SELECT DISTINCT transaction_id FROM jobs WHERE state IN ('failed', 'dead')) t
-                 CROSS JOIN dispatches d WHERE d.transaction_id = t.transaction_id AND",
-            )
-        });
-        match troubled {
-            true => &TROUBLED,
-            false => &ALL_OF_THEM,
+        /// Where the dispatches are read from, ending where the conditions begin.
+        fn from(source: Source) -> String {
+            let narrowed = |ids: &str| {
+                format!(
+                    "({ids}) t CROSS JOIN dispatches d WHERE d.transaction_id = t.transaction_id AND"
+                )
+            };
+            match source {
+                Source::All => "dispatches d WHERE".to_owned(),
+                Source::Troubled => narrowed(
+                    "SELECT DISTINCT transaction_id FROM jobs WHERE state IN ('failed', 'dead')",
+                ),
+                // A state's literal, not a parameter: the planners match it to the partial
+                // indexes only when they can see it.
+                Source::State(state) => narrowed(&format!(
+                    "SELECT DISTINCT transaction_id FROM jobs WHERE state = '{state}' AND kind IN ('deliver', 'cancel')"
+                )),
+                // Each key through its own index; UNION, as one invoice may match twice.
+                Source::Search => narrowed(
+                    "SELECT transaction_id FROM dispatches WHERE transaction_id = :search
+                     UNION SELECT transaction_id FROM dispatches WHERE invoice_number = :search
+                     UNION SELECT transaction_id FROM dispatches WHERE merchant_reference = :search
+                     UNION SELECT transaction_id FROM dispatches WHERE customer_email = :email",
+                ),
+            }
         }
+        let at = Source::ALL
+            .iter()
+            .position(|s| *s == source)
+            .expect("every source is listed");
+        &MADE[at]
+    }
+
+    /// Every statement the dispatches are listed with, for the tests.
+    #[cfg(test)]
+    pub(crate) fn every_dispatches() -> Vec<(String, String)> {
+        crate::kernel::Source::ALL
+            .iter()
+            .map(|s| (format!("dispatches ({s:?})"), dispatches(*s).to_owned()))
+            .collect()
     }
 }
 
@@ -208,14 +245,7 @@ pub(crate) mod postgres {
             .filter(|(_, sql)| !sql.contains("{source}"))
             .map(|(file, sql)| (file.to_string(), sql.to_string()))
             .collect();
-        all.push((
-            "dispatches (all)".into(),
-            super::shared::dispatches(false).into(),
-        ));
-        all.push((
-            "dispatches (troubled)".into(),
-            super::shared::dispatches(true).into(),
-        ));
+        all.extend(super::shared::every_dispatches());
         for (file, sql) in ALL {
             if !sql.contains('{') {
                 all.push((file.to_string(), sql.to_string()));
@@ -488,6 +518,58 @@ mod tests {
         );
     }
 
+    /// Each listing reads through the index its source names, never a scan of a table:
+    /// every dispatch newest first through `dispatches_created`, the others through the index
+    /// of their filter (SQLite's plan, as `EXPLAIN QUERY PLAN` gives it).
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn every_sqlite_listing_reads_through_an_index() {
+        use crate::kernel::Source;
+        let conn = rusqlite::Connection::open_in_memory().expect("memory");
+        for migration in crate::schema::migrations(crate::schema::Dialect::Sqlite) {
+            conn.execute_batch(&migration).expect("migrate");
+        }
+        for source in Source::ALL {
+            let sql = format!("EXPLAIN QUERY PLAN {}", shared::dispatches(source));
+            let mut statement = conn.prepare(&sql).expect("explain");
+            for at in 1..=statement.parameter_count() {
+                statement
+                    .raw_bind_parameter(at, rusqlite::types::Null)
+                    .expect("bound");
+            }
+            let mut rows = statement.raw_query();
+            let mut plan = Vec::new();
+            while let Some(row) = rows.next().expect("plan") {
+                plan.push(row.get::<_, String>(3).expect("detail"));
+            }
+            let plan = plan.join("\n");
+            assert!(
+                // `t`, the source's ids read from an index first, is the one scanned.
+                !plan
+                    .lines()
+                    .any(|l| l.starts_with("SCAN") && l != "SCAN t" && !l.contains("INDEX")),
+                "{source:?} scans a table:\n{plan}"
+            );
+            // A dispatch's own jobs are found by its id, never by walking a state's jobs.
+            assert!(
+                plan.lines()
+                    .filter(|l| l.starts_with("SEARCH j "))
+                    .all(|l| l.contains("(transaction_id=?)")),
+                "{source:?} looks a dispatch's jobs up by state:\n{plan}"
+            );
+            let index = match source {
+                Source::All => "dispatches_created",
+                Source::Troubled => "jobs_troubled",
+                Source::State(_) => "jobs_", // jobs_due or jobs_lease, by state
+                Source::Search => "dispatches_customer_email",
+            };
+            assert!(
+                plan.contains(index),
+                "{source:?} does not use {index}:\n{plan}"
+            );
+        }
+    }
+
     /// Every SQLite statement prepares against the schema, and binds exactly the names it
     /// declares.
     #[cfg(feature = "sqlite")]
@@ -507,8 +589,12 @@ mod tests {
                 .iter()
                 .map(|(file, sql)| (*file, sql.to_string())),
         );
-        all.push(("dispatches (all)", shared::dispatches(false).into()));
-        all.push(("dispatches (troubled)", shared::dispatches(true).into()));
+        let listings = shared::every_dispatches();
+        all.extend(
+            listings
+                .iter()
+                .map(|(name, sql)| (name.as_str(), sql.clone())),
+        );
         for (file, sql) in all {
             let statement = conn.prepare(&sql).unwrap_or_else(|e| panic!("{file}: {e}"));
             let names = numbered(&sql).names;

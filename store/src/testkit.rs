@@ -1242,6 +1242,266 @@ pub async fn evidence_is_recorded_once_and_a_bounce_fails_a_delivery_once(store:
     assert_counts_agree(&store, "after a bounce failed a delivery").await;
 }
 
+/// Routes `tx` with an invoice numbered `number` (merchant reference `reference`, customer
+/// email `email`) and one primary delivery per channel, due now.
+async fn routed_with(
+    store: &Arc<dyn Store>,
+    tx: &str,
+    number: &str,
+    reference: &str,
+    email: &str,
+    channels: &[&str],
+) {
+    use postbud_channel::{Invoice, Pdf};
+    submitted(store, tx).await;
+    let lease = claim_one(store, tx, "w", Duration::from_secs(30)).await;
+    let pdf = Pdf::new("x.pdf", bytes::Bytes::from_static(b"%PDF-1.4 x"));
+    let mut invoice = Invoice::new(tx, number, "NOK", pdf);
+    invoice.merchant_reference = Some(reference.into());
+    invoice.customer.email = Some(email.into());
+    let jobs: Vec<NewJob> = (channels.iter())
+        .map(|channel| NewJob {
+            id: format!("{tx}:{channel}"),
+            kind: JobKind::Deliver,
+            channel: (*channel).into(),
+            role: Role::Primary,
+            next_at: now_ms() - 1,
+        })
+        .collect();
+    let route = ChosenRoute {
+        index: 0,
+        snapshot: "{}".into(),
+    };
+    store
+        .complete_dispatch(
+            &lease,
+            &Completion {
+                invoice: &invoice,
+                route: &route,
+                jobs: &jobs,
+                detail: "routed",
+                lease_first_due: None,
+                confirmation: None,
+            },
+        )
+        .await
+        .expect("routed");
+}
+
+/// The transaction ids `query` lists, in order.
+async fn listed(store: &Arc<dyn Store>, query: crate::DispatchQuery) -> Vec<String> {
+    let query = crate::DispatchQuery {
+        limit: 100,
+        ..query
+    };
+    let found = store.dispatches(&query).await.expect("listed");
+    found
+        .into_iter()
+        .map(|d| d.dispatch.transaction_id)
+        .collect()
+}
+
+/// The console's filters each find what they say, alone and together, whatever the source
+/// the store reads them from: a delivery's state, a job tried twice, a search by each key
+/// (the email ASCII case-insensitively; a NUL or a wildcard matches nothing, without failing);
+/// pages follow the cursor without a gap or a repeat; a prune drops the email, not the rest.
+pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) {
+    use crate::DispatchQuery as Q;
+    let (a, b, c, d) = (
+        "T12345678.listA",
+        "T12345678.listB",
+        "T12345678.listC",
+        "T12345678.listD",
+    );
+    routed_with(
+        &store,
+        a,
+        "1001",
+        "order-A",
+        "Kari.Nordmann@Example.NO",
+        &["email"],
+    )
+    .await;
+    let lease = claim_one(&store, a, "w", Duration::from_secs(30)).await;
+    store
+        .finish(&lease, Finish::Done("sent".into()))
+        .await
+        .expect("done");
+    routed_with(&store, b, "1002", "order-B", "ola@example.no", &["sms"]).await;
+    let lease = claim_one(&store, b, "w", Duration::from_secs(30)).await;
+    let retry = Finish::Retry {
+        at: now_ms() - 1,
+        error: "busy".into(),
+    };
+    store.finish(&lease, retry).await.expect("retry");
+    let lease = claim_one(&store, b, "w", Duration::from_secs(30)).await;
+    assert_eq!(lease.job.attempts, 2, "{lease:?}");
+    store
+        .finish(&lease, Finish::Failed("refused".into()))
+        .await
+        .expect("failed");
+    submitted(&store, c).await;
+    routed_with(&store, d, "1004", "order-D", "per@example.no", &["email"]).await;
+    store.void(d).await.expect("voided");
+
+    let mut all = listed(&store, Q::default()).await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    let search = |text: &str| Q {
+        search: Some(text.into()),
+        ..Q::default()
+    };
+    for (text, expected) in [
+        ("1001", vec![a]),
+        ("order-B", vec![b]),
+        (" KARI.NORDMANN@example.no ", vec![a]),
+        (b, vec![b]),
+        (c, vec![c]),
+        ("order-%", vec![]),
+        ("10\u{0}01", vec![]),
+        ("nobody@example.no", vec![]),
+    ] {
+        assert_eq!(
+            listed(&store, search(text)).await,
+            expected,
+            "search {text:?}"
+        );
+    }
+    assert_eq!(
+        listed(&store, search("  ")).await,
+        all,
+        "an empty search is none"
+    );
+    let state = |state: JobState| Q {
+        delivery_state: Some(state),
+        ..Q::default()
+    };
+    for (s, expected) in [
+        (JobState::Done, vec![a]),
+        (JobState::Failed, vec![b]),
+        (JobState::Cancelled, vec![d]),
+        // C's dispatch job is queued: not a delivery.
+        (JobState::Queued, vec![]),
+        (JobState::Skipped, vec![]),
+    ] {
+        assert_eq!(listed(&store, state(s)).await, expected, "state {s}");
+    }
+    let retried = Q {
+        retried: true,
+        ..Q::default()
+    };
+    assert_eq!(listed(&store, retried.clone()).await, [b]);
+    let on = |channel: &str, query: Q| Q {
+        channel: Some(channel.into()),
+        ..query
+    };
+    assert_eq!(listed(&store, on("sms", retried.clone())).await, [b]);
+    assert!(listed(&store, on("email", retried)).await.is_empty());
+    let troubled = Q {
+        troubled: true,
+        ..Q::default()
+    };
+    assert_eq!(listed(&store, troubled.clone()).await, [b]);
+    let troubled_search = Q {
+        search: Some("1001".into()),
+        ..troubled
+    };
+    assert!(
+        listed(&store, troubled_search).await.is_empty(),
+        "every filter holds"
+    );
+    let failed_email = Q {
+        delivery_state: Some(JobState::Failed),
+        channel: Some("email".into()),
+        ..Q::default()
+    };
+    assert!(listed(&store, failed_email).await.is_empty());
+
+    // A page of one at a time, each after the last: every invoice once, newest first.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .dispatches(&Q {
+                after: after.clone(),
+                ..Q::latest(1)
+            })
+            .await
+            .expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some((
+            last.dispatch.created_at,
+            last.dispatch.transaction_id.clone(),
+        ));
+        paged.extend(page.into_iter().map(|d| d.dispatch.transaction_id));
+    }
+    assert_eq!(paged, all);
+    all.sort();
+    paged.sort();
+    paged.dedup();
+    assert_eq!(paged, all, "no repeat");
+
+    // A prune forgets the customer's email; the merchant's reference stays an id.
+    assert!(store.prune(now_ms() + 60_000).await.expect("pruned") >= 1);
+    assert!(
+        listed(&store, search("kari.nordmann@example.no"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(listed(&store, search("order-A")).await, [a]);
+}
+
+/// The audit log reads back newest first, a page at a time: a page never splits a
+/// millisecond, so the next page, read before it, misses no entry; what an entry says is
+/// kept as said (a NUL visibly), and a prune leaves the log alone.
+pub async fn the_audit_log_pages_newest_first(store: Arc<dyn Store>) {
+    use crate::AuditEntry;
+    let entries = [
+        AuditEntry::new(1_000, "kari", "login", "console", "ok"),
+        AuditEntry::new(2_000, "kari", "retry", TX, "1 job(s) requeued"),
+        AuditEntry::new(2_000, "ola", "void", TX, "refused: <b>\u{0}</b>\nline"),
+        AuditEntry::new(2_000, "kari", "redeliver", TX, "queued"),
+        AuditEntry::new(
+            3_000,
+            "kari",
+            "retry-matching",
+            "verdict=needs-attention",
+            "3 of 3",
+        ),
+    ];
+    for entry in &entries {
+        store.record_audit(entry).await.expect("recorded");
+    }
+    assert!(store.audit_log(None, 0).await.expect("read").is_empty());
+    let first = store.audit_log(None, 2).await.expect("first page");
+    let actions: Vec<&str> = first.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["retry-matching", "redeliver", "void", "retry"],
+        "the millisecond whole"
+    );
+    assert_eq!(first[2].result, "refused: <b>\u{2400}</b>\nline");
+    assert_eq!(
+        (
+            first[2].user.as_str(),
+            first[2].at,
+            first[2].target.as_str()
+        ),
+        ("ola", 2_000, TX)
+    );
+    let next = store
+        .audit_log(Some(first.last().expect("an entry").at), 2)
+        .await
+        .expect("next page");
+    assert_eq!(next, [entries[0].clone()]);
+    assert_eq!(store.audit_log(None, 100).await.expect("all").len(), 5);
+    store.prune(now_ms() + 60_000).await.expect("prune");
+    assert_eq!(
+        store.audit_log(None, 100).await.expect("all").len(),
+        5,
+        "kept"
+    );
+}
+
 /// A case running on a store.
 pub type CaseRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -1291,6 +1551,8 @@ cases!(
     persistent_values_are_set_once_unless_replaced,
     announced_work_wakes_a_waiting_worker,
     evidence_is_recorded_once_and_a_bounce_fails_a_delivery_once,
+    listings_filter_by_state_retries_and_search,
+    the_audit_log_pages_newest_first,
 );
 
 /// Runs every case of the contract, each on a fresh store `open` makes for it (given the

@@ -712,6 +712,18 @@ async fn measure(options: &Options, store: &str, label: &str) -> Result<Report, 
                 f.status_ms,
                 f.http_floor_ms
             );
+            for (what, took) in &f.console {
+                let verdict = match *took < super::history::CONSOLE_LIMIT_MS {
+                    true => "under",
+                    false => "OVER",
+                };
+                report!(
+                    options,
+                    "console:     {:>9} invoices: {what}: {took:.2} ms ({verdict} the {:.0} ms limit)",
+                    f.invoices,
+                    super::history::CONSOLE_LIMIT_MS
+                );
+            }
         }
     }
     Ok(report)

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use postbud::{App, Filter};
+use postbud::{App, Filter, JobState, Verdict};
 
 use super::bench::{Options, io};
 use crate::commands::Failure;
@@ -21,7 +21,19 @@ pub struct Figures {
     pub status_ms: f64,
     /// A bare HTTP GET on loopback answered by a constant: the floor under the two above.
     pub http_floor_ms: f64,
+    /// The console's reads at the largest size (medians, milliseconds), each against
+    /// [`CONSOLE_LIMIT_MS`]: (what, took).
+    pub console: Vec<(String, f64)>,
 }
+
+/// What each of the console's pages may take, at any size (issue 32).
+pub const CONSOLE_LIMIT_MS: f64 = 50.0;
+
+/// How the copies differ from the invoice they copy, so the console's filters have something
+/// to tell apart: every copy its own invoice number, merchant reference and customer email;
+/// one delivery in 1,000 failed for good and one in 100 tried twice.
+const EVERY_FAILED: u64 = 1_000;
+const EVERY_RETRIED: u64 = 100;
 
 /// Where the copies of finished invoices are written.
 pub enum Grower {
@@ -40,6 +52,15 @@ fn copied(table: &str, column: &str) -> Option<String> {
             format!("t.{column} || '.h' || n.i")
         }
         (_, "created_at") => "t.created_at - n.i".to_owned(),
+        ("dispatches", "invoice_number") => "t.invoice_number || '-' || n.i".to_owned(),
+        ("dispatches", "merchant_reference") => "'order-' || n.i".to_owned(),
+        ("dispatches", "customer_email") => "'customer' || n.i || '@example.no'".to_owned(),
+        ("jobs", "state") => format!(
+            "CASE WHEN t.kind = 'deliver' AND n.i % {EVERY_FAILED} = 0 THEN 'failed' ELSE t.state END"
+        ),
+        ("jobs", "attempts") => format!(
+            "CASE WHEN t.kind = 'deliver' AND n.i % {EVERY_RETRIED} = 0 THEN 2 ELSE t.attempts END"
+        ),
         _ => format!("t.{column}"),
     })
 }
@@ -221,8 +242,102 @@ pub async fn measure(
             healthz_ms: median_ms(15, get("/healthz")).await?,
             status_ms: median_ms(15, status).await?,
             http_floor_ms: median_ms(15, get("/bench-floor")).await?,
+            console: Vec::new(),
         });
     }
     bar.finish_and_clear();
+    if let Some(last) = figures.last_mut() {
+        last.console = console(app, template, last.invoices).await?;
+    }
     Ok(figures)
+}
+
+/// The console's reads with `size` copies of `template` in the store: the list's first page
+/// and one deep in (by cursor), each filter, a search by each key, the verdict counts, and one
+/// invoice's page; medians of 15 after one to warm up.
+async fn console(app: &Arc<App>, template: &str, size: u64) -> Result<Vec<(String, f64)>, Failure> {
+    const PAGE: usize = 50;
+    let records = app.records();
+    let original = (app.dispatch(template).await.map_err(io)?)
+        .ok_or_else(|| io(format!("{template} is not in the store")))?;
+    let channel = (app.jobs(template).await.map_err(io)?.into_iter())
+        .find(|j| j.kind == postbud::JobKind::Deliver)
+        .and_then(|j| j.channel)
+        .ok_or_else(|| io(format!("{template} has no delivery")))?;
+    // A copy in the middle: its cursor, and the keys a search finds it by.
+    let middle = (size / 2).max(1);
+    let copy = format!("{template}.h{middle}");
+    let number = format!(
+        "{}-{middle}",
+        original.invoice_number.clone().unwrap_or_default()
+    );
+    let filter = |set: &dyn Fn(&mut Filter)| {
+        let mut filter = Filter::default();
+        set(&mut filter);
+        filter
+    };
+    let mut lists: Vec<(&str, Filter)> = vec![
+        ("list, first page", Filter::default()),
+        (
+            "list, a page deep in (cursor)",
+            filter(&|f| f.after = Some((original.created_at - middle as i64, copy.clone()))),
+        ),
+        (
+            "filter: needs attention",
+            filter(&|f| f.verdicts = vec![Verdict::NeedsAttention]),
+        ),
+        (
+            "filter: channel",
+            filter(&|f| f.channel = Some(channel.clone())),
+        ),
+        (
+            "filter: delivery state failed",
+            filter(&|f| f.delivery_state = Some(JobState::Failed)),
+        ),
+        (
+            "filter: delivery state done",
+            filter(&|f| f.delivery_state = Some(JobState::Done)),
+        ),
+        ("filter: retried", filter(&|f| f.retried = true)),
+    ];
+    for (what, key) in [
+        ("search: transaction id", copy.clone()),
+        ("search: invoice number", number),
+        ("search: merchant reference", format!("order-{middle}")),
+        (
+            "search: customer email",
+            format!("CUSTOMER{middle}@example.no"),
+        ),
+    ] {
+        lists.push((what, filter(&|f| f.search = Some(key.clone()))));
+    }
+    let mut took = Vec::new();
+    for (what, filter) in lists {
+        let one = filter.search.is_some();
+        let read = || async {
+            let (listed, _) = records.invoices(&filter, PAGE).await.map_err(io)?;
+            if listed.is_empty() || (one && listed.len() != 1) {
+                return Err(io(format!("{what}: {} invoices listed", listed.len())));
+            }
+            Ok(())
+        };
+        took.push((what.to_owned(), median_ms(15, read).await?));
+    }
+    let counts = || async {
+        records.verdicts().await.map_err(io)?;
+        Ok(())
+    };
+    took.push(("verdict counts".to_owned(), median_ms(15, counts).await?));
+    let page = || async {
+        app.dispatch(&copy).await.map_err(io)?;
+        app.jobs(&copy).await.map_err(io)?;
+        app.history(&copy).await.map_err(io)?;
+        records.evidence(&copy).await.map_err(io)?;
+        Ok(())
+    };
+    took.push((
+        "invoice page (dispatch, jobs, history, evidence)".to_owned(),
+        median_ms(15, page).await?,
+    ));
+    Ok(took)
 }

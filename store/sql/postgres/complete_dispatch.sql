@@ -6,6 +6,7 @@
 -- when due now and :lease_until is given, is leased to :owner at once.
 WITH routed AS (
     UPDATE dispatches SET invoice = :invoice, invoice_number = :invoice_number, stage = 'routed', route = :route,
+           merchant_reference = :merchant_reference, customer_email = :customer_email,
            reason = NULL, updated_at = :now, route_snapshot = :route_snapshot,
            captured_at = COALESCE(:captured_at, captured_at),
            capture_request_id = CASE WHEN CAST(:captured_at AS BIGINT) IS NULL THEN capture_request_id END

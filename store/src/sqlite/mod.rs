@@ -10,9 +10,10 @@ use rusqlite::{Connection, Row, ToSql, named_params};
 use self::db::Db;
 
 use super::{
-    AcceptedVoid, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs, DispatchPatch,
-    DispatchQuery, EvidenceEntry, EvidenceWritten, Finish, HistoryEntry, HistoryLine, Job, Lease,
-    Millis, NewEvidence, NewJob, Stage, Store, StoreError, StoreErrorKind, VoidEffect,
+    AcceptedVoid, AuditEntry, Claim, Completion, Confirmation, Counts, Dispatch, DispatchJobs,
+    DispatchPatch, DispatchQuery, EvidenceEntry, EvidenceWritten, Finish, HistoryEntry,
+    HistoryLine, Job, Lease, Millis, NewEvidence, NewJob, Stage, Store, StoreError, StoreErrorKind,
+    VoidEffect,
     kernel::{self, Columns, FinishPlan, dispatch_from, job_from, lease_lost},
     now_ms,
     schema::{Dialect, migrations},
@@ -737,6 +738,8 @@ impl Store for SqliteStore {
                     named_params! {
                         ":invoice": snapshot.json,
                         ":invoice_number": snapshot.invoice_number,
+                        ":merchant_reference": snapshot.merchant_reference,
+                        ":customer_email": snapshot.customer_email,
                         ":route": snapshot.route,
                         ":route_snapshot": snapshot.route_snapshot,
                         ":now": now,
@@ -1025,16 +1028,25 @@ impl Store for SqliteStore {
         let query = query.clone();
         self.db
             .read(move |conn| {
-                let (after_at, after_id) = query.after.clone().unzip();
+                let Some(source) = kernel::Source::of(&query) else {
+                    return Ok(Vec::new());
+                };
+                let window = kernel::Window::of(&query);
+                let (search, email) = kernel::search_of(&query);
                 let found = rows(
                     conn,
-                    shared::dispatches(query.troubled),
+                    shared::dispatches(source),
                     named_params! {
                         ":channel": query.channel,
-                        ":created_from": query.created_from,
-                        ":created_before": query.created_before,
-                        ":after_at": after_at,
-                        ":after_id": after_id,
+                        ":state": query.delivery_state.map(|s| s.as_str()),
+                        ":retried": i64::from(query.retried),
+                        ":troubled": i64::from(query.troubled),
+                        ":search": search,
+                        ":email": email,
+                        ":created_from": window.from,
+                        ":until": window.until,
+                        ":after_at": window.after_at,
+                        ":after_id": window.after_id,
                         ":limit": query.limit,
                     },
                     |r| dispatch_from(r),
@@ -1046,6 +1058,46 @@ impl Store for SqliteStore {
                         Ok(DispatchJobs { dispatch, jobs })
                     })
                     .collect()
+            })
+            .await
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.db
+            .write(move |conn| {
+                exec(
+                    conn,
+                    shared::RECORD_AUDIT,
+                    named_params! {
+                        ":at": entry.at,
+                        ":user_name": kernel::storable(&entry.user),
+                        ":action": kernel::storable(&entry.action),
+                        ":target": kernel::storable(&entry.target),
+                        ":result": kernel::storable(&entry.result),
+                    },
+                )
+                .map(drop)
+            })
+            .await
+    }
+
+    async fn audit_log(
+        &self,
+        before: Option<Millis>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let Some(skip) = limit.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        self.db
+            .read(move |conn| {
+                rows(
+                    conn,
+                    shared::AUDIT_LOG,
+                    named_params! {":before": before, ":skip": skip},
+                    |r| kernel::audit_from(r),
+                )
             })
             .await
     }
@@ -1129,6 +1181,28 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database of schema 8 (before the console) gets the search's keys of the invoices it
+    /// routed from their snapshots, and an audit log; a pruned invoice gets none.
+    #[tokio::test]
+    async fn a_schema_8_database_gets_the_search_keys_of_what_it_holds() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("postbud.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            for migration in &migrations(Dialect::Sqlite)[..8] {
+                conn.execute_batch(migration).expect("schema 8");
+            }
+            conn.execute_batch(crate::schema::SCHEMA_8_ROWS)
+                .expect("rows");
+            conn.execute_batch("PRAGMA user_version = 8")
+                .expect("version");
+        }
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("migrated");
+        crate::schema::assert_schema_8_migrated(&store).await;
+    }
 
     /// A database made by a version before the kept counts gets them from the rows it holds.
     #[tokio::test]
