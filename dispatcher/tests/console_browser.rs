@@ -640,7 +640,6 @@ async fn a_form_without_its_csrf_token_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "the list's search needs the data lane's Filter::search (issue 32, W2); run with --ignored once merged"]
 async fn a_search_by_transaction_id_lists_that_invoice_only() {
     let Some(browser) = Browser::start_or_skip("console search").await else {
         return;

@@ -12,10 +12,7 @@ use axum::{
 };
 
 use super::{Console, Current, pages};
-use crate::{
-    App, AppError, StoreError,
-    triage::{Filter, Verdict},
-};
+use crate::{App, AppError, StoreError, triage::Filter};
 
 /// Most invoices one "retry everything matching" touches.
 pub(super) const BULK_CAP: u64 = 1000;
@@ -117,14 +114,14 @@ async fn retry(app: &App, id: &str) -> String {
     }
 }
 
-/// Another delivery through `channel`.
-// Until `App::redeliver` exists: requeues that channel's failed or dead jobs, as
-// `postbud retry --channel` does. Then: `app.redeliver(id, channel)`.
+/// A new delivery through one channel of the deployment (a double click queues one).
 async fn redeliver(app: &App, id: &str, channel: &str) -> String {
-    match app.retry(id, Some(channel)).await {
-        Ok(0) => format!("nothing to deliver again on {channel}"),
-        Ok(n) => format!("{n} job(s) on {channel} requeued"),
-        Err(e) => failed(&e),
+    match app.redeliver(id, channel).await {
+        Ok(done) if done.queued => format!("a new delivery through {channel} is queued"),
+        Ok(_) => format!(
+            "a delivery through {channel} was asked for moments ago or is still pending: nothing new was queued"
+        ),
+        Err(e) => format!("refused: {e}"),
     }
 }
 
@@ -241,42 +238,21 @@ pub(super) async fn retry_matching(
     super::see_other(&format!("{list}{joiner}{flash}"))
 }
 
-/// Whether a bulk retry touches an invoice: only those that failed or need attention.
-fn retryable(verdict: Verdict) -> bool {
-    matches!(verdict, Verdict::NeedsAttention | Verdict::Failed)
-}
-
-/// How many invoices a bulk retry would touch, counting up to `cap`.
-// Until `App::count_matching` exists: one capped listing. Then: `app.count_matching(filter, cap)`.
+/// How many invoices match the filter, counting up to `cap` (the store pages through them in
+/// bounded batches).
 async fn count_matching(app: &App, filter: &Filter, cap: u64) -> Result<u64, StoreError> {
-    let (listed, _) = app
-        .records()
-        .invoices(filter, usize::try_from(cap).unwrap_or(usize::MAX))
-        .await?;
-    Ok(listed
-        .iter()
-        .filter(|l| retryable(l.assessment.verdict))
-        .count() as u64)
+    app.count_matching(filter, cap).await
 }
 
-/// Retries up to `cap` matching invoices: how many matched and how many jobs were requeued.
-// Until `App::retry_matching` exists: one capped listing, each retried as `retry` does. Then:
-// `app.retry_matching(filter, cap)` and its `BulkRetry { matched, requeued, .. }`.
+/// Retries up to `cap` matching invoices (their failed and dead-lettered jobs, as `postbud
+/// retry` does), in bounded batches: how many matched and how many jobs were requeued.
 async fn retry_matching_now(
     app: &App,
     filter: &Filter,
     cap: u64,
 ) -> Result<(u64, u64), StoreError> {
-    let (listed, _) = app
-        .records()
-        .invoices(filter, usize::try_from(cap).unwrap_or(usize::MAX))
-        .await?;
-    let (mut matched, mut requeued) = (0, 0);
-    for l in listed.iter().filter(|l| retryable(l.assessment.verdict)) {
-        matched += 1;
-        requeued += app.retry(&l.dispatch.transaction_id, None).await?;
-    }
-    Ok((matched, requeued))
+    let done = app.retry_matching(filter, cap).await?;
+    Ok((done.matched, done.requeued))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -123,25 +123,23 @@ impl FilterForm {
 // then its body becomes the one line in its comment.
 
 /// Only invoices with a delivery or notice job in `state`.
-fn apply_delivery_state(_filter: &mut Filter, _state: JobState) {
-    // filter.delivery_state = Some(state);
+fn apply_delivery_state(filter: &mut Filter, state: JobState) {
+    filter.delivery_state = Some(state);
 }
 
 /// Only invoices with a job of more than one attempt.
-fn apply_retried(_filter: &mut Filter) {
-    // filter.retried = true;
+fn apply_retried(filter: &mut Filter) {
+    filter.retried = true;
 }
 
 /// Transaction id, invoice number, merchant reference or customer email.
-fn apply_search(_filter: &mut Filter, _q: &str) {
-    // filter.search = Some(q.to_owned());
+fn apply_search(filter: &mut Filter, q: &str) {
+    filter.search = Some(q.to_owned());
 }
 
 /// Continues after the invoice created at `at` with id `transaction_id` (newest first).
-fn apply_after(filter: &mut Filter, at: Millis, _transaction_id: &str) {
-    // filter.after = Some((at, transaction_id.to_owned()));
-    // Until then: older than the last one listed, which skips others of the same millisecond.
-    filter.created_before = Some(filter.created_before.map_or(at, |b| b.min(at)));
+fn apply_after(filter: &mut Filter, at: Millis, transaction_id: &str) {
+    filter.after = Some((at, transaction_id.to_owned()));
 }
 
 /// Midnight UTC of `day` (`2025-03-01`), in store time.
