@@ -108,7 +108,7 @@ pub(crate) fn routes(app: Arc<App>) -> Router {
         session_ttl: settings.console.session_ttl,
         users: auth::Users::new(&settings.console),
         throttle: throttle::Throttle::new(settings.console.login_attempts_per_minute),
-        audit: audit::Audit::default(),
+        audit: audit::Audit,
         key: tokio::sync::OnceCell::new(),
         templates,
         app,
