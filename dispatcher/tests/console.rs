@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
 
 use common::Harness;
 use postbud::{App, JobKind, JobState, Verdict};
-use postbud_sandbox::Seed;
 use reqwest::{Client, StatusCode, redirect::Policy};
 
-const OPERATOR: (&str, &str) = ("kari", "kari's long passphrase");
-const VIEWER: (&str, &str) = ("vera", "vera's other passphrase");
+use common::console::{OPERATOR, VIEWER};
 
 struct Console {
     h: Harness,
@@ -30,68 +28,18 @@ async fn start(attempts_per_minute: u32) -> Console {
 
 /// [`start`] with `server.public_url` ending in `path` (`/postbud`, or empty).
 async fn start_at(attempts_per_minute: u32, path: &str) -> Console {
-    let h = Harness::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let outbox = h.dir.path().join("outbox");
-    let hash = |p: &str| postbud::password::hash(p).expect("hash");
-    let extra = format!(
-        r#"
-[server]
-public_url = "http://{addr}{path}"
-
-[console]
-enabled = true
-login_attempts_per_minute = {attempts_per_minute}
-
-[[console.users]]
-name = "{}"
-password_hash = "{}"
-role = "operator"
-
-[[console.users]]
-name = "{}"
-password_hash = "{}"
-role = "viewer"
-
-[channels.outbox]
-kind = "folder"
-path = "{}"
-create = false
-
-[[routes]]
-deliver = ["outbox"]
-"#,
-        OPERATOR.0,
-        hash(OPERATOR.1),
-        VIEWER.0,
-        hash(VIEWER.1),
-        outbox.display()
-    );
-    let app = Arc::new(h.app(&extra).await);
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let id = h.sandbox.seed(Seed::default());
-        let outcome = app.deliver_now(&id).await.expect("deliver");
-        assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
-        ids.push(id);
-    }
-    let router = postbud::server::router(Arc::clone(&app));
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let seeded = common::console::seeded(
+        &format!("login_attempts_per_minute = {attempts_per_minute}"),
+        path,
+    )
+    .await;
+    common::console::serve(&seeded.app, seeded.listener);
     Console {
-        h,
-        app,
-        base: format!("http://{addr}"),
-        outbox,
-        ids,
+        h: seeded.h,
+        app: seeded.app,
+        base: seeded.base,
+        outbox: seeded.outbox,
+        ids: seeded.ids,
     }
 }
 

@@ -6,15 +6,14 @@
 
 mod common;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use common::Harness;
 use postbud::{App, Correlation, Evidence, EvidenceState, JobKind, JobState, Verdict};
 use postbud_sandbox::{Seed, browser::Browser};
 use serde_json::json;
 
-const OPERATOR: (&str, &str) = ("kari", "kari's long passphrase");
-const VIEWER: (&str, &str) = ("vera", "vera's other passphrase");
+use common::console::{OPERATOR, VIEWER};
 
 struct Console {
     h: Harness,
@@ -29,71 +28,18 @@ struct Console {
 }
 
 async fn start() -> Console {
-    let h = Harness::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let outbox = h.dir.path().join("outbox");
-    let hash = |p: &str| postbud::password::hash(p).expect("hash");
-    let extra = format!(
-        r#"
-[server]
-public_url = "http://{addr}"
-
-[console]
-enabled = true
-
-[[console.users]]
-name = "{}"
-password_hash = "{}"
-role = "operator"
-
-[[console.users]]
-name = "{}"
-password_hash = "{}"
-role = "viewer"
-
-[channels.outbox]
-kind = "folder"
-path = "{}"
-create = false
-
-[[routes]]
-deliver = ["outbox"]
-"#,
-        OPERATOR.0,
-        hash(OPERATOR.1),
-        VIEWER.0,
-        hash(VIEWER.1),
-        outbox.display()
-    );
-    let app = Arc::new(h.app(&extra).await);
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let id = h.sandbox.seed(Seed::default());
-        let outcome = app.deliver_now(&id).await.expect("deliver");
-        assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
-        ids.push(id);
-    }
+    let seeded = common::console::seeded("", "").await;
     // The workers run as under `postbud serve`: a retry the console queues is delivered by them.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = Arc::clone(&app);
+    let workers = Arc::clone(&seeded.app);
     tokio::spawn(async move { workers.run_workers(stopped).await });
-    let router = postbud::server::router(Arc::clone(&app));
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    common::console::serve(&seeded.app, seeded.listener);
     Console {
-        h,
-        app,
-        base: format!("http://{addr}"),
-        outbox,
-        ids,
+        h: seeded.h,
+        app: seeded.app,
+        base: seeded.base,
+        outbox: seeded.outbox,
+        ids: seeded.ids,
         _stop: stop,
     }
 }

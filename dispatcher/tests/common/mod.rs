@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub mod console;
 pub mod quirky;
 
 use postbud::{App, Settings};
