@@ -91,16 +91,28 @@ pub(super) async fn invoice(
         "redeliver" => format!("{id} via {channel}"),
         _ => id.clone(),
     };
-    let result = match action.as_str() {
-        "retry" => retry(&console.app, &id).await,
-        "redeliver" => redeliver(&console.app, &id, &channel).await,
-        _ => void(&console.app, &id).await,
+    // The action and its audit entry run as a task of their own: a request cut off (the
+    // server's timeout, a closed browser) must not cut off a void half-way or leave an action
+    // done and unaudited.
+    let result = {
+        let console = Arc::clone(&console);
+        let user = current.session.user.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let result = match action.as_str() {
+                "retry" => retry(&console.app, &id).await,
+                "redeliver" => redeliver(&console.app, &id, &channel).await,
+                _ => void(&console.app, &id).await,
+            };
+            console
+                .audit
+                .record(&console.app, &user, &action, &target, &result)
+                .await;
+            result
+        })
+        .await
+        .unwrap_or_else(|e| format!("the action stopped unexpectedly: {e}"))
     };
-    let user = &current.session.user;
-    console
-        .audit
-        .record(&console.app, user, &action, &target, &result)
-        .await;
     let flash = console.flash(&format!("{what}: {result}")).await;
     super::see_other(&format!("{back}?{flash}"))
 }
@@ -207,12 +219,6 @@ pub(super) async fn retry_matching(
         );
         return page;
     }
-    let result = match retry_matching_now(&console.app, &filter, BULK_CAP).await {
-        Ok((matched, requeued)) => {
-            format!("{matched} invoice(s) matched, {requeued} job(s) requeued")
-        }
-        Err(e) => failed(&e),
-    };
     let target = match filter_form.pairs() {
         pairs if pairs.is_empty() => "every invoice".to_owned(),
         pairs => pairs
@@ -221,16 +227,27 @@ pub(super) async fn retry_matching(
             .collect::<Vec<_>>()
             .join(" "),
     };
-    console
-        .audit
-        .record(
-            &console.app,
-            &current.session.user,
-            "retry-matching",
-            &target,
-            &result,
-        )
-        .await;
+    // A task of its own, as the single actions: a request cut off does not cut the batches off
+    // or leave them unaudited.
+    let result = {
+        let console = Arc::clone(&console);
+        let user = current.session.user.clone();
+        tokio::spawn(async move {
+            let result = match retry_matching_now(&console.app, &filter, BULK_CAP).await {
+                Ok((matched, requeued)) => {
+                    format!("{matched} invoice(s) matched, {requeued} job(s) requeued")
+                }
+                Err(e) => failed(&e),
+            };
+            console
+                .audit
+                .record(&console.app, &user, "retry-matching", &target, &result)
+                .await;
+            result
+        })
+        .await
+        .unwrap_or_else(|e| format!("the action stopped unexpectedly: {e}"))
+    };
     let flash = console
         .flash(&format!("retry everything matching: {result}"))
         .await;

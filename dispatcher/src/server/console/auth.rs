@@ -65,7 +65,13 @@ impl Users {
         if password.len() > MAX_PASSWORD {
             return None;
         }
-        // Argon2 is slow on purpose: off the async threads.
+        // Argon2 is slow and takes 19 MiB on purpose: off the async threads, and two at a time,
+        // so a flood of logins (unknown names cost a decoy hash too) waits its turn instead of
+        // taking the blocking pool (and SQLite's reads on it) and the memory.
+        static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let Ok(_turn) = VERIFYING.acquire().await else {
+            return None;
+        };
         let ok = tokio::task::spawn_blocking(move || {
             crate::password::verify(&password, hash.expose_secret())
         })
@@ -128,10 +134,15 @@ pub(super) async fn login(
     let address = peer
         .map(|axum::Extension(ConnectInfo(addr))| addr.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let mut keys = vec![format!("addr:{address}")];
-    if console.users.role(&user).is_some() {
-        keys.push(format!("user:{user}"));
-    }
+    // Per address, and per user from that address: a user's window filled from elsewhere
+    // must not lock the real user out, nor tell which names are configured.
+    let keys = vec![
+        format!("addr:{address}"),
+        format!(
+            "user:{}@{address}",
+            user.chars().take(64).collect::<String>()
+        ),
+    ];
     if let Err(wait) = console.throttle.attempt(&keys) {
         tracing::warn!(user, address, "console login throttled");
         let mut response = console

@@ -1,10 +1,11 @@
-//! Login attempts, counted per user name and per client address in one-minute windows. Over
-//! the limit a login is answered 429 before the password is looked at, so guessing costs the
-//! guesser time and the server nothing.
+//! Login attempts, counted per client address and per user name from that address, in
+//! one-minute windows. Over the limit a login is answered 429 before the password is looked at,
+//! so guessing costs the guesser time and the server nothing; a user's window filled from
+//! another address does not lock the user out.
 //!
-//! Only configured user names get a window of their own: a flood of made-up names counts
-//! against the address alone and cannot grow the table, and addresses are pruned when their
-//! window ends. Behind a proxy every client shares the proxy's address.
+//! An address's own window is checked first, so one address adds at most its limit of windows a
+//! minute, and ended windows are pruned as the table grows. Behind a proxy every client shares
+//! the proxy's address.
 
 use std::{
     collections::HashMap,
