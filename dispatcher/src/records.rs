@@ -8,7 +8,7 @@ use postbud_channel::{Invoice, Pdf};
 
 use crate::{
     App, Outcome, Settings,
-    store::{self, Dispatch, HistoryEntry, Job, Store, StoreError, Totals},
+    store::{self, Dispatch, HistoryEntry, Job, Millis, Store, StoreError, Totals},
     sweeps::{self, Sweep},
     triage::{self, Filter, Listed, Verdict},
 };
@@ -136,6 +136,18 @@ impl Records {
         limit: usize,
     ) -> Result<(Vec<Listed>, bool), StoreError> {
         triage::list(self.store.as_ref(), filter, limit).await
+    }
+
+    /// [`Records::invoices`] for a page that must stay bounded (the console's list): reads at
+    /// most about `examine` dispatches, and says where the next page begins when more may
+    /// match ([`triage::list_bounded`]).
+    pub async fn invoices_bounded(
+        &self,
+        filter: &Filter,
+        limit: usize,
+        examine: usize,
+    ) -> Result<(Vec<Listed>, Option<(Millis, String)>), StoreError> {
+        triage::list_bounded(self.store.as_ref(), filter, limit, examine).await
     }
 
     /// The last reconciliation sweep's report, if one ran.

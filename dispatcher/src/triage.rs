@@ -228,11 +228,47 @@ pub async fn list(
     Ok((found, false))
 }
 
+/// Up to `limit` invoices matching `filter`, newest first, reading at most about `examine`
+/// dispatches (a verdict the store cannot select, `pending` say, is judged invoice by invoice:
+/// a rare one would otherwise read the whole store for one page), and where the next page
+/// begins when more may match: after the last one listed, or after the last one read when the
+/// page stopped at `examine`.
+pub async fn list_bounded(
+    store: &dyn Store,
+    filter: &Filter,
+    limit: usize,
+    examine: usize,
+) -> Result<(Vec<Listed>, Option<(Millis, String)>), StoreError> {
+    let examine = examine.max(1);
+    let size = u32::try_from(limit.saturating_add(1).min(examine))
+        .map_or(Pages::SIZE, |n| n.min(Pages::SIZE));
+    let mut matching = Matching::new(store, filter, size);
+    matching.examine = examine;
+    let mut found: Vec<Listed> = Vec::new();
+    while let Some(listed) = matching.next().await? {
+        if found.len() == limit {
+            let next = found.last().map(Listed::cursor);
+            return Ok((found, next));
+        }
+        found.push(listed);
+    }
+    if matching.examined >= examine {
+        return Ok((found, matching.last_read.clone()));
+    }
+    Ok((found, None))
+}
+
 /// The invoices matching a filter, newest first, read from the store a page at a time (one
 /// query each) and judged one by one.
 pub(crate) struct Matching<'a> {
     pages: Pages<'a>,
     verdicts: Vec<Verdict>,
+    /// Dispatches read so far.
+    examined: usize,
+    /// The cursor of the last dispatch read.
+    last_read: Option<(Millis, String)>,
+    /// Read no more dispatches than this (no bound unless set).
+    examine: usize,
 }
 
 impl<'a> Matching<'a> {
@@ -241,12 +277,19 @@ impl<'a> Matching<'a> {
         Self {
             pages: Pages::new(store, filter.query(size), size),
             verdicts: filter.verdicts.clone(),
+            examined: 0,
+            last_read: None,
+            examine: usize::MAX,
         }
     }
 
     /// The next invoice matching, if any.
     pub(crate) async fn next(&mut self) -> Result<Option<Listed>, StoreError> {
-        while let Some(DispatchJobs { dispatch, jobs, .. }) = self.pages.next().await? {
+        while self.examined < self.examine
+            && let Some(DispatchJobs { dispatch, jobs, .. }) = self.pages.next().await?
+        {
+            self.examined += 1;
+            self.last_read = Some((dispatch.created_at, dispatch.transaction_id.clone()));
             let assessment = assess(Some(&dispatch), &jobs);
             if self.verdicts.is_empty() || self.verdicts.contains(&assessment.verdict) {
                 return Ok(Some(Listed {

@@ -224,3 +224,56 @@ async fn a_filter_is_retried_in_batches_up_to_the_cap() {
         ("kari", "retry-matching", "550 of 620 requeued")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_page_reads_no_more_than_it_may_and_says_where_to_go_on() {
+    let h = Harness::start().await;
+    let app = h.app("").await;
+    for _ in 0..5 {
+        let id = h.sandbox.seed(Seed::default());
+        let outcome = app.deliver_now(&id).await.expect("delivered");
+        assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    }
+    let records = app.records();
+
+    // A verdict none has, the store cannot select: two read a page, then a cursor to go on,
+    // until the store is read through.
+    let mut filter = Filter::default();
+    filter.verdicts = vec![Verdict::Voided];
+    let mut pages = 0;
+    loop {
+        let (found, next) = records
+            .invoices_bounded(&filter, 50, 2)
+            .await
+            .expect("a page");
+        assert!(found.is_empty());
+        pages += 1;
+        match next {
+            Some(after) => filter.after = Some(after),
+            None => break,
+        }
+        assert!(pages < 10, "the cursor moves on");
+    }
+    assert_eq!(pages, 3, "5 invoices read 2 a page: 2, 2, 1");
+
+    // Every delivered one is found once across the bounded pages.
+    let mut filter = Filter::default();
+    filter.verdicts = vec![Verdict::Delivered];
+    let mut seen = Vec::new();
+    loop {
+        let (found, next) = records
+            .invoices_bounded(&filter, 50, 2)
+            .await
+            .expect("a page");
+        assert!(found.len() <= 2);
+        seen.extend(found.into_iter().map(|l| l.dispatch.transaction_id));
+        match next {
+            Some(after) => filter.after = Some(after),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (5, 5), "{seen:?}");
+}

@@ -18,6 +18,9 @@ use crate::{
 
 /// Invoices a page lists.
 pub(super) const PAGE: usize = 50;
+/// Most invoices one page of the list reads (a rare verdict judged one by one stops there, with a
+/// link to go on): about 25 ms at the benchmark's rate of judging.
+pub(super) const EXAMINE: usize = 2_000;
 
 /// The delivery states the filter offers.
 const STATES: [JobState; 6] = [
@@ -236,9 +239,12 @@ pub(super) async fn list(
         Err(e) => return console.unavailable(&current, &e),
     };
     // A filter the form could not read lists nothing rather than everything.
-    let (listed, more) = match problem {
-        Some(_) => (Vec::new(), false),
-        None => match records.invoices(&filter, PAGE).await {
+    // Each page reads a bounded number of invoices: a verdict the store cannot select (pending,
+    // voided) is judged one by one, and a rare one must not read the whole store for a page;
+    // such a page may hold fewer than `PAGE`, with a link to go on.
+    let (listed, next_after) = match problem {
+        Some(_) => (Vec::new(), None),
+        None => match records.invoices_bounded(&filter, PAGE, EXAMINE).await {
             Ok(found) => found,
             Err(e) => return console.unavailable(&current, &e),
         },
@@ -251,23 +257,14 @@ pub(super) async fn list(
             selected: Verdict::parse(&form.verdict) == Some(*v),
         })
         .collect();
-    let next = match (more, listed.last()) {
-        (true, Some(last)) => {
-            let mut query = url::form_urlencoded::Serializer::new(String::new());
-            for (name, value) in form.pairs() {
-                query.append_pair(name, &value);
-            }
-            query.append_pair(
-                "after",
-                &format!(
-                    "{}:{}",
-                    last.dispatch.created_at, last.dispatch.transaction_id
-                ),
-            );
-            Some(query.finish())
+    let next = next_after.map(|(at, id)| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in form.pairs() {
+            query.append_pair(name, &value);
         }
-        _ => None,
-    };
+        query.append_pair("after", &format!("{at}:{id}"));
+        query.finish()
+    });
     let rows: Vec<Row> = listed.iter().map(|l| row(&console, l)).collect();
     let states: Vec<&str> = STATES.iter().map(|s| s.as_str()).collect();
     console.render(
