@@ -140,7 +140,7 @@ impl Records {
 
     /// [`Records::invoices`] for a page that must stay bounded (the console's list): reads at
     /// most about `examine` dispatches, and says where the next page begins when more may
-    /// match ([`triage::list_bounded`]).
+    /// match.
     pub async fn invoices_bounded(
         &self,
         filter: &Filter,
