@@ -478,6 +478,8 @@ async fn submit(State(shared): St, headers: HeaderMap, body: axum::body::Bytes) 
         Ok(lose) => lose,
         Err(r) => return r,
     };
+    // Taken now, so a request refused below does not leave its hold to the next one.
+    let hold = shared.lock().hold.take();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
@@ -512,9 +514,8 @@ async fn submit(State(shared): St, headers: HeaderMap, body: axum::body::Bytes) 
             status: "submitted".into(),
             ..parsed
         });
-        (guid, inner.hold.take())
+        guid
     };
-    let (guid, hold) = guid;
     if lose {
         return crate::api::dropped();
     }
