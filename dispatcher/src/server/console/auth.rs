@@ -51,13 +51,21 @@ impl Users {
         Self { by_name, decoy }
     }
 
-    /// The role `name` has now; `None` for a name not (or no longer) configured.
-    pub(super) fn role(&self, name: &str) -> Option<ConsoleRole> {
-        self.by_name.get(name).map(|(_, role)| *role)
+    /// Whether `session` is of a user still configured with the same role and password hash.
+    pub(super) fn still_hold(&self, session: &Session, key: &session::Key) -> bool {
+        self.by_name.get(&session.user).is_some_and(|(hash, role)| {
+            *role == session.role
+                && session::credential(key, hash.expose_secret()) == session.credential
+        })
     }
 
-    /// The user's role when `password` is theirs.
-    pub(super) async fn authenticate(&self, name: &str, password: String) -> Option<ConsoleRole> {
+    /// The user's role and [`session::credential`] when `password` is theirs.
+    pub(super) async fn authenticate(
+        &self,
+        name: &str,
+        password: String,
+        key: &session::Key,
+    ) -> Option<(ConsoleRole, String)> {
         let (hash, role, known) = match self.by_name.get(name) {
             Some((hash, role)) => (hash.clone(), Some(*role), true),
             None => (self.decoy.clone(), None, false),
@@ -72,12 +80,13 @@ impl Users {
         let Ok(_turn) = VERIFYING.acquire().await else {
             return None;
         };
+        let credential = session::credential(key, hash.expose_secret());
         let ok = tokio::task::spawn_blocking(move || {
             crate::password::verify(&password, hash.expose_secret())
         })
         .await
         .unwrap_or(false);
-        (ok && known).then_some(role).flatten()
+        (ok && known).then_some((role?, credential))
     }
 }
 
@@ -159,7 +168,7 @@ pub(super) async fn login(
         return response;
     }
     let password = field("password").unwrap_or_default().to_owned();
-    let Some(role) = console.users.authenticate(&user, password).await else {
+    let Some((role, credential)) = console.users.authenticate(&user, password, key).await else {
         tracing::warn!(user, address, "console login refused");
         return console
             .login_page(
@@ -173,7 +182,7 @@ pub(super) async fn login(
     tracing::info!(user, role = role.as_str(), address, "console login");
     let ttl = console.session_ttl;
     let expires = jiff::Timestamp::now().as_second() + ttl.as_secs() as i64;
-    let value = Session::new(&user, role, expires).encode(key);
+    let value = Session::new(&user, role, credential, expires).encode(key);
     let to = if next.is_empty() {
         console.root()
     } else {

@@ -216,7 +216,7 @@ impl Console {
     }
 
     /// The logged-in user, if the request carries a valid session of a user still configured
-    /// with the same role.
+    /// with the same role and password hash.
     async fn current(&self, headers: &HeaderMap) -> Result<Option<Current>, Response> {
         let Some(value) = session::cookie(headers, session::COOKIE) else {
             return Ok(None);
@@ -224,7 +224,7 @@ impl Console {
         let key = self.key().await?;
         let now = jiff::Timestamp::now().as_second();
         Ok(Session::decode(value, key, now)
-            .filter(|s| self.users.role(&s.user) == Some(s.role))
+            .filter(|s| self.users.still_hold(s, key))
             .map(|session| Current {
                 session,
                 csrf: csrf::token(key, value),

@@ -1,5 +1,6 @@
-//! The login session: an HMAC-signed cookie holding the user, the role and the expiry. Nothing
-//! is kept on the server, so any instance sharing the store (and so the key) reads it.
+//! The login session: an HMAC-signed cookie holding the user, the role, a tag of the user's
+//! password hash and the expiry. Nothing is kept on the server, so any instance sharing the store
+//! (and so the key) reads it; a new password hash in the configuration ends the user's sessions.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -60,11 +61,20 @@ pub(super) fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// A tag of a user's password hash under the console's key: a session carries the one of the
+/// hash it logged in with, so changing the password (a new hash) ends every older session without
+/// a session store. Being a MAC, it tells nothing about the hash.
+pub(super) fn credential(key: &Key, password_hash: &str) -> String {
+    key.tag("credential", password_hash)[..16].to_owned()
+}
+
 /// A logged-in user, as the cookie says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Session {
     pub(super) user: String,
     pub(super) role: ConsoleRole,
+    /// [`credential`] of the password hash the user logged in with.
+    pub(super) credential: String,
     /// Unix seconds.
     pub(super) expires: i64,
     /// Makes every login's cookie, and so its CSRF token, different.
@@ -72,21 +82,24 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(user: &str, role: ConsoleRole, expires: i64) -> Self {
+    pub(super) fn new(user: &str, role: ConsoleRole, credential: String, expires: i64) -> Self {
         Self {
             user: user.to_owned(),
             role,
+            credential,
             expires,
             nonce: random_hex(16),
         }
     }
 
-    /// `<base64url user>.<role>.<expires>.<nonce>.<hex tag>`: only cookie-safe characters.
+    /// `<base64url user>.<role>.<credential>.<expires>.<nonce>.<hex tag>`: only cookie-safe
+    /// characters.
     pub(super) fn encode(&self, key: &Key) -> String {
         let payload = format!(
-            "{}.{}.{}.{}",
+            "{}.{}.{}.{}.{}",
             URL_SAFE_NO_PAD.encode(&self.user),
             self.role.as_str(),
+            self.credential,
             self.expires,
             self.nonce
         );
@@ -110,6 +123,7 @@ impl Session {
             "operator" => ConsoleRole::Operator,
             _ => return None,
         };
+        let credential = parts.next()?.to_owned();
         let expires: i64 = parts.next()?.parse().ok()?;
         let nonce = parts.next()?.to_owned();
         if parts.next().is_some() || expires <= now {
@@ -118,6 +132,7 @@ impl Session {
         Some(Self {
             user,
             role,
+            credential,
             expires,
             nonce,
         })
@@ -158,7 +173,12 @@ mod tests {
     #[test]
     fn a_session_round_trips_and_refuses_tampering_and_expiry() {
         let key = Key::new("k");
-        let session = Session::new("kari; o'brien", ConsoleRole::Viewer, 2_000);
+        let session = Session::new(
+            "kari; o'brien",
+            ConsoleRole::Viewer,
+            credential(&key, "$argon2id$…"),
+            2_000,
+        );
         let value = session.encode(&key);
         assert!(
             value
@@ -175,10 +195,11 @@ mod tests {
         assert_eq!(Session::decode(&later, &key, 1_000), None);
         assert_eq!(Session::decode("", &key, 0), None);
         assert_eq!(Session::decode(&"a.".repeat(2000), &key, 0), None);
+        let other_password =
+            value.replacen(&session.credential, &credential(&key, "$argon2id$other"), 1);
+        assert_eq!(Session::decode(&other_password, &key, 1_000), None);
         // Two logins of one user differ.
-        assert_ne!(
-            Session::new("a", ConsoleRole::Viewer, 1).encode(&key),
-            Session::new("a", ConsoleRole::Viewer, 1).encode(&key)
-        );
+        let login = || Session::new("a", ConsoleRole::Viewer, String::new(), 1).encode(&key);
+        assert_ne!(login(), login());
     }
 }
