@@ -722,6 +722,8 @@ fn the_demo_runs_every_channel_to_its_table() {
     let out = text(&output);
     assert_eq!(output.status.code(), Some(0), "{out}");
     for expected in [
+        "to 0192:974760673: Storecove accepted submission",
+        "the delivery's evidence is now `delivered`",
         "erp",
         "customer-email",
         "customer-sms",

@@ -111,7 +111,7 @@ fn sample(cancelled: bool) -> Value {
         cancelled => cancelled,
         attached => !cancelled,
         merchant => "Merchant AS",
-        brand => context! { logo_url => (!cancelled).then_some("https://merchant.example/logo.png"), color => "#0f766e", footer => (!cancelled).then_some("Merchant AS · Org. 987 654 321") },
+        brand => context! { logo_url => (!cancelled).then_some("https://merchant.example/logo.png"), color => "#0f766e", footer => (!cancelled).then_some("Merchant AS · Org. 745 707 327") },
         invoice => context! {
             number => "A1B2C-000001", amount => "500,00 kr", due_date => (!cancelled).then_some("08.12.2026"),
             invoice_date => "24.11.2026", reference => (!cancelled).then_some("order-123"),

@@ -2,8 +2,15 @@
 
 use std::{path::Path, process::ExitCode};
 
-use postbud::{JobKind, Settings, Verdict};
-use postbud_sandbox::{Sandbox, Seed, hooks::HookReceiver, mailbox::Mailbox, sftp::SftpServer};
+use postbud::{JobKind, Settings, Verdict, ids};
+use postbud_sandbox::{
+    Sandbox, Seed,
+    hooks::HookReceiver,
+    mailbox::Mailbox,
+    peppol::Peppol,
+    sftp::SftpServer,
+    storecove::{Storecove, StorecoveConfig},
+};
 use serde_json::json;
 
 use super::stock_registry;
@@ -12,6 +19,10 @@ use crate::commands::{Failure, exit};
 const DEMO_TOML: &str = include_str!("demo.toml");
 /// The demo platform's webhook secret (a Standard Webhooks test secret, not a real one).
 const HOOK_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+/// The B2B buyer the sandbox's Peppol network lists (a valid organisation number).
+const PEPPOL_BUYER: &str = "974760673";
+/// The case whose invoice goes over Peppol.
+const PEPPOL_CASE: &str = "B2B on Peppol: Storecove to the buyer's ERP";
 
 struct Case {
     label: &'static str,
@@ -20,6 +31,9 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
+    let on_peppol = json!({"first_name": "Per", "last_name": "Hansen", "business_name": "Fjordkraft Verksted AS",
+        "organization_number": PEPPOL_BUYER, "email": "faktura@fjordkraft-verksted.example",
+        "address_line": "Kaiveien 3", "postal_code": "5003", "postal_place": "Bergen", "country": "NO", "customer_reference": "PO-1203"});
     let b2b = json!({"first_name": "Kari", "last_name": "Nordmann", "business_name": "Nordmann Bygg AS",
         "organization_number": "987654325", "email": "faktura@nordmann-bygg.example", "phone_number": "+4791234567",
         "address_line": "Industriveien 5", "postal_code": "0580", "postal_place": "Oslo", "country": "NO", "customer_reference": "PO-7788"});
@@ -29,7 +43,16 @@ fn cases() -> Vec<Case> {
         "address_line": "Drottninggatan 5", "postal_code": "111 51", "postal_place": "Stockholm", "country": "SE"});
     vec![
         Case {
-            label: "B2B: EHF to the ERP over SFTP, and email",
+            label: PEPPOL_CASE,
+            seed: Seed {
+                product_type: Some("kravia.invoice_b2b".into()),
+                billing_address: Some(on_peppol),
+                ..Seed::default()
+            },
+            void_after: false,
+        },
+        Case {
+            label: "B2B not on Peppol: EHF over SFTP, and email",
             seed: Seed {
                 product_type: Some("kravia.invoice_b2b".into()),
                 billing_address: Some(b2b),
@@ -108,6 +131,14 @@ pub async fn run(dir: &Path, screenshots: Option<&Path>) -> Result<ExitCode, Fai
     let sftp = SftpServer::start(&dir.join("sftp"), &dir)
         .await
         .map_err(io)?;
+    let peppol = Peppol::start().await.map_err(io)?;
+    peppol.register(
+        &format!("0192:{PEPPOL_BUYER}"),
+        "https://ap.fjordkraft-verksted.example/as4",
+    );
+    let storecove = Storecove::start(StorecoveConfig::default())
+        .await
+        .map_err(io)?;
     // `postbud serve`'s router, in-process, so the signed links in the SMS texts work.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -126,7 +157,17 @@ pub async fn run(dir: &Path, screenshots: Option<&Path>) -> Result<ExitCode, Fai
         .replace("{hook_secret}", HOOK_SECRET)
         .replace("{sftp_port}", &sftp.addr().port().to_string())
         .replace("{sftp_key}", &sftp.client_key().display().to_string())
-        .replace("{sftp_fingerprint}", sftp.host_fingerprint());
+        .replace("{sftp_fingerprint}", sftp.host_fingerprint())
+        .replace("{storecove}", &storecove.api_url())
+        .replace("{storecove_key}", postbud_sandbox::storecove::API_KEY)
+        .replace(
+            "{storecove_entity}",
+            &postbud_sandbox::storecove::LEGAL_ENTITY_ID.to_string(),
+        )
+        .replace("{sml_zone}", postbud_sandbox::peppol::ZONE)
+        .replace("{sml_dns}", &peppol.dns_addr().to_string())
+        .replace("{smp_trust}", &peppol.trust_pem().display().to_string())
+        .replace("{smp_ca}", &peppol.ca_file().display().to_string());
     #[cfg(feature = "screenshots")]
     let toml = if screenshots.is_some() {
         let hash = postbud::password::hash(SCREENSHOT_USER.1).map_err(io)?;
@@ -259,6 +300,7 @@ pub async fn run(dir: &Path, screenshots: Option<&Path>) -> Result<ExitCode, Fai
         dir.display(),
         sms.len()
     );
+    say!("{}", peppol_receipt(&app, &storecove, &rows).await?);
     let (first_label, first_id, _) = &rows[0];
     let again = app.deliver_now(first_id).await?;
     say!(
@@ -301,6 +343,59 @@ pub async fn run(dir: &Path, screenshots: Option<&Path>) -> Result<ExitCode, Fai
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::FAILED)
+    })
+}
+
+/// The receiving access point's receipt for the Peppol case, as Storecove reports it through its
+/// pull queue: the engine runs until it has recorded it on the delivery.
+async fn peppol_receipt(
+    app: &std::sync::Arc<postbud::App>,
+    storecove: &Storecove,
+    rows: &[(&str, String, postbud::Outcome)],
+) -> Result<String, Failure> {
+    let Some((_, id, _)) = rows.iter().find(|(label, _, _)| *label == PEPPOL_CASE) else {
+        return Ok(String::new());
+    };
+    let delivery = ids::delivery_id(id, "peppol");
+    let guid = postbud_peppol::provider::idempotency_guid(&delivery);
+    if let Err(why) = storecove.succeed(&guid) {
+        return Ok(format!(
+            "
+Peppol: nothing reached Storecove ({why})."
+        ));
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn({
+        let app = std::sync::Arc::clone(app);
+        async move {
+            app.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let recorded = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        loop {
+            let jobs = app.jobs(id).await?;
+            match jobs.into_iter().find(|j| j.id == delivery) {
+                Some(job) if job.evidence.is_some() => return Ok::<_, postbud::StoreError>(job),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = running.await;
+    Ok(match recorded {
+        Ok(Ok(job)) => format!(
+            "
+Peppol: Storecove reported the buyer's access point's receipt; the delivery's evidence is now `{}`.",
+            job.evidence.unwrap_or_default()
+        ),
+        Ok(Err(e)) => format!("
+Peppol: the receipt could not be read back: {e}"),
+        Err(_) => "
+Peppol: no receipt was recorded within 15 s.".to_owned(),
     })
 }
 
