@@ -119,6 +119,7 @@ pub struct ChannelError {
     message: String,
     retry_after: Option<Duration>,
     config_key: Option<String>,
+    outcome_unknown: bool,
     // In an `Arc` so that the error stays `Clone`.
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
@@ -133,6 +134,7 @@ impl ChannelError {
             message: message.into(),
             retry_after: None,
             config_key: None,
+            outcome_unknown: false,
             source: None,
         }
     }
@@ -217,6 +219,22 @@ impl ChannelError {
     pub fn with_config_key(mut self, key: impl Into<String>) -> Self {
         self.config_key = Some(key.into());
         self
+    }
+
+    /// Says the sink may already have what this attempt sent: an earlier attempt's answer was
+    /// lost, and this answer does not tell whether that one got through (a provider that answers
+    /// a repeated idempotency key with an error it does not word as such). The engine then
+    /// neither retries nor runs the route's fallback, which could give the customer the invoice
+    /// twice: the delivery is dead-lettered with this message for a person to look at the sink.
+    pub fn with_outcome_unknown(mut self) -> Self {
+        self.outcome_unknown = true;
+        self.retry_class = RetryClass::Permanent;
+        self
+    }
+
+    /// Whether the sink may already have the invoice ([`ChannelError::with_outcome_unknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// Keeps the underlying error, for [`std::error::Error::source`]. Its `Display` must hold no

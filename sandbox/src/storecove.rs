@@ -83,6 +83,11 @@ pub struct StorecoveConfig {
     pub legal_entities: Vec<u64>,
     /// Run on every submission's UBL after the stand-in's own checks (none by default).
     pub validator: Option<Validator>,
+    /// The body of the 422 a repeated `idempotencyGuid` gets. Storecove documents the status
+    /// ("any subsequent ones will trigger an HTTP 422 Unprocessable Entity response"), not the
+    /// words: by default the error list names the field and says it was used; a test sets
+    /// another wording to play the other reading.
+    pub repeat_answer: Option<String>,
 }
 
 impl std::fmt::Debug for StorecoveConfig {
@@ -90,6 +95,7 @@ impl std::fmt::Debug for StorecoveConfig {
         f.debug_struct("StorecoveConfig")
             .field("legal_entities", &self.legal_entities)
             .field("validator", &self.validator.is_some())
+            .field("repeat_answer", &self.repeat_answer)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +106,7 @@ impl Default for StorecoveConfig {
             api_key: API_KEY.into(),
             legal_entities: vec![LEGAL_ENTITY_ID],
             validator: None,
+            repeat_answer: None,
         }
     }
 }
@@ -502,6 +509,14 @@ async fn submit(State(shared): St, headers: HeaderMap, body: axum::body::Bytes) 
         if let Some(key) = &parsed.idempotency_guid
             && find(&inner, key).is_some()
         {
+            if let Some(body) = &shared.config.repeat_answer {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    body.clone(),
+                )
+                    .into_response();
+            }
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotencyGuid",

@@ -218,6 +218,7 @@ impl Channel for PeppolChannel {
                 sender: &self.sender,
                 receiver: &receiver,
                 ubl: ubl.as_bytes(),
+                attempt: ctx.attempt,
             })
             .await?;
         // The reference is the idempotency GUID, not the provider's id: it is known before the

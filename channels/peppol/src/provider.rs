@@ -23,6 +23,10 @@ pub struct Submission<'a> {
     pub receiver: &'a ParticipantId,
     /// The BIS Billing 3.0 UBL Invoice, the PDF embedded.
     pub ubl: &'a [u8],
+    /// The delivery's attempt, 1 for the first. After the first, an earlier attempt may have
+    /// reached the provider with its answer lost: a provider that answers a repeated key with
+    /// an error must then not be read as refusing the invoice unless it says why.
+    pub attempt: u32,
 }
 
 impl<'a> Submission<'a> {
@@ -42,7 +46,14 @@ impl<'a> Submission<'a> {
             sender,
             receiver,
             ubl,
+            attempt: 1,
         }
+    }
+
+    /// The same submission at attempt `attempt` (1 for the first).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
     }
 }
 

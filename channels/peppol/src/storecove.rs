@@ -340,12 +340,28 @@ impl AccessPoint for Storecove {
             ));
         }
         if status == reqwest::StatusCode::UNPROCESSABLE_ENTITY {
-            // The document or the request was refused: the same invoice meets the same refusal.
-            return Err(ChannelError::invalid_input(format!(
+            let refusal = ChannelError::invalid_input(format!(
                 "Storecove refused invoice {}: HTTP 422: {}",
                 submission.invoice_number,
                 http::excerpt(&answer)
-            )));
+            ));
+            // On a first attempt it is a refusal of the document or the request: the same
+            // invoice meets the same refusal. After one, it may be Storecove's answer to the
+            // repeated idempotencyGuid of an attempt whose answer was lost, worded otherwise
+            // than `is_repeat` knows (Storecove documents the status, not the words): then
+            // neither a retry nor the fallback may send the invoice again.
+            return Err(if submission.attempt > 1 {
+                refusal
+                    .map_message(|m| {
+                        format!(
+                            "{m}; this was attempt {} under idempotencyGuid {guid}, so an earlier one may have reached Storecove, which answers a repeated idempotencyGuid with a 422",
+                            submission.attempt
+                        )
+                    })
+                    .with_outcome_unknown()
+            } else {
+                refusal
+            });
         }
         Err(api.refusal(&what, status, retry_after, &answer))
     }

@@ -31,6 +31,12 @@ struct Network {
 
 impl Network {
     async fn start() -> Self {
+        Self::start_with(StorecoveConfig::default()).await
+    }
+
+    /// The network with the Storecove stand-in configured as `storecove` (its validator is
+    /// always the official rules).
+    async fn start_with(storecove: StorecoveConfig) -> Self {
         let validator: postbud_sandbox::storecove::Validator =
             Arc::new(
                 |ubl: &[u8]| match postbud_sandbox::peppol_rules::check(ubl) {
@@ -45,7 +51,7 @@ impl Network {
             peppol: Peppol::start().await.expect("the Peppol network"),
             storecove: Storecove::start(StorecoveConfig {
                 validator: Some(validator),
-                ..StorecoveConfig::default()
+                ..storecove
             })
             .await
             .expect("storecove"),
@@ -328,6 +334,59 @@ async fn a_tampered_or_untrusted_smp_answer_captures_nothing_and_sends_nothing()
         assert_eq!(net.dintero.captures(&id), 1);
     }
     assert_eq!(net.storecove.submissions().len(), 2);
+}
+
+/// Storecove's 422 to a repeated idempotencyGuid, worded in a way Postbud does not know, after an
+/// attempt whose answer was lost: Storecove has the invoice, so neither a second submission nor
+/// the email fallback may go out; the invoice needs a person, who is told what to look at.
+#[tokio::test]
+async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing_else() {
+    let net = Network::start_with(StorecoveConfig {
+        repeat_answer: Some(r#"{"message":"Unprocessable Entity"}"#.into()),
+        ..StorecoveConfig::default()
+    })
+    .await;
+    net.storecove
+        .inject(postbud_sandbox::storecove::Fault::once(
+            postbud_sandbox::storecove::Endpoint::Submit,
+            postbud_sandbox::storecove::FaultKind::LoseAnswer,
+        ));
+    let app = net.app().await;
+    let id = net.b2b(BUYER);
+
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
+    assert_eq!(net.dintero.captures(&id), 1);
+    assert_eq!(net.storecove.submissions().len(), 1, "submitted once");
+    let delivery = ids::delivery_id(&id, "peppol");
+    let job = app
+        .store()
+        .job(&delivery)
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(job.state, postbud::JobState::Dead, "{job:?}");
+    let error = job.last_error.unwrap_or_default();
+    let guid = postbud_peppol::provider::idempotency_guid(&delivery);
+    assert!(error.contains(&guid), "{error}");
+    assert!(error.contains("may already have this invoice"), "{error}");
+    assert!(
+        app.store()
+            .job(&ids::delivery_id(&id, "customer-email"))
+            .await
+            .expect("job")
+            .is_none(),
+        "no fallback"
+    );
+    assert!(
+        !net.dir.path().join("email").exists()
+            || std::fs::read_dir(net.dir.path().join("email"))
+                .expect("dir")
+                .next()
+                .is_none(),
+        "nothing in the email folder"
+    );
 }
 
 #[tokio::test]

@@ -166,7 +166,7 @@ async fn a_lost_answer_then_a_retry_makes_one_submission() {
     );
     assert_eq!(f.standin.submissions().len(), 1, "Storecove processed it");
     let retried = provider
-        .submit(&f.submission("dlv-lost"))
+        .submit(&f.submission("dlv-lost").with_attempt(2))
         .await
         .expect("the retry is accepted");
     assert_eq!(retried.provider_id, None);
@@ -269,6 +269,64 @@ async fn throttling_and_outages_are_temporary_and_send_nothing() {
         .await
         .expect("then it goes through");
     assert_eq!(f.standin.submissions().len(), 1);
+}
+
+/// Storecove documents that a repeated `idempotencyGuid` gets a 422, not its words. Where the
+/// words are not recognisably "already used", a 422 after an earlier attempt may still be that
+/// repeat: the outcome is unknown (no retry, no fallback), never a refusal that would let the
+/// fallback send the invoice a second time. A first attempt's 422 is a refusal whatever its
+/// words: no earlier request carried the key.
+#[tokio::test]
+async fn a_repeat_worded_otherwise_after_a_lost_answer_leaves_the_outcome_unknown() {
+    for wording in [
+        r#"{"message":"Unprocessable Entity"}"#,
+        r#"[{"source":"document","details":"could not be processed"}]"#,
+        "",
+    ] {
+        let f = Fixture::start(StorecoveConfig {
+            repeat_answer: Some(wording.into()),
+            ..StorecoveConfig::default()
+        })
+        .await;
+        let provider = f.provider();
+        f.standin
+            .inject(Fault::once(Endpoint::Submit, FaultKind::LoseAnswer));
+        provider
+            .submit(&f.submission("dlv-lost"))
+            .await
+            .expect_err("no answer");
+        let error = provider
+            .submit(&f.submission("dlv-lost").with_attempt(2))
+            .await
+            .expect_err("a 422 in words it does not know");
+        assert!(error.outcome_unknown(), "{wording}: {error}");
+        assert!(!error.is_temporary(), "{error}");
+        let guid = idempotency_guid("dlv-lost");
+        assert!(error.message().contains(&guid), "{error}");
+        assert!(error.message().contains("attempt 2"), "{error}");
+        assert_eq!(f.standin.submissions().len(), 1, "sent once");
+
+        // A first attempt's 422 is the document's refusal, whatever the repeat's words.
+        let other: ParticipantId = "0192:923609016".parse().expect("id");
+        let refused = provider
+            .submit(&submission("dlv-r", &f.sender, &other, &f.ubl))
+            .await
+            .expect_err("422");
+        assert!(!refused.outcome_unknown(), "{refused}");
+        assert_eq!(refused.kind(), ErrorKind::InvalidInput);
+    }
+    // Worded as the stand-in does by default, the repeat is recognised at any attempt.
+    let f = Fixture::start(StorecoveConfig::default()).await;
+    let provider = f.provider();
+    provider
+        .submit(&f.submission("dlv-k"))
+        .await
+        .expect("first");
+    let again = provider
+        .submit(&f.submission("dlv-k").with_attempt(3))
+        .await
+        .expect("recognised");
+    assert!(again.detail.contains("not sent again"), "{}", again.detail);
 }
 
 #[tokio::test]

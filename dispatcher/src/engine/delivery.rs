@@ -210,6 +210,16 @@ impl DeliveryJob {
                     tracing::error!(channel = %name, "{reason}");
                     return Ok(Delivered::Ended(Finish::Dead(reason)));
                 }
+                // The sink may already have it (an earlier answer was lost; this one does not
+                // tell): another attempt or the fallback could give the customer a second copy.
+                if error.outcome_unknown() {
+                    let reason = format!(
+                        "{error}; the sink may already have this invoice, so it is neither sent again nor given to the fallback: look there first, and `postbud retry {}` only if it does not have it",
+                        job.transaction_id
+                    );
+                    tracing::error!(channel = %name, "{reason}");
+                    return Ok(Delivered::Ended(Finish::Dead(reason)));
+                }
                 let message = error.to_string();
                 let mut finish =
                     self.retry
@@ -363,6 +373,40 @@ mod tests {
             (fallback.kind, fallback.role, fallback.state),
             (JobKind::Deliver, Some(Role::Fallback), JobState::Queued)
         );
+    }
+
+    /// A failure that leaves unknown whether the sink has the invoice ends the delivery dead,
+    /// with what to do, and neither retries it nor queues the fallback.
+    #[tokio::test]
+    async fn an_outcome_the_sink_leaves_unknown_is_dead_lettered_without_the_fallback() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let route = testing::route(&["mail"], &["post"]);
+        let lease = testing::routed(store.as_ref(), &tx, &route).await;
+        let mail = Arc::new(Recording {
+            // Temporary by its kind: the engine must not retry it all the same.
+            fails: Some((RetryClass::Temporary, "HTTP 422 to a repeated key")),
+            outcome_unknown: true,
+            ..Recording::default()
+        });
+        let post = Arc::new(Recording::default());
+        let channels = [("mail", &mail), ("post", &post)];
+        let job = job(store, OneTransaction::new(tx), &channels, route);
+
+        match job.attempt(&lease, None).await.expect("attempt") {
+            Delivered::Ended(Finish::Dead(why)) => {
+                assert!(why.contains("HTTP 422 to a repeated key"), "{why}");
+                assert!(why.contains("may already have this invoice"), "{why}");
+                assert!(why.contains(&format!("postbud retry {ID}")), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let jobs = job.store.jobs(ID).await.expect("jobs");
+        assert!(
+            jobs.iter().all(|j| j.channel.as_deref() != Some("post")),
+            "no fallback: {jobs:?}"
+        );
+        assert!(post.sent.lock().expect("lock").is_empty());
     }
 
     /// A passing failure is retried later and sets off no fallback; a delivery that waited and

@@ -166,6 +166,8 @@ impl DinteroApi for OneTransaction {
 #[derive(Debug, Default)]
 pub(super) struct Recording {
     pub(super) fails: Option<(RetryClass, &'static str)>,
+    /// The failure says the sink may already have the invoice.
+    pub(super) outcome_unknown: bool,
     pub(super) cancels: bool,
     pub(super) sent: Mutex<Vec<String>>,
 }
@@ -183,7 +185,13 @@ impl Channel for Recording {
             .push(ctx.delivery_id.clone());
         match self.fails {
             Some((class, message)) => {
-                Err(ChannelError::new(ErrorKind::Unexpected, message).with_retry_class(class))
+                let error =
+                    ChannelError::new(ErrorKind::Unexpected, message).with_retry_class(class);
+                Err(if self.outcome_unknown {
+                    error.with_outcome_unknown()
+                } else {
+                    error
+                })
             }
             None => Ok(Receipt::new(format!("sent {}", invoice.invoice_number))),
         }
