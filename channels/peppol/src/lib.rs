@@ -219,6 +219,7 @@ impl Channel for PeppolChannel {
                 receiver: &receiver,
                 ubl: ubl.as_bytes(),
                 attempt: ctx.attempt,
+                sent_before: ctx.sent_before,
             })
             .await?;
         // The reference is the idempotency GUID, not the provider's id: it is known before the

@@ -23,10 +23,12 @@ pub struct Submission<'a> {
     pub receiver: &'a ParticipantId,
     /// The BIS Billing 3.0 UBL Invoice, the PDF embedded.
     pub ubl: &'a [u8],
-    /// The delivery's attempt, 1 for the first. After the first, an earlier attempt may have
-    /// reached the provider with its answer lost: a provider that answers a repeated key with
-    /// an error must then not be read as refusing the invoice unless it says why.
+    /// The delivery's attempt, 1 for the first (again after an operator's retry).
     pub attempt: u32,
+    /// Whether an earlier attempt may have reached the provider with its answer lost
+    /// ([`postbud_channel::DeliveryContext::sent_before`]): a provider that answers a repeated key
+    /// with an error must then not be read as refusing the invoice unless it says why.
+    pub sent_before: bool,
 }
 
 impl<'a> Submission<'a> {
@@ -47,12 +49,14 @@ impl<'a> Submission<'a> {
             receiver,
             ubl,
             attempt: 1,
+            sent_before: false,
         }
     }
 
-    /// The same submission at attempt `attempt` (1 for the first).
-    pub fn with_attempt(mut self, attempt: u32) -> Self {
+    /// The same submission at attempt `attempt` (1 for the first), with `sent_before`.
+    pub fn with_attempt(mut self, attempt: u32, sent_before: bool) -> Self {
         self.attempt = attempt;
+        self.sent_before = sent_before || attempt > 1;
         self
     }
 }

@@ -345,17 +345,16 @@ impl AccessPoint for Storecove {
                 submission.invoice_number,
                 http::excerpt(&answer)
             ));
-            // On a first attempt it is a refusal of the document or the request: the same
-            // invoice meets the same refusal. After one, it may be Storecove's answer to the
-            // repeated idempotencyGuid of an attempt whose answer was lost, worded otherwise
-            // than `is_repeat` knows (Storecove documents the status, not the words): then
-            // neither a retry nor the fallback may send the invoice again.
-            return Err(if submission.attempt > 1 {
+            // On a delivery's first attempt it is a refusal of the document or the request: the
+            // same invoice meets the same refusal. After one (a retry, an operator's), it may be
+            // Storecove's answer to the repeated idempotencyGuid of an attempt whose answer was
+            // lost, worded otherwise than `is_repeat` knows (Storecove documents the status,
+            // not the words): then neither a retry nor the fallback may send the invoice again.
+            return Err(if submission.sent_before {
                 refusal
                     .map_message(|m| {
                         format!(
-                            "{m}; this was attempt {} under idempotencyGuid {guid}, so an earlier one may have reached Storecove, which answers a repeated idempotencyGuid with a 422",
-                            submission.attempt
+                            "{m}; an earlier attempt under idempotencyGuid {guid} may have reached Storecove, which answers a repeated idempotencyGuid with a 422"
                         )
                     })
                     .with_outcome_unknown()

@@ -389,6 +389,70 @@ async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing
     );
 }
 
+/// The same after an operator's retry, which starts the attempts again at 1: the answer to the
+/// first attempt was lost, the key was then refused (the delivery stops for the operator, with no
+/// fallback), the operator fixes it and retries; Storecove's 422 to the repeat, in words Postbud
+/// does not know, still stops the delivery rather than running the fallback.
+#[tokio::test]
+async fn after_an_operator_s_retry_a_repeat_worded_otherwise_still_sends_nothing_else() {
+    use postbud_sandbox::storecove::{Endpoint, Fault, FaultKind};
+    let net = Network::start_with(StorecoveConfig {
+        repeat_answer: Some(r#"{"message":"Unprocessable Entity"}"#.into()),
+        ..StorecoveConfig::default()
+    })
+    .await;
+    net.storecove
+        .inject(Fault::once(Endpoint::Submit, FaultKind::LoseAnswer));
+    net.storecove
+        .inject(Fault::once(Endpoint::Submit, FaultKind::Status(401)));
+    let app = net.app().await;
+    let id = net.b2b(BUYER);
+
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
+    let delivery = ids::delivery_id(&id, "peppol");
+    let job = app
+        .store()
+        .job(&delivery)
+        .await
+        .expect("job")
+        .expect("there");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("api_key")),
+        "the key refused: {job:?}"
+    );
+
+    assert_eq!(app.retry(&id, Some("peppol")).await.expect("retry"), 1);
+    let outcome = app.deliver_now(&id).await.expect("deliver again");
+
+    assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
+    let job = app
+        .store()
+        .job(&delivery)
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(job.state, postbud::JobState::Dead, "{job:?}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("may already have this invoice")),
+        "{job:?}"
+    );
+    assert_eq!(net.storecove.submissions().len(), 1, "submitted once");
+    assert!(
+        app.store()
+            .job(&ids::delivery_id(&id, "customer-email"))
+            .await
+            .expect("job")
+            .is_none(),
+        "no fallback"
+    );
+    assert_eq!(net.dintero.captures(&id), 1);
+}
+
 #[tokio::test]
 async fn a_submission_the_access_point_reports_failed_runs_the_fallback_once() {
     let net = Network::start().await;

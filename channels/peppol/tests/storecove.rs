@@ -166,7 +166,7 @@ async fn a_lost_answer_then_a_retry_makes_one_submission() {
     );
     assert_eq!(f.standin.submissions().len(), 1, "Storecove processed it");
     let retried = provider
-        .submit(&f.submission("dlv-lost").with_attempt(2))
+        .submit(&f.submission("dlv-lost").with_attempt(2, false))
         .await
         .expect("the retry is accepted");
     assert_eq!(retried.provider_id, None);
@@ -296,14 +296,20 @@ async fn a_repeat_worded_otherwise_after_a_lost_answer_leaves_the_outcome_unknow
             .await
             .expect_err("no answer");
         let error = provider
-            .submit(&f.submission("dlv-lost").with_attempt(2))
+            .submit(&f.submission("dlv-lost").with_attempt(2, false))
             .await
             .expect_err("a 422 in words it does not know");
         assert!(error.outcome_unknown(), "{wording}: {error}");
         assert!(!error.is_temporary(), "{error}");
         let guid = idempotency_guid("dlv-lost");
         assert!(error.message().contains(&guid), "{error}");
-        assert!(error.message().contains("attempt 2"), "{error}");
+        assert!(error.message().contains("an earlier attempt"), "{error}");
+        // At attempt 1 again (an operator's retry), it is still a delivery tried before.
+        let error = provider
+            .submit(&f.submission("dlv-lost").with_attempt(1, true))
+            .await
+            .expect_err("the same 422");
+        assert!(error.outcome_unknown(), "{wording}: {error}");
         assert_eq!(f.standin.submissions().len(), 1, "sent once");
 
         // A first attempt's 422 is the document's refusal, whatever the repeat's words.
@@ -323,7 +329,7 @@ async fn a_repeat_worded_otherwise_after_a_lost_answer_leaves_the_outcome_unknow
         .await
         .expect("first");
     let again = provider
-        .submit(&f.submission("dlv-k").with_attempt(3))
+        .submit(&f.submission("dlv-k").with_attempt(3, false))
         .await
         .expect("recognised");
     assert!(again.detail.contains("not sent again"), "{}", again.detail);

@@ -183,7 +183,11 @@ impl DeliveryJob {
                 }
             }
         }
-        let mut ctx = DeliveryContext::new(&job.id, &name).with_attempt(job.attempts);
+        // Tried before even at attempt 1: an operator's retry starts the count again, and a
+        // delivery with an error or a receipt had an attempt reach the sink or try to.
+        let mut ctx = DeliveryContext::new(&job.id, &name)
+            .with_attempt(job.attempts)
+            .with_sent_before(job.last_error.is_some() || job.receipt.is_some());
         if let Some(links) = &self.links {
             ctx = ctx.with_report_url(links.report_url(&name, &job.id));
         }

@@ -26,6 +26,8 @@ pub struct Seeded {
     pub outbox: PathBuf,
     /// Two invoices that need attention.
     pub ids: Vec<String>,
+    /// The operator's password hash as configured.
+    pub operator_hash: String,
 }
 
 /// The app with `[console]` (`extra_console` added to its table), `server.public_url` ending
@@ -38,6 +40,7 @@ pub async fn seeded(extra_console: &str, path: &str) -> Seeded {
     let addr = listener.local_addr().expect("addr");
     let outbox = h.dir.path().join("outbox");
     let hash = |p: &str| postbud::password::hash(p).expect("hash");
+    let operator_hash = hash(OPERATOR.1);
     let extra = format!(
         r#"
 [server]
@@ -66,7 +69,7 @@ create = false
 deliver = ["outbox"]
 "#,
         OPERATOR.0,
-        hash(OPERATOR.1),
+        operator_hash,
         VIEWER.0,
         hash(VIEWER.1),
         outbox.display()
@@ -86,6 +89,7 @@ deliver = ["outbox"]
         base: format!("http://{addr}"),
         outbox,
         ids,
+        operator_hash,
     }
 }
 
