@@ -235,9 +235,12 @@ impl Channel for PeppolChannel {
                     self.sender
                 )
             }
+            // A wrong `sml_zone` looks the same from here (everyone is "not registered"):
+            // the merchant knows whether it registered, so it is told where to look.
             Found::NotRegistered { reason, .. } => format!(
-                "sender {} is not registered to receive BIS Billing 3.0 ({reason}); it can still send",
-                self.sender
+                "sender {} is not registered to receive BIS Billing 3.0 ({reason}); it can still send. If it is registered, `sml_zone` names another network than its SMP's (production: `{}`), and no buyer will be found either",
+                self.sender,
+                lookup::PRODUCTION_ZONE
             ),
         };
         let provider = self.access_point.check().await?;

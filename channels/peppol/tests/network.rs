@@ -273,7 +273,8 @@ async fn a_buyer_the_network_does_not_list_or_whose_number_fails_gets_email_with
     let said = peppol.as_ref().expect("the check passes");
     assert!(
         said.contains("sender 0192:745707327 is not registered to receive BIS Billing 3.0")
-            && said.contains("it can still send"),
+            && said.contains("it can still send")
+            && said.contains("`sml_zone` names another network"),
         "{said}"
     );
     // Registered since (a fresh process: the "not registered" above is kept for its TTL).
