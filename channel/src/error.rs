@@ -120,6 +120,7 @@ pub struct ChannelError {
     retry_after: Option<Duration>,
     config_key: Option<String>,
     outcome_unknown: bool,
+    reference: Option<String>,
     // In an `Arc` so that the error stays `Clone`.
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
@@ -135,6 +136,7 @@ impl ChannelError {
             retry_after: None,
             config_key: None,
             outcome_unknown: false,
+            reference: None,
             source: None,
         }
     }
@@ -236,6 +238,20 @@ impl ChannelError {
     /// Whether the sink may already have the invoice ([`ChannelError::with_outcome_unknown`]).
     pub fn outcome_unknown(&self) -> bool {
         self.outcome_unknown
+    }
+
+    /// The sink's id for what this attempt sent, where it is known before the sink answers (an
+    /// idempotency key the sink's events carry, as [`Receipt::reference`](crate::Receipt) would
+    /// be): kept on a delivery stopped by [`ChannelError::with_outcome_unknown`], so the sink's
+    /// later evidence naming it settles the delivery (delivered, or failed with the fallback).
+    pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+
+    /// [`ChannelError::with_reference`].
+    pub fn reference(&self) -> Option<&str> {
+        self.reference.as_deref()
     }
 
     /// Keeps the underlying error, for [`std::error::Error::source`]. Its `Display` must hold no

@@ -236,7 +236,7 @@ impl Metrics {
             Finish::Done(_) | Finish::DoneWith { .. } => "done",
             Finish::Retry { .. } => "retry",
             Finish::Failed(_) => "failed",
-            Finish::Dead(_) => "dead",
+            Finish::Dead(_) | Finish::Unknown { .. } => "dead",
             Finish::Skipped(_) => "skipped",
             // The attempt recorded its own end: a delivery not sent because of a void, or a
             // dispatch that completed in one transaction.

@@ -536,7 +536,7 @@ impl FinishPlan {
             Finish::Retry { at, .. } => (JobState::Queued, *at, "retry"),
             Finish::Postpone(at) => (JobState::Queued, *at, "postponed"),
             Finish::Failed(_) => (JobState::Failed, now, "failed"),
-            Finish::Dead(_) => (JobState::Dead, now, "dead"),
+            Finish::Dead(_) | Finish::Unknown { .. } => (JobState::Dead, now, "dead"),
             Finish::Skipped(_) => (JobState::Skipped, now, "skipped"),
             Finish::Recorded => return None,
         };
@@ -547,6 +547,7 @@ impl FinishPlan {
             Finish::Retry { error, .. }
             | Finish::Failed(error)
             | Finish::Dead(error)
+            | Finish::Unknown { error, .. }
             | Finish::Skipped(error) => (Some(storable(error)), None),
             Finish::Postpone(_) | Finish::Recorded => (None, None),
         };
@@ -569,7 +570,11 @@ impl FinishPlan {
             error,
             receipt,
             reference: match finish {
-                Finish::DoneWith { reference, .. } => Some(storable(reference)),
+                Finish::DoneWith { reference, .. }
+                | Finish::Unknown {
+                    reference: Some(reference),
+                    ..
+                } => Some(storable(reference)),
                 _ => None,
             },
             attempt_delta: if matches!(finish, Finish::Postpone(_)) {

@@ -832,6 +832,16 @@ pub enum Finish {
     Failed(String),
     /// Give up: retries exhausted.
     Dead(String),
+    /// Give up for a person: the sink's answer left unknown whether it has what was sent, so
+    /// neither another attempt nor the fallback may follow (state `dead`). The sink's id the
+    /// attempt was made under, when known, is kept as the delivery's reference: the sink's
+    /// evidence naming it settles the delivery ([`Store::record_evidence`]).
+    Unknown {
+        /// Why, and what to look at.
+        error: String,
+        /// The sink's id for what was sent.
+        reference: Option<String>,
+    },
     /// Not ours (dispatch only).
     Skipped(String),
     /// The attempt already recorded its end itself ([`Store::complete_dispatch`]).

@@ -913,6 +913,12 @@ impl Store for PgStore {
             }
         }
         if !failed {
+            Named::new(shared::EVIDENCE_SETTLES_JOB)
+                .bind("receipt", &e.detail)
+                .bind("now", now)
+                .bind("job_id", &e.job_id)
+                .execute(&mut *tx)
+                .await?;
             Named::new(shared::EVIDENCE_ADVANCES_JOB)
                 .bind("state", e.state.as_str())
                 .bind("rank", kernel::evidence_rank(e.state))

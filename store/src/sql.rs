@@ -66,6 +66,7 @@ pub(crate) mod shared {
         INSERT_EVIDENCE = "shared/insert_evidence.sql";
         EVIDENCE_FAILS_JOB = "shared/evidence_fails_job.sql";
         EVIDENCE_ADVANCES_JOB = "shared/evidence_advances_job.sql";
+        EVIDENCE_SETTLES_JOB = "shared/evidence_settles_job.sql";
         JOB_BY_REFERENCE = "shared/job_by_reference.sql";
         EVIDENCE_OF = "shared/evidence_of.sql";
         RECORD_AUDIT = "shared/record_audit.sql";

@@ -1530,6 +1530,128 @@ macro_rules! cases {
     };
 }
 
+/// A delivery stopped because the sink's answer left its outcome unknown (`Finish::Unknown`) is
+/// dead with the sink's reference kept; the sink's report of that reference settles it: a
+/// delivery makes it done, a failure fails it and queues what follows, once.
+pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dyn Store>) {
+    use crate::{EvidenceFailure, EvidenceWritten, NewEvidence};
+    use postbud_channel::EvidenceState;
+
+    let due = now_ms() - 60_000;
+    let job = |id: &str, role| NewJob {
+        id: id.into(),
+        kind: JobKind::Deliver,
+        channel: "peppol".into(),
+        role,
+        next_at: due,
+    };
+    let fallback = job("dlv-contract-fallback", Role::Fallback);
+    let then = [fallback.clone()];
+    submitted(&store, TX).await;
+    for (id, reference) in [
+        ("dlv-contract-ok", "guid-ok"),
+        ("dlv-contract-no", "guid-no"),
+    ] {
+        store
+            .enqueue_free(TX, &[job(id, Role::Primary)])
+            .await
+            .expect("enqueue");
+        let lease = store
+            .claim(&claim("w", Duration::from_secs(30), 10, Some(TX)))
+            .await
+            .expect("claim")
+            .into_iter()
+            .find(|l| l.job.id == id)
+            .expect("due");
+        store
+            .finish(
+                &lease,
+                Finish::Unknown {
+                    error: "HTTP 422 to a repeat; the sink may already have it".into(),
+                    reference: Some(reference.into()),
+                },
+            )
+            .await
+            .expect("finish");
+        let stopped = store.job(id).await.expect("job").expect("there");
+        assert_eq!(stopped.state, JobState::Dead);
+        assert_eq!(stopped.reference.as_deref(), Some(reference));
+        let found = store
+            .job_by_reference("peppol", reference)
+            .await
+            .expect("by reference")
+            .expect("found by the sink's id");
+        assert_eq!(found.id, id);
+    }
+    let evidence = |job_id, event_id, state: EvidenceState| NewEvidence {
+        job_id,
+        transaction_id: TX,
+        event_id,
+        state,
+        reporter: "Storecove",
+        reason: "",
+        payload: b"{}",
+        reported_at: None,
+        fails: state.is_failure().then_some(EvidenceFailure {
+            error: "rejected: the receiving access point refused it",
+            then: &then,
+            then_detail: "[peppol] rejected; falling back",
+        }),
+        detail: "[peppol] Storecove: succeeded",
+    };
+
+    assert_eq!(
+        store
+            .record_evidence(&evidence("dlv-contract-ok", "s1", EvidenceState::Delivered))
+            .await
+            .expect("record"),
+        EvidenceWritten::New { failed: false }
+    );
+    let settled = store
+        .job("dlv-contract-ok")
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(
+        (
+            settled.state,
+            settled.evidence.as_deref(),
+            settled.receipt.as_deref()
+        ),
+        (
+            JobState::Done,
+            Some("delivered"),
+            Some("[peppol] Storecove: succeeded")
+        )
+    );
+
+    for event_id in ["f1", "f2"] {
+        store
+            .record_evidence(&evidence(
+                "dlv-contract-no",
+                event_id,
+                EvidenceState::Rejected,
+            ))
+            .await
+            .expect("record");
+    }
+    let failed = store
+        .job("dlv-contract-no")
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(
+        (failed.state, failed.evidence.as_deref()),
+        (JobState::Failed, Some("rejected"))
+    );
+    let jobs = store.jobs(TX).await.expect("jobs");
+    assert_eq!(
+        jobs.iter().filter(|j| j.id == fallback.id).count(),
+        1,
+        "the fallback, once: {jobs:?}"
+    );
+}
+
 cases!(
     a_lapsed_lease_is_fenced_out,
     claims_follow_the_due_order_and_skip_what_is_not_due,
@@ -1551,6 +1673,7 @@ cases!(
     persistent_values_are_set_once_unless_replaced,
     announced_work_wakes_a_waiting_worker,
     evidence_is_recorded_once_and_a_bounce_fails_a_delivery_once,
+    evidence_settles_a_delivery_whose_outcome_was_unknown,
     listings_filter_by_state_retries_and_search,
     the_audit_log_pages_newest_first,
 );

@@ -358,6 +358,9 @@ impl AccessPoint for Storecove {
                         )
                     })
                     .with_outcome_unknown()
+                    // Storecove's events name the idempotencyGuid: one about this submission
+                    // settles the delivery.
+                    .with_reference(guid.clone())
             } else {
                 refusal
             });

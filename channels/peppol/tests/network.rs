@@ -388,6 +388,44 @@ async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing
                 .is_none(),
         "nothing in the email folder"
     );
+
+    // Storecove's own report of the submission (its events name the idempotencyGuid) settles
+    // it: the receiving access point's receipt makes the delivery done and the invoice
+    // delivered, with nothing sent again.
+    net.storecove.succeed(&guid).expect("the stand-in has it");
+    let job = run_until(&app, &delivery, |job| job.state == postbud::JobState::Done).await;
+    assert_eq!(job.evidence.as_deref(), Some("delivered"), "{job:?}");
+    let outcome = app.deliver_now(&id).await.expect("status");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert_eq!(net.storecove.submissions().len(), 1);
+}
+
+/// Runs the app (its evidence sources with it) until the job `id` satisfies `done`.
+async fn run_until(app: &Arc<App>, id: &str, done: impl Fn(&postbud::Job) -> bool) -> postbud::Job {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let app = Arc::clone(app);
+        tokio::spawn(async move {
+            app.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let job = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let job = app.store().job(id).await.expect("job").expect("there");
+            if done(&job) {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{id} did not get there"));
+    let _ = stop.send(());
+    running.await.expect("run ends");
+    job
 }
 
 /// The same after an operator's retry, which starts the attempts again at 1: the answer to the
@@ -452,6 +490,21 @@ async fn after_an_operator_s_retry_a_repeat_worded_otherwise_still_sends_nothing
         "no fallback"
     );
     assert_eq!(net.dintero.captures(&id), 1);
+
+    // Storecove reports that the receiving access point could not take it: now, and only now,
+    // the fallback runs, once.
+    let guid = postbud_peppol::provider::idempotency_guid(&delivery);
+    net.storecove
+        .fail(&guid, "failed", "receiving access point refused it")
+        .expect("the stand-in has it");
+    let email = ids::delivery_id(&id, "customer-email");
+    run_until(&app, &delivery, |job| {
+        job.state == postbud::JobState::Failed
+    })
+    .await;
+    let fallback = run_until(&app, &email, |job| job.state == postbud::JobState::Done).await;
+    assert_eq!(fallback.attempts, 1, "{fallback:?}");
+    assert_eq!(net.storecove.submissions().len(), 1);
 }
 
 #[tokio::test]

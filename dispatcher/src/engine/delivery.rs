@@ -218,11 +218,18 @@ impl DeliveryJob {
                 // tell): another attempt or the fallback could give the customer a second copy.
                 if error.outcome_unknown() {
                     let reason = format!(
-                        "{error}; the sink may already have this invoice, so it is neither sent again nor given to the fallback: look there first, and `postbud retry {}` only if it does not have it",
-                        job.transaction_id
+                        "{error}; the sink may already have this invoice, so it is neither sent again nor given to the fallback: look there first, and `postbud retry {}` only if it does not have it{}",
+                        job.transaction_id,
+                        match error.reference() {
+                            Some(_) => " (the sink's own report of it settles this delivery)",
+                            None => "",
+                        }
                     );
                     tracing::error!(channel = %name, "{reason}");
-                    return Ok(Delivered::Ended(Finish::Dead(reason)));
+                    return Ok(Delivered::Ended(Finish::Unknown {
+                        error: reason,
+                        reference: error.reference().map(str::to_owned),
+                    }));
                 }
                 let message = error.to_string();
                 let mut finish =
@@ -398,7 +405,10 @@ mod tests {
         let job = job(store, OneTransaction::new(tx), &channels, route);
 
         match job.attempt(&lease, None).await.expect("attempt") {
-            Delivered::Ended(Finish::Dead(why)) => {
+            Delivered::Ended(Finish::Unknown {
+                error: why,
+                reference: None,
+            }) => {
                 assert!(why.contains("HTTP 422 to a repeated key"), "{why}");
                 assert!(why.contains("may already have this invoice"), "{why}");
                 assert!(why.contains(&format!("postbud retry {ID}")), "{why}");

@@ -494,6 +494,11 @@ fn record_evidence(
     }
     exec(
         conn,
+        shared::EVIDENCE_SETTLES_JOB,
+        named_params! {":receipt": e.detail, ":now": now, ":job_id": e.job_id},
+    )?;
+    exec(
+        conn,
         shared::EVIDENCE_ADVANCES_JOB,
         named_params! {
             ":state": e.state.as_str(),
