@@ -94,7 +94,7 @@ impl Default for Metrics {
         let attempts = Family::<Attempt, Counter>::default();
         registry.register(
             "attempts",
-            "Attempts that ended, by job kind (dispatch, deliver, cancel, void), channel and outcome (done, retry, failed, dead, skipped, not_sent).",
+            "Attempts that ended, by job kind (dispatch, deliver, cancel, void), channel and outcome (done, retry, failed, dead, unknown: stopped because the sink may already have it, skipped, not_sent).",
             attempts.clone(),
         );
         let attempt_seconds = Family::<Work, Histogram>::new_with_constructor(|| {
@@ -143,7 +143,7 @@ impl Default for Metrics {
         let evidence = Family::<EvidenceLabel, Counter>::default();
         registry.register(
             "delivery_evidence",
-            "Delivery evidence received (provider events, reports, bounces read from a mailbox), by channel, state (accepted, delayed, delivered, opened, bounced, rejected) and outcome: recorded, failed (a bounce or rejection failed a delivered invoice and ran its fallback), duplicate, not_yet (the attempt had not ended: asked again later), unknown (about no delivery Postbud knows).",
+            "Delivery evidence received (provider events, reports, bounces read from a mailbox), by channel, state (accepted, delayed, delivered, opened, bounced, rejected) and outcome: recorded, failed (a bounce or rejection failed a delivery that ended well, or one whose sink might have had it, and ran its fallback), duplicate, not_yet (the attempt had not ended: asked again later), unknown (about no delivery Postbud knows).",
             evidence.clone(),
         );
         let callbacks = Family::<Answer, Counter>::default();
@@ -236,7 +236,8 @@ impl Metrics {
             Finish::Done(_) | Finish::DoneWith { .. } => "done",
             Finish::Retry { .. } => "retry",
             Finish::Failed(_) => "failed",
-            Finish::Dead(_) | Finish::Unknown { .. } => "dead",
+            Finish::Dead(_) => "dead",
+            Finish::Unknown { .. } => "unknown",
             Finish::Skipped(_) => "skipped",
             // The attempt recorded its own end: a delivery not sent because of a void, or a
             // dispatch that completed in one transaction.

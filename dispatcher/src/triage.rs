@@ -508,6 +508,20 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
     let lost_reason = lost
         .map(|j| format!("{}: {}", channel(j), error(j)))
         .unwrap_or_else(|| "no delivery was made".into());
+    // Not "reached nobody": its sink may have it, unknown to Postbud, and its report settles it.
+    if let Some(unknown) = deliveries
+        .iter()
+        .find(|j| j.state == JobState::Dead && j.outcome_unknown)
+    {
+        return Assessment::new(
+            Verdict::NeedsAttention,
+            format!(
+                "outcome unknown: {} may already have the invoice; its own report settles this, or look there before a retry: {}",
+                channel(unknown),
+                error(unknown)
+            ),
+        );
+    }
     if primaries_done.is_empty() && fallbacks_done.is_empty() {
         let started = if collecting {
             "collection started and the invoice reached nobody"
@@ -571,6 +585,28 @@ mod tests {
             jobs.push(job(JobKind::Deliver, Some(channel), Some(role), *state));
         }
         jobs
+    }
+
+    #[test]
+    fn a_delivery_whose_sink_may_have_it_is_not_said_to_have_reached_nobody() {
+        let mut jobs = routed(&[
+            ("peppol", "primary", JobState::Dead),
+            ("email", "primary", JobState::Done),
+        ]);
+        jobs[1].outcome_unknown = true;
+        for jobs in [jobs.clone(), jobs[..2].to_vec()] {
+            let a = assess(Some(&captured()), &jobs);
+            assert_eq!(a.verdict, Verdict::NeedsAttention);
+            assert!(
+                a.reason
+                    .starts_with("outcome unknown: peppol may already have the invoice"),
+                "{}",
+                a.reason
+            );
+        }
+        jobs[1].outcome_unknown = false;
+        let a = assess(Some(&captured()), &jobs[..2]);
+        assert!(a.reason.contains("reached nobody"), "{}", a.reason);
     }
 
     #[test]

@@ -381,6 +381,13 @@ pub(super) fn dispatch_of_claim(row: &impl Columns) -> Result<Option<Dispatch>, 
     }
 }
 
+/// Whether evidence about a job in `state` must wait for its attempt to end ("not yet"): while
+/// it runs, and while it waits for another attempt, unless its last one may have reached the
+/// sink unknown to Postbud, which the sink's report settles at once.
+pub(super) fn evidence_waits(state: &str, outcome_unknown: bool) -> bool {
+    state == "running" || (state == "queued" && !outcome_unknown)
+}
+
 pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
     Ok(Job {
         id: row.text("id")?,
@@ -399,6 +406,7 @@ pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
         receipt: row.text_opt("receipt")?,
         reference: row.text_opt("reference")?,
         evidence: row.text_opt("evidence")?,
+        outcome_unknown: row.int("outcome_unknown")? != 0,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
     })
@@ -519,8 +527,10 @@ pub(super) struct FinishPlan {
     pub next_at: Millis,
     pub error: Option<String>,
     pub receipt: Option<String>,
-    /// The sink's own id for what it accepted.
+    /// The sink's own id for what it accepted, or may have.
     pub reference: Option<String>,
+    /// 1 when the sink may have what this attempt sent without Postbud knowing, else 0.
+    pub outcome_unknown: i64,
     /// Waiting for a send window is not an attempt, though the claim counted one.
     pub attempt_delta: i64,
     pub event: &'static str,
@@ -574,9 +584,21 @@ impl FinishPlan {
                 | Finish::Unknown {
                     reference: Some(reference),
                     ..
+                }
+                | Finish::Retry {
+                    reference: Some(reference),
+                    ..
                 } => Some(storable(reference)),
                 _ => None,
             },
+            outcome_unknown: i64::from(matches!(
+                finish,
+                Finish::Unknown { .. }
+                    | Finish::Retry {
+                        reference: Some(_),
+                        ..
+                    }
+            )),
             attempt_delta: if matches!(finish, Finish::Postpone(_)) {
                 -1
             } else {

@@ -356,6 +356,10 @@ pub struct Job {
     /// The furthest state evidence reported of this delivery (`delivered`, `bounced`, ...; see
     /// [`postbud_channel::EvidenceState`]); `None` before any.
     pub evidence: Option<String>,
+    /// Whether its last attempt may have reached the sink without Postbud knowing
+    /// ([`Finish::Unknown`], a [`Finish::Retry`] with a reference): the sink's report of its
+    /// `reference` settles it.
+    pub outcome_unknown: bool,
     /// Created.
     pub created_at: Millis,
     /// Last change.
@@ -385,6 +389,7 @@ impl Job {
             receipt: None,
             reference: None,
             evidence: None,
+            outcome_unknown: false,
             created_at: 0,
             updated_at: 0,
         }
@@ -825,6 +830,11 @@ pub enum Finish {
         at: Millis,
         /// Why.
         error: String,
+        /// The sink's id for what this attempt sent, when the attempt may have reached it
+        /// though its answer did not (a lost answer to a request under an idempotency key): kept
+        /// as the delivery's reference, so that the sink's report of it settles the delivery
+        /// while it waits ([`Store::record_evidence`]).
+        reference: Option<String>,
     },
     /// Move the due time without counting an attempt (a closed send window).
     Postpone(Millis),

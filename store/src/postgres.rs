@@ -394,6 +394,7 @@ fn bind_finished<'q>(
         .bind("error", plan.error.as_deref())
         .bind("receipt", plan.receipt.as_deref())
         .bind("reference", plan.reference.as_deref())
+        .bind("outcome_unknown", plan.outcome_unknown)
         .bind("attempt_delta", plan.attempt_delta)
         .bind("now", now)
         .bind("job_id", &lease.job.id)
@@ -850,17 +851,16 @@ impl Store for PgStore {
     ) -> Result<EvidenceWritten, StoreError> {
         let e = kernel::OwnedEvidence::of(evidence);
         let mut tx = self.write().await?;
-        let state: Option<String> = Named::new(postgres::JOB_FOR_EVIDENCE)
+        let job = Named::new(postgres::JOB_FOR_EVIDENCE)
             .bind("job_id", &e.job_id)
             .fetch_optional(&mut *tx)
-            .await?
-            .as_ref()
-            .map(first::<String>)
-            .transpose()?;
-        let Some(state) = state else {
+            .await?;
+        let Some(job) = job else {
             return Ok(EvidenceWritten::NoJob);
         };
-        if state == "queued" || state == "running" {
+        let state: String = job.try_get("state")?;
+        let outcome_unknown = job.try_get::<i64, _>("outcome_unknown")? != 0;
+        if kernel::evidence_waits(&state, outcome_unknown) {
             return Ok(EvidenceWritten::NotYet);
         }
         let now = self.clock.now();
@@ -912,13 +912,15 @@ impl Store for PgStore {
                 .await?;
             }
         }
-        if !failed {
+        if e.fails.is_none() {
             Named::new(shared::EVIDENCE_SETTLES_JOB)
                 .bind("receipt", &e.detail)
                 .bind("now", now)
                 .bind("job_id", &e.job_id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if !failed {
             Named::new(shared::EVIDENCE_ADVANCES_JOB)
                 .bind("state", e.state.as_str())
                 .bind("rank", kernel::evidence_rank(e.state))
@@ -1301,7 +1303,10 @@ mod tests {
             .await
             .expect("migrated");
         crate::schema::assert_schema_8_migrated(&store).await;
-        assert_eq!(store.migrate().await.expect("again"), 9);
+        assert_eq!(
+            store.migrate().await.expect("again"),
+            migrations(Dialect::Postgres).len() as i64
+        );
         store.pool.close().await;
         sqlx::raw_sql(&dropped).execute(&pool).await.expect("drop");
     }

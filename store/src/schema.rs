@@ -105,8 +105,16 @@ pub(super) fn migrations(dialect: Dialect) -> Vec<String> {
         history_without_autoincrement(dialect),
         typed(EVIDENCE),
         console(dialect),
+        typed(OUTCOME_UNKNOWN),
     ]
 }
+
+/// Schema 10: a delivery whose last attempt may have reached its sink without Postbud knowing
+/// (`Finish::Unknown`, or a retry the channel marked so): the sink's report of its reference
+/// settles it, where evidence about any other waiting or dead delivery changes nothing.
+const OUTCOME_UNKNOWN: &str = "
+ALTER TABLE jobs ADD COLUMN outcome_unknown {int} NOT NULL DEFAULT 0;
+";
 
 /// The operator console (schema 9): what its search looks invoices up by, kept as columns with
 /// indexes of their own (the merchant's reference and the customer's email, lowercased, copied

@@ -113,6 +113,7 @@ pub async fn claims_follow_the_due_order_and_skip_what_is_not_due(store: Arc<dyn
             Finish::Retry {
                 at: now_ms() + 60_000,
                 error: "later".into(),
+                reference: None,
             },
         )
         .await
@@ -578,6 +579,7 @@ pub async fn an_end_and_the_next_claim_are_one_write(store: Arc<dyn Store>) {
             Finish::Retry {
                 at: now_ms() + 60_000,
                 error: "later".into(),
+                reference: None,
             },
             &next,
         )
@@ -1332,6 +1334,7 @@ pub async fn listings_filter_by_state_retries_and_search(store: Arc<dyn Store>) 
     let retry = Finish::Retry {
         at: now_ms() - 1,
         error: "busy".into(),
+        reference: None,
     };
     store.finish(&lease, retry).await.expect("retry");
     let lease = claim_one(&store, b, "w", Duration::from_secs(30)).await;
@@ -1530,9 +1533,12 @@ macro_rules! cases {
     };
 }
 
-/// A delivery stopped because the sink's answer left its outcome unknown (`Finish::Unknown`) is
-/// dead with the sink's reference kept; the sink's report of that reference settles it: a
-/// delivery makes it done, a failure fails it and queues what follows, once.
+/// A delivery whose last attempt may have reached the sink unknown to Postbud (stopped by
+/// `Finish::Unknown`, or waiting after a `Finish::Retry` with a reference) keeps the sink's
+/// reference; the sink's report of it settles the delivery: short of a failure it is done (and a
+/// waiting retry is not made), a failure fails it and queues what follows, once. Evidence about a
+/// dead delivery that merely kept an earlier send's reference, or a failure of a voided invoice,
+/// changes no state.
 pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dyn Store>) {
     use crate::{EvidenceFailure, EvidenceWritten, NewEvidence};
     use postbud_channel::EvidenceState;
@@ -1547,45 +1553,9 @@ pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dy
     };
     let fallback = job("dlv-contract-fallback", Role::Fallback);
     let then = [fallback.clone()];
-    submitted(&store, TX).await;
-    for (id, reference) in [
-        ("dlv-contract-ok", "guid-ok"),
-        ("dlv-contract-no", "guid-no"),
-    ] {
-        store
-            .enqueue_free(TX, &[job(id, Role::Primary)])
-            .await
-            .expect("enqueue");
-        let lease = store
-            .claim(&claim("w", Duration::from_secs(30), 10, Some(TX)))
-            .await
-            .expect("claim")
-            .into_iter()
-            .find(|l| l.job.id == id)
-            .expect("due");
-        store
-            .finish(
-                &lease,
-                Finish::Unknown {
-                    error: "HTTP 422 to a repeat; the sink may already have it".into(),
-                    reference: Some(reference.into()),
-                },
-            )
-            .await
-            .expect("finish");
-        let stopped = store.job(id).await.expect("job").expect("there");
-        assert_eq!(stopped.state, JobState::Dead);
-        assert_eq!(stopped.reference.as_deref(), Some(reference));
-        let found = store
-            .job_by_reference("peppol", reference)
-            .await
-            .expect("by reference")
-            .expect("found by the sink's id");
-        assert_eq!(found.id, id);
-    }
-    let evidence = |job_id, event_id, state: EvidenceState| NewEvidence {
+    let evidence = |transaction_id, job_id, event_id, state: EvidenceState| NewEvidence {
         job_id,
-        transaction_id: TX,
+        transaction_id,
         event_id,
         state,
         reporter: "Storecove",
@@ -1599,57 +1569,186 @@ pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dy
         }),
         detail: "[peppol] Storecove: succeeded",
     };
+    let record = |transaction_id, job_id, event_id, state| {
+        let store = Arc::clone(&store);
+        let evidence = evidence(transaction_id, job_id, event_id, state);
+        async move { store.record_evidence(&evidence).await.expect("record") }
+    };
+    let state = |id: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.job(id).await.expect("job").expect("there") }
+    };
+    // Enqueues `id` under `transaction_id`, claims it and ends the attempt with `finish`.
+    let attempt = |transaction_id: &'static str, id: &'static str, finish: Finish| {
+        let store = Arc::clone(&store);
+        let new = job(id, Role::Primary);
+        async move {
+            store
+                .enqueue_free(transaction_id, &[new])
+                .await
+                .expect("enqueue");
+            let lease = store
+                .claim(&claim(
+                    "w",
+                    Duration::from_secs(30),
+                    10,
+                    Some(transaction_id),
+                ))
+                .await
+                .expect("claim")
+                .into_iter()
+                .find(|l| l.job.id == id)
+                .expect("due");
+            store.finish(&lease, finish).await.expect("finish");
+        }
+    };
+    let unknown = |reference: &str| Finish::Unknown {
+        error: "HTTP 422 to a repeat; the sink may already have it".into(),
+        reference: Some(reference.into()),
+    };
+    submitted(&store, TX).await;
 
+    // Stopped on an unknown outcome, then reported delivered: done.
+    attempt(TX, "dlv-contract-ok", unknown("guid-ok")).await;
+    let stopped = state("dlv-contract-ok").await;
     assert_eq!(
-        store
-            .record_evidence(&evidence("dlv-contract-ok", "s1", EvidenceState::Delivered))
-            .await
-            .expect("record"),
+        (
+            stopped.state,
+            stopped.outcome_unknown,
+            stopped.reference.as_deref()
+        ),
+        (JobState::Dead, true, Some("guid-ok"))
+    );
+    let found = store
+        .job_by_reference("peppol", "guid-ok")
+        .await
+        .expect("by reference")
+        .expect("found by the sink's id");
+    assert_eq!(found.id, "dlv-contract-ok");
+    assert_eq!(
+        record(TX, "dlv-contract-ok", "s1", EvidenceState::Delivered).await,
         EvidenceWritten::New { failed: false }
     );
-    let settled = store
-        .job("dlv-contract-ok")
-        .await
-        .expect("job")
-        .expect("there");
+    let settled = state("dlv-contract-ok").await;
     assert_eq!(
         (
             settled.state,
             settled.evidence.as_deref(),
-            settled.receipt.as_deref()
+            settled.receipt.as_deref(),
+            settled.last_error.as_deref(),
+            settled.outcome_unknown
         ),
         (
             JobState::Done,
             Some("delivered"),
-            Some("[peppol] Storecove: succeeded")
+            Some("[peppol] Storecove: succeeded"),
+            None,
+            false
         )
     );
 
-    for event_id in ["f1", "f2"] {
-        store
-            .record_evidence(&evidence(
-                "dlv-contract-no",
-                event_id,
-                EvidenceState::Rejected,
-            ))
-            .await
-            .expect("record");
-    }
-    let failed = store
-        .job("dlv-contract-no")
-        .await
-        .expect("job")
-        .expect("there");
+    // Waiting to retry after an answer that was lost: the report settles it now, and the retry
+    // is not made.
+    attempt(
+        TX,
+        "dlv-contract-wait",
+        Finish::Retry {
+            at: now_ms() + 3_600_000,
+            error: "Storecove submission: the connection closed before an answer".into(),
+            reference: Some("guid-wait".into()),
+        },
+    )
+    .await;
+    let waiting = state("dlv-contract-wait").await;
     assert_eq!(
-        (failed.state, failed.evidence.as_deref()),
-        (JobState::Failed, Some("rejected"))
+        (waiting.state, waiting.outcome_unknown),
+        (JobState::Queued, true)
+    );
+    assert_eq!(
+        record(TX, "dlv-contract-wait", "w1", EvidenceState::Delivered).await,
+        EvidenceWritten::New { failed: false }
+    );
+    assert_eq!(state("dlv-contract-wait").await.state, JobState::Done);
+
+    // Stopped on an unknown outcome, then reported rejected: failed, the fallback queued.
+    attempt(TX, "dlv-contract-no", unknown("guid-no")).await;
+    assert_eq!(
+        record(TX, "dlv-contract-no", "f1", EvidenceState::Rejected).await,
+        EvidenceWritten::New { failed: true }
+    );
+    assert_eq!(
+        record(TX, "dlv-contract-no", "f2", EvidenceState::Rejected).await,
+        EvidenceWritten::New { failed: false },
+        "a second rejection fails nothing more"
+    );
+    let failed = state("dlv-contract-no").await;
+    assert_eq!(
+        (
+            failed.state,
+            failed.evidence.as_deref(),
+            failed.outcome_unknown
+        ),
+        (JobState::Failed, Some("rejected"), false)
     );
     let jobs = store.jobs(TX).await.expect("jobs");
-    assert_eq!(
-        jobs.iter().filter(|j| j.id == fallback.id).count(),
-        1,
-        "the fallback, once: {jobs:?}"
+    assert!(
+        jobs.iter()
+            .any(|j| j.id == fallback.id && j.state == JobState::Queued),
+        "the fallback is queued: {jobs:?}"
     );
+
+    // Dead for another reason with an earlier send's reference (delivered, bounced, sent again
+    // on request, its key refused): a report of that send is recorded and changes nothing.
+    attempt(
+        TX,
+        "dlv-contract-old",
+        Finish::DoneWith {
+            receipt: "accepted".into(),
+            reference: "guid-old".into(),
+        },
+    )
+    .await;
+    assert_eq!(
+        record(TX, "dlv-contract-old", "o0", EvidenceState::Bounced).await,
+        EvidenceWritten::New { failed: true }
+    );
+    assert!(store.retry(TX, Some("peppol")).await.expect("retry") >= 1);
+    let lease = store
+        .claim(&claim("w", Duration::from_secs(30), 10, Some(TX)))
+        .await
+        .expect("claim")
+        .into_iter()
+        .find(|l| l.job.id == "dlv-contract-old")
+        .expect("requeued");
+    store
+        .finish(&lease, Finish::Dead("the key was refused".into()))
+        .await
+        .expect("finish");
+    assert_eq!(
+        record(TX, "dlv-contract-old", "o1", EvidenceState::Delivered).await,
+        EvidenceWritten::New { failed: false }
+    );
+    let old = state("dlv-contract-old").await;
+    assert_eq!(
+        (old.state, old.last_error.as_deref()),
+        (JobState::Dead, Some("the key was refused"))
+    );
+
+    // Stopped on an unknown outcome, then voided: a rejection is only recorded.
+    const VOIDED: &str = "T12345678.contractUnknownVoided";
+    submitted(&store, VOIDED).await;
+    attempt(VOIDED, "dlv-contract-voided", unknown("guid-voided")).await;
+    let effect = store.void(VOIDED).await.expect("void");
+    assert_eq!(
+        effect.delivered_channels,
+        ["peppol"],
+        "the sink may have it: a channel that can cancel sends its notice"
+    );
+    assert_eq!(
+        record(VOIDED, "dlv-contract-voided", "v1", EvidenceState::Rejected).await,
+        EvidenceWritten::New { failed: false }
+    );
+    assert_eq!(state("dlv-contract-voided").await.state, JobState::Dead);
 }
 
 cases!(

@@ -313,11 +313,30 @@ impl AccessPoint for Storecove {
             .bearer_auth(api.key.expose_secret())
             .json(&body);
         let what = format!("submission of invoice {}", submission.invoice_number);
-        let response = api.send(&what, request).await?;
+        let guid = &submission.idempotency_guid;
+        // A failure after which Storecove may have the submission (this attempt's, or an
+        // earlier one's) keeps the GUID as the delivery's reference: Storecove's status event
+        // about it then settles the delivery, and giving up on it is for a person, never for
+        // the fallback.
+        let maybe_there =
+            |error: ChannelError, reached: bool| match reached || submission.sent_before {
+                true => error.with_reference(guid.clone()),
+                false => error,
+            };
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                // Refused before a byte went out, Storecove cannot have it; a timeout or a
+                // connection dropped after the request was sent, it may.
+                let reached = !e.is_connect();
+                let error =
+                    http::transport_error(e).map_message(|m| format!("Storecove {what}: {m}"));
+                return Err(maybe_there(error, reached));
+            }
+        };
         let status = response.status();
         let retry_after = http::retry_after(response.headers());
         let answer = http::read_prefix(response, http::ANSWER_LIMIT).await;
-        let guid = &submission.idempotency_guid;
         if status.is_success() {
             let provider_id = serde_json::from_slice::<Value>(&answer)
                 .ok()
@@ -365,7 +384,9 @@ impl AccessPoint for Storecove {
                 refusal
             });
         }
-        Err(api.refusal(&what, status, retry_after, &answer))
+        // A 5xx may come after Storecove processed the request.
+        let error = api.refusal(&what, status, retry_after, &answer);
+        Err(maybe_there(error, status.is_server_error()))
     }
 
     async fn check(&self) -> Result<String, ChannelError> {

@@ -67,6 +67,11 @@ impl Network {
     }
 
     fn settings(&self) -> Settings {
+        self.settings_with_backoff("100ms", "300ms")
+    }
+
+    /// The settings with retries waiting from `base` up to `max`.
+    fn settings_with_backoff(&self, base: &str, max: &str) -> Settings {
         let dir = self.dir.path().display();
         let toml = format!(
             r#"{dintero}
@@ -74,8 +79,8 @@ impl Network {
 url = "sqlite://{dir}/postbud.db"
 
 [engine]
-backoff_base = "100ms"
-backoff_max = "300ms"
+backoff_base = "{base}"
+backoff_max = "{max}"
 max_attempts = 1000
 
 [channels.peppol]
@@ -111,6 +116,8 @@ fallback = ["customer-email"]
 deliver = ["customer-email"]
 "#,
             dintero = self.dintero.dintero_toml(),
+            base = base,
+            max = max,
             api_url = self.storecove.api_url(),
             api_key = postbud_sandbox::storecove::API_KEY,
             entity = postbud_sandbox::storecove::LEGAL_ENTITY_ID,
@@ -426,6 +433,60 @@ async fn run_until(app: &Arc<App>, id: &str, done: impl Fn(&postbud::Job) -> boo
     let _ = stop.send(());
     running.await.expect("run ends");
     job
+}
+
+/// Storecove had the submission whose answer was lost: its status event, read while the delivery
+/// waits for its retry, settles it; the retry is never made, nothing is submitted twice, and the
+/// invoice is delivered without the fallback.
+#[tokio::test]
+async fn the_access_point_s_report_settles_a_delivery_waiting_after_a_lost_answer() {
+    use postbud_sandbox::storecove::{Endpoint, Fault, FaultKind};
+    let net = Network::start().await;
+    net.storecove
+        .inject(Fault::once(Endpoint::Submit, FaultKind::LoseAnswer));
+    // The retry an hour away: the report comes first.
+    let app = Arc::new(
+        App::open(&net.settings_with_backoff("1h", "1h"))
+            .await
+            .expect("app opens"),
+    );
+    let id = net.b2b(BUYER);
+
+    let outcome = app.deliver_now(&id).await.expect("deliver");
+
+    assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
+    let delivery = ids::delivery_id(&id, "peppol");
+    let guid = postbud_peppol::provider::idempotency_guid(&delivery);
+    let job = app
+        .store()
+        .job(&delivery)
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(
+        (job.state, job.outcome_unknown, job.reference.as_deref()),
+        (postbud::JobState::Queued, true, Some(guid.as_str())),
+        "waiting, the GUID kept: {job:?}"
+    );
+    net.storecove.succeed(&guid).expect("Storecove has it");
+    let job = run_until(&app, &delivery, |job| job.state == postbud::JobState::Done).await;
+    assert_eq!(
+        (job.evidence.as_deref(), job.attempts),
+        (Some("delivered"), 1),
+        "{job:?}"
+    );
+    assert_eq!(net.storecove.submissions().len(), 1);
+    assert!(net.storecove.queued().is_empty(), "the event acknowledged");
+    let outcome = app.deliver_now(&id).await.expect("status");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    assert!(
+        app.store()
+            .job(&ids::delivery_id(&id, "customer-email"))
+            .await
+            .expect("job")
+            .is_none(),
+        "no fallback"
+    );
 }
 
 /// The same after an operator's retry, which starts the attempts again at 1: the answer to the

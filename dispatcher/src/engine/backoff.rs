@@ -63,6 +63,7 @@ pub fn after_failure(
             Finish::Retry {
                 at: now + wait.as_millis() as i64,
                 error,
+                reference: None,
             }
         }
     }

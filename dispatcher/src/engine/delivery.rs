@@ -11,7 +11,7 @@ use crate::{
     store::{Finish, HistoryLine, Job, JobKind, Lease, NewJob, Role, Store, StoreError},
 };
 use postbud_channel::ids;
-use postbud_channel::{DeliveryContext, Invoice};
+use postbud_channel::{ChannelError, DeliveryContext, Invoice};
 
 /// The delivery job, with everything it reads and writes.
 pub(crate) struct DeliveryJob {
@@ -217,14 +217,7 @@ impl DeliveryJob {
                 // The sink may already have it (an earlier answer was lost; this one does not
                 // tell): another attempt or the fallback could give the customer a second copy.
                 if error.outcome_unknown() {
-                    let reason = format!(
-                        "{error}; the sink may already have this invoice, so it is neither sent again nor given to the fallback: look there first, and `postbud retry {}` only if it does not have it{}",
-                        job.transaction_id,
-                        match error.reference() {
-                            Some(_) => " (the sink's own report of it settles this delivery)",
-                            None => "",
-                        }
-                    );
+                    let reason = unknown_outcome(&error.to_string(), &job.transaction_id, &error);
                     tracing::error!(channel = %name, "{reason}");
                     return Ok(Delivered::Ended(Finish::Unknown {
                         error: reason,
@@ -239,6 +232,27 @@ impl DeliveryJob {
                     (&mut finish, route.as_ref().and_then(|r| r.window.as_ref()))
                 {
                     *at = backoff::window_open(window, *at);
+                }
+                // A reference: this attempt, or an earlier one, may have reached the sink under
+                // it. The retry keeps it, so the sink's report settles the delivery meanwhile;
+                // giving up is for a person, never for the fallback.
+                if let Some(reference) = error.reference() {
+                    finish = match finish {
+                        Finish::Retry { at, error, .. } => Finish::Retry {
+                            at,
+                            error,
+                            reference: Some(reference.to_owned()),
+                        },
+                        Finish::Failed(why) | Finish::Dead(why) => {
+                            let reason = unknown_outcome(&why, &job.transaction_id, &error);
+                            tracing::error!(channel = %name, "{reason}");
+                            Finish::Unknown {
+                                error: reason,
+                                reference: Some(reference.to_owned()),
+                            }
+                        }
+                        other => other,
+                    };
                 }
                 self.failed_for_good(lease, finish).await?
             }
@@ -306,6 +320,18 @@ impl DeliveryJob {
         );
         Ok(Some((jobs, detail)))
     }
+}
+
+/// Why a delivery whose sink may already have the invoice stopped, and what to do: `why` is
+/// the attempt's own end.
+fn unknown_outcome(why: &str, transaction_id: &str, error: &ChannelError) -> String {
+    format!(
+        "{why}; the sink may already have this invoice, so it is neither sent again nor given to the fallback: look there first, and `postbud retry {transaction_id}` only if it does not have it{}",
+        match error.reference() {
+            Some(_) => " (the sink's own report of it settles this delivery)",
+            None => "",
+        }
+    )
 }
 
 #[cfg(test)]

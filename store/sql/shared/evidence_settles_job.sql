@@ -1,7 +1,7 @@
--- Evidence the sink gave about a delivery stopped because its answer left unknown whether it had
--- the invoice (`Finish::Unknown`: dead, the sink's reference kept): it had it, so the delivery is
--- done after all, the report its receipt. A dead delivery that keeps a reference is either such
--- a one, or one delivered and then sent again and stopped: in both, the sink's report of that
--- reference says the invoice reached it.
-UPDATE jobs SET state = 'done', receipt = :receipt, updated_at = :now
-WHERE id = :job_id AND state = 'dead' AND reference IS NOT NULL
+-- A report that the sink has a delivery whose last attempt may have reached it unknown to
+-- Postbud (`outcome_unknown`: stopped for a person by `Finish::Unknown`, or waiting to retry after
+-- an answer that was lost): it has it, so the delivery is done, the report its receipt, and a
+-- retry it waited for is not made. Only for reports short of a failure (the caller's choice).
+UPDATE jobs SET state = 'done', receipt = :receipt, last_error = NULL, outcome_unknown = 0,
+       updated_at = :now
+WHERE id = :job_id AND kind = 'deliver' AND state IN ('queued', 'dead') AND outcome_unknown = 1

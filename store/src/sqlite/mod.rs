@@ -189,6 +189,7 @@ fn finish_in(conn: &Connection, lease: &Lease, plan: &FinishPlan) -> Result<(), 
             ":error": plan.error,
             ":receipt": plan.receipt,
             ":reference": plan.reference,
+            ":outcome_unknown": plan.outcome_unknown,
             ":attempt_delta": plan.attempt_delta,
             ":now": now_ms(),
             ":job_id": lease.job.id,
@@ -433,13 +434,16 @@ fn record_evidence(
     conn: &Connection,
     e: &kernel::OwnedEvidence,
 ) -> Result<EvidenceWritten, StoreError> {
-    let state = row(conn, shared::JOB, named_params! {":id": e.job_id}, |r| {
-        Ok(r.get::<_, String>("state")?)
+    let job = row(conn, shared::JOB, named_params! {":id": e.job_id}, |r| {
+        Ok((
+            r.get::<_, String>("state")?,
+            r.get::<_, i64>("outcome_unknown")? != 0,
+        ))
     })?;
-    let Some(state) = state else {
+    let Some((state, outcome_unknown)) = job else {
         return Ok(EvidenceWritten::NoJob);
     };
-    if state == "queued" || state == "running" {
+    if kernel::evidence_waits(&state, outcome_unknown) {
         return Ok(EvidenceWritten::NotYet);
     }
     let now = now_ms();
@@ -491,12 +495,13 @@ fn record_evidence(
             }
             return Ok(EvidenceWritten::New { failed: true });
         }
+    } else {
+        exec(
+            conn,
+            shared::EVIDENCE_SETTLES_JOB,
+            named_params! {":receipt": e.detail, ":now": now, ":job_id": e.job_id},
+        )?;
     }
-    exec(
-        conn,
-        shared::EVIDENCE_SETTLES_JOB,
-        named_params! {":receipt": e.detail, ":now": now, ":job_id": e.job_id},
-    )?;
     exec(
         conn,
         shared::EVIDENCE_ADVANCES_JOB,

@@ -495,9 +495,20 @@ fn next_steps(id: &str, verdict: &Verdict, jobs: &[crate::Job]) -> Vec<String> {
                     job.last_error.as_deref().unwrap_or("no error recorded")
                 ));
             }
-            steps.push(format!(
-                "Fix the cause, then retry (Retry now below, or `postbud retry {id}`)."
-            ));
+            // A sink that may already have the invoice is looked at before anything is sent.
+            let unknown = jobs
+                .iter()
+                .filter(|j| j.state == JobState::Dead && j.outcome_unknown)
+                .filter_map(|j| j.channel.as_deref())
+                .collect::<Vec<_>>();
+            steps.push(if unknown.is_empty() {
+                format!("Fix the cause, then retry (Retry now below, or `postbud retry {id}`).")
+            } else {
+                format!(
+                    "Look at {} first: it may already have the invoice, and its own report settles the delivery. Retry only if it does not have it.",
+                    unknown.join(", ")
+                )
+            });
         }
         Verdict::Pending => steps.push(
             "Work is queued; `postbud serve` finishes it. Nothing to do unless it stays pending."
