@@ -276,7 +276,9 @@ pub enum VoidOutcome {
 pub struct DinteroError {
     operation: String,
     status: Option<u16>,
-    error: ChannelError,
+    // Boxed: the error travels in every `Result` of the Dintero client, and the SDK's error is
+    // large next to the rest.
+    error: Box<ChannelError>,
 }
 
 impl DinteroError {
@@ -285,7 +287,7 @@ impl DinteroError {
         Self {
             operation: operation.into(),
             status: None,
-            error,
+            error: Box::new(error),
         }
     }
 
@@ -337,13 +339,13 @@ impl DinteroError {
 
     /// The same failure, retried (or not) against its kind's habit.
     pub fn with_retry_class(mut self, retry_class: RetryClass) -> Self {
-        self.error = self.error.with_retry_class(retry_class);
+        self.error = Box::new((*self.error).with_retry_class(retry_class));
         self
     }
 
     /// The same failure, its message rewritten by `f` (to add what the caller knows).
     pub fn map_message(mut self, f: impl FnOnce(&str) -> String) -> Self {
-        self.error = self.error.map_message(f);
+        self.error = Box::new((*self.error).map_message(f));
         self
     }
 
@@ -391,6 +393,6 @@ impl std::fmt::Display for DinteroError {
 
 impl std::error::Error for DinteroError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.error)
+        std::error::Error::source(self.error.as_ref())
     }
 }

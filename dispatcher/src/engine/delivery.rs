@@ -212,7 +212,15 @@ impl DeliveryJob {
                     crate::credentials::refused(&name, &job.transaction_id, &error)
                 {
                     tracing::error!(channel = %name, "{reason}");
-                    return Ok(Delivered::Ended(Finish::Dead(reason)));
+                    // After an attempt that may have reached the sink, it still may have it: the
+                    // sink's report settles the delivery while the key is being fixed.
+                    return Ok(Delivered::Ended(match error.reference() {
+                        Some(reference) => Finish::Unknown {
+                            error: unknown_outcome(&reason, &job.transaction_id, &error),
+                            reference: Some(reference.to_owned()),
+                        },
+                        None => Finish::Dead(reason),
+                    }));
                 }
                 // The sink may already have it (an earlier answer was lost; this one does not
                 // tell): another attempt or the fallback could give the customer a second copy.
