@@ -10,8 +10,8 @@ use std::{sync::Arc, time::Duration};
 use postbud::{App, Settings, Verdict, ids};
 use postbud_sandbox::{
     Sandbox, SandboxConfig, Seed,
-    peppol::{Fault, Peppol, ZONE},
-    storecove::{Storecove, StorecoveConfig},
+    peppol::{Fault as SmpFault, Peppol, ZONE},
+    storecove::{Endpoint, Fault, FaultKind, Storecove, StorecoveConfig},
 };
 use serde_json::json;
 
@@ -207,35 +207,11 @@ async fn a_b2b_invoice_to_a_registered_buyer_is_captured_once_submitted_once_and
 
     // The receiving access point's receipt arrives through the provider's queue.
     net.storecove.succeed(&guid).expect("the stand-in knows it");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let app = Arc::clone(&app);
-        tokio::spawn(async move {
-            app.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    };
-    let job = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let job = app
-                .store()
-                .job(&delivery)
-                .await
-                .expect("job")
-                .expect("there");
-            if job.evidence.as_deref() == Some("delivered") {
-                break job;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let job = run_until(&app, &delivery, |job| {
+        job.evidence.as_deref() == Some("delivered")
     })
-    .await
-    .expect("the receipt is recorded");
+    .await;
     assert_eq!(job.state, postbud::JobState::Done);
-    let _ = stop.send(());
-    running.await.expect("run ends");
     assert!(
         net.storecove.queued().is_empty(),
         "the event is acknowledged once recorded"
@@ -306,8 +282,8 @@ async fn a_tampered_or_untrusted_smp_answer_captures_nothing_and_sends_nothing()
 
     // A buyer each: a good answer is cached for its time to live, so each fault is met fresh.
     for (fault, buyer) in [
-        (Fault::TamperedEndpoint, BUYER),
-        (Fault::UntrustedSigner, SECOND),
+        (SmpFault::TamperedEndpoint, BUYER),
+        (SmpFault::UntrustedSigner, SECOND),
     ] {
         let participant = format!("0192:{buyer}");
         net.peppol.fault(&participant, fault.clone());
@@ -344,21 +320,27 @@ async fn a_tampered_or_untrusted_smp_answer_captures_nothing_and_sends_nothing()
     assert_eq!(net.storecove.submissions().len(), 2);
 }
 
-/// Storecove's 422 to a repeated idempotencyGuid, worded in a way Postbud does not know, after an
-/// attempt whose answer was lost: Storecove has the invoice, so neither a second submission nor
-/// the email fallback may go out; the invoice needs a person, who is told what to look at.
-#[tokio::test]
-async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing_else() {
+/// The network with a Storecove that words its 422 to a repeated idempotencyGuid in a way Postbud
+/// does not know, and whose next submissions meet `faults`, in order.
+async fn repeats_worded_otherwise(faults: &[FaultKind]) -> Network {
     let net = Network::start_with(StorecoveConfig {
         repeat_answer: Some(r#"{"message":"Unprocessable Entity"}"#.into()),
         ..StorecoveConfig::default()
     })
     .await;
-    net.storecove
-        .inject(postbud_sandbox::storecove::Fault::once(
-            postbud_sandbox::storecove::Endpoint::Submit,
-            postbud_sandbox::storecove::FaultKind::LoseAnswer,
-        ));
+    for fault in faults {
+        net.storecove
+            .inject(Fault::once(Endpoint::Submit, fault.clone()));
+    }
+    net
+}
+
+/// Storecove's 422 to a repeated idempotencyGuid, worded in a way Postbud does not know, after an
+/// attempt whose answer was lost: Storecove has the invoice, so neither a second submission nor
+/// the email fallback may go out; the invoice needs a person, who is told what to look at.
+#[tokio::test]
+async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing_else() {
+    let net = repeats_worded_otherwise(&[FaultKind::LoseAnswer]).await;
     let app = net.app().await;
     let id = net.b2b(BUYER);
 
@@ -407,7 +389,7 @@ async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing
     assert_eq!(net.storecove.submissions().len(), 1);
 }
 
-/// Runs the app (its evidence sources with it) until the job `id` satisfies `done`.
+/// Runs the app (its evidence sources with it) until the job `id` exists and satisfies `done`.
 async fn run_until(app: &Arc<App>, id: &str, done: impl Fn(&postbud::Job) -> bool) -> postbud::Job {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = {
@@ -421,8 +403,10 @@ async fn run_until(app: &Arc<App>, id: &str, done: impl Fn(&postbud::Job) -> boo
     };
     let job = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let job = app.store().job(id).await.expect("job").expect("there");
-            if done(&job) {
+            // A fallback is made by the report itself: not there before it.
+            if let Some(job) = app.store().job(id).await.expect("job")
+                && done(&job)
+            {
                 break job;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -440,7 +424,6 @@ async fn run_until(app: &Arc<App>, id: &str, done: impl Fn(&postbud::Job) -> boo
 /// invoice is delivered without the fallback.
 #[tokio::test]
 async fn the_access_point_s_report_settles_a_delivery_waiting_after_a_lost_answer() {
-    use postbud_sandbox::storecove::{Endpoint, Fault, FaultKind};
     let net = Network::start().await;
     net.storecove
         .inject(Fault::once(Endpoint::Submit, FaultKind::LoseAnswer));
@@ -495,16 +478,7 @@ async fn the_access_point_s_report_settles_a_delivery_waiting_after_a_lost_answe
 /// does not know, still stops the delivery rather than running the fallback.
 #[tokio::test]
 async fn after_an_operator_s_retry_a_repeat_worded_otherwise_still_sends_nothing_else() {
-    use postbud_sandbox::storecove::{Endpoint, Fault, FaultKind};
-    let net = Network::start_with(StorecoveConfig {
-        repeat_answer: Some(r#"{"message":"Unprocessable Entity"}"#.into()),
-        ..StorecoveConfig::default()
-    })
-    .await;
-    net.storecove
-        .inject(Fault::once(Endpoint::Submit, FaultKind::LoseAnswer));
-    net.storecove
-        .inject(Fault::once(Endpoint::Submit, FaultKind::Status(401)));
+    let net = repeats_worded_otherwise(&[FaultKind::LoseAnswer, FaultKind::Status(401)]).await;
     let app = net.app().await;
     let id = net.b2b(BUYER);
 
@@ -590,32 +564,9 @@ async fn a_submission_the_access_point_reports_failed_runs_the_fallback_once() {
             "receiving access point refused: FD failure of delivery",
         )
         .expect("the stand-in knows it");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let app = Arc::clone(&app);
-        tokio::spawn(async move {
-            app.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    };
     let fallback = ids::delivery_id(&id, "customer-email");
-    let done = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Some(job) = app.store().job(&fallback).await.expect("job")
-                && job.state == postbud::JobState::Done
-            {
-                break job;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the fallback is delivered");
+    let done = run_until(&app, &fallback, |job| job.state == postbud::JobState::Done).await;
     assert_eq!(done.channel.as_deref(), Some("customer-email"));
-    let _ = stop.send(());
-    running.await.expect("run ends");
 
     let peppol = app
         .store()
@@ -646,7 +597,7 @@ async fn an_invoice_no_peppol_route_could_take_does_not_wait_on_the_lookup() {
     // The network is silent for this buyer, but the invoice is B2C: the Peppol route's
     // other condition (`kravia.invoice_b2b`) already rules it out, so nobody asks.
     let participant = format!("0192:{BUYER}");
-    net.peppol.fault(&participant, Fault::DnsSilent);
+    net.peppol.fault(&participant, SmpFault::DnsSilent);
     let id = net.dintero.seed(Seed {
         billing_address: Some(json!({
             "first_name": "Kari",
