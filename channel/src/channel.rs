@@ -148,11 +148,17 @@ pub struct DeliveryContext {
     /// 1 for the first attempt. It starts again at 1 when an operator sends the delivery again
     /// (`postbud retry`, the console): see [`DeliveryContext::sent_before`].
     pub attempt: u32,
-    /// Whether an earlier attempt of this delivery may have reached the sink, its answer lost:
-    /// any attempt after the first, including one an operator asked for after the delivery
-    /// failed, went dead or was delivered. A sink that answers a repeated idempotency key with
-    /// an error is read with this in mind.
+    /// Whether an earlier attempt of this delivery may have reached the sink: one ended without
+    /// Postbud learning whether it did (an error the channel gave a reference,
+    /// [`ChannelError::with_reference`](crate::ChannelError::with_reference)), or the delivery
+    /// was delivered before and is being sent again. Whatever the attempt's number: an
+    /// operator's retry starts that count again. A sink that answers a repeated idempotency key
+    /// with an error is read with this in mind.
     pub sent_before: bool,
+    /// How often an operator sent this delivery again after it failed for good (0 at first): a
+    /// sink that keeps an idempotency key for good (a failed send's included) needs a new key for
+    /// each, e.g. the delivery id and this number.
+    pub resend: u32,
     /// Where the provider should send status callbacks for this delivery, when
     /// `server.public_url` is set: `<public_url>/reports/<channel>?delivery=<id>`.
     pub report_url: Option<String>,
@@ -166,21 +172,28 @@ impl DeliveryContext {
             channel: channel.into(),
             attempt: 1,
             sent_before: false,
+            resend: 0,
             report_url: None,
         }
     }
 
-    /// The same delivery, at attempt `attempt` (1 for the first); an attempt after the first
-    /// is [`DeliveryContext::sent_before`].
+    /// The same delivery, at attempt `attempt` (1 for the first).
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = attempt;
-        self.sent_before |= attempt > 1;
         self
     }
 
-    /// The same delivery, tried before ([`DeliveryContext::sent_before`]) whatever its attempt.
+    /// The same delivery, an earlier attempt of which may have reached the sink
+    /// ([`DeliveryContext::sent_before`]).
     pub fn with_sent_before(mut self, sent_before: bool) -> Self {
-        self.sent_before |= sent_before;
+        self.sent_before = sent_before;
+        self
+    }
+
+    /// The same delivery, sent again for the `resend`th time after it failed for good
+    /// ([`DeliveryContext::resend`]).
+    pub fn with_resend(mut self, resend: u32) -> Self {
+        self.resend = resend;
         self
     }
 

@@ -516,8 +516,12 @@ pub fn assess(dispatch: Option<&Dispatch>, jobs: &[Job]) -> Assessment {
         return Assessment::new(
             Verdict::NeedsAttention,
             format!(
-                "outcome unknown: {} may already have the invoice; its own report settles this, or look there before a retry: {}",
+                "outcome unknown: {} may already have the invoice; {}: {}",
                 channel(unknown),
+                match unknown.reference {
+                    Some(_) => "its own report settles this, or look there before a retry",
+                    None => "look there before a retry",
+                },
                 error(unknown)
             ),
         );

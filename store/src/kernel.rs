@@ -407,6 +407,7 @@ pub(super) fn job_from(row: &impl Columns) -> Result<Job, StoreError> {
         reference: row.text_opt("reference")?,
         evidence: row.text_opt("evidence")?,
         outcome_unknown: row.int("outcome_unknown")? != 0,
+        resends: row.int("resends")? as u32,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
     })
@@ -591,14 +592,19 @@ impl FinishPlan {
                 } => Some(storable(reference)),
                 _ => None,
             },
-            outcome_unknown: i64::from(matches!(
-                finish,
-                Finish::Unknown { .. }
-                    | Finish::Retry {
-                        reference: Some(_),
-                        ..
-                    }
-            )),
+            // Once the sink may have it, only a success clears the mark: a later attempt that
+            // never reached the sink (a closed window, a refused connection) knows no more.
+            outcome_unknown: i64::from(
+                matches!(
+                    finish,
+                    Finish::Unknown { .. }
+                        | Finish::Retry {
+                            reference: Some(_),
+                            ..
+                        }
+                ) || (lease.job.outcome_unknown
+                    && !matches!(finish, Finish::Done(_) | Finish::DoneWith { .. })),
+            ),
             attempt_delta: if matches!(finish, Finish::Postpone(_)) {
                 -1
             } else {

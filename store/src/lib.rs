@@ -356,10 +356,13 @@ pub struct Job {
     /// The furthest state evidence reported of this delivery (`delivered`, `bounced`, ...; see
     /// [`postbud_channel::EvidenceState`]); `None` before any.
     pub evidence: Option<String>,
-    /// Whether its last attempt may have reached the sink without Postbud knowing
-    /// ([`Finish::Unknown`], a [`Finish::Retry`] with a reference): the sink's report of its
-    /// `reference` settles it.
+    /// Whether an attempt may have reached the sink without Postbud knowing
+    /// ([`Finish::Unknown`], a [`Finish::Retry`] with a reference), until one succeeds or the
+    /// sink reports: the sink's report of its `reference` settles it.
     pub outcome_unknown: bool,
+    /// How often an operator sent it again after it failed for good ([`Store::retry`]); a send
+    /// after such a retry starts without the earlier send's receipt and reference.
+    pub resends: u32,
     /// Created.
     pub created_at: Millis,
     /// Last change.
@@ -390,6 +393,7 @@ impl Job {
             reference: None,
             evidence: None,
             outcome_unknown: false,
+            resends: 0,
             created_at: 0,
             updated_at: 0,
         }

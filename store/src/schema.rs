@@ -109,11 +109,14 @@ pub(super) fn migrations(dialect: Dialect) -> Vec<String> {
     ]
 }
 
-/// Schema 10: a delivery whose last attempt may have reached its sink without Postbud knowing
+/// Schema 10: a delivery an attempt of which may have reached its sink without Postbud knowing
 /// (`Finish::Unknown`, or a retry the channel marked so): the sink's report of its reference
-/// settles it, where evidence about any other waiting or dead delivery changes nothing.
+/// settles it, where evidence about any other waiting or dead delivery changes nothing. And how
+/// often an operator sent a delivery again after it failed for good: a sink's idempotency key
+/// the failed send used cannot be used again.
 const OUTCOME_UNKNOWN: &str = "
 ALTER TABLE jobs ADD COLUMN outcome_unknown {int} NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN resends {int} NOT NULL DEFAULT 0;
 ";
 
 /// The operator console (schema 9): what its search looks invoices up by, kept as columns with

@@ -1713,6 +1713,17 @@ pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dy
         EvidenceWritten::New { failed: true }
     );
     assert!(store.retry(TX, Some("peppol")).await.expect("retry") >= 1);
+    // Failed for good with a definite answer: sent again, it is a new send.
+    let resent = state("dlv-contract-old").await;
+    assert_eq!(
+        (
+            resent.state,
+            resent.resends,
+            resent.reference.as_deref(),
+            resent.receipt.as_deref()
+        ),
+        (JobState::Queued, 1, None, None)
+    );
     let lease = store
         .claim(&claim("w", Duration::from_secs(30), 10, Some(TX)))
         .await
@@ -1732,6 +1743,20 @@ pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dy
     assert_eq!(
         (old.state, old.last_error.as_deref()),
         (JobState::Dead, Some("the key was refused"))
+    );
+
+    // Sent again while the sink may have it: the same send, its reference kept.
+    attempt(TX, "dlv-contract-again", unknown("guid-again")).await;
+    store.retry(TX, Some("peppol")).await.expect("retry");
+    let again = state("dlv-contract-again").await;
+    assert_eq!(
+        (
+            again.state,
+            again.resends,
+            again.reference.as_deref(),
+            again.outcome_unknown
+        ),
+        (JobState::Queued, 0, Some("guid-again"), true)
     );
 
     // Stopped on an unknown outcome, then voided: a rejection is only recorded.

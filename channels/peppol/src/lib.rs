@@ -44,7 +44,7 @@ use postbud_ubl::{Seller, identifiers::ParticipantId};
 
 use self::{
     lookup::{Found, Lookup, LookupSettings},
-    provider::{AccessPoint, Submission, idempotency_guid},
+    provider::{AccessPoint, Submission, idempotency_guid_of},
     storecove::{Storecove, StorecoveSettings},
 };
 
@@ -208,7 +208,7 @@ impl Channel for PeppolChannel {
         let receiver = buyer_participant(&recipient).map_err(ChannelError::invalid_input)?;
         let ubl =
             postbud_ubl::invoice(&self.seller, invoice).map_err(ChannelError::invalid_input)?;
-        let guid = idempotency_guid(&ctx.delivery_id);
+        let guid = idempotency_guid_of(&ctx.delivery_id, ctx.resend);
         let submitted = self
             .access_point
             .submit(&Submission {

@@ -53,10 +53,11 @@ impl<'a> Submission<'a> {
         }
     }
 
-    /// The same submission at attempt `attempt` (1 for the first), with `sent_before`.
+    /// The same submission at attempt `attempt` (1 for the first), an earlier attempt of which
+    /// may have reached the provider when `sent_before`.
     pub fn with_attempt(mut self, attempt: u32, sent_before: bool) -> Self {
         self.attempt = attempt;
-        self.sent_before = sent_before || attempt > 1;
+        self.sent_before = sent_before;
         self
     }
 }
@@ -103,8 +104,20 @@ pub trait AccessPoint: Send + Sync + fmt::Debug {
 /// derived from the SHA-256 of the delivery id, so every attempt (and every process) sends the
 /// same one.
 pub fn idempotency_guid(delivery_id: &str) -> String {
+    idempotency_guid_of(delivery_id, 0)
+}
+
+/// [`idempotency_guid`] of the `resend`th send of a delivery that failed for good
+/// ([`postbud_channel::DeliveryContext::resend`]): Storecove processes only the first submission
+/// under a GUID, a failed one included, so each resend has its own (the first is the delivery
+/// id's own, as before resends were counted).
+pub fn idempotency_guid_of(delivery_id: &str, resend: u32) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(delivery_id.as_bytes());
+    let key = match resend {
+        0 => delivery_id.to_owned(),
+        n => format!("{delivery_id}#resend-{n}"),
+    };
+    let digest = Sha256::digest(key.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
     b[6] = (b[6] & 0x0f) | 0x80; // version 8: custom
@@ -129,6 +142,10 @@ mod tests {
         let a = idempotency_guid("d-1");
         assert_eq!(a, idempotency_guid("d-1"));
         assert_ne!(a, idempotency_guid("d-2"));
+        assert_eq!(a, idempotency_guid_of("d-1", 0));
+        let resent = idempotency_guid_of("d-1", 1);
+        assert_eq!(resent, idempotency_guid_of("d-1", 1));
+        assert!(![a.as_str(), idempotency_guid_of("d-1", 2).as_str()].contains(&resent.as_str()));
         assert_eq!(a.len(), 36);
         let parts: Vec<&str> = a.split('-').collect();
         assert_eq!(

@@ -588,6 +588,27 @@ async fn a_submission_the_access_point_reports_failed_runs_the_fallback_once() {
         net.storecove.queued().is_empty(),
         "acknowledged once recorded"
     );
+
+    // The cause fixed, an operator sends it over Peppol again: Storecove processes only the first
+    // submission under a GUID, the failed one included, so the resend has a GUID of its own and
+    // is submitted, not taken for the failed one's repeat.
+    assert_eq!(app.retry(&id, Some("peppol")).await.expect("retry"), 1);
+    let outcome = app.deliver_now(&id).await.expect("deliver again");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+    let resent = postbud_peppol::provider::idempotency_guid_of(&delivery, 1);
+    assert_ne!(resent, guid);
+    assert_eq!(net.storecove.submissions().len(), 2, "submitted again");
+    assert!(net.storecove.submission(&resent).is_some());
+    let job = app
+        .store()
+        .job(&delivery)
+        .await
+        .expect("job")
+        .expect("there");
+    assert_eq!(
+        (job.state, job.resends, job.reference.as_deref()),
+        (postbud::JobState::Done, 1, Some(resent.as_str()))
+    );
 }
 
 #[tokio::test]

@@ -296,7 +296,7 @@ async fn a_repeat_worded_otherwise_after_a_lost_answer_leaves_the_outcome_unknow
             .await
             .expect_err("no answer");
         let error = provider
-            .submit(&f.submission("dlv-lost").with_attempt(2, false))
+            .submit(&f.submission("dlv-lost").with_attempt(2, true))
             .await
             .expect_err("a 422 in words it does not know");
         assert!(error.outcome_unknown(), "{wording}: {error}");

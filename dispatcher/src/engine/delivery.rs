@@ -183,11 +183,14 @@ impl DeliveryJob {
                 }
             }
         }
-        // Tried before even at attempt 1: an operator's retry starts the count again, and a
-        // delivery with an error or a receipt had an attempt reach the sink or try to.
+        // An earlier attempt may have reached the sink: it ended unknown to Postbud, or was
+        // delivered before (an operator's retry starts the count of attempts again).
         let mut ctx = DeliveryContext::new(&job.id, &name)
             .with_attempt(job.attempts)
-            .with_sent_before(job.last_error.is_some() || job.receipt.is_some());
+            .with_sent_before(
+                job.outcome_unknown || job.reference.is_some() || job.receipt.is_some(),
+            )
+            .with_resend(job.resends);
         if let Some(links) = &self.links {
             ctx = ctx.with_report_url(links.report_url(&name, &job.id));
         }
@@ -280,6 +283,27 @@ impl DeliveryJob {
             return Ok(finish);
         }
         let job = &lease.job;
+        // An earlier attempt may have reached the sink: giving up now (the invoice no longer
+        // readable, the channel gone from the configuration, retries run out) is for a person,
+        // never for the fallback.
+        if job.outcome_unknown {
+            let (Finish::Failed(why) | Finish::Dead(why)) = &finish else {
+                unreachable!("gave up")
+            };
+            let reason = format!(
+                "{why}; an earlier attempt may have reached the sink under {}, so it is not given to the fallback: look there first, and `postbud retry {}` only if it does not have it (the sink's own report of it settles this delivery)",
+                job.reference.as_deref().unwrap_or("its reference"),
+                job.transaction_id
+            );
+            tracing::error!(
+                channel = job.channel.as_deref().unwrap_or_default(),
+                "{reason}"
+            );
+            return Ok(Finish::Unknown {
+                error: reason,
+                reference: job.reference.clone(),
+            });
+        }
         let Some((jobs, detail)) = self.fallback_of(job, "failed for good").await? else {
             return Ok(finish);
         };
@@ -446,6 +470,82 @@ mod tests {
                 assert!(why.contains("HTTP 422 to a repeated key"), "{why}");
                 assert!(why.contains("may already have this invoice"), "{why}");
                 assert!(why.contains(&format!("postbud retry {ID}")), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let jobs = job.store.jobs(ID).await.expect("jobs");
+        assert!(
+            jobs.iter().all(|j| j.channel.as_deref() != Some("post")),
+            "no fallback: {jobs:?}"
+        );
+        assert!(post.sent.lock().expect("lock").is_empty());
+    }
+
+    /// A failure after which the sink may have the invoice (it names the sink's id): retried,
+    /// the id kept; giving up then, for a reason of the channel's or of the engine's, is for a
+    /// person and never for the fallback.
+    #[tokio::test]
+    async fn a_failure_the_sink_may_have_taken_keeps_its_id_and_never_falls_back() {
+        let (_dir, store) = testing::sqlite().await;
+        let tx = testing::transaction(ID, "AUTHORIZED", json!([]));
+        let route = testing::route(&["mail"], &["post"]);
+        let lease = testing::routed(store.as_ref(), &tx, &route).await;
+        let mail = Arc::new(Recording {
+            fails: Some((
+                RetryClass::Temporary,
+                "the connection closed before an answer",
+            )),
+            reference: Some("guid-1"),
+            ..Recording::default()
+        });
+        let refusing = Arc::new(Recording {
+            fails: Some((RetryClass::Permanent, "no such participant")),
+            reference: Some("guid-1"),
+            ..Recording::default()
+        });
+        let post = Arc::new(Recording::default());
+        let dintero = OneTransaction::new(tx);
+        let retrying = job(
+            Arc::clone(&store),
+            Arc::clone(&dintero),
+            &[("mail", &mail), ("post", &post)],
+            route.clone(),
+        );
+        match retrying.attempt(&lease, None).await.expect("attempt") {
+            Delivered::Ended(Finish::Retry { reference, .. }) => {
+                assert_eq!(reference.as_deref(), Some("guid-1"))
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Refused for good this time: a person's, with the id, not the fallback's.
+        let job = job(
+            store,
+            dintero,
+            &[("mail", &refusing), ("post", &post)],
+            route,
+        );
+        match job.attempt(&lease, None).await.expect("attempt") {
+            Delivered::Ended(Finish::Unknown { error, reference }) => {
+                assert_eq!(reference.as_deref(), Some("guid-1"));
+                assert!(error.contains("no such participant"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // The engine's own give-up of a delivery an earlier attempt may have delivered: the
+        // channel gone from the configuration.
+        let mut marked = lease.clone();
+        marked.job.outcome_unknown = true;
+        marked.job.reference = Some("guid-1".into());
+        marked.job.channel = Some("gone".into());
+        match job.attempt(&marked, None).await.expect("attempt") {
+            Delivered::Ended(Finish::Unknown { error, reference }) => {
+                assert_eq!(reference.as_deref(), Some("guid-1"));
+                assert!(
+                    error.contains("may have reached the sink under guid-1"),
+                    "{error}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -168,6 +168,8 @@ pub(super) struct Recording {
     pub(super) fails: Option<(RetryClass, &'static str)>,
     /// The failure says the sink may already have the invoice.
     pub(super) outcome_unknown: bool,
+    /// The failure names the sink's id for what was sent (it may have reached the sink).
+    pub(super) reference: Option<&'static str>,
     pub(super) cancels: bool,
     pub(super) sent: Mutex<Vec<String>>,
 }
@@ -185,13 +187,15 @@ impl Channel for Recording {
             .push(ctx.delivery_id.clone());
         match self.fails {
             Some((class, message)) => {
-                let error =
+                let mut error =
                     ChannelError::new(ErrorKind::Unexpected, message).with_retry_class(class);
-                Err(if self.outcome_unknown {
-                    error.with_outcome_unknown()
-                } else {
-                    error
-                })
+                if self.outcome_unknown {
+                    error = error.with_outcome_unknown();
+                }
+                if let Some(reference) = self.reference {
+                    error = error.with_reference(reference);
+                }
+                Err(error)
             }
             None => Ok(Receipt::new(format!("sent {}", invoice.invoice_number))),
         }

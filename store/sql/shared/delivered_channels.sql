@@ -3,5 +3,5 @@
 -- their send may reach the customer, so each gets a cancellation notice.
 SELECT channel FROM jobs
 WHERE transaction_id = :transaction_id AND kind = 'deliver'
-  AND (state IN ('done', 'running') OR (state IN ('dead', 'queued') AND outcome_unknown = 1))
+  AND (state IN ('done', 'running') OR outcome_unknown = 1)
 ORDER BY channel
