@@ -192,8 +192,9 @@ impl App {
         Ok(self.store().counts().await?.totals)
     }
 
-    /// Requeues the transaction's failed, dead-lettered or cancelled jobs (of one channel
-    /// instance, or all) for another attempt now; how many were requeued.
+    /// Requeues the transaction's failed, dead-lettered or waiting jobs (of one channel
+    /// instance, or all) for another attempt now; how many were requeued. A delivery that
+    /// failed for good unmarked is a new send ([`crate::Job::resends`]).
     pub async fn retry(
         &self,
         transaction_id: &str,

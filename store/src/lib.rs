@@ -980,7 +980,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Option<Job>, StoreError>;
     /// The evidence recorded about a transaction's deliveries, oldest first.
     async fn evidence(&self, transaction_id: &str) -> Result<Vec<EvidenceEntry>, StoreError>;
-    /// Requeues failed, dead or cancelled jobs (of one channel, or all) for another try now.
+    /// Requeues failed, dead or waiting jobs (of one channel, or all) for another try now; a
+    /// delivery that failed for good unmarked ([`Job::outcome_unknown`]) is a new send
+    /// ([`Job::resends`]), without its earlier receipt and reference.
     async fn retry(&self, transaction_id: &str, channel: Option<&str>) -> Result<u64, StoreError>;
     /// Marks the dispatch voided and stops its pending jobs.
     async fn void(&self, transaction_id: &str) -> Result<VoidEffect, StoreError>;

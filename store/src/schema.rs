@@ -106,16 +106,21 @@ pub(super) fn migrations(dialect: Dialect) -> Vec<String> {
         typed(EVIDENCE),
         console(dialect),
         typed(OUTCOME_UNKNOWN),
+        typed(RESENDS),
     ]
 }
 
 /// Schema 10: a delivery an attempt of which may have reached its sink without Postbud knowing
-/// (`Finish::Unknown`, or a retry the channel marked so): the sink's report of its reference
-/// settles it, where evidence about any other waiting or dead delivery changes nothing. And how
-/// often an operator sent a delivery again after it failed for good: a sink's idempotency key
-/// the failed send used cannot be used again.
+/// (`Finish::Unknown`, a retry the channel marked so, a lease that lapsed): the sink's report of
+/// its reference settles it, where evidence about any other waiting or dead delivery changes
+/// nothing.
 const OUTCOME_UNKNOWN: &str = "
 ALTER TABLE jobs ADD COLUMN outcome_unknown {int} NOT NULL DEFAULT 0;
+";
+
+/// Schema 11: how often an operator sent a delivery again after it failed for good, so that a
+/// sink's idempotency key the failed send used is not used again.
+const RESENDS: &str = "
 ALTER TABLE jobs ADD COLUMN resends {int} NOT NULL DEFAULT 0;
 ";
 

@@ -1759,6 +1759,35 @@ pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dy
         (JobState::Queued, 0, Some("guid-again"), true)
     );
 
+    // A delivery whose lease lapsed (its worker died mid-attempt) may have reached the sink.
+    store
+        .enqueue_free(TX, &[job("dlv-contract-lapsed", Role::Primary)])
+        .await
+        .expect("enqueue");
+    let first = store
+        .claim(&claim("dies", Duration::from_millis(100), 10, Some(TX)))
+        .await
+        .expect("claim")
+        .into_iter()
+        .find(|l| l.job.id == "dlv-contract-lapsed")
+        .expect("due");
+    assert!(
+        !first.job.outcome_unknown,
+        "a first claim knows nothing sent"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let again = store
+        .claim(&claim("rescues", Duration::from_secs(30), 10, Some(TX)))
+        .await
+        .expect("claim")
+        .into_iter()
+        .find(|l| l.job.id == "dlv-contract-lapsed")
+        .expect("lapsed, claimed again");
+    assert!(
+        again.job.outcome_unknown,
+        "the rescued attempt may follow a send"
+    );
+
     // Stopped on an unknown outcome, then voided: a rejection is only recorded.
     const VOIDED: &str = "T12345678.contractUnknownVoided";
     submitted(&store, VOIDED).await;

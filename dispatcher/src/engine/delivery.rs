@@ -159,7 +159,8 @@ impl DeliveryJob {
         if job.kind == JobKind::Deliver && waited {
             match self.gateway.transaction(&job.transaction_id).await {
                 Ok(tx) if tx.is_voided() => {
-                    // This delivery ends first, unsent, so the void sends it no notice.
+                    // This delivery ends first, unsent, so the void sends it no notice (unless an
+                    // earlier attempt may have reached the sink: it stays marked, and counts).
                     let why = format!(
                         "[{name}] not sent: the transaction was voided at Dintero while this delivery waited"
                     );
@@ -291,7 +292,7 @@ impl DeliveryJob {
                 unreachable!("gave up")
             };
             let reason = format!(
-                "{why}; an earlier attempt may have reached the sink under {}, so it is not given to the fallback: look there first, and `postbud retry {}` only if it does not have it (the sink's own report of it settles this delivery)",
+                "{why}; an earlier attempt may have reached the sink under {}, so it is not given to the fallback: look there first (the sink's own report of it settles this delivery); `postbud retry {}` if it does not have it, or deliver through the channel again from the console (a new send) if it failed there",
                 job.reference.as_deref().unwrap_or("its reference"),
                 job.transaction_id
             );
@@ -358,11 +359,11 @@ impl DeliveryJob {
 /// the attempt's own end.
 fn unknown_outcome(why: &str, transaction_id: &str, error: &ChannelError) -> String {
     format!(
-        "{why}; the sink may already have this invoice, so it is neither sent again nor given to the fallback: look there first, and `postbud retry {transaction_id}` only if it does not have it{}",
+        "{why}; the sink may already have this invoice, so it is neither sent again nor given to the fallback: look there first{}; `postbud retry {transaction_id}` if it does not have it, or deliver through the channel again from the console (a new send) if it failed there",
         match error.reference() {
             Some(_) => " (the sink's own report of it settles this delivery)",
             None => "",
-        }
+        },
     )
 }
 

@@ -14,6 +14,8 @@ picked AS (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM lapsed) bot
            ORDER BY at LIMIT :limit),
 claimed AS (
     UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+           -- A delivery whose lease lapsed may have reached its sink before the attempt died.
+           outcome_unknown = CASE WHEN state = 'running' AND kind = 'deliver' THEN 1 ELSE outcome_unknown END,
            lease_owner = :owner, lease_until = :until, updated_at = :now
     WHERE id IN (SELECT id FROM picked)
     RETURNING *)

@@ -3,6 +3,8 @@
 -- a claim costs the same with ten or ten thousand jobs waiting. (PostgreSQL's takes the rows
 -- with `FOR UPDATE SKIP LOCKED`, as several instances claim at once there.)
 UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+       -- A delivery whose lease lapsed may have reached its sink before the attempt died.
+       outcome_unknown = CASE WHEN state = 'running' AND kind = 'deliver' THEN 1 ELSE outcome_unknown END,
        lease_owner = :owner, lease_until = :until, updated_at = :now
 WHERE id IN (
     SELECT id FROM (

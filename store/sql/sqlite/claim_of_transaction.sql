@@ -1,5 +1,7 @@
 -- Leases up to :limit due jobs of the transaction :only to :owner until :until.
 UPDATE jobs SET state = 'running', fence = fence + 1, attempts = attempts + 1,
+       -- A delivery whose lease lapsed may have reached its sink before the attempt died.
+       outcome_unknown = CASE WHEN state = 'running' AND kind = 'deliver' THEN 1 ELSE outcome_unknown END,
        lease_owner = :owner, lease_until = :until, updated_at = :now
 WHERE id IN (
     SELECT id FROM jobs

@@ -505,7 +505,7 @@ fn next_steps(id: &str, verdict: &Verdict, jobs: &[crate::Job]) -> Vec<String> {
                 format!("Fix the cause, then retry (Retry now below, or `postbud retry {id}`).")
             } else {
                 format!(
-                    "Look at {} first: it may already have the invoice, and its own report settles the delivery. Retry only if it does not have it.",
+                    "Look at {} first: it may already have the invoice, and its own report settles the delivery. Retry if it does not have it; if it failed there, deliver through that channel again (a new send).",
                     unknown.join(", ")
                 )
             });
