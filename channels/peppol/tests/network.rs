@@ -350,12 +350,7 @@ async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing
     assert_eq!(net.dintero.captures(&id), 1);
     assert_eq!(net.storecove.submissions().len(), 1, "submitted once");
     let delivery = ids::delivery_id(&id, "peppol");
-    let job = app
-        .store()
-        .job(&delivery)
-        .await
-        .expect("job")
-        .expect("there");
+    let job = job_of(&app, &delivery).await;
     assert_eq!(job.state, postbud::JobState::Dead, "{job:?}");
     let error = job.last_error.unwrap_or_default();
     let guid = postbud_peppol::provider::idempotency_guid(&delivery);
@@ -387,6 +382,11 @@ async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing
     let outcome = app.deliver_now(&id).await.expect("status");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(net.storecove.submissions().len(), 1);
+}
+
+/// The job `id`, which must be there.
+async fn job_of(app: &App, id: &str) -> postbud::Job {
+    app.store().job(id).await.expect("job").expect("there")
 }
 
 /// Runs the app (its evidence sources with it) until the job `id` exists and satisfies `done`.
@@ -440,12 +440,7 @@ async fn the_access_point_s_report_settles_a_delivery_waiting_after_a_lost_answe
     assert_eq!(outcome.verdict(), Verdict::Pending, "{outcome}");
     let delivery = ids::delivery_id(&id, "peppol");
     let guid = postbud_peppol::provider::idempotency_guid(&delivery);
-    let job = app
-        .store()
-        .job(&delivery)
-        .await
-        .expect("job")
-        .expect("there");
+    let job = job_of(&app, &delivery).await;
     assert_eq!(
         (job.state, job.outcome_unknown, job.reference.as_deref()),
         (postbud::JobState::Queued, true, Some(guid.as_str())),
@@ -485,12 +480,7 @@ async fn after_an_operator_s_retry_a_repeat_worded_otherwise_still_sends_nothing
     let outcome = app.deliver_now(&id).await.expect("deliver");
     assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
     let delivery = ids::delivery_id(&id, "peppol");
-    let job = app
-        .store()
-        .job(&delivery)
-        .await
-        .expect("job")
-        .expect("there");
+    let job = job_of(&app, &delivery).await;
     assert!(
         job.last_error
             .as_deref()
@@ -506,12 +496,7 @@ async fn after_an_operator_s_retry_a_repeat_worded_otherwise_still_sends_nothing
     let outcome = app.deliver_now(&id).await.expect("deliver again");
 
     assert_eq!(outcome.verdict(), Verdict::NeedsAttention, "{outcome}");
-    let job = app
-        .store()
-        .job(&delivery)
-        .await
-        .expect("job")
-        .expect("there");
+    let job = job_of(&app, &delivery).await;
     assert_eq!(job.state, postbud::JobState::Dead, "{job:?}");
     assert!(
         job.last_error
@@ -568,12 +553,7 @@ async fn a_submission_the_access_point_reports_failed_runs_the_fallback_once() {
     let done = run_until(&app, &fallback, |job| job.state == postbud::JobState::Done).await;
     assert_eq!(done.channel.as_deref(), Some("customer-email"));
 
-    let peppol = app
-        .store()
-        .job(&delivery)
-        .await
-        .expect("job")
-        .expect("there");
+    let peppol = job_of(&app, &delivery).await;
     assert_eq!(peppol.state, postbud::JobState::Failed, "{peppol:?}");
     assert_eq!(peppol.evidence.as_deref(), Some("rejected"));
     assert!(
@@ -599,12 +579,7 @@ async fn a_submission_the_access_point_reports_failed_runs_the_fallback_once() {
     assert_ne!(resent, guid);
     assert_eq!(net.storecove.submissions().len(), 2, "submitted again");
     assert!(net.storecove.submission(&resent).is_some());
-    let job = app
-        .store()
-        .job(&delivery)
-        .await
-        .expect("job")
-        .expect("there");
+    let job = job_of(&app, &delivery).await;
     assert_eq!(
         (job.state, job.resends, job.reference.as_deref()),
         (postbud::JobState::Done, 1, Some(resent.as_str()))
