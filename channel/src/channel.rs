@@ -27,6 +27,16 @@ pub trait Channel: Send + Sync + fmt::Debug {
         ctx: &DeliveryContext,
     ) -> Result<Receipt, ChannelError>;
 
+    /// The sink's own id this attempt will send under, where the channel knows it before
+    /// sending (an idempotency key the sink's reports name). Postbud keeps it on the delivery
+    /// before the attempt starts, so a report that arrives before the attempt's end, or after
+    /// its worker died, still finds the delivery. `None` (the default): the receipt's
+    /// reference, once there is one.
+    fn reference_before(&self, ctx: &DeliveryContext) -> Option<String> {
+        let _ = ctx;
+        None
+    }
+
     /// Whether [`Channel::cancel`] sends something when a delivered invoice is voided.
     fn supports_cancel(&self) -> bool {
         false

@@ -266,6 +266,9 @@ impl Store for Watched {
     ) -> Result<postbud::store::EvidenceWritten, StoreError> {
         self.store.record_evidence(e).await
     }
+    async fn keep_reference(&self, l: &Lease, r: &str) -> Result<(), StoreError> {
+        self.store.keep_reference(l, r).await
+    }
     async fn job_by_reference(
         &self,
         c: &str,

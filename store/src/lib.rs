@@ -971,6 +971,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         evidence: &NewEvidence<'_>,
     ) -> Result<EvidenceWritten, StoreError>;
+    /// Keeps `reference`, the sink's id the attempt `lease` holds is about to send under, on its
+    /// delivery before the request goes out ([`Job::reference`]); fails when the lease is lost.
+    async fn keep_reference(&self, lease: &Lease, reference: &str) -> Result<(), StoreError>;
     /// The delivery of the channel instance `channel` whose sink gave it `reference`; `None`
     /// when none did, or more than one (a reference two deliveries share names neither).
     async fn job_by_reference(

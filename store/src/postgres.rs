@@ -590,6 +590,20 @@ impl Store for PgStore {
         }
     }
 
+    async fn keep_reference(&self, lease: &Lease, reference: &str) -> Result<(), StoreError> {
+        let done = Named::new(shared::KEEP_REFERENCE)
+            .bind("reference", kernel::storable(reference))
+            .bind("job_id", &lease.job.id)
+            .bind("fence", lease.job.fence)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(lease_lost(lease))
+        }
+    }
+
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
         let now = self.clock.now();
         let Some(plan) = FinishPlan::of(lease, &finish, now) else {

@@ -51,6 +51,7 @@ pub(crate) mod shared {
         DELIVERED_CHANNELS = "shared/delivered_channels.sql";
         CANCEL_PENDING = "shared/cancel_pending.sql";
         RENEW = "shared/renew.sql";
+        KEEP_REFERENCE = "shared/keep_reference.sql";
         HELD = "shared/held.sql";
         FINISH = "shared/finish.sql";
         PATCH_DISPATCH = "shared/patch_dispatch.sql";

@@ -1759,6 +1759,43 @@ pub async fn evidence_settles_a_delivery_whose_outcome_was_unknown(store: Arc<dy
         (JobState::Queued, 0, Some("guid-again"), true)
     );
 
+    // The sink's id kept before the request goes out: it finds the delivery while the attempt
+    // runs (a report then waits for its end), and only the lease's holder may keep one.
+    store
+        .enqueue_free(TX, &[job("dlv-contract-before", Role::Primary)])
+        .await
+        .expect("enqueue");
+    let running = store
+        .claim(&claim("w", Duration::from_secs(30), 10, Some(TX)))
+        .await
+        .expect("claim")
+        .into_iter()
+        .find(|l| l.job.id == "dlv-contract-before")
+        .expect("due");
+    store
+        .keep_reference(&running, "guid-before")
+        .await
+        .expect("kept under the lease");
+    let found = store
+        .job_by_reference("peppol", "guid-before")
+        .await
+        .expect("by reference")
+        .expect("found while it runs");
+    assert_eq!(
+        (found.id.as_str(), found.state),
+        ("dlv-contract-before", JobState::Running)
+    );
+    assert_eq!(
+        record(TX, "dlv-contract-before", "b1", EvidenceState::Delivered).await,
+        EvidenceWritten::NotYet
+    );
+    let mut stale = running.clone();
+    stale.job.fence -= 1;
+    assert!(
+        store.keep_reference(&stale, "guid-stale").await.is_err(),
+        "a lost lease keeps nothing"
+    );
+
     // A delivery whose lease lapsed (its worker died mid-attempt) may have reached the sink.
     store
         .enqueue_free(TX, &[job("dlv-contract-lapsed", Role::Primary)])

@@ -247,6 +247,11 @@ impl Channel for PeppolChannel {
         Ok(format!("{own}; {provider}"))
     }
 
+    fn reference_before(&self, ctx: &DeliveryContext) -> Option<String> {
+        // The GUID the submission goes under, as the receipt will name it.
+        Some(idempotency_guid_of(&ctx.delivery_id, ctx.resend))
+    }
+
     fn evidence(&self) -> EvidenceOffer {
         self.access_point.evidence()
     }

@@ -467,6 +467,38 @@ async fn the_access_point_s_report_settles_a_delivery_waiting_after_a_lost_answe
     );
 }
 
+/// The GUID is on the delivery before Storecove answers: a status event that outruns the answer
+/// (or follows the worker's death) finds its delivery.
+#[tokio::test]
+async fn the_guid_is_kept_before_the_submission_goes_out() {
+    let net = Network::start().await;
+    net.storecove
+        .inject(Fault::once(Endpoint::Submit, FaultKind::HoldAnswer(2)));
+    let app = net.app().await;
+    let id = net.b2b(BUYER);
+    let delivering = tokio::spawn({
+        let (app, id) = (Arc::clone(&app), id.clone());
+        async move { app.deliver_now(&id).await }
+    });
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while net.storecove.submissions().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("submitted");
+    let delivery = ids::delivery_id(&id, "peppol");
+    let job = job_of(&app, &delivery).await;
+    let guid = postbud_peppol::provider::idempotency_guid(&delivery);
+    assert_eq!(
+        (job.state, job.reference.as_deref()),
+        (postbud::JobState::Running, Some(guid.as_str())),
+        "kept while Storecove holds its answer"
+    );
+    let outcome = delivering.await.expect("task").expect("deliver");
+    assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
+}
+
 /// The same after an operator's retry, which starts the attempts again at 1: the answer to the
 /// first attempt was lost, the key was then refused (the delivery stops for the operator, with no
 /// fallback), the operator fixes it and retries; Storecove's 422 to the repeat, in words Postbud

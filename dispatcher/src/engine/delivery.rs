@@ -184,16 +184,22 @@ impl DeliveryJob {
                 }
             }
         }
-        // An earlier attempt may have reached the sink: it ended unknown to Postbud, or was
-        // delivered before (an operator's retry starts the count of attempts again).
+        // An earlier attempt may have reached the sink: it ended unknown to Postbud (or its
+        // worker died during it), or the delivery was delivered before (an operator's retry
+        // starts the count of attempts again). Not the reference: it is kept before sending.
         let mut ctx = DeliveryContext::new(&job.id, &name)
             .with_attempt(job.attempts)
-            .with_sent_before(
-                job.outcome_unknown || job.reference.is_some() || job.receipt.is_some(),
-            )
+            .with_sent_before(job.outcome_unknown || job.receipt.is_some())
             .with_resend(job.resends);
         if let Some(links) = &self.links {
             ctx = ctx.with_report_url(links.report_url(&name, &job.id));
+        }
+        // Kept before the request goes out: a report that outruns this attempt's end, or follows
+        // its worker's death, finds the delivery by it.
+        if job.kind == JobKind::Deliver
+            && let Some(reference) = channel.reference_before(&ctx)
+        {
+            self.store.keep_reference(lease, &reference).await?;
         }
         let result = match job.kind {
             JobKind::Cancel => channel.cancel(&invoice, &ctx).await,

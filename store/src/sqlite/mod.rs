@@ -710,6 +710,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn keep_reference(&self, lease: &Lease, reference: &str) -> Result<(), StoreError> {
+        let (lease, reference) = (lease.clone(), kernel::storable(reference));
+        self.db
+            .write(move |conn| {
+                let kept = exec(
+                    conn,
+                    shared::KEEP_REFERENCE,
+                    named_params! {":reference": reference, ":job_id": lease.job.id, ":fence": lease.job.fence},
+                )?;
+                match kept {
+                    1 => Ok(()),
+                    _ => Err(lease_lost(&lease)),
+                }
+            })
+            .await
+    }
+
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {
         let Some(plan) = FinishPlan::of(lease, &finish, now_ms()) else {
             return Ok(());
