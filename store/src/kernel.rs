@@ -520,6 +520,15 @@ pub(super) fn lease_lost(lease: &Lease) -> StoreError {
     StoreError::lease_lost(&lease.job.id)
 }
 
+/// `Ok` when a statement guarded by `lease` (its job, fence and `running` state) changed its
+/// one row; a lost lease otherwise.
+pub(super) fn held(changed: u64, lease: &Lease) -> Result<(), StoreError> {
+    match changed {
+        1 => Ok(()),
+        _ => Err(lease_lost(lease)),
+    }
+}
+
 /// What finishing an attempt writes: the job's new state and due time, the error or receipt it
 /// keeps, the correction to its attempt count, and the history line.
 #[derive(Debug)]

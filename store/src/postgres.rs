@@ -583,11 +583,7 @@ impl Store for PgStore {
             .bind("fence", lease.job.fence)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(lease_lost(lease))
-        }
+        kernel::held(done.rows_affected(), lease)
     }
 
     async fn keep_reference(&self, lease: &Lease, reference: &str) -> Result<(), StoreError> {
@@ -597,11 +593,7 @@ impl Store for PgStore {
             .bind("fence", lease.job.fence)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(lease_lost(lease))
-        }
+        kernel::held(done.rows_affected(), lease)
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<(), StoreError> {

@@ -356,14 +356,7 @@ async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing
     let guid = postbud_peppol::provider::idempotency_guid(&delivery);
     assert!(error.contains(&guid), "{error}");
     assert!(error.contains("may already have this invoice"), "{error}");
-    assert!(
-        app.store()
-            .job(&ids::delivery_id(&id, "customer-email"))
-            .await
-            .expect("job")
-            .is_none(),
-        "no fallback"
-    );
+    assert_no_fallback(&app, &id).await;
     assert!(
         !net.dir.path().join("email").exists()
             || std::fs::read_dir(net.dir.path().join("email"))
@@ -382,6 +375,13 @@ async fn a_repeat_storecove_words_otherwise_stops_for_a_person_and_sends_nothing
     let outcome = app.deliver_now(&id).await.expect("status");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
     assert_eq!(net.storecove.submissions().len(), 1);
+}
+
+/// Asserts that the invoice `id` has no email fallback.
+async fn assert_no_fallback(app: &App, id: &str) {
+    let fallback = ids::delivery_id(id, "customer-email");
+    let job = app.store().job(&fallback).await.expect("job");
+    assert!(job.is_none(), "no fallback: {job:?}");
 }
 
 /// The job `id`, which must be there.
@@ -457,14 +457,7 @@ async fn the_access_point_s_report_settles_a_delivery_waiting_after_a_lost_answe
     assert!(net.storecove.queued().is_empty(), "the event acknowledged");
     let outcome = app.deliver_now(&id).await.expect("status");
     assert_eq!(outcome.verdict(), Verdict::Delivered, "{outcome}");
-    assert!(
-        app.store()
-            .job(&ids::delivery_id(&id, "customer-email"))
-            .await
-            .expect("job")
-            .is_none(),
-        "no fallback"
-    );
+    assert_no_fallback(&app, &id).await;
 }
 
 /// The GUID is on the delivery before Storecove answers: a status event that outruns the answer
@@ -537,14 +530,7 @@ async fn after_an_operator_s_retry_a_repeat_worded_otherwise_still_sends_nothing
         "{job:?}"
     );
     assert_eq!(net.storecove.submissions().len(), 1, "submitted once");
-    assert!(
-        app.store()
-            .job(&ids::delivery_id(&id, "customer-email"))
-            .await
-            .expect("job")
-            .is_none(),
-        "no fallback"
-    );
+    assert_no_fallback(&app, &id).await;
     assert_eq!(net.dintero.captures(&id), 1);
 
     // Storecove reports that the receiving access point could not take it: now, and only now,

@@ -702,10 +702,7 @@ impl Store for SqliteStore {
                     shared::RENEW,
                     named_params! {":until": until, ":job_id": lease.job.id, ":fence": lease.job.fence},
                 )?;
-                match renewed {
-                    1 => Ok(()),
-                    _ => Err(lease_lost(&lease)),
-                }
+                kernel::held(renewed as u64, &lease)
             })
             .await
     }
@@ -719,10 +716,7 @@ impl Store for SqliteStore {
                     shared::KEEP_REFERENCE,
                     named_params! {":reference": reference, ":job_id": lease.job.id, ":fence": lease.job.fence},
                 )?;
-                match kept {
-                    1 => Ok(()),
-                    _ => Err(lease_lost(&lease)),
-                }
+                kernel::held(kept as u64, &lease)
             })
             .await
     }
